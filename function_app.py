@@ -1,0 +1,21 @@
+"""Composition root: build the Durable Functions app and register each concern's blueprint."""
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from activities import blueprint as activities_blueprint
+from api import blueprint as api_blueprint
+from intake import blueprint as intake_blueprint
+from maintenance import blueprint as maintenance_blueprint
+from orchestrators import blueprint as orchestrators_blueprint
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+for blueprint in (
+    api_blueprint,
+    intake_blueprint,
+    orchestrators_blueprint,
+    activities_blueprint,
+    maintenance_blueprint,
+):
+    app.register_functions(blueprint)

@@ -1,0 +1,1 @@
+"""Code shared by the API, the orchestrations and the activities: settings, storage, contracts."""

@@ -1,0 +1,76 @@
+"""Application settings, read once from the environment (app settings in Azure, `Values` locally).
+
+Every setting the app reads is a field here, so the infrastructure tests can check that the
+function app module sets each one (see tests/infra).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _running_in_azure() -> bool:
+    # The platform sets these on every Functions instance; they are never set by devhost.
+    return bool(os.environ.get("WEBSITE_INSTANCE_ID") or os.environ.get("CONTAINER_NAME_AZURE"))
+
+
+class Settings(BaseSettings):
+    """The app's settings. Field aliases are the app-setting names."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    # Storage: a connection string locally (Azurite), service URIs + managed identity in Azure.
+    storage_connection_string: str | None = Field(default=None, alias="AzureWebJobsStorage")
+    blob_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__blobServiceUri")
+    queue_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__queueServiceUri")
+    table_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__tableServiceUri")
+    storage_client_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage__clientId", "AZURE_CLIENT_ID"),
+    )
+
+    # Public contract
+    public_base_url: str | None = Field(default=None, alias="PUBLIC_BASE_URL")
+    max_json_body_bytes: int = Field(default=1024 * 1024, gt=0, alias="MAX_JSON_BODY_BYTES")
+    max_raw_body_bytes: int = Field(default=100 * 1024 * 1024, gt=0, alias="MAX_RAW_BODY_BYTES")
+    upload_url_ttl_minutes: int = Field(default=15, ge=1, le=24 * 60, alias="UPLOAD_URL_TTL_MINUTES")
+
+    # Job kinds
+    enable_simulate_kind: bool = Field(default=False, alias="ENABLE_SIMULATE_KIND")
+
+    # Orchestration shape
+    max_parallel_chunks: int = Field(default=8, ge=1, le=64, alias="MAX_PARALLEL_CHUNKS")
+    chunk_target_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, alias="CHUNK_TARGET_BYTES")
+    chunks_per_sub_orchestration: int = Field(
+        default=50, ge=1, le=200, alias="CHUNKS_PER_SUB_ORCHESTRATION"
+    )
+
+    # Retries (exponential backoff with deterministic jitter, on durable timers)
+    retry_first_interval_seconds: float = Field(default=1.0, gt=0, alias="RETRY_FIRST_INTERVAL_SECONDS")
+    retry_backoff_coefficient: float = Field(default=2.0, ge=1, alias="RETRY_BACKOFF_COEFFICIENT")
+    retry_max_interval_seconds: float = Field(default=60.0, gt=0, alias="RETRY_MAX_INTERVAL_SECONDS")
+    retry_max_attempts: int = Field(default=5, ge=1, le=20, alias="RETRY_MAX_ATTEMPTS")
+
+    # Retention
+    retention_days: int = Field(default=7, ge=1, alias="RETENTION_DAYS")
+    deadletter_retention_days: int = Field(default=30, ge=1, alias="DEADLETTER_RETENTION_DAYS")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_azure_config(self) -> Settings:
+        if not _running_in_azure():
+            return self
+        if self.storage_connection_string and "AccountKey=" in self.storage_connection_string:
+            raise ValueError("shared-key storage connection strings are not allowed in Azure; use identity")
+        if self.enable_simulate_kind:
+            raise ValueError("ENABLE_SIMULATE_KIND must be false in Azure")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, validated once."""
+    return Settings()

@@ -1,0 +1,53 @@
+"""Fixtures: a private Azurite per test session and devhost processes serving the real app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.azurite import Azurite
+from tests.support.devhost import DevHost
+
+DEFAULT_TEST_ENV = {
+    # Small, fast settings for tests: short backoff, small chunks.
+    "ENABLE_SIMULATE_KIND": "true",
+    "RETRY_FIRST_INTERVAL_SECONDS": "0.2",
+    "RETRY_MAX_INTERVAL_SECONDS": "1",
+    "RETRY_MAX_ATTEMPTS": "3",
+    "CHUNK_TARGET_BYTES": "4096",
+}
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    emulator = Azurite.start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def devhost_factory(azurite: Azurite) -> Iterator[Callable[..., DevHost]]:
+    """Start devhosts with extra env/args; each gets its own task hub. Stopped at teardown."""
+    started: list[DevHost] = []
+
+    def start(env: dict[str, str] | None = None, args: list[str] | None = None, wait: bool = True) -> DevHost:
+        host = DevHost(azurite.connection_string, env={**DEFAULT_TEST_ENV, **(env or {})}, args=list(args or []))
+        started.append(host)
+        return host.start(wait=wait)
+
+    yield start
+    for host in started:
+        host.stop(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def devhost(azurite: Azurite) -> Iterator[DevHost]:
+    """One devhost shared by a test module, with the default test settings."""
+    host = DevHost(azurite.connection_string, env=dict(DEFAULT_TEST_ENV)).start()
+    try:
+        yield host
+    finally:
+        host.stop(timeout=20)

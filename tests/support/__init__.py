@@ -1,0 +1,1 @@
+"""Test support: real Azurite and a real devhost process, shared by tests and benchmarks."""
