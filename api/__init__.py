@@ -3,7 +3,6 @@
 import azure.durable_functions as df
 import azure.functions as func
 
-
 blueprint = df.Blueprint()
 
 
