@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     # Retention
     retention_days: int = Field(default=7, ge=1, alias="RETENTION_DAYS")
     deadletter_retention_days: int = Field(default=30, ge=1, alias="DEADLETTER_RETENTION_DAYS")
+    # NCRONTAB (with seconds) of the retention timer; the host reads it as %RETENTION_SCHEDULE%.
+    retention_schedule: str = Field(default="0 15 3 * * *", alias="RETENTION_SCHEDULE")
 
     @model_validator(mode="after")
     def _refuse_unsafe_azure_config(self) -> Settings:
