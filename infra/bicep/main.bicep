@@ -1,0 +1,320 @@
+// longrun: long-running jobs behind a 202/Location HTTP API on Durable Functions (Python, Flex Consumption).
+// `azd up` deploys this with main.parameters.json; `az deployment sub create` works the same (docs/deploy.md).
+targetScope = 'subscription'
+
+@description('Required. Name of the azd environment; names the resource group and tags every resource.')
+@minLength(1)
+@maxLength(64)
+param environmentName string
+
+@description('Required. Azure region for every resource. It must offer Flex Consumption.')
+@minLength(1)
+param location string
+
+@description('Optional. Object id of the person deploying (azd sets AZURE_PRINCIPAL_ID). Gets the same storage and telemetry roles as the app, so the app can run on a laptop against the deployed storage. Empty: no user roles.')
+param principalId string = ''
+
+@description('Optional. Principal type of principalId.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
+
+@description('Required. E-mail address that receives the alerts (and API Management\'s publisher notices).')
+@minLength(3)
+param alertEmail string
+
+@description('Optional. Gateway in front of the function app: API Management (Consumption by default) or Application Gateway v2 with WAF.')
+@allowed([
+  'apiManagement'
+  'applicationGateway'
+])
+param gatewayType string = 'apiManagement'
+
+@description('Optional. Seconds the gateway waits for the function app (APIM forward-request timeout / Application Gateway request timeout). Budget: a submit answers in a few seconds and the slowest request is a 100 MB raw upload to POST /api/jobs, so it needs tens of seconds, not minutes; it must stay below the 230 s after which the Functions front end drops any HTTP response (and the 240 s API Management honours), and above the 15 s heartbeat of event streams so a quiet stream survives. Long work never holds a request: it is a 202 that clients poll with Retry-After (1-30 s). See docs/timeouts.md.')
+@minValue(30)
+@maxValue(220)
+param gatewayBackendTimeoutSeconds int = 120
+
+@description('Optional. API Management tier (gatewayType apiManagement).')
+@allowed([
+  'Consumption'
+  'Developer'
+  'BasicV2'
+  'StandardV2'
+])
+param apiManagementSku string = 'Consumption'
+
+@description('Optional. Path of the API on the API Management gateway.')
+param apiPath string = 'longrun'
+
+@description('Optional. Key Vault secret id of the TLS certificate (gatewayType applicationGateway; required there). The app\'s identity needs Key Vault Secrets User on it.')
+param appGatewayCertificateSecretId string = ''
+
+@description('Optional. Public host name the certificate is for (gatewayType applicationGateway), e.g. jobs.example.com, pointed at the gateway\'s IP. Empty: <label>.<region>.cloudapp.azure.com.')
+param appGatewayHostName string = ''
+
+@description('Optional. Instance memory in MB of the Flex Consumption app.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Optional. Most instances the Flex Consumption app scales out to.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Optional. Always-ready instances for the Durable group (0 saves money but a job after an idle spell waits for a cold start).')
+@minValue(0)
+@maxValue(10)
+param alwaysReadyDurableInstances int = 1
+
+@description('Optional. Threads per Python worker (PYTHON_THREADPOOL_THREAD_COUNT); Durable concurrency is set to match.')
+@minValue(1)
+@maxValue(32)
+param threadsPerWorker int = 8
+
+@description('Optional. Days the app keeps finished jobs\' payloads and results (RETENTION_DAYS).')
+@minValue(1)
+@maxValue(365)
+param retentionDays int = 7
+
+@description('Optional. Extra days the storage lifecycle policy waits after RETENTION_DAYS before deleting job blobs itself: the app\'s retention timer purges first, the policy only catches what it missed.')
+@minValue(1)
+@maxValue(30)
+param lifecycleMarginDays int = 3
+
+@description('Optional. Keep the Durable task hub in a storage account of its own, so job traffic and task hub traffic do not share one account\'s request limits.')
+param separateTaskHubStorage bool = false
+
+@description('Optional. Alert when more than this percent of finished jobs failed in 15 minutes.')
+@minValue(1)
+@maxValue(100)
+param jobFailureRatePercent int = 10
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+  application: 'longrun'
+}
+
+// The names in shared/storage.py (tests/infra checks they match).
+var payloadsContainer = 'payloads'
+var resultsContainer = 'results'
+var inboxQueue = 'jobs-inbox'
+var inboxPoisonQueue = 'jobs-inbox-poison'
+var deadLetterQueue = 'jobs-deadletter'
+var jobsTable = 'Jobs'
+var deadLettersTable = 'DeadLetters'
+
+var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
+var deploymentContainer = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+var taskHubName = 'longrun${resourceToken}'
+var apiManagementName = '${abbrs.apiManagementService}${resourceToken}'
+var appGatewayDnsLabel = 'longrun-${resourceToken}'
+
+// Known before the gateway exists, so the app's settings and the gateway do not depend on each other.
+var appGatewayUrl = empty(appGatewayHostName) ? 'https://${appGatewayDnsLabel}.${location}.cloudapp.azure.com' : 'https://${appGatewayHostName}'
+var publicBaseUrl = gatewayType == 'apiManagement' ? 'https://${apiManagementName}.azure-api.net/${apiPath}' : appGatewayUrl
+
+resource resourceGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: resourceGroup
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: resourceGroup
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    containers: [
+      payloadsContainer
+      resultsContainer
+      deploymentContainer
+    ]
+    queues: [
+      inboxQueue
+      inboxPoisonQueue
+      deadLetterQueue
+    ]
+    tables: [
+      jobsTable
+      deadLettersTable
+    ]
+    lifecyclePrefixes: [
+      '${payloadsContainer}/jobs/'
+      '${payloadsContainer}/uploads/'
+      '${resultsContainer}/jobs/'
+    ]
+    lifecycleDeleteAfterDays: retentionDays + lifecycleMarginDays
+  }
+}
+
+// The Durable extension creates its own queues, tables and containers in this account.
+module taskHubStorage 'modules/storage.bicep' = if (separateTaskHubStorage) {
+  name: 'task-hub-storage'
+  scope: resourceGroup
+  params: {
+    name: '${abbrs.storageStorageAccounts}hub${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: resourceGroup
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module appRoles 'modules/rbac.bicep' = {
+  name: 'app-roles'
+  scope: resourceGroup
+  params: {
+    principalId: identity.outputs.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+module developerRoles 'modules/rbac.bicep' = if (!empty(principalId)) {
+  name: 'developer-roles'
+  scope: resourceGroup
+  params: {
+    principalId: principalId
+    principalType: principalType
+  }
+}
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'function-app'
+  scope: resourceGroup
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: 'api'
+    identityResourceId: identity.outputs.resourceId
+    identityClientId: identity.outputs.clientId
+    blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
+    deploymentContainerName: deploymentContainer
+    taskHubStorageEndpoints: separateTaskHubStorage ? {
+      blob: taskHubStorage.outputs.blobEndpoint
+      queue: taskHubStorage.outputs.queueEndpoint
+      table: taskHubStorage.outputs.tableEndpoint
+    } : {}
+    applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
+    taskHubName: taskHubName
+    publicBaseUrl: publicBaseUrl
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    alwaysReadyDurableInstances: alwaysReadyDurableInstances
+    threadsPerWorker: threadsPerWorker
+    retentionDays: retentionDays
+  }
+  dependsOn: [
+    appRoles
+  ]
+}
+
+module apiManagement 'modules/api-management.bicep' = if (gatewayType == 'apiManagement') {
+  name: 'api-management'
+  scope: resourceGroup
+  params: {
+    name: apiManagementName
+    location: location
+    tags: tags
+    skuName: apiManagementSku
+    publisherEmail: alertEmail
+    functionAppName: functionApp.outputs.name
+    functionAppHostName: functionApp.outputs.defaultHostName
+    apiPath: apiPath
+    backendTimeoutSeconds: gatewayBackendTimeoutSeconds
+  }
+}
+
+module applicationGateway 'modules/application-gateway.bicep' = if (gatewayType == 'applicationGateway') {
+  name: 'application-gateway'
+  scope: resourceGroup
+  params: {
+    name: '${abbrs.networkApplicationGateways}${resourceToken}'
+    location: location
+    tags: tags
+    virtualNetworkName: '${abbrs.networkVirtualNetworks}${resourceToken}'
+    publicIpName: '${abbrs.networkPublicIPAddresses}${resourceToken}'
+    wafPolicyName: '${abbrs.networkApplicationGatewayWebApplicationFirewallPolicies}${resourceToken}'
+    dnsLabel: appGatewayDnsLabel
+    identityResourceId: identity.outputs.resourceId
+    certificateSecretId: appGatewayCertificateSecretId
+    functionAppName: functionApp.outputs.name
+    functionAppHostName: functionApp.outputs.defaultHostName
+    backendTimeoutSeconds: gatewayBackendTimeoutSeconds
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: resourceGroup
+  params: {
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    namePrefix: '${abbrs.insightsScheduledQueryRules}${resourceToken}-'
+    location: location
+    tags: tags
+    alertEmail: alertEmail
+    applicationInsightsResourceId: monitoring.outputs.applicationInsightsResourceId
+    storageAccountResourceId: storage.outputs.resourceId
+    jobFailureRatePercent: jobFailureRatePercent
+  }
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: resourceGroup
+  params: {
+    displayName: 'longrun jobs (${environmentName})'
+    location: location
+    tags: tags
+    applicationInsightsResourceId: monitoring.outputs.applicationInsightsResourceId
+    storageAccountResourceId: storage.outputs.resourceId
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = resourceGroup.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+output AZURE_STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
+output AZURE_USER_ASSIGNED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output TASK_HUB_NAME string = taskHubName
+output GATEWAY_TYPE string = gatewayType
+output PUBLIC_BASE_URL string = publicBaseUrl

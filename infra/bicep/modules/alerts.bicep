@@ -1,0 +1,184 @@
+// Alerts wired to one action group: poison intake messages, dead-lettered jobs, the job failure rate and
+// function errors (log queries over the `longrun.<event> key=value` traces of shared/telemetry.py), plus
+// the storage account's queue backlog. Per-queue depth is not a storage metric (QueueMessageCount is
+// account-wide and hourly); the app's health endpoint reports each queue.
+
+@description('Required. Action group name.')
+param actionGroupName string
+
+@description('Required. Prefix of the alert rule names.')
+param namePrefix string
+
+@description('Required. Azure region (scheduled query rules are regional; action groups and metric alerts are global).')
+param location string
+
+@description('Optional. Tags for the resources.')
+param tags object = {}
+
+@description('Required. E-mail address that receives the alerts.')
+param alertEmail string
+
+@description('Required. Resource id of Application Insights, the scope of the log alerts.')
+param applicationInsightsResourceId string
+
+@description('Required. Resource id of the app\'s storage account, the scope of the queue backlog alert.')
+param storageAccountResourceId string
+
+@description('Optional. Alert when more than this percent of the jobs finished in the window failed.')
+@minValue(1)
+@maxValue(100)
+param jobFailureRatePercent int = 10
+
+@description('Optional. Jobs that must finish in the window before the failure rate alert fires (avoids one failure out of one job paging someone).')
+@minValue(1)
+param jobFailureRateMinimumJobs int = 5
+
+@description('Optional. Failed function invocations in the window that fire the function error alert.')
+@minValue(1)
+param functionErrorThreshold int = 5
+
+@description('Optional. Messages across all queues of the storage account (inbox, poison, dead letters and the Durable task hub\'s) that fire the backlog alert.')
+@minValue(1)
+param queueBacklogThreshold int = 1000
+
+@description('Optional. How far back each log alert looks (ISO 8601 duration).')
+param windowSize string = 'PT15M'
+
+@description('Optional. How often the log alerts run (ISO 8601 duration).')
+param evaluationFrequency string = 'PT5M'
+
+var poisonQuery = 'traces | where message startswith "longrun.intake.poison" | parse-kv message as (message_id:string) with (pair_delimiter=\' \', kv_delimiter=\'=\') | project timestamp, message_id'
+
+var deadLetterQuery = 'traces | where message startswith "longrun.job.deadlettered" | parse-kv message as (job_id:string, kind:string, error_type:string) with (pair_delimiter=\' \', kv_delimiter=\'=\') | project timestamp, job_id, kind, error_type'
+
+var failureRateQuery = 'traces | where message startswith "longrun.job." | extend event = tostring(split(message, " ")[0]) | where event in ("longrun.job.completed", "longrun.job.failed") | summarize finished = count(), failed = countif(event == "longrun.job.failed") | where finished >= ${jobFailureRateMinimumJobs} | extend failure_rate_percent = 100.0 * failed / finished | where failure_rate_percent > ${jobFailureRatePercent}'
+
+var functionErrorQuery = 'requests | where success == false | summarize failures = count() by operation_Name'
+
+var logAlerts = [
+  {
+    name: 'poison-queue'
+    displayName: 'longrun: intake messages moved to jobs-inbox-poison'
+    description: 'A queued submit failed maxDequeueCount times and is now in jobs-inbox-poison. It is also recorded as a dead letter: inspect GET /api/dead-letters and replay it.'
+    severity: 2
+    query: poisonQuery
+    threshold: 0
+  }
+  {
+    name: 'dead-letters'
+    displayName: 'longrun: jobs dead-lettered'
+    description: 'A job failed for good (retries exhausted or a non-retryable error). See GET /api/dead-letters; fix the cause and POST /api/dead-letters/{id}/replay.'
+    severity: 2
+    query: deadLetterQuery
+    threshold: 0
+  }
+  {
+    name: 'job-failure-rate'
+    displayName: 'longrun: job failure rate above ${jobFailureRatePercent}%'
+    description: 'More than ${jobFailureRatePercent}% of the jobs that finished in the window failed (at least ${jobFailureRateMinimumJobs} finished).'
+    severity: 1
+    query: failureRateQuery
+    threshold: 0
+  }
+  {
+    name: 'function-errors'
+    displayName: 'longrun: function invocations failing'
+    description: 'Function invocations (HTTP, queue, timer, orchestrator or activity) ended with an unhandled error.'
+    severity: 2
+    query: functionErrorQuery
+    threshold: functionErrorThreshold - 1
+  }
+]
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: actionGroupName
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'longrun'
+    enabled: true
+    emailReceivers: [
+      {
+        name: 'operators'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+resource logAlertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for alert in logAlerts: {
+  name: '${namePrefix}${alert.name}'
+  location: location
+  tags: tags
+  properties: {
+    displayName: alert.displayName
+    description: alert.description
+    severity: alert.severity
+    enabled: true
+    evaluationFrequency: evaluationFrequency
+    windowSize: windowSize
+    scopes: [
+      applicationInsightsResourceId
+    ]
+    criteria: {
+      allOf: [
+        {
+          query: alert.query
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: alert.threshold
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}]
+
+resource queueBacklogAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${namePrefix}queue-backlog'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'More than ${queueBacklogThreshold} messages wait in the storage account\'s queues. Storage emits QueueMessageCount hourly, so this is a coarse backstop behind the log alerts.'
+    severity: 3
+    enabled: true
+    scopes: [
+      '${storageAccountResourceId}/queueServices/default'
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT6H'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'queue-message-count'
+          metricNamespace: 'Microsoft.Storage/storageAccounts/queueServices'
+          metricName: 'QueueMessageCount'
+          operator: 'GreaterThan'
+          threshold: queueBacklogThreshold
+          timeAggregation: 'Average'
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: [
+      {
+        actionGroupId: actionGroup.id
+      }
+    ]
+  }
+}
+
+output actionGroupResourceId string = actionGroup.id
+output alertNames array = [for alert in logAlerts: '${namePrefix}${alert.name}']

@@ -1,0 +1,284 @@
+// The function app on Flex Consumption (FC1), Python 3.11, with identity-based storage and telemetry.
+// Every app setting the code reads is set here: the aliases of shared.settings.Settings plus the host's
+// own (task hub, retention schedule, worker concurrency, Application Insights). tests/infra checks both.
+
+@description('Required. Function app name.')
+param name string
+
+@description('Required. Flex Consumption plan name.')
+param planName string
+
+@description('Required. Azure region.')
+param location string
+
+@description('Optional. Tags for the resources (the app also gets the azd service tag).')
+param tags object = {}
+
+@description('Optional. azd service name in azure.yaml this app hosts.')
+param serviceName string = 'api'
+
+@description('Required. Resource id of the user-assigned identity the app runs as.')
+param identityResourceId string
+
+@description('Required. Client id of that identity: the storage and Application Insights SDKs pick it by this id.')
+param identityClientId string
+
+@description('Required. Primary blob endpoint of the app\'s storage account (https://<account>.blob.core.windows.net/).')
+param blobEndpoint string
+
+@description('Required. Primary queue endpoint of the app\'s storage account.')
+param queueEndpoint string
+
+@description('Required. Primary table endpoint of the app\'s storage account.')
+param tableEndpoint string
+
+@description('Required. Blob container Flex Consumption deploys the app package to.')
+param deploymentContainerName string
+
+@description('Optional. Endpoints of a separate storage account for the Durable task hub; empty to keep the task hub in the app\'s account.')
+param taskHubStorageEndpoints object = {}
+
+@description('Required. Application Insights connection string (holds no secret: local auth is disabled, the app authenticates with its identity).')
+param applicationInsightsConnectionString string
+
+@description('Required. Durable task hub name: letters and digits, unique per environment sharing a storage account.')
+@minLength(3)
+@maxLength(45)
+param taskHubName string
+
+@description('Required. URL clients reach the API through (the gateway), without a trailing slash. The app builds Location and link URLs from it by appending /api/...')
+param publicBaseUrl string
+
+@description('Optional. Instance memory in MB. 2,048 MB gives one vCPU; 4,096 MB two, for CPU-heavy chunks.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Optional. Most instances the app scales out to. Storage and downstream systems must take this many instances × PYTHON_THREADPOOL_THREAD_COUNT concurrent calls.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Optional. Always-ready instances for the Durable group (orchestrators, activities, entities): at least one keeps control-queue polling warm so a job starts within a polling interval instead of a cold start.')
+@minValue(0)
+@maxValue(10)
+param alwaysReadyDurableInstances int = 1
+
+@description('Optional. Concurrent HTTP requests one instance takes before Flex adds another. The API handlers only touch storage and the Durable client, so more than Python\'s default of 1 is safe.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
+
+@description('Optional. Python worker processes per instance. Flex Consumption always runs one; kept as a setting so Durable concurrency below is computed from the real figure.')
+@minValue(1)
+@maxValue(1)
+param workerProcessCount int = 1
+
+@description('Optional. Threads per Python worker (PYTHON_THREADPOOL_THREAD_COUNT). Durable activity and orchestrator concurrency are set to processes × threads, the real Python concurrency.')
+@minValue(1)
+@maxValue(32)
+param threadsPerWorker int = 8
+
+@description('Optional. Days the app keeps finished jobs\' payloads and results before its retention timer purges them (RETENTION_DAYS).')
+@minValue(1)
+@maxValue(365)
+param retentionDays int = 7
+
+@description('Optional. Days dead letters are kept (DEADLETTER_RETENTION_DAYS).')
+@minValue(1)
+@maxValue(365)
+param deadLetterRetentionDays int = 30
+
+@description('Optional. NCRONTAB (six fields, UTC) of the retention timer (RETENTION_SCHEDULE).')
+param retentionSchedule string = '0 15 3 * * *'
+
+@description('Optional. Largest JSON request body in bytes (MAX_JSON_BODY_BYTES).')
+@minValue(1024)
+param maxJsonBodyBytes int = 1048576
+
+@description('Optional. Largest raw (CSV) request body in bytes (MAX_RAW_BODY_BYTES). The Functions front end refuses bodies over 100 MB, so more is pointless; bigger inputs go through POST /api/uploads straight to Blob.')
+@minValue(1024)
+@maxValue(104857600)
+param maxRawBodyBytes int = 104857600
+
+@description('Optional. Minutes an upload URL (user-delegation SAS) stays valid (UPLOAD_URL_TTL_MINUTES).')
+@minValue(1)
+@maxValue(1440)
+param uploadUrlTtlMinutes int = 15
+
+@description('Optional. Chunks processed in parallel per job (MAX_PARALLEL_CHUNKS).')
+@minValue(1)
+@maxValue(64)
+param maxParallelChunks int = 8
+
+@description('Optional. Target chunk size in bytes (CHUNK_TARGET_BYTES). Keep one chunk\'s processing well under a minute.')
+@minValue(1024)
+param chunkTargetBytes int = 8388608
+
+@description('Optional. Chunks per sub-orchestration (CHUNKS_PER_SUB_ORCHESTRATION): bounds each history Python replays.')
+@minValue(1)
+@maxValue(200)
+param chunksPerSubOrchestration int = 50
+
+@description('Optional. First retry delay in seconds (RETRY_FIRST_INTERVAL_SECONDS).')
+param retryFirstIntervalSeconds string = '1'
+
+@description('Optional. Backoff coefficient (RETRY_BACKOFF_COEFFICIENT).')
+param retryBackoffCoefficient string = '2'
+
+@description('Optional. Longest retry delay in seconds (RETRY_MAX_INTERVAL_SECONDS).')
+param retryMaxIntervalSeconds string = '60'
+
+@description('Optional. Attempts per chunk before the job fails and is dead-lettered (RETRY_MAX_ATTEMPTS).')
+@minValue(1)
+@maxValue(20)
+param retryMaxAttempts int = 5
+
+var pythonConcurrency = workerProcessCount * threadsPerWorker
+
+var storageSettings = {
+  AzureWebJobsStorage__blobServiceUri: blobEndpoint
+  AzureWebJobsStorage__queueServiceUri: queueEndpoint
+  AzureWebJobsStorage__tableServiceUri: tableEndpoint
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+}
+
+// The task hub moves to its own account through a named connection, without touching host.json.
+var taskHubStorageSettings = empty(taskHubStorageEndpoints) ? {} : {
+  AzureFunctionsJobHost__extensions__durableTask__storageProvider__connectionName: 'DurableTaskStorage'
+  DurableTaskStorage__blobServiceUri: taskHubStorageEndpoints.blob
+  DurableTaskStorage__queueServiceUri: taskHubStorageEndpoints.queue
+  DurableTaskStorage__tableServiceUri: taskHubStorageEndpoints.table
+  DurableTaskStorage__credential: 'managedidentity'
+  DurableTaskStorage__clientId: identityClientId
+}
+
+var hostSettings = {
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  TASK_HUB_NAME: taskHubName
+  RETENTION_SCHEDULE: retentionSchedule
+  FUNCTIONS_WORKER_PROCESS_COUNT: string(workerProcessCount)
+  PYTHON_THREADPOOL_THREAD_COUNT: string(threadsPerWorker)
+  AzureFunctionsJobHost__extensions__durableTask__maxConcurrentActivityFunctions: string(pythonConcurrency)
+  AzureFunctionsJobHost__extensions__durableTask__maxConcurrentOrchestratorFunctions: string(pythonConcurrency)
+}
+
+// The aliases of shared.settings.Settings, with production-safe values.
+var appSettings = {
+  PUBLIC_BASE_URL: publicBaseUrl
+  MAX_JSON_BODY_BYTES: string(maxJsonBodyBytes)
+  MAX_RAW_BODY_BYTES: string(maxRawBodyBytes)
+  UPLOAD_URL_TTL_MINUTES: string(uploadUrlTtlMinutes)
+  ENABLE_SIMULATE_KIND: 'false'
+  MAX_PARALLEL_CHUNKS: string(maxParallelChunks)
+  CHUNK_TARGET_BYTES: string(chunkTargetBytes)
+  CHUNKS_PER_SUB_ORCHESTRATION: string(chunksPerSubOrchestration)
+  RETRY_FIRST_INTERVAL_SECONDS: retryFirstIntervalSeconds
+  RETRY_BACKOFF_COEFFICIENT: retryBackoffCoefficient
+  RETRY_MAX_INTERVAL_SECONDS: retryMaxIntervalSeconds
+  RETRY_MAX_ATTEMPTS: string(retryMaxAttempts)
+  RETENTION_DAYS: string(retentionDays)
+  DEADLETTER_RETENTION_DAYS: string(deadLetterRetentionDays)
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  // checkov:skip=CKV_AZURE_225: Flex Consumption zone redundancy exists only in some regions; set zoneRedundant true here where the region offers it.
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, { 'azd-service-name': serviceName })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityResourceId}': {}
+    }
+  }
+  // checkov:skip=CKV_AZURE_222: Public network access stays on so the gateway (API Management Consumption, or Application Gateway without private link) reaches the app; a request without the function key gets 401.
+  // checkov:skip=CKV_AZURE_17: Callers are authenticated by the function key the gateway adds (and by the gateway itself); client certificates would be a second credential the gateway must also hold.
+  properties: {
+    // checkov:skip=CKV_AZURE_212: Flex Consumption has no fixed instance count; the always-ready instance of the durable group below keeps one instance warm and the platform adds more on demand.
+    // checkov:skip=CKV_AZURE_213: Flex Consumption does not offer the App Service health check; the gateway probes GET /api/health instead.
+    serverFarmId: plan.id
+    httpsOnly: true
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${blobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityResourceId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+        alwaysReady: [
+          {
+            name: 'durable'
+            instanceCount: alwaysReadyDurableInstances
+          }
+        ]
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+
+  resource appSettingsConfig 'config' = {
+    name: 'appsettings'
+    properties: union(storageSettings, taskHubStorageSettings, hostSettings, appSettings)
+  }
+
+  resource ftpPublishing 'basicPublishingCredentialsPolicies' = {
+    name: 'ftp'
+    properties: {
+      allow: false
+    }
+  }
+
+  resource scmPublishing 'basicPublishingCredentialsPolicies' = {
+    name: 'scm'
+    properties: {
+      allow: false
+    }
+  }
+}
+
+output name string = functionApp.name
+output resourceId string = functionApp.id
+output defaultHostName string = functionApp.properties.defaultHostName
