@@ -1,0 +1,178 @@
+"""The activity dispatcher: work items in, worker-process calls, TaskCompleted/TaskFailed out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from azure.core.exceptions import AzureError
+
+from devhost.durable.history import EventType, compact_json, event, utcnow
+from devhost.durable.store import QueuedMessage, TaskHubStore
+from devhost.workers import ActivityFailure, WorkerCrashed, WorkerPool
+
+if TYPE_CHECKING:
+    from devhost.durable.engine import OrchestrationEngine
+
+log = logging.getLogger("devhost.activities")
+WORK_ITEM_VISIBILITY = 300
+RENEW_EVERY = 60.0
+
+
+class ActivityDispatcher:
+    def __init__(
+        self,
+        store: TaskHubStore,
+        pool: WorkerPool,
+        engine: OrchestrationEngine,
+        *,
+        max_concurrent: int,
+        max_polling_interval: float,
+        function_timeout: float | None,
+    ) -> None:
+        self.store = store
+        self.pool = pool
+        self.engine = engine
+        self.max_concurrent = max(1, max_concurrent)
+        self.max_polling_interval = max(0.05, max_polling_interval)
+        self.function_timeout = function_timeout
+        self.inflight: dict[str, asyncio.Task[None]] = {}
+        self.wake_event = asyncio.Event()
+        self.running = False
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self.wake_event.set()
+
+    def start(self) -> None:
+        self.running = True
+        self._task = asyncio.create_task(self._poll())
+
+    async def stop(self, grace: float) -> None:
+        self.running = False
+        self.wake_event.set()
+        if self._task:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.inflight:
+            await asyncio.wait(list(self.inflight.values()), timeout=grace)
+
+    async def _poll(self) -> None:
+        interval = 0.05
+        while self.running:
+            free = self.max_concurrent - len(self.inflight)
+            if free <= 0:
+                await self._sleep(1.0)
+                continue
+            try:
+                messages = await self.store.receive(self.store.workitems, min(32, free), WORK_ITEM_VISIBILITY)
+            except AzureError as exc:
+                log.warning("work-item queue: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for message in messages:
+                if message.message_id in self.inflight:
+                    continue
+                self.inflight[message.message_id] = asyncio.create_task(self._execute(message))
+            if messages:
+                interval = 0.05
+                continue
+            interval = min(interval * 2, self.max_polling_interval)
+            await self._sleep(interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.wake_event.wait(), seconds)
+        except TimeoutError:
+            pass
+        self.wake_event.clear()
+
+    async def _execute(self, message: QueuedMessage) -> None:
+        try:
+            await self._run(message)
+        except Exception:
+            log.exception("activity work item %s failed in the host; it will be redelivered", message.message_id)
+            try:
+                await self.store.abandon(message, 2)
+            except AzureError:
+                pass
+        finally:
+            self.inflight.pop(message.message_id, None)
+            self.wake_event.set()
+
+    async def _renew(self, message: QueuedMessage) -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            try:
+                await self.store.renew(message, WORK_ITEM_VISIBILITY)
+            except AzureError as exc:
+                log.warning("could not renew work item %s: %s", message.message_id, exc)
+
+    async def _run(self, message: QueuedMessage) -> None:
+        scheduled = message.event
+        if scheduled.get("EventType") != EventType.TaskScheduled:
+            await self.store.delete(message)
+            return
+        name = str(scheduled.get("Name"))
+        inputs = json.loads(scheduled.get("Input") or "[null]")
+        input_text = inputs[0] if inputs else None
+        started = time.perf_counter()
+        renewer = asyncio.create_task(self._renew(message))
+        try:
+            result = await self.pool.call(name, input_text, self.function_timeout)
+            completion = event(
+                EventType.TaskCompleted, utcnow(), TaskScheduledId=scheduled["EventId"], Result=compact_json(result)
+            )
+            outcome = "Succeeded"
+        except ActivityFailure as failure:
+            completion = _failed(scheduled["EventId"], name, failure.type_name, failure.message, failure.stack)
+            outcome = "Failed"
+        except TimeoutError:
+            timeout = self.function_timeout or 0
+            text = f"Timeout value of {_timespan(timeout)} was exceeded by function: Functions.{name}"
+            completion = _failed(scheduled["EventId"], name, "FunctionTimeoutException", text, "")
+            outcome = "Failed"
+        except WorkerCrashed:
+            # The host aborts the work item instead of failing the task: it is redelivered.
+            await self.store.abandon(message, 1)
+            log.warning("Executed 'Functions.%s' (Aborted, Id=%s): worker exited", name, message.instance_id)
+            return
+        finally:
+            renewer.cancel()
+        partition = await self.store.send_control(message.instance_id, message.execution_id, completion)
+        self.engine.wake(partition)
+        await self.store.delete(message)
+        duration = (time.perf_counter() - started) * 1000
+        log.info(
+            "Executed 'Functions.%s' (%s, Id=%s:%s, Duration=%dms)",
+            name,
+            outcome,
+            message.instance_id,
+            scheduled["EventId"],
+            duration,
+        )
+
+
+def _failed(task_id: int, name: str, type_name: str, message: str, stack: str) -> dict[str, object]:
+    # The host's shape: Reason is the friendly message, Details the serialized RpcException.
+    details = {
+        "$type": "Microsoft.Azure.WebJobs.Script.Workers.Rpc.RpcException, Microsoft.Azure.WebJobs.Script",
+        "Message": f"Result: Failure\nException: {type_name}: {message}\nStack: {stack}",
+        "RemoteMessage": f"{type_name}: {message}",
+        "RemoteTypeName": type_name,
+    }
+    return event(
+        EventType.TaskFailed,
+        utcnow(),
+        TaskScheduledId=task_id,
+        Reason=f"Activity function '{name}' failed: {type_name}: {message}",
+        Details=json.dumps(details, separators=(",", ":")),
+        FailureDetails=None,
+    )
+
+
+def _timespan(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"

@@ -1,0 +1,151 @@
+"""Wire the pieces together: storage, language workers, Durable dispatchers, HTTP, queues and timers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from aiohttp import web
+from azure.storage.queue.aio import QueueServiceClient
+
+from devhost.config import ConfigError, HostConfig
+from devhost.durable.activities import ActivityDispatcher
+from devhost.durable.engine import OrchestrationEngine
+from devhost.durable.management import ManagementApi
+from devhost.durable.store import TaskHubStore
+from devhost.indexing import FunctionSpec
+from devhost.invoker import FunctionInvoker
+from devhost.server import HttpFront
+from devhost.triggers import QueueListener, TimerRunner
+from devhost.workers import WorkerPool
+
+log = logging.getLogger("devhost")
+SHUTDOWN_GRACE = 30.0
+_DEV_ACCOUNT = "devstoreaccount1"
+_DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def storage_connection_string() -> str:
+    value = os.environ.get("AzureWebJobsStorage", "").strip()
+    if not value:
+        raise ConfigError("AzureWebJobsStorage is not set (local.settings.json Values or the environment)")
+    if value.rstrip(";").lower() == "usedevelopmentstorage=true":
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={_DEV_ACCOUNT};AccountKey={_DEV_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:10000/{_DEV_ACCOUNT};QueueEndpoint=http://127.0.0.1:10001/{_DEV_ACCOUNT};"
+            f"TableEndpoint=http://127.0.0.1:10002/{_DEV_ACCOUNT};"
+        )
+    return value
+
+
+class Host:
+    def __init__(
+        self,
+        config: HostConfig,
+        specs: list[FunctionSpec],
+        *,
+        port: int,
+        enforce_auth: bool,
+        timers: bool,
+        verbose: bool,
+    ) -> None:
+        self.config = config
+        self.specs = specs
+        self.port = port
+        self.enforce_auth = enforce_auth
+        self.timers_enabled = timers
+        self.verbose = verbose
+        self.connection_string = storage_connection_string()
+        self.store = TaskHubStore(self.connection_string, config.hub_name, config.partition_count)
+        self.pool = WorkerPool(config.app_dir, config.worker_process_count, config.worker_thread_count)
+        self.invoker = FunctionInvoker(config.worker_thread_count, config.function_timeout)
+        orchestrators = {
+            s.name: self._orchestrator_invoker(s) for s in specs if s.trigger_type == "orchestrationTrigger"
+        }
+        activity_names = {s.name for s in specs if s.trigger_type == "activityTrigger"}
+        self.dispatcher: ActivityDispatcher | None = None
+        self.engine = OrchestrationEngine(
+            self.store,
+            orchestrators=orchestrators,
+            activity_names=activity_names,
+            max_concurrent=config.max_concurrent_orchestrations,
+            batch_size=config.control_queue_batch_size,
+            max_polling_interval=config.max_queue_polling_interval,
+            on_activity_scheduled=lambda: self.dispatcher.wake() if self.dispatcher else None,
+            verbose=verbose,
+        )
+        self.dispatcher = ActivityDispatcher(
+            self.store,
+            self.pool,
+            self.engine,
+            max_concurrent=config.max_concurrent_activities,
+            max_polling_interval=config.max_queue_polling_interval,
+            function_timeout=config.function_timeout,
+        )
+        self.management = ManagementApi(self.engine, config.hub_name, config.system_key, enforce_auth)
+        self.front = HttpFront(config, specs, self.invoker, self.management, enforce_auth)
+        self.queue_service = QueueServiceClient.from_connection_string(self.connection_string)
+        origin = f"http://127.0.0.1:{port}"
+        binding = lambda: self.management.client_binding(origin, origin)  # noqa: E731
+        self.listeners = [
+            QueueListener(s, self.queue_service, config, self.invoker, binding)
+            for s in specs
+            if s.trigger_type == "queueTrigger"
+        ]
+        self.timers = [TimerRunner(s, self.invoker, binding) for s in specs if s.trigger_type == "timerTrigger"]
+        self.runner: web.AppRunner | None = None
+
+    def _orchestrator_invoker(self, spec: FunctionSpec) -> Any:
+        async def invoke(name: str, context_json: str) -> str:
+            # The SDK's handle is pure CPU; a thread keeps the event loop (HTTP, queues) responsive.
+            return await asyncio.to_thread(spec.user_function, context_json)
+
+        return invoke
+
+    async def start(self) -> None:
+        await self.store.create_if_missing()
+        await self.pool.start()
+        self.runner = web.AppRunner(self.front.build(), access_log=None, handle_signals=False, shutdown_timeout=10)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
+        self.engine.start()
+        assert self.dispatcher is not None
+        self.dispatcher.start()
+        for listener in self.listeners:
+            listener.start()
+        if self.timers_enabled:
+            for timer in self.timers:
+                timer.start()
+        self._print_functions()
+
+    def _print_functions(self) -> None:
+        lines = ["", "Functions:", ""]
+        prefix = f"/{self.config.route_prefix}" if self.config.route_prefix else ""
+        for spec in sorted(self.specs, key=lambda s: s.name):
+            if spec.trigger_type == "httpTrigger" and spec.route:
+                methods = ",".join(spec.methods)
+                lines.append(f"\t{spec.name}: [{methods}] http://127.0.0.1:{self.port}{prefix}/{spec.route.template}")
+            else:
+                lines.append(f"\t{spec.name}: {spec.trigger_type}")
+        lines += ["", f"Task hub: {self.config.hub_name}; workers: {self.config.worker_process_count} processes", ""]
+        log.info("\n".join(lines))
+
+    async def stop(self) -> None:
+        """Stop taking work, let in-flight invocations finish within the grace period, then close."""
+        log.info("Stopping the host: no new work; waiting up to %.0fs for in-flight invocations.", SHUTDOWN_GRACE)
+        self.front.accepting = False
+        for timer in self.timers:
+            await timer.stop()
+        await asyncio.gather(*(listener.stop(SHUTDOWN_GRACE) for listener in self.listeners))
+        assert self.dispatcher is not None
+        await self.dispatcher.stop(SHUTDOWN_GRACE)
+        await self.engine.stop(SHUTDOWN_GRACE)
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.pool.stop(5.0)
+        self.invoker.close()
+        await self.queue_service.close()
+        await self.store.close()
+        log.info("Host stopped.")

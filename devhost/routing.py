@@ -1,0 +1,72 @@
+"""HTTP trigger route templates (ASP.NET style) matched against request paths."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_CONSTRAINTS = {
+    "guid": r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}",
+    "int": r"-?\d+",
+    "long": r"-?\d+",
+    "alpha": r"[A-Za-z]+",
+    "bool": r"(?i:true|false)",
+    "decimal": r"-?\d+(?:\.\d+)?",
+    "double": r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?",
+    "float": r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?",
+}
+_PARAM = re.compile(r"\{(?P<star>\*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<constraint>[^}?=]+))?(?P<opt>\?)?\}")
+
+
+class RouteError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RouteTemplate:
+    template: str
+    pattern: re.Pattern[str]
+    parameters: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, template: str) -> RouteTemplate:
+        template = template.strip("/")
+        regex = ""
+        names: list[str] = []
+        position = 0
+        for match in _PARAM.finditer(template):
+            literal = template[position : match.start()]
+            if "{" in literal or "}" in literal:
+                raise RouteError(f"unbalanced braces in route {template!r}")
+            regex += re.escape(literal)
+            constraint = match["constraint"]
+            if constraint and constraint.split("(")[0] not in _CONSTRAINTS:
+                raise RouteError(f"unknown route constraint {constraint!r} in {template!r}")
+            body = ".*" if match["star"] else (_CONSTRAINTS[constraint.split("(")[0]] if constraint else "[^/]+")
+            group = f"(?P<{match['name']}>{body})"
+            if match["opt"] or match["star"]:
+                # An optional trailing parameter may be absent together with its slash.
+                if regex.endswith("/"):
+                    regex = regex[:-1] + f"(?:/{group})?"
+                else:
+                    regex += f"{group}?"
+            else:
+                regex += group
+            names.append(match["name"])
+            position = match.end()
+        tail = template[position:]
+        if "{" in tail or "}" in tail:
+            raise RouteError(f"unbalanced braces in route {template!r}")
+        regex += re.escape(tail)
+        return cls(template, re.compile(f"^{regex}/?$", re.IGNORECASE), tuple(names))
+
+    def match(self, path: str) -> dict[str, str] | None:
+        found = self.pattern.match(path.strip("/"))
+        if not found:
+            return None
+        return {k: v for k, v in found.groupdict().items() if v is not None}
+
+    @property
+    def literal_weight(self) -> int:
+        """Routes with more literal text win over parameterised ones (jobs/search before jobs/{id})."""
+        return len(_PARAM.sub("", self.template))

@@ -1,0 +1,166 @@
+"""A small app of sample orchestrations that pins devhost's protocol behaviour (not part of the product)."""
+
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.activity_trigger(input_name="name")
+def hello(name: str) -> str:
+    return f"Hello {name}!"
+
+
+@app.activity_trigger(input_name="value")
+def fail_always(value: Any) -> None:
+    raise ValueError(f"boom {value}")
+
+
+@app.activity_trigger(input_name="seconds")
+def burn_cpu(seconds: float) -> dict[str, float]:
+    started = time.process_time()
+    wall = time.perf_counter()
+    while time.process_time() - started < seconds:
+        pass
+    return {"start": wall, "end": time.perf_counter()}
+
+
+@app.activity_trigger(input_name="seconds")
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.activity_trigger(input_name="payload")
+def noop(payload: Any) -> Any:
+    return payload
+
+
+@app.orchestration_trigger(context_name="context")
+def sequence(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    first = yield context.call_activity("hello", "Tokyo")
+    second = yield context.call_activity("hello", "Seattle")
+    return [first, second]
+
+
+@app.orchestration_trigger(context_name="context")
+def fan_out(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    count = context.get_input() or 5
+    results = yield context.task_all([context.call_activity("noop", i) for i in range(count)])
+    return sum(results)
+
+
+@app.orchestration_trigger(context_name="context")
+def sequence_noop(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    count = context.get_input() or 10
+    for i in range(count):
+        yield context.call_activity("noop", i)
+    return count
+
+
+@app.orchestration_trigger(context_name="context")
+def retry_exhausted(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    options = df.RetryOptions(first_retry_interval_in_milliseconds=200, max_number_of_attempts=2)
+    try:
+        yield context.call_activity_with_retry("fail_always", options, "x")
+    except Exception as exc:  # noqa: BLE001 - the sample reports what the SDK raised
+        return {"caught": str(exc).split("\n")[0]}
+    return {"caught": None}
+
+
+@app.orchestration_trigger(context_name="context")
+def timer(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    seconds = context.get_input() or 1
+    fire_at = context.current_utc_datetime + timedelta(seconds=seconds)
+    yield context.create_timer(fire_at)
+    return "fired"
+
+
+@app.orchestration_trigger(context_name="context")
+def wait_event(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    value = yield context.wait_for_external_event("approval")
+    return {"approval": value}
+
+
+@app.orchestration_trigger(context_name="context")
+def event_or_timeout(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    deadline = context.create_timer(context.current_utc_datetime + timedelta(seconds=30))
+    event = context.wait_for_external_event("go")
+    winner = yield context.task_any([event, deadline])
+    if winner == event:
+        deadline.cancel()
+        return "event"
+    return "timeout"
+
+
+@app.orchestration_trigger(context_name="context")
+def parent(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    first = yield context.call_sub_orchestrator("sequence")
+    second = yield context.call_sub_orchestrator("sequence", None, f"{context.instance_id}-child")
+    return [first, second]
+
+
+@app.orchestration_trigger(context_name="context")
+def counter(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    value = context.get_input() or 0
+    yield context.call_activity("noop", value)
+    if value < 3:
+        context.continue_as_new(value + 1)
+        return None
+    return value
+
+
+@app.orchestration_trigger(context_name="context")
+def progress(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    context.set_custom_status({"step": 1})
+    yield context.wait_for_external_event("continue")
+    return "done"
+
+
+@app.orchestration_trigger(context_name="context")
+def huge_status(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    context.set_custom_status("x" * 20000)
+    yield context.call_activity("noop", 1)
+    return "unreachable"
+
+
+@app.orchestration_trigger(context_name="context")
+def calls_missing(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    yield context.call_activity("no_such_activity", 1)
+    return "unreachable"
+
+
+@app.orchestration_trigger(context_name="context")
+def parallel_cpu(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    seconds = context.get_input() or 1.0
+    spans = yield context.task_all([context.call_activity("burn_cpu", seconds) for _ in range(2)])
+    return spans
+
+
+@app.route(route="start/{name}", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def start(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    body = req.get_body()
+    payload = json.loads(body) if body else None
+    instance_id = await client.start_new(req.route_params["name"], None, payload)
+    return client.create_check_status_response(req, instance_id)
+
+
+@app.route(route="items/{id:int}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def item(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps({"id": int(req.route_params["id"]), "q": req.params.get("q"), "method": req.method}),
+        mimetype="application/json",
+    )
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%SAMPLE_QUEUE%", connection="AzureWebJobsStorage")
+def on_message(msg: func.QueueMessage) -> None:
+    text = msg.get_body().decode()
+    if text.startswith("fail"):
+        raise RuntimeError(f"cannot take {text!r} (dequeue {msg.dequeue_count})")
