@@ -336,7 +336,7 @@ class OrchestrationEngine:
             await _quietly(self.store.abandon(message, min(2**message.dequeue_count, 30)))
 
     def _context(self, state: InstanceState, history: list[Event], prior: int) -> str:
-        started = state.started or {}
+        started = next((e for e in history if type_of(e) == EventType.ExecutionStarted), {})
         played = []
         for index, ev in enumerate(history):
             copy = dict(ev)

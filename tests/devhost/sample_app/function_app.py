@@ -164,3 +164,87 @@ def on_message(msg: func.QueueMessage) -> None:
     text = msg.get_body().decode()
     if text.startswith("fail"):
         raise RuntimeError(f"cannot take {text!r} (dequeue {msg.dequeue_count})")
+
+
+@app.activity_trigger(input_name="seconds")
+def slow_step(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.orchestration_trigger(context_name="context")
+def slow_sequence(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    steps, seconds = context.get_input() or [6, 0.5]
+    total = 0.0
+    for _ in range(steps):
+        total += yield context.call_activity("slow_step", seconds)
+    return total
+
+
+@app.timer_trigger(schedule="%TICK_SCHEDULE%", arg_name="timer", run_on_startup=False)
+def tick(timer: func.TimerRequest) -> None:
+    import os
+
+    from azure.storage.queue import QueueClient
+
+    queue = QueueClient.from_connection_string(os.environ["AzureWebJobsStorage"], os.environ["TICK_QUEUE"])
+    queue.send_message(f"tick past_due={timer.past_due}")
+
+
+@app.activity_trigger(input_name="size")
+def big_text(size: int) -> str:
+    return "x" * size
+
+
+@app.orchestration_trigger(context_name="context")
+def big(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    text = yield context.call_activity("big_text", context.get_input() or 100_000)
+    return len(text)
+
+
+@app.orchestration_trigger(context_name="context")
+def drifting(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    import os
+
+    # Deliberately non-deterministic: the activity name depends on a file the test creates mid-flight.
+    name = "noop" if os.path.exists(os.environ.get("DRIFT_MARKER", "/nonexistent")) else "hello"
+    yield context.call_activity(name, "x")
+    yield context.wait_for_external_event("next")
+    yield context.call_activity(name, "y")
+    return "unreachable"
+
+
+@app.route(route="client/{instance_id}", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def client_ops(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Exercise the DurableOrchestrationClient methods an app uses, against the host, and report."""
+    import asyncio
+
+    instance_id = req.route_params["instance_id"]
+    report: dict[str, Any] = {}
+    report["started"] = await client.start_new("wait_event", instance_id, {"n": 1})
+    status = await client.get_status(instance_id, show_input=True)
+    report["status_input"] = status.input_
+    await client.raise_event(instance_id, "approval", {"ok": True})
+    for _ in range(200):
+        status = await client.get_status(instance_id)
+        if status.runtime_status == df.OrchestrationRuntimeStatus.Completed:
+            break
+        await asyncio.sleep(0.05)
+    report["runtime_status"] = status.runtime_status.value if status.runtime_status else None
+    report["output"] = status.output
+    everything = await client.get_status_by(runtime_status=[df.OrchestrationRuntimeStatus.Completed])
+    report["listed"] = instance_id in [s.instance_id for s in everything]
+    missing = await client.get_status("no-such-instance")
+    report["missing_status"] = missing.runtime_status
+    other = await client.start_new("wait_event", None, None)
+    await client.terminate(other, "enough")
+    for _ in range(200):
+        status = await client.get_status(other)
+        if status.runtime_status == df.OrchestrationRuntimeStatus.Terminated:
+            break
+        await asyncio.sleep(0.05)
+    report["terminated"] = status.runtime_status.value if status.runtime_status else None
+    purged = await client.purge_instance_history(instance_id)
+    report["purged"] = purged.instances_deleted
+    return func.HttpResponse(json.dumps(report), mimetype="application/json")
