@@ -1,0 +1,53 @@
+"""Strict, bounded JSON parsing for request bodies and queue messages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shared.problems import Problem, field_error
+
+MAX_JSON_DEPTH = 32
+"""Deeper documents are refused: no job request needs them, and they cost recursion."""
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def parse_json(body: bytes, what: str = "body") -> Any:
+    """Strict JSON from UTF-8 bytes: 400 for anything malformed, invalid UTF-8, NaN or deep nesting."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Problem(
+            400, "the body is not valid UTF-8", errors=[field_error(what, f"invalid UTF-8 at byte {exc.start}")]
+        ) from None
+    if not text.strip():
+        raise Problem(400, "the body is empty", errors=[field_error(what, "a JSON object is required")])
+
+    def refuse_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        data = json.loads(text, parse_constant=refuse_constant)
+    except RecursionError:
+        raise Problem(400, "the JSON is nested too deeply", errors=[field_error(what, "nested too deeply")]) from None
+    except ValueError as exc:
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise Problem(400, "the body is not valid JSON", errors=[field_error(what, message)]) from None
+    if _depth_exceeds(data, MAX_JSON_DEPTH):
+        raise Problem(
+            400,
+            f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep",
+            errors=[field_error(what, f"at most {MAX_JSON_DEPTH} levels of nesting")],
+        )
+    return data

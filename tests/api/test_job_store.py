@@ -1,0 +1,141 @@
+"""The Jobs and DeadLetters tables as the orchestration's activities use them (against Azurite)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from datetime import timedelta
+from typing import Any, Literal
+
+import pytest
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient
+from azure.storage.queue import QueueClient
+
+from shared import dead_letters, job_store
+from shared.async_clients import storage_clients
+from shared.contracts import DeadLetterRecord, JobError
+from shared.settings import Settings
+from shared.storage import DEADLETTER_QUEUE, DEADLETTERS_TABLE, JOBS_TABLE, QUEUES
+
+
+@pytest.fixture
+def settings(azurite) -> Settings:
+    conn = azurite.connection_string
+    with TableServiceClient.from_connection_string(conn) as tables:
+        for name in (JOBS_TABLE, DEADLETTERS_TABLE):
+            try:
+                tables.create_table(name)
+            except ResourceExistsError:
+                pass
+    for name in QUEUES:
+        try:
+            QueueClient.from_connection_string(conn, name).create_queue()
+        except ResourceExistsError:
+            pass
+    return Settings(AzureWebJobsStorage=conn)
+
+
+def new_job(settings: Settings, created=None) -> job_store.JobRecord:
+    record = job_store.new_job_record(
+        job_id=uuid.uuid4().hex, kind="simulate", created=created or job_store.utc_now(), input_ref=None,
+        input_content_type=None, options={"chunks": 1}, deadline_at=None, idempotency_key_hash=None,
+        fingerprint="f", source="http",
+    )  # fmt: skip
+
+    async def insert() -> bool:
+        clients = await storage_clients(settings)
+        return await job_store.insert_job(clients.jobs, record)
+
+    assert asyncio.run(insert())
+    return record
+
+
+def rows(settings: Settings, job_id: str) -> list[dict[str, Any]]:
+    with TableServiceClient.from_connection_string(str(settings.storage_connection_string)) as tables:
+        return [dict(e) for e in tables.get_table_client(JOBS_TABLE).query_entities(f"job_id eq '{job_id}'")]
+
+
+def test_the_job_row_is_the_idempotency_arbiter(settings):
+    record = new_job(settings)
+
+    async def insert_again() -> bool:
+        clients = await storage_clients(settings)
+        return await job_store.insert_job(clients.jobs, record)
+
+    assert asyncio.run(insert_again()) is False
+    assert len(rows(settings, record["job_id"])) == 2
+
+
+def test_running_then_outcome_update_both_rows_and_a_late_running_changes_nothing(settings):
+    record = new_job(settings)
+    job_store.mark_running(settings, record["job_id"])
+    assert {r["status"] for r in rows(settings, record["job_id"])} == {"RUNNING"}
+    error: JobError = {"type": "retries_exhausted", "message": "chunk 0 failed", "attempts": 3}
+    job_store.record_outcome(settings, record["job_id"], {"status": "FAILED", "error": error})
+    job_store.mark_running(settings, record["job_id"])
+    for row in rows(settings, record["job_id"]):
+        assert row["status"] == "FAILED" and row["error_type"] == "retries_exhausted"
+        assert json.loads(row["error"]) == error and row["finished_at"]
+    job_store.mark_running(settings, uuid.uuid4().hex)  # unknown jobs are ignored
+
+
+def test_finished_jobs_are_found_by_cutoff_and_deleted(settings):
+    done, running = new_job(settings), new_job(settings)
+    job_store.record_outcome(settings, done["job_id"], {"status": "COMPLETED", "summary": {"chunks": 1}})
+    job_store.mark_running(settings, running["job_id"])
+    now = job_store.utc_now()
+    assert done["job_id"] in set(job_store.iter_finished_before(settings, now + timedelta(seconds=5)))
+    assert running["job_id"] not in set(job_store.iter_finished_before(settings, now + timedelta(seconds=5)))
+    assert done["job_id"] not in set(job_store.iter_finished_before(settings, now - timedelta(hours=1)))
+    job_store.delete_job(settings, done["job_id"])
+    job_store.delete_job(settings, done["job_id"])  # idempotent
+    assert rows(settings, done["job_id"]) == []
+
+
+def dead_letter(created: str, source: Literal["job", "poison"] = "job") -> DeadLetterRecord:
+    return {
+        "id": f"job-{uuid.uuid4().hex}", "source": source, "job_id": uuid.uuid4().hex, "kind": "simulate",
+        "input_ref": None, "input_content_type": None, "options": {"chunks": 1}, "error_type": "retries_exhausted",
+        "reason": "chunk 0 failed 3 times", "attempts": 3, "raw_message": None, "created_at": created,
+    }  # fmt: skip
+
+
+def deadletter_queue_texts(settings: Settings) -> list[str]:
+    queue = QueueClient.from_connection_string(str(settings.storage_connection_string), DEADLETTER_QUEUE)
+    with queue:
+        return [base64.b64decode(m.content).decode() for m in queue.peek_messages(max_messages=32)]
+
+
+def test_dead_letters_are_recorded_once_listed_newest_first_and_purged(settings):
+    old = dead_letter(job_store.iso(job_store.utc_now() - timedelta(days=40)))
+    new = dead_letter(job_store.iso(job_store.utc_now()))
+    for record in (old, new, old):
+        dead_letters.record_dead_letter(settings, record)
+    texts = [json.loads(t) for t in deadletter_queue_texts(settings)]
+    assert [t["id"] for t in texts].count(old["id"]) == 1
+
+    async def listing() -> list[str]:
+        clients = await storage_clients(settings)
+        first = await dead_letters.list_dead_letters(clients.dead_letters, limit=1, after=None)
+        rest = await dead_letters.list_dead_letters(clients.dead_letters, limit=100, after=first.continuation)
+        got = await dead_letters.get_dead_letter(clients.dead_letters, old["id"])
+        assert got == old
+        return [r["id"] for r in first.items + rest.items]
+
+    ids = asyncio.run(listing())
+    assert ids.index(new["id"]) < ids.index(old["id"])
+    assert dead_letters.purge_dead_letters_before(settings, job_store.utc_now() - timedelta(days=30)) >= 1
+    remaining = asyncio.run(_ids(settings))
+    assert old["id"] not in remaining and new["id"] in remaining
+
+
+def _ids(settings: Settings):
+    async def run() -> list[str]:
+        clients = await storage_clients(settings)
+        page = await dead_letters.list_dead_letters(clients.dead_letters, limit=1000, after=None)
+        return [r["id"] for r in page.items]
+
+    return run()
