@@ -1,5 +1,78 @@
-"""Blueprint of the intake concern."""
+"""Queue intake (system to system): `jobs-inbox` takes the same request as POST /api/jobs.
+
+A message is the JSON envelope of POST /api/jobs plus an `idempotency_key`; the same key through
+either door names the same job. A message that cannot be submitted fails; after `maxDequeueCount`
+tries the host moves it to `jobs-inbox-poison`, whose trigger records it as a dead letter (so
+GET /api/dead-letters lists it with its raw text) and, by succeeding, removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
 
 import azure.durable_functions as df
+import azure.functions as func
+
+from intake.messages import POISON_ATTEMPTS, diagnose, read_inbox_message
+from shared.async_clients import storage_clients
+from shared.contracts import DeadLetterRecord
+from shared.dead_letters import record_dead_letter
+from shared.job_store import iso, utc_now
+from shared.problems import Problem
+from shared.settings import get_settings
+from shared.storage import INBOX_POISON_QUEUE, INBOX_QUEUE
+from shared.submission import request_from_body, submit_job
+from shared.telemetry import log_event
 
 blueprint = df.Blueprint()
+
+STORAGE_CONNECTION = "AzureWebJobsStorage"
+
+
+@blueprint.queue_trigger(arg_name="msg", queue_name=INBOX_QUEUE, connection=STORAGE_CONNECTION)
+@blueprint.durable_client_input(client_name="client")
+async def intake_job(msg: func.QueueMessage, client: df.DurableOrchestrationClient) -> None:
+    """Submit the job a message asks for; raise (so the host retries, then poisons) if it cannot."""
+    settings = get_settings()
+    message_id = msg.id or _body_id(msg.get_body())
+    try:
+        body, key = read_inbox_message(msg.get_body(), message_id)
+        clients = await storage_clients(settings)
+        request = await request_from_body(body, settings=settings, clients=clients, idempotency_key=key, source="queue")
+        submitted = await submit_job(client, clients, request)
+    except Problem as problem:
+        log_event("intake.rejected", message_id=message_id, status=problem.status, problem=problem.slug,
+                  dequeue_count=msg.dequeue_count)  # fmt: skip
+        raise
+    log_event("intake.accepted", message_id=message_id, job_id=submitted.record["job_id"],
+              created=submitted.created)  # fmt: skip
+
+
+@blueprint.queue_trigger(arg_name="msg", queue_name=INBOX_POISON_QUEUE, connection=STORAGE_CONNECTION)
+async def intake_poison(msg: func.QueueMessage) -> None:
+    """Record a poison message as a dead letter; returning normally removes it from the poison queue."""
+    raw_bytes = msg.get_body()
+    message_id = msg.id or _body_id(raw_bytes)
+    raw = raw_bytes.decode("utf-8", errors="replace")
+    kind, reason = diagnose(raw_bytes)
+    record: DeadLetterRecord = {
+        "id": f"poison-{message_id}",
+        "source": "poison",
+        "job_id": None,
+        "kind": kind,
+        "input_ref": None,
+        "input_content_type": None,
+        "options": None,
+        "error_type": "poison_message",
+        "reason": reason,
+        "attempts": POISON_ATTEMPTS,
+        "raw_message": raw,
+        "created_at": iso(utc_now()),
+    }
+    await asyncio.to_thread(record_dead_letter, get_settings(), record)
+    log_event("intake.poison", message_id=message_id, kind=kind)
+
+
+def _body_id(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:32]

@@ -1,0 +1,58 @@
+"""Health: storage reachability, intake queue depths and job counts, answered within a few seconds."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import azure.functions as func
+from azure.core.exceptions import AzureError
+
+from api.app import blueprint
+from api.http import json_response
+from shared import job_store
+from shared.async_clients import StorageClients, storage_clients
+from shared.settings import get_settings
+from shared.storage import QUEUES
+
+STORAGE_TIMEOUT_SECONDS = 3.0  # a probe must answer even when storage hangs
+DETAIL_TIMEOUT_SECONDS = 3.0
+
+
+async def _queue_depth(clients: StorageClients, name: str) -> int | None:
+    try:
+        properties = await clients.queues.get_queue_client(name).get_queue_properties()
+    except AzureError:
+        return None
+    return int(properties.approximate_message_count or 0)
+
+
+async def _details(clients: StorageClients) -> dict[str, Any]:
+    depths = await asyncio.gather(*(_queue_depth(clients, name) for name in QUEUES))
+    counts, truncated = await job_store.count_by_status(clients.jobs)
+    return {
+        "queues": dict(zip(QUEUES, depths, strict=True)),
+        "jobs": counts,
+        "jobs_counted_up_to": job_store.COUNT_CAP if truncated else None,
+    }
+
+
+async def _storage_clients() -> StorageClients:
+    clients = await storage_clients(get_settings())
+    await clients.blobs.get_service_properties()
+    return clients
+
+
+@blueprint.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def health(req: func.HttpRequest) -> func.HttpResponse:
+    """200 when storage answers (with queue depths and job counts); 503 when it does not."""
+    try:
+        clients = await asyncio.wait_for(_storage_clients(), STORAGE_TIMEOUT_SECONDS)
+    except (AzureError, TimeoutError) as exc:
+        return json_response({"status": "unavailable", "storage": type(exc).__name__}, 503)
+    body: dict[str, Any] = {"status": "ok", "storage": "ok"}
+    try:
+        body.update(await asyncio.wait_for(_details(clients), DETAIL_TIMEOUT_SECONDS))
+    except (AzureError, TimeoutError) as exc:
+        body["details_error"] = type(exc).__name__
+    return json_response(body, 200)

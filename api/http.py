@@ -1,0 +1,83 @@
+"""HTTP plumbing shared by the routes: method dispatch, JSON and problem responses, bounded bodies."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import azure.functions as func
+
+from shared.json_body import parse_json
+from shared.problems import PROBLEM_CONTENT_TYPE, Problem, field_error
+from shared.telemetry import log_event
+
+ROUTE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+"""Every route accepts these, so a wrong method gets our 405 problem rather than the host's 404."""
+
+Handler = Callable[[], Awaitable[func.HttpResponse]]
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body), status_code=status, headers=dict(headers or {}), mimetype="application/json"
+    )
+
+
+def problem_response(problem: Problem, req: func.HttpRequest) -> func.HttpResponse:
+    headers = {"Content-Type": PROBLEM_CONTENT_TYPE, **problem.headers}
+    return func.HttpResponse(
+        problem.to_json(instance=urlsplit(req.url).path), status_code=problem.status, headers=headers
+    )
+
+
+async def dispatch(req: func.HttpRequest, handlers: Mapping[str, Handler]) -> func.HttpResponse:
+    """Run the handler for the request's method; every refusal becomes a problem response."""
+    method = (req.method or "").upper()
+    handler = handlers.get(method)
+    try:
+        if handler is None:
+            allowed = ", ".join(handlers)
+            raise Problem(405, f"use one of: {allowed}", headers={"Allow": allowed})
+        return await handler()
+    except Problem as problem:
+        return problem_response(problem, req)
+    except Exception as exc:  # a fault of ours: say so without details, log the type only
+        logging.getLogger("longrun").exception("unhandled error in %s %s", method, urlsplit(req.url).path)
+        log_event("api.error", level=logging.ERROR, route=urlsplit(req.url).path, error=type(exc).__name__)
+        return problem_response(Problem(500, "an internal error occurred; it has been logged"), req)
+
+
+def media_type(req: func.HttpRequest) -> str | None:
+    value = req.headers.get("content-type")
+    return value.split(";")[0].strip().lower() if value else None
+
+
+def body_within(req: func.HttpRequest, limit: int) -> bytes:
+    """The body, refused with 413 before it is read if its declared length is too large."""
+    declared = req.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise Problem(400, "invalid Content-Length", errors=[field_error("Content-Length", "must be digits")])
+        if int(declared) > limit:
+            raise Problem(413, f"the body must be at most {limit} bytes")
+    body = req.get_body() or b""
+    if len(body) > limit:
+        raise Problem(413, f"the body must be at most {limit} bytes")
+    return body
+
+
+def read_json(req: func.HttpRequest, limit: int, *, optional: bool = False) -> Any:
+    """A JSON request body: 415 unless application/json, 413 over `limit`, 400 if malformed."""
+    body = body_within(req, limit)
+    if optional and not body.strip():
+        return None
+    if media_type(req) != "application/json":
+        raise Problem(
+            415,
+            "send the request as application/json",
+            errors=[field_error("Content-Type", "must be application/json")],
+        )
+    return parse_json(body)

@@ -1,0 +1,39 @@
+"""Absolute links to our own resources, right behind a gateway too.
+
+`PUBLIC_BASE_URL` (e.g. https://api.example.com/longrun) is the public origin under which `/api/...`
+is served; without it, links are built from the request's own scheme and host. Never Durable's
+management URLs: they carry the system key and point at the backend host.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import azure.functions as func
+
+from shared.settings import Settings
+
+
+def base_url(req: func.HttpRequest, settings: Settings) -> str:
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    parts = urlsplit(req.url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def job_url(base: str, job_id: str) -> str:
+    return f"{base}/api/jobs/{job_id}"
+
+
+def job_links(base: str, job_id: str) -> dict[str, str]:
+    url = job_url(base, job_id)
+    return {"self": url, "result": f"{url}/result", "cancel": url}
+
+
+def jobs_page_url(base: str, query: str) -> str:
+    return f"{base}/api/jobs?{query}" if query else f"{base}/api/jobs"
+
+
+def dead_letter_links(base: str, record_id: str) -> dict[str, str]:
+    url = f"{base}/api/dead-letters/{record_id}"
+    return {"self": url, "replay": f"{url}/replay"}

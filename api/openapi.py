@@ -1,0 +1,306 @@
+"""The contract as an OpenAPI 3.1 document, served at GET /api/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import azure.functions as func
+
+from api.app import blueprint
+from api.http import ROUTE_METHODS, dispatch, json_response
+from api.links import base_url
+from shared.settings import get_settings
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+
+
+def _json(description: str, schema: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_POLL_HEADERS = {
+    "Location": {"description": "Absolute URL of the job", "schema": {"type": "string", "format": "uri"}},
+    "Retry-After": {"description": "Seconds to wait before polling again", "schema": {"type": "integer"}},
+}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+_LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
+_CONTINUATION = {"name": "continuation", "in": "query", "schema": {"type": "string"}}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "description": "The same key with the same request names the same job; with a different request: 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x20-\\x7E]+$"},
+}
+_STATUSES = ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+
+_SCHEMAS: dict[str, Any] = {
+    "JobRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["kind"],
+        "properties": {
+            "kind": {"type": "string", "examples": ["csv-report", "vector-normalize", "simulate"]},
+            "input": {"description": "Inline JSON input (kinds that read application/json)"},
+            "input_ref": {"type": "string", "pattern": "^uploads/[0-9a-f]{32}$"},
+            "options": {"type": "object", "description": "Options of the kind"},
+            "deadline_seconds": {"type": "integer", "minimum": 1, "maximum": 2592000},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["id", "kind", "status", "created_at", "updated_at", "progress", "links"],
+        "properties": {
+            "id": {"type": "string"},
+            "kind": {"type": "string"},
+            "status": {"enum": _STATUSES},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "deadline_at": {"type": "string", "format": "date-time"},
+            "progress": {
+                "type": "object",
+                "properties": {
+                    "completed": {"type": "integer"},
+                    "total": {"type": "integer"},
+                    "percent": {"type": "number"},
+                },
+            },
+            "links": {
+                "type": "object",
+                "properties": {k: {"type": "string", "format": "uri"} for k in ("self", "result", "cancel")},
+            },
+            "result": {"type": "object", "description": "Small summary, when COMPLETED"},
+            "error": {
+                "type": "object",
+                "description": "When FAILED",
+                "properties": {
+                    "type": {"type": "string"},
+                    "message": {"type": "string"},
+                    "attempts": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "JobPage": {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": _ref("Job")},
+            "continuation": {"type": ["string", "null"]},
+        },
+    },
+    "Upload": {
+        "type": "object",
+        "properties": {
+            "input_ref": {"type": "string"},
+            "upload_url": {"type": "string", "format": "uri", "description": "Write-only SAS URL: PUT the data"},
+            "expires_at": {"type": "string", "format": "date-time"},
+            "method": {"const": "PUT"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+    "DeadLetter": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "source": {"enum": ["job", "poison"]},
+            "job_id": {"type": ["string", "null"]},
+            "kind": {"type": ["string", "null"]},
+            "input_ref": {"type": ["string", "null"]},
+            "error_type": {"type": "string"},
+            "reason": {"type": "string"},
+            "attempts": {"type": "integer"},
+            "raw_message": {"type": ["string", "null"]},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "DeadLetterPage": {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": _ref("DeadLetter")},
+            "continuation": {"type": ["string", "null"]},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "properties": {
+            "status": {"enum": ["ok", "unavailable"]},
+            "storage": {"type": "string"},
+            "queues": {"type": "object", "additionalProperties": {"type": ["integer", "null"]}},
+            "jobs": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    },
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details",
+        "required": ["type", "title", "status"],
+        "properties": {
+            "type": {"type": "string", "format": "uri"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+
+_PATHS: dict[str, Any] = {
+    "/api/jobs": {
+        "post": {
+            "operationId": "submitJob",
+            "summary": "Submit a job (JSON envelope, or a raw CSV/NDJSON body with kind and options in the query)",
+            "parameters": [
+                _IDEMPOTENCY_KEY,
+                {"name": "kind", "in": "query", "description": "Raw bodies only", "schema": {"type": "string"}},
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _ref("JobRequest")},
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                },
+            },
+            "responses": {
+                "202": _json("Accepted: poll the Location", "Job", _POLL_HEADERS),
+                "400": _problem("Malformed body or header"),
+                "409": _problem("Idempotency key reused for a different request"),
+                "413": _problem("Body too large (1 MB JSON, 100 MB raw)"),
+                "415": _problem("Unsupported Content-Type"),
+                "422": _problem("Validation failed"),
+            },
+        },
+        "get": {
+            "operationId": "listJobs",
+            "summary": "Jobs, newest first",
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"enum": _STATUSES}},
+                {"name": "kind", "in": "query", "schema": {"type": "string"}},
+                _LIMIT,
+                _CONTINUATION,
+            ],
+            "responses": {"200": _json("A page of jobs", "JobPage"), "422": _problem("Invalid filter")},
+        },
+    },
+    "/api/jobs/{job_id}": {
+        "parameters": [_JOB_ID],
+        "get": {
+            "operationId": "getJob",
+            "responses": {
+                "200": _json("Finished (COMPLETED, FAILED or CANCELLED)", "Job"),
+                "202": _json("Still PENDING or RUNNING", "Job", _POLL_HEADERS),
+                "404": _problem("Unknown job"),
+            },
+        },
+        "delete": {
+            "operationId": "cancelJob",
+            "responses": {
+                "200": _json("Already finished: nothing changed", "Job"),
+                "202": _json("Cancellation requested", "Job", _POLL_HEADERS),
+                "404": _problem("Unknown job"),
+            },
+        },
+    },
+    "/api/jobs/{job_id}/result": {
+        "parameters": [_JOB_ID, {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
+        "get": {
+            "operationId": "getJobResult",
+            "responses": {
+                "200": {"description": "The full result document, in its content type"},
+                "404": _problem("Unknown job"),
+                "409": _problem("Not COMPLETED (yet)"),
+                "422": _problem("Format not available for the kind"),
+            },
+        },
+    },
+    "/api/uploads": {
+        "post": {
+            "operationId": "createUpload",
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "object", "properties": {"content_type": {"type": "string"}}}
+                    }
+                },
+            },
+            "responses": {"201": _json("Upload created", "Upload"), "422": _problem("Invalid content_type")},
+        }
+    },
+    "/api/dead-letters": {
+        "get": {
+            "operationId": "listDeadLetters",
+            "parameters": [_LIMIT, _CONTINUATION],
+            "responses": {"200": _json("A page of dead letters", "DeadLetterPage")},
+        }
+    },
+    "/api/dead-letters/{record_id}": {
+        "parameters": [{"name": "record_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "get": {
+            "operationId": "getDeadLetter",
+            "responses": {"200": _json("The dead letter", "DeadLetter"), "404": _problem("Unknown")},
+        },
+    },
+    "/api/dead-letters/{record_id}/replay": {
+        "parameters": [{"name": "record_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "post": {
+            "operationId": "replayDeadLetter",
+            "parameters": [_IDEMPOTENCY_KEY],
+            "responses": {
+                "202": _json("The new job", "Job", _POLL_HEADERS),
+                "404": _problem("Unknown"),
+                "409": _problem("Not replayable (poison message, or input gone)"),
+            },
+        },
+    },
+    "/api/health": {
+        "get": {
+            "operationId": "health",
+            "security": [],
+            "responses": {"200": _json("Storage reachable", "Health"), "503": _json("Storage unreachable", "Health")},
+        }
+    },
+    "/api/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": {"description": "This document"}}}},
+}
+
+
+def openapi_document(server_url: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "longrun job API",
+            "version": "1.0.0",
+            "description": "Long-running jobs behind 202 Accepted + Location. Errors are RFC 9457 problems.",
+        },
+        "servers": [{"url": server_url}],
+        "security": [{"functionKey": []}],
+        "paths": _PATHS,
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
+        },
+    }
+
+
+@blueprint.route(route="openapi.json", methods=ROUTE_METHODS)
+async def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """GET: this API's OpenAPI 3.1 document."""
+
+    async def document() -> func.HttpResponse:
+        return json_response(openapi_document(base_url(req, get_settings())))
+
+    return await dispatch(req, {"GET": document})

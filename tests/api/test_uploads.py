@@ -1,0 +1,92 @@
+"""Uploads (valet key): a write-only SAS URL for one server-named blob, then a job that reads it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from tests.api.probes import footprint
+
+CSV = b"region,amount,qty\neu,10,1\nus,5,2\neu,2.5,3\n"
+OPTIONS = {"group_by": "region", "metrics": ["amount", "qty"]}
+
+
+def create_upload(client: httpx.Client, content_type: str | None = "text/csv") -> dict[str, Any]:
+    response = client.post("/api/uploads", json={"content_type": content_type} if content_type else None)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def put(upload: dict[str, Any], data: bytes, content_type: str = "text/csv") -> httpx.Response:
+    headers = {"x-ms-blob-type": "BlockBlob", "Content-Type": content_type}
+    return httpx.put(upload["upload_url"], content=data, headers=headers, timeout=30)
+
+
+def test_an_upload_feeds_a_job_whose_result_matches_the_raw_post(devhost):
+    upload = create_upload(devhost.client)
+    assert re.fullmatch(r"uploads/[0-9a-f]{32}", upload["input_ref"])
+    assert upload["method"] == "PUT" and upload["expires_at"].endswith("Z")
+    assert "sp=cw" in upload["upload_url"] or "sp=wc" in upload["upload_url"]
+    assert put(upload, CSV).status_code == 201
+
+    submitted = devhost.client.post(
+        "/api/jobs", json={"kind": "csv-report", "input_ref": upload["input_ref"], "options": OPTIONS}
+    )
+    assert submitted.status_code == 202, submitted.text
+    final = devhost.wait_for_job(submitted.headers["location"])
+    assert final.json()["status"] == "COMPLETED", final.text
+    result = devhost.client.get(final.json()["links"]["result"])
+    assert result.status_code == 200
+    report = result.json()
+    assert report["rows"] == 3 and report["groups"]["eu"]["count"] == 2
+    assert report["groups"]["eu"]["metrics"]["amount"]["sum"] == 12.5
+
+    raw = devhost.client.post(
+        "/api/jobs",
+        content=CSV,
+        headers={"Content-Type": "text/csv"},
+        params={"kind": "csv-report", "group_by": "region", "metrics": "amount,qty"},
+    )
+    assert raw.status_code == 202, raw.text
+    raw_final = devhost.wait_for_job(raw.headers["location"])
+    assert devhost.client.get(raw_final.json()["links"]["result"]).json() == report
+
+    as_csv = devhost.client.get(final.json()["links"]["result"], params={"format": "csv"})
+    assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
+    assert b"eu" in as_csv.content
+    unsupported = devhost.client.get(final.json()["links"]["result"], params={"format": "xml"})
+    assert unsupported.status_code == 422
+
+
+def test_the_upload_url_is_write_only_and_for_one_blob(devhost):
+    upload = create_upload(devhost.client)
+    assert put(upload, CSV).status_code == 201
+    assert httpx.get(upload["upload_url"], timeout=10).status_code == 403
+    other_blob = upload["upload_url"].replace(upload["input_ref"], "uploads/" + "0" * 32)
+    assert httpx.put(other_blob, content=CSV, headers={"x-ms-blob-type": "BlockBlob"}, timeout=10).status_code == 403
+    other_container = upload["upload_url"].replace("/payloads/", "/results/")
+    assert httpx.put(other_container, content=CSV, headers={"x-ms-blob-type": "BlockBlob"}).status_code == 403
+
+
+def test_an_upload_with_nothing_uploaded_or_the_wrong_type_is_refused(devhost, azurite):
+    empty = create_upload(devhost.client)
+    ndjson = create_upload(devhost.client, "application/x-ndjson")
+    assert put(ndjson, b"[1.0, 2.0]\n", "application/x-ndjson").status_code == 201
+    before = footprint(devhost, azurite.connection_string)
+    for ref in (empty["input_ref"], ndjson["input_ref"]):
+        response = devhost.client.post("/api/jobs", json={"kind": "csv-report", "input_ref": ref, "options": OPTIONS})
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "input_ref"
+    assert footprint(devhost, azurite.connection_string) == before
+
+
+def test_upload_requests_are_validated(devhost):
+    assert devhost.client.post("/api/uploads").status_code == 201  # the body is optional
+    assert devhost.client.post("/api/uploads", json={"content_type": "image/png"}).status_code == 422
+    assert devhost.client.post("/api/uploads", json={"size": 1}).status_code == 422
+    malformed = devhost.client.post("/api/uploads", content=b"{", headers={"Content-Type": "application/json"})
+    assert malformed.status_code == 400
+    assert devhost.client.get("/api/uploads").status_code == 405
