@@ -50,8 +50,6 @@ class Settings(BaseSettings):
     )
     # Bigger inputs get bigger chunks rather than more of them, so a job's history has a bounded size.
     max_chunks_per_job: int = Field(default=1000, ge=1, le=10_000, alias="MAX_CHUNKS_PER_JOB")
-    # How long a stopping job waits for its running chunks to see the stop marker before it cleans up.
-    stop_grace_seconds: float = Field(default=30.0, gt=0, le=600, alias="STOP_GRACE_SECONDS")
 
     # Retries (exponential backoff with deterministic jitter, on durable timers)
     retry_first_interval_seconds: float = Field(default=1.0, gt=0, alias="RETRY_FIRST_INTERVAL_SECONDS")
