@@ -1,0 +1,205 @@
+"""The job-kind contract: a byte source to read from, the errors a kind raises, and the `JobKind` protocol.
+
+Kinds are pure Python over a `ByteSource`: no Azure, no Durable. The activities wrap them with blob I/O.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+STREAM_BLOCK_BYTES = 4 * 1024 * 1024
+"""Size of the blocks `stream` yields: large enough for C-speed scans, small enough for flat memory."""
+
+NON_RETRYABLE_MARKER = "[non-retryable:"
+"""Prefix of a `NonRetryableError`'s text, so the orchestrator can tell it apart in a TaskFailed message."""
+
+_NON_RETRYABLE_PATTERN = re.compile(r"\[non-retryable:([A-Za-z0-9_.-]+)\] ?([^\n]*)")
+
+
+@runtime_checkable
+class ByteSource(Protocol):
+    """Random and streamed access to an input (a blob, a file or bytes), never loaded whole."""
+
+    @property
+    def size(self) -> int: ...
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset` (fewer only at the end of the source)."""
+        ...
+
+    def stream(self, offset: int, length: int) -> Iterator[bytes]:
+        """The bytes of [offset, offset + length) in blocks of a few MB."""
+        ...
+
+
+class BytesSource:
+    """A `ByteSource` over bytes in memory, for tests and inline inputs."""
+
+    def __init__(self, data: bytes, block_bytes: int = STREAM_BLOCK_BYTES) -> None:
+        self._data = bytes(data)
+        self._block_bytes = max(1, block_bytes)
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        _check_range(offset, length)
+        return self._data[offset : offset + length]
+
+    def stream(self, offset: int, length: int) -> Iterator[bytes]:
+        _check_range(offset, length)
+        end = min(offset + length, len(self._data))
+        view = memoryview(self._data)
+        for start in range(offset, end, self._block_bytes):
+            yield bytes(view[start : min(start + self._block_bytes, end)])
+
+
+class FileSource:
+    """A `ByteSource` over a local file, for benchmarks and tests."""
+
+    def __init__(self, path: str | os.PathLike[str], block_bytes: int = STREAM_BLOCK_BYTES) -> None:
+        self._path = os.fspath(path)
+        self._size = os.path.getsize(self._path)
+        self._block_bytes = max(1, block_bytes)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read(self, offset: int, length: int) -> bytes:
+        _check_range(offset, length)
+        with open(self._path, "rb") as file:
+            file.seek(offset)
+            return file.read(length)
+
+    def stream(self, offset: int, length: int) -> Iterator[bytes]:
+        _check_range(offset, length)
+        remaining = max(0, min(length, self._size - offset))
+        with open(self._path, "rb") as file:
+            file.seek(offset)
+            while remaining > 0:
+                block = file.read(min(self._block_bytes, remaining))
+                if not block:
+                    break
+                remaining -= len(block)
+                yield block
+
+
+def _check_range(offset: int, length: int) -> None:
+    if offset < 0 or length < 0:
+        raise ValueError(f"invalid byte range: offset={offset} length={length}")
+
+
+class SourceReader(io.RawIOBase):
+    """A read-only file object over `source.stream(offset, length)`, so `io.TextIOWrapper` can decode it."""
+
+    def __init__(self, source: ByteSource, offset: int, length: int) -> None:
+        super().__init__()
+        self._blocks = source.stream(offset, length)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            self._pending = memoryview(block)
+        target = memoryview(buffer).cast("B")
+        count = min(len(target), len(self._pending))
+        target[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+
+class NonRetryableError(Exception):
+    """Retrying cannot help (bad input, unknown column, ...): the job fails at once.
+
+    Its text starts with `[non-retryable:<error_type>]` because the orchestrator only sees the text
+    of a failed activity; `parse_non_retryable` reads it back.
+    """
+
+    def __init__(self, error_type: str, message: str) -> None:
+        self.error_type = error_type
+        self.message = " ".join(message.split())  # one line for humans
+        super().__init__(f"{NON_RETRYABLE_MARKER}{error_type}] {self.message}")
+
+
+def parse_non_retryable(text: str) -> tuple[str, str] | None:
+    """(error_type, message) of a `NonRetryableError` found in an error text, or None if it is retryable."""
+    found = _NON_RETRYABLE_PATTERN.search(text)
+    if found is None:
+        return None
+    return found.group(1), found.group(2).strip()
+
+
+class ChunkStopped(Exception):
+    """`process_chunk` saw `should_stop()` become true (cancel or deadline) and stopped early."""
+
+
+def chunk_size_bytes(size: int, target_chunk_bytes: int, max_chunks: int) -> int:
+    """Bytes per chunk: the target, grown so that the input needs at most `max_chunks` chunks."""
+    if target_chunk_bytes < 1 or max_chunks < 1:
+        raise ValueError("target_chunk_bytes and max_chunks must be positive")
+    return max(target_chunk_bytes, math.ceil(size / max_chunks))
+
+
+def require_source(source: ByteSource | None) -> ByteSource:
+    """The input of a kind that needs one; a missing input is a bad request, not worth a retry."""
+    if source is None:
+        raise NonRetryableError("invalid_input", "this job kind needs an input")
+    return source
+
+
+@runtime_checkable
+class JobKind(Protocol):
+    """A job kind: validates its options and input, splits the work into chunks and merges the results."""
+
+    name: str
+    requires_input: bool
+    input_content_types: tuple[str, ...]
+
+    def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Validated, normalized options; raises pydantic.ValidationError."""
+        ...
+
+    def validate_inline_input(self, data: Any) -> None:
+        """Check the JSON `input` of a submission; raises pydantic.ValidationError or ValueError."""
+        ...
+
+    def plan(
+        self, source: ByteSource | None, options: dict[str, Any], target_chunk_bytes: int, max_chunks: int
+    ) -> list[dict[str, Any]]:
+        """Small JSON-native chunk specs (at least one); raises NonRetryableError for an invalid input."""
+        ...
+
+    def process_chunk(
+        self,
+        source: ByteSource | None,
+        chunk: dict[str, Any],
+        options: dict[str, Any],
+        attempt: int,
+        should_stop: Callable[[], bool],
+    ) -> dict[str, Any]:
+        """The JSON-native partial result of one chunk; raises ChunkStopped when `should_stop()` is true."""
+        ...
+
+    def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
+        """The full result document from the partial results, in chunk order."""
+        ...
+
+    def summarize(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A small (< 2 KB) summary of a result document for the job resource."""
+        ...
+
+    def render(self, result: dict[str, Any], fmt: str) -> tuple[bytes, str] | None:
+        """The result in another format, e.g. "csv" -> (bytes, "text/csv"); None if unsupported."""
+        ...
