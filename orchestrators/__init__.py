@@ -1,5 +1,27 @@
-"""Blueprint of the orchestrators concern."""
+"""Blueprint of the orchestrators concern: the job orchestration and its chunk batch sub-orchestration.
+
+The decorated functions are one-line wrappers over typed generators (orchestrators.job,
+orchestrators.chunk_batch) that tests can drive with a context of their own.
+"""
+
+from typing import Any
 
 import azure.durable_functions as df
 
+from orchestrators.chunk_batch import chunk_batch_orchestration
+from orchestrators.job import CHUNK_BATCH_ORCHESTRATOR, job_orchestration
+from shared.contracts import JOB_ORCHESTRATOR
+
 blueprint = df.Blueprint()
+
+
+@blueprint.function_name(JOB_ORCHESTRATOR)
+@blueprint.orchestration_trigger(context_name="context")
+def job_orchestrator(context: df.DurableOrchestrationContext) -> Any:
+    return (yield from job_orchestration(context))
+
+
+@blueprint.function_name(CHUNK_BATCH_ORCHESTRATOR)
+@blueprint.orchestration_trigger(context_name="context")
+def chunk_batch_orchestrator(context: df.DurableOrchestrationContext) -> Any:
+    return (yield from chunk_batch_orchestration(context))

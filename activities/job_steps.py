@@ -1,0 +1,339 @@
+"""The work of a job, one activity per step. Each is idempotent and takes and returns small JSON dicts.
+
+The plan lives in a blob (`jobs/{id}/plan.json`), so chunk activities receive only the job id, the
+chunk number and the attempt: the orchestration's history does not grow with the plan. Outputs go
+to deterministic blob names with conditional writes, so a re-run step changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, TypedDict
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient, ContentSettings
+
+from activities.blob_source import BlobByteSource, EmptyByteSource
+from activities.names import non_retryable_message
+from activities.stop_marker import StopSignal, write_stop_marker
+from kinds import get_kind
+from kinds.base import ChunkStopped, JobKind, NonRetryableError
+from shared import dead_letters, job_store
+from shared.contracts import DeadLetterRecord, JobError, JobOutcome, JobStart
+from shared.settings import Settings, get_settings
+from shared.storage import (
+    CONTAINERS,
+    PAYLOADS_CONTAINER,
+    QUEUES,
+    RESULTS_CONTAINER,
+    TABLES,
+    blob_service,
+    cancel_marker_blob_name,
+    connection_string,
+    job_prefix,
+    partial_blob_name,
+    queue_service,
+    result_blob_name,
+    table_service,
+)
+from shared.telemetry import log_event
+
+RESULT_CONTENT_TYPE = "application/json"
+
+
+class PermanentStepError(Exception):
+    """A failure no retry can fix; its message carries the marker the orchestrator looks for."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(non_retryable_message(error_type, message))
+        self.error_type = error_type
+
+
+class JobPlan(TypedDict):
+    kind: str
+    input_ref: str | None
+    input_content_type: str | None
+    options: dict[str, Any]
+    deadline_at: str | None
+    chunks: list[dict[str, Any]]
+
+
+def plan_blob_name(job_id: str) -> str:
+    return f"{job_prefix(job_id)}plan.json"
+
+
+@lru_cache(maxsize=4)
+def _containers(settings: Settings) -> tuple[ContainerClient, ContainerClient]:
+    service = blob_service(settings)
+    return service.get_container_client(PAYLOADS_CONTAINER), service.get_container_client(RESULTS_CONTAINER)
+
+
+def _payloads(settings: Settings) -> ContainerClient:
+    return _containers(settings)[0]
+
+
+def _results(settings: Settings) -> ContainerClient:
+    return _containers(settings)[1]
+
+
+def _kind(settings: Settings, name: str) -> JobKind:
+    try:
+        return get_kind(name, simulate_enabled=settings.enable_simulate_kind)
+    except NonRetryableError as exc:
+        raise PermanentStepError(exc.error_type, str(exc)) from exc
+    except (KeyError, ValueError, LookupError) as exc:
+        raise PermanentStepError("unknown_kind", f"unknown job kind {name!r}") from exc
+
+
+def _source(settings: Settings, input_ref: str | None) -> BlobByteSource | EmptyByteSource:
+    if not input_ref:
+        return EmptyByteSource()
+    blob = _payloads(settings).get_blob_client(input_ref)
+    try:
+        size = int(blob.get_blob_properties().size)
+    except ResourceNotFoundError as exc:
+        raise PermanentStepError("invalid_input", "the job's input blob does not exist") from exc
+    return BlobByteSource(blob, size)
+
+
+def _write_once(container: ContainerClient, name: str, body: bytes, content_type: str) -> bool:
+    """Create a blob unless it exists (then the first write wins); True if this call wrote it."""
+    try:
+        container.get_blob_client(name).upload_blob(
+            body, overwrite=False, content_settings=ContentSettings(content_type=content_type)
+        )
+    except ResourceExistsError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=32)
+def _cached_plan(settings: Settings, job_id: str) -> JobPlan:
+    data = _results(settings).get_blob_client(plan_blob_name(job_id)).download_blob().readall()
+    plan: JobPlan = json.loads(data)
+    return plan
+
+
+def load_plan(settings: Settings, job_id: str) -> JobPlan:
+    """The job's plan (immutable once written, so each worker reads it once)."""
+    try:
+        return _cached_plan(settings, job_id)
+    except ResourceNotFoundError as exc:
+        raise PermanentStepError("plan_missing", "the job's plan is gone (the job was cleaned up)") from exc
+
+
+@lru_cache(maxsize=4)
+def ensure_local_resources(settings: Settings) -> None:
+    """Locally (a connection string: Azurite) create what the steps write to; in Azure the infrastructure does."""
+    if not connection_string(settings):
+        return
+    for container in CONTAINERS:
+        try:
+            blob_service(settings).create_container(container)
+        except ResourceExistsError:
+            pass
+    for queue in QUEUES:
+        try:
+            queue_service(settings).create_queue(queue)
+        except ResourceExistsError:
+            pass
+    for table in TABLES:
+        try:
+            table_service(settings).create_table(table)
+        except ResourceExistsError:
+            pass
+
+
+def start_job(job_id: str, kind: str) -> dict[str, Any]:
+    """Mark the job RUNNING and hand the orchestrator the settings it needs (it must not read them itself)."""
+    settings = get_settings()
+    ensure_local_resources(settings)
+    job_store.mark_running(settings, job_id)
+    return {
+        "retry": {
+            "first_interval_seconds": settings.retry_first_interval_seconds,
+            "backoff_coefficient": settings.retry_backoff_coefficient,
+            "max_interval_seconds": settings.retry_max_interval_seconds,
+            "max_attempts": settings.retry_max_attempts,
+        },
+        "max_parallel_chunks": settings.max_parallel_chunks,
+        "chunks_per_sub_orchestration": settings.chunks_per_sub_orchestration,
+    }
+
+
+def plan_job(start: JobStart) -> dict[str, Any]:
+    """Validate the input and split it into chunks; the plan goes to a blob, the count to the orchestrator."""
+    settings = get_settings()
+    job_id = start["job_id"]
+    results = _results(settings)
+    existing = results.get_blob_client(plan_blob_name(job_id))
+    if existing.exists():
+        return {"chunk_count": len(load_plan(settings, job_id)["chunks"])}
+    kind = _kind(settings, start["kind"])
+    source = _source(settings, start.get("input_ref"))
+    options = start.get("options") or {}
+    try:
+        chunks = kind.plan(source, options, settings.chunk_target_bytes, settings.max_chunks_per_job)
+    except NonRetryableError as exc:
+        raise PermanentStepError(exc.error_type, str(exc)) from exc
+    plan: JobPlan = {
+        "kind": start["kind"],
+        "input_ref": start.get("input_ref"),
+        "input_content_type": start.get("input_content_type"),
+        "options": options,
+        "deadline_at": start.get("deadline_at"),
+        "chunks": list(chunks),
+    }
+    if not _write_once(results, plan_blob_name(job_id), json.dumps(plan).encode(), RESULT_CONTENT_TYPE):
+        plan = load_plan(settings, job_id)  # a concurrent run planned first; keep its plan
+    log_event("job.planned", job_id=job_id, kind=start["kind"], chunks=len(plan["chunks"]), bytes=source.size)
+    return {"chunk_count": len(plan["chunks"])}
+
+
+def process_chunk(job_id: str, index: int, attempt: int) -> dict[str, Any]:
+    """Process one chunk into its partial blob; returns {"stopped": True} if the job was told to stop."""
+    settings = get_settings()
+    results = _results(settings)
+    name = partial_blob_name(job_id, index)
+    if results.get_blob_client(name).exists():
+        return {"index": index, "partial_ref": name, "reused": True}
+    plan = load_plan(settings, job_id)
+    should_stop = StopSignal(results, job_id, deadline_at=plan.get("deadline_at"))
+    stopped = {"index": index, "stopped": True}
+    if should_stop.check_now():
+        return stopped
+    kind = _kind(settings, plan["kind"])
+    source = _source(settings, plan["input_ref"])
+    started_at = time.time()
+    try:
+        partial = kind.process_chunk(source, plan["chunks"][index], plan["options"], attempt, should_stop)
+    except ChunkStopped:
+        return stopped
+    except NonRetryableError as exc:
+        _log_chunk_failure(job_id, plan["kind"], index, attempt, started_at, exc.error_type)
+        raise PermanentStepError(exc.error_type, str(exc)) from exc
+    except Exception as exc:
+        _log_chunk_failure(job_id, plan["kind"], index, attempt, started_at, type(exc).__name__)
+        raise
+    finished_at = time.time()
+    if should_stop.check_now():
+        return stopped  # never add outputs to a job that is being cleaned up
+    document = {
+        "chunk": index,
+        "attempt": attempt,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "pid": os.getpid(),
+        "partial": partial,
+    }
+    _write_once(results, name, json.dumps(document).encode(), RESULT_CONTENT_TYPE)
+    rows = partial.get("rows") if isinstance(partial, dict) else None
+    log_event(
+        "chunk.processed",
+        job_id=job_id,
+        kind=plan["kind"],
+        chunk=index,
+        attempt=attempt,
+        duration_ms=int((finished_at - started_at) * 1000),
+        rows=rows,
+    )
+    return {"index": index, "partial_ref": name}
+
+
+def _log_chunk_failure(job_id: str, kind: str, index: int, attempt: int, started_at: float, error: str) -> None:
+    log_event(
+        "chunk.failed",
+        logging.WARNING,
+        job_id=job_id,
+        kind=kind,
+        chunk=index,
+        attempt=attempt,
+        duration_ms=int((time.time() - started_at) * 1000),
+        error_type=error,
+    )
+
+
+def read_partial(settings: Settings, job_id: str, index: int) -> Any:
+    data = _results(settings).get_blob_client(partial_blob_name(job_id, index)).download_blob().readall()
+    return json.loads(data)["partial"]
+
+
+def merge_partials(job_id: str, chunk_count: int) -> dict[str, Any]:
+    """Merge the partials (read by their deterministic names, in order) into the result blob."""
+    settings = get_settings()
+    plan = load_plan(settings, job_id)
+    kind = _kind(settings, plan["kind"])
+    partials = [read_partial(settings, job_id, index) for index in range(chunk_count)]
+    try:
+        result = kind.merge(partials, plan["options"])
+        summary = kind.summarize(result)
+    except NonRetryableError as exc:
+        raise PermanentStepError(exc.error_type, str(exc)) from exc
+    name = result_blob_name(job_id)
+    # Deterministic content: overwriting with the same bytes on a re-run is harmless.
+    _results(settings).get_blob_client(name).upload_blob(
+        json.dumps(result).encode(), overwrite=True, content_settings=ContentSettings(content_type=RESULT_CONTENT_TYPE)
+    )
+    return {"result_ref": name, "content_type": RESULT_CONTENT_TYPE, "summary": summary}
+
+
+def record_outcome(job_id: str, outcome: JobOutcome) -> None:
+    """Write the job's final status to the job store (idempotent)."""
+    job_store.record_outcome(get_settings(), job_id, outcome)
+
+
+def request_stop(job_id: str, reason: str) -> None:
+    """Write the stop marker that running chunks poll."""
+    write_stop_marker(_results(get_settings()), job_id, reason)
+
+
+def discard_outputs(job_id: str, keep_result: bool) -> int:
+    """Delete the job's partials and plan (and its result unless kept); the stop marker stays. Returns count."""
+    settings = get_settings()
+    results = _results(settings)
+    keep = {result_blob_name(job_id)} if keep_result else set()
+    keep.add(cancel_marker_blob_name(job_id))
+    deleted = 0
+    for blob in results.list_blobs(name_starts_with=job_prefix(job_id)):
+        if blob.name in keep:
+            continue
+        try:
+            results.delete_blob(blob.name)
+            deleted += 1
+        except ResourceNotFoundError:
+            pass
+    _cached_plan.cache_clear()
+    return deleted
+
+
+def dead_letter_job(start: JobStart, error: JobError) -> str:
+    """Record the failed job as a dead letter (its input blob is kept for a replay); returns the record id."""
+    record: DeadLetterRecord = {
+        "id": f"job-{start['job_id']}",
+        "source": "job",
+        "job_id": start["job_id"],
+        "kind": start["kind"],
+        "input_ref": start.get("input_ref"),
+        "input_content_type": start.get("input_content_type"),
+        "options": start.get("options"),
+        "error_type": error["type"],
+        "reason": error["message"],
+        "attempts": error["attempts"],
+        "raw_message": None,
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+    dead_letters.record_dead_letter(get_settings(), record)
+    log_event(
+        "job.deadlettered",
+        logging.WARNING,
+        job_id=start["job_id"],
+        kind=start["kind"],
+        error_type=error["type"],
+        attempts=error["attempts"],
+    )
+    return record["id"]

@@ -1,0 +1,81 @@
+"""Retention: forget finished jobs after RETENTION_DAYS, dead letters after DEADLETTER_RETENTION_DAYS.
+
+A job is forgotten in full: its Durable history (the job orchestration and its chunk batch
+sub-orchestrations), its blobs under `jobs/{id}/` in both containers and its job-store rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from orchestrators.job import chunk_batch_instance_id
+from shared import dead_letters, job_store
+from shared.settings import Settings
+from shared.storage import PAYLOADS_CONTAINER, RESULTS_CONTAINER, blob_service, job_prefix
+from shared.telemetry import log_event
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    jobs: int
+    instances: int
+    blobs: int
+    dead_letters: int
+
+
+def delete_job_blobs(settings: Settings, job_id: str) -> int:
+    """Delete every blob under `jobs/{id}/` in the payloads and results containers; returns how many."""
+    deleted = 0
+    service = blob_service(settings)
+    for container_name in (PAYLOADS_CONTAINER, RESULTS_CONTAINER):
+        container = service.get_container_client(container_name)
+        try:
+            names = [blob.name for blob in container.list_blobs(name_starts_with=job_prefix(job_id))]
+        except ResourceNotFoundError:
+            continue
+        for name in names:
+            try:
+                container.delete_blob(name)
+                deleted += 1
+            except ResourceNotFoundError:
+                pass
+    return deleted
+
+
+async def purge_job_history(client: Any, job_id: str) -> int:
+    """Purge the job orchestration's history and its chunk batches' (ids derived from the job id)."""
+    purged = int((await client.purge_instance_history(job_id)).instances_deleted)
+    batch = 0
+    while True:
+        deleted = int((await client.purge_instance_history(chunk_batch_instance_id(job_id, batch))).instances_deleted)
+        if deleted == 0:
+            return purged
+        purged += deleted
+        batch += 1
+
+
+async def apply_retention(settings: Settings, client: Any, now: datetime) -> RetentionReport:
+    """Forget jobs that finished before now − RETENTION_DAYS and older dead letters."""
+    cutoff = now - timedelta(days=settings.retention_days)
+    job_ids = await asyncio.to_thread(lambda: list(job_store.iter_finished_before(settings, cutoff)))
+    instances = blobs = 0
+    for job_id in job_ids:
+        instances += await purge_job_history(client, job_id)
+        blobs += await asyncio.to_thread(delete_job_blobs, settings, job_id)
+        await asyncio.to_thread(job_store.delete_job, settings, job_id)
+    dead_letter_cutoff = now - timedelta(days=settings.deadletter_retention_days)
+    purged_letters = await asyncio.to_thread(dead_letters.purge_dead_letters_before, settings, dead_letter_cutoff)
+    report = RetentionReport(len(job_ids), instances, blobs, purged_letters)
+    log_event(
+        "retention.applied",
+        jobs=report.jobs,
+        instances=report.instances,
+        blobs=report.blobs,
+        dead_letters=report.dead_letters,
+    )
+    return report

@@ -1,0 +1,244 @@
+"""The job orchestration: prepare → process chunks → merge → finalize, for every job kind.
+
+Only blob references, counts and small dicts travel through it (claim check), so its history has
+the same size whatever the size of the input. A cancel event or the deadline timer interrupts any
+step; the job then stops its running chunks (stop marker), removes partial outputs and ends
+CANCELLED or FAILED. Every path ends with a JobOutcome as the orchestration's output.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from activities.names import (
+    DEAD_LETTER_JOB,
+    DISCARD_OUTPUTS,
+    MERGE_PARTIALS,
+    PLAN_JOB,
+    RECORD_OUTCOME,
+    REQUEST_STOP,
+    START_JOB,
+)
+from orchestrators.retry import DEFAULT_RETRY_POLICY, RetryPolicy, policy_from
+from orchestrators.steps import (
+    ChunksStopped,
+    Interrupt,
+    Interrupted,
+    Interrupts,
+    Orchestration,
+    StepFailed,
+    call_step,
+    failed,
+    race,
+    run_chunk_waves,
+    wait_for_all,
+)
+from shared.contracts import CANCEL_EVENT, JobError, JobOutcome, JobStart, Progress
+from shared.telemetry import log_event
+
+CHUNK_BATCH_ORCHESTRATOR = "chunk_batch_orchestrator"
+"""Sub-orchestration that processes one batch of a large plan, so no history grows with the plan."""
+
+Phase = Literal["preparing", "processing", "merging", "finalizing", "cleaning_up", "done"]
+
+
+def chunk_batch_instance_id(job_id: str, batch: int) -> str:
+    """Instance id of a job's n-th chunk batch: derived from the job id, so a replay reuses it."""
+    return f"{job_id}:chunks:{batch}"
+
+
+def parse_utc(value: str) -> datetime:
+    """An ISO 8601 timestamp as an aware UTC datetime (naive values are taken as UTC)."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+class _JobRun:
+    """The state one job orchestration carries between its steps."""
+
+    def __init__(self, context: Any, start: JobStart) -> None:
+        self.context = context
+        self.start = start
+        self.job_id: str = context.instance_id
+        self.started_at: datetime = context.current_utc_datetime
+        self.policy: RetryPolicy = dict(DEFAULT_RETRY_POLICY)  # type: ignore[assignment]
+        self.max_parallel = 1
+        self.per_batch = 1
+        self.total = 0
+        self.completed = 0
+        deadline = None
+        if start.get("deadline_at"):
+            deadline = context.create_timer(parse_utc(str(start["deadline_at"])))
+        self.interrupts = Interrupts(cancel=context.wait_for_external_event(CANCEL_EVENT), deadline=deadline)
+
+    def progress(self, phase: Phase, completed: int | None = None) -> None:
+        if completed is not None:
+            self.completed = completed
+        status: Progress = {"phase": phase, "completed": self.completed, "total": self.total}
+        self.context.set_custom_status(status)
+
+    def log(self, event: str, **fields: Any) -> None:
+        if not self.context.is_replaying:
+            log_event(event, job_id=self.job_id, kind=self.start.get("kind"), **fields)
+
+    def duration_ms(self) -> int:
+        return int((self.context.current_utc_datetime - self.started_at).total_seconds() * 1000)
+
+    def run(self) -> Orchestration:
+        self.progress("preparing", 0)
+        self.log("job.started", phase="preparing")
+        try:
+            outcome = yield from self._process()
+        except Interrupted as interrupt:
+            outcome = yield from self._wind_down(interrupt.reason, None, interrupt.pending)
+        except ChunksStopped as stopped:
+            outcome = yield from self._wind_down(self._stop_reason(), None, stopped.pending)
+        except StepFailed as failure:
+            outcome = yield from self._wind_down(None, failure.error, failure.pending)
+        return outcome
+
+    def _stop_reason(self) -> Interrupt:
+        # Chunks also stop on their own clock at the deadline, possibly before the timer is delivered.
+        deadline_at = self.start.get("deadline_at")
+        if deadline_at and self.context.current_utc_datetime >= parse_utc(str(deadline_at)):
+            return "deadline"
+        deadline = self.interrupts.deadline
+        return "deadline" if deadline is not None and deadline.is_completed else "cancelled"
+
+    def _process(self) -> Orchestration:
+        job_id, kind = self.job_id, self.start["kind"]
+        config = yield from call_step(
+            self.context, START_JOB, {"job_id": job_id, "kind": kind}, self.policy, "start", self.interrupts
+        )
+        self.policy = policy_from(config.get("retry"))
+        self.max_parallel = int(config.get("max_parallel_chunks", 1))
+        self.per_batch = int(config.get("chunks_per_sub_orchestration", 50))
+
+        plan = yield from call_step(self.context, PLAN_JOB, self.start, self.policy, "plan", self.interrupts)
+        self.total = int(plan["chunk_count"])
+        self.progress("processing", 0)
+        if self.total <= self.per_batch:
+            yield from run_chunk_waves(
+                self.context,
+                job_id,
+                range(self.total),
+                self.policy,
+                self.max_parallel,
+                self.interrupts,
+                on_progress=lambda done: self.progress("processing", done),
+            )
+        else:
+            yield from self._process_in_batches()
+
+        self.progress("merging", self.total)
+        merged = yield from call_step(
+            self.context,
+            MERGE_PARTIALS,
+            {"job_id": job_id, "chunk_count": self.total},
+            self.policy,
+            "merge",
+            self.interrupts,
+        )
+        self.progress("finalizing", self.total)
+        yield from call_step(
+            self.context, DISCARD_OUTPUTS, {"job_id": job_id, "keep_result": True}, self.policy, "tidy"
+        )
+        outcome: JobOutcome = {
+            "status": "COMPLETED",
+            "result_ref": merged.get("result_ref"),
+            "content_type": merged.get("content_type"),
+            "summary": merged.get("summary"),
+            "error": None,
+        }
+        yield from self._record(outcome)
+        self.progress("done", self.total)
+        self.log("job.completed", status="COMPLETED", duration_ms=self.duration_ms(), chunks=self.total)
+        return outcome
+
+    def _process_in_batches(self) -> Orchestration:
+        # Batches run one after another, each with the full window, so at most max_parallel chunks
+        # are ever in flight and each sub-orchestration's history stays a few hundred events long.
+        done = 0
+        for batch, first in enumerate(range(0, self.total, self.per_batch)):
+            count = min(self.per_batch, self.total - first)
+            task = self.context.call_sub_orchestrator(
+                CHUNK_BATCH_ORCHESTRATOR,
+                {
+                    "job_id": self.job_id,
+                    "first": first,
+                    "count": count,
+                    "retry": self.policy,
+                    "max_parallel_chunks": self.max_parallel,
+                },
+                chunk_batch_instance_id(self.job_id, batch),
+            )
+            yield from race(self.context, task, self.interrupts)
+            if failed(task):
+                message = str(task.result).strip().splitlines()[0][:300] if str(task.result).strip() else "failed"
+                raise StepFailed({"type": "orchestration_failed", "message": message, "attempts": 1})
+            result = task.result if isinstance(task.result, dict) else {}
+            if result.get("failure"):
+                raise StepFailed(result["failure"])
+            if result.get("stopped"):
+                raise ChunksStopped()
+            done += int(result.get("completed", count))
+            self.progress("processing", done)
+
+    def _record(self, outcome: JobOutcome) -> Orchestration:
+        yield from call_step(
+            self.context,
+            RECORD_OUTCOME,
+            {"job_id": self.job_id, "kind": self.start["kind"], "outcome": outcome},
+            self.policy,
+            "record",
+        )
+
+    def _wind_down(self, reason: Interrupt | None, error: JobError | None, pending: list[Any]) -> Orchestration:
+        """Stop running chunks, remove partial outputs, record the outcome (and a dead letter if failed)."""
+        context, job_id = self.context, self.job_id
+        self.progress("cleaning_up")
+        if reason == "deadline":
+            error = {
+                "type": "deadline_exceeded",
+                "message": "the job did not finish before its deadline",
+                "attempts": 1,
+            }
+        outcome: JobOutcome
+        if error is None:
+            outcome = {"status": "CANCELLED", "error": None}
+        else:
+            outcome = {"status": "FAILED", "error": error}
+        try:
+            yield from call_step(
+                context, REQUEST_STOP, {"job_id": job_id, "reason": reason or "failed"}, self.policy, "stop"
+            )
+            yield from wait_for_all(context, pending)
+            yield from call_step(
+                context, DISCARD_OUTPUTS, {"job_id": job_id, "keep_result": False}, self.policy, "discard"
+            )
+            yield from self._record(outcome)
+            if error is not None:
+                yield from call_step(
+                    context, DEAD_LETTER_JOB, {"start": self.start, "error": error}, self.policy, "dead-letter"
+                )
+        except StepFailed as cleanup_failure:
+            # The job's own outcome stands; the store or dead letter may lag (retention tidies blobs).
+            self.log("job.cleanup_failed", error_type=cleanup_failure.error["type"])
+        self.progress("done")
+        status = outcome["status"]
+        self.log(
+            "job.cancelled" if status == "CANCELLED" else "job.failed",
+            status=status,
+            duration_ms=self.duration_ms(),
+            error_type=error["type"] if error else None,
+            attempts=error["attempts"] if error else None,
+        )
+        return outcome
+
+
+def job_orchestration(context: Any) -> Orchestration:
+    """Run one job (instance id = job id) from its JobStart input to a JobOutcome."""
+    start: JobStart = context.get_input()
+    outcome = yield from _JobRun(context, start).run()
+    return outcome

@@ -1,0 +1,189 @@
+"""Deterministic building blocks of the job orchestrations: retried steps and the sliding chunk window.
+
+Each helper is a generator used with `yield from` inside an orchestrator. They race every wait against
+the job's interrupts (the cancel event, the deadline timer) and raise instead of returning when the
+job must stop, handing back the tasks still running so the caller can let them finish first.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from activities.names import PROCESS_CHUNK
+from orchestrators.retry import RetryPolicy, backoff_seconds, classify_failure
+from shared.contracts import JobError
+
+Interrupt = Literal["cancelled", "deadline"]
+Orchestration = Generator[Any, Any, Any]
+
+
+@dataclass
+class Interrupted(Exception):
+    """The job was cancelled or its deadline passed while `pending` tasks were still running."""
+
+    reason: Interrupt
+    pending: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class StepFailed(Exception):
+    """A step failed for good (non-retryable, or out of attempts); `pending` tasks are still running."""
+
+    error: JobError
+    pending: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class ChunksStopped(Exception):
+    """A chunk found the stop marker: someone asked the job to stop; `pending` tasks are still running."""
+
+    pending: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Interrupts:
+    """The job's outstanding interrupt tasks: a cancel event and, if the job has one, a deadline timer."""
+
+    cancel: Any | None = None
+    deadline: Any | None = None
+
+    @property
+    def tasks(self) -> list[Any]:
+        return [task for task in (self.cancel, self.deadline) if task is not None]
+
+    def reason_for(self, task: Any) -> Interrupt | None:
+        if self.cancel is not None and task is self.cancel:
+            return "cancelled"
+        if self.deadline is not None and task is self.deadline:
+            return "deadline"
+        return None
+
+
+NO_INTERRUPTS = Interrupts()
+
+
+def failed(task: Any) -> bool:
+    """Whether a completed Durable task failed (the SDK stores the exception as its result)."""
+    return isinstance(task.result, Exception)
+
+
+def call_step(
+    context: Any,
+    activity: str,
+    payload: Any,
+    policy: RetryPolicy,
+    key: str,
+    interrupts: Interrupts = NO_INTERRUPTS,
+) -> Orchestration:
+    """Call `activity` with exponential backoff on durable timers; returns its output or raises StepFailed."""
+    attempt = 1
+    while True:
+        task = context.call_activity(activity, payload)
+        yield from race(context, task, interrupts)
+        if not failed(task):
+            return task.result
+        failure = classify_failure(task.result)
+        if not failure.retryable or attempt >= policy["max_attempts"]:
+            error_type = failure.error_type if not failure.retryable else "retries_exhausted"
+            raise StepFailed({"type": error_type, "message": f"{key}: {failure.message}", "attempts": attempt})
+        delay = backoff_seconds(policy, context.instance_id, key, attempt)
+        timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+        yield from race(context, timer, interrupts)
+        attempt += 1
+
+
+def race(context: Any, task: Any, interrupts: Interrupts) -> Orchestration:
+    """Wait for `task`, or raise Interrupted (with `task` pending) if an interrupt fires first."""
+    if not interrupts.tasks:
+        yield task
+        return
+    winner = yield context.task_any([task, *interrupts.tasks])
+    reason = interrupts.reason_for(winner)
+    if reason is not None:
+        raise Interrupted(reason, [task])
+
+
+def wait_for_all(context: Any, tasks: Sequence[Any], interrupts: Interrupts = NO_INTERRUPTS) -> Orchestration:
+    """Wait until every task has completed, failed or not (the SDK's task_all stops at the first failure)."""
+    remaining = [task for task in tasks if not task.is_completed]
+    while remaining:
+        group = context.task_all(remaining)
+        if interrupts.tasks:
+            winner = yield context.task_any([group, *interrupts.tasks])
+            reason = interrupts.reason_for(winner)
+            if reason is not None:
+                raise Interrupted(reason, [task for task in tasks if not task.is_completed])
+        else:
+            try:
+                yield group
+            except Exception:  # noqa: S110 - a failed child is read from the task itself below
+                pass
+        remaining = [task for task in tasks if not task.is_completed]
+
+
+def run_chunk_waves(
+    context: Any,
+    job_id: str,
+    indices: Sequence[int],
+    policy: RetryPolicy,
+    max_parallel: int,
+    interrupts: Interrupts = NO_INTERRUPTS,
+    on_progress: Callable[[int], None] | None = None,
+) -> Orchestration:
+    """Process chunks in waves of at most `max_parallel`; failed chunks back off, then join the next wave.
+
+    Waves rather than a sliding window: the Functions host replays an orchestrator's actions in
+    order and awaits each, so a task_any over old and new tasks would hold back every later
+    schedule until its new task completes. A wave's tasks are all new, so the host and the SDK
+    agree on when it is over. Returns the number of chunks processed. Raises StepFailed when a
+    chunk fails for good, ChunksStopped when a chunk saw the stop marker or the deadline,
+    Interrupted when an interrupt fires.
+    """
+    queue = deque((index, 1) for index in indices)
+    done = 0
+    while queue:
+        wave = [queue.popleft() for _ in range(min(max_parallel, len(queue)))]
+        tasks = [
+            context.call_activity(PROCESS_CHUNK, {"job_id": job_id, "index": index, "attempt": attempt})
+            for index, attempt in wave
+        ]
+        yield from wait_for_all(context, tasks, interrupts)
+        retries: list[tuple[int, int]] = []
+        error: JobError | None = None
+        stopped = False
+        for (index, attempt), task in zip(wave, tasks, strict=True):
+            if failed(task):
+                failure = classify_failure(task.result)
+                if failure.retryable and attempt < policy["max_attempts"]:
+                    retries.append((index, attempt))
+                elif error is None and failure.retryable:
+                    message = f"chunk {index} failed {attempt} times: {failure.message}"
+                    error = {"type": "retries_exhausted", "message": message, "attempts": attempt}
+                elif error is None:
+                    error = {"type": failure.error_type, "message": failure.message, "attempts": attempt}
+            elif isinstance(task.result, dict) and task.result.get("stopped"):
+                stopped = True
+            else:
+                done += 1
+        if error is not None:
+            raise StepFailed(error)
+        if stopped:
+            raise ChunksStopped()
+        if on_progress is not None:
+            on_progress(done)
+        if retries:
+            # Each chunk's own backoff (its jitter differs); the retries lead the next wave.
+            timers = [
+                context.create_timer(
+                    context.current_utc_datetime
+                    + timedelta(seconds=backoff_seconds(policy, context.instance_id, f"chunk-{index}", attempt))
+                )
+                for index, attempt in retries
+            ]
+            yield from wait_for_all(context, timers, interrupts)
+            queue.extendleft(reversed([(index, attempt + 1) for index, attempt in retries]))
+    return done

@@ -1,0 +1,214 @@
+"""The job orchestration under the real Durable SDK replay, in a devhost: planning, fan-out limit,
+backoff schedule, non-retryable errors, deadline, cancel, dead letters and the status mapping."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from orchestrators.job import chunk_batch_instance_id
+from orchestrators.retry import RetryPolicy, backoff_seconds
+from shared.contracts import CANCEL_EVENT, JobStatus
+from shared.status import job_state
+from shared.storage import RESULTS_CONTAINER, job_prefix
+from tests.orchestrators.helpers import (
+    history_rows,
+    instance,
+    job_start,
+    list_blobs,
+    new_job_id,
+    put_input,
+    raise_cancel,
+    read_json_blob,
+    start_orchestration,
+    wait_custom_status,
+    wait_finished,
+)
+from tests.support.devhost import DevHost
+
+pytestmark = pytest.mark.slow
+
+TEST_POLICY: RetryPolicy = {
+    "first_interval_seconds": 0.2,
+    "backoff_coefficient": 2.0,
+    "max_interval_seconds": 1.0,
+    "max_attempts": 3,
+}
+
+
+def _state(status: dict[str, Any]) -> Any:
+    return job_state(status["runtimeStatus"], status.get("output"), status.get("customStatus"))
+
+
+def _parse(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _activity_intervals(status: dict[str, Any], name: str) -> list[tuple[datetime, datetime]]:
+    intervals = []
+    for event in status.get("historyEvents") or []:
+        if event.get("FunctionName") == name and event.get("EventType") in ("TaskCompleted", "TaskFailed"):
+            intervals.append((_parse(event["ScheduledTime"]), _parse(event["Timestamp"])))
+    return intervals
+
+
+def _max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
+    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    current = peak = 0
+    for _, step in points:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+def test_a_small_input_is_planned_processed_merged_and_tidied(devhost: DevHost) -> None:
+    job_id = new_job_id()
+    data = b"group,value\n" + b"".join(f"g{n % 7},{n}\n".encode() for n in range(3000))  # ~30 KB
+    ref = put_input(devhost, job_id, data)
+    options = {"group_by": "group", "metrics": ["value"]}
+    start_orchestration(devhost, job_start(job_id, "csv-report", options, input_ref=ref))
+    status = wait_finished(devhost, job_id)
+    state = _state(status)
+    assert state.status is JobStatus.COMPLETED, status
+    assert state.total >= len(data) // 4096 and state.completed == state.total  # CHUNK_TARGET_BYTES=4096
+    assert state.result_ref is not None
+    result = read_json_blob(devhost, RESULTS_CONTAINER, state.result_ref)
+    assert result["rows"] == 3000
+    assert status["customStatus"] == {"phase": "done", "completed": state.total, "total": state.total}
+    # Only the result remains: partials and the plan are removed once merged.
+    assert list_blobs(devhost, RESULTS_CONTAINER, job_prefix(job_id)) == [state.result_ref]
+
+
+def test_at_most_max_parallel_chunks_run_at_once(devhost_factory: Any) -> None:
+    host = devhost_factory(env={"MAX_PARALLEL_CHUNKS": "3"})
+    job_id = new_job_id()
+    start_orchestration(host, job_start(job_id, "simulate", {"chunks": 9, "chunk_seconds": 0.4}))
+    status = wait_finished(host, job_id)
+    assert _state(status).status is JobStatus.COMPLETED, status
+    intervals = _activity_intervals(status, "process_chunk")
+    assert len(intervals) == 9
+    assert _max_overlap(intervals) == 3
+
+
+def test_large_plans_run_in_chunk_batch_sub_orchestrations(devhost_factory: Any) -> None:
+    host = devhost_factory(env={"MAX_PARALLEL_CHUNKS": "4", "CHUNKS_PER_SUB_ORCHESTRATION": "5"})
+    job_id = new_job_id()
+    start_orchestration(host, job_start(job_id, "simulate", {"chunks": 12}))
+    status = wait_finished(host, job_id)
+    state = _state(status)
+    assert state.status is JobStatus.COMPLETED, status
+    assert state.summary == {"chunks": 12}
+    batches = [instance(host, chunk_batch_instance_id(job_id, n)) for n in range(3)]
+    assert [batch["output"] for batch in batches] == [{"completed": 5}, {"completed": 5}, {"completed": 2}]
+    # The parent's history holds three sub-orchestrations, not twelve chunks.
+    assert not _activity_intervals(status, "process_chunk")
+
+
+def test_transient_failures_back_off_on_deterministic_timers(devhost: DevHost) -> None:
+    job_id = new_job_id()
+    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 3, "transient_failures": 2}))
+    status = wait_finished(devhost, job_id)
+    assert _state(status).status is JobStatus.COMPLETED, status
+    assert len(_activity_intervals(status, "process_chunk")) == 9  # 3 chunks × (2 failures + 1 success)
+
+    # Replay-independent schedule: each TimerCreated fires exactly `backoff` after the episode that created it
+    # (its OrchestratorStarted time, the orchestrator's current_utc_datetime), with its own chunk's jitter.
+    episode_time: datetime | None = None
+    actual: list[float] = []
+    for row in history_rows(devhost, job_id):
+        if row["EventType"] == "OrchestratorStarted":
+            episode_time = _parse(row["_Timestamp"])
+        elif row["EventType"] == "TimerCreated":
+            assert episode_time is not None
+            actual.append((_parse(row["FireAt"]) - episode_time).total_seconds())
+    expected = [
+        backoff_seconds(TEST_POLICY, job_id, f"chunk-{chunk}", attempt) for attempt in (1, 2) for chunk in range(3)
+    ]
+    assert actual == pytest.approx(expected, abs=0.002)
+    assert len({round(delay, 4) for delay in actual}) == 6  # the jitter differs per chunk and attempt
+
+
+def test_retries_exhausted_fail_the_job_and_dead_letter_it(devhost: DevHost) -> None:
+    job_id = new_job_id()
+    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 2, "transient_failures": 5}))
+    status = wait_finished(devhost, job_id)
+    state = _state(status)
+    assert state.status is JobStatus.FAILED
+    assert state.error is not None
+    assert state.error["type"] == "retries_exhausted"
+    assert state.error["attempts"] == 3
+    assert "Traceback" not in state.error["message"]
+    letter = _dead_letter(devhost, job_id)
+    assert letter["error_type"] == "retries_exhausted"
+    assert letter["attempts"] == 3
+
+
+def test_a_non_retryable_error_fails_at_once(devhost: DevHost) -> None:
+    job_id = new_job_id()
+    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 2, "permanent_failure": True}))
+    status = wait_finished(devhost, job_id)
+    state = _state(status)
+    assert state.status is JobStatus.FAILED
+    assert state.error is not None and state.error["attempts"] == 1
+    assert state.error["type"] != "retries_exhausted"
+    assert not [event for event in status["historyEvents"] if event["EventType"] == "TimerCreated"]
+    assert _dead_letter(devhost, job_id)["error_type"] == state.error["type"]
+
+
+def test_an_unreadable_plan_fails_the_job_as_non_retryable(devhost: DevHost) -> None:
+    job_id = new_job_id()
+    start_orchestration(devhost, job_start(job_id, "no-such-kind", {}))
+    state = _state(wait_finished(devhost, job_id))
+    assert state.status is JobStatus.FAILED
+    assert state.error is not None and state.error["attempts"] == 1
+
+
+def test_cancel_stops_running_chunks_and_removes_partials(devhost: DevHost) -> None:
+    job_id = new_job_id()
+    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 6, "chunk_seconds": 30}))
+    wait_custom_status(devhost, job_id, lambda custom: custom.get("phase") == "processing")
+    raise_cancel(devhost, job_id)
+    status = wait_finished(devhost, job_id, timeout=20)
+    state = _state(status)
+    assert state.status is JobStatus.CANCELLED, status
+    assert _seconds_between(status["createdTime"], status["lastUpdatedTime"]) < 15
+    leftovers = [name for name in list_blobs(devhost, RESULTS_CONTAINER, job_prefix(job_id)) if "/partials/" in name]
+    assert leftovers == []
+
+
+def test_the_deadline_fails_the_job_and_stops_its_chunks(devhost: DevHost) -> None:
+    job_id = new_job_id()
+    start = job_start(job_id, "simulate", {"chunks": 4, "chunk_seconds": 30}, deadline_seconds=2)
+    start_orchestration(devhost, start)
+    status = wait_finished(devhost, job_id, timeout=30)
+    state = _state(status)
+    assert state.status is JobStatus.FAILED, status
+    assert state.error is not None and state.error["type"] == "deadline_exceeded"
+    assert _seconds_between(status["createdTime"], status["lastUpdatedTime"]) < 15
+    assert [n for n in list_blobs(devhost, RESULTS_CONTAINER, job_prefix(job_id)) if "/partials/" in n] == []
+    assert _dead_letter(devhost, job_id)["error_type"] == "deadline_exceeded"
+
+
+def test_a_cancel_event_after_completion_changes_nothing(devhost: DevHost) -> None:
+    job_id = new_job_id()
+    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 1}))
+    assert _state(wait_finished(devhost, job_id)).status is JobStatus.COMPLETED
+    devhost.client.post(f"/runtime/webhooks/durabletask/instances/{job_id}/raiseEvent/{CANCEL_EVENT}", json={})
+    assert _state(instance(devhost, job_id)).status is JobStatus.COMPLETED
+
+
+def _seconds_between(first: str, last: str) -> float:
+    return (_parse(last) - _parse(first)).total_seconds()
+
+
+def _dead_letter(host: DevHost, job_id: str) -> dict[str, Any]:
+    from azure.data.tables import TableServiceClient
+
+    from shared.storage import DEADLETTERS_TABLE
+
+    table = TableServiceClient.from_connection_string(host.connection_string).get_table_client(DEADLETTERS_TABLE)
+    return dict(table.get_entity("record", f"job-{job_id}"))
