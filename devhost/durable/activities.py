@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from devhost.durable.engine import OrchestrationEngine
 
 log = logging.getLogger("devhost.activities")
-WORK_ITEM_VISIBILITY = 300
-RENEW_EVERY = 60.0
+# Short, renewed leases: after a crash, unfinished work items come back within seconds, not minutes.
+WORK_ITEM_VISIBILITY = 15
+RENEW_EVERY = 5.0
 
 
 class ActivityDispatcher:

@@ -33,7 +33,7 @@ log = logging.getLogger("devhost.durable")
 FINISHED = {"Completed", "Failed", "Terminated", "Canceled"}
 ACTIVE = {"Running", "Pending", "ContinuedAsNew", "Suspended"}
 CUSTOM_STATUS_LIMIT = 16 * 1024  # bytes of UTF-16, as the extension checks
-MESSAGE_VISIBILITY = 300  # seconds a received control message stays invisible while we work on it
+MESSAGE_VISIBILITY = 15  # seconds a received control message stays hidden; redelivered quickly after a crash
 OUT_OF_PROC_MARKER = "\n\n$OutOfProcData$:"
 
 

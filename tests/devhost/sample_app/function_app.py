@@ -42,21 +42,21 @@ def noop(payload: Any) -> Any:
 
 
 @app.orchestration_trigger(context_name="context")
-def sequence(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def sequence(context: df.DurableOrchestrationContext):
     first = yield context.call_activity("hello", "Tokyo")
     second = yield context.call_activity("hello", "Seattle")
     return [first, second]
 
 
 @app.orchestration_trigger(context_name="context")
-def fan_out(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def fan_out(context: df.DurableOrchestrationContext):
     count = context.get_input() or 5
     results = yield context.task_all([context.call_activity("noop", i) for i in range(count)])
     return sum(results)
 
 
 @app.orchestration_trigger(context_name="context")
-def sequence_noop(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def sequence_noop(context: df.DurableOrchestrationContext):
     count = context.get_input() or 10
     for i in range(count):
         yield context.call_activity("noop", i)
@@ -64,7 +64,7 @@ def sequence_noop(context: df.DurableOrchestrationContext):  # type: ignore[no-u
 
 
 @app.orchestration_trigger(context_name="context")
-def retry_exhausted(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def retry_exhausted(context: df.DurableOrchestrationContext):
     options = df.RetryOptions(first_retry_interval_in_milliseconds=200, max_number_of_attempts=2)
     try:
         yield context.call_activity_with_retry("fail_always", options, "x")
@@ -74,7 +74,7 @@ def retry_exhausted(context: df.DurableOrchestrationContext):  # type: ignore[no
 
 
 @app.orchestration_trigger(context_name="context")
-def timer(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def timer(context: df.DurableOrchestrationContext):
     seconds = context.get_input() or 1
     fire_at = context.current_utc_datetime + timedelta(seconds=seconds)
     yield context.create_timer(fire_at)
@@ -82,13 +82,13 @@ def timer(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-d
 
 
 @app.orchestration_trigger(context_name="context")
-def wait_event(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def wait_event(context: df.DurableOrchestrationContext):
     value = yield context.wait_for_external_event("approval")
     return {"approval": value}
 
 
 @app.orchestration_trigger(context_name="context")
-def event_or_timeout(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def event_or_timeout(context: df.DurableOrchestrationContext):
     deadline = context.create_timer(context.current_utc_datetime + timedelta(seconds=30))
     event = context.wait_for_external_event("go")
     winner = yield context.task_any([event, deadline])
@@ -99,14 +99,14 @@ def event_or_timeout(context: df.DurableOrchestrationContext):  # type: ignore[n
 
 
 @app.orchestration_trigger(context_name="context")
-def parent(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def parent(context: df.DurableOrchestrationContext):
     first = yield context.call_sub_orchestrator("sequence")
     second = yield context.call_sub_orchestrator("sequence", None, f"{context.instance_id}-child")
     return [first, second]
 
 
 @app.orchestration_trigger(context_name="context")
-def counter(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def counter(context: df.DurableOrchestrationContext):
     value = context.get_input() or 0
     yield context.call_activity("noop", value)
     if value < 3:
@@ -116,27 +116,27 @@ def counter(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped
 
 
 @app.orchestration_trigger(context_name="context")
-def progress(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def progress(context: df.DurableOrchestrationContext):
     context.set_custom_status({"step": 1})
     yield context.wait_for_external_event("continue")
     return "done"
 
 
 @app.orchestration_trigger(context_name="context")
-def huge_status(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def huge_status(context: df.DurableOrchestrationContext):
     context.set_custom_status("x" * 20000)
     yield context.call_activity("noop", 1)
     return "unreachable"
 
 
 @app.orchestration_trigger(context_name="context")
-def calls_missing(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def calls_missing(context: df.DurableOrchestrationContext):
     yield context.call_activity("no_such_activity", 1)
     return "unreachable"
 
 
 @app.orchestration_trigger(context_name="context")
-def parallel_cpu(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def parallel_cpu(context: df.DurableOrchestrationContext):
     seconds = context.get_input() or 1.0
     spans = yield context.task_all([context.call_activity("burn_cpu", seconds) for _ in range(2)])
     return spans
@@ -148,7 +148,8 @@ async def start(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
     body = req.get_body()
     payload = json.loads(body) if body else None
     instance_id = await client.start_new(req.route_params["name"], None, payload)
-    return client.create_check_status_response(req, instance_id)
+    response: func.HttpResponse = client.create_check_status_response(req, instance_id)
+    return response
 
 
 @app.route(route="items/{id:int}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -173,7 +174,7 @@ def slow_step(seconds: float) -> float:
 
 
 @app.orchestration_trigger(context_name="context")
-def slow_sequence(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def slow_sequence(context: df.DurableOrchestrationContext):
     steps, seconds = context.get_input() or [6, 0.5]
     total = 0.0
     for _ in range(steps):
@@ -185,9 +186,14 @@ def slow_sequence(context: df.DurableOrchestrationContext):  # type: ignore[no-u
 def tick(timer: func.TimerRequest) -> None:
     import os
 
+    from azure.core.exceptions import ResourceExistsError
     from azure.storage.queue import QueueClient
 
     queue = QueueClient.from_connection_string(os.environ["AzureWebJobsStorage"], os.environ["TICK_QUEUE"])
+    try:
+        queue.create_queue()
+    except ResourceExistsError:
+        pass
     queue.send_message(f"tick past_due={timer.past_due}")
 
 
@@ -197,13 +203,13 @@ def big_text(size: int) -> str:
 
 
 @app.orchestration_trigger(context_name="context")
-def big(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def big(context: df.DurableOrchestrationContext):
     text = yield context.call_activity("big_text", context.get_input() or 100_000)
     return len(text)
 
 
 @app.orchestration_trigger(context_name="context")
-def drifting(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def drifting(context: df.DurableOrchestrationContext):
     import os
 
     # Deliberately non-deterministic: the activity name depends on a file the test creates mid-flight.
