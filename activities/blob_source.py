@@ -45,15 +45,3 @@ class BlobByteSource:
                 yield pending.result()
                 pending = following
             yield pending.result()
-
-
-class EmptyByteSource:
-    """The source of a kind that takes no input blob."""
-
-    size = 0
-
-    def read(self, offset: int, length: int) -> bytes:
-        return b""
-
-    def stream(self, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        return iter(())

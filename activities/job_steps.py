@@ -17,8 +17,9 @@ from typing import Any, TypedDict
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
+from pydantic import ValidationError
 
-from activities.blob_source import BlobByteSource, EmptyByteSource
+from activities.blob_source import BlobByteSource
 from activities.names import non_retryable_message
 from activities.stop_marker import StopSignal, write_stop_marker
 from kinds import get_kind
@@ -82,17 +83,19 @@ def _results(settings: Settings) -> ContainerClient:
 
 
 def _kind(settings: Settings, name: str) -> JobKind:
-    try:
-        return get_kind(name, simulate_enabled=settings.enable_simulate_kind)
-    except NonRetryableError as exc:
-        raise PermanentStepError(exc.error_type, str(exc)) from exc
-    except (KeyError, ValueError, LookupError) as exc:
-        raise PermanentStepError("unknown_kind", f"unknown job kind {name!r}") from exc
+    kind = get_kind(name, simulate_enabled=settings.enable_simulate_kind)
+    if kind is None:
+        raise PermanentStepError("unknown_kind", f"unknown job kind {name!r}")
+    return kind
 
 
-def _source(settings: Settings, input_ref: str | None) -> BlobByteSource | EmptyByteSource:
+def _permanent(exc: NonRetryableError) -> PermanentStepError:
+    return PermanentStepError(exc.error_type, exc.message)
+
+
+def _source(settings: Settings, input_ref: str | None) -> BlobByteSource | None:
     if not input_ref:
-        return EmptyByteSource()
+        return None
     blob = _payloads(settings).get_blob_client(input_ref)
     try:
         size = int(blob.get_blob_properties().size)
@@ -176,11 +179,14 @@ def plan_job(start: JobStart) -> dict[str, Any]:
         return {"chunk_count": len(load_plan(settings, job_id)["chunks"])}
     kind = _kind(settings, start["kind"])
     source = _source(settings, start.get("input_ref"))
-    options = start.get("options") or {}
+    try:
+        options = kind.parse_options(start.get("options") or {})
+    except (ValidationError, ValueError) as exc:
+        raise PermanentStepError("invalid_options", " ".join(str(exc).split())[:300]) from exc
     try:
         chunks = kind.plan(source, options, settings.chunk_target_bytes, settings.max_chunks_per_job)
     except NonRetryableError as exc:
-        raise PermanentStepError(exc.error_type, str(exc)) from exc
+        raise _permanent(exc) from exc
     plan: JobPlan = {
         "kind": start["kind"],
         "input_ref": start.get("input_ref"),
@@ -191,7 +197,8 @@ def plan_job(start: JobStart) -> dict[str, Any]:
     }
     if not _write_once(results, plan_blob_name(job_id), json.dumps(plan).encode(), RESULT_CONTENT_TYPE):
         plan = load_plan(settings, job_id)  # a concurrent run planned first; keep its plan
-    log_event("job.planned", job_id=job_id, kind=start["kind"], chunks=len(plan["chunks"]), bytes=source.size)
+    size = source.size if source is not None else 0
+    log_event("job.planned", job_id=job_id, kind=start["kind"], chunks=len(plan["chunks"]), bytes=size)
     return {"chunk_count": len(plan["chunks"])}
 
 
@@ -216,7 +223,7 @@ def process_chunk(job_id: str, index: int, attempt: int) -> dict[str, Any]:
         return stopped
     except NonRetryableError as exc:
         _log_chunk_failure(job_id, plan["kind"], index, attempt, started_at, exc.error_type)
-        raise PermanentStepError(exc.error_type, str(exc)) from exc
+        raise _permanent(exc) from exc
     except Exception as exc:
         _log_chunk_failure(job_id, plan["kind"], index, attempt, started_at, type(exc).__name__)
         raise
@@ -273,7 +280,7 @@ def merge_partials(job_id: str, chunk_count: int) -> dict[str, Any]:
         result = kind.merge(partials, plan["options"])
         summary = kind.summarize(result)
     except NonRetryableError as exc:
-        raise PermanentStepError(exc.error_type, str(exc)) from exc
+        raise _permanent(exc) from exc
     name = result_blob_name(job_id)
     # Deterministic content: overwriting with the same bytes on a re-run is harmless.
     _results(settings).get_blob_client(name).upload_blob(

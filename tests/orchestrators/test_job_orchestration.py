@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from kinds.simulate import expected_checksum
 from orchestrators.job import chunk_batch_instance_id
 from orchestrators.retry import RetryPolicy, backoff_seconds
 from shared.contracts import CANCEL_EVENT, JobStatus
@@ -101,7 +102,7 @@ def test_large_plans_run_in_chunk_batch_sub_orchestrations(devhost_factory: Any)
     status = wait_finished(host, job_id)
     state = _state(status)
     assert state.status is JobStatus.COMPLETED, status
-    assert state.summary == {"chunks": 12}
+    assert state.summary == {"chunks": 12, "checksum": expected_checksum(12)}  # each chunk counted once
     batches = [instance(host, chunk_batch_instance_id(job_id, n)) for n in range(3)]
     assert [batch["output"] for batch in batches] == [{"completed": 5}, {"completed": 5}, {"completed": 2}]
     # The parent's history holds three sub-orchestrations, not twelve chunks.
@@ -132,9 +133,10 @@ def test_transient_failures_back_off_on_deterministic_timers(devhost: DevHost) -
     assert len({round(delay, 4) for delay in actual}) == 6  # the jitter differs per chunk and attempt
 
 
-def test_retries_exhausted_fail_the_job_and_dead_letter_it(devhost: DevHost) -> None:
+@pytest.mark.parametrize("options", [{"transient_failures": 5}, {"permanent_failure": True}])
+def test_retries_exhausted_fail_the_job_and_dead_letter_it(devhost: DevHost, options: dict[str, Any]) -> None:
     job_id = new_job_id()
-    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 2, "transient_failures": 5}))
+    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 2, **options}))
     status = wait_finished(devhost, job_id)
     state = _state(status)
     assert state.status is JobStatus.FAILED
@@ -149,14 +151,16 @@ def test_retries_exhausted_fail_the_job_and_dead_letter_it(devhost: DevHost) -> 
 
 def test_a_non_retryable_error_fails_at_once(devhost: DevHost) -> None:
     job_id = new_job_id()
-    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 2, "permanent_failure": True}))
+    ref = put_input(devhost, job_id, b"group,value\na,1\n")
+    options = {"group_by": "group", "metrics": ["price"]}
+    start_orchestration(devhost, job_start(job_id, "csv-report", options, input_ref=ref))
     status = wait_finished(devhost, job_id)
     state = _state(status)
     assert state.status is JobStatus.FAILED
-    assert state.error is not None and state.error["attempts"] == 1
-    assert state.error["type"] != "retries_exhausted"
+    assert state.error == {"type": "unknown_column", "message": "plan: unknown column(s) 'price'", "attempts": 1}
     assert not [event for event in status["historyEvents"] if event["EventType"] == "TimerCreated"]
-    assert _dead_letter(devhost, job_id)["error_type"] == state.error["type"]
+    letter = _dead_letter(devhost, job_id)
+    assert (letter["error_type"], letter["input_ref"]) == ("unknown_column", ref)  # the input is kept for replay
 
 
 def test_an_unreadable_plan_fails_the_job_as_non_retryable(devhost: DevHost) -> None:
@@ -164,7 +168,7 @@ def test_an_unreadable_plan_fails_the_job_as_non_retryable(devhost: DevHost) -> 
     start_orchestration(devhost, job_start(job_id, "no-such-kind", {}))
     state = _state(wait_finished(devhost, job_id))
     assert state.status is JobStatus.FAILED
-    assert state.error is not None and state.error["attempts"] == 1
+    assert state.error is not None and (state.error["type"], state.error["attempts"]) == ("unknown_kind", 1)
 
 
 def test_cancel_stops_running_chunks_and_removes_partials(devhost: DevHost) -> None:
