@@ -1,0 +1,70 @@
+"""The kind contract: byte sources, error markers, chunk sizing and the registry."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from kinds import get_kind, kind_names
+from kinds.base import (
+    ByteSource,
+    BytesSource,
+    FileSource,
+    JobKind,
+    NonRetryableError,
+    chunk_size_bytes,
+    parse_non_retryable,
+)
+
+
+@pytest.fixture(params=["bytes", "file"])
+def source(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> ByteSource:
+    data = bytes(range(256)) * 40
+    if request.param == "bytes":
+        return BytesSource(data, block_bytes=1000)
+    path = tmp_path / "input.bin"
+    path.write_bytes(data)
+    return FileSource(path, block_bytes=1000)
+
+
+def test_sources_read_and_stream_ranges(source: ByteSource) -> None:
+    data = bytes(range(256)) * 40
+    assert isinstance(source, ByteSource)
+    assert source.size == len(data)
+    assert source.read(100, 50) == data[100:150]
+    assert source.read(len(data) - 5, 50) == data[-5:]
+    blocks = list(source.stream(10, 5000))
+    assert b"".join(blocks) == data[10:5010]
+    assert max(len(b) for b in blocks) <= 1000
+    assert b"".join(source.stream(0, source.size + 100)) == data
+    assert list(source.stream(source.size, 10)) == []
+    with pytest.raises(ValueError):
+        source.read(-1, 3)
+
+
+def test_non_retryable_error_text_carries_its_type() -> None:
+    error = NonRetryableError("unknown_column", "unknown column 'x'\nin the header")
+    assert error.error_type == "unknown_column"
+    assert str(error) == "[non-retryable:unknown_column] unknown column 'x' in the header"
+    failed = f"Activity function 'process_chunk' failed: NonRetryableError: {error} \n Traceback..."
+    assert parse_non_retryable(failed) == ("unknown_column", "unknown column 'x' in the header")
+    assert parse_non_retryable("Activity function 'x' failed: RuntimeError: boom") is None
+
+
+@pytest.mark.parametrize(
+    ("size", "target", "max_chunks", "expected"),
+    [(100, 10, 100, 10), (1000, 10, 10, 100), (1001, 10, 10, 101), (0, 10, 5, 10)],
+)
+def test_chunk_size(size: int, target: int, max_chunks: int, expected: int) -> None:
+    assert chunk_size_bytes(size, target, max_chunks) == expected
+
+
+def test_registry() -> None:
+    assert kind_names(simulate_enabled=False) == ["csv-report", "vector-normalize"]
+    assert kind_names(simulate_enabled=True) == ["csv-report", "simulate", "vector-normalize"]
+    assert get_kind("nope", simulate_enabled=True) is None
+    for name in kind_names(simulate_enabled=True):
+        kind = get_kind(name, simulate_enabled=True)
+        assert isinstance(kind, JobKind)
+        assert kind.name == name

@@ -1,0 +1,423 @@
+"""csv-report: chunked plan/process/merge equals one pass over the file, whatever the chunking."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import math
+import re
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from kinds import get_kind
+from kinds.base import BytesSource, ChunkStopped, NonRetryableError, parse_non_retryable
+from kinds.csv_report import KIND, parse_decimal, single_pass_report
+
+# The number rule of the issue, written independently of kinds.csv_report.
+SPEC_NUMBER = re.compile(r"[ \t]*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?[ \t]*", re.ASCII)
+
+
+def spec_number(cell: str) -> float | None:
+    if not SPEC_NUMBER.fullmatch(cell):
+        return None
+    value = float(cell)
+    return value if math.isfinite(value) else None
+
+
+def never() -> bool:
+    return False
+
+
+def run_chunked(
+    data: bytes, options: dict[str, Any], target: int = 1, max_chunks: int = 1000, block_bytes: int = 1 << 20
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    source = BytesSource(data, block_bytes=block_bytes)
+    parsed = KIND.parse_options(options)
+    plan = KIND.plan(source, parsed, target, max_chunks)
+    # Partials travel as JSON between activities: round-trip them like the orchestration does.
+    partials = [json.loads(json.dumps(KIND.process_chunk(source, c, parsed, 1, never))) for c in plan]
+    return KIND.merge(partials, parsed), plan
+
+
+def report(text: str, group_by: str = "g", metrics: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+    result, _ = run_chunked(text.encode(), {"group_by": group_by, "metrics": metrics or []}, **kwargs)
+    return result
+
+
+# --- number recognition ---------------------------------------------------------------------------------
+
+NUMBER_TABLE = [
+    ("1", 1.0),
+    ("-2", -2.0),
+    ("+3", 3.0),
+    ("1.5", 1.5),
+    ("1.", 1.0),
+    (".5", 0.5),
+    ("-.5", -0.5),
+    ("1e3", 1000.0),
+    ("1E-3", 0.001),
+    ("2.5e+2", 250.0),
+    ("  42  ", 42.0),
+    ("\t7", 7.0),
+    ("007", 7.0),
+    ("0", 0.0),
+    ("-0", -0.0),
+    ("", None),
+    (" ", None),
+    (".", None),
+    ("-", None),
+    ("+.", None),
+    ("e5", None),
+    ("1e", None),
+    ("1e+", None),
+    ("1.2.3", None),
+    ("1 2", None),
+    ("inf", None),
+    ("-inf", None),
+    ("Infinity", None),
+    ("nan", None),
+    ("NaN", None),
+    ("1_000", None),
+    ("0x1F", None),
+    ("1,5", None),
+    ("$5", None),
+    ("5%", None),
+    ("\u0661\u0662", None),  # Arabic-Indic digits: float() accepts them, a decimal number does not
+    ("1\u0661", None),
+    ("\n1", None),
+    ("1\n", None),
+    ("1e999", None),  # overflows to inf
+    ("--1", None),
+    ("abc", None),
+]
+
+
+@pytest.mark.parametrize(("cell", "expected"), NUMBER_TABLE)
+def test_number_recognition(cell: str, expected: float | None) -> None:
+    assert parse_decimal(cell) == expected
+    assert spec_number(cell) == expected
+    # The hot loop inlines the check: the same cell in a report counts (or not) the same way.
+    quoted = '"' + cell.replace('"', '""') + '"'
+    result = report(f"g,v\nx,{quoted}\n", metrics=["v"])
+    stats = result["groups"]["x"]["metrics"]["v"]
+    assert stats["count"] == (0 if expected is None else 1)
+    assert stats["sum"] == (0.0 if expected is None else expected)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=" \t0123456789+-.eE_xinfa\u0661\n", max_size=8))
+def test_number_recognition_matches_the_rule(cell: str) -> None:
+    assert parse_decimal(cell) == spec_number(cell)
+
+
+# --- table tests ----------------------------------------------------------------------------------------
+
+
+def test_report_counts_groups_and_metrics() -> None:
+    text = (
+        "region,amount,qty,note\n"
+        "north,1.5,2,a\n"
+        'south,"2,5",1,"quoted, with comma"\n'
+        'north,3,x,"multi\nline"\n'
+        "\n"
+        "east,-1e1\n"  # short row: qty missing (empty)
+        "north,0.5,4,extra,cells,ignored\n"
+    )
+    result = report(text, group_by="region", metrics=["amount", "qty"])
+    assert result == {
+        "rows": 5,
+        "group_by": "region",
+        "groups": {
+            "east": {
+                "count": 1,
+                "metrics": {
+                    "amount": {"count": 1, "sum": -10.0, "min": -10.0, "max": -10.0, "mean": -10.0},
+                    "qty": {"count": 0, "sum": 0.0, "min": None, "max": None, "mean": None},
+                },
+            },
+            "north": {
+                "count": 3,
+                "metrics": {
+                    "amount": {"count": 3, "sum": 5.0, "min": 0.5, "max": 3.0, "mean": 5.0 / 3},
+                    "qty": {"count": 2, "sum": 6.0, "min": 2.0, "max": 4.0, "mean": 3.0},
+                },
+            },
+            "south": {
+                "count": 1,
+                "metrics": {
+                    "amount": {"count": 0, "sum": 0.0, "min": None, "max": None, "mean": None},
+                    "qty": {"count": 1, "sum": 1.0, "min": 1.0, "max": 1.0, "mean": 1.0},
+                },
+            },
+        },
+    }
+
+
+def test_short_row_without_the_group_column_counts_in_the_empty_group() -> None:
+    result = report("v,g\n1\n2,a\n", metrics=["v"])
+    assert {k: g["count"] for k, g in result["groups"].items()} == {"": 1, "a": 1}
+    assert result["groups"][""]["metrics"]["v"]["sum"] == 1.0
+
+
+def test_crlf_and_lf_give_the_same_report() -> None:
+    lf = 'g,v\na,1\n"b,b",2\n\na,3\n"c\nc",4\n'
+    crlf = lf.replace("\n", "\r\n")
+    by_lf = report(lf, metrics=["v"], target=1)
+    by_crlf = report(crlf, metrics=["v"], target=1)
+    assert by_crlf["groups"].pop("c\r\nc") == by_lf["groups"].pop("c\nc")  # quoted newlines kept as written
+    assert by_crlf == by_lf
+    assert by_lf["rows"] == 4 and by_lf["groups"]["a"]["metrics"]["v"]["sum"] == 4.0
+
+
+def test_bom_is_not_part_of_the_first_column_name() -> None:
+    data = codecs.BOM_UTF8 + b"g,v\r\na,1\r\n"
+    result, _ = run_chunked(data, {"group_by": "g", "metrics": ["v"]})
+    assert result["groups"]["a"]["metrics"]["v"]["sum"] == 1.0
+    assert single_pass_report(BytesSource(data), {"group_by": "g", "metrics": ["v"]}) == result
+
+
+def test_header_after_blank_lines_and_rows_without_trailing_newline() -> None:
+    assert report("\n\r\ng,v\na,1\na,2", metrics=["v"])["groups"]["a"]["metrics"]["v"]["sum"] == 3.0
+
+
+def test_header_only_gives_an_empty_report() -> None:
+    result, plan = run_chunked(b"g,v\n", {"group_by": "g", "metrics": ["v"]})
+    assert len(plan) == 1
+    assert result == {"rows": 0, "group_by": "g", "groups": {}}
+
+
+@pytest.mark.parametrize(
+    ("options", "missing"),
+    [
+        ({"group_by": "nope", "metrics": ["v"]}, "'nope'"),
+        ({"group_by": "g", "metrics": ["v", "w"]}, "'w'"),
+    ],
+)
+def test_unknown_column_fails_at_once(options: dict[str, Any], missing: str) -> None:
+    source = BytesSource(b"g,v\na,1\n")
+    with pytest.raises(NonRetryableError) as caught:
+        KIND.plan(source, KIND.parse_options(options), 1024, 10)
+    assert caught.value.error_type == "unknown_column"
+    assert missing in caught.value.message
+    # The orchestrator only sees the text of the failed activity.
+    text = f"Activity function 'process_chunk' failed: NonRetryableError: {caught.value}"
+    assert parse_non_retryable(text) == ("unknown_column", caught.value.message)
+    with pytest.raises(NonRetryableError, match="unknown_column"):
+        single_pass_report(source, options)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\n\n\r\n", codecs.BOM_UTF8, b"g,v\na,\xff\n", b"g,v\na,1\n\xe2\x82", b"\xff\xfeg\x00,\x00v\x00"],
+    ids=["empty", "blank-lines", "bom-only", "invalid-utf8", "truncated-utf8", "utf16"],
+)
+def test_invalid_input_fails_at_once(data: bytes) -> None:
+    with pytest.raises(NonRetryableError) as caught:
+        KIND.plan(BytesSource(data, block_bytes=3), KIND.parse_options({"group_by": "g"}), 1024, 10)
+    assert caught.value.error_type == "invalid_input"
+    assert str(caught.value).startswith("[non-retryable:invalid_input] ")
+
+
+def test_process_chunk_rejects_invalid_utf8_too() -> None:
+    source = BytesSource(b"g,v\na,1\nb,\xff\n")
+    chunk = {"index": 0, "start": 0, "end": source.size, "group_index": 0, "metric_indices": [1]}
+    with pytest.raises(NonRetryableError, match="invalid_input"):
+        KIND.process_chunk(source, chunk, KIND.parse_options({"group_by": "g", "metrics": "v"}), 1, never)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"group_by": "g", "metrics": "a, b,,a"}, {"group_by": "g", "metrics": ["a", "b"]}),
+        ({"group_by": "g", "metrics": ["a", "b"]}, {"group_by": "g", "metrics": ["a", "b"]}),
+        ({"group_by": "g"}, {"group_by": "g", "metrics": []}),
+    ],
+)
+def test_options_accept_a_list_or_a_comma_separated_string(raw: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert KIND.parse_options(raw) == expected
+    assert KIND.parse_options(KIND.parse_options(raw)) == expected  # normalized options stay valid
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {},
+        {"metrics": ["a"]},
+        {"group_by": ""},
+        {"group_by": 3},
+        {"group_by": "g", "metrics": [1]},
+        {"group_by": "g", "x": 1},
+    ],
+)
+def test_invalid_options_are_rejected(raw: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        KIND.parse_options(raw)
+
+
+def test_csv_input_is_never_inline_json() -> None:
+    with pytest.raises(ValueError):
+        KIND.validate_inline_input({"rows": []})
+
+
+def test_render_csv() -> None:
+    result = report('g,v,w\na,1,x\n"b,1",2.5,3\nb,x\n', metrics=["v", "w"])
+    body, content_type = KIND.render(result, "csv") or (b"", "")
+    assert content_type.startswith("text/csv")
+    assert body.decode() == (
+        "group,count,v_count,v_sum,v_min,v_max,v_mean,w_count,w_sum,w_min,w_max,w_mean\r\n"
+        "a,1,1,1.0,1.0,1.0,1.0,0,0.0,,,\r\n"
+        "b,1,0,0.0,,,,0,0.0,,,\r\n"
+        '"b,1",1,1,2.5,2.5,2.5,2.5,1,3.0,3.0,3.0,3.0\r\n'
+    )
+    assert list(csv.reader(io.StringIO(body.decode(), newline="")))[3][0] == "b,1"  # groups in sorted order
+    assert KIND.render(result, "xlsx") is None
+
+
+def test_summary_stays_small() -> None:
+    lines = ["g,v"] + [f"{'x' * 300}{i},{i}" for i in range(200)]
+    result = report("\n".join(lines), metrics=["v"])
+    summary = KIND.summarize(result)
+    assert len(json.dumps(summary)) < 2048
+    assert summary["rows"] == 200 and summary["groups"] == 200 and summary["metrics"] == ["v"]
+
+
+def test_should_stop_stops_the_chunk() -> None:
+    data = ("g,v\n" + "a,1\n" * 20_000).encode()
+    source = BytesSource(data)
+    options = KIND.parse_options({"group_by": "g", "metrics": ["v"]})
+    (chunk,) = KIND.plan(source, options, len(data), 1)
+    with pytest.raises(ChunkStopped):
+        KIND.process_chunk(source, chunk, options, 1, lambda: True)
+    calls: list[int] = []
+
+    def stop_on_second_call() -> bool:
+        calls.append(1)
+        return len(calls) >= 2
+
+    with pytest.raises(ChunkStopped):
+        KIND.process_chunk(source, chunk, options, 1, stop_on_second_call)
+    assert len(calls) == 2  # checked between batches of rows, not only at the start
+
+
+def test_registered() -> None:
+    assert get_kind("csv-report", simulate_enabled=False) is KIND
+    assert KIND.requires_input and KIND.input_content_types == ("text/csv",)
+
+
+def test_sums_are_exact_whatever_the_chunking() -> None:
+    values = ["1e16", "1", "-1e16", "0.1", "0.2", "0.3", "1e-300", "3.14159"] * 50
+    text = "g,v\n" + "".join(f"a,{v}\n" for v in values)
+    expected = math.fsum(float(v) for v in values)
+    for target in (1, 7, 64, 1000, len(text)):
+        assert report(text, metrics=["v"], target=target)["groups"]["a"]["metrics"]["v"]["sum"] == expected
+
+
+# --- property: chunked == single pass -------------------------------------------------------------------
+
+numbers = st.one_of(
+    st.integers(-(10**12), 10**12).map(str),
+    st.floats(allow_nan=False, allow_infinity=False, width=64).map(repr),
+    st.decimals(allow_nan=False, allow_infinity=False, places=3).map(str),
+    st.builds(
+        lambda m, e, s, p: f"{p}{m}e{s}{e}",
+        st.integers(0, 999),
+        st.integers(0, 40),
+        st.sampled_from(["", "+", "-"]),
+        st.sampled_from(["", "-", "+", " "]),
+    ),
+    st.builds(lambda n, pad: f"{pad}{n}{pad}", st.integers(-99, 99), st.sampled_from([" ", "  ", "\t"])),
+)
+junk = st.sampled_from(["", "inf", "nan", "-inf", "1_000", "0x10", "1e", ".", "n/a", "1,5", "1e999", "—"])
+text_cells = st.text(alphabet=st.sampled_from(list('ab ,"\n\r\t;é€x')), max_size=8)
+cells = st.one_of(numbers, junk, text_cells, st.sampled_from(["a", "b", "c", "a,b", 'q"q', "x\ny", "x\r\ny"]))
+COLUMNS = ["g", "v", "w", "g,2"]
+
+
+def encode_cell(cell: str, force_quotes: bool) -> str:
+    if force_quotes or any(ch in cell for ch in ',"\r\n') or cell == "":
+        return '"' + cell.replace('"', '""') + '"'
+    return cell
+
+
+@st.composite
+def csv_files(draw: st.DrawFn) -> tuple[bytes, list[list[str]]]:
+    """A random RFC 4180 file and the data rows it encodes (blank lines are not rows)."""
+    rows = draw(st.lists(st.lists(cells, min_size=1, max_size=6), max_size=40))
+    out = [codecs.BOM_UTF8.decode()] if draw(st.booleans()) else []
+    for i, row in enumerate([COLUMNS, *rows]):
+        for _ in range(draw(st.integers(0, 2)) if draw(st.integers(0, 5)) == 0 else 0):
+            out.append(draw(st.sampled_from(["\n", "\r\n"])))  # blank lines
+        out.append(",".join(encode_cell(c, draw(st.integers(0, 7)) == 0) for c in row))
+        last = i == len(rows)
+        out.append(draw(st.sampled_from(["\n", "\r\n", ""] if last else ["\n", "\r\n"])))
+    return "".join(out).encode(), rows
+
+
+def expected_report(rows: list[list[str]], metrics: list[str]) -> dict[str, Any]:
+    """The report computed from the generated rows themselves, without parsing the file."""
+    groups: dict[str, Any] = {}
+    values: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        padded = row + [""] * (len(COLUMNS) - len(row))
+        key = padded[0]
+        group = groups.setdefault(key, {"count": 0})
+        group["count"] += 1
+        for metric in metrics:
+            number = spec_number(padded[COLUMNS.index(metric)])
+            values.setdefault((key, metric), [])
+            if number is not None:
+                values[(key, metric)].append(number)
+    for key, group in groups.items():
+        group["metrics"] = {}
+        for metric in metrics:
+            found = values[(key, metric)]
+            total = math.fsum(found)
+            group["metrics"][metric] = {
+                "count": len(found),
+                "sum": total,
+                "min": min(found) if found else None,
+                "max": max(found) if found else None,
+                "mean": total / len(found) if found else None,
+            }
+    return {"rows": len(rows), "group_by": "g", "groups": dict(sorted(groups.items()))}
+
+
+def rows_of(data: bytes, skip_header: bool) -> list[list[str]]:
+    text = data.decode("utf-8-sig")
+    parsed = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    return parsed[1:] if skip_header else parsed
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    csv_files(),
+    st.integers(1, 400),
+    st.integers(1, 50),
+    st.integers(1, 64),
+    st.sampled_from([["v"], ["v", "w"], ["w", "g,2", "v"], []]),
+)
+def test_chunked_report_equals_single_pass(
+    file: tuple[bytes, list[list[str]]], target: int, max_chunks: int, block_bytes: int, metrics: list[str]
+) -> None:
+    data, rows = file
+    options = {"group_by": "g", "metrics": metrics}
+    chunked, plan = run_chunked(data, options, target=target, max_chunks=max_chunks, block_bytes=block_bytes)
+    single = single_pass_report(BytesSource(data, block_bytes=block_bytes), options)
+    expected = expected_report(rows, metrics)
+
+    assert chunked == single == expected  # exact: sums are correctly rounded whatever the chunking
+    assert json.loads(json.dumps(chunked)) == chunked
+
+    # The plan covers the file with contiguous ranges that start and end on row boundaries.
+    assert 1 <= len(plan) <= max_chunks
+    assert plan[0]["start"] == 0 and plan[-1]["end"] == len(data)
+    assert all(a["end"] == b["start"] for a, b in zip(plan, plan[1:], strict=False))
+    assert all(c["start"] < c["end"] for c in plan[1:])
+    pieces = [rows_of(data[c["start"] : c["end"]], skip_header=c["start"] == 0) for c in plan]
+    assert [row for piece in pieces for row in piece] == rows_of(data, skip_header=True)
