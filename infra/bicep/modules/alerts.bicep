@@ -51,7 +51,7 @@ var poisonQuery = 'traces | where message startswith "longrun.intake.poison" | p
 
 var deadLetterQuery = 'traces | where message startswith "longrun.job.deadlettered" | parse-kv message as (job_id:string, kind:string, error_type:string) with (pair_delimiter=\' \', kv_delimiter=\'=\') | project timestamp, job_id, kind, error_type'
 
-var failureRateQuery = 'traces | where message startswith "longrun.job." | extend event = tostring(split(message, " ")[0]) | where event in ("longrun.job.completed", "longrun.job.failed") | summarize finished = count(), failed = countif(event == "longrun.job.failed") | where finished >= ${jobFailureRateMinimumJobs} | extend failure_rate_percent = 100.0 * failed / finished | where failure_rate_percent > ${jobFailureRatePercent}'
+var failureRateQuery = 'traces | where message startswith "longrun.job." | extend event = tostring(split(message, " ")[0]) | where event in ("longrun.job.completed", "longrun.job.failed") | summarize finished = sum(itemCount), failed = sumif(itemCount, event == "longrun.job.failed") | where finished >= ${jobFailureRateMinimumJobs} | extend failure_rate_percent = 100.0 * failed / finished | where failure_rate_percent > ${jobFailureRatePercent}'
 
 var functionErrorQuery = 'requests | where success == false | summarize failures = count() by operation_Name'
 

@@ -54,6 +54,7 @@ var operations = [
   { name: 'health', method: 'GET', urlTemplate: '/api/health', hasId: false }
   { name: 'openapi', method: 'GET', urlTemplate: '/api/openapi.json', hasId: false }
   { name: 'list-dead-letters', method: 'GET', urlTemplate: '/api/dead-letters', hasId: false }
+  { name: 'get-dead-letter', method: 'GET', urlTemplate: '/api/dead-letters/{id}', hasId: true }
   { name: 'replay-dead-letter', method: 'POST', urlTemplate: '/api/dead-letters/{id}/replay', hasId: true }
 ]
 
@@ -65,7 +66,7 @@ var idParameter = [
   }
 ]
 
-var apiPolicy = '<policies><inbound><base /><set-backend-service backend-id="longrun-function" /></inbound><backend><forward-request timeout="${backendTimeoutSeconds}" buffer-request-body="false" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
+var apiPolicyTemplate = '<policies><inbound><base /><set-backend-service backend-id="__BACKEND_ID__" /></inbound><backend><forward-request timeout="${backendTimeoutSeconds}" buffer-request-body="false" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
   name: functionAppName
@@ -97,65 +98,64 @@ resource apim 'Microsoft.ApiManagement/service@2023-05-01-preview' = {
     }
   }
 
-  resource functionKey 'namedValues' = {
-    name: 'longrun-function-key'
-    properties: {
-      displayName: 'longrun-function-key'
-      secret: true
-      value: listKeys('${functionApp.id}/host/default', '2024-04-01').functionKeys.default
-    }
+}
+
+resource functionKey 'Microsoft.ApiManagement/service/namedValues@2023-05-01-preview' = {
+  parent: apim
+  name: 'longrun-function-key'
+  properties: {
+    displayName: 'longrun-function-key'
+    secret: true
+    value: listKeys('${functionApp.id}/host/default', '2024-04-01').functionKeys.default
   }
+}
 
-  resource backend 'backends' = {
-    name: 'longrun-function'
-    properties: {
-      protocol: 'http'
-      url: 'https://${functionAppHostName}'
-      resourceId: '${environment().resourceManager}${substring(functionApp.id, 1)}'
-      credentials: {
-        header: {
-          'x-functions-key': [
-            '{{longrun-function-key}}'
-          ]
-        }
-      }
-      tls: {
-        validateCertificateChain: true
-        validateCertificateName: true
+resource backend 'Microsoft.ApiManagement/service/backends@2023-05-01-preview' = {
+  parent: apim
+  name: 'longrun-function'
+  properties: {
+    protocol: 'http'
+    url: 'https://${functionAppHostName}'
+    resourceId: '${environment().resourceManager}${substring(functionApp.id, 1)}'
+    credentials: {
+      header: {
+        'x-functions-key': [
+          '{{${functionKey.name}}}'
+        ]
       }
     }
-    dependsOn: [
-      functionKey
-    ]
-  }
-
-  resource api 'apis' = {
-    name: 'longrun'
-    properties: {
-      displayName: 'longrun jobs API'
-      path: apiPath
-      protocols: [
-        'https'
-      ]
-      serviceUrl: 'https://${functionAppHostName}'
-      subscriptionRequired: subscriptionRequired
-    }
-
-    resource policy 'policies' = {
-      name: 'policy'
-      properties: {
-        format: 'rawxml'
-        value: apiPolicy
-      }
-      dependsOn: [
-        backend
-      ]
+    tls: {
+      validateCertificateChain: true
+      validateCertificateName: true
     }
   }
 }
 
+resource api 'Microsoft.ApiManagement/service/apis@2023-05-01-preview' = {
+  parent: apim
+  name: 'longrun'
+  properties: {
+    displayName: 'longrun jobs API'
+    path: apiPath
+    protocols: [
+      'https'
+    ]
+    serviceUrl: 'https://${functionAppHostName}'
+    subscriptionRequired: subscriptionRequired
+  }
+}
+
+resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2023-05-01-preview' = {
+  parent: api
+  name: 'policy'
+  properties: {
+    format: 'rawxml'
+    value: replace(apiPolicyTemplate, '__BACKEND_ID__', backend.name)
+  }
+}
+
 resource apiOperations 'Microsoft.ApiManagement/service/apis/operations@2023-05-01-preview' = [for operation in operations: {
-  parent: apim::api
+  parent: api
   name: operation.name
   properties: {
     displayName: operation.name

@@ -209,10 +209,9 @@ resource applicationGateway 'Microsoft.Network/applicationGateways@2023-11-01' =
           unhealthyThreshold: 3
           pickHostNameFromBackendHttpSettings: true
           match: {
-            // Probes carry no function key: 401 still proves the host is up and routing.
+            // GET /api/health is anonymous and answers 503 when storage is unreachable.
             statusCodes: [
               '200-399'
-              '401'
             ]
           }
         }

@@ -90,27 +90,31 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     }
   }
 
-  resource blobService 'blobServices' = {
-    name: 'default'
-    properties: {
-      deleteRetentionPolicy: {
-        enabled: true
-        days: softDeleteRetentionDays
-      }
-      containerDeleteRetentionPolicy: {
-        enabled: true
-        days: softDeleteRetentionDays
-      }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: softDeleteRetentionDays
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: softDeleteRetentionDays
     }
   }
+}
 
-  resource queueService 'queueServices' = {
-    name: 'default'
-  }
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
 
-  resource tableService 'tableServices' = {
-    name: 'default'
-  }
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
 }
 
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (!empty(lifecyclePrefixes)) {
@@ -146,7 +150,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
 }
 
 resource blobContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for container in containers: {
-  parent: storage::blobService
+  parent: blobService
   name: container
   properties: {
     publicAccess: 'None'
@@ -154,12 +158,12 @@ resource blobContainers 'Microsoft.Storage/storageAccounts/blobServices/containe
 }]
 
 resource storageQueues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queue in queues: {
-  parent: storage::queueService
+  parent: queueService
   name: queue
 }]
 
 resource storageTables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for table in tables: {
-  parent: storage::tableService
+  parent: tableService
   name: table
 }]
 

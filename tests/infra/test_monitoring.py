@@ -1,0 +1,124 @@
+"""Alerts and the workbook exist, are wired to the action group, and query the events the app writes."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from tests.infra.templates import (
+    MODULES_DIR,
+    decorator,
+    loop_of,
+    module_params,
+    only_resource,
+    parameter,
+    render,
+    resolve,
+    template,
+)
+
+ALERTS = template("alerts")
+WORKBOOK = template("workbook")
+PARSE_KV = "with (pair_delimiter=' ', kv_delimiter='=')"
+
+
+def log_alerts() -> list[dict[str, Any]]:
+    alerts: list[dict[str, Any]] = [
+        {key: unescape(resolve(ALERTS, value)) for key, value in alert.items()}
+        for alert in resolve(ALERTS, "logAlerts")
+    ]
+    return alerts
+
+
+def unescape(value: Any) -> Any:
+    """pycep keeps a Bicep string's escapes (\\' for a quote); KQL sees the unescaped text."""
+    return value.replace("\\'", "'") if isinstance(value, str) else value
+
+
+def workbook() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((MODULES_DIR / "workbook.json").read_text(encoding="utf-8"))
+    return data
+
+
+def workbook_queries() -> dict[str, str]:
+    return {item["name"]: item["content"]["query"] for item in workbook()["items"] if item["type"] == 3}
+
+
+def test_action_group_mails_the_address_from_a_parameter() -> None:
+    group = only_resource(ALERTS, "Microsoft.Insights/actionGroups")["properties"]
+    assert [receiver["emailAddress"] for receiver in group["emailReceivers"]] == ["alertEmail"]
+    assert module_params("alerts")["alertEmail"] == "alertEmail"
+    assert decorator(template("main")["parameters"]["alertEmail"], "description")
+
+
+def test_log_alerts_cover_poison_dead_letters_failure_rate_and_function_errors() -> None:
+    by_name = {alert["name"]: alert for alert in log_alerts()}
+    assert set(by_name) == {"poison-queue", "dead-letters", "job-failure-rate", "function-errors"}
+    assert by_name["poison-queue"]["query"].startswith('traces | where message startswith "longrun.intake.poison"')
+    assert by_name["dead-letters"]["query"].startswith('traces | where message startswith "longrun.job.deadlettered"')
+    assert by_name["poison-queue"]["threshold"] == 0 and by_name["dead-letters"]["threshold"] == 0
+    rate = by_name["job-failure-rate"]["query"]
+    assert '"longrun.job.failed"' in rate and '"longrun.job.completed"' in rate
+    assert "${jobFailureRatePercent}" in rate and "${jobFailureRateMinimumJobs}" in rate
+    assert "requests | where success == false" in by_name["function-errors"]["query"]
+    for alert in log_alerts():
+        if "parse-kv" in alert["query"]:
+            assert PARSE_KV in alert["query"]
+
+
+def test_every_log_alert_runs_on_application_insights_and_notifies_the_action_group() -> None:
+    assert loop_of(ALERTS, "logAlertRules")["array_name"] == "logAlerts"
+    rule = only_resource(ALERTS, "Microsoft.Insights/scheduledQueryRules")["properties"]
+    assert rule["scopes"] == ["applicationInsightsResourceId"]
+    assert [render(group) for group in rule["actions"]["actionGroups"]] == ["actionGroup.id"]
+    (criterion,) = rule["criteria"]["allOf"]
+    assert render(criterion["query"]) == "alert.query" and criterion["operator"] == "GreaterThan"
+    assert render(module_params("alerts")["applicationInsightsResourceId"]) == (
+        "monitoring.outputs.applicationInsightsResourceId"
+    )
+
+
+def test_queue_backlog_alert_uses_the_account_wide_queue_metric() -> None:
+    alert = only_resource(ALERTS, "Microsoft.Insights/metricAlerts")["properties"]
+    (criterion,) = alert["criteria"]["allOf"]
+    assert criterion["metricName"] == "QueueMessageCount"
+    assert criterion["metricNamespace"] == "Microsoft.Storage/storageAccounts/queueServices"
+    assert criterion["threshold"] == "queueBacklogThreshold"
+    assert [render(action["actionGroupId"]) for action in alert["actions"]] == ["actionGroup.id"]
+    assert parameter(ALERTS, "queueBacklogThreshold")["default"] >= 1
+
+
+def test_workbook_is_deployed_with_the_queries_file_and_real_resource_ids() -> None:
+    resource = only_resource(WORKBOOK, "Microsoft.Insights/workbooks")
+    assert resource["kind"] == "shared"
+    assert resource["properties"]["category"] == "workbook"
+    assert resource["properties"]["sourceId"] == "applicationInsightsResourceId"
+    serialized = render(resolve(WORKBOOK, "serializedData"))
+    assert "load_text_content(workbook.json)" in serialized
+    assert "__STORAGE_ACCOUNT_ID__, storageAccountResourceId" in serialized
+    assert "__APPLICATION_INSIGHTS_ID__, applicationInsightsResourceId" in serialized
+    raw = (MODULES_DIR / "workbook.json").read_text(encoding="utf-8")
+    assert set(re.findall(r"__[A-Z_]+__", raw)) == {"__STORAGE_ACCOUNT_ID__", "__APPLICATION_INSIGHTS_ID__"}
+    assert workbook()["version"] == "Notebook/1.0"
+
+
+def test_workbook_shows_jobs_over_time_durations_queues_and_the_slowest_and_failing_jobs() -> None:
+    queries = workbook_queries()
+    over_time = queries["jobs-over-time"]
+    for event in ("longrun.job.submitted", "longrun.job.completed", "longrun.job.failed"):
+        assert f'"{event}"' in over_time
+    assert "bin(timestamp, {TimeRange:grain})" in over_time
+    assert re.search(r"percentile\(duration_ms, 50\).*percentile\(duration_ms, 90\).*percentile\(duration_ms, 99\)",
+                     queries["job-duration-percentiles"])
+    assert "top 20 by duration_ms desc" in queries["slowest-jobs"]
+    assert "longrun.job.failed" in queries["failing-jobs"] and "longrun.job.deadlettered" in queries["failing-jobs"]
+    assert "longrun.intake.poison" in queries["poison-and-dead-letters"]
+    metrics = [item for item in workbook()["items"] if item["type"] == 10]
+    assert [metric["content"]["metrics"][0]["metric"].rsplit("-", 1)[-1] for metric in metrics] == [
+        "QueueMessageCount"
+    ]
+    for name, query in queries.items():
+        assert query.startswith("traces\n"), name
+        if "parse-kv" in query:
+            assert PARSE_KV in query, name
