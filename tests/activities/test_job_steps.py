@@ -1,0 +1,135 @@
+"""The activities against a real Azurite: ranged blob reads, the stop marker, idempotent chunk outputs."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from activities import job_steps
+from activities.blob_source import BlobByteSource
+from activities.stop_marker import StopSignal, write_stop_marker
+from shared.contracts import JobStart
+from shared.settings import get_settings
+from shared.storage import (
+    PAYLOADS_CONTAINER,
+    RESULTS_CONTAINER,
+    cancel_marker_blob_name,
+    job_input_blob_name,
+    partial_blob_name,
+    result_blob_name,
+)
+from tests.support.azurite import Azurite
+
+
+@pytest.fixture
+def blobs(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[BlobServiceClient]:
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    monkeypatch.setenv("CHUNK_TARGET_BYTES", "1024")
+    get_settings.cache_clear()
+    job_steps.ensure_local_resources(get_settings())
+    yield BlobServiceClient.from_connection_string(azurite.connection_string)
+    get_settings.cache_clear()
+
+
+def _start(job_id: str, input_ref: str | None, kind: str, options: dict[str, object]) -> JobStart:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "job_id": job_id,
+        "kind": kind,
+        "input_ref": input_ref,
+        "input_content_type": "text/csv" if input_ref else None,
+        "options": options,
+        "deadline_at": None,
+        "submitted_at": now,
+    }
+
+
+def test_blob_byte_source_reads_ranges_and_streams_in_bounded_pieces(blobs: BlobServiceClient) -> None:
+    data = bytes(range(256)) * 40  # 10 240 bytes
+    name = f"tests/{uuid.uuid4().hex}"
+    blobs.get_container_client(PAYLOADS_CONTAINER).upload_blob(name, data)
+    source = BlobByteSource(blobs.get_blob_client(PAYLOADS_CONTAINER, name), piece_bytes=1000)
+    assert source.size == len(data)
+    assert source.read(100, 50) == data[100:150]
+    assert source.read(10_200, 500) == data[10_200:]  # clipped at the end
+    assert source.read(20_000, 10) == b""
+    pieces = list(source.stream(123, 5000))
+    assert b"".join(pieces) == data[123:5123]
+    assert max(len(piece) for piece in pieces) == 1000
+
+
+def test_stop_signal_sees_the_marker_within_its_cache_interval(blobs: BlobServiceClient) -> None:
+    job_id = uuid.uuid4().hex
+    results = blobs.get_container_client(RESULTS_CONTAINER)
+    should_stop = StopSignal(results, job_id, interval=0.2)
+    assert should_stop() is False
+    write_stop_marker(results, job_id, "cancelled")
+    assert should_stop() is False  # cached: a check costs one request per interval, not per row batch
+    time.sleep(0.25)
+    assert should_stop() is True
+
+
+def test_stop_signal_stops_at_the_deadline_without_a_marker(blobs: BlobServiceClient) -> None:
+    results = blobs.get_container_client(RESULTS_CONTAINER)
+    soon = (datetime.now(UTC) + timedelta(seconds=0.3)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    should_stop = StopSignal(results, uuid.uuid4().hex, deadline_at=soon)
+    assert should_stop() is False
+    time.sleep(0.35)
+    assert should_stop() is True
+
+
+def test_a_rerun_chunk_changes_nothing_and_a_stopped_job_gets_no_outputs(blobs: BlobServiceClient) -> None:
+    job_id = uuid.uuid4().hex
+    data = b"g,v\n" + b"".join(f"k{n % 3},{n}\n".encode() for n in range(600))  # ~5 KB: several 1 KB chunks
+    blobs.get_container_client(PAYLOADS_CONTAINER).upload_blob(job_input_blob_name(job_id), data)
+    options = {"group_by": "g", "metrics": ["v"]}
+    plan = job_steps.plan_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options))
+    assert plan["chunk_count"] >= 4
+    assert job_steps.plan_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options)) == plan
+
+    first = job_steps.process_chunk(job_id, 0, 1)
+    partial = blobs.get_blob_client(RESULTS_CONTAINER, partial_blob_name(job_id, 0))
+    etag = partial.get_blob_properties().etag
+    again = job_steps.process_chunk(job_id, 0, 2)
+    assert again["partial_ref"] == first["partial_ref"] and again.get("reused") is True
+    assert partial.get_blob_properties().etag == etag  # the first write wins; nothing is counted twice
+
+    write_stop_marker(blobs.get_container_client(RESULTS_CONTAINER), job_id, "cancelled")
+    assert job_steps.process_chunk(job_id, 1, 1) == {"index": 1, "stopped": True}
+    assert not blobs.get_blob_client(RESULTS_CONTAINER, partial_blob_name(job_id, 1)).exists()
+
+
+def test_merge_reads_partials_by_name_and_discard_keeps_result_and_marker(blobs: BlobServiceClient) -> None:
+    job_id = uuid.uuid4().hex
+    data = b"g,v\n" + b"".join(f"k{n % 2},{n}\n".encode() for n in range(400))
+    blobs.get_container_client(PAYLOADS_CONTAINER).upload_blob(job_input_blob_name(job_id), data)
+    options = {"group_by": "g", "metrics": ["v"]}
+    count = job_steps.plan_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options))["chunk_count"]
+    for index in range(count):
+        job_steps.process_chunk(job_id, index, 1)
+    merged = job_steps.merge_partials(job_id, count)
+    assert merged["result_ref"] == result_blob_name(job_id)
+    document = json.loads(blobs.get_blob_client(RESULTS_CONTAINER, merged["result_ref"]).download_blob().readall())
+    assert document["rows"] == 400
+    assert document["groups"]["k1"]["metrics"]["v"]["sum"] == sum(range(1, 400, 2))
+
+    write_stop_marker(blobs.get_container_client(RESULTS_CONTAINER), job_id, "test")
+    assert job_steps.discard_outputs(job_id, keep_result=True) == count + 1  # the partials and the plan
+    left = {blob.name for blob in blobs.get_container_client(RESULTS_CONTAINER).list_blobs(f"jobs/{job_id}/")}
+    assert left == {result_blob_name(job_id), cancel_marker_blob_name(job_id)}
+    assert job_steps.discard_outputs(job_id, keep_result=False) == 1
+
+
+def test_an_unknown_kind_or_missing_input_is_marked_non_retryable(blobs: BlobServiceClient) -> None:
+    with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:unknown_kind\]"):
+        job_steps.plan_job(_start(uuid.uuid4().hex, None, "no-such-kind", {}))
+    with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:invalid_input\]"):
+        job_steps.plan_job(_start(uuid.uuid4().hex, "jobs/missing/input", "csv-report", {"group_by": "g"}))
+    with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:invalid_options\]"):
+        job_steps.plan_job(_start(uuid.uuid4().hex, None, "vector-normalize", {"colour": "red"}))
