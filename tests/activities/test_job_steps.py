@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -37,7 +38,7 @@ def blobs(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[BlobSer
     get_settings.cache_clear()
 
 
-def _start(job_id: str, input_ref: str | None, kind: str, options: dict[str, object]) -> JobStart:
+def _start(job_id: str, input_ref: str | None, kind: str, options: dict[str, Any]) -> JobStart:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return {
         "job_id": job_id,
