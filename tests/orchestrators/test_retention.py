@@ -1,0 +1,96 @@
+"""The retention timer in a devhost: finished jobs older than RETENTION_DAYS lose their history (and their
+chunk batches'), their blobs and their rows; dead letters older than DEADLETTER_RETENTION_DAYS go too."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from azure.data.tables import TableServiceClient, UpdateMode
+
+from orchestrators.job import chunk_batch_instance_id
+from shared import dead_letters
+from shared.contracts import DeadLetterRecord
+from shared.job_store import INDEX_PARTITION, JOB_ROW, iso
+from shared.settings import Settings
+from shared.storage import JOBS_TABLE, PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_prefix
+from tests.orchestrators.helpers import WEBHOOKS, list_blobs
+from tests.support.devhost import DevHost
+
+pytestmark = pytest.mark.slow
+
+
+def _backdate(host: DevHost, job_id: str, days: float) -> None:
+    """Make a finished job look `days` old, as if it had finished back then."""
+    table = TableServiceClient.from_connection_string(host.connection_string).get_table_client(JOBS_TABLE)
+    job = table.get_entity(job_id, JOB_ROW)
+    finished = iso(datetime.now(UTC) - timedelta(days=days))
+    for partition_key, row_key in ((job_id, JOB_ROW), (INDEX_PARTITION, job["index_key"])):
+        table.update_entity(
+            {"PartitionKey": partition_key, "RowKey": row_key, "finished_at": finished}, mode=UpdateMode.MERGE
+        )
+
+
+def _dead_letter(host: DevHost, record_id: str, age_days: float) -> None:
+    created = datetime.now(UTC) - timedelta(days=age_days)
+    record: DeadLetterRecord = {
+        "id": record_id,
+        "source": "poison",
+        "job_id": None,
+        "kind": None,
+        "input_ref": None,
+        "input_content_type": None,
+        "options": None,
+        "error_type": "invalid_message",
+        "reason": "test",
+        "attempts": 5,
+        "raw_message": "{}",
+        "created_at": iso(created),
+    }
+    dead_letters.record_dead_letter(Settings(AzureWebJobsStorage=host.connection_string), record)
+
+
+def _run_job(host: DevHost, options: dict[str, Any]) -> str:
+    response = host.client.post("/api/jobs", json={"kind": "simulate", "options": options})
+    assert response.status_code == 202, response.text
+    final = host.wait_for_job(response.headers["location"])
+    job: dict[str, Any] = final.json()
+    assert job["status"] == "COMPLETED", job
+    return str(job["id"])
+
+
+def _gone(host: DevHost, job_id: str) -> bool:
+    return (
+        host.client.get(f"/api/jobs/{job_id}").status_code == 404
+        and host.client.get(f"{WEBHOOKS}/instances/{job_id}").status_code == 404
+        and not list_blobs(host, RESULTS_CONTAINER, job_prefix(job_id))
+        and not list_blobs(host, PAYLOADS_CONTAINER, job_prefix(job_id))
+    )
+
+
+def test_retention_forgets_old_jobs_and_old_dead_letters_only(devhost_factory: Any) -> None:
+    host = devhost_factory(env={"RETENTION_SCHEDULE": "*/1 * * * * *", "CHUNKS_PER_SUB_ORCHESTRATION": "2"})
+    old_job = _run_job(host, {"chunks": 5})  # three chunk batch sub-orchestrations
+    recent_job = _run_job(host, {"chunks": 1})
+    assert host.client.get(f"{WEBHOOKS}/instances/{chunk_batch_instance_id(old_job, 2)}").status_code == 200
+    _dead_letter(host, "poison-old", age_days=31)
+    _dead_letter(host, "poison-recent", age_days=1)
+    _backdate(host, old_job, days=8)
+    _backdate(host, recent_job, days=6)
+
+    deadline = time.monotonic() + 20
+    while not _gone(host, old_job):
+        assert time.monotonic() < deadline, "the old job was not forgotten"
+        time.sleep(0.2)
+    for batch in range(3):
+        status = host.client.get(f"{WEBHOOKS}/instances/{chunk_batch_instance_id(old_job, batch)}").status_code
+        assert status == 404
+    while host.client.get("/api/dead-letters/poison-old").status_code != 404:
+        assert time.monotonic() < deadline, "the old dead letter was not purged"
+        time.sleep(0.2)
+
+    assert host.client.get(f"/api/jobs/{recent_job}").status_code == 200
+    assert host.client.get(f"{WEBHOOKS}/instances/{recent_job}").status_code == 200
+    assert host.client.get("/api/dead-letters/poison-recent").status_code == 200
