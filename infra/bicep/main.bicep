@@ -123,7 +123,7 @@ var appGatewayDnsLabel = 'longrun-${resourceToken}'
 var appGatewayUrl = empty(appGatewayHostName) ? 'https://${appGatewayDnsLabel}.${location}.cloudapp.azure.com' : 'https://${appGatewayHostName}'
 var publicBaseUrl = gatewayType == 'apiManagement' ? 'https://${apiManagementName}.azure-api.net/${apiPath}' : appGatewayUrl
 
-resource resourceGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
   location: location
   tags: tags
@@ -131,7 +131,7 @@ resource resourceGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
 
 module identity 'modules/identity.bicep' = {
   name: 'identity'
-  scope: resourceGroup
+  scope: rg
   params: {
     name: '${abbrs.managedIdentityUserAssignedIdentities}${resourceToken}'
     location: location
@@ -141,7 +141,7 @@ module identity 'modules/identity.bicep' = {
 
 module storage 'modules/storage.bicep' = {
   name: 'storage'
-  scope: resourceGroup
+  scope: rg
   params: {
     name: '${abbrs.storageStorageAccounts}${resourceToken}'
     location: location
@@ -172,7 +172,7 @@ module storage 'modules/storage.bicep' = {
 // The Durable extension creates its own queues, tables and containers in this account.
 module taskHubStorage 'modules/storage.bicep' = if (separateTaskHubStorage) {
   name: 'task-hub-storage'
-  scope: resourceGroup
+  scope: rg
   params: {
     name: '${abbrs.storageStorageAccounts}hub${resourceToken}'
     location: location
@@ -182,7 +182,7 @@ module taskHubStorage 'modules/storage.bicep' = if (separateTaskHubStorage) {
 
 module monitoring 'modules/monitoring.bicep' = {
   name: 'monitoring'
-  scope: resourceGroup
+  scope: rg
   params: {
     logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
     applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
@@ -193,7 +193,7 @@ module monitoring 'modules/monitoring.bicep' = {
 
 module appRoles 'modules/rbac.bicep' = {
   name: 'app-roles'
-  scope: resourceGroup
+  scope: rg
   params: {
     principalId: identity.outputs.principalId
     principalType: 'ServicePrincipal'
@@ -202,7 +202,7 @@ module appRoles 'modules/rbac.bicep' = {
 
 module developerRoles 'modules/rbac.bicep' = if (!empty(principalId)) {
   name: 'developer-roles'
-  scope: resourceGroup
+  scope: rg
   params: {
     principalId: principalId
     principalType: principalType
@@ -211,7 +211,7 @@ module developerRoles 'modules/rbac.bicep' = if (!empty(principalId)) {
 
 module functionApp 'modules/function-app.bicep' = {
   name: 'function-app'
-  scope: resourceGroup
+  scope: rg
   params: {
     name: functionAppName
     planName: '${abbrs.webServerFarms}${resourceToken}'
@@ -245,7 +245,7 @@ module functionApp 'modules/function-app.bicep' = {
 
 module apiManagement 'modules/api-management.bicep' = if (gatewayType == 'apiManagement') {
   name: 'api-management'
-  scope: resourceGroup
+  scope: rg
   params: {
     name: apiManagementName
     location: location
@@ -261,7 +261,7 @@ module apiManagement 'modules/api-management.bicep' = if (gatewayType == 'apiMan
 
 module applicationGateway 'modules/application-gateway.bicep' = if (gatewayType == 'applicationGateway') {
   name: 'application-gateway'
-  scope: resourceGroup
+  scope: rg
   params: {
     name: '${abbrs.networkApplicationGateways}${resourceToken}'
     location: location
@@ -280,7 +280,7 @@ module applicationGateway 'modules/application-gateway.bicep' = if (gatewayType 
 
 module alerts 'modules/alerts.bicep' = {
   name: 'alerts'
-  scope: resourceGroup
+  scope: rg
   params: {
     actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
     namePrefix: '${abbrs.insightsScheduledQueryRules}${resourceToken}-'
@@ -295,7 +295,7 @@ module alerts 'modules/alerts.bicep' = {
 
 module workbook 'modules/workbook.bicep' = {
   name: 'workbook'
-  scope: resourceGroup
+  scope: rg
   params: {
     displayName: 'longrun jobs (${environmentName})'
     location: location
@@ -307,7 +307,7 @@ module workbook 'modules/workbook.bicep' = {
 
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
-output AZURE_RESOURCE_GROUP string = resourceGroup.name
+output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
