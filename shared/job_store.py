@@ -172,13 +172,24 @@ def _status_fields(status: JobStatus, now: datetime, outcome: JobOutcome | None 
 # --- async: the API -------------------------------------------------------------------------------
 
 
-async def insert_job(table: AsyncTableClient, record: JobRecord) -> bool:
-    """Create the job row (the idempotency arbiter) and its index row; False if the job id exists."""
+async def create_job_row(table: AsyncTableClient, record: JobRecord) -> bool:
+    """Create the job row, the idempotency arbiter; False if a job with this id exists."""
     try:
         await table.create_entity(job_entity(record))
     except ResourceExistsError:
         return False
+    return True
+
+
+async def write_index_row(table: AsyncTableClient, record: JobRecord) -> None:
     await table.upsert_entity(index_entity(record), mode=UpdateMode.REPLACE)
+
+
+async def insert_job(table: AsyncTableClient, record: JobRecord) -> bool:
+    """Create the job row and then its index row; False if the job id exists."""
+    if not await create_job_row(table, record):
+        return False
+    await write_index_row(table, record)
     return True
 
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from azure.storage.blob.aio import BlobClient
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 import kinds
+from kinds.base import JobKind
 from shared import job_store
 from shared.async_clients import StorageClients
 from shared.contracts import JOB_ORCHESTRATOR, JobStart
@@ -116,7 +118,7 @@ def job_id_for(key: str | None) -> str:
     return key_hash(key)[:32] if key is not None else uuid.uuid4().hex
 
 
-def resolve_kind(name: str, settings: Settings) -> Any:
+def resolve_kind(name: str, settings: Settings) -> JobKind:
     kind = kinds.get_kind(name, simulate_enabled=settings.enable_simulate_kind)
     if kind is None:
         names = ", ".join(kinds.kind_names(simulate_enabled=settings.enable_simulate_kind))
@@ -126,7 +128,7 @@ def resolve_kind(name: str, settings: Settings) -> Any:
     return kind
 
 
-def parse_options(kind: Any, raw: dict[str, Any], prefix: str = "options") -> dict[str, Any]:
+def parse_options(kind: JobKind, raw: dict[str, Any], prefix: str = "options") -> dict[str, Any]:
     try:
         options = kind.parse_options(raw)
     except ValidationError as exc:
@@ -149,7 +151,7 @@ def parse_body_model(data: Any, model: type[SubmitBody] = SubmitBody) -> SubmitB
         raise validation_problem("the request is not a valid job submission", errors_from_validation(exc)) from None
 
 
-async def _checked_upload_ref(clients: StorageClients, ref: str, kind: Any) -> tuple[str, str]:
+async def _checked_upload_ref(clients: StorageClients, ref: str, kind: JobKind) -> tuple[str, str]:
     """The upload's blob name and content type, if `ref` names an upload the server created and that exists."""
     match = _UPLOAD_REF.fullmatch(ref)
     if match is None:
@@ -249,14 +251,16 @@ def _status_name(status: Any) -> str | None:
     return getattr(runtime, "value", runtime)
 
 
-async def _start(
-    client: df.DurableOrchestrationClient, clients: StorageClients, request: JobRequest, record: job_store.JobRecord
-) -> None:
-    """Store the input (if it is ours to store) and start the orchestration."""
-    if request.input_bytes is not None:
-        assert record["input_ref"] is not None and request.input_content_type is not None
-        blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, record["input_ref"])
-        await _store_input(blob, request.input_bytes, request.input_content_type)
+async def _store(clients: StorageClients, request: JobRequest, record: job_store.JobRecord) -> None:
+    """Store the input under the job's name, if it came with the request (not an upload or a replay)."""
+    if request.input_bytes is None:
+        return
+    assert record["input_ref"] is not None and request.input_content_type is not None
+    blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, record["input_ref"])
+    await _store_input(blob, request.input_bytes, request.input_content_type)
+
+
+async def _start(client: df.DurableOrchestrationClient, record: job_store.JobRecord) -> None:
     start: JobStart = {
         "job_id": record["job_id"],
         "kind": record["kind"],
@@ -269,11 +273,39 @@ async def _start(
     await client.start_new(JOB_ORCHESTRATOR, instance_id=record["job_id"], client_input=start)
 
 
+async def _all(*steps: Awaitable[Any]) -> None:
+    """Run storage writes concurrently; wait for every one before raising the first failure."""
+    for outcome in await asyncio.gather(*steps, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def _arbitrate(
+    client: df.DurableOrchestrationClient, clients: StorageClients, request: JobRequest, record: job_store.JobRecord
+) -> Submitted | None:
+    """Create the keyed job's row; None if this request won, else the job an earlier request created."""
+    for _ in range(3):
+        if await job_store.create_job_row(clients.jobs, record):
+            return None
+        existing = await job_store.get_job(clients.jobs, record["job_id"])
+        if existing is None:
+            continue  # the earlier submitter failed and removed its row: try again to be the one
+        if existing["fingerprint"] != record["fingerprint"]:
+            raise Problem(
+                409,
+                "this idempotency key was used for a different request",
+                slug="idempotency-key-reused",
+                errors=[field_error("Idempotency-Key", "already names a job created by a different request")],
+            )
+        await _restart_if_abandoned(client, clients, request, existing)
+        return Submitted(existing, created=False)
+    raise Problem(503, "the job could not be recorded; retry the request", headers={"Retry-After": "1"})
+
+
 async def submit_job(client: df.DurableOrchestrationClient, clients: StorageClients, request: JobRequest) -> Submitted:
     """Create and start the job, or name the job an earlier request with the same key created."""
     job_id = job_id_for(request.idempotency_key)
     now = job_store.utc_now()
-    fingerprint = request.fingerprint()
     record = job_store.new_job_record(
         job_id=job_id,
         kind=request.kind,
@@ -285,34 +317,42 @@ async def submit_job(client: df.DurableOrchestrationClient, clients: StorageClie
         if request.deadline_seconds
         else None,
         idempotency_key_hash=key_hash(request.idempotency_key) if request.idempotency_key is not None else None,
-        fingerprint=fingerprint,
+        fingerprint=request.fingerprint(),
         source=request.source,
     )
-    for _ in range(3):
-        if await job_store.insert_job(clients.jobs, record):
-            break
-        existing = await job_store.get_job(clients.jobs, job_id)
-        if existing is None:
-            continue  # the earlier submitter failed and removed its row: try again to be the one
-        if existing["fingerprint"] != fingerprint:
-            raise Problem(
-                409,
-                "this idempotency key was used for a different request",
-                slug="idempotency-key-reused",
-                errors=[field_error("Idempotency-Key", "already names a job created by a different request")],
-            )
-        await _restart_if_abandoned(client, clients, request, existing)
-        return Submitted(existing, created=False)
-    else:
-        raise Problem(503, "the job could not be recorded; retry the request", headers={"Retry-After": "1"})
+    written = False
     try:
-        await _start(client, clients, request, record)
+        if request.idempotency_key is not None:
+            # The row decides between concurrent duplicates; only the winner writes anything else.
+            earlier = await _arbitrate(client, clients, request, record)
+            if earlier is not None:
+                return earlier
+            written = True
+            await _all(job_store.write_index_row(clients.jobs, record), _store(clients, request, record))
+        else:
+            # A random id no other request can name: the row, its index entry and the input go in parallel,
+            # so a submit costs two storage round trips, not four, before the orchestration starts.
+            written = True
+            await _all(
+                _create_fresh_row(clients, record),
+                job_store.write_index_row(clients.jobs, record),
+                _store(clients, request, record),
+            )
+        await _start(client, record)
+    except Problem:
+        raise
     except Exception as exc:
-        await _undo(clients, record, stored=request.input_bytes is not None)
+        if written:
+            await _undo(clients, record, stored=request.input_bytes is not None)
         log_event("job.start_failed", job_id=job_id, kind=request.kind, error=type(exc).__name__)
         raise Problem(503, "the job could not be started; retry the request", headers={"Retry-After": "1"}) from exc
     log_event("job.submitted", job_id=job_id, kind=request.kind, source=request.source)
     return Submitted(record, created=True)
+
+
+async def _create_fresh_row(clients: StorageClients, record: job_store.JobRecord) -> None:
+    if not await job_store.create_job_row(clients.jobs, record):
+        raise RuntimeError("a random job id collided")
 
 
 async def _undo(clients: StorageClients, record: job_store.JobRecord, *, stored: bool) -> None:
@@ -336,5 +376,6 @@ async def _restart_if_abandoned(
         return
     if _status_name(await client.get_status(record["job_id"])) is not None:
         return
-    await _start(client, clients, request, record)
+    await _store(clients, request, record)
+    await _start(client, record)
     log_event("job.restarted", job_id=record["job_id"], kind=record["kind"])

@@ -1,0 +1,105 @@
+"""Submit latency: 16 concurrent clients POST a 1 KB inline job to a devhost; p50 and p99.
+
+Targets: p50 <= 30 ms, p99 <= 150 ms (the Architecture Center asks for about 100 ms).
+Run: `.venv/bin/python -m bench.submit_latency [--clients 16] [--requests 50]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from tests.support.azurite import Azurite
+from tests.support.devhost import DevHost
+
+P50_TARGET_MS = 30.0
+P99_TARGET_MS = 150.0
+
+
+def one_kb_job() -> dict[str, Any]:
+    """A vector-normalize job whose JSON body is about 1 KB."""
+    vectors = [[round(0.1 * (i + j), 3) for j in range(8)] for i in range(20)]
+    metadata = {"source": "bench", "pad": ""}
+    body = {"kind": "vector-normalize", "input": {"vector_data": vectors, "metadata": metadata}}
+    while len(json.dumps(body)) < 1024:
+        metadata["pad"] += "x" * 16
+    return body
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def measure(base_url: str, clients: int, requests_per_client: int, warmup: int = 20) -> dict[str, Any]:
+    body = json.dumps(one_kb_job()).encode()
+    headers = {"Content-Type": "application/json"}
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for _ in range(warmup):
+            client.post("/api/jobs", content=body, headers=headers).raise_for_status()
+    barrier = threading.Barrier(clients)
+
+    def run_client(_: int) -> list[float]:
+        latencies: list[float] = []
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            client.get("/api/health")  # open the connection outside the measurement
+            barrier.wait()
+            for _ in range(requests_per_client):
+                started = time.perf_counter()
+                response = client.post("/api/jobs", content=body, headers=headers)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if response.status_code != 202:
+                    raise RuntimeError(f"submit answered {response.status_code}: {response.text}")
+        return latencies
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        samples = [ms for batch in pool.map(run_client, range(clients)) for ms in batch]
+    elapsed = time.perf_counter() - started
+    return {
+        "clients": clients,
+        "requests": len(samples),
+        "body_bytes": len(body),
+        "p50_ms": round(statistics.median(samples), 1),
+        "p90_ms": round(percentile(samples, 0.90), 1),
+        "p99_ms": round(percentile(samples, 0.99), 1),
+        "max_ms": round(max(samples), 1),
+        "throughput_rps": round(len(samples) / elapsed, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=50, help="requests per client")
+    args = parser.parse_args(argv)
+    azurite = Azurite.start()
+    host = DevHost(azurite.connection_string, env={"ENABLE_SIMULATE_KIND": "true"})
+    try:
+        host.start()
+        figures = measure(host.base_url, args.clients, args.requests)
+    finally:
+        host.stop(timeout=20)
+        azurite.stop()
+    ok = figures["p50_ms"] <= P50_TARGET_MS and figures["p99_ms"] <= P99_TARGET_MS
+    print(
+        f"submit latency, {figures['clients']} concurrent clients, {figures['requests']} x "
+        f"{figures['body_bytes']} B inline jobs: p50 {figures['p50_ms']} ms, p90 {figures['p90_ms']} ms, "
+        f"p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms, {figures['throughput_rps']} req/s "
+        f"(targets p50 <= {P50_TARGET_MS:.0f} ms, p99 <= {P99_TARGET_MS:.0f} ms: {'met' if ok else 'MISSED'})"
+    )
+    print(json.dumps(figures))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
