@@ -56,6 +56,9 @@ param appGatewayCertificateSecretId string = ''
 @description('Optional. Public host name the certificate is for (gatewayType applicationGateway), e.g. jobs.example.com, pointed at the gateway\'s IP. Empty: <label>.<region>.cloudapp.azure.com.')
 param appGatewayHostName string = ''
 
+@description('Optional. Client IP addresses or CIDR ranges the Application Gateway lets through (gatewayType applicationGateway). That gateway adds the function key for every caller, so this list is its client authentication. Empty: anyone.')
+param appGatewayAllowedClientAddresses array = []
+
 @description('Optional. Instance memory in MB of the Flex Consumption app.')
 @allowed([
   512
@@ -272,6 +275,7 @@ module applicationGateway 'modules/application-gateway.bicep' = if (gatewayType 
     dnsLabel: appGatewayDnsLabel
     identityResourceId: identity.outputs.resourceId
     certificateSecretId: appGatewayCertificateSecretId
+    allowedClientAddresses: appGatewayAllowedClientAddresses
     functionAppName: functionApp.outputs.name
     functionAppHostName: functionApp.outputs.defaultHostName
     backendTimeoutSeconds: gatewayBackendTimeoutSeconds

@@ -140,6 +140,11 @@ def test_application_gateway_request_timeout_and_function_key() -> None:
     policy = waf["properties"]["policySettings"]
     assert policy["mode"] == "Prevention"
     assert policy["requestBodyEnforcement"] is False and policy["fileUploadLimitInMb"] >= 100
+    # The gateway adds the key for every caller, so it can restrict who the callers are.
+    rules = render(waf["properties"]["customRules"])
+    assert rules.startswith("empty(allowedClientAddresses) ? [] : [{name: AllowListedClientsOnly")
+    assert "variableName: RemoteAddr" in rules and "negationConditon: true" in rules and "action: Block" in rules
+    assert module_params("applicationGateway")["allowedClientAddresses"] == "appGatewayAllowedClientAddresses"
     (probe,) = gateway["probes"]
     assert probe["properties"]["path"] == "/api/health"
 

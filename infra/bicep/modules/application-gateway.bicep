@@ -40,6 +40,9 @@ param functionAppHostName string
 @maxValue(220)
 param backendTimeoutSeconds int = 120
 
+@description('Optional. Client IP addresses or CIDR ranges allowed through the gateway. The gateway adds the function key to every request it forwards, so without API Management\'s subscription keys this list (or mutual TLS you add) is what keeps strangers out. Empty: anyone on the internet.')
+param allowedClientAddresses array = []
+
 @description('Optional. Most autoscale instances.')
 @minValue(2)
 @maxValue(125)
@@ -105,6 +108,27 @@ resource wafPolicy 'Microsoft.Network/ApplicationGatewayWebApplicationFirewallPo
       fileUploadEnforcement: true
       fileUploadLimitInMb: 100
     }
+    customRules: empty(allowedClientAddresses) ? [] : [
+      {
+        name: 'AllowListedClientsOnly'
+        priority: 1
+        ruleType: 'MatchRule'
+        action: 'Block'
+        matchConditions: [
+          {
+            matchVariables: [
+              {
+                variableName: 'RemoteAddr'
+              }
+            ]
+            operator: 'IPMatch'
+            // The ARM schema spells it this way.
+            negationConditon: true
+            matchValues: allowedClientAddresses
+          }
+        ]
+      }
+    ]
     managedRules: {
       managedRuleSets: [
         {
