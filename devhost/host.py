@@ -19,9 +19,15 @@ from devhost.indexing import FunctionSpec
 from devhost.invoker import FunctionInvoker
 from devhost.server import HttpFront
 from devhost.triggers import QueueListener, TimerRunner
-from devhost.workers import WorkerPool
+from devhost.workers import ActivityFailure, WorkerPool
 
 log = logging.getLogger("devhost")
+
+
+class OrchestratorFailure(Exception):
+    """The SDK raised: its message carries the OrchestratorState after the $OutOfProcData$ marker."""
+
+
 SHUTDOWN_GRACE = 30.0
 _DEV_ACCOUNT = "devstoreaccount1"
 _DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -73,7 +79,6 @@ class Host:
             max_concurrent=config.max_concurrent_orchestrations,
             batch_size=config.control_queue_batch_size,
             max_polling_interval=config.max_queue_polling_interval,
-            on_activity_scheduled=lambda: self.dispatcher.wake() if self.dispatcher else None,
             verbose=verbose,
         )
         self.dispatcher = ActivityDispatcher(
@@ -84,6 +89,7 @@ class Host:
             max_polling_interval=config.max_queue_polling_interval,
             function_timeout=config.function_timeout,
         )
+        self.engine.activity_sink = self.dispatcher
         self.management = ManagementApi(self.engine, config.hub_name, config.system_key, enforce_auth)
         self.front = HttpFront(config, specs, self.invoker, self.management, enforce_auth)
         self.queue_service = QueueServiceClient.from_connection_string(self.connection_string)
@@ -99,8 +105,13 @@ class Host:
 
     def _orchestrator_invoker(self, spec: FunctionSpec) -> Any:
         async def invoke(name: str, context_json: str) -> str:
-            # The SDK's handle is pure CPU; a thread keeps the event loop (HTTP, queues) responsive.
-            return await asyncio.to_thread(spec.user_function, context_json)
+            # Like the real host, orchestrator code runs in the language worker, so replaying a long
+            # history never blocks this process's event loop (HTTP, queues, activity dispatch).
+            try:
+                answer = await self.pool.call(name, context_json, None, kind="orchestrator")
+            except ActivityFailure as failure:
+                raise OrchestratorFailure(failure.message) from None
+            return str(answer)
 
         return invoke
 

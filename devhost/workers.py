@@ -52,7 +52,9 @@ def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, thre
 
     os.chdir(app_dir)
     app = load_app(Path(app_dir))
-    activities = {s.name: s for s in index_functions(app, "api") if s.trigger_type == "activityTrigger"}
+    specs = index_functions(app, "api")
+    activities = {s.name: s for s in specs if s.trigger_type == "activityTrigger"}
+    orchestrators = {s.name: s for s in specs if s.trigger_type == "orchestrationTrigger"}
     send_lock = threading.Lock()
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="activity")
 
@@ -60,8 +62,12 @@ def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, thre
         with send_lock:
             conn.send(message)
 
-    def run(call_id: int, name: str, input_text: str | None) -> None:
+    def run(call_id: int, name: str, input_text: str | None, kind: str = "activity") -> None:
         try:
+            if kind == "orchestrator":
+                # The SDK's handle: context JSON in, OrchestratorState JSON out (or an exception carrying it).
+                reply((call_id, True, orchestrators[name].user_function(input_text)))
+                return
             spec = activities[name]
             value = ActivityTriggerConverter.decode(meta.Datum(input_text, "string"), trigger_metadata={})
             result = spec.user_function(**{spec.trigger_param: value})
@@ -162,8 +168,10 @@ class WorkerPool:
             log.warning("language worker %s exited; starting a new one", worker.process.pid)
             self.workers[self.workers.index(worker)] = self._spawn()
 
-    async def call(self, name: str, input_text: str | None, timeout: float | None) -> str | None:
-        """Run an activity in the least busy worker; returns the JSON text of its result."""
+    async def call(
+        self, name: str, input_text: str | None, timeout: float | None, kind: str = "activity"
+    ) -> str | None:
+        """Run an activity (or an orchestrator episode) in the least busy worker; returns its JSON text."""
         worker = min(self.workers, key=lambda w: len(w.pending))
         await worker.ready.wait()
         assert self._loop is not None
@@ -171,7 +179,7 @@ class WorkerPool:
         future: asyncio.Future[Any] = self._loop.create_future()
         worker.pending[call_id] = future
         with worker.send_lock:
-            worker.conn.send((call_id, name, input_text))
+            worker.conn.send((call_id, name, input_text, kind))
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:

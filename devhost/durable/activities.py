@@ -41,12 +41,25 @@ class ActivityDispatcher:
         self.max_polling_interval = max(0.05, max_polling_interval)
         self.function_timeout = function_timeout
         self.inflight: dict[str, asyncio.Task[None]] = {}
+        self.reserved = 0  # slots promised to work items being sent with a lease
         self.wake_event = asyncio.Event()
         self.running = False
         self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         self.wake_event.set()
+
+    def reserve(self) -> bool:
+        """Promise a slot to a work item the engine is about to send with a lease."""
+        if self.running and len(self.inflight) + self.reserved < self.max_concurrent:
+            self.reserved += 1
+            return True
+        return False
+
+    def deliver(self, message: QueuedMessage | None) -> None:
+        self.reserved -= 1
+        if message is not None and message.message_id not in self.inflight:
+            self.inflight[message.message_id] = asyncio.create_task(self._execute(message))
 
     def start(self) -> None:
         self.running = True
@@ -63,7 +76,7 @@ class ActivityDispatcher:
     async def _poll(self) -> None:
         interval = 0.05
         while self.running:
-            free = self.max_concurrent - len(self.inflight)
+            free = self.max_concurrent - len(self.inflight) - self.reserved
             if free <= 0:
                 await self._sleep(1.0)
                 continue
@@ -142,8 +155,7 @@ class ActivityDispatcher:
             return
         finally:
             renewer.cancel()
-        partition = await self.store.send_control(message.instance_id, message.execution_id, completion)
-        self.engine.wake(partition)
+        await self.engine.enqueue(message.instance_id, message.execution_id, completion)
         await self.store.delete(message)
         duration = (time.perf_counter() - started) * 1000
         log.info(

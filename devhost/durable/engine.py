@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
 
@@ -34,6 +34,7 @@ FINISHED = {"Completed", "Failed", "Terminated", "Canceled"}
 ACTIVE = {"Running", "Pending", "ContinuedAsNew", "Suspended"}
 CUSTOM_STATUS_LIMIT = 16 * 1024  # bytes of UTF-16, as the extension checks
 MESSAGE_VISIBILITY = 15  # seconds a received control message stays hidden; redelivered quickly after a crash
+WORK_ITEM_LEASE = 15
 OUT_OF_PROC_MARKER = "\n\n$OutOfProcData$:"
 
 
@@ -100,6 +101,12 @@ class Session:
 Invoker = Callable[[str, str], Any]  # (orchestrator name, context JSON) -> awaitable of the SDK's answer
 
 
+class ActivitySink(Protocol):
+    def reserve(self) -> bool: ...
+    def deliver(self, message: QueuedMessage | None) -> None: ...
+    def wake(self) -> None: ...
+
+
 class OrchestrationEngine:
     def __init__(
         self,
@@ -110,7 +117,6 @@ class OrchestrationEngine:
         max_concurrent: int,
         batch_size: int,
         max_polling_interval: float,
-        on_activity_scheduled: Callable[[], None],
         verbose: bool = False,
     ) -> None:
         self.store = store
@@ -118,7 +124,6 @@ class OrchestrationEngine:
         self.activity_names = activity_names
         self.batch_size = max(1, min(32, batch_size))
         self.max_polling_interval = max(0.05, max_polling_interval)
-        self.on_activity_scheduled = on_activity_scheduled
         self.verbose = verbose
         self.semaphore = asyncio.Semaphore(max(1, max_concurrent))
         self.sessions: dict[str, Session] = {}
@@ -128,6 +133,8 @@ class OrchestrationEngine:
         self.next_timer: list[float] = [float("inf")] * len(store.control_queues)
         self.running = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self.activity_sink: ActivitySink | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -143,6 +150,17 @@ class OrchestrationEngine:
         running = [s.task for s in self.sessions.values() if s.task]
         if running:
             await asyncio.wait(running, timeout=grace)
+
+    async def enqueue(self, instance_id: str, execution_id: str | None, ev: Event) -> None:
+        """Send an orchestration message and, holding its lease, process it here at once."""
+        _, leased = await self.store.send_control(instance_id, execution_id, ev, lease=MESSAGE_VISIBILITY)
+        if leased is not None and self.running:
+            self._dispatch([leased])
+
+    def _in_background(self, awaitable: Any) -> None:
+        task = asyncio.ensure_future(awaitable)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def wake(self, partition: int, at: datetime | None = None) -> None:
         if at is None:
@@ -331,7 +349,9 @@ class OrchestrationEngine:
                 new_events.append(resume)
             if state.status != "Suspended" or resume is not None:
                 await self._episode(state, new_events)
-        await asyncio.gather(*(self.store.delete(m) for m in consumed))
+        if consumed:
+            # Off the critical path: a message redelivered before its delete lands is a known duplicate.
+            self._in_background(asyncio.gather(*(self.store.delete(m) for m in consumed)))
         for message in deferred:
             await _quietly(self.store.abandon(message, min(2**message.dequeue_count, 30)))
 
@@ -513,8 +533,7 @@ class OrchestrationEngine:
             state.instance_id, {"ExecutionId": execution_id, "Input": input_text, "RuntimeStatus": "ContinuedAsNew"}
         )
         self.cache.pop(state.instance_id, None)
-        partition = await self.store.send_control(state.instance_id, execution_id, start)
-        self.wake(partition)
+        await self.enqueue(state.instance_id, execution_id, start)
         self._log_episode(state, "ContinuedAsNew", started_at, len(outgoing))
 
     async def _simple_episode(self, state: InstanceState, events: list[Event], status: str) -> None:
@@ -543,13 +562,12 @@ class OrchestrationEngine:
     ) -> None:
         """Messages first, then history, then the instance row (the DurableTask.AzureStorage order)."""
         await asyncio.gather(*(self._send(state, item) for item in outgoing))
-        if any(item.kind == "activity" for item in outgoing):
-            self.on_activity_scheduled()
+        if any(item.kind == "activity" for item in outgoing) and self.activity_sink is not None:
+            self.activity_sink.wake()
         assert state.execution_id is not None
-        await self.store.append_history(
+        history = self.store.append_history(
             state.instance_id, state.execution_id, state.persisted, state.history[state.persisted :], len(state.history)
         )
-        state.persisted = len(state.history)
         now = utcnow()
         started = state.started or {}
         fields: dict[str, Any] = {
@@ -564,18 +582,32 @@ class OrchestrationEngine:
         if completed:
             fields["CompletedTime"] = now
             fields["Output"] = output if output is not None else "null"
-        await self.store.write_instance(state.instance_id, fields)
+            # A final status is published only once the history that proves it is stored.
+            await history
+            await self.store.write_instance(state.instance_id, fields)
+        else:
+            await asyncio.gather(history, self.store.write_instance(state.instance_id, fields))
+        state.persisted = len(state.history)
         self._remember(state)
 
     async def _send(self, state: InstanceState, item: Outgoing) -> None:
         if item.kind == "activity":
-            await self.store.send_workitem(state.instance_id, state.execution_id, item.event)
+            sink = self.activity_sink
+            if sink is not None and sink.reserve():
+                try:
+                    leased = await self.store.send_workitem(
+                        state.instance_id, state.execution_id, item.event, lease=WORK_ITEM_LEASE
+                    )
+                finally:
+                    sink.deliver(leased if self.running else None)
+            else:
+                await self.store.send_workitem(state.instance_id, state.execution_id, item.event)
         elif item.kind == "timer":
             assert item.fire_at is not None
             fired = event(
                 EventType.TimerFired, item.fire_at, TimerId=item.event["EventId"], FireAt=item.event["FireAt"]
             )
-            partition = await self.store.send_control(state.instance_id, state.execution_id, fired, item.fire_at)
+            partition, _ = await self.store.send_control(state.instance_id, state.execution_id, fired, item.fire_at)
             self.wake(partition, item.fire_at)
         elif item.kind == "start_child":
             assert item.child_instance_id is not None
@@ -610,8 +642,7 @@ class OrchestrationEngine:
                 FailureDetails=None,
             )
         target = parent["OrchestrationInstance"]
-        partition = await self.store.send_control(target["InstanceId"], target.get("ExecutionId"), notice)
-        self.wake(partition)
+        await self.enqueue(target["InstanceId"], target.get("ExecutionId"), notice)
 
     def _log_episode(self, state: InstanceState, outcome: str, started_at: float, scheduled: int) -> None:
         duration = (time.perf_counter() - started_at) * 1000
@@ -669,8 +700,7 @@ class OrchestrationEngine:
             Tags=None,
             ScheduledStartTime=None,
         )
-        partition = await self.store.send_control(instance_id, execution_id, start)
-        self.wake(partition)
+        await self.enqueue(instance_id, execution_id, start)
         return execution_id
 
     async def _require(self, instance_id: str) -> dict[str, Any]:
@@ -683,8 +713,7 @@ class OrchestrationEngine:
         row = await self._require(instance_id)
         if row.get("RuntimeStatus") in FINISHED and not finished_ok:
             raise InstanceFinished(str(row.get("RuntimeStatus")))
-        partition = await self.store.send_control(instance_id, row.get("ExecutionId"), ev)
-        self.wake(partition)
+        await self.enqueue(instance_id, row.get("ExecutionId"), ev)
 
     async def raise_event(self, instance_id: str, name: str, input_text: str | None) -> None:
         await self._send_to(instance_id, event(EventType.EventRaised, utcnow(), Name=name, Input=input_text))

@@ -170,24 +170,39 @@ class TaskHubStore:
         execution_id: str | None,
         ev: Event,
         visible_at: datetime | None = None,
-    ) -> None:
+        lease: int | None = None,
+    ) -> QueuedMessage | None:
+        """Enqueue a message. With `lease`, it is sent already invisible and handed back to the caller to
+        process in-process; the queue still holds it, so a crash only delays it until the lease lapses."""
         delay = None
         if visible_at is not None:
             seconds = int((visible_at - datetime.now(UTC)).total_seconds() + 0.999)
             if seconds > 0:
                 delay = min(seconds, 7 * 24 * 3600 - 60)
+        elif lease is not None:
+            delay = lease
         text = await self._encode(instance_id, execution_id, ev, random.getrandbits(31))
-        await queue.send_message(text, visibility_timeout=delay)
+        sent = await queue.send_message(text, visibility_timeout=delay)
+        if lease is None or visible_at is not None:
+            return None
+        return QueuedMessage(queue, sent.id, sent.pop_receipt or "", 1, instance_id, execution_id, ev)
 
     async def send_control(
-        self, instance_id: str, execution_id: str | None, ev: Event, visible_at: datetime | None = None
-    ) -> int:
+        self,
+        instance_id: str,
+        execution_id: str | None,
+        ev: Event,
+        visible_at: datetime | None = None,
+        lease: int | None = None,
+    ) -> tuple[int, QueuedMessage | None]:
         queue = self.control_queue_for(instance_id)
-        await self.send(queue, instance_id, execution_id, ev, visible_at)
-        return self.control_queues.index(queue)
+        leased = await self.send(queue, instance_id, execution_id, ev, visible_at, lease)
+        return self.control_queues.index(queue), leased
 
-    async def send_workitem(self, instance_id: str, execution_id: str | None, ev: Event) -> None:
-        await self.send(self.workitems, instance_id, execution_id, ev)
+    async def send_workitem(
+        self, instance_id: str, execution_id: str | None, ev: Event, lease: int | None = None
+    ) -> QueuedMessage | None:
+        return await self.send(self.workitems, instance_id, execution_id, ev, lease=lease)
 
     async def receive(self, queue: QueueClient, count: int, visibility: int) -> list[QueuedMessage]:
         messages: list[QueuedMessage] = []
