@@ -10,7 +10,7 @@ date, and which uploads the server created. Layout (one table, three kinds of ro
 
 Job and index rows carry the same public fields, so a listing page is one range query.
 The async functions serve the API; the sync ones (mark_running, record_outcome, iter_finished_before,
-delete_job) are called by activities.
+delete_job, purge_uploads_before) are called by activities.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from azure.data.tables.aio import TableClient as AsyncTableClient
 
 from shared.contracts import FINISHED_STATUSES, JobError, JobOutcome, JobStatus
 from shared.settings import Settings
-from shared.storage import JOBS_TABLE, table_service
+from shared.storage import JOBS_TABLE, PAYLOADS_CONTAINER, blob_service, table_service, upload_blob_name
 
 JOB_ROW = "job"
 INDEX_PARTITION = "index"
@@ -345,6 +345,23 @@ def iter_finished_before(settings: Settings, cutoff: datetime) -> Iterator[str]:
     with _jobs_table(settings) as table:
         for entity in table.query_entities(query, select=["job_id", "finished_at"]):
             yield str(entity["job_id"])
+
+
+def purge_uploads_before(settings: Settings, cutoff: datetime) -> int:
+    """Delete the uploads (row and blob) created before `cutoff`; returns how many were deleted."""
+    query = f"PartitionKey eq {_quote(UPLOADS_PARTITION)} and created_at lt {_quote(iso(cutoff))}"
+    deleted = 0
+    with _jobs_table(settings) as table, blob_service(settings) as blobs:
+        container = blobs.get_container_client(PAYLOADS_CONTAINER)
+        for entity in list(table.query_entities(query, select=["RowKey"])):
+            upload_id = str(entity["RowKey"])
+            try:
+                container.delete_blob(upload_blob_name(upload_id))
+            except ResourceNotFoundError:
+                pass
+            table.delete_entity(UPLOADS_PARTITION, upload_id)
+            deleted += 1
+    return deleted
 
 
 def delete_job(settings: Settings, job_id: str) -> None:

@@ -49,7 +49,7 @@ def ct(value: str) -> dict[str, str]:
 
 JSON = ct("application/json")
 SIM = {"kind": "simulate"}
-CSV_OPTS = {"group_by": "a"}
+CSV_INLINE = {"kind": "csv-report", "input": {}, "options": {"group_by": "a"}}
 CASES = [
     Case("malformed JSON", 400, ("body",), content=b'{"kind": "simulate",', headers=JSON),
     Case("empty body", 400, ("body",), content=b"", headers=JSON),
@@ -73,7 +73,7 @@ CASES = [
     Case("both input and input_ref", 422, ("input", "input_ref"), json_body=envelope(input_ref=f"uploads/{HEX}")),
     Case("ragged vectors", 422, ("input",), json_body=envelope(input={"vector_data": [[1.0, 2.0], [1.0]]})),
     Case("no vectors", 422, ("input",), json_body=envelope(input={"vector_data": []})),
-    Case("inline JSON for a CSV kind", 422, ("input",), json_body={"kind": "csv-report", "input": {}, "options": CSV_OPTS}),
+    Case("inline JSON for a CSV kind", 422, ("input",), json_body=CSV_INLINE),
     Case("oversized JSON", 413, json_body=envelope(input={"vector_data": [[1.5] * 300_000]})),
     Case("unsupported content type", 415, ("Content-Type",), content=b"kind=simulate", headers=ct("text/plain")),
     Case("no content type", 415, ("Content-Type",), content=b'{"kind": "simulate"}'),

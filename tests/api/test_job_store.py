@@ -12,13 +12,23 @@ from typing import Any, Literal
 import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from shared import dead_letters, job_store
 from shared.async_clients import storage_clients
 from shared.contracts import DeadLetterRecord, JobError
 from shared.settings import Settings
-from shared.storage import DEADLETTER_QUEUE, DEADLETTERS_TABLE, JOBS_TABLE, QUEUES
+from shared.storage import (
+    CONTAINERS,
+    DEADLETTER_QUEUE,
+    DEADLETTERS_TABLE,
+    JOBS_TABLE,
+    PAYLOADS_CONTAINER,
+    QUEUES,
+    upload_blob_name,
+)
+from tests.api.probes import count_blobs
 
 
 @pytest.fixture
@@ -33,6 +43,11 @@ def settings(azurite) -> Settings:
     for name in QUEUES:
         try:
             QueueClient.from_connection_string(conn, name).create_queue()
+        except ResourceExistsError:
+            pass
+    for name in CONTAINERS:
+        try:
+            BlobServiceClient.from_connection_string(conn).create_container(name)
         except ResourceExistsError:
             pass
     return Settings(AzureWebJobsStorage=conn)
@@ -93,6 +108,31 @@ def test_finished_jobs_are_found_by_cutoff_and_deleted(settings):
     job_store.delete_job(settings, done["job_id"])
     job_store.delete_job(settings, done["job_id"])  # idempotent
     assert rows(settings, done["job_id"]) == []
+
+
+def test_old_uploads_are_purged_with_their_blobs(settings, azurite):
+    async def create(created) -> str:
+        clients = await storage_clients(settings)
+        upload_id = uuid.uuid4().hex
+        upload: job_store.UploadRecord = {
+            "upload_id": upload_id, "content_type": "text/csv", "created_at": job_store.iso(created),
+            "expires_at": job_store.iso(created + timedelta(minutes=15)),
+        }  # fmt: skip
+        await job_store.insert_upload(clients.jobs, upload)
+        await clients.blobs.get_blob_client(PAYLOADS_CONTAINER, upload_blob_name(upload_id)).upload_blob(b"a\n1\n")
+        return upload_id
+
+    now = job_store.utc_now()
+    old, new = asyncio.run(create(now - timedelta(days=10))), asyncio.run(create(now))
+    assert job_store.purge_uploads_before(settings, now - timedelta(days=7)) >= 1
+
+    async def exists(upload_id: str) -> bool:
+        clients = await storage_clients(settings)
+        return await job_store.get_upload(clients.jobs, upload_id) is not None
+
+    assert not asyncio.run(exists(old)) and asyncio.run(exists(new))
+    assert count_blobs(azurite.connection_string, prefix=upload_blob_name(old)) == 0
+    assert count_blobs(azurite.connection_string, prefix=upload_blob_name(new)) == 1
 
 
 def dead_letter(created: str, source: Literal["job", "poison"] = "job") -> DeadLetterRecord:
