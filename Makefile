@@ -32,7 +32,7 @@ node_modules/.installed: package.json package-lock.json
 
 CHECKOV_SETUP := $(if $(wildcard requirements-checkov.txt),$(CHECKOV_VENV)/.installed,)
 
-setup: $(VENV)/.installed node_modules/.installed $(CHECKOV_SETUP)
+setup: $(VENV)/.installed node_modules/.installed
 
 run: setup
 	$(PY) -m devhost --with-azurite
@@ -43,7 +43,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-pytest: setup
+pytest: setup $(CHECKOV_SETUP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
