@@ -272,3 +272,38 @@ def test_history_timestamps_use_dotnet_precision(azurite: Azurite, sample_host: 
     ]  # fmt: skip
     assert status["historyEvents"][1]["FunctionName"] == "hello"
     assert status["historyEvents"][1]["Result"] == '"Hello Tokyo!"'
+
+
+def test_sub_orchestration_retries_follow_the_retry_interceptor(azurite: Azurite, sample_host: DevHost) -> None:
+    instance_id = start_orchestration(sample_host, "parent_retry")
+    caught = wait_status(sample_host, instance_id)["output"]["caught"]
+    assert caught.startswith("Orchestrator function 'failing_child' failed: child broke")
+    rows = history_rows(azurite, sample_host, instance_id)
+    decisive = [
+        (r["EventType"], r.get("EventId"), r.get("TaskScheduledId", r.get("TimerId")))
+        for r in rows
+        if r["EventType"] not in ("OrchestratorStarted", "OrchestratorCompleted", "ExecutionStarted")
+    ]
+    assert decisive == [
+        ("SubOrchestrationInstanceCreated", 0, None), ("SubOrchestrationInstanceFailed", -1, 0),
+        ("TimerCreated", 1, None), ("TimerFired", -1, 1),
+        ("SubOrchestrationInstanceCreated", 2, None), ("SubOrchestrationInstanceFailed", -1, 2),
+        ("TimerCreated", 3, None), ("TimerFired", -1, 3), ("ExecutionCompleted", 4, None),
+    ]  # fmt: skip
+    execution_id = rows[1]["ExecutionId"]
+    children = [r["InstanceId"] for r in rows if r["EventType"] == "SubOrchestrationInstanceCreated"]
+    assert children == [f"{execution_id}:0", f"{execution_id}:2"]  # each attempt is a new child instance
+
+
+def test_task_any_completes_on_the_first_child(azurite: Azurite, sample_host: DevHost) -> None:
+    instance_id = start_orchestration(sample_host, "event_or_timeout")
+    wait_until(
+        lambda: sample_host.client.get(f"{MANAGEMENT}/instances/{instance_id}").json()["runtimeStatus"] == "Running"
+    )
+    sample_host.client.post(f"{MANAGEMENT}/instances/{instance_id}/raiseEvent/go", json=1)
+    assert wait_status(sample_host, instance_id)["output"] == "event"
+    rows = history_rows(azurite, sample_host, instance_id)
+    assert [r["EventType"] for r in rows if r["EventType"] in ("TimerCreated", "EventRaised", "TimerFired")] == [
+        "TimerCreated",
+        "EventRaised",
+    ]  # fmt: skip  (the 30 s timer was cancelled: the instance finished without waiting for it)

@@ -254,3 +254,19 @@ async def client_ops(req: func.HttpRequest, client: df.DurableOrchestrationClien
     purged = await client.purge_instance_history(instance_id)
     report["purged"] = purged.instances_deleted
     return func.HttpResponse(json.dumps(report), mimetype="application/json")
+
+
+@app.orchestration_trigger(context_name="context")
+def failing_child(context: df.DurableOrchestrationContext):
+    yield context.call_activity("noop", 1)
+    raise ValueError("child broke")
+
+
+@app.orchestration_trigger(context_name="context")
+def parent_retry(context: df.DurableOrchestrationContext):
+    options = df.RetryOptions(first_retry_interval_in_milliseconds=100, max_number_of_attempts=2)
+    try:
+        yield context.call_sub_orchestrator_with_retry("failing_child", options)
+    except Exception as exc:  # noqa: BLE001 - the sample reports what the SDK raised
+        return {"caught": str(exc).split("\n")[0]}
+    return {"caught": None}
