@@ -7,28 +7,20 @@ import azure.durable_functions as df
 from activities import job_steps
 from activities.names import (
     DEAD_LETTER_JOB,
-    DISCARD_OUTPUTS,
+    FINALIZE_JOB,
     MERGE_PARTIALS,
-    PLAN_JOB,
+    PREPARE_JOB,
     PROCESS_CHUNK,
-    RECORD_OUTCOME,
     REQUEST_STOP,
-    START_JOB,
 )
 
 blueprint = df.Blueprint()
 
 
-@blueprint.function_name(START_JOB)
+@blueprint.function_name(PREPARE_JOB)
 @blueprint.activity_trigger(input_name="payload")
-def start_job(payload: dict[str, Any]) -> dict[str, Any]:
-    return job_steps.start_job(payload["job_id"], payload["kind"])
-
-
-@blueprint.function_name(PLAN_JOB)
-@blueprint.activity_trigger(input_name="payload")
-def plan_job(payload: dict[str, Any]) -> dict[str, Any]:
-    return job_steps.plan_job(payload)  # type: ignore[arg-type]
+def prepare_job(payload: dict[str, Any]) -> dict[str, Any]:
+    return job_steps.prepare_job(payload)  # type: ignore[arg-type]
 
 
 @blueprint.function_name(PROCESS_CHUNK)
@@ -43,11 +35,10 @@ def merge_partials(payload: dict[str, Any]) -> dict[str, Any]:
     return job_steps.merge_partials(payload["job_id"], int(payload["chunk_count"]))
 
 
-@blueprint.function_name(RECORD_OUTCOME)
+@blueprint.function_name(FINALIZE_JOB)
 @blueprint.activity_trigger(input_name="payload")
-def record_outcome(payload: dict[str, Any]) -> bool:
-    job_steps.record_outcome(payload["job_id"], payload["outcome"])
-    return True
+def finalize_job(payload: dict[str, Any]) -> int:
+    return job_steps.finalize_job(payload["job_id"], payload["outcome"])
 
 
 @blueprint.function_name(REQUEST_STOP)
@@ -55,12 +46,6 @@ def record_outcome(payload: dict[str, Any]) -> bool:
 def request_stop(payload: dict[str, Any]) -> bool:
     job_steps.request_stop(payload["job_id"], str(payload.get("reason", "stop")))
     return True
-
-
-@blueprint.function_name(DISCARD_OUTPUTS)
-@blueprint.activity_trigger(input_name="payload")
-def discard_outputs(payload: dict[str, Any]) -> int:
-    return job_steps.discard_outputs(payload["job_id"], bool(payload.get("keep_result")))
 
 
 @blueprint.function_name(DEAD_LETTER_JOB)

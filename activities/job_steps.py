@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from datetime import UTC, datetime
@@ -152,11 +153,8 @@ def ensure_local_resources(settings: Settings) -> None:
             pass
 
 
-def start_job(job_id: str, kind: str) -> dict[str, Any]:
-    """Mark the job RUNNING and hand the orchestrator the settings it needs (it must not read them itself)."""
-    settings = get_settings()
-    ensure_local_resources(settings)
-    job_store.mark_running(settings, job_id)
+def orchestration_config(settings: Settings) -> dict[str, Any]:
+    """What the orchestrator needs from the settings (it must not read them itself: it replays)."""
     return {
         "retry": {
             "first_interval_seconds": settings.retry_first_interval_seconds,
@@ -169,22 +167,40 @@ def start_job(job_id: str, kind: str) -> dict[str, Any]:
     }
 
 
-def plan_job(start: JobStart) -> dict[str, Any]:
-    """Validate the input and split it into chunks; the plan goes to a blob, the count to the orchestrator."""
+def wave_aligned_target(size: int, target_chunk_bytes: int, max_parallel: int) -> int:
+    """A chunk size near the target that splits the input into whole waves of `max_parallel` chunks.
+
+    The orchestrator runs chunks in waves; 13 chunks with 4 at a time would leave a wave of one.
+    """
+    if size <= 0:
+        return target_chunk_bytes
+    chunks = math.ceil(size / target_chunk_bytes)
+    if chunks <= max_parallel:
+        return target_chunk_bytes if chunks == 1 else math.ceil(size / chunks)
+    aligned = math.ceil(chunks / max_parallel) * max_parallel
+    return max(1, math.ceil(size / aligned))
+
+
+def prepare_job(start: JobStart) -> dict[str, Any]:
+    """Mark the job RUNNING, validate its input and split it into chunks (plan blob); returns count and config."""
     settings = get_settings()
+    ensure_local_resources(settings)
     job_id = start["job_id"]
+    job_store.mark_running(settings, job_id)
     results = _results(settings)
-    existing = results.get_blob_client(plan_blob_name(job_id))
-    if existing.exists():
-        return {"chunk_count": len(load_plan(settings, job_id)["chunks"])}
+    config = orchestration_config(settings)
+    if results.get_blob_client(plan_blob_name(job_id)).exists():
+        return {**config, "chunk_count": len(load_plan(settings, job_id)["chunks"])}
     kind = _kind(settings, start["kind"])
     source = _source(settings, start.get("input_ref"))
     try:
         options = kind.parse_options(start.get("options") or {})
     except (ValidationError, ValueError) as exc:
         raise PermanentStepError("invalid_options", " ".join(str(exc).split())[:300]) from exc
+    size = source.size if source is not None else 0
+    target = wave_aligned_target(size, settings.chunk_target_bytes, settings.max_parallel_chunks)
     try:
-        chunks = kind.plan(source, options, settings.chunk_target_bytes, settings.max_chunks_per_job)
+        chunks = kind.plan(source, options, target, settings.max_chunks_per_job)
     except NonRetryableError as exc:
         raise _permanent(exc) from exc
     plan: JobPlan = {
@@ -197,9 +213,8 @@ def plan_job(start: JobStart) -> dict[str, Any]:
     }
     if not _write_once(results, plan_blob_name(job_id), json.dumps(plan).encode(), RESULT_CONTENT_TYPE):
         plan = load_plan(settings, job_id)  # a concurrent run planned first; keep its plan
-    size = source.size if source is not None else 0
     log_event("job.planned", job_id=job_id, kind=start["kind"], chunks=len(plan["chunks"]), bytes=size)
-    return {"chunk_count": len(plan["chunks"])}
+    return {**config, "chunk_count": len(plan["chunks"])}
 
 
 def process_chunk(job_id: str, index: int, attempt: int) -> dict[str, Any]:
@@ -289,11 +304,6 @@ def merge_partials(job_id: str, chunk_count: int) -> dict[str, Any]:
     return {"result_ref": name, "content_type": RESULT_CONTENT_TYPE, "summary": summary}
 
 
-def record_outcome(job_id: str, outcome: JobOutcome) -> None:
-    """Write the job's final status to the job store (idempotent)."""
-    job_store.record_outcome(get_settings(), job_id, outcome)
-
-
 def request_stop(job_id: str, reason: str) -> None:
     """Write the stop marker that running chunks poll."""
     write_stop_marker(_results(get_settings()), job_id, reason)
@@ -315,6 +325,13 @@ def discard_outputs(job_id: str, keep_result: bool) -> int:
         except ResourceNotFoundError:
             pass
     _cached_plan.cache_clear()
+    return deleted
+
+
+def finalize_job(job_id: str, outcome: JobOutcome) -> int:
+    """Remove the job's working blobs (the result too unless it COMPLETED) and record its outcome; idempotent."""
+    deleted = discard_outputs(job_id, keep_result=outcome["status"] == "COMPLETED")
+    job_store.record_outcome(get_settings(), job_id, outcome)
     return deleted
 
 

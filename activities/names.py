@@ -1,12 +1,10 @@
 """Names of the job activities: the orchestrators call them by these constants, never by typed strings."""
 
-START_JOB = "start_job"
-PLAN_JOB = "plan_job"
+PREPARE_JOB = "prepare_job"
 PROCESS_CHUNK = "process_chunk"
 MERGE_PARTIALS = "merge_partials"
-RECORD_OUTCOME = "record_outcome"
+FINALIZE_JOB = "finalize_job"
 REQUEST_STOP = "request_stop"
-DISCARD_OUTPUTS = "discard_outputs"
 DEAD_LETTER_JOB = "dead_letter_job"
 
 NON_RETRYABLE_MARKER = "non-retryable"

@@ -11,15 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from activities.names import (
-    DEAD_LETTER_JOB,
-    DISCARD_OUTPUTS,
-    MERGE_PARTIALS,
-    PLAN_JOB,
-    RECORD_OUTCOME,
-    REQUEST_STOP,
-    START_JOB,
-)
+from activities.names import DEAD_LETTER_JOB, FINALIZE_JOB, MERGE_PARTIALS, PREPARE_JOB, REQUEST_STOP
 from orchestrators.retry import DEFAULT_RETRY_POLICY, RetryPolicy, policy_from
 from orchestrators.steps import (
     ChunksStopped,
@@ -107,16 +99,13 @@ class _JobRun:
         return "deadline" if deadline is not None and deadline.is_completed else "cancelled"
 
     def _process(self) -> Orchestration:
-        job_id, kind = self.job_id, self.start["kind"]
-        config = yield from call_step(
-            self.context, START_JOB, {"job_id": job_id, "kind": kind}, self.policy, "start", self.interrupts
-        )
-        self.policy = policy_from(config.get("retry"))
-        self.max_parallel = int(config.get("max_parallel_chunks", 1))
-        self.per_batch = int(config.get("chunks_per_sub_orchestration", 50))
-
-        plan = yield from call_step(self.context, PLAN_JOB, self.start, self.policy, "plan", self.interrupts)
-        self.total = int(plan["chunk_count"])
+        job_id = self.job_id
+        # Settings reach the orchestrator through this step's output; it is retried with the defaults.
+        prepared = yield from call_step(self.context, PREPARE_JOB, self.start, self.policy, "prepare", self.interrupts)
+        self.policy = policy_from(prepared.get("retry"))
+        self.max_parallel = int(prepared.get("max_parallel_chunks", 1))
+        self.per_batch = int(prepared.get("chunks_per_sub_orchestration", 50))
+        self.total = int(prepared["chunk_count"])
         self.progress("processing", 0)
         if self.total <= self.per_batch:
             yield from run_chunk_waves(
@@ -141,9 +130,6 @@ class _JobRun:
             self.interrupts,
         )
         self.progress("finalizing", self.total)
-        yield from call_step(
-            self.context, DISCARD_OUTPUTS, {"job_id": job_id, "keep_result": True}, self.policy, "tidy"
-        )
         outcome: JobOutcome = {
             "status": "COMPLETED",
             "result_ref": merged.get("result_ref"),
@@ -186,12 +172,9 @@ class _JobRun:
             self.progress("processing", done)
 
     def _record(self, outcome: JobOutcome) -> Orchestration:
+        """Remove working blobs and record the outcome in the job store."""
         yield from call_step(
-            self.context,
-            RECORD_OUTCOME,
-            {"job_id": self.job_id, "kind": self.start["kind"], "outcome": outcome},
-            self.policy,
-            "record",
+            self.context, FINALIZE_JOB, {"job_id": self.job_id, "outcome": outcome}, self.policy, "finalize"
         )
 
     def _wind_down(self, reason: Interrupt | None, error: JobError | None, pending: list[Any]) -> Orchestration:
@@ -214,9 +197,6 @@ class _JobRun:
                 context, REQUEST_STOP, {"job_id": job_id, "reason": reason or "failed"}, self.policy, "stop"
             )
             yield from wait_for_all(context, pending)
-            yield from call_step(
-                context, DISCARD_OUTPUTS, {"job_id": job_id, "keep_result": False}, self.policy, "discard"
-            )
             yield from self._record(outcome)
             if error is not None:
                 yield from call_step(

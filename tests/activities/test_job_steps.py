@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -90,9 +91,10 @@ def test_a_rerun_chunk_changes_nothing_and_a_stopped_job_gets_no_outputs(blobs: 
     data = b"g,v\n" + b"".join(f"k{n % 3},{n}\n".encode() for n in range(600))  # ~5 KB: several 1 KB chunks
     blobs.get_container_client(PAYLOADS_CONTAINER).upload_blob(job_input_blob_name(job_id), data)
     options = {"group_by": "g", "metrics": ["v"]}
-    plan = job_steps.plan_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options))
+    plan = job_steps.prepare_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options))
     assert plan["chunk_count"] >= 4
-    assert job_steps.plan_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options)) == plan
+    assert job_steps.prepare_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options)) == plan
+    assert plan["retry"]["max_attempts"] == get_settings().retry_max_attempts  # settings reach the orchestrator
 
     first = job_steps.process_chunk(job_id, 0, 1)
     partial = blobs.get_blob_client(RESULTS_CONTAINER, partial_blob_name(job_id, 0))
@@ -111,7 +113,7 @@ def test_merge_reads_partials_by_name_and_discard_keeps_result_and_marker(blobs:
     data = b"g,v\n" + b"".join(f"k{n % 2},{n}\n".encode() for n in range(400))
     blobs.get_container_client(PAYLOADS_CONTAINER).upload_blob(job_input_blob_name(job_id), data)
     options = {"group_by": "g", "metrics": ["v"]}
-    count = job_steps.plan_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options))["chunk_count"]
+    count = job_steps.prepare_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options))["chunk_count"]
     for index in range(count):
         job_steps.process_chunk(job_id, index, 1)
     merged = job_steps.merge_partials(job_id, count)
@@ -127,10 +129,18 @@ def test_merge_reads_partials_by_name_and_discard_keeps_result_and_marker(blobs:
     assert job_steps.discard_outputs(job_id, keep_result=False) == 1
 
 
+def test_chunk_sizes_are_aligned_to_whole_waves() -> None:
+    mb = 1024 * 1024
+    assert job_steps.wave_aligned_target(100 * mb, 8 * mb, 4) == math.ceil(100 * mb / 16)  # 13 chunks -> 16
+    assert job_steps.wave_aligned_target(30_000, 4096, 8) == math.ceil(30_000 / 8)
+    assert job_steps.wave_aligned_target(1000, 4096, 8) == 4096  # one chunk stays one chunk
+    assert job_steps.wave_aligned_target(0, 4096, 8) == 4096
+
+
 def test_an_unknown_kind_or_missing_input_is_marked_non_retryable(blobs: BlobServiceClient) -> None:
     with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:unknown_kind\]"):
-        job_steps.plan_job(_start(uuid.uuid4().hex, None, "no-such-kind", {}))
+        job_steps.prepare_job(_start(uuid.uuid4().hex, None, "no-such-kind", {}))
     with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:invalid_input\]"):
-        job_steps.plan_job(_start(uuid.uuid4().hex, "jobs/missing/input", "csv-report", {"group_by": "g"}))
+        job_steps.prepare_job(_start(uuid.uuid4().hex, "jobs/missing/input", "csv-report", {"group_by": "g"}))
     with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:invalid_options\]"):
-        job_steps.plan_job(_start(uuid.uuid4().hex, None, "vector-normalize", {"colour": "red"}))
+        job_steps.prepare_job(_start(uuid.uuid4().hex, None, "vector-normalize", {"colour": "red"}))

@@ -157,7 +157,7 @@ def test_a_non_retryable_error_fails_at_once(devhost: DevHost) -> None:
     status = wait_finished(devhost, job_id)
     state = _state(status)
     assert state.status is JobStatus.FAILED
-    assert state.error == {"type": "unknown_column", "message": "plan: unknown column(s) 'price'", "attempts": 1}
+    assert state.error == {"type": "unknown_column", "message": "prepare: unknown column(s) 'price'", "attempts": 1}
     assert not [event for event in status["historyEvents"] if event["EventType"] == "TimerCreated"]
     letter = _dead_letter(devhost, job_id)
     assert (letter["error_type"], letter["input_ref"]) == ("unknown_column", ref)  # the input is kept for replay
