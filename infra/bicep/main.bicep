@@ -87,6 +87,11 @@ param threadsPerWorker int = 8
 @maxValue(365)
 param retentionDays int = 7
 
+@description('Optional. Days dead letters are kept, and with them the inputs of dead-lettered jobs for replay (DEADLETTER_RETENTION_DAYS).')
+@minValue(1)
+@maxValue(365)
+param deadLetterRetentionDays int = 30
+
 @description('Optional. Extra days the storage lifecycle policy waits after RETENTION_DAYS before deleting job blobs itself: the app\'s retention timer purges first, the policy only catches what it missed.')
 @minValue(1)
 @maxValue(30)
@@ -163,12 +168,24 @@ module storage 'modules/storage.bicep' = {
       jobsTable
       deadLettersTable
     ]
-    lifecyclePrefixes: [
-      '${payloadsContainer}/jobs/'
-      '${payloadsContainer}/uploads/'
-      '${resultsContainer}/jobs/'
+    lifecycleRules: [
+      {
+        name: 'delete-expired-job-data'
+        prefixes: [
+          '${payloadsContainer}/uploads/'
+          '${resultsContainer}/jobs/'
+        ]
+        deleteAfterDays: retentionDays + lifecycleMarginDays
+      }
+      {
+        // A dead letter keeps its job's input for replay, so inputs live as long as dead letters do.
+        name: 'delete-expired-job-inputs'
+        prefixes: [
+          '${payloadsContainer}/jobs/'
+        ]
+        deleteAfterDays: max(retentionDays, deadLetterRetentionDays) + lifecycleMarginDays
+      }
     ]
-    lifecycleDeleteAfterDays: retentionDays + lifecycleMarginDays
   }
 }
 
@@ -240,6 +257,7 @@ module functionApp 'modules/function-app.bicep' = {
     alwaysReadyDurableInstances: alwaysReadyDurableInstances
     threadsPerWorker: threadsPerWorker
     retentionDays: retentionDays
+    deadLetterRetentionDays: deadLetterRetentionDays
   }
   dependsOn: [
     appRoles

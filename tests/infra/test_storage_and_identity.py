@@ -71,27 +71,33 @@ def test_function_app_deploys_from_the_provisioned_package_container() -> None:
 
 
 def test_lifecycle_policy_deletes_job_blobs_after_the_apps_retention() -> None:
-    prefixes = provisioned("lifecyclePrefixes")
-    expected = {
-        f"{names.PAYLOADS_CONTAINER}/{names.job_prefix('')}".rstrip("/") + "/",
+    rules = {rule["name"]: rule for rule in module_params("storage")["lifecycleRules"]}
+    prefixes = {name: {interpolate(MAIN, prefix) for prefix in rule["prefixes"]} for name, rule in rules.items()}
+    jobs = f"{names.job_prefix('')}".rstrip("/") + "/"
+    assert set().union(*prefixes.values()) == {
+        f"{names.PAYLOADS_CONTAINER}/{jobs}",
         f"{names.PAYLOADS_CONTAINER}/{names.upload_blob_name('')}",
-        f"{names.RESULTS_CONTAINER}/{names.job_prefix('')}".rstrip("/") + "/",
-    }
-    assert prefixes == {"payloads/jobs/", "payloads/uploads/", "results/jobs/"} == expected
+        f"{names.RESULTS_CONTAINER}/{jobs}",
+    } == {"payloads/jobs/", "payloads/uploads/", "results/jobs/"}
 
-    # The delay is RETENTION_DAYS + a margin: the app's own purge runs first, the policy is the safety net.
-    assert render(module_params("storage")["lifecycleDeleteAfterDays"]) == "retentionDays + lifecycleMarginDays"
+    # RETENTION_DAYS + a margin: the app's own purge runs first, the policy is the safety net. Job inputs
+    # stay as long as dead letters, which keep them for replay.
+    delays = {prefix: render(rules[name]["deleteAfterDays"]) for name, group in prefixes.items() for prefix in group}
+    assert delays == {
+        "payloads/uploads/": "retentionDays + lifecycleMarginDays",
+        "results/jobs/": "retentionDays + lifecycleMarginDays",
+        "payloads/jobs/": "max(retentionDays, deadLetterRetentionDays) + lifecycleMarginDays",
+    }
     assert module_params("functionApp")["retentionDays"] == "retentionDays"
-    margin = MAIN["parameters"]["lifecycleMarginDays"]
-    assert margin["default"] >= 1
+    assert module_params("functionApp")["deadLetterRetentionDays"] == "deadLetterRetentionDays"
+    assert MAIN["parameters"]["lifecycleMarginDays"]["default"] >= 1
 
-    rule = only_resource(STORAGE, "Microsoft.Storage/storageAccounts/managementPolicies")["properties"]["policy"][
-        "rules"
-    ][0]
-    assert rule["definition"]["filters"]["prefixMatch"] == "lifecyclePrefixes"
-    assert rule["definition"]["actions"]["baseBlob"]["delete"] == {
-        "daysAfterModificationGreaterThan": "lifecycleDeleteAfterDays"
-    }
+    policy = only_resource(STORAGE, "Microsoft.Storage/storageAccounts/managementPolicies")["properties"]["policy"]
+    assert policy["rules"]["loop_type"]["detail"]["array_name"] == "lifecycleRules"
+    rule = policy["rules"]["config"]
+    assert render(rule["definition"]["filters"]["prefixMatch"]) == "rule.prefixes"
+    delete = rule["definition"]["actions"]["baseBlob"]["delete"]
+    assert render(delete["daysAfterModificationGreaterThan"]) == "rule.deleteAfterDays"
 
 
 def test_task_hub_can_live_in_a_storage_account_of_its_own() -> None:

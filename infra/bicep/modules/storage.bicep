@@ -36,12 +36,8 @@ param tables array = []
 @maxValue(365)
 param softDeleteRetentionDays int = 7
 
-@description('Optional. Blob prefixes ("container/path/") the lifecycle policy deletes. Empty: no policy.')
-param lifecyclePrefixes array = []
-
-@description('Optional. Days after the last modification when the lifecycle policy deletes a blob under lifecyclePrefixes. Set it to RETENTION_DAYS plus a margin so the app\'s own purge always runs first.')
-@minValue(1)
-param lifecycleDeleteAfterDays int = 10
+@description('Optional. Lifecycle rules, each { name, prefixes: ["container/path/", ...], deleteAfterDays }: blobs under the prefixes are deleted that many days after their last change. Empty: no policy. Use the app\'s own retention plus a margin, so the app purges first and the policy is the safety net.')
+param lifecycleRules array = []
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -117,34 +113,32 @@ resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-0
   name: 'default'
 }
 
-resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (!empty(lifecyclePrefixes)) {
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (!empty(lifecycleRules)) {
   parent: storage
   name: 'default'
   properties: {
     policy: {
-      rules: [
-        {
-          name: 'delete-expired-job-data'
-          enabled: true
-          type: 'Lifecycle'
-          definition: {
-            filters: {
-              blobTypes: [
-                'blockBlob'
-                'appendBlob'
-              ]
-              prefixMatch: lifecyclePrefixes
-            }
-            actions: {
-              baseBlob: {
-                delete: {
-                  daysAfterModificationGreaterThan: lifecycleDeleteAfterDays
-                }
+      rules: [for rule in lifecycleRules: {
+        name: rule.name
+        enabled: true
+        type: 'Lifecycle'
+        definition: {
+          filters: {
+            blobTypes: [
+              'blockBlob'
+              'appendBlob'
+            ]
+            prefixMatch: rule.prefixes
+          }
+          actions: {
+            baseBlob: {
+              delete: {
+                daysAfterModificationGreaterThan: rule.deleteAfterDays
               }
             }
           }
         }
-      ]
+      }]
     }
   }
 }
