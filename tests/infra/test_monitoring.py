@@ -61,7 +61,10 @@ def test_log_alerts_cover_poison_dead_letters_failure_rate_and_function_errors()
     rate = by_name["job-failure-rate"]["query"]
     assert '"longrun.job.failed"' in rate and '"longrun.job.completed"' in rate
     assert "${jobFailureRatePercent}" in rate and "${jobFailureRateMinimumJobs}" in rate
-    assert "requests | where success == false" in by_name["function-errors"]["query"]
+    # Count aggregation counts result rows: one row per failed invocation, never a summarized table.
+    assert by_name["function-errors"]["query"].startswith("requests | where success == false | project")
+    for name in ("poison-queue", "dead-letters", "function-errors"):
+        assert "summarize" not in by_name[name]["query"], name
     for alert in log_alerts():
         if "parse-kv" in alert["query"]:
             assert PARSE_KV in alert["query"]

@@ -53,7 +53,7 @@ var deadLetterQuery = 'traces | where message startswith "longrun.job.deadletter
 
 var failureRateQuery = 'traces | where message startswith "longrun.job." | extend event = tostring(split(message, " ")[0]) | where event in ("longrun.job.completed", "longrun.job.failed") | summarize finished = sum(itemCount), failed = sumif(itemCount, event == "longrun.job.failed") | where finished >= ${jobFailureRateMinimumJobs} | extend failure_rate_percent = 100.0 * failed / finished | where failure_rate_percent > ${jobFailureRatePercent}'
 
-var functionErrorQuery = 'requests | where success == false | summarize failures = count() by operation_Name'
+var functionErrorQuery = 'requests | where success == false | project timestamp, operation_Name, resultCode'
 
 var logAlerts = [
   {
