@@ -182,8 +182,12 @@ def test_bom_is_not_part_of_the_first_column_name() -> None:
     assert single_pass_report(BytesSource(data), {"group_by": "g", "metrics": ["v"]}) == result
 
 
-def test_header_after_blank_lines_and_rows_without_trailing_newline() -> None:
-    assert report("\n\r\ng,v\na,1\na,2", metrics=["v"])["groups"]["a"]["metrics"]["v"]["sum"] == 3.0
+@pytest.mark.parametrize("target", [1, 2, 3, 100])
+def test_header_after_blank_lines_and_rows_without_trailing_newline(target: int) -> None:
+    data = codecs.BOM_UTF8 + b'\r\n\n"g","v"\r\na,1\na,2'
+    result, plan = run_chunked(data, {"group_by": "g", "metrics": ["v"]}, target=target)
+    assert result["rows"] == 2 and result["groups"]["a"]["metrics"]["v"]["sum"] == 3.0
+    assert plan[0]["end"] >= data.index(b"a,1")  # the header row is never split from the first chunk
 
 
 def test_header_only_gives_an_empty_report() -> None:
@@ -394,7 +398,7 @@ def rows_of(data: bytes, skip_header: bool) -> list[list[str]]:
     return parsed[1:] if skip_header else parsed
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     csv_files(),
     st.integers(1, 400),
