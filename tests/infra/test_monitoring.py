@@ -21,6 +21,17 @@ from tests.infra.templates import (
 ALERTS = template("alerts")
 WORKBOOK = template("workbook")
 PARSE_KV = "with (pair_delimiter=' ', kv_delimiter='=')"
+# KQL keywords among the event keys of shared/telemetry.py: as parse-kv columns they need ['brackets'].
+KQL_KEYWORDS = ("kind",)
+
+
+def assert_parse_kv_is_valid(query: str) -> None:
+    for declaration in re.findall(r"parse-kv message as \(([^)]*)\)", query):
+        columns = [column.split(":")[0].strip() for column in declaration.split(",")]
+        for keyword in KQL_KEYWORDS:
+            assert keyword not in columns, f"bracket the KQL keyword as ['{keyword}'] in: {declaration}"
+    if "parse-kv" in query:
+        assert PARSE_KV in query
 
 
 def log_alerts() -> list[dict[str, Any]]:
@@ -66,8 +77,7 @@ def test_log_alerts_cover_poison_dead_letters_failure_rate_and_function_errors()
     for name in ("poison-queue", "dead-letters", "function-errors"):
         assert "summarize" not in by_name[name]["query"], name
     for alert in log_alerts():
-        if "parse-kv" in alert["query"]:
-            assert PARSE_KV in alert["query"]
+        assert_parse_kv_is_valid(alert["query"])
 
 
 def test_every_log_alert_runs_on_application_insights_and_notifies_the_action_group() -> None:
@@ -123,5 +133,4 @@ def test_workbook_shows_jobs_over_time_durations_queues_and_the_slowest_and_fail
     ]
     for name, query in queries.items():
         assert query.startswith("traces\n"), name
-        if "parse-kv" in query:
-            assert PARSE_KV in query, name
+        assert_parse_kv_is_valid(query)

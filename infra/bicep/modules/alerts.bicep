@@ -49,7 +49,7 @@ param evaluationFrequency string = 'PT5M'
 
 var poisonQuery = 'traces | where message startswith "longrun.intake.poison" | parse-kv message as (message_id:string) with (pair_delimiter=\' \', kv_delimiter=\'=\') | project timestamp, message_id'
 
-var deadLetterQuery = 'traces | where message startswith "longrun.job.deadlettered" | parse-kv message as (job_id:string, kind:string, error_type:string) with (pair_delimiter=\' \', kv_delimiter=\'=\') | project timestamp, job_id, kind, error_type'
+var deadLetterQuery = 'traces | where message startswith "longrun.job.deadlettered" | parse-kv message as (job_id:string, [\'kind\']:string, error_type:string) with (pair_delimiter=\' \', kv_delimiter=\'=\') | project timestamp, job_id, kind, error_type'
 
 var failureRateQuery = 'traces | where message startswith "longrun.job." | extend event = tostring(split(message, " ")[0]) | where event in ("longrun.job.completed", "longrun.job.failed") | summarize finished = sum(itemCount), failed = sumif(itemCount, event == "longrun.job.failed") | where finished >= ${jobFailureRateMinimumJobs} | extend failure_rate_percent = 100.0 * failed / finished | where failure_rate_percent > ${jobFailureRatePercent}'
 
