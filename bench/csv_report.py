@@ -1,0 +1,291 @@
+"""csv-report throughput: submit → COMPLETED through a devhost vs. one Python process with the csv module.
+
+For each size (100 MB by default, 1 GB with `--sizes 100,1000`) on a generated CSV:
+- reference: one plain pass of `csv.reader` over the file, same aggregation (group counts, metric
+  count/sum/min/max), timed in this process;
+- devhost: upload (POST /api/uploads + PUT), submit (POST /api/jobs with the input_ref), poll until
+  COMPLETED; wall time from the start of the upload;
+- the ratio devhost / reference (target ≤ 0.75, stretch ≤ 0.3), and the peak RSS of the devhost's
+  process tree (host + workers; target ≤ 512 MB) sampled every 50 ms.
+The job's result is checked against the reference (rows, group counts, sums within 1e-9 relative).
+
+Run: `.venv/bin/python -m bench.csv_report [--sizes 100[,1000]] [--env KEY=VALUE ...]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from azure.storage.blob import BlobClient
+
+from tests.conftest import DEFAULT_TEST_ENV
+from tests.support.azurite import Azurite
+from tests.support.devhost import DevHost
+
+RATIO_TARGET = 0.75
+RATIO_STRETCH = 0.3
+RSS_TARGET_MB = 512
+GROUP_BY = "region"
+METRICS = ["amount", "qty"]
+OPTIONS: dict[str, Any] = {"group_by": GROUP_BY, "metrics": METRICS}
+DATA_DIR = Path(os.environ.get("LONGRUN_BENCH_DIR", Path(tempfile.gettempdir()) / "longrun-bench"))
+
+BENCH_ENV = {
+    # Production-like: no simulate, the default backoff; chunks sized for two worker processes.
+    "ENABLE_SIMULATE_KIND": "false",
+    "CHUNK_TARGET_BYTES": str(8 * 1024 * 1024),
+    "MAX_PARALLEL_CHUNKS": "4",
+    "FUNCTIONS_WORKER_PROCESS_COUNT": "2",
+    "PYTHON_THREADPOOL_THREAD_COUNT": "2",
+}
+
+
+# --- input ---------------------------------------------------------------------------------------
+
+
+def _block(rng: random.Random, target_bytes: int) -> bytes:
+    regions = [f"region-{n:03d}" for n in range(200)] + ['"north, east"', '"a ""quoted"" one"']
+    junk = ["", "n/a", " 7 ", "1e3", ".5", "-0.25"]
+    lines = []
+    size = 0
+    while size < target_bytes:
+        amount = f"{rng.uniform(-5000, 5000):.2f}" if rng.random() > 0.02 else rng.choice(junk)
+        note = '"multi\nline, note"' if rng.random() < 0.01 else "ok"
+        line = f"{rng.choice(regions)},{amount},{rng.randint(0, 99)},{note}\n"
+        lines.append(line)
+        size += len(line)
+    return "".join(lines).encode()
+
+
+def generate_csv(size_mb: int, directory: Path = DATA_DIR) -> Path:
+    """A deterministic CSV of about `size_mb` MB (header, quoted fields, junk numbers), made once and reused."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"report-{size_mb}MB.csv"
+    target = size_mb * 1024 * 1024
+    if path.exists() and path.stat().st_size >= target:
+        return path
+    rng = random.Random(size_mb)
+    blocks = [_block(rng, 1024 * 1024) for _ in range(32)]
+    partial = path.with_suffix(".part")
+    with open(partial, "wb") as out:
+        out.write(b"region,amount,qty,note\n")
+        written = 0
+        index = 0
+        while written < target:
+            block = blocks[index % len(blocks)]
+            out.write(block)
+            written += len(block)
+            index += 1
+    partial.replace(path)
+    return path
+
+
+# --- reference -----------------------------------------------------------------------------------
+
+
+def reference_report(path: Path) -> dict[str, Any]:
+    """One process, one pass of the csv module: the baseline the devhost must beat."""
+    groups: dict[str, list[Any]] = {}
+    rows = 0
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        reader = csv.reader(file)
+        header = next(reader)
+        group_index = header.index(GROUP_BY)
+        metric_indices = [header.index(name) for name in METRICS]
+        for row in reader:
+            if not row:
+                continue
+            rows += 1
+            key = row[group_index]
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = [0, [[0, 0.0, math.inf, -math.inf] for _ in metric_indices]]
+            group[0] += 1
+            for totals, index in zip(group[1], metric_indices, strict=True):
+                try:
+                    value = float(row[index])
+                except (ValueError, IndexError):
+                    continue
+                totals[0] += 1
+                totals[1] += value
+                if value < totals[2]:
+                    totals[2] = value
+                if value > totals[3]:
+                    totals[3] = value
+    return {
+        "rows": rows,
+        "groups": {
+            key: {"count": count, "metrics": {name: {"count": t[0], "sum": t[1]} for name, t in zip(
+                METRICS, totals, strict=True)}}
+            for key, (count, totals) in groups.items()
+        },
+    }  # fmt: skip
+
+
+def check_result(result: dict[str, Any], reference: dict[str, Any]) -> None:
+    if result["rows"] != reference["rows"] or set(result["groups"]) != set(reference["groups"]):
+        raise AssertionError(f"rows/groups differ: {result['rows']} vs {reference['rows']}")
+    for key, group in reference["groups"].items():
+        got = result["groups"][key]
+        if got["count"] != group["count"]:
+            raise AssertionError(f"group {key!r}: count {got['count']} vs {group['count']}")
+        for name, stats in group["metrics"].items():
+            mine = got["metrics"][name]
+            if mine["count"] != stats["count"] or not math.isclose(mine["sum"], stats["sum"], rel_tol=1e-9):
+                raise AssertionError(f"group {key!r} metric {name}: {mine} vs {stats}")
+
+
+# --- devhost ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RssSampler:
+    """Peak resident memory of a process and all its descendants."""
+
+    pid: int
+    interval: float = 0.05
+    peak_bytes: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self._stop.is_set():
+            total = 0
+            try:
+                for process in [root, *root.children(recursive=True)]:
+                    try:
+                        total += process.memory_info().rss
+                    except psutil.NoSuchProcess:
+                        pass
+            except psutil.NoSuchProcess:
+                return
+            self.peak_bytes = max(self.peak_bytes, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+
+def upload(client: httpx.Client, path: Path) -> str:
+    """Ask for an upload and PUT the file in blocks, streamed from disk; returns its input_ref."""
+    created = client.post("/api/uploads", json={"content_type": "text/csv"})
+    created.raise_for_status()
+    ticket = created.json()
+    blob = BlobClient.from_blob_url(ticket["upload_url"], max_block_size=8 * 1024 * 1024)
+    with open(path, "rb") as data:
+        blob.upload_blob(data, length=path.stat().st_size, overwrite=True, max_concurrency=4)
+    return str(ticket["input_ref"])
+
+
+def run_job(host: DevHost, path: Path, timeout: float) -> dict[str, Any]:
+    """Upload, submit and wait; returns timings, the job document and its result."""
+    client = host.client
+    started = time.perf_counter()
+    input_ref = upload(client, path)
+    uploaded = time.perf_counter()
+    response = client.post("/api/jobs", json={"kind": "csv-report", "input_ref": input_ref, "options": OPTIONS})
+    if response.status_code != 202:
+        raise RuntimeError(f"submit answered {response.status_code}: {response.text}")
+    location = response.headers["location"]
+    deadline = started + timeout
+    while True:
+        polled = client.get(location)
+        if polled.status_code != 202:
+            break
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"job not done after {timeout} s: {polled.text}")
+        time.sleep(0.05)
+    finished = time.perf_counter()
+    job = polled.json()
+    if job.get("status") != "COMPLETED":
+        raise RuntimeError(f"job ended {job.get('status')}: {job}")
+    result = client.get(job["links"]["result"]).json()
+    return {"job": job, "result": result, "upload_s": uploaded - started, "total_s": finished - started}
+
+
+def measure(size_mb: int, env: dict[str, str], timeout: float) -> dict[str, Any]:
+    path = generate_csv(size_mb)
+    size = path.stat().st_size
+    started = time.perf_counter()
+    reference = reference_report(path)
+    reference_s = time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory(prefix="longrun-azurite-") as location:
+        azurite = Azurite.start(location=Path(location))
+        host = DevHost(azurite.connection_string, env={**DEFAULT_TEST_ENV, **BENCH_ENV, **env})
+        try:
+            host.start()
+            assert host.process is not None
+            with RssSampler(host.process.pid) as sampler:
+                run = run_job(host, path, timeout)
+        finally:
+            host.stop(timeout=30)
+            azurite.stop()
+    check_result(run["result"], reference)
+    ratio = run["total_s"] / reference_s
+    return {
+        "size_mb": round(size / 1024 / 1024, 1),
+        "rows": reference["rows"],
+        "chunks": run["job"]["progress"]["total"],
+        "reference_s": round(reference_s, 2),
+        "devhost_total_s": round(run["total_s"], 2),
+        "devhost_upload_s": round(run["upload_s"], 2),
+        "devhost_processing_s": round(run["total_s"] - run["upload_s"], 2),
+        "ratio": round(ratio, 3),
+        "ratio_processing_only": round((run["total_s"] - run["upload_s"]) / reference_s, 3),
+        "peak_rss_mb": round(sampler.peak_bytes / 1024 / 1024, 1),
+        "meets_ratio_target": ratio <= RATIO_TARGET,
+        "meets_rss_target": sampler.peak_bytes / 1024 / 1024 <= RSS_TARGET_MB,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="100", help="comma-separated sizes in MB (default 100; e.g. 100,1000)")
+    parser.add_argument("--env", action="append", default=[], help="extra devhost setting KEY=VALUE")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    args = parser.parse_args(argv)
+    env = dict(item.split("=", 1) for item in args.env)
+    figures = []
+    for size in (int(part) for part in args.sizes.split(",") if part.strip()):
+        figure = measure(size, env, args.timeout)
+        figures.append(figure)
+        print(
+            f"csv-report {figure['size_mb']} MB ({figure['rows']} rows, {figure['chunks']} chunks): "
+            f"devhost {figure['devhost_total_s']} s (upload {figure['devhost_upload_s']} s) vs "
+            f"one process {figure['reference_s']} s -> ratio {figure['ratio']} "
+            f"(processing only {figure['ratio_processing_only']}; target <= {RATIO_TARGET}, "
+            f"stretch <= {RATIO_STRETCH}); peak RSS {figure['peak_rss_mb']} MB (target <= {RSS_TARGET_MB})",
+            flush=True,
+        )
+    print(json.dumps({"benchmark": "csv_report", "settings": {**BENCH_ENV, **env}, "figures": figures}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

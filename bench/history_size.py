@@ -1,0 +1,88 @@
+"""Durable history per job: the bytes written to the History table for csv-report jobs on 1 MB, 100 MB
+and 1 GB inputs (default sizes; `--sizes` changes them). The claim check keeps data out of the
+orchestration and MAX_CHUNKS_PER_JOB bounds the plan, so the figure must stay constant within 10 %.
+
+Run: `.venv/bin/python -m bench.history_size [--sizes 1,100,1000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from azure.data.tables import TableServiceClient
+
+from bench.csv_report import generate_csv, run_job
+from tests.conftest import DEFAULT_TEST_ENV
+from tests.support.azurite import Azurite
+from tests.support.devhost import DevHost
+
+TOLERANCE = 0.10
+BENCH_ENV = {
+    # Small target chunks but at most 16 per job: every size below gets the same plan shape.
+    "ENABLE_SIMULATE_KIND": "false",
+    "CHUNK_TARGET_BYTES": "65536",
+    "MAX_CHUNKS_PER_JOB": "16",
+    "MAX_PARALLEL_CHUNKS": "4",
+}
+
+
+def _entity_bytes(entity: dict[str, Any]) -> int:
+    """Stored size of a table entity, approximated by its property names and values as UTF-8."""
+    return sum(len(str(key).encode()) + len(str(value).encode()) for key, value in entity.items())
+
+
+def durable_state_bytes(connection_string: str, task_hub: str, job_id: str) -> dict[str, int]:
+    """History rows (the job and its chunk batches, if any) and Instances rows written for one job."""
+    service = TableServiceClient.from_connection_string(connection_string)
+    history = service.get_table_client(f"{task_hub}History")
+    instances = service.get_table_client(f"{task_hub}Instances")
+    query = f"PartitionKey ge '{job_id}' and PartitionKey lt '{job_id}\uffff'"
+    history_rows = [dict(row) for row in history.query_entities(query)]
+    instance_rows = [dict(row) for row in instances.query_entities(query)]
+    return {
+        "history_rows": len(history_rows),
+        "history_bytes": sum(_entity_bytes(row) for row in history_rows),
+        "instances_bytes": sum(_entity_bytes(row) for row in instance_rows),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="1,100,1000", help="comma-separated input sizes in MB")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    args = parser.parse_args(argv)
+    sizes = [int(part) for part in args.sizes.split(",") if part.strip()]
+    figures: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="longrun-azurite-") as location:
+        azurite = Azurite.start(location=Path(location))
+        host = DevHost(azurite.connection_string, env={**DEFAULT_TEST_ENV, **BENCH_ENV})
+        try:
+            host.start()
+            for size in sizes:
+                run = run_job(host, generate_csv(size), args.timeout)
+                state = durable_state_bytes(azurite.connection_string, host.task_hub, run["job"]["id"])
+                figure = {"size_mb": size, "chunks": run["job"]["progress"]["total"], **state}
+                figures.append(figure)
+                print(
+                    f"history for a {size} MB csv-report ({figure['chunks']} chunks): "
+                    f"{figure['history_bytes']} bytes in {figure['history_rows']} rows "
+                    f"(+ {figure['instances_bytes']} bytes of instance status)",
+                    flush=True,
+                )
+        finally:
+            host.stop(timeout=30)
+            azurite.stop()
+    values = [figure["history_bytes"] for figure in figures]
+    spread = (max(values) - min(values)) / min(values) if values else 0.0
+    print(f"spread {spread:.1%} (target <= {TOLERANCE:.0%})")
+    print(json.dumps({"benchmark": "history_size", "settings": BENCH_ENV, "figures": figures, "spread": spread}))
+    return 0 if spread <= TOLERANCE else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
