@@ -16,7 +16,7 @@ CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 def run_checkov(directory: Path) -> dict[str, Any]:
     """checkov's JSON report for the Bicep files under a directory."""
-    assert CHECKOV.exists(), "checkov is missing: run `make setup` (it installs .venv-checkov/)"
+    assert CHECKOV.exists(), "checkov is missing: `make test` (or `make pytest`) installs it into .venv-checkov/"
     completed = subprocess.run(
         [str(CHECKOV), "--framework", "bicep", "--skip-download", "-o", "json", "-d", str(directory)],
         capture_output=True,
