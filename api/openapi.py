@@ -142,7 +142,7 @@ _SCHEMAS: dict[str, Any] = {
         "description": "RFC 9457 problem details",
         "required": ["type", "title", "status"],
         "properties": {
-            "type": {"type": "string", "format": "uri"},
+            "type": {"type": "string", "format": "uri", "examples": ["urn:longrun:problem:validation-error"]},
             "title": {"type": "string"},
             "status": {"type": "integer"},
             "detail": {"type": "string"},

@@ -14,7 +14,8 @@ from typing import Any, TypedDict
 from pydantic import ValidationError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-PROBLEM_TYPE_BASE = "https://longrun.dev/problems/"
+PROBLEM_TYPE_BASE = "urn:longrun:problem:"
+"""Problem types are URNs: stable identifiers that do not pretend to be pages on a domain we do not own."""
 
 _TITLES = {
     400: "Bad Request",

@@ -123,7 +123,7 @@ def test_bad_submissions_get_a_problem_and_leave_nothing_behind(devhost, azurite
     assert response.headers["content-type"].startswith("application/problem+json")
     problem = response.json()
     assert problem["status"] == case.status
-    assert problem["type"].startswith("https://") and problem["title"] and problem["detail"]
+    assert problem["type"].startswith("urn:longrun:problem:") and problem["title"] and problem["detail"]
     assert problem["instance"] == "/api/jobs"
     named = [error["field"] for error in problem.get("errors", [])]
     for expected in case.fields:  # "input" is named by "input" itself or by "input.vector_data"

@@ -30,7 +30,7 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.headers["content-type"].startswith("application/problem+json")
     body: dict[str, Any] = response.json()
     assert body["status"] == status
-    assert body["type"].startswith("https://") and body["title"] and body["detail"]
+    assert body["type"].startswith("urn:longrun:problem:") and body["title"] and body["detail"]
     return body
 
 
@@ -201,4 +201,4 @@ def test_links_use_public_base_url_behind_a_gateway(devhost_factory, public):
     assert response.json()["links"]["self"] == expected
     polled = host.client.get(f"/api/jobs/{job_id}")
     assert polled.json()["links"]["result"] == expected + "/result"
-    assert [i["instanceId"] for i in instances(host)] == [job_id]
+    assert [i["instanceId"] for i in instances(host, instanceIdPrefix=job_id)] == [job_id]
