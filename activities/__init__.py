@@ -12,6 +12,7 @@ from activities.names import (
     PREPARE_JOB,
     PROCESS_CHUNK,
     REQUEST_STOP,
+    WATCH_FOR_STOP,
 )
 
 blueprint = df.Blueprint()
@@ -52,3 +53,9 @@ def request_stop(payload: dict[str, Any]) -> bool:
 @blueprint.activity_trigger(input_name="payload")
 def dead_letter_job(payload: dict[str, Any]) -> str:
     return job_steps.dead_letter_job(payload["start"], payload["error"])
+
+
+@blueprint.function_name(WATCH_FOR_STOP)
+@blueprint.activity_trigger(input_name="payload")
+def watch_for_stop(payload: dict[str, Any]) -> dict[str, bool]:
+    return job_steps.watch_for_stop(payload["job_id"], float(payload["seconds"]))

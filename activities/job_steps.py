@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from activities.blob_source import BlobByteSource
 from activities.names import non_retryable_message
-from activities.stop_marker import StopSignal, write_stop_marker
+from activities.stop_marker import CHECK_INTERVAL_SECONDS, StopSignal, write_stop_marker
 from kinds import get_kind
 from kinds.base import ChunkStopped, JobKind, NonRetryableError
 from shared import dead_letters, job_store
@@ -302,6 +302,25 @@ def merge_partials(job_id: str, chunk_count: int) -> dict[str, Any]:
         json.dumps(result).encode(), overwrite=True, content_settings=ContentSettings(content_type=RESULT_CONTENT_TYPE)
     )
     return {"result_ref": name, "content_type": RESULT_CONTENT_TYPE, "summary": summary}
+
+
+def watch_for_stop(job_id: str, seconds: float) -> dict[str, bool]:
+    """Wait up to `seconds` for the job's stop marker (or deadline); {"stopped": True} as soon as it appears.
+
+    Run beside a long backoff timer so a cancel does not wait for the timer (see orchestrators.steps.back_off).
+    """
+    settings = get_settings()
+    try:
+        deadline_at = load_plan(settings, job_id).get("deadline_at")
+    except PermanentStepError:
+        return {"stopped": True}  # the job was cleaned up
+    should_stop = StopSignal(_results(settings), job_id, deadline_at=deadline_at)
+    give_up = time.monotonic() + max(0.0, seconds)
+    while time.monotonic() < give_up:
+        if should_stop():
+            return {"stopped": True}
+        time.sleep(min(CHECK_INTERVAL_SECONDS, max(0.0, give_up - time.monotonic())))
+    return {"stopped": should_stop.check_now()}
 
 
 def request_stop(job_id: str, reason: str) -> None:

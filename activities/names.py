@@ -6,6 +6,7 @@ MERGE_PARTIALS = "merge_partials"
 FINALIZE_JOB = "finalize_job"
 REQUEST_STOP = "request_stop"
 DEAD_LETTER_JOB = "dead_letter_job"
+WATCH_FOR_STOP = "watch_for_stop"
 
 NON_RETRYABLE_MARKER = "non-retryable"
 """A failure no retry can fix has a message starting `[non-retryable:<error_type>]` (orchestrators.retry)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from activities.names import PROCESS_CHUNK
+from activities.names import PROCESS_CHUNK, WATCH_FOR_STOP
 from orchestrators.retry import RetryPolicy, backoff_seconds, classify_failure
 from shared.contracts import JobError
 
@@ -177,13 +177,40 @@ def run_chunk_waves(
             on_progress(done)
         if retries:
             # Each chunk's own backoff (its jitter differs); the retries lead the next wave.
-            timers = [
-                context.create_timer(
-                    context.current_utc_datetime
-                    + timedelta(seconds=backoff_seconds(policy, context.instance_id, f"chunk-{index}", attempt))
-                )
-                for index, attempt in retries
-            ]
-            yield from wait_for_all(context, timers, interrupts)
+            key = context.instance_id
+            delays = [backoff_seconds(policy, key, f"chunk-{index}", attempt) for index, attempt in retries]
+            yield from back_off(context, job_id, delays, interrupts)
             queue.extendleft(reversed([(index, attempt + 1) for index, attempt in retries]))
     return done
+
+
+WATCH_FROM_SECONDS = 5.0
+"""Backoffs at least this long are watched for the stop marker, so a cancel need not wait them out."""
+
+
+def back_off(
+    context: Any, job_id: str, delays: Sequence[float], interrupts: Interrupts = NO_INTERRUPTS
+) -> Orchestration:
+    """Wait out backoff timers; a long wait also runs a watcher activity that returns early at the stop marker.
+
+    The host only schedules an orchestrator's next action once the one before it completed, so a job
+    cancelled during a 60 s backoff could not even start stopping before the timers fire. The watcher
+    completes that action as soon as the API's stop marker (or the job's deadline) appears.
+    Raises ChunksStopped if the watcher saw the marker, Interrupted if an interrupt fires.
+    """
+    now = context.current_utc_datetime
+    timers = [context.create_timer(now + timedelta(seconds=delay)) for delay in delays]
+    if max(delays, default=0.0) < WATCH_FROM_SECONDS:
+        yield from wait_for_all(context, timers, interrupts)
+        return
+    watcher = context.call_activity(WATCH_FOR_STOP, {"job_id": job_id, "seconds": max(delays)})
+    timers_done = context.task_all(timers)
+    winner = yield context.task_any([timers_done, watcher, *interrupts.tasks])
+    reason = interrupts.reason_for(winner)
+    if reason is not None:
+        raise Interrupted(reason, [watcher])
+    saw_stop = winner is watcher and not failed(watcher) and isinstance(watcher.result, dict)
+    if saw_stop and watcher.result.get("stopped"):
+        raise ChunksStopped()
+    if winner is watcher:
+        yield from wait_for_all(context, timers, interrupts)  # the watcher gave up early: wait out the backoff

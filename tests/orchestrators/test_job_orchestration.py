@@ -3,6 +3,7 @@ backoff schedule, non-retryable errors, deadline, cancel, dead letters and the s
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -216,3 +217,19 @@ def _dead_letter(host: DevHost, job_id: str) -> dict[str, Any]:
 
     table = TableServiceClient.from_connection_string(host.connection_string).get_table_client(DEADLETTERS_TABLE)
     return dict(table.get_entity("record", f"job-{job_id}"))
+
+
+def test_a_cancel_during_a_long_backoff_does_not_wait_for_the_timer(devhost_factory: Any) -> None:
+    host = devhost_factory(env={"RETRY_FIRST_INTERVAL_SECONDS": "40", "RETRY_MAX_INTERVAL_SECONDS": "60"})
+    job_id = new_job_id()
+    start_orchestration(host, job_start(job_id, "simulate", {"chunks": 2, "transient_failures": 1}))
+    deadline = time.monotonic() + 30
+    while not any(event["EventType"] == "TimerCreated" for event in instance(host, job_id, history=True).get(
+            "historyEvents") or []):  # fmt: skip
+        assert time.monotonic() < deadline, "the chunks never failed into a backoff"
+        time.sleep(0.1)
+    asked = time.monotonic()
+    raise_cancel(host, job_id)
+    status = wait_finished(host, job_id, timeout=30)
+    assert _state(status).status is JobStatus.CANCELLED, status
+    assert time.monotonic() - asked < 10  # the backoff is at least 20 s (40 s × jitter ≥ 0.5)
