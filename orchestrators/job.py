@@ -54,7 +54,7 @@ class _JobRun:
         self.start = start
         self.job_id: str = context.instance_id
         self.started_at: datetime = context.current_utc_datetime
-        self.policy: RetryPolicy = dict(DEFAULT_RETRY_POLICY)  # type: ignore[assignment]
+        self.policy: RetryPolicy = DEFAULT_RETRY_POLICY  # replaced by the configured policy once prepared
         self.max_parallel = 1
         self.per_batch = 1
         self.total = 0

@@ -1,4 +1,4 @@
-"""Deterministic building blocks of the job orchestrations: retried steps and the sliding chunk window.
+"""Deterministic building blocks of the job orchestrations: retried steps, chunk waves and backoffs.
 
 Each helper is a generator used with `yield from` inside an orchestrator. They race every wait against
 the job's interrupts (the cancel event, the deadline timer) and raise instead of returning when the
