@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import azure.functions as func
@@ -17,6 +18,9 @@ from shared.storage import QUEUES
 
 STORAGE_TIMEOUT_SECONDS = 3.0  # a probe must answer even when storage hangs
 DETAIL_TIMEOUT_SECONDS = 3.0
+DETAILS_TTL_SECONDS = 5.0  # an anonymous route: frequent probes reuse the last counts instead of rescanning
+
+_cached: tuple[float, dict[str, Any]] | None = None
 
 
 async def _queue_depth(clients: StorageClients, name: str) -> int | None:
@@ -51,8 +55,16 @@ async def health(req: func.HttpRequest) -> func.HttpResponse:
     except (AzureError, TimeoutError) as exc:
         return json_response({"status": "unavailable", "storage": type(exc).__name__}, 503)
     body: dict[str, Any] = {"status": "ok", "storage": "ok"}
+    global _cached
+    now = time.monotonic()
+    if _cached is not None and now - _cached[0] < DETAILS_TTL_SECONDS:
+        body.update(_cached[1])
+        return json_response(body, 200)
     try:
-        body.update(await asyncio.wait_for(_details(clients), DETAIL_TIMEOUT_SECONDS))
+        details = await asyncio.wait_for(_details(clients), DETAIL_TIMEOUT_SECONDS)
     except (AzureError, TimeoutError) as exc:
         body["details_error"] = type(exc).__name__
+    else:
+        _cached = (now, details)
+        body.update(details)
     return json_response(body, 200)

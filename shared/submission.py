@@ -305,6 +305,10 @@ async def _arbitrate(
 async def submit_job(client: df.DurableOrchestrationClient, clients: StorageClients, request: JobRequest) -> Submitted:
     """Create and start the job, or name the job an earlier request with the same key created."""
     job_id = job_id_for(request.idempotency_key)
+    if request.input_bytes is not None and len(request.input_bytes) > BLOCK_BYTES:
+        fingerprint = await asyncio.to_thread(request.fingerprint)  # hashing 100 MB must not stall the loop
+    else:
+        fingerprint = request.fingerprint()
     now = job_store.utc_now()
     record = job_store.new_job_record(
         job_id=job_id,
@@ -317,7 +321,7 @@ async def submit_job(client: df.DurableOrchestrationClient, clients: StorageClie
         if request.deadline_seconds
         else None,
         idempotency_key_hash=key_hash(request.idempotency_key) if request.idempotency_key is not None else None,
-        fingerprint=request.fingerprint(),
+        fingerprint=fingerprint,
         source=request.source,
     )
     written = False

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import httpx
+from azure.storage.blob import BlobServiceClient
 
 from tests.api.probes import footprint
 
@@ -90,3 +91,39 @@ def test_upload_requests_are_validated(devhost):
     malformed = devhost.client.post("/api/uploads", content=b"{", headers={"Content-Type": "application/json"})
     assert malformed.status_code == 400
     assert devhost.client.get("/api/uploads").status_code == 405
+
+
+def test_a_large_raw_body_is_staged_in_blocks_and_processed(devhost, azurite):
+    rows = b"".join(b"%s,%d,%d\n" % (b"eu" if n % 3 else b"us", n % 100, n % 7) for n in range(1_200_000))
+    body = b"region,amount,qty\n" + rows
+    assert len(body) > 2 * 4 * 1024 * 1024  # more than two 4 MB blocks
+    response = devhost.client.post(
+        "/api/jobs",
+        content=body,
+        headers={"Content-Type": "text/csv"},
+        params={"kind": "csv-report", "group_by": "region", "metrics": "amount"},
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    with BlobServiceClient.from_connection_string(azurite.connection_string) as blobs:
+        properties = blobs.get_blob_client("payloads", f"jobs/{job_id}/input").get_blob_properties()
+    assert properties.size == len(body) and properties.content_settings.content_type == "text/csv"
+    final = devhost.wait_for_job(response.headers["location"], timeout=180)
+    assert final.json()["status"] == "COMPLETED", final.text
+    report = devhost.client.get(final.json()["links"]["result"]).json()
+    assert report["rows"] == 1_200_000
+
+
+def test_ndjson_is_accepted_raw_for_vector_normalize(devhost):
+    response = devhost.client.post(
+        "/api/jobs",
+        content=b"[3.0, 4.0]\n[0.0, 0.0]\n[1.0, 0.0]\n",
+        headers={"Content-Type": "application/x-ndjson"},
+        params={"kind": "vector-normalize"},
+    )
+    assert response.status_code == 202, response.text
+    final = devhost.wait_for_job(response.headers["location"])
+    assert final.json()["status"] == "COMPLETED", final.text
+    result = devhost.client.get(final.json()["links"]["result"]).json()
+    assert result["processed_vectors"] == 3 and result["zero_vectors"] == 1
+    assert result["vectors"][0] == [0.6, 0.8]
