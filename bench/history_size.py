@@ -44,11 +44,21 @@ def durable_state_bytes(connection_string: str, task_hub: str, job_id: str) -> d
     query = f"PartitionKey ge '{job_id}' and PartitionKey lt '{job_id}\uffff'"
     history_rows = [dict(row) for row in history.query_entities(query)]
     instance_rows = [dict(row) for row in instances.query_entities(query)]
+    # How many chunk completions share an orchestrator episode depends on timing, not on the input;
+    # each episode adds an OrchestratorStarted/Completed pair. The figure without them isolates the input.
+    markers = ("OrchestratorStarted", "OrchestratorCompleted")
     return {
         "history_rows": len(history_rows),
         "history_bytes": sum(_entity_bytes(row) for row in history_rows),
+        "history_bytes_without_episode_markers": sum(
+            _entity_bytes(row) for row in history_rows if row.get("EventType") not in markers
+        ),
         "instances_bytes": sum(_entity_bytes(row) for row in instance_rows),
     }
+
+
+def _spread(values: list[int]) -> float:
+    return (max(values) - min(values)) / min(values) if values else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,16 +81,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"history for a {size} MB csv-report ({figure['chunks']} chunks): "
                     f"{figure['history_bytes']} bytes in {figure['history_rows']} rows "
-                    f"(+ {figure['instances_bytes']} bytes of instance status)",
+                    f"({figure['history_bytes_without_episode_markers']} without episode markers; "
+                    f"+ {figure['instances_bytes']} bytes of instance status)",
                     flush=True,
                 )
         finally:
             host.stop(timeout=30)
             azurite.stop()
-    values = [figure["history_bytes"] for figure in figures]
-    spread = (max(values) - min(values)) / min(values) if values else 0.0
-    print(f"spread {spread:.1%} (target <= {TOLERANCE:.0%})")
-    print(json.dumps({"benchmark": "history_size", "settings": BENCH_ENV, "figures": figures, "spread": spread}))
+    spread = _spread([figure["history_bytes"] for figure in figures])
+    payload_spread = _spread([figure["history_bytes_without_episode_markers"] for figure in figures])
+    print(f"spread {spread:.1%} ({payload_spread:.1%} without episode markers; target <= {TOLERANCE:.0%})")
+    summary = {"benchmark": "history_size", "settings": BENCH_ENV, "figures": figures, "spread": round(spread, 4)}
+    print(json.dumps({**summary, "spread_without_episode_markers": round(payload_spread, 4)}))
     return 0 if spread <= TOLERANCE else 1
 
 
