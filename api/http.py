@@ -50,6 +50,11 @@ async def dispatch(req: func.HttpRequest, handlers: Mapping[str, Handler]) -> fu
         return problem_response(Problem(500, "an internal error occurred; it has been logged"), req)
 
 
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts characters int() cannot read, such as superscripts."""
+    return text.isascii() and text.isdigit()
+
+
 def media_type(req: func.HttpRequest) -> str | None:
     value = req.headers.get("content-type")
     return value.split(";")[0].strip().lower() if value else None
@@ -59,7 +64,7 @@ def body_within(req: func.HttpRequest, limit: int) -> bytes:
     """The body, refused with 413 before it is read if its declared length is too large."""
     declared = req.headers.get("content-length")
     if declared is not None:
-        if not declared.strip().isdigit():
+        if not is_decimal(declared.strip()):
             raise Problem(400, "invalid Content-Length", errors=[field_error("Content-Length", "must be digits")])
         if int(declared) > limit:
             raise Problem(413, f"the body must be at most {limit} bytes")

@@ -14,7 +14,7 @@ import azure.functions as func
 from azure.core.exceptions import ResourceNotFoundError
 
 from api.app import blueprint
-from api.http import ROUTE_METHODS, body_within, dispatch, json_response, media_type, read_json
+from api.http import ROUTE_METHODS, body_within, dispatch, is_decimal, json_response, media_type, read_json
 from api.links import base_url, jobs_page_url
 from api.resource import (
     accepted_response,
@@ -143,7 +143,7 @@ def raw_request(req: func.HttpRequest, settings: Settings, content_type: str, ke
 def _deadline_param(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit() or not 0 < int(value) <= MAX_DEADLINE_SECONDS:
+    if not is_decimal(value) or not 0 < int(value) <= MAX_DEADLINE_SECONDS:
         raise validation_problem(
             "invalid deadline_seconds",
             [field_error("deadline_seconds", f"an integer from 1 to {MAX_DEADLINE_SECONDS}")],
@@ -254,7 +254,7 @@ def decode_page_token(token: str, shape: re.Pattern[str] = _INDEX_KEY) -> str:
 def page_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_PAGE
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+    if not is_decimal(value) or not 1 <= int(value) <= MAX_PAGE:
         raise validation_problem("invalid limit", [field_error("limit", f"an integer from 1 to {MAX_PAGE}")])
     return int(value)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from shared.problems import Problem, field_error
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 MAX_JSON_DEPTH = 32
 """Deeper documents are refused: no job request needs them, and they cost recursion."""
 
@@ -50,4 +52,18 @@ def parse_json(body: bytes, what: str = "body") -> Any:
             f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep",
             errors=[field_error(what, f"at most {MAX_JSON_DEPTH} levels of nesting")],
         )
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
+        raise Problem(
+            400,
+            "the JSON holds a lone UTF-16 surrogate",
+            errors=[field_error(what, "lone surrogate escape (\\uD800-\\uDFFF)")],
+        )
     return data
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -55,6 +55,7 @@ CASES = [
     Case("empty body", 400, ("body",), content=b"", headers=JSON),
     Case("NaN is not JSON", 400, ("body",), content=b'{"kind": "simulate", "deadline_seconds": NaN}', headers=JSON),
     Case("invalid UTF-8", 400, ("body",), content=b'{"kind": "simu\xff\xfelate"}', headers=JSON),
+    Case("lone surrogate", 400, ("body",), content=b'{"kind": "simulate", "options": {"\\ud800": 1}}', headers=JSON),
     Case("deep nesting", 400, ("body",), json_body=envelope(input={"vector_data": nested(64)})),
     Case("very deep nesting", 400, ("body",), content=b"[" * 100_000 + b"]" * 100_000, headers=JSON),
     Case("not an object", 422, ("body",), json_body=[{"kind": "simulate"}]),
@@ -86,6 +87,10 @@ CASES = [
     Case(
         "raw CSV with a bad deadline", 422, ("deadline_seconds",), content=b"a,b\n1,2\n",
         headers={"Content-Type": "text/csv"}, params={"kind": "csv-report", "group_by": "a", "deadline_seconds": "-1"},
+    ),
+    Case(
+        "raw CSV with a superscript deadline", 422, ("deadline_seconds",), content=b"a,b\n1,2\n",
+        headers={"Content-Type": "text/csv"}, params={"kind": "csv-report", "deadline_seconds": "\u00b2"},
     ),
     Case(
         "raw CSV with an unknown option", 422, ("query.colour",), content=b"a,b\n1,2\n",

@@ -149,8 +149,9 @@ def test_jobs_are_listed_newest_first_with_filters_and_continuation(devhost):
     for item in devhost.client.get("/api/jobs", params={"status": "COMPLETED"}).json()["items"]:
         assert item["status"] == "COMPLETED"
 
-    for params in ({"status": "DONE"}, {"limit": "0"}, {"limit": "abc"}, {"continuation": "bogus"}, {"kind": "x"}):
+    for params in ({"status": "DONE"}, {"limit": "0"}, {"limit": "abc"}, {"limit": "\u00b2"}, {"kind": "x"}):
         assert_problem(devhost.client.get("/api/jobs", params=params), 422)
+    assert_problem(devhost.client.get("/api/jobs", params={"continuation": "bogus"}), 422)
 
 
 def test_the_openapi_document_describes_the_contract(devhost):
