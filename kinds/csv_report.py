@@ -15,7 +15,6 @@ import io
 import json
 import math
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from itertools import chain, compress, filterfalse, islice
@@ -31,8 +30,8 @@ NAME = "csv-report"
 ROWS_PER_STOP_CHECK = 4096
 """Rows per batch: the hot loop works column-wise on a batch and calls `should_stop()` between batches."""
 
-_BUFFERED_ROWS_LIMIT = 1 << 18
-"""Rows of metric values buffered before they are folded into exact partials: bounds a chunk's memory."""
+_BUFFERED_ROWS_LIMIT = 1 << 12
+"""Rows of metric values buffered before they are folded into exact partials: small enough to stay in cache."""
 
 _DECODE_BUFFER_BYTES = 1 << 20
 
@@ -47,6 +46,11 @@ _LAST_CHARS = frozenset("0123456789.")
 
 _FLOAT_EXTRAS = ("_", "n", "N", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
 """What float() accepts beyond a decimal number in ASCII: `_`, inf/nan (all have an n) and other whitespace."""
+
+_GROUP_MASKS = [bytes(int(code == group) for code in range(256)) for group in range(16)]
+"""bytes.translate tables: group code -> 1, any other code -> 0 (batches with up to 16 groups)."""
+
+_EXACT_INTEGER_SUM_LIMIT = float(2**53)
 
 _STATS = ("count", "sum", "min", "max", "mean")
 
@@ -119,8 +123,12 @@ class _MetricTotals:
         if not values:
             return
         self.count += len(values)
-        self.partials = exact_partials([*self.partials, *values] if self.partials else values)
         low, high = min(values), max(values)
+        if max(-low, high) * len(values) < _EXACT_INTEGER_SUM_LIMIT and all(map(float.is_integer, values)):
+            # Integers whose running sums stay below 2**53 add exactly in plain floating point.
+            self.partials = exact_partials([*self.partials, sum(values)])
+        else:
+            self.partials = exact_partials([*self.partials, *values] if self.partials else values)
         self.minimum = low if self.minimum is None else min(self.minimum, low)
         self.maximum = high if self.maximum is None else max(self.maximum, high)
 
@@ -313,10 +321,8 @@ class CsvReport:
             raise ChunkStopped(f"chunk {chunk.get('index')} stopped before it started")
         try:
             with _gc_paused(), _text_lines(source, start, end) as text:
-                rows = csv.reader(text)
-                if start == 0:
-                    _first_row(rows)
-                row_count, counts, totals = _aggregate(rows, group_index, metric_indices, should_stop)
+                batches = _without_header(_row_batches(text)) if start == 0 else _row_batches(text)
+                row_count, counts, totals = _aggregate(batches, group_index, metric_indices, should_stop)
         except (UnicodeDecodeError, csv.Error) as error:
             raise _invalid_input(error) from None
         return {
@@ -416,6 +422,23 @@ def _statistics(count: int, sums: list[float], low: float | None, high: float | 
     }
 
 
+def _row_batches(text: io.TextIOWrapper) -> Iterator[list[list[str]]]:
+    """The rows of a text (empty lines included, as []) in batches of `ROWS_PER_STOP_CHECK`."""
+    rows = csv.reader(text)
+    while batch := list(islice(rows, ROWS_PER_STOP_CHECK)):
+        yield batch
+
+
+def _without_header(batches: Iterator[list[list[str]]]) -> Iterator[list[list[str]]]:
+    """The batches without the first row that is not an empty line (the header)."""
+    for batch in batches:
+        for position, row in enumerate(batch):
+            if row:
+                yield batch[position + 1 :]
+                yield from batches
+                return
+
+
 def _numbers(cells: list[str]) -> tuple[list[float], bool]:
     """The value of each cell, NaN where it is not a decimal number; and whether there is any such NaN."""
     try:
@@ -431,9 +454,12 @@ def _numbers(cells: list[str]) -> tuple[list[float], bool]:
     return [nan if (value := parse_decimal(cell)) is None else value for cell in cells], True
 
 
-def _fold(pending: dict[str, list[list[float]]], totals: dict[str, list[_MetricTotals]], nans: bool) -> None:
-    """Fold the buffered metric values of each group into its totals."""
-    for key, columns in pending.items():
+def _fold(
+    pending: dict[str, list[list[float]]], totals: dict[str, list[_MetricTotals]], keys: Iterable[str], nans: bool
+) -> None:
+    """Fold the buffered metric values of these groups into their totals."""
+    for key in keys:
+        columns = pending[key]
         for values, metric_totals in zip(columns, totals[key], strict=True):
             if values:
                 metric_totals.add(list(filterfalse(math.isnan, values)) if nans else values)
@@ -441,56 +467,66 @@ def _fold(pending: dict[str, list[list[float]]], totals: dict[str, list[_MetricT
 
 
 def _aggregate(
-    rows: Iterator[list[str]], group_index: int, metric_indices: list[int], should_stop: Callable[[], bool]
-) -> tuple[int, Counter[str], dict[str, list[_MetricTotals]]]:
+    batches: Iterator[list[list[str]]], group_index: int, metric_indices: list[int], should_stop: Callable[[], bool]
+) -> tuple[int, dict[str, int], dict[str, list[_MetricTotals]]]:
     """Row count, rows per group and metric totals per group.
 
     The hot loop works on batches of rows column by column with C-speed builtins (itemgetter, map, float,
-    Counter, compress); Python code runs per batch and per group, plus one append per row when a batch
-    has many groups. Buffers hold floats only, which the garbage collector does not track.
+    compress); Python code runs per batch and per group, plus one append per row when a batch has many
+    groups. Buffers hold floats only, which the garbage collector does not track.
     """
     width = max([group_index, *metric_indices]) + 1
     key_of = itemgetter(group_index)
     cells_of = [itemgetter(i) for i in metric_indices]
-    counts: Counter[str] = Counter()
+    counts: dict[str, int] = {}
     totals: dict[str, list[_MetricTotals]] = {}
     pending: dict[str, list[list[float]]] = {}  # per group, per metric: values waiting to be folded
     row_count = 0
     buffered_rows = 0
     nans = False
-    while batch := list(islice(rows, ROWS_PER_STOP_CHECK)):
+    touched: set[str] = set()  # groups with buffered values
+    for batch in batches:
         if should_stop():
             raise ChunkStopped(f"stopped after {row_count} rows")
-        if min(map(len, batch)) < width:
+        try:
+            keys = list(map(key_of, batch))
+            cells = [list(map(cell_of, batch)) for cell_of in cells_of]
+        except IndexError:
             # Empty lines are not rows; a short row's missing cells are empty.
             batch = [row if len(row) >= width else row + [""] * (width - len(row)) for row in batch if row]
-            if not batch:
-                continue
-        row_count += len(batch)
-        keys = list(map(key_of, batch))
-        if not cells_of:
-            counts.update(keys)
+            keys = list(map(key_of, batch))
+            cells = [list(map(cell_of, batch)) for cell_of in cells_of]
+        if not keys:
             continue
-        columns: list[list[float]] = []
-        for cell_of in cells_of:
-            values, has_nan = _numbers(list(map(cell_of, batch)))
-            nans = nans or has_nan
-            columns.append(values)
+        row_count += len(keys)
         distinct = set(keys)
         for key in distinct:
-            if key not in pending:
+            if key not in counts:
+                counts[key] = 0
                 pending[key] = [[] for _ in cells_of]
                 totals[key] = [_MetricTotals() for _ in cells_of]
+        columns: list[list[float]] = []
+        for column_cells in cells:
+            values, has_nan = _numbers(column_cells)
+            nans = nans or has_nan
+            columns.append(values)
         if len(distinct) == 1:
             counts[keys[0]] += len(keys)
             for buffer, values in zip(pending[keys[0]], columns, strict=True):
                 buffer.extend(values)
-        elif len(distinct) <= 3:
-            for key in distinct:
-                mask = list(map(key.__eq__, keys))
-                counts[key] += sum(mask)
-                for buffer, values in zip(pending[key], columns, strict=True):
-                    buffer.extend(compress(values, mask))
+        elif len(distinct) <= len(_GROUP_MASKS):
+            # One byte per row says its group; bytes.translate turns it into a 0/1 mask per group (C speed).
+            codes = {key: code for code, key in enumerate(distinct)}
+            rows_group = bytes(map(codes.__getitem__, keys))
+            for key, code in codes.items():
+                counts[key] += rows_group.count(code)
+                if columns:
+                    mask = rows_group.translate(_GROUP_MASKS[code])
+                    for buffer, values in zip(pending[key], columns, strict=True):
+                        buffer.extend(compress(values, mask))
+        elif not columns:
+            for key in keys:
+                counts[key] += 1
         else:
             rows_of: dict[str, list[int]] = {key: [] for key in distinct}
             add_row = {key: positions.append for key, positions in rows_of.items()}
@@ -500,14 +536,13 @@ def _aggregate(
                 counts[key] += len(positions)
                 for buffer, values in zip(pending[key], columns, strict=True):
                     buffer.extend(map(values.__getitem__, positions))
-        buffered_rows += len(batch)
-        if buffered_rows >= _BUFFERED_ROWS_LIMIT:
-            _fold(pending, totals, nans)
-            buffered_rows, nans = 0, False
-    _fold(pending, totals, nans)
-    for key in counts:
-        if key not in totals:
-            totals[key] = [_MetricTotals() for _ in cells_of]
+        if columns:
+            touched |= distinct
+            buffered_rows += len(keys)
+            if buffered_rows >= _BUFFERED_ROWS_LIMIT:
+                _fold(pending, totals, touched, nans)
+                buffered_rows, nans, touched = 0, False, set()
+    _fold(pending, totals, touched, nans)
     return row_count, counts, totals
 
 
