@@ -62,6 +62,7 @@ class JobPlan(TypedDict):
     input_content_type: str | None
     options: dict[str, Any]
     deadline_at: str | None
+    input_size: int
     chunks: list[dict[str, Any]]
 
 
@@ -94,10 +95,12 @@ def _permanent(exc: NonRetryableError) -> PermanentStepError:
     return PermanentStepError(exc.error_type, exc.message)
 
 
-def _source(settings: Settings, input_ref: str | None) -> BlobByteSource | None:
+def _source(settings: Settings, input_ref: str | None, size: int | None = None) -> BlobByteSource | None:
     if not input_ref:
         return None
     blob = _payloads(settings).get_blob_client(input_ref)
+    if size is not None:
+        return BlobByteSource(blob, size)  # known from the plan: no request per chunk
     try:
         size = int(blob.get_blob_properties().size)
     except ResourceNotFoundError as exc:
@@ -209,6 +212,7 @@ def prepare_job(start: JobStart) -> dict[str, Any]:
         "input_content_type": start.get("input_content_type"),
         "options": options,
         "deadline_at": start.get("deadline_at"),
+        "input_size": size,
         "chunks": list(chunks),
     }
     if not _write_once(results, plan_blob_name(job_id), json.dumps(plan).encode(), RESULT_CONTENT_TYPE):
@@ -230,7 +234,7 @@ def process_chunk(job_id: str, index: int, attempt: int) -> dict[str, Any]:
     if should_stop.check_now():
         return stopped
     kind = _kind(settings, plan["kind"])
-    source = _source(settings, plan["input_ref"])
+    source = _source(settings, plan["input_ref"], plan.get("input_size"))
     started_at = time.time()
     try:
         partial = kind.process_chunk(source, plan["chunks"][index], plan["options"], attempt, should_stop)
