@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import random
 import re
 from typing import Any
 
@@ -425,3 +426,30 @@ def test_chunked_report_equals_single_pass(
     assert all(c["start"] < c["end"] for c in plan[1:])
     pieces = [rows_of(data[c["start"] : c["end"]], skip_header=c["start"] == 0) for c in plan]
     assert [row for piece in pieces for row in piece] == rows_of(data, skip_header=True)
+
+
+@pytest.mark.parametrize("groups", [1, 3, 16, 17, 3000])
+@pytest.mark.parametrize("junk_share", [0.0, 0.05])
+def test_large_inputs_over_many_batches(groups: int, junk_share: float) -> None:
+    """Tens of thousands of rows: several batches and folds, each grouping strategy, with and without junk."""
+    rng = random.Random(groups * 1000 + int(junk_share * 100))
+    junk_cells = ["", "n/a", "inf", "1_0", " 7 ", "1e999", "-.5e-3"]
+    rows: list[list[str]] = []
+    for _ in range(30_000):
+        row = [f"k{rng.randrange(groups)}"]
+        for _ in range(2):
+            if rng.random() < junk_share:
+                row.append(rng.choice(junk_cells))
+            else:
+                row.append(rng.choice([str(rng.randint(-500, 500)), f"{rng.uniform(-1e6, 1e6):.3f}"]))
+        if rng.random() < junk_share:
+            row = row[: rng.randint(1, 2)]  # short rows
+        rows.append(row)
+    lines = [",".join(COLUMNS)] + [",".join(row) + ("\n" if rng.random() < junk_share else "") for row in rows]
+    data = "\r\n".join(lines).encode()
+    for target, max_chunks in [(len(data), 1), (50_000, 100), (1, 7)]:
+        options = {"group_by": "g", "metrics": ["v", "w"]}
+        chunked, plan = run_chunked(data, options, target=target, max_chunks=max_chunks, block_bytes=65536)
+        assert len(plan) <= max_chunks
+        assert chunked == expected_report(rows, ["v", "w"])
+    assert single_pass_report(BytesSource(data), options) == chunked
