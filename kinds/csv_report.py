@@ -547,9 +547,10 @@ def _aggregate(
 
 
 def single_pass_report(source: ByteSource, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The reference: the report of one plain pass of the csv module over the whole input.
+    """The reference: the report of one plain row-by-row pass of the csv module over the whole input.
 
-    Written independently of the chunked path (a regex for numbers, no chunking) so tests can compare them.
+    Shares only the number rule and the exact summation with the chunked path (no boundaries, no batches,
+    no column-wise grouping), so tests can compare the two on any input.
     """
     parsed = CsvReportOptions.model_validate(dict(options))
     counts: dict[str, int] = {}
@@ -572,7 +573,7 @@ def single_pass_report(source: ByteSource, options: Mapping[str, Any]) -> dict[s
                 buffers = pending.setdefault(key, [[] for _ in metric_indices])
                 for j, index in enumerate(metric_indices):
                     cell = row[index] if index < len(row) else ""
-                    if _NUMBER.fullmatch(cell) and math.isfinite(value := float(cell)):
+                    if (value := parse_decimal(cell)) is not None:
                         buffers[j].append(value)
                         if len(buffers[j]) >= 65536:
                             stats.setdefault(key, [_MetricTotals() for _ in metric_indices])[j].add(buffers[j])
