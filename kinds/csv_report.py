@@ -44,8 +44,8 @@ _NUMBER = re.compile(r"[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0
 _FIRST_CHARS = frozenset("0123456789+-.")
 _LAST_CHARS = frozenset("0123456789.")
 
-_FLOAT_EXTRAS = ("_", "n", "N", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
-"""What float() accepts beyond a decimal number in ASCII: `_`, inf/nan (all have an n) and other whitespace."""
+_FLOAT_EXTRAS = ("_", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
+"""What float() accepts beyond a decimal number in ASCII, apart from inf and nan: `_` and other whitespace."""
 
 _GROUP_MASKS = [bytes(int(code == group) for code in range(256)) for group in range(16)]
 """bytes.translate tables: group code -> 1, any other code -> 0 (batches with up to 16 groups)."""
@@ -440,17 +440,28 @@ def _without_header(batches: Iterator[list[list[str]]]) -> Iterator[list[list[st
 
 
 def _numbers(cells: list[str]) -> tuple[list[float], bool]:
-    """The value of each cell, NaN where it is not a decimal number; and whether there is any such NaN."""
-    try:
-        values = list(map(float, cells))  # C speed when the whole column is numeric
-    except ValueError:
-        pass
-    else:
-        joined = "".join(cells)
-        total = sum(values)  # not finite if a cell overflowed to inf (rarely, a sum that overflows)
-        if joined.isascii() and not any(extra in joined for extra in _FLOAT_EXTRAS) and total - total == 0.0:
-            return values, False
+    """The value of each cell, NaN where it is not a decimal number; and whether there may be such a NaN."""
     nan = math.nan
+    values: list[float] = []
+    remaining = iter(cells)
+    failed = False
+    while True:  # float() in C over the column; a cell it refuses becomes NaN and the map goes on after it
+        try:
+            values.extend(map(float, remaining))
+            break
+        except ValueError:
+            values.append(nan)
+            failed = True
+    joined = "".join(cells)
+    if joined.isascii() and not any(extra in joined for extra in _FLOAT_EXTRAS):
+        # What float() accepted is a decimal number, except "nan" (a NaN already) and "inf" or an overflowing
+        # exponent (an infinity).
+        may_have_nan = failed or "n" in joined or "N" in joined
+        if may_have_nan:
+            if math.inf not in values and -math.inf not in values:
+                return values, True
+        elif (total := sum(values)) - total == 0.0:
+            return values, False
     return [nan if (value := parse_decimal(cell)) is None else value for cell in cells], True
 
 
@@ -539,7 +550,7 @@ def _aggregate(
         if columns:
             touched |= distinct
             buffered_rows += len(keys)
-            if buffered_rows >= _BUFFERED_ROWS_LIMIT:
+            if buffered_rows >= _BUFFERED_ROWS_LIMIT + 64 * len(touched):  # fold a few dozen values at once
                 _fold(pending, totals, touched, nans)
                 buffered_rows, nans, touched = 0, False, set()
     _fold(pending, totals, touched, nans)

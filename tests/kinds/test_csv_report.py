@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from kinds import get_kind
+from kinds import csv_report, get_kind
 from kinds.base import BytesSource, ChunkStopped, NonRetryableError, parse_non_retryable
 from kinds.csv_report import KIND, parse_decimal, single_pass_report
 
@@ -115,6 +115,24 @@ def test_number_recognition(cell: str, expected: float | None) -> None:
 @given(st.text(alphabet=" \t0123456789+-.eE_xinfa\u0661\n", max_size=8))
 def test_number_recognition_matches_the_rule(cell: str) -> None:
     assert parse_decimal(cell) == spec_number(cell)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(alphabet=" \t0123456789+-.eE_xinfaN\u0661\n", max_size=6),
+            st.sampled_from(["1", "2.5", "-3e2", "inf", "nan", "1e999", "1_0", "n/a", ""]),
+        ),
+        max_size=30,
+    )
+)
+def test_column_conversion_matches_the_rule(cells: list[str]) -> None:
+    """The column-wise conversion of the hot loop (C-speed float() plus checks) follows the number rule."""
+    values, may_have_nan = csv_report._numbers(cells)
+    expected = [spec_number(cell) for cell in cells]
+    assert [None if math.isnan(v) else v for v in values] == expected
+    assert may_have_nan or None not in expected
 
 
 # --- table tests ----------------------------------------------------------------------------------------
