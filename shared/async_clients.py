@@ -87,3 +87,14 @@ async def storage_clients(settings: Settings) -> StorageClients:
                 await _ensure_resources(clients)
             clients.ready = True
     return clients
+
+
+async def close_storage_clients() -> None:
+    """Close this event loop's clients (for short-lived loops such as scripts and tests)."""
+    clients = _by_loop.pop(asyncio.get_running_loop(), None)
+    if clients is not None:
+        await clients.jobs.close()
+        await clients.dead_letters.close()
+        await clients.tables.close()
+        await clients.blobs.close()
+        await clients.queues.close()

@@ -6,8 +6,9 @@ import asyncio
 import base64
 import json
 import uuid
+from collections.abc import Coroutine
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pytest
 from azure.core.exceptions import ResourceExistsError
@@ -16,7 +17,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from shared import dead_letters, job_store
-from shared.async_clients import storage_clients
+from shared.async_clients import close_storage_clients, storage_clients
 from shared.contracts import DeadLetterRecord, JobError
 from shared.settings import Settings
 from shared.storage import (
@@ -29,6 +30,20 @@ from shared.storage import (
     upload_blob_name,
 )
 from tests.api.probes import count_blobs
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, closing the loop's storage clients before the loop goes."""
+
+    async def main() -> T:
+        try:
+            return await coro
+        finally:
+            await close_storage_clients()
+
+    return asyncio.run(main())
 
 
 @pytest.fixture
@@ -64,7 +79,7 @@ def new_job(settings: Settings, created=None) -> job_store.JobRecord:
         clients = await storage_clients(settings)
         return await job_store.insert_job(clients.jobs, record)
 
-    assert asyncio.run(insert())
+    assert run(insert())
     return record
 
 
@@ -80,7 +95,7 @@ def test_the_job_row_is_the_idempotency_arbiter(settings):
         clients = await storage_clients(settings)
         return await job_store.insert_job(clients.jobs, record)
 
-    assert asyncio.run(insert_again()) is False
+    assert run(insert_again()) is False
     assert len(rows(settings, record["job_id"])) == 2
 
 
@@ -123,14 +138,14 @@ def test_old_uploads_are_purged_with_their_blobs(settings, azurite):
         return upload_id
 
     now = job_store.utc_now()
-    old, new = asyncio.run(create(now - timedelta(days=10))), asyncio.run(create(now))
+    old, new = run(create(now - timedelta(days=10))), run(create(now))
     assert job_store.purge_uploads_before(settings, now - timedelta(days=7)) >= 1
 
     async def exists(upload_id: str) -> bool:
         clients = await storage_clients(settings)
         return await job_store.get_upload(clients.jobs, upload_id) is not None
 
-    assert not asyncio.run(exists(old)) and asyncio.run(exists(new))
+    assert not run(exists(old)) and run(exists(new))
     assert count_blobs(azurite.connection_string, prefix=upload_blob_name(old)) == 0
     assert count_blobs(azurite.connection_string, prefix=upload_blob_name(new)) == 1
 
@@ -165,10 +180,10 @@ def test_dead_letters_are_recorded_once_listed_newest_first_and_purged(settings)
         assert got == old
         return [r["id"] for r in first.items + rest.items]
 
-    ids = asyncio.run(listing())
+    ids = run(listing())
     assert ids.index(new["id"]) < ids.index(old["id"])
     assert dead_letters.purge_dead_letters_before(settings, job_store.utc_now() - timedelta(days=30)) >= 1
-    remaining = asyncio.run(_ids(settings))
+    remaining = run(_ids(settings))
     assert old["id"] not in remaining and new["id"] in remaining
 
 
