@@ -15,6 +15,7 @@ import io
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from itertools import chain, compress, filterfalse, islice
@@ -145,20 +146,35 @@ def _text_lines(source: ByteSource, start: int, end: int) -> io.TextIOWrapper:
     return text
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a chunk is aggregated.
+class _GcPause:
+    """Pause the cyclic garbage collector while chunks are aggregated (re-entrant across threads).
 
     Batches of rows outlive the young generation, so the collector would keep scanning them (a quarter of
-    the run time); the loop makes no reference cycles, and the previous state is restored afterwards.
+    the run time); the loop makes no reference cycles. The collector is back on when the last chunk ends.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._was_enabled = False
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._was_enabled:
+                    gc.enable()
+
+
+_gc_paused = _GcPause()
 
 
 def _first_row(rows: Iterator[list[str]]) -> list[str] | None:

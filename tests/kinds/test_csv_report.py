@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gc
 import io
 import json
 import math
@@ -471,3 +472,22 @@ def test_large_inputs_over_many_batches(groups: int, junk_share: float) -> None:
         assert len(plan) <= max_chunks
         assert chunked == expected_report(rows, ["v", "w"])
     assert single_pass_report(BytesSource(data), options) == chunked
+
+
+def test_the_garbage_collector_is_back_on_after_a_chunk_whatever_the_outcome() -> None:
+    assert gc.isenabled()
+    source = BytesSource(b"g,v\na,1\nb,\xff\n")
+    options = KIND.parse_options({"group_by": "g", "metrics": ["v"]})
+    chunk = {"index": 0, "start": 0, "end": source.size, "group_index": 0, "metric_indices": [1]}
+    seen: list[bool] = []
+
+    def record_gc_state() -> bool:
+        seen.append(gc.isenabled())
+        return False
+
+    with pytest.raises(NonRetryableError):
+        KIND.process_chunk(source, chunk, options, 1, record_gc_state)
+    assert gc.isenabled()
+    ok = BytesSource(b"g,v\na,1\n")
+    KIND.process_chunk(ok, {**chunk, "end": ok.size}, options, 1, record_gc_state)
+    assert gc.isenabled() and False in seen  # paused while aggregating
