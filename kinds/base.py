@@ -132,6 +132,10 @@ class NonRetryableError(Exception):
         self.message = " ".join(message.split())  # one line for humans
         super().__init__(f"{NON_RETRYABLE_MARKER}{error_type}] {self.message}")
 
+    def __reduce__(self) -> tuple[type[NonRetryableError], tuple[str, str]]:
+        # Worker processes pickle exceptions; the default would call __init__ with the formatted text only.
+        return type(self), (self.error_type, self.message)
+
 
 def parse_non_retryable(text: str) -> tuple[str, str] | None:
     """(error_type, message) of a `NonRetryableError` found in an error text, or None if it is retryable."""

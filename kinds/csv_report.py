@@ -4,6 +4,9 @@ Chunks are byte ranges ending just after a newline that lies outside quoted fiel
 the number of `"` seen since the start of the file is even (an escaped quote `""` adds two), so one streaming
 pass counting quotes and newlines with C-speed `bytes.count`/`bytes.find` finds the boundaries. Sums are
 carried as exact Shewchuk partials so that every chunking gives the identical, correctly rounded total.
+
+Input that is not RFC 4180 (a `"` inside an unquoted field) is split by quote parity all the same; the
+csv module may then read such a row differently from a single pass.
 """
 
 from __future__ import annotations

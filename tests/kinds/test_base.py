@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import pickle
 
 import pytest
 
@@ -50,6 +51,13 @@ def test_non_retryable_error_text_carries_its_type() -> None:
     failed = f"Activity function 'process_chunk' failed: NonRetryableError: {error} \n Traceback..."
     assert parse_non_retryable(failed) == ("unknown_column", "unknown column 'x' in the header")
     assert parse_non_retryable("Activity function 'x' failed: RuntimeError: boom") is None
+    copy = pickle.loads(pickle.dumps(error))  # worker processes send exceptions pickled
+    assert (type(copy), copy.error_type, copy.message, str(copy)) == (
+        NonRetryableError,
+        error.error_type,
+        error.message,
+        str(error),
+    )
 
 
 @pytest.mark.parametrize(
