@@ -159,4 +159,9 @@ class Host:
         self.invoker.close()
         await self.queue_service.close()
         await self.store.close()
+        # The SDK's client keeps one shared aiohttp session for its calls to the host; the worker closes it
+        # at exit, and so do we, so shutdown logs no "unclosed session" noise.
+        from azure.durable_functions.models.utils import http_utils
+
+        await http_utils._close_session()
         log.info("Host stopped.")

@@ -133,6 +133,9 @@ class ActivityDispatcher:
         inputs = json.loads(scheduled.get("Input") or "[null]")
         input_text = inputs[0] if inputs else None
         started = time.perf_counter()
+        log.info(
+            "Executing 'Functions.%s' (Reason='(null)', Id=%s:%s)", name, message.instance_id, scheduled["EventId"]
+        )
         renewer = asyncio.create_task(self._renew(message))
         try:
             result = await self.pool.call(name, input_text, self.function_timeout)
