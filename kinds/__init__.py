@@ -1,4 +1,8 @@
-"""Job kinds: each kind is one module with plan / process_chunk / merge, registered here by name."""
+"""Job kinds: each kind is one module with plan / process_chunk / merge, registered here by name.
+
+Adding a kind: write `kinds/<name>.py` with a class following `kinds.base.JobKind` and a `KIND` instance,
+then add one line to `_KINDS`. Kinds are pure Python over a `kinds.base.ByteSource`: no Azure, no Durable.
+"""
 
 from __future__ import annotations
 
