@@ -182,6 +182,7 @@ _PATHS: dict[str, Any] = {
                 "413": _problem("Body too large (1 MB JSON, 100 MB raw)"),
                 "415": _problem("Unsupported Content-Type"),
                 "422": _problem("Validation failed"),
+                "503": _problem("The job could not be recorded or started; nothing was kept: retry"),
             },
         },
         "get": {
