@@ -7,7 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from azure.storage.blob import BlobClient
 
-STREAM_PIECE_BYTES = 4 * 1024 * 1024
+STREAM_PIECE_BYTES = 8 * 1024 * 1024
 """One ranged GET; at most two pieces are held at once (the one parsed and the one prefetched)."""
 
 
