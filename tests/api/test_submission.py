@@ -1,0 +1,67 @@
+"""Submission against real storage when Durable itself fails (the Durable client is the one stand-in)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from shared.async_clients import close_storage_clients, storage_clients
+from shared.problems import Problem
+from shared.settings import Settings
+from shared.submission import JobRequest, job_id_for, submit_job
+from tests.api.probes import count_blobs, count_job_rows
+
+
+class FailingDurable:
+    """Azure's side refusing to start: what a network fault or an overloaded hub looks like to the client."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+
+    async def start_new(self, *args: Any, **kwargs: Any) -> str:
+        self.starts += 1
+        raise ConnectionError("durable extension unreachable")
+
+
+class AcceptingDurable:
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    async def start_new(self, name: str, instance_id: str, client_input: Any) -> str:
+        self.started.append(instance_id)
+        return instance_id
+
+
+def request(key: str | None) -> JobRequest:
+    return JobRequest(
+        kind="vector-normalize", options={}, deadline_seconds=None, input_bytes=b'{"vector_data":[[1.0]]}',
+        input_ref=None, input_content_type="application/json", idempotency_key=key, source="http",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("key", [None, "retry-me"])
+def test_a_failed_start_leaves_nothing_and_the_retry_succeeds(azurite, key):
+    settings = Settings(AzureWebJobsStorage=azurite.connection_string)
+
+    async def scenario() -> None:
+        clients = await storage_clients(settings)
+        try:
+            before = count_blobs(azurite.connection_string), count_job_rows(azurite.connection_string)
+            with pytest.raises(Problem) as refused:
+                await submit_job(FailingDurable(), clients, request(key))
+            assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "1"
+            after = await asyncio.to_thread(
+                lambda: (count_blobs(azurite.connection_string), count_job_rows(azurite.connection_string))
+            )
+            assert after == before
+            durable = AcceptingDurable()
+            submitted = await submit_job(durable, clients, request(key))
+            assert submitted.created and durable.started == [submitted.record["job_id"]]
+            if key is not None:
+                assert submitted.record["job_id"] == job_id_for(key)
+        finally:
+            await close_storage_clients()
+
+    asyncio.run(scenario())
