@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from shared import job_store
 from shared.async_clients import close_storage_clients, storage_clients
 from shared.problems import Problem
 from shared.settings import Settings
+from shared.storage import job_input_blob_name
 from shared.submission import JobRequest, job_id_for, submit_job
 from tests.api.probes import count_blobs, count_job_rows
 
@@ -61,6 +65,35 @@ def test_a_failed_start_leaves_nothing_and_the_retry_succeeds(azurite, key):
             assert submitted.created and durable.started == [submitted.record["job_id"]]
             if key is not None:
                 assert submitted.record["job_id"] == job_id_for(key)
+        finally:
+            await close_storage_clients()
+
+    asyncio.run(scenario())
+
+
+class NoInstanceDurable(AcceptingDurable):
+    async def get_status(self, instance_id: str) -> Any:
+        return type("Status", (), {"runtime_status": None})()
+
+
+def test_a_row_whose_submitter_died_before_starting_is_started_by_the_retry(azurite):
+    settings = Settings(AzureWebJobsStorage=azurite.connection_string)
+    key = f"orphan-{uuid.uuid4()}"
+
+    async def scenario() -> None:
+        clients = await storage_clients(settings)
+        try:
+            job = request(key)
+            record = job_store.new_job_record(
+                job_id=job_id_for(key), kind=job.kind, created=job_store.utc_now() - timedelta(minutes=5),
+                input_ref=job_input_blob_name(job_id_for(key)), input_content_type=job.input_content_type,
+                options={}, deadline_at=None, idempotency_key_hash=None, fingerprint=job.fingerprint(), source="http",
+            )  # fmt: skip
+            assert await job_store.insert_job(clients.jobs, record)  # ...and then the submitter died
+            durable = NoInstanceDurable()
+            submitted = await submit_job(durable, clients, request(key))
+            assert not submitted.created and durable.started == [record["job_id"]]
+            assert count_blobs(azurite.connection_string, prefix=record["input_ref"]) == 1
         finally:
             await close_storage_clients()
 
