@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import sys
 import threading
 import traceback
@@ -103,7 +104,9 @@ class _Worker:
     conn: multiprocessing.connection.Connection
     pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    send_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Pipe writes block until the worker reads (a long history is hundreds of KB): a thread does them,
+    # so the event loop serving HTTP never waits on a pipe.
+    outbox: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
 
 
 class WorkerPool:
@@ -134,7 +137,19 @@ class WorkerPool:
         child.close()
         worker = _Worker(process, parent)
         threading.Thread(target=self._read, args=(worker,), daemon=True, name="worker-reader").start()
+        threading.Thread(target=self._write, args=(worker,), daemon=True, name="worker-writer").start()
         return worker
+
+    @staticmethod
+    def _write(worker: _Worker) -> None:
+        while True:
+            message = worker.outbox.get()
+            try:
+                worker.conn.send(message)
+            except (OSError, ValueError):
+                return  # the reader sees the pipe close and fails the pending calls
+            if message is None:
+                return
 
     def _read(self, worker: _Worker) -> None:
         assert self._loop is not None
@@ -178,8 +193,7 @@ class WorkerPool:
         call_id = next(self._ids)
         future: asyncio.Future[Any] = self._loop.create_future()
         worker.pending[call_id] = future
-        with worker.send_lock:
-            worker.conn.send((call_id, name, input_text, kind))
+        worker.outbox.put((call_id, name, input_text, kind))
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
@@ -197,11 +211,7 @@ class WorkerPool:
     async def stop(self, grace: float) -> None:
         self._closing = True
         for worker in self.workers:
-            try:
-                with worker.send_lock:
-                    worker.conn.send(None)
-            except OSError:
-                pass
+            worker.outbox.put(None)
         for worker in self.workers:
             await asyncio.to_thread(worker.process.join, grace)
             if worker.process.is_alive():
