@@ -158,8 +158,9 @@ class ActivityDispatcher:
             return
         finally:
             renewer.cancel()
-        await self.engine.enqueue(message.instance_id, message.execution_id, completion)
-        await self.store.delete(message)
+        if not self.engine.accept_completion(message, completion):
+            await self.engine.enqueue(message.instance_id, message.execution_id, completion)
+            await self.store.delete(message)
         duration = (time.perf_counter() - started) * 1000
         log.info(
             "Executed 'Functions.%s' (%s, Id=%s:%s, Duration=%dms)",

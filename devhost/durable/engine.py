@@ -135,6 +135,7 @@ class OrchestrationEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.activity_sink: ActivitySink | None = None
+        self.episode_seconds: dict[str, float] = {}  # last replay cost per instance, for coalescing
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -156,6 +157,27 @@ class OrchestrationEngine:
         _, leased = await self.store.send_control(instance_id, execution_id, ev, lease=MESSAGE_VISIBILITY)
         if leased is not None and self.running:
             self._dispatch([leased])
+
+    def accept_completion(self, work_item: QueuedMessage, completion: Event) -> bool:
+        """Take an activity's completion straight from the dispatcher.
+
+        The work item itself stands for the completion until the episode that records it is checkpointed:
+        only then is the work item deleted. A crash before that redelivers the work item and the activity
+        runs again (at least once, as in Azure); a duplicate completion is recognised and dropped.
+        """
+        if not self.running:
+            return False
+        carrier = QueuedMessage(
+            work_item.queue,
+            work_item.message_id,
+            work_item.pop_receipt,
+            work_item.dequeue_count,
+            work_item.instance_id,
+            work_item.execution_id,
+            completion,
+        )
+        self._dispatch([carrier])
+        return True
 
     def _in_background(self, awaitable: Any) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -222,6 +244,7 @@ class OrchestrationEngine:
         session = self.sessions[instance_id]
         try:
             while session.pending:
+                await self._coalesce(instance_id, session)
                 batch, session.pending = session.pending, []
                 async with self.semaphore:
                     try:
@@ -235,6 +258,20 @@ class OrchestrationEngine:
                     self.inflight.pop(message.message_id, None)
         finally:
             self.sessions.pop(instance_id, None)
+
+    async def _coalesce(self, instance_id: str, session: Session) -> None:
+        """With many tasks outstanding, gather completions for about as long as a replay costs.
+
+        Every episode replays the whole history; a fan-out of a thousand tasks would otherwise replay
+        it once per handful of completions. A sequence (one task outstanding) never waits.
+        """
+        state = self.cache.get(instance_id)
+        cost = self.episode_seconds.get(instance_id, 0.0)
+        if state is None or cost < 0.02:
+            return
+        outstanding = len(state.scheduled_ids() - state.completed_ids())
+        if outstanding > len(session.pending) * 2:
+            await asyncio.sleep(min(cost, 0.25))
 
     # --- state -----------------------------------------------------------------------------------
     async def _load(self, instance_id: str) -> InstanceState:
@@ -646,6 +683,12 @@ class OrchestrationEngine:
 
     def _log_episode(self, state: InstanceState, outcome: str, started_at: float, scheduled: int) -> None:
         duration = (time.perf_counter() - started_at) * 1000
+        if outcome in FINISHED:
+            self.episode_seconds.pop(state.instance_id, None)
+        else:
+            if len(self.episode_seconds) > 2000:
+                self.episode_seconds.pop(next(iter(self.episode_seconds)))
+            self.episode_seconds[state.instance_id] = duration / 1000
         if self.verbose or outcome in FINISHED or outcome == "ContinuedAsNew":
             log.info(
                 "Executed 'Functions.%s' (%s, Id=%s, Duration=%dms, HistoryEvents=%d, NewTasks=%d)",

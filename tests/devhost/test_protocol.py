@@ -243,7 +243,7 @@ def test_large_messages_spill_to_blobs(azurite: Azurite, sample_host: DevHost) -
         azurite.connection_string, f"{sample_host.task_hub.lower()}-largemessages"
     )
     names = [b.name for b in container.list_blobs(name_starts_with=instance_id)]
-    assert any("/message-" in n for n in names), names  # the 100 KB TaskCompleted went through a blob
+    assert any("/message-" in n and "TaskScheduled" in n for n in names), names  # the 100 KB work item
     assert any("/history-" in n and n.endswith("-Result.json.gz") for n in names), names
 
 

@@ -205,7 +205,8 @@ def big_text(size: int) -> str:
 @app.orchestration_trigger(context_name="context")
 def big(context: df.DurableOrchestrationContext):
     text = yield context.call_activity("big_text", context.get_input() or 100_000)
-    return len(text)
+    echoed = yield context.call_activity("noop", text)  # a work item over the 45 KB queue limit
+    return len(echoed)
 
 
 @app.orchestration_trigger(context_name="context")
