@@ -45,9 +45,7 @@ class Settings(BaseSettings):
     # Orchestration shape
     max_parallel_chunks: int = Field(default=8, ge=1, le=64, alias="MAX_PARALLEL_CHUNKS")
     chunk_target_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, alias="CHUNK_TARGET_BYTES")
-    chunks_per_sub_orchestration: int = Field(
-        default=50, ge=1, le=200, alias="CHUNKS_PER_SUB_ORCHESTRATION"
-    )
+    chunks_per_sub_orchestration: int = Field(default=50, ge=1, le=200, alias="CHUNKS_PER_SUB_ORCHESTRATION")
     # Bigger inputs get bigger chunks rather than more of them, so a job's history has a bounded size.
     max_chunks_per_job: int = Field(default=1000, ge=1, le=10_000, alias="MAX_CHUNKS_PER_JOB")
 

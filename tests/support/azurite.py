@@ -65,10 +65,38 @@ class Azurite:
         blob, queue, table = ports or (free_port(), free_port(), free_port())
         args = [
             azurite_executable(),
-            "--blobHost", "127.0.0.1", "--blobPort", str(blob),
-            "--queueHost", "127.0.0.1", "--queuePort", str(queue),
-            "--tableHost", "127.0.0.1", "--tablePort", str(table),
-            "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(blob),
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            str(queue),
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(table),
+            "--silent",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--loose",
+            # Keep idle connections open longer than aiohttp does (15 s), so the client always closes first;
+            # with Node's 5 s default a reused connection is reset and the SDK retries after a backoff.
+            "--blobKeepAliveTimeout",
+            "60",
+            "--queueKeepAliveTimeout",
+            "60",
+            "--tableKeepAliveTimeout",
+            "60",
+            # Keep idle connections open longer than aiohttp does (15 s), so the client always closes first;
+            # with Node's 5 s default a reused connection is reset and the SDK retries after a backoff.
+            "--blobKeepAliveTimeout",
+            "60",
+            "--queueKeepAliveTimeout",
+            "60",
+            "--tableKeepAliveTimeout",
+            "60",
         ]
         if location is None:
             args.append("--inMemoryPersistence")
