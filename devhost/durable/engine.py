@@ -716,22 +716,6 @@ class OrchestrationEngine:
             raise InstanceExists(str(existing.get("RuntimeStatus")))
         execution_id = uuid.uuid4().hex
         now = utcnow()
-        await self.store.write_instance(
-            instance_id,
-            {
-                "Name": name,
-                "Version": "",
-                "Input": input_text,
-                "CustomStatus": "null",
-                "RuntimeStatus": "Pending",
-                "CreatedTime": now,
-                "LastUpdatedTime": now,
-                "ExecutionId": execution_id,
-                "Generation": 0,
-            },
-            merge=False,
-        )
-        self.cache.pop(instance_id, None)
         start = event(
             EventType.ExecutionStarted,
             now,
@@ -743,7 +727,30 @@ class OrchestrationEngine:
             Tags=None,
             ScheduledStartTime=None,
         )
-        await self.enqueue(instance_id, execution_id, start)
+        self.cache.pop(instance_id, None)
+        # The row and the message are independent writes (a crash between them leaves the same state in
+        # either order), so they go out together: one round trip less before the client's 202. The
+        # message is handed to a session only once the row is written, so no checkpoint races the row.
+        _, (_, leased) = await asyncio.gather(
+            self.store.write_instance(
+                instance_id,
+                {
+                    "Name": name,
+                    "Version": "",
+                    "Input": input_text,
+                    "CustomStatus": "null",
+                    "RuntimeStatus": "Pending",
+                    "CreatedTime": now,
+                    "LastUpdatedTime": now,
+                    "ExecutionId": execution_id,
+                    "Generation": 0,
+                },
+                merge=False,
+            ),
+            self.store.send_control(instance_id, execution_id, start, lease=MESSAGE_VISIBILITY),
+        )
+        if leased is not None and self.running:
+            self._dispatch([leased])
         return execution_id
 
     async def _require(self, instance_id: str) -> dict[str, Any]:
