@@ -1,7 +1,9 @@
 """Retention: forget finished jobs after RETENTION_DAYS, dead letters after DEADLETTER_RETENTION_DAYS.
 
 A job is forgotten in full: its Durable history (the job orchestration and its chunk batch
-sub-orchestrations), its blobs under `jobs/{id}/` in both containers and its job-store rows.
+sub-orchestrations), its blobs under `jobs/{id}/` in both containers and its job-store rows; except
+that a dead-lettered job's input stays as long as its dead letter does, so it can still be replayed.
+Uploads no job claimed are deleted once the longer of the two retentions has passed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from orchestrators.job import chunk_batch_instance_id
 from shared import dead_letters, job_store
 from shared.settings import Settings
-from shared.storage import PAYLOADS_CONTAINER, RESULTS_CONTAINER, blob_service, job_prefix
+from shared.storage import PAYLOADS_CONTAINER, RESULTS_CONTAINER, blob_service, job_input_blob_name, job_prefix
 from shared.telemetry import log_event
 
 
@@ -28,8 +30,8 @@ class RetentionReport:
     dead_letters: int
 
 
-def delete_job_blobs(settings: Settings, job_id: str) -> int:
-    """Delete every blob under `jobs/{id}/` in the payloads and results containers; returns how many."""
+def delete_job_blobs(settings: Settings, job_id: str, keep_input: bool = False) -> int:
+    """Delete the blobs under `jobs/{id}/` in the payloads and results containers; returns how many."""
     deleted = 0
     service = blob_service(settings)
     for container_name in (PAYLOADS_CONTAINER, RESULTS_CONTAINER):
@@ -39,6 +41,8 @@ def delete_job_blobs(settings: Settings, job_id: str) -> int:
         except ResourceNotFoundError:
             continue
         for name in names:
+            if keep_input and container_name == PAYLOADS_CONTAINER and name == job_input_blob_name(job_id):
+                continue
             try:
                 container.delete_blob(name)
                 deleted += 1
@@ -66,10 +70,17 @@ async def apply_retention(settings: Settings, client: Any, now: datetime) -> Ret
     instances = blobs = 0
     for job_id in job_ids:
         instances += await purge_job_history(client, job_id)
-        blobs += await asyncio.to_thread(delete_job_blobs, settings, job_id)
+        # A dead letter promises a replay: its job's input outlives the job until the dead letter goes.
+        replayable = await asyncio.to_thread(dead_letters.has_dead_letter, settings, f"job-{job_id}")
+        blobs += await asyncio.to_thread(delete_job_blobs, settings, job_id, replayable)
         await asyncio.to_thread(job_store.delete_job, settings, job_id)
     dead_letter_cutoff = now - timedelta(days=settings.deadletter_retention_days)
+    expiring = await asyncio.to_thread(dead_letters.job_ids_dead_lettered_before, settings, dead_letter_cutoff)
+    for job_id in expiring:
+        blobs += await asyncio.to_thread(delete_job_blobs, settings, job_id)
     purged_letters = await asyncio.to_thread(dead_letters.purge_dead_letters_before, settings, dead_letter_cutoff)
+    upload_cutoff = now - timedelta(days=max(settings.retention_days, settings.deadletter_retention_days))
+    blobs += await asyncio.to_thread(job_store.purge_uploads_before, settings, upload_cutoff)
     report = RetentionReport(len(job_ids), instances, blobs, purged_letters)
     log_event(
         "retention.applied",

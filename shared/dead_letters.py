@@ -107,6 +107,26 @@ def record_dead_letter(settings: Settings, record: DeadLetterRecord) -> None:
             )
 
 
+def job_ids_dead_lettered_before(settings: Settings, cutoff: datetime) -> list[str]:
+    """Ids of the jobs whose dead letters were recorded before `cutoff` (their inputs can go with them)."""
+    query = f"PartitionKey eq '{INDEX_PARTITION}' and RowKey ge '{inverted_time_key(cutoff)}'"
+    with _table(settings) as table:
+        return [
+            str(entity["job_id"])
+            for entity in table.query_entities(query, select=["job_id", "source"])
+            if entity.get("source") == "job" and entity.get("job_id")
+        ]
+
+
+def has_dead_letter(settings: Settings, record_id: str) -> bool:
+    with _table(settings) as table:
+        try:
+            table.get_entity(RECORD_PARTITION, record_id, select=["RowKey"])
+        except ResourceNotFoundError:
+            return False
+        return True
+
+
 def purge_dead_letters_before(settings: Settings, cutoff: datetime) -> int:
     """Delete the dead letters recorded before `cutoff`; returns how many were deleted."""
     # Older records have larger inverted keys: everything after the cutoff's key is older.

@@ -94,3 +94,60 @@ def test_retention_forgets_old_jobs_and_old_dead_letters_only(devhost_factory: A
     assert host.client.get(f"/api/jobs/{recent_job}").status_code == 200
     assert host.client.get(f"{WEBHOOKS}/instances/{recent_job}").status_code == 200
     assert host.client.get("/api/dead-letters/poison-recent").status_code == 200
+
+
+def test_a_dead_lettered_jobs_input_outlives_the_job_until_its_dead_letter_goes(devhost_factory: Any) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.job_store import UPLOADS_PARTITION
+    from shared.storage import job_input_blob_name
+
+    host = devhost_factory(env={"RETENTION_SCHEDULE": "*/1 * * * * *"})
+    # A job that fails for good (unknown column): dead-lettered, its input kept for replay.
+    response = host.client.post(
+        "/api/jobs",
+        params={"kind": "csv-report", "group_by": "nope"},
+        content=b"region,amount\nnorth,1\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status_code == 202, response.text
+    failed = host.wait_for_job(response.headers["location"]).json()
+    assert failed["status"] == "FAILED", failed
+    failed_job = str(failed["id"])
+    _backdate(host, failed_job, days=8)
+    # An older dead letter of another job whose input is still there: both go together.
+    blobs = BlobServiceClient.from_connection_string(host.connection_string)
+    expired_input = blobs.get_blob_client(PAYLOADS_CONTAINER, job_input_blob_name("expired-job"))
+    expired_input.upload_blob(b"region\nx\n", overwrite=True)
+    _dead_letter(host, "job-expired-job", age_days=31)
+    table = TableServiceClient.from_connection_string(host.connection_string).get_table_client("DeadLetters")
+    for entity in table.query_entities("RowKey eq 'job-expired-job' or id eq 'job-expired-job'"):
+        table.update_entity(
+            {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "source": "job",
+             "job_id": "expired-job"},
+            mode=UpdateMode.MERGE,
+        )  # fmt: skip
+    # An upload nobody used, older than both retentions.
+    upload = host.client.post("/api/uploads", json={"content_type": "text/csv"}).json()
+    upload_id = upload["input_ref"].split("/", 1)[1]
+    blobs.get_blob_client(PAYLOADS_CONTAINER, upload["input_ref"]).upload_blob(b"a\n1\n", overwrite=True)
+    jobs_table = TableServiceClient.from_connection_string(host.connection_string).get_table_client(JOBS_TABLE)
+    jobs_table.update_entity(
+        {"PartitionKey": UPLOADS_PARTITION, "RowKey": upload_id,
+         "created_at": iso(datetime.now(UTC) - timedelta(days=40))},
+        mode=UpdateMode.MERGE,
+    )  # fmt: skip
+
+    deadline = time.monotonic() + 20
+    while host.client.get(f"/api/jobs/{failed_job}").status_code != 404 or list_blobs(
+        host, PAYLOADS_CONTAINER, upload["input_ref"]
+    ):
+        assert time.monotonic() < deadline, "retention did not run"
+        time.sleep(0.2)
+    assert host.client.get(f"{WEBHOOKS}/instances/{failed_job}").status_code == 404
+    assert list_blobs(host, PAYLOADS_CONTAINER, job_prefix(failed_job)) == [job_input_blob_name(failed_job)]
+    assert host.client.get(f"/api/dead-letters/job-{failed_job}").status_code == 200
+    while list_blobs(host, PAYLOADS_CONTAINER, job_prefix("expired-job")):
+        assert time.monotonic() < deadline, "the expired dead letter's input was kept"
+        time.sleep(0.2)
+    assert host.client.get("/api/dead-letters/job-expired-job").status_code == 404
