@@ -45,7 +45,7 @@ def test_test_settings_shrink_the_schedule() -> None:
 
 def test_a_marked_activity_failure_is_not_retryable_and_keeps_its_type() -> None:
     message = non_retryable_message("unknown_column", "column 'price' is not in the header")
-    sdk_text = f"Activity function 'plan_job' failed:  PermanentStepError: {message} \n {{\"$type\": \"...\"}}"
+    sdk_text = f'Activity function \'plan_job\' failed:  PermanentStepError: {message} \n {{"$type": "..."}}'
     failure = classify_failure(Exception(sdk_text))
     assert failure.retryable is False
     assert failure.error_type == "unknown_column"
