@@ -58,6 +58,9 @@ def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, thre
     orchestrators = {s.name: s for s in specs if s.trigger_type == "orchestrationTrigger"}
     send_lock = threading.Lock()
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="activity")
+    # Episodes get a thread of their own: a replay takes milliseconds and must not queue behind a
+    # chunk activity that holds every activity thread for seconds.
+    episodes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orchestrator")
 
     def reply(message: tuple[Any, ...]) -> None:
         with send_lock:
@@ -87,8 +90,9 @@ def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, thre
             break
         if message is None:
             break
-        pool.submit(run, *message)
+        (episodes if message[3] == "orchestrator" else pool).submit(run, *message)
     pool.shutdown(wait=True)
+    episodes.shutdown(wait=True)
 
 
 async def _await(awaitable: Any) -> Any:
