@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from azure.storage.queue.aio import QueueServiceClient
 
+from devhost.azurite import development_connection_string
 from devhost.config import ConfigError, HostConfig
 from devhost.durable.activities import ActivityDispatcher
 from devhost.durable.engine import OrchestrationEngine
@@ -29,8 +30,6 @@ class OrchestratorFailure(Exception):
 
 
 SHUTDOWN_GRACE = 30.0
-_DEV_ACCOUNT = "devstoreaccount1"
-_DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def storage_connection_string() -> str:
@@ -38,11 +37,7 @@ def storage_connection_string() -> str:
     if not value:
         raise ConfigError("AzureWebJobsStorage is not set (local.settings.json Values or the environment)")
     if value.rstrip(";").lower() == "usedevelopmentstorage=true":
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={_DEV_ACCOUNT};AccountKey={_DEV_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:10000/{_DEV_ACCOUNT};QueueEndpoint=http://127.0.0.1:10001/{_DEV_ACCOUNT};"
-            f"TableEndpoint=http://127.0.0.1:10002/{_DEV_ACCOUNT};"
-        )
+        return development_connection_string()
     return value
 
 
