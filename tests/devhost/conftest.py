@@ -28,21 +28,15 @@ def sample_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def sample_factory(azurite: Azurite) -> Iterator[Callable[..., DevHost]]:
-    started: list[DevHost] = []
+def sample_factory(devhost_factory: Callable[..., DevHost]) -> Callable[..., DevHost]:
+    """Like devhost_factory, serving the sample app instead of the product."""
 
     def start(env: dict[str, str] | None = None, args: list[str] | None = None, wait: bool = True) -> DevHost:
-        host = DevHost(
-            azurite.connection_string,
-            env=sample_env(**(env or {})),
-            args=["--app-dir", str(SAMPLE_APP), *(args or [])],
+        return devhost_factory(
+            env=sample_env(**(env or {})), args=["--app-dir", str(SAMPLE_APP), *(args or [])], wait=wait
         )
-        started.append(host)
-        return host.start(wait=wait)
 
-    yield start
-    for host in started:
-        host.stop(timeout=20)
+    return start
 
 
 @pytest.fixture(scope="module")
