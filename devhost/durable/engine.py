@@ -38,6 +38,16 @@ WORK_ITEM_LEASE = 15
 OUT_OF_PROC_MARKER = "\n\n$OutOfProcData$:"
 
 
+# Completion events and the field naming the decision they complete.
+_COMPLETION_KEYS = {
+    EventType.TaskCompleted: "TaskScheduledId",
+    EventType.TaskFailed: "TaskScheduledId",
+    EventType.SubOrchestrationInstanceCompleted: "TaskScheduledId",
+    EventType.SubOrchestrationInstanceFailed: "TaskScheduledId",
+    EventType.TimerFired: "TimerId",
+}
+
+
 class InstanceNotFound(Exception):
     pass
 
@@ -343,29 +353,16 @@ class OrchestrationEngine:
                 consumed.append(message)
             elif (state.status == "Suspended" and resume is None) or suspend is not None:
                 deferred.append(message)  # delivered after resume, as DTFx buffers them
-            elif kind in (
-                EventType.TaskCompleted,
-                EventType.TaskFailed,
-                EventType.SubOrchestrationInstanceCompleted,
-                EventType.SubOrchestrationInstanceFailed,
-            ):
-                task_id = int(ev["TaskScheduledId"])
-                if task_id in completed:
+            elif kind in _COMPLETION_KEYS:
+                # A completion counts once, and only for a decision the history already holds.
+                task_id = int(ev[_COMPLETION_KEYS[kind]])
+                done, known = (fired, timers) if kind == EventType.TimerFired else (completed, scheduled)
+                if task_id in done:
                     consumed.append(message)  # duplicate (at-least-once delivery)
-                elif task_id not in scheduled:
+                elif task_id not in known:
                     (consumed if message.dequeue_count > 5 else deferred).append(message)
                 else:
-                    completed.add(task_id)
-                    new_events.append(ev)
-                    consumed.append(message)
-            elif kind == EventType.TimerFired:
-                timer_id = int(ev["TimerId"])
-                if timer_id in fired:
-                    consumed.append(message)
-                elif timer_id not in timers:
-                    (consumed if message.dequeue_count > 5 else deferred).append(message)
-                else:
-                    fired.add(timer_id)
+                    done.add(task_id)
                     new_events.append(ev)
                     consumed.append(message)
             else:

@@ -31,6 +31,15 @@ def types(rows: list[dict[str, Any]]) -> list[str]:
     return [str(r["EventType"]) for r in rows]
 
 
+def decisions_and_completions(rows: list[dict[str, Any]]) -> list[tuple[Any, Any, Any]]:
+    """(type, EventId, the id it completes) for every event but the episode markers and the start."""
+    return [
+        (r["EventType"], r.get("EventId"), r.get("TaskScheduledId", r.get("TimerId")))
+        for r in rows
+        if r["EventType"] not in ("OrchestratorStarted", "OrchestratorCompleted", "ExecutionStarted")
+    ]
+
+
 def sdk_handle(name: str) -> Any:
     spec = importlib.util.spec_from_file_location("sample_function_app", SAMPLE_APP / "function_app.py")
     assert spec and spec.loader
@@ -98,11 +107,7 @@ def test_retry_exhausted_adds_the_extra_timer_before_failing(azurite: Azurite, s
     output = wait_status(sample_host, instance_id)["output"]
     assert output["caught"].startswith("Activity function 'fail_always' failed: ValueError: boom x")
     rows = history_rows(azurite, sample_host, instance_id)
-    decisive = [
-        (r["EventType"], r.get("EventId"), r.get("TaskScheduledId", r.get("TimerId")))
-        for r in rows
-        if r["EventType"] not in ("OrchestratorStarted", "OrchestratorCompleted", "ExecutionStarted")
-    ]
+    decisive = decisions_and_completions(rows)
     assert decisive == [
         ("TaskScheduled", 0, None), ("TaskFailed", -1, 0), ("TimerCreated", 1, None), ("TimerFired", -1, 1),
         ("TaskScheduled", 2, None), ("TaskFailed", -1, 2), ("TimerCreated", 3, None), ("TimerFired", -1, 3),
@@ -279,11 +284,7 @@ def test_sub_orchestration_retries_follow_the_retry_interceptor(azurite: Azurite
     caught = wait_status(sample_host, instance_id)["output"]["caught"]
     assert caught.startswith("Orchestrator function 'failing_child' failed: child broke")
     rows = history_rows(azurite, sample_host, instance_id)
-    decisive = [
-        (r["EventType"], r.get("EventId"), r.get("TaskScheduledId", r.get("TimerId")))
-        for r in rows
-        if r["EventType"] not in ("OrchestratorStarted", "OrchestratorCompleted", "ExecutionStarted")
-    ]
+    decisive = decisions_and_completions(rows)
     assert decisive == [
         ("SubOrchestrationInstanceCreated", 0, None), ("SubOrchestrationInstanceFailed", -1, 0),
         ("TimerCreated", 1, None), ("TimerFired", -1, 1),
