@@ -1,0 +1,68 @@
+"""Exact sums: numpy binning and the per-value reference agree with Fraction arithmetic on any doubles."""
+
+from __future__ import annotations
+
+import json
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kinds import exact_sum
+from kinds.exact_sum import GroupSums, from_json, to_float, to_json, units_of
+
+doubles = st.floats(allow_nan=False, allow_infinity=False, width=64)
+extremes = st.sampled_from(
+    [5e-324, -5e-324, 2.2250738585072014e-308, sys.float_info.max, -sys.float_info.max, 0.0, -0.0]
+)
+
+
+def exact(values: list[float]) -> Fraction:
+    return sum(map(Fraction, values), Fraction(0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.one_of(doubles, extremes)), max_size=60))
+def test_group_sums_are_exact(pairs: list[tuple[int, float]]) -> None:
+    sums = GroupSums()
+    groups = np.array([g for g, _ in pairs], dtype=np.int64)
+    values = np.array([v for _, v in pairs], dtype=np.float64)
+    half = len(pairs) // 2
+    sums.add(groups[:half], values[:half])  # two calls: different exponent ranges per call
+    sums.add(groups[half:], values[half:])
+    for group in range(6):
+        members = [v for g, v in pairs if g == group]
+        assert Fraction(sums.units(group), 1 << exact_sum.SCALE_BITS) == exact(members)
+        assert sum(map(units_of, members)) == sums.units(group)
+        assert from_json(json.loads(json.dumps(to_json(sums.units(group))))) == sums.units(group)
+
+
+def test_many_groups_use_sparse_bins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(exact_sum, "_DENSE_BINS_LIMIT", 16)
+    rng = np.random.default_rng(7)
+    groups = rng.integers(0, 1000, 5000).astype(np.int64)
+    values = rng.normal(0, 1e6, 5000) * 10.0 ** rng.integers(-20, 20, 5000)
+    sums = GroupSums()
+    sums.add(groups, values)
+    for group in (0, 1, 500, 999):
+        assert to_float(sums.units(group)) == float(exact(values[groups == group].tolist()))
+
+
+def test_only_the_final_total_can_overflow() -> None:
+    big = sys.float_info.max
+    sums = GroupSums()
+    sums.add(np.zeros(2, np.int64), np.array([big, big]))  # beyond a double: still exact as an integer
+    sums.add(np.zeros(1, np.int64), np.array([-big]))
+    assert to_float(sums.units(0)) == big
+    with pytest.raises(OverflowError):
+        to_float(units_of(big) * 2)
+
+
+def test_json_form_is_short_for_ordinary_sums() -> None:
+    assert to_json(units_of(1234.5)) == {"mantissa": "2469", "exponent": -1}
+    assert to_json(0) == {"mantissa": "0", "exponent": 0}
+    with pytest.raises(ValueError):
+        from_json({"mantissa": "1", "exponent": -2000})
