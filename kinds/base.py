@@ -96,12 +96,12 @@ def _check_range(offset: int, length: int) -> None:
         raise ValueError(f"invalid byte range: offset={offset} length={length}")
 
 
-class SourceReader(io.RawIOBase):
-    """A read-only file object over `source.stream(offset, length)`, so `io.TextIOWrapper` can decode it."""
+class BlockReader(io.RawIOBase):
+    """A read-only file object over an iterator of byte blocks, for readers that want a file (io, Arrow)."""
 
-    def __init__(self, source: ByteSource, offset: int, length: int) -> None:
+    def __init__(self, blocks: Iterator[bytes]) -> None:
         super().__init__()
-        self._blocks = source.stream(offset, length)
+        self._blocks = blocks
         self._pending = memoryview(b"")
 
     def readable(self) -> bool:
@@ -118,6 +118,13 @@ class SourceReader(io.RawIOBase):
         target[:count] = self._pending[:count]
         self._pending = self._pending[count:]
         return count
+
+
+class SourceReader(BlockReader):
+    """A read-only file object over `source.stream(offset, length)`, so `io.TextIOWrapper` can decode it."""
+
+    def __init__(self, source: ByteSource, offset: int, length: int) -> None:
+        super().__init__(source.stream(offset, length))
 
 
 class NonRetryableError(Exception):

@@ -1,0 +1,277 @@
+"""Column-wise aggregation of a CSV byte range with Apache Arrow's CSV reader (the `csv-report` hot path).
+
+Arrow parses RFC 4180 in C++ a block at a time and hands over columns, so a chunk costs a few numpy and
+Arrow compute calls per block instead of Python code per row: about five times faster per core than the
+`csv` module. It reads the rows exactly like the `csv` module does for RFC 4180 input (quoted commas,
+quotes and newlines, CR, LF or CRLF, empty lines skipped), with two exceptions that are handled here:
+rows with more or fewer cells than the header go to `invalid_row_handler`, which keeps their text so the
+`csv` module reads them (a short row's missing cells are empty, extra cells are ignored); and Arrow does
+not check UTF-8 in the columns it skips, so the bytes are checked on their way in.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import ctypes
+import ctypes.util
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from kinds.base import BlockReader, ByteSource, ChunkStopped, NonRetryableError
+from kinds.exact_sum import GroupSums, to_json
+
+BLOCK_BYTES = 4 * 1024 * 1024
+"""Bytes Arrow parses at a time; `should_stop()` is checked between blocks (a few dozen ms apart)."""
+
+DECIMAL_PATTERN = r"^[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*$"
+"""A decimal number (RE2 syntax): sign, digits with optional fraction or a fraction alone, exponent, spaces
+around. RE2's `$` only matches at the very end, so a trailing newline is not a number."""
+
+_STRADDLING = "straddl"
+"""Arrow's error when a row is longer than a block: read again with larger blocks."""
+
+
+class Utf8Check:
+    """Incremental strict UTF-8 validation of a byte stream, at C speed for ASCII blocks."""
+
+    def __init__(self, offset: int = 0) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self.offset = offset
+
+    def feed(self, block: bytes) -> None:
+        """Check the next block; NonRetryableError names the offending byte's offset in the input."""
+        try:
+            if not block.isascii() or self._decoder.getstate()[0]:
+                self._decoder.decode(block)
+        except UnicodeDecodeError as error:
+            raise NonRetryableError(
+                "invalid_input", f"the input is not valid UTF-8 (at byte {self.offset + error.start})"
+            ) from None
+        self.offset += len(block)
+
+    def finish(self) -> None:
+        """Fail if the stream ends inside a multi-byte character."""
+        try:
+            self._decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise NonRetryableError("invalid_input", "the input is not valid UTF-8 (truncated at the end)") from None
+
+
+def decimal_values(cells: pa.Array[Any]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """The value of each cell and whether it counts: a decimal number that is finite (no overflow to inf)."""
+    is_decimal = pc.match_substring_regex(cells, DECIMAL_PATTERN)
+    # Non-numbers become "0" so the cast cannot fail; Arrow's parser rounds correctly, like float().
+    text = pc.ascii_trim(pc.if_else(is_decimal, cells, "0"), " \t")
+    values: npt.NDArray[np.float64] = pc.cast(text, pa.float64()).to_numpy()
+    counts: npt.NDArray[np.bool_] = is_decimal.to_numpy(zero_copy_only=False) & np.isfinite(values)
+    return values, counts
+
+
+@dataclass
+class MetricTotals:
+    """Count, exact sums, min and max of one metric per group (arrays indexed by group number)."""
+
+    counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    minimums: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    maximums: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    sums: GroupSums = field(default_factory=GroupSums)
+
+    def grow(self, size: int) -> None:
+        extra = size - len(self.counts)
+        if extra > 0:
+            self.counts = np.concatenate([self.counts, np.zeros(extra, np.int64)])
+            self.minimums = np.concatenate([self.minimums, np.full(extra, np.inf)])
+            self.maximums = np.concatenate([self.maximums, np.full(extra, -np.inf)])
+
+    def add(self, groups: npt.NDArray[np.int64], cells: pa.Array[Any]) -> None:
+        values, counted = decimal_values(cells)
+        if not counted.all():
+            groups, values = groups[counted], values[counted]
+        if len(values) == 0:
+            return
+        self.counts += np.bincount(groups, minlength=len(self.counts))
+        np.minimum.at(self.minimums, groups, values)
+        np.maximum.at(self.maximums, groups, values)
+        self.sums.add(groups, values)
+
+    def partial(self, group: int) -> dict[str, Any]:
+        """The JSON-native partial of one group (what `CsvReport.merge` reads)."""
+        count = int(self.counts[group])
+        if count == 0:
+            return {"count": 0, "exact_sum": to_json(0), "min": None, "max": None}
+        return {
+            "count": count,
+            "exact_sum": to_json(self.sums.units(group)),
+            "min": float(self.minimums[group]),
+            "max": float(self.maximums[group]),
+        }
+
+
+@dataclass
+class RangeTotals:
+    """Rows, rows per group and metric totals of a byte range; groups are numbered as they first appear."""
+
+    metric_count: int
+    rows: int = 0
+    keys: list[str] = field(default_factory=list)
+    numbers: dict[str, int] = field(default_factory=dict)  # group value -> group number
+    counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    metrics: list[MetricTotals] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.metrics = [MetricTotals() for _ in range(self.metric_count)]
+
+    def add(self, keys: pa.Array[Any], metric_cells: list[pa.Array[Any]]) -> None:
+        """Add rows given column-wise: their group values and their cells of each metric."""
+        if len(keys) == 0:
+            return
+        encoded: Any = pc.dictionary_encode(keys)  # a DictionaryArray (the stubs say otherwise)
+        numbers = self.numbers
+        lookup = np.fromiter(
+            (numbers.setdefault(value, len(numbers)) for value in encoded.dictionary.to_pylist()),
+            dtype=np.int64,
+            count=len(encoded.dictionary),
+        )
+        groups = lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+        if len(numbers) > len(self.keys):
+            self.keys = list(numbers)
+            self.counts = np.concatenate([self.counts, np.zeros(len(numbers) - len(self.counts), np.int64)])
+        self.rows += len(keys)
+        self.counts += np.bincount(groups, minlength=len(self.counts))
+        for totals, cells in zip(self.metrics, metric_cells, strict=True):
+            totals.grow(len(numbers))
+            totals.add(groups, cells)
+
+    def add_rows(self, rows: list[list[str]], group_index: int, metric_indices: list[int]) -> None:
+        """Add rows given as lists of cells (the ragged ones): missing cells are empty."""
+
+        def column(index: int) -> pa.Array[Any]:
+            return pa.array([row[index] if index < len(row) else "" for row in rows], pa.string())
+
+        self.add(column(group_index), [column(index) for index in metric_indices])
+
+    def groups(self) -> dict[str, dict[str, Any]]:
+        """Per group value: its row count and a partial per metric."""
+        return {
+            key: {"count": int(self.counts[number]), "metrics": [m.partial(number) for m in self.metrics]}
+            for number, key in enumerate(self.keys)
+        }
+
+
+def aggregate_range(
+    source: ByteSource,
+    start: int,
+    end: int,
+    columns: int,
+    group_index: int,
+    metric_indices: list[int],
+    should_stop: Callable[[], bool],
+) -> RangeTotals:
+    """Totals of the rows in [start, end), which must start and end on row boundaries (no header)."""
+    block_bytes = BLOCK_BYTES
+    try:
+        while True:
+            try:
+                return _aggregate(source, start, end, columns, group_index, metric_indices, should_stop, block_bytes)
+            except pa.ArrowInvalid as error:
+                if _STRADDLING in str(error) and block_bytes < end - start:
+                    block_bytes *= 4  # a row longer than a block: start over with blocks that hold it
+                    continue
+                raise NonRetryableError("invalid_input", f"the input is not valid CSV: {error}") from None
+    finally:
+        release_free_memory()
+
+
+def release_free_memory() -> None:
+    """Hand memory freed by a chunk back to the OS (Arrow's pool and the C heap).
+
+    A chunk allocates and frees blocks of megabytes; allocators keep such memory for reuse, so a worker
+    would otherwise sit at its peak between chunks, once per thread arena.
+    """
+    pa.default_memory_pool().release_unused()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def _aggregate(
+    source: ByteSource,
+    start: int,
+    end: int,
+    columns: int,
+    group_index: int,
+    metric_indices: list[int],
+    should_stop: Callable[[], bool],
+    block_bytes: int,
+) -> RangeTotals:
+    totals = RangeTotals(len(metric_indices))
+    if end <= start:
+        return totals
+    names = [f"c{i}" for i in range(columns)]
+    wanted = [group_index, *metric_indices]
+    ragged: list[str] = []
+
+    def keep_ragged_row(row: pacsv.InvalidRow) -> Literal["skip"]:
+        ragged.append(row.text)
+        return "skip"
+
+    # Arrow takes each read as a block, so reads must be full: BufferedReader fills them from the stream.
+    reader = pacsv.open_csv(
+        io.BufferedReader(BlockReader(_checked_blocks(source, start, end))),
+        read_options=pacsv.ReadOptions(column_names=names, block_size=block_bytes, use_threads=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_ragged_row),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=[names[i] for i in dict.fromkeys(wanted)],
+            column_types={names[i]: pa.string() for i in wanted},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    while True:
+        if should_stop():
+            raise ChunkStopped(f"stopped after {totals.rows} rows")
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        totals.add(batch.column(names[group_index]), [batch.column(names[i]) for i in metric_indices])
+        if ragged:
+            totals.add_rows(_read_rows(ragged), group_index, metric_indices)
+            ragged.clear()
+    if ragged:
+        totals.add_rows(_read_rows(ragged), group_index, metric_indices)
+    return totals
+
+
+def _checked_blocks(source: ByteSource, start: int, end: int) -> Iterator[bytes]:
+    check = Utf8Check(start)
+    for block in source.stream(start, end - start):
+        check.feed(block)
+        yield block
+    check.finish()
+
+
+def _read_rows(texts: list[str]) -> list[list[str]]:
+    """The cells of rows Arrow set aside (their text without the line end), read by the csv module."""
+    rows: list[list[str]] = []
+    for text in texts:
+        rows.extend(row for row in csv.reader(io.StringIO(text, newline="")) if row)
+    return rows
