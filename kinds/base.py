@@ -1,6 +1,6 @@
 """The job-kind contract: a byte source to read from, the errors a kind raises, and the `JobKind` protocol.
 
-Kinds are pure Python over a `ByteSource`: no Azure, no Durable. The activities wrap them with blob I/O.
+Kinds work over a `ByteSource` and know nothing of Azure or Durable. The activities wrap them with blob I/O.
 """
 
 from __future__ import annotations
