@@ -1,11 +1,20 @@
-"""A kinds.base.ByteSource over a blob: ranged downloads, streamed in bounded pieces."""
+"""A kinds.base.ByteSource over a blob: ranged downloads, streamed in bounded pieces, pinned to one version.
+
+An upload's SAS stays writable until it expires, so a client could overwrite an input while its job
+reads it. With the ETag seen when the job was planned, every read is conditional (If-Match): a changed
+input fails the job at once instead of mixing two versions into one result.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError
 from azure.storage.blob import BlobClient
+
+from kinds.base import NonRetryableError
 
 STREAM_PIECE_BYTES = 8 * 1024 * 1024
 """One ranged GET; at most two pieces are held at once (the one parsed and the one prefetched)."""
@@ -14,10 +23,22 @@ STREAM_PIECE_BYTES = 8 * 1024 * 1024
 class BlobByteSource:
     """Random and sequential access to one blob without ever holding it whole."""
 
-    def __init__(self, blob: BlobClient, size: int | None = None, piece_bytes: int = STREAM_PIECE_BYTES) -> None:
+    def __init__(
+        self,
+        blob: BlobClient,
+        size: int | None = None,
+        piece_bytes: int = STREAM_PIECE_BYTES,
+        etag: str | None = None,
+    ) -> None:
         self._blob = blob
         self._size = size
         self._piece = piece_bytes
+        self._etag = etag
+
+    @property
+    def etag(self) -> str | None:
+        """The version every read is pinned to (None: unpinned)."""
+        return self._etag
 
     @property
     def size(self) -> int:
@@ -30,7 +51,17 @@ class BlobByteSource:
         end = min(self.size, offset + max(0, length))
         if offset >= end:
             return b""
-        return bytes(self._blob.download_blob(offset=offset, length=end - offset).readall())
+        if self._etag is None:
+            return bytes(self._blob.download_blob(offset=offset, length=end - offset).readall())
+        try:
+            download = self._blob.download_blob(
+                offset=offset, length=end - offset, etag=self._etag, match_condition=MatchConditions.IfNotModified
+            )
+            return bytes(download.readall())
+        except ResourceModifiedError:
+            raise NonRetryableError(
+                "input_changed", "the input was modified while the job was running; submit the job again"
+            ) from None
 
     def stream(self, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """The bytes [offset, offset + length) in pieces, fetching the next piece while this one is used."""

@@ -14,7 +14,7 @@ import os
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
@@ -63,6 +63,7 @@ class JobPlan(TypedDict):
     options: dict[str, Any]
     deadline_at: str | None
     input_size: int
+    input_etag: NotRequired[str | None]
     chunks: list[dict[str, Any]]
 
 
@@ -95,17 +96,19 @@ def _permanent(exc: NonRetryableError) -> PermanentStepError:
     return PermanentStepError(exc.error_type, exc.message)
 
 
-def _source(settings: Settings, input_ref: str | None, size: int | None = None) -> BlobByteSource | None:
+def _source(settings: Settings, input_ref: str | None, plan: JobPlan | None = None) -> BlobByteSource | None:
+    """The job's input, pinned to the version seen when it was planned (from the plan, or read now)."""
     if not input_ref:
         return None
     blob = _payloads(settings).get_blob_client(input_ref)
-    if size is not None:
-        return BlobByteSource(blob, size)  # known from the plan: no request per chunk
+    if plan is not None:
+        # Size and version known from the plan: no request per chunk.
+        return BlobByteSource(blob, plan["input_size"], etag=plan.get("input_etag"))
     try:
-        size = int(blob.get_blob_properties().size)
+        properties = blob.get_blob_properties()
     except ResourceNotFoundError as exc:
         raise PermanentStepError("invalid_input", "the job's input blob does not exist") from exc
-    return BlobByteSource(blob, size)
+    return BlobByteSource(blob, int(properties.size), etag=properties.etag)
 
 
 def _write_once(container: ContainerClient, name: str, body: bytes, content_type: str) -> bool:
@@ -213,6 +216,7 @@ def prepare_job(start: JobStart) -> dict[str, Any]:
         "options": options,
         "deadline_at": start.get("deadline_at"),
         "input_size": size,
+        "input_etag": source.etag if source is not None else None,
         "chunks": list(chunks),
     }
     if not _write_once(results, plan_blob_name(job_id), json.dumps(plan).encode(), RESULT_CONTENT_TYPE):
@@ -234,7 +238,7 @@ def process_chunk(job_id: str, index: int, attempt: int) -> dict[str, Any]:
     if should_stop.check_now():
         return stopped
     kind = _kind(settings, plan["kind"])
-    source = _source(settings, plan["input_ref"], plan.get("input_size"))
+    source = _source(settings, plan["input_ref"], plan)
     started_at = time.time()
     try:
         partial = kind.process_chunk(source, plan["chunks"][index], plan["options"], attempt, should_stop)

@@ -3,7 +3,7 @@
 Chunks are byte ranges ending just after a newline that lies outside quoted fields. Outside a quoted field
 the number of `"` seen since the start of the file is even (an escaped quote `""` adds two), so one streaming
 pass counting quotes and newlines with C-speed `bytes.count`/`bytes.find` finds the boundaries. Each chunk
-is aggregated column-wise by Arrow's CSV reader (`kinds.csv_columns`); sums are carried as exact partials
+is aggregated column-wise by Arrow's CSV reader (`kinds.csv_columns`); sums are carried as exact integers
 (`kinds.exact_sum`) so that every chunking gives the identical, correctly rounded total.
 
 `single_pass_report` is the reference the tests hold the chunked path to: one row-by-row pass of the csv

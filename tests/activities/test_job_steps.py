@@ -66,6 +66,24 @@ def test_blob_byte_source_reads_ranges_and_streams_in_bounded_pieces(blobs: Blob
     assert max(len(piece) for piece in pieces) == 1000
 
 
+def test_an_input_overwritten_during_its_job_fails_the_job_instead_of_mixing_versions(
+    blobs: BlobServiceClient,
+) -> None:
+    job_id = uuid.uuid4().hex
+    data = b"g,v\n" + b"".join(f"k{n % 3},{n}\n".encode() for n in range(600))
+    blob = blobs.get_blob_client(PAYLOADS_CONTAINER, job_input_blob_name(job_id))
+    blob.upload_blob(data)
+    options = {"group_by": "g", "metrics": ["v"]}
+    plan = job_steps.prepare_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options))
+    assert plan["chunk_count"] >= 2
+    assert job_steps.process_chunk(job_id, 0, 1)["partial_ref"] == partial_blob_name(job_id, 0)
+
+    blob.upload_blob(data.replace(b"k1", b"k9"), overwrite=True)  # the upload SAS is still writable
+    with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:input_changed\]"):
+        job_steps.process_chunk(job_id, 1, 1)
+    assert not blobs.get_blob_client(RESULTS_CONTAINER, partial_blob_name(job_id, 1)).exists()
+
+
 def test_stop_signal_sees_the_marker_within_its_cache_interval(blobs: BlobServiceClient) -> None:
     job_id = uuid.uuid4().hex
     results = blobs.get_container_client(RESULTS_CONTAINER)
