@@ -55,7 +55,8 @@ async def intake_poison(msg: func.QueueMessage) -> None:
     raw_bytes = msg.get_body()
     message_id = msg.id or _body_id(raw_bytes)
     raw = raw_bytes.decode("utf-8", errors="replace")
-    kind, reason = diagnose(raw_bytes)
+    settings = get_settings()
+    kind, reason = await diagnose(raw_bytes, settings, await storage_clients(settings))
     record: DeadLetterRecord = {
         "id": f"poison-{message_id}",
         "source": "poison",
@@ -70,7 +71,7 @@ async def intake_poison(msg: func.QueueMessage) -> None:
         "raw_message": raw,
         "created_at": iso(utc_now()),
     }
-    await asyncio.to_thread(record_dead_letter, get_settings(), record)
+    await asyncio.to_thread(record_dead_letter, settings, record)
     log_event("intake.poison", message_id=message_id, kind=kind)
 
 

@@ -6,16 +6,18 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from shared import job_store
+from shared.async_clients import StorageClients
 from shared.json_body import parse_json
 from shared.problems import Problem
-from shared.settings import get_settings
+from shared.settings import Settings
 from shared.submission import (
     InboxMessage,
     SubmitBody,
     check_idempotency_key,
+    job_id_for,
     parse_body_model,
-    parse_options,
-    resolve_kind,
+    request_from_body,
 )
 
 MAX_MESSAGE_BYTES = 64 * 1024  # a storage queue message is at most 64 KiB
@@ -34,23 +36,32 @@ POISON_ATTEMPTS = _max_dequeue_count()
 """How often the host tried a message before it moved it to the poison queue."""
 
 
+def parse_inbox_message(body: bytes) -> tuple[SubmitBody, str | None]:
+    """The submission and the message's own idempotency key (None if it has none); a Problem if invalid."""
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise Problem(413, f"the message must be at most {MAX_MESSAGE_BYTES} bytes")
+    message = parse_body_model(parse_json(body, what="message"), model=InboxMessage)
+    assert isinstance(message, InboxMessage)
+    key = check_idempotency_key(message.idempotency_key, field="idempotency_key")
+    return SubmitBody.model_validate(message.model_dump(exclude={"idempotency_key"})), key
+
+
 def read_inbox_message(body: bytes, message_id: str) -> tuple[SubmitBody, str]:
     """The submission and its idempotency key; a Problem if the message is not a valid request.
 
     A message without `idempotency_key` is keyed by its queue message id, so the host's
     redeliveries of one message never start two jobs.
     """
-    if len(body) > MAX_MESSAGE_BYTES:
-        raise Problem(413, f"the message must be at most {MAX_MESSAGE_BYTES} bytes")
-    message = parse_body_model(parse_json(body, what="message"), model=InboxMessage)
-    assert isinstance(message, InboxMessage)
-    key = check_idempotency_key(message.idempotency_key, field="idempotency_key") or f"inbox-message:{message_id}"
-    submission = SubmitBody.model_validate(message.model_dump(exclude={"idempotency_key"}))
-    return submission, key
+    submission, key = parse_inbox_message(body)
+    return submission, key or f"inbox-message:{message_id}"
 
 
-def diagnose(body: bytes) -> tuple[str | None, str]:
-    """The job kind (if readable) and a one-line reason why a poison message could not be submitted."""
+async def diagnose(body: bytes, settings: Settings, clients: StorageClients) -> tuple[str | None, str]:
+    """The job kind (if readable) and a one-line reason why a poison message could not be submitted.
+
+    Runs every check a submission runs, including those that need storage (the input_ref exists, the
+    idempotency_key does not name a job made by another request), without writing or starting anything.
+    """
     kind: str | None = None
     try:
         data = json.loads(body)
@@ -59,8 +70,17 @@ def diagnose(body: bytes) -> tuple[str | None, str]:
     except (ValueError, RecursionError):
         pass
     try:
-        submission, _ = read_inbox_message(body, "diagnosis")
-        parse_options(resolve_kind(submission.kind, get_settings()), submission.options)
+        submission, key = parse_inbox_message(body)
+        request = await request_from_body(
+            submission, settings=settings, clients=clients, idempotency_key=key, source="queue"
+        )
+        if key is not None:
+            existing = await job_store.get_job(clients.jobs, job_id_for(key))
+            if existing is not None and existing["fingerprint"] != request.fingerprint():
+                return kind, (
+                    f"its idempotency_key already names job {existing['job_id']}, created by a different "
+                    "request; send this request with a new key"
+                )
     except Problem as problem:
         fields = "; ".join(f"{e['field']}: {e['message']}" for e in problem.errors[:5])
         return kind, (f"{problem.detail} ({fields})" if fields else problem.detail)[:500]

@@ -66,3 +66,27 @@ def test_poison_messages_are_dead_lettered_with_their_raw_text_and_removed(devho
         assert replay.status_code == 409
     eventually(lambda: queue_messages(azurite.connection_string, INBOX_POISON_QUEUE) == 0)
     eventually(lambda: queue_messages(azurite.connection_string, INBOX_QUEUE) == 0)
+
+
+def test_a_poison_message_says_which_check_failed_even_when_it_needs_storage(devhost, azurite):
+    key = f"erp-{uuid.uuid4()}"
+    job_id = job_id_for(key)
+    send(azurite.connection_string, json.dumps({**VECTORS, "idempotency_key": key}))
+    eventually(lambda: devhost.client.get(f"/api/jobs/{job_id}").status_code != 404)
+    assert devhost.wait_for_job(f"/api/jobs/{job_id}").json()["status"] == "COMPLETED"
+    marker = uuid.uuid4().hex
+    reused = {"kind": "vector-normalize", "input": {"vector_data": [[1.0, 0.0]]}, "idempotency_key": key}
+    missing = {"kind": "csv-report", "input_ref": f"uploads/{marker}", "options": {"group_by": "g"}}
+    texts = {"reused": json.dumps({**reused, "deadline_seconds": 3600}), "missing": json.dumps(missing)}
+    for text in texts.values():
+        send(azurite.connection_string, text)
+
+    def dead_letters():
+        items = devhost.client.get("/api/dead-letters", params={"limit": 100}).json()["items"]
+        found = {item["raw_message"]: item for item in items if item["raw_message"] in texts.values()}
+        return found if len(found) == 2 else None
+
+    found = eventually(dead_letters, timeout=90, interval=0.5)
+    assert f"already names job {job_id}, created by a different request" in found[texts["reused"]]["reason"]
+    assert "input_ref" in found[texts["missing"]]["reason"]
+    assert [i["instanceId"] for i in instances(devhost, instanceIdPrefix=job_id)] == [job_id]  # nothing started
