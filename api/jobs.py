@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -21,6 +22,7 @@ from api.resource import (
     checked_job_id,
     job_resource,
     job_response,
+    live_state,
     load_job,
     retry_after_seconds,
     state_from_record,
@@ -59,7 +61,7 @@ STALE_PENDING_SECONDS = 60  # a cancel of an instance still Pending after this l
 @blueprint.durable_client_input(client_name="client")
 async def jobs_collection(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """POST: submit a job. GET: list jobs, newest first."""
-    return await dispatch(req, {"GET": lambda: list_jobs(req), "POST": lambda: submit(req, client)})
+    return await dispatch(req, {"GET": lambda: list_jobs(req, client), "POST": lambda: submit(req, client)})
 
 
 @blueprint.route(route="jobs/{job_id}", methods=ROUTE_METHODS)
@@ -259,7 +261,7 @@ def page_limit(value: str | None) -> int:
     return int(value)
 
 
-async def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
+async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     settings = get_settings()
     limit = page_limit(req.params.get("limit"))
     status = req.params.get("status") or None
@@ -274,7 +276,10 @@ async def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
     clients = await storage_clients(settings)
     page = await job_store.list_jobs(clients.jobs, limit=limit, status=status, kind=kind, after=after)
     base = base_url(req, settings)
-    items = [job_resource(r, state_from_record(r), r["updated_at"], base) for r in page.items]
+    # Finished jobs read from their rows; pending and running ones ask Durable, so their status and
+    # progress are as fresh as GET /api/jobs/{id} (at most one status call per item of the page).
+    states = await asyncio.gather(*(live_state(client, clients.jobs, record) for record in page.items))
+    items = [job_resource(r, state, updated, base) for r, (state, updated) in zip(page.items, states, strict=True)]
     body: dict[str, Any] = {"items": items, "continuation": None}
     if page.continuation:
         body["continuation"] = encode_page_token(page.continuation)

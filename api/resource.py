@@ -44,16 +44,30 @@ def state_from_record(record: JobRecord) -> JobState:
 
 async def load_job(client: df.DurableOrchestrationClient, jobs: Any, job_id: str) -> tuple[JobRecord, JobState, str]:
     """The job's row, its current state and updated_at; 404 if the job is unknown."""
-    record, (state, updated) = await asyncio.gather(job_store.get_job(jobs, job_id), durable_state(client, job_id))
+    record, durable = await asyncio.gather(job_store.get_job(jobs, job_id), durable_state(client, job_id))
     if record is None:
         raise Problem(404, "no such job")
+    state, updated = await reconcile(jobs, record, *durable)
+    return record, state, updated
+
+
+async def live_state(client: df.DurableOrchestrationClient, jobs: Any, record: JobRecord) -> tuple[JobState, str]:
+    """The state and updated_at of a job whose row is already read: from its row once it has finished
+    (the row then holds the outcome), else from Durable (status and progress as of now)."""
+    if JobStatus(record["status"]) in FINISHED_STATUSES:
+        return state_from_record(record), record["updated_at"]
+    return await reconcile(jobs, record, *(await durable_state(client, record["job_id"])))
+
+
+async def reconcile(jobs: Any, record: JobRecord, state: JobState | None, updated: str | None) -> tuple[JobState, str]:
+    """The state to show, given the row and what Durable reports; catches the row up if it lags."""
     if state is None:
-        return record, state_from_record(record), record["updated_at"]
+        return state_from_record(record), record["updated_at"]
     if state.status is not JobStatus(record["status"]) and state.status in FINISHED_STATUSES:
         # The index lags when an orchestration crashed before recording its outcome: catch it up.
         outcome: Any = {"status": state.status.value, "summary": state.summary, "error": state.error}
         await job_store.sync_status(jobs, record, state.status, outcome)
-    return record, state, max(updated or record["updated_at"], record["updated_at"])
+    return state, max(updated or record["updated_at"], record["updated_at"])
 
 
 def job_resource(record: JobRecord, state: JobState, updated_at: str, base: str) -> dict[str, Any]:

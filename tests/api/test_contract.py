@@ -203,3 +203,18 @@ def test_links_use_public_base_url_behind_a_gateway(devhost_factory, public):
     polled = host.client.get(f"/api/jobs/{job_id}")
     assert polled.json()["links"]["result"] == expected + "/result"
     assert [i["instanceId"] for i in instances(host, instanceIdPrefix=job_id)] == [job_id]
+
+
+def test_listed_running_jobs_show_live_status_and_progress(devhost):
+    job_id = submit(devhost.client, simulate(chunks=4, chunk_seconds=1)).json()["id"]
+
+    def listed() -> dict[str, Any] | None:
+        items = devhost.client.get("/api/jobs", params={"kind": "simulate", "limit": 100}).json()["items"]
+        item = next(item for item in items if item["id"] == job_id)
+        return item if item["status"] == "RUNNING" and item["progress"]["total"] == 4 else None
+
+    item = eventually(listed, timeout=30, interval=0.2)  # the row alone would say 0 of 0
+    assert 0 <= item["progress"]["completed"] <= 4
+    done = devhost.wait_for_job(f"/api/jobs/{job_id}").json()
+    items = devhost.client.get("/api/jobs", params={"kind": "simulate", "limit": 100}).json()["items"]
+    assert next(item for item in items if item["id"] == job_id)["status"] == done["status"] == "COMPLETED"
