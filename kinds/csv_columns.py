@@ -11,7 +11,6 @@ not check UTF-8 in the columns it skips, so the bytes are checked on their way i
 
 from __future__ import annotations
 
-import codecs
 import csv
 import ctypes
 import ctypes.util
@@ -26,8 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from kinds.base import BlockReader, ByteSource, ChunkStopped, NonRetryableError
-from kinds.exact_sum import GroupSums, to_json
+from kinds.base import BlockReader, ByteSource, ChunkStopped, NonRetryableError, Utf8Check
+from kinds.exact_sum import to_json
+from kinds.group_sums import GroupSums
 
 BLOCK_BYTES = 4 * 1024 * 1024
 """Bytes Arrow parses at a time; `should_stop()` is checked between blocks (a few dozen ms apart)."""
@@ -38,32 +38,6 @@ around. RE2's `$` only matches at the very end, so a trailing newline is not a n
 
 _STRADDLING = "straddl"
 """Arrow's error when a row is longer than a block: read again with larger blocks."""
-
-
-class Utf8Check:
-    """Incremental strict UTF-8 validation of a byte stream, at C speed for ASCII blocks."""
-
-    def __init__(self, offset: int = 0) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
-        self.offset = offset
-
-    def feed(self, block: bytes) -> None:
-        """Check the next block; NonRetryableError names the offending byte's offset in the input."""
-        try:
-            if not block.isascii() or self._decoder.getstate()[0]:
-                self._decoder.decode(block)
-        except UnicodeDecodeError as error:
-            raise NonRetryableError(
-                "invalid_input", f"the input is not valid UTF-8 (at byte {self.offset + error.start})"
-            ) from None
-        self.offset += len(block)
-
-    def finish(self) -> None:
-        """Fail if the stream ends inside a multi-byte character."""
-        try:
-            self._decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise NonRetryableError("invalid_input", "the input is not valid UTF-8 (truncated at the end)") from None
 
 
 def decimal_values(cells: pa.Array[Any]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:

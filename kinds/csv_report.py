@@ -23,8 +23,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from kinds.base import ByteSource, ChunkStopped, NonRetryableError, SourceReader, chunk_size_bytes, require_source
-from kinds.csv_columns import Utf8Check, aggregate_range
+from kinds.base import (
+    ByteSource,
+    ChunkStopped,
+    NonRetryableError,
+    SourceReader,
+    Utf8Check,
+    chunk_size_bytes,
+    require_source,
+)
 from kinds.exact_sum import from_json, to_float, units_of
 
 NAME = "csv-report"
@@ -265,6 +272,10 @@ class CsvReport:
         columns = int(chunk["columns"]) if "columns" in chunk else len(_read_header(source))
         if start == 0:
             start = min(_header_end(source), end)
+        # Arrow and numpy load with the first chunk, not with the app: Flex Consumption runs HTTP triggers on
+        # instances of their own, which never process a chunk.
+        from kinds.csv_columns import aggregate_range
+
         totals = aggregate_range(source, start, end, columns, group_index, metric_indices, should_stop)
         return {"index": chunk.get("index"), "rows": totals.rows, "groups": totals.groups()}
 

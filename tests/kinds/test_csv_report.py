@@ -9,7 +9,10 @@ import json
 import math
 import random
 import re
+import subprocess
+import sys
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -509,3 +512,11 @@ def test_ragged_rows_among_regular_ones() -> None:
     assert result["rows"] == 7 and set(result["groups"]) == {"a", "b", "c", "", "  "}
     assert result["groups"]["a"]["metrics"]["v"] == {"count": 2, "sum": 4.0, "min": 1.0, "max": 3.0, "mean": 2.0}
     assert result["groups"]["c"]["metrics"]["w"]["sum"] == 5.0
+
+
+def test_the_app_loads_without_arrow_or_numpy() -> None:
+    """They load with the first csv-report chunk: instances that only serve HTTP never pay for them."""
+    code = "import sys, function_app; print(sorted({'pyarrow', 'numpy'} & set(sys.modules)))"
+    root = Path(__file__).resolve().parents[2]
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kinds import exact_sum
-from kinds.exact_sum import GroupSums, from_json, to_float, to_json, units_of
+from kinds import exact_sum, group_sums
+from kinds.exact_sum import from_json, to_float, to_json, units_of
+from kinds.group_sums import GroupSums
 
 doubles = st.floats(allow_nan=False, allow_infinity=False, width=64)
 extremes = st.sampled_from(
@@ -41,7 +42,7 @@ def test_group_sums_are_exact(pairs: list[tuple[int, float]]) -> None:
 
 
 def test_many_groups_use_sparse_bins(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(exact_sum, "_DENSE_BINS_LIMIT", 16)
+    monkeypatch.setattr(group_sums, "_DENSE_BINS_LIMIT", 16)
     rng = np.random.default_rng(7)
     groups = rng.integers(0, 1000, 5000).astype(np.int64)
     values = rng.normal(0, 1e6, 5000) * 10.0 ** rng.integers(-20, 20, 5000)
