@@ -141,23 +141,26 @@ class RangeTotals:
         }
 
 
-def aggregate_range(
-    source: ByteSource,
-    start: int,
-    end: int,
-    columns: int,
-    group_index: int,
-    metric_indices: list[int],
-    should_stop: Callable[[], bool],
-) -> RangeTotals:
-    """Totals of the rows in [start, end), which must start and end on row boundaries (no header)."""
+@dataclass(frozen=True)
+class RowRange:
+    """Rows in the bytes [start, end) (on row boundaries, no header) and the columns a report reads."""
+
+    start: int
+    end: int
+    columns: int  # cells in a full row: the header's width
+    group_index: int
+    metric_indices: list[int]
+
+
+def aggregate_range(source: ByteSource, rows: RowRange, should_stop: Callable[[], bool]) -> RangeTotals:
+    """Totals of the rows of a range of the source."""
     block_bytes = BLOCK_BYTES
     try:
         while True:
             try:
-                return _aggregate(source, start, end, columns, group_index, metric_indices, should_stop, block_bytes)
+                return _aggregate(source, rows, should_stop, block_bytes)
             except pa.ArrowInvalid as error:
-                if _STRADDLING in str(error) and block_bytes < end - start:
+                if _STRADDLING in str(error) and block_bytes < rows.end - rows.start:
                     block_bytes *= 4  # a row longer than a block: start over with blocks that hold it
                     continue
                 raise NonRetryableError("invalid_input", f"the input is not valid CSV: {error}") from None
@@ -186,20 +189,12 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _load_malloc_trim()
 
 
-def _aggregate(
-    source: ByteSource,
-    start: int,
-    end: int,
-    columns: int,
-    group_index: int,
-    metric_indices: list[int],
-    should_stop: Callable[[], bool],
-    block_bytes: int,
-) -> RangeTotals:
+def _aggregate(source: ByteSource, rows: RowRange, should_stop: Callable[[], bool], block_bytes: int) -> RangeTotals:
+    start, end, group_index, metric_indices = rows.start, rows.end, rows.group_index, rows.metric_indices
     totals = RangeTotals(len(metric_indices))
     if end <= start:
         return totals
-    names = [f"c{i}" for i in range(columns)]
+    names = [f"c{i}" for i in range(rows.columns)]
     wanted = [group_index, *metric_indices]
     ragged: list[str] = []
 

@@ -274,9 +274,10 @@ class CsvReport:
             start = min(_header_end(source), end)
         # Arrow and numpy load with the first chunk, not with the app: Flex Consumption runs HTTP triggers on
         # instances of their own, which never process a chunk.
-        from kinds.csv_columns import aggregate_range
+        from kinds.csv_columns import RowRange, aggregate_range
 
-        totals = aggregate_range(source, start, end, columns, group_index, metric_indices, should_stop)
+        rows = RowRange(start, end, columns, group_index, metric_indices)
+        totals = aggregate_range(source, rows, should_stop)
         return {"index": chunk.get("index"), "rows": totals.rows, "groups": totals.groups()}
 
     def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
