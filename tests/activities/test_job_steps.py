@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -16,7 +15,6 @@ from azure.storage.blob import BlobServiceClient
 from activities import job_steps
 from activities.blob_source import BlobByteSource
 from activities.stop_marker import StopSignal, write_stop_marker
-from shared.contracts import JobStart
 from shared.settings import get_settings
 from shared.storage import (
     PAYLOADS_CONTAINER,
@@ -26,6 +24,7 @@ from shared.storage import (
     partial_blob_name,
     result_blob_name,
 )
+from tests.orchestrators.helpers import job_start
 from tests.support.azurite import Azurite
 
 
@@ -37,19 +36,6 @@ def blobs(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[BlobSer
     job_steps.ensure_local_resources(get_settings())
     yield BlobServiceClient.from_connection_string(azurite.connection_string)
     get_settings.cache_clear()
-
-
-def _start(job_id: str, input_ref: str | None, kind: str, options: dict[str, Any]) -> JobStart:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return {
-        "job_id": job_id,
-        "kind": kind,
-        "input_ref": input_ref,
-        "input_content_type": "text/csv" if input_ref else None,
-        "options": options,
-        "deadline_at": None,
-        "submitted_at": now,
-    }
 
 
 def test_blob_byte_source_reads_ranges_and_streams_in_bounded_pieces(blobs: BlobServiceClient) -> None:
@@ -74,7 +60,7 @@ def test_an_input_overwritten_during_its_job_fails_the_job_instead_of_mixing_ver
     blob = blobs.get_blob_client(PAYLOADS_CONTAINER, job_input_blob_name(job_id))
     blob.upload_blob(data)
     options = {"group_by": "g", "metrics": ["v"]}
-    plan = job_steps.prepare_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options))
+    plan = job_steps.prepare_job(job_start(job_id, "csv-report", options, job_input_blob_name(job_id)))
     assert plan["chunk_count"] >= 2
     assert job_steps.process_chunk(job_id, 0, 1)["partial_ref"] == partial_blob_name(job_id, 0)
 
@@ -109,9 +95,9 @@ def test_a_rerun_chunk_changes_nothing_and_a_stopped_job_gets_no_outputs(blobs: 
     data = b"g,v\n" + b"".join(f"k{n % 3},{n}\n".encode() for n in range(600))  # ~5 KB: several 1 KB chunks
     blobs.get_container_client(PAYLOADS_CONTAINER).upload_blob(job_input_blob_name(job_id), data)
     options = {"group_by": "g", "metrics": ["v"]}
-    plan = job_steps.prepare_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options))
+    plan = job_steps.prepare_job(job_start(job_id, "csv-report", options, job_input_blob_name(job_id)))
     assert plan["chunk_count"] >= 4
-    assert job_steps.prepare_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options)) == plan
+    assert job_steps.prepare_job(job_start(job_id, "csv-report", options, job_input_blob_name(job_id))) == plan
     assert plan["retry"]["max_attempts"] == get_settings().retry_max_attempts  # settings reach the orchestrator
 
     first = job_steps.process_chunk(job_id, 0, 1)
@@ -131,7 +117,7 @@ def test_merge_reads_partials_by_name_and_discard_keeps_result_and_marker(blobs:
     data = b"g,v\n" + b"".join(f"k{n % 2},{n}\n".encode() for n in range(400))
     blobs.get_container_client(PAYLOADS_CONTAINER).upload_blob(job_input_blob_name(job_id), data)
     options = {"group_by": "g", "metrics": ["v"]}
-    count = job_steps.prepare_job(_start(job_id, job_input_blob_name(job_id), "csv-report", options))["chunk_count"]
+    count = job_steps.prepare_job(job_start(job_id, "csv-report", options, job_input_blob_name(job_id)))["chunk_count"]
     for index in range(count):
         job_steps.process_chunk(job_id, index, 1)
     merged = job_steps.merge_partials(job_id, count)
@@ -157,8 +143,8 @@ def test_chunk_sizes_are_aligned_to_whole_waves() -> None:
 
 def test_an_unknown_kind_or_missing_input_is_marked_non_retryable(blobs: BlobServiceClient) -> None:
     with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:unknown_kind\]"):
-        job_steps.prepare_job(_start(uuid.uuid4().hex, None, "no-such-kind", {}))
+        job_steps.prepare_job(job_start(uuid.uuid4().hex, "no-such-kind", {}, None))
     with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:invalid_input\]"):
-        job_steps.prepare_job(_start(uuid.uuid4().hex, "jobs/missing/input", "csv-report", {"group_by": "g"}))
+        job_steps.prepare_job(job_start(uuid.uuid4().hex, "csv-report", {"group_by": "g"}, "jobs/missing/input"))
     with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:invalid_options\]"):
-        job_steps.prepare_job(_start(uuid.uuid4().hex, None, "vector-normalize", {"colour": "red"}))
+        job_steps.prepare_job(job_start(uuid.uuid4().hex, "vector-normalize", {"colour": "red"}, None))
