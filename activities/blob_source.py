@@ -51,7 +51,7 @@ class BlobByteSource:
         end = min(self.size, offset + max(0, length))
         if offset >= end:
             return b""
-        if self._etag is None:
+        if self._etag is None:  # the SDK cannot take etag=None: it forwards it to the HTTP session
             return bytes(self._blob.download_blob(offset=offset, length=end - offset).readall())
         try:
             download = self._blob.download_blob(
