@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel
+
 STREAM_BLOCK_BYTES = 4 * 1024 * 1024
 """Size of the blocks `stream` yields: large enough for C-speed scans, small enough for flat memory."""
 
@@ -201,9 +203,41 @@ def require_source(source: ByteSource | None) -> ByteSource:
 class JobKind(Protocol):
     """A job kind: validates its options and input, splits the work into chunks and merges the results."""
 
-    name: str
-    requires_input: bool
-    input_content_types: tuple[str, ...]
+    # Read-only properties, so that a kind may declare them as plain class attributes of narrower types.
+    @property
+    def name(self) -> str:
+        """The name clients submit as `kind`."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """What the kind does, for the OpenAPI document."""
+        ...
+
+    @property
+    def requires_input(self) -> bool:
+        """Whether a job of this kind needs an input."""
+        ...
+
+    @property
+    def input_content_types(self) -> tuple[str, ...]:
+        """Accepted input media types, the first the default."""
+        ...
+
+    @property
+    def options_model(self) -> type[BaseModel]:
+        """What `parse_options` validates; its JSON schema goes into the OpenAPI document."""
+        ...
+
+    @property
+    def input_model(self) -> type[BaseModel] | None:
+        """The inline JSON `input` of a submission, None if the kind takes none."""
+        ...
+
+    @property
+    def render_formats(self) -> Mapping[str, str]:
+        """`render` format -> media type, besides "json" (the stored result itself)."""
+        ...
 
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validated, normalized options; raises pydantic.ValidationError."""
@@ -239,5 +273,5 @@ class JobKind(Protocol):
         ...
 
     def render(self, result: dict[str, Any], fmt: str) -> tuple[bytes, str] | None:
-        """The result in another format, e.g. "csv" -> (bytes, "text/csv"); None if unsupported."""
+        """The result in one of `render_formats`, e.g. "csv" -> (bytes, "text/csv; charset=utf-8"); None for others."""
         ...

@@ -6,8 +6,8 @@ pass counting quotes and newlines with C-speed `bytes.count`/`bytes.find` finds 
 is aggregated column-wise by Arrow's CSV reader (`kinds.csv_columns`); sums are carried as exact integers
 (`kinds.exact_sum`) so that every chunking gives the identical, correctly rounded total.
 
-`single_pass_report` is the reference the tests hold the chunked path to: one row-by-row pass of the csv
-module. Input that is not RFC 4180 (a `"` inside an unquoted field, a quote left open at the end) is split
+The tests hold the chunked path to a reference, one row-by-row pass of the csv module (tests/kinds/reference.py).
+Input that is not RFC 4180 (a `"` inside an unquoted field, a quote left open at the end) is split
 by quote parity all the same, and Arrow may then read such a row differently from the csv module.
 """
 
@@ -35,6 +35,7 @@ from kinds.base import (
 from kinds.exact_sum import from_json, to_float, units_of
 
 NAME = "csv-report"
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 
 _DECODE_BUFFER_BYTES = 1 << 20
 
@@ -88,24 +89,6 @@ def parse_decimal(cell: str) -> float | None:
     else:
         return None
     return value if value - value == 0.0 else None  # an exponent can overflow to inf
-
-
-class _SinglePassTotals:
-    """Count, exact sum, min and max of one metric in one group, a value at a time (the reference path)."""
-
-    __slots__ = ("count", "units", "minimum", "maximum")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.units = 0
-        self.minimum: float | None = None
-        self.maximum: float | None = None
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        self.units += units_of(value)
-        self.minimum = value if self.minimum is None else min(self.minimum, value)
-        self.maximum = value if self.maximum is None else max(self.maximum, value)
 
 
 def _text_lines(source: ByteSource, start: int, end: int) -> io.TextIOWrapper:
@@ -218,8 +201,12 @@ class CsvReport:
     """The `csv-report` job kind."""
 
     name = NAME
+    description = "Per-group row counts and count/sum/min/max/mean of numeric columns of an RFC 4180 CSV."
     requires_input = True
     input_content_types: tuple[str, ...] = ("text/csv",)
+    options_model = CsvReportOptions
+    input_model = None  # CSV comes as a raw body or an upload, never inside JSON
+    render_formats: Mapping[str, str] = {"csv": CSV_MEDIA_TYPE}
 
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validated options: `group_by` and `metrics` (a list, or a comma-separated string)."""
@@ -346,7 +333,7 @@ class CsvReport:
                 stats = group["metrics"][m]
                 cells.extend("" if stats[stat] is None else repr(stats[stat]) for stat in _STATS)
             writer.writerow(cells)
-        return out.getvalue().encode("utf-8"), "text/csv; charset=utf-8"
+        return out.getvalue().encode("utf-8"), CSV_MEDIA_TYPE
 
 
 def _pick(choose: Callable[[float, float], float], current: float | None, new: float | None) -> float | None:
@@ -377,48 +364,6 @@ def _statistics(count: int, units: int, low: float | None, high: float | None) -
         "max": high if count else None,
         "mean": total / count if count else None,
     }
-
-
-def single_pass_report(source: ByteSource, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The reference: the report of one plain row-by-row pass of the csv module over the whole input.
-
-    Shares only the number rule and the exact-sum units with the chunked path (no boundaries, no Arrow,
-    no column-wise grouping, no binning), so tests can compare the two on any input.
-    """
-    parsed = CsvReportOptions.model_validate(dict(options))
-    counts: dict[str, int] = {}
-    stats: dict[str, list[_SinglePassTotals]] = {}
-    rows = 0
-    try:
-        with _text_lines(require_source(source), 0, source.size) as text:
-            reader = csv.reader(text)
-            header = _first_row(reader)
-            if source.size == 0 or header is None:
-                raise NonRetryableError("invalid_input", "the input is empty or has no header row")
-            group_index, metric_indices = _column_indices(header, parsed)
-            for row in reader:
-                if not row:
-                    continue
-                rows += 1
-                key = row[group_index] if group_index < len(row) else ""
-                counts[key] = counts.get(key, 0) + 1
-                totals = stats.setdefault(key, [_SinglePassTotals() for _ in metric_indices])
-                for j, index in enumerate(metric_indices):
-                    cell = row[index] if index < len(row) else ""
-                    if (value := parse_decimal(cell)) is not None:
-                        totals[j].add(value)
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise _invalid_input(error) from None
-    groups: dict[str, Any] = {}
-    for key in sorted(counts):
-        groups[key] = {
-            "count": counts[key],
-            "metrics": {
-                column: _statistics(t.count, t.units, t.minimum, t.maximum)
-                for column, t in zip(parsed.metrics, stats[key], strict=True)
-            },
-        }
-    return {"rows": rows, "group_by": parsed.group_by, "groups": groups}
 
 
 KIND = CsvReport()

@@ -20,6 +20,7 @@ from kinds.base import ByteSource, ChunkStopped, NonRetryableError, chunk_size_b
 NAME = "vector-normalize"
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 
 VECTORS_PER_STOP_CHECK = 2048
 _MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
@@ -140,8 +141,12 @@ class VectorNormalize:
     """The `vector-normalize` job kind."""
 
     name = NAME
+    description = "L2-normalizes vectors: one JSON document (vector_data, metadata) or NDJSON, one array a line."
     requires_input = True
     input_content_types: tuple[str, ...] = (JSON, NDJSON)
+    options_model = NoOptions
+    input_model = VectorInput
+    render_formats: Mapping[str, str] = {"ndjson": NDJSON, "csv": CSV_MEDIA_TYPE}
 
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """No options: anything given is an error."""
@@ -260,7 +265,7 @@ class VectorNormalize:
         if fmt == "csv":
             out = io.StringIO()
             out.writelines(",".join(repr(x) for x in v) + "\r\n" for v in vectors)
-            return out.getvalue().encode(), "text/csv; charset=utf-8"
+            return out.getvalue().encode(), CSV_MEDIA_TYPE
         return None
 
 

@@ -23,7 +23,8 @@ from pydantic import ValidationError
 
 from kinds import csv_columns, get_kind
 from kinds.base import BytesSource, ChunkStopped, NonRetryableError, parse_non_retryable
-from kinds.csv_report import KIND, parse_decimal, single_pass_report
+from kinds.csv_report import KIND, parse_decimal
+from tests.kinds.reference import single_pass_report
 
 # The number rule of the issue, written independently of kinds.csv_report.
 SPEC_NUMBER = re.compile(r"[ \t]*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?[ \t]*", re.ASCII)
