@@ -137,6 +137,12 @@ def _read_header(source: ByteSource) -> list[str]:
     return header
 
 
+_LINE_END = re.compile(rb"\r\n?|\n")
+"""A line end as the csv module reads them: CRLF, CR or LF (mixed in one file too)."""
+
+_CR, _LF = 0x0D, 0x0A
+
+
 def _header_end(source: ByteSource) -> int:
     """Offset just after the header row (the first row that is not an empty line)."""
     length = 64 * 1024
@@ -145,9 +151,11 @@ def _header_end(source: ByteSource) -> int:
         complete = len(data) >= source.size
         position = segment = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
         odd_quotes = 0
-        while (newline := data.find(b"\n", position)) >= 0:
-            odd_quotes ^= data.count(b'"', position, newline) & 1
-            position = newline + 1
+        for line_end in _LINE_END.finditer(data, position):
+            if line_end.end() == len(data) and data[-1] == _CR and not complete:
+                break  # a CR at the end of what was read may be the first half of a CRLF: read more
+            odd_quotes ^= data.count(b'"', position, line_end.start()) & 1
+            position = line_end.end()
             if not odd_quotes:
                 if data[segment:position].strip(b"\r\n"):
                     return position
@@ -160,30 +168,54 @@ def _header_end(source: ByteSource) -> int:
 def _row_boundaries(source: ByteSource, chunk_bytes: int, first_target: int) -> list[int]:
     """Chunk ends: the first row boundary past each target, the next target `chunk_bytes` further on.
 
-    Checks that the input is UTF-8 on the way.
+    A row ends at a LF, a CR or a CRLF outside quotes; a boundary never falls between the CR and the LF of
+    one line end (a CR at the end of a block waits for the next block). Checks that the input is UTF-8 on
+    the way.
     """
     size = source.size
     boundaries: list[int] = []
     utf8 = Utf8Check()
     next_target = first_target
-    searching = False  # past the target, looking for a newline outside quotes
+    searching = False  # past the target, looking for a line end outside quotes
     odd_quotes = 0  # parity of the quotes before `offset + i`
+    after_cr = False  # the previous block ended with a CR outside quotes while searching
     offset = 0
     for block in source.stream(0, size):
         utf8.feed(block)
         length = len(block)
         i = 0
+        if after_cr and length:
+            i = 1 if block[0] == _LF else 0
+            boundaries.append(offset + i)
+            next_target = offset + i + chunk_bytes
+            searching = after_cr = False
+        # Next CR and LF at or after i (`length` if none): remembered, so a block with many line ends inside
+        # quoted fields, or with no CR at all, is scanned once per kind of line end, not once per line.
+        next_cr = next_lf = -1
         while next_target < size:
             if searching:
-                newline = block.find(b"\n", i)
-                if newline < 0:
+                if next_lf < i:
+                    found = block.find(b"\n", i)
+                    next_lf = length if found < 0 else found
+                if next_cr < i:
+                    found = block.find(b"\r", i)
+                    next_cr = length if found < 0 else found
+                line_end = min(next_lf, next_cr)
+                if line_end >= length:
                     break
-                odd_quotes ^= block.count(b'"', i, newline) & 1
-                i = newline + 1
-                if not odd_quotes:
-                    boundaries.append(offset + i)
-                    next_target = offset + i + chunk_bytes
-                    searching = False
+                odd_quotes ^= block.count(b'"', i, line_end) & 1
+                i = line_end + 1
+                if odd_quotes:
+                    continue
+                if line_end == next_cr:
+                    if i == length:
+                        after_cr = True
+                        break
+                    if block[i] == _LF:
+                        i += 1
+                boundaries.append(offset + i)
+                next_target = offset + i + chunk_bytes
+                searching = False
             else:
                 target = next_target - offset
                 if target >= length:

@@ -199,6 +199,32 @@ def test_crlf_and_lf_give_the_same_report() -> None:
     assert by_lf["rows"] == 4 and by_lf["groups"]["a"]["metrics"]["v"]["sum"] == 4.0
 
 
+@pytest.mark.parametrize("line_end", ["\r", "\n", "\r\n"])
+@pytest.mark.parametrize("target", [1, 5, 1000])
+def test_every_line_end_style_gives_the_same_report(line_end: str, target: int) -> None:
+    """#16: a CR-only file (classic Mac) lost every row because the header search only looked for LF."""
+    data = "g,v\rx,1\ry,2\rx,3\r".replace("\r", line_end).encode()
+    result, plan = run_chunked(data, {"group_by": "g", "metrics": ["v"]}, target=target)
+    assert result == single_pass_report(BytesSource(data), {"group_by": "g", "metrics": ["v"]})
+    assert result["rows"] == 3 and result["groups"]["x"]["metrics"]["v"]["sum"] == 4.0
+    if target == 1:  # CR-only files split on row boundaries too: the header, then one chunk per row
+        assert [data[c["start"] : c["end"]].decode() for c in plan] == [
+            f"{row}{line_end}" for row in ("g,v", "x,1", "y,2", "x,3")
+        ]
+
+
+def test_a_crlf_split_between_reads_is_one_line_end() -> None:
+    """A row boundary is never put between the CR and the LF of one line end, whatever the block size."""
+    data = b"g,v\r\na,1\r\n\r\nb,2\r\r\na,3\r"
+    for block_bytes in range(1, 8):
+        for target in range(1, len(data)):
+            result, plan = run_chunked(
+                data, {"group_by": "g", "metrics": ["v"]}, target=target, block_bytes=block_bytes
+            )
+            assert result["rows"] == 3 and result["groups"]["a"]["metrics"]["v"]["sum"] == 4.0
+            assert all(not (data[c["start"] - 1 : c["start"] + 1] == b"\r\n") for c in plan[1:])
+
+
 def test_bom_is_not_part_of_the_first_column_name() -> None:
     data = codecs.BOM_UTF8 + b"g,v\r\na,1\r\n"
     result, _ = run_chunked(data, {"group_by": "g", "metrics": ["v"]})
@@ -374,6 +400,10 @@ def encode_cell(cell: str, force_quotes: bool) -> str:
     return cell
 
 
+LINE_ENDS = st.sampled_from(["\n", "\r\n", "\r"])
+"""Every line end the csv module reads, mixed within a file."""
+
+
 @st.composite
 def csv_files(draw: st.DrawFn) -> tuple[bytes, list[list[str]]]:
     """A random RFC 4180 file and the data rows it encodes (blank lines are not rows)."""
@@ -381,10 +411,10 @@ def csv_files(draw: st.DrawFn) -> tuple[bytes, list[list[str]]]:
     out = [codecs.BOM_UTF8.decode()] if draw(st.booleans()) else []
     for i, row in enumerate([COLUMNS, *rows]):
         for _ in range(draw(st.integers(0, 2)) if draw(st.integers(0, 5)) == 0 else 0):
-            out.append(draw(st.sampled_from(["\n", "\r\n"])))  # blank lines
+            out.append(draw(LINE_ENDS))  # blank lines
         out.append(",".join(encode_cell(c, draw(st.integers(0, 7)) == 0) for c in row))
         last = i == len(rows)
-        out.append(draw(st.sampled_from(["\n", "\r\n", ""] if last else ["\n", "\r\n"])))
+        out.append(draw(st.one_of(LINE_ENDS, st.just("")) if last else LINE_ENDS))
     return "".join(out).encode(), rows
 
 
