@@ -15,6 +15,7 @@ import csv
 import ctypes
 import ctypes.util
 import io
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -240,6 +241,9 @@ def _checked_blocks(source: ByteSource, start: int, end: int) -> Iterator[bytes]
 
 def _read_rows(texts: list[str]) -> list[list[str]]:
     """The cells of rows Arrow set aside (their text without the line end), read by the csv module."""
+    # The csv module refuses cells over 128 KiB by default; these rows are in memory already, and a cell as
+    # large as a regular row's (which Arrow reads) must count the same.
+    csv.field_size_limit(sys.maxsize)
     rows: list[list[str]] = []
     for text in texts:
         rows.extend(row for row in csv.reader(io.StringIO(text, newline="")) if row)

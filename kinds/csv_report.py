@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Annotated, Any
 
@@ -38,6 +39,9 @@ NAME = "csv-report"
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 
 _DECODE_BUFFER_BYTES = 1 << 20
+
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+"""The header row is read whole, in memory: a longer one is refused (cells of data rows have no such limit)."""
 
 _NUMBER = re.compile(r"[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*")
 """A decimal number: sign, digits with optional fraction or a fraction alone, exponent, spaces around."""
@@ -127,8 +131,11 @@ def _invalid_input(error: Exception) -> NonRetryableError:
 def _read_header(source: ByteSource) -> list[str]:
     if source.size == 0:
         raise NonRetryableError("invalid_input", "the input is empty")
+    end = _header_end(source)
+    # The csv module refuses cells over 128 KiB by default; this read is bounded by MAX_HEADER_BYTES instead.
+    csv.field_size_limit(sys.maxsize)
     try:
-        with _text_lines(source, 0, source.size) as text:
+        with _text_lines(source, 0, end) as text:
             header = _first_row(csv.reader(text))
     except (UnicodeDecodeError, csv.Error) as error:
         raise _invalid_input(error) from None
@@ -144,8 +151,12 @@ _CR, _LF = 0x0D, 0x0A
 
 
 def _header_end(source: ByteSource) -> int:
-    """Offset just after the header row (the first row that is not an empty line)."""
+    """Offset just after the header row (the first row that is not an empty line).
+
+    The header is read whole (here and by `_read_header`): one longer than MAX_HEADER_BYTES is refused.
+    """
     length = 64 * 1024
+    limit = MAX_HEADER_BYTES
     while True:
         data = source.read(0, min(length, source.size))
         complete = len(data) >= source.size
@@ -162,7 +173,12 @@ def _header_end(source: ByteSource) -> int:
                 segment = position
         if complete:
             return source.size  # the header is the last line
-        length *= 4
+        if len(data) > limit:
+            raise NonRetryableError(
+                "invalid_input",
+                f"the header row is longer than {limit // (1024 * 1024)} MiB (with blank lines before it)",
+            )
+        length = min(length * 4, limit + 1)
 
 
 def _row_boundaries(source: ByteSource, chunk_bytes: int, first_target: int) -> list[int]:

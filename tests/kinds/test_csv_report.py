@@ -551,3 +551,52 @@ def test_the_app_loads_without_arrow_or_numpy() -> None:
     root = Path(__file__).resolve().parents[2]
     loaded = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+# --- large cells (#16 item 6) ---------------------------------------------------------------------------
+
+BIG = 200 * 1024
+"""Over the csv module's default cell limit (128 KiB)."""
+
+
+@pytest.mark.parametrize("column", ["g", "note", "v"])
+@pytest.mark.parametrize("shape", ["short", "long", "regular"])
+def test_a_cell_over_128_kib_works_in_any_row(column: str, shape: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ragged rows go to the csv module, whose default cell limit failed them (retried, then exhausted)."""
+    monkeypatch.setattr(csv_columns, "BLOCK_BYTES", 64 * 1024)  # and the row is longer than a parser block
+    cells = {"g": "a", "note": "n", "v": "1"}
+    cells[column] = "7" * BIG if column == "v" else "x" * BIG
+    row = [cells["g"], cells["note"], cells["v"]]
+    if shape == "short":
+        row = row[: ["g", "note", "v"].index(column) + 1]
+    elif shape == "long":
+        row = [*row, "extra", "more"]
+    big_row = ",".join(f'"{cell}"' if len(cell) > 100 else cell for cell in row)
+    text = f"g,note,v\na,ok,1\n{big_row}\nb,,2\n"
+    options = {"group_by": "g", "metrics": ["v"]}
+    expected = single_pass_report(BytesSource(text.encode()), options)
+    for target in (1, len(text)):
+        result, _ = run_chunked(text.encode(), options, target=target)
+        assert result == expected
+    assert expected["rows"] == 3
+
+
+def test_a_header_cell_over_128_kib_works() -> None:
+    name = "c" * BIG
+    text = f'g,"{name}",v\na,x,1\nb,y\n'
+    result = report(text, metrics=["v"], target=1)
+    assert result == single_pass_report(BytesSource(text.encode()), {"group_by": "g", "metrics": ["v"]})
+    assert result["rows"] == 2 and result["groups"]["a"]["metrics"]["v"]["sum"] == 1.0
+
+
+def test_a_header_row_over_the_limit_is_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header is read whole: past MAX_HEADER_BYTES the job fails at once with a clear error, not after retries."""
+    from kinds import csv_report
+
+    assert csv_report.MAX_HEADER_BYTES == 64 * 1024 * 1024
+    monkeypatch.setattr(csv_report, "MAX_HEADER_BYTES", 1024 * 1024)
+    data = b"g," + b"h" * csv_report.MAX_HEADER_BYTES + b"\na,1\n"
+    with pytest.raises(NonRetryableError) as caught:
+        KIND.plan(BytesSource(data), KIND.parse_options({"group_by": "g"}), 1024, 10)
+    assert caught.value.error_type == "invalid_input"
+    assert "header row is longer than" in caught.value.message
