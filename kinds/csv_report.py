@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -346,7 +347,7 @@ class CsvReport:
         return {"rows": rows, "group_by": parsed.group_by, "groups": groups}
 
     def summarize(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Rows, group count and the largest groups' row counts, kept under 2 KB."""
+        """Rows, group count and the largest groups' row counts (keys shown by `display_key`), under 2 KB."""
         groups: dict[str, Any] = result.get("groups", {})
         largest = sorted(groups.items(), key=lambda item: (-int(item[1]["count"]), item[0]))
         summary: dict[str, Any] = {
@@ -356,10 +357,12 @@ class CsvReport:
             "metrics": list(next(iter(groups.values()))["metrics"]) if groups else [],
             "largest_groups": {},
         }
+        shown: dict[str, int] = summary["largest_groups"]
         for value, group in largest[:10]:
-            summary["largest_groups"][value[:64]] = group["count"]
+            key = display_key(value, shown)
+            shown[key] = group["count"]
             if len(json.dumps(summary)) > 1800:
-                del summary["largest_groups"][value[:64]]
+                del shown[key]
                 break
         if len(json.dumps(summary)) > 1800:
             summary["metrics"] = summary["metrics"][:5]
@@ -367,21 +370,65 @@ class CsvReport:
         return summary
 
     def render(self, result: dict[str, Any], fmt: str) -> tuple[bytes, str] | None:
-        """CSV: group, count, then count/sum/min/max/mean per metric (empty cells for null)."""
+        """CSV: group, count, then count/sum/min/max/mean per metric (empty cells for null).
+
+        Text from the input (group values, column names) is escaped against formula injection
+        (`spreadsheet_text`); the counts and statistics are numbers and written as such.
+        """
         if fmt != "csv":
             return None
         groups: dict[str, Any] = result.get("groups", {})
         metric_names = list(next(iter(groups.values()))["metrics"]) if groups else []
         out = io.StringIO(newline="")
         writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(["group", "count", *(f"{m}_{stat}" for m in metric_names for stat in _STATS)])
+        titles = (f"{m}_{stat}" for m in metric_names for stat in _STATS)
+        writer.writerow(["group", "count", *map(spreadsheet_text, titles)])
         for value, group in groups.items():
-            cells: list[Any] = [value, group["count"]]
+            cells: list[Any] = [spreadsheet_text(value), group["count"]]
             for m in metric_names:
                 stats = group["metrics"][m]
                 cells.extend("" if stats[stat] is None else repr(stats[stat]) for stat in _STATS)
             writer.writerow(cells)
         return out.getvalue().encode("utf-8"), CSV_MEDIA_TYPE
+
+
+DISPLAY_KEY_CHARS = 64
+"""Longest group value `largest_groups` shows whole."""
+
+
+def display_key(value: str, taken: Container[str]) -> str:
+    """How `largest_groups` shows a group value: distinct from every key in `taken`, so groups never merge.
+
+    A value of up to 64 characters is shown as it is. A longer one is shown as its first characters, "…" and
+    hex digits of its SHA-256, 64 characters in all (more digits, and finally the whole value, if that is
+    taken), so values that differ only after their first 64 characters stay apart.
+    """
+    if len(value) <= DISPLAY_KEY_CHARS and value not in taken:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    for digits in (8, 16, 32):
+        key = f"{value[: DISPLAY_KEY_CHARS - 1 - digits]}\u2026{digest[:digits]}"
+        if key not in taken:
+            return key
+    return value  # only if SHA-256 prefixes collide: a value over 64 characters is no other key
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""Cell starts that make spreadsheets read a cell as a formula (OWASP, CSV Injection)."""
+
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def spreadsheet_text(cell: str) -> str:
+    """A text cell safe to open in a spreadsheet: prefixed with `'` if it starts like a formula.
+
+    As OWASP recommends, a cell starting with `=`, `+`, `-`, `@`, tab or CR gets a leading single quote, which
+    spreadsheets show as text. A cell that is a plain decimal number (`-3.5`, `+1e3`) cannot run anything and
+    stays as it is, so numeric group values remain numbers. The JSON result always holds the exact values.
+    """
+    if cell.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
 
 
 def _pick(choose: Callable[[float, float], float], current: float | None, new: float | None) -> float | None:

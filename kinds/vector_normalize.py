@@ -301,7 +301,10 @@ class VectorNormalize:
         }
 
     def render(self, result: dict[str, Any], fmt: str) -> tuple[bytes, str] | None:
-        """Formats: ndjson (one vector per line) or csv (one vector per row); None for other formats."""
+        """Formats: ndjson (one vector per line) or csv (one vector per row); None for other formats.
+
+        The CSV holds numbers only (`repr` of floats), which no spreadsheet reads as a formula: nothing to escape.
+        """
         vectors: list[list[float]] = result.get("vectors", [])
         if fmt == "ndjson":
             return b"".join(json.dumps(v).encode() + b"\n" for v in vectors), NDJSON

@@ -341,6 +341,72 @@ def test_summary_stays_small() -> None:
     assert summary["rows"] == 200 and summary["groups"] == 200 and summary["metrics"] == ["v"]
 
 
+def test_largest_groups_keep_long_values_apart() -> None:
+    """#16: keys were cut to 64 characters, so groups that differ after that merged (and the later count won)."""
+    prefix = "p" * 70
+    text = "g\n" + f"{prefix}1\n" * 3 + f"{prefix}2\n" * 2 + "short\n" + "q" * 64 + "\n"
+    summary = KIND.summarize(report(text))
+    shown = summary["largest_groups"]
+    assert summary["groups"] == 4 and len(shown) == 4
+    assert sorted(shown.values()) == [1, 1, 2, 3]
+    assert shown["short"] == 1 and shown["q" * 64] == 1  # up to 64 characters: shown whole
+    long_keys = [key for key in shown if key.startswith("p")]
+    assert len(long_keys) == 2 and all(len(key) == 64 and "\u2026" in key for key in long_keys)
+    assert {shown[key] for key in long_keys} == {3, 2}
+
+
+def test_a_display_key_is_never_one_already_taken() -> None:
+    from kinds.csv_report import display_key
+
+    long_value = "v" * 100
+    first = display_key(long_value, set())
+    assert len(first) == 64 and display_key(long_value, set()) == first  # stable
+    again = display_key(long_value, {first})
+    assert again != first and len(again) == 64
+    assert display_key(first, {first}) != first  # a short value equal to a shown long value moves aside
+    everything = {
+        display_key(long_value, set()),
+        display_key(long_value, {first}),
+        display_key(long_value, {first, again}),
+    }
+    assert len(everything) == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(alphabet="ab\u2026", min_size=60, max_size=70), st.integers(1, 5), max_size=15))
+def test_largest_groups_show_the_largest_groups_each_once(counts: dict[str, int]) -> None:
+    groups = {key: {"count": count, "metrics": {}} for key, count in counts.items()}
+    summary = KIND.summarize({"rows": sum(counts.values()), "group_by": "g", "groups": groups})
+    shown = summary["largest_groups"]
+    largest = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: len(shown)]
+    assert list(shown.values()) == [count for _, count in largest]  # one entry per group, none merged
+    assert len(shown) == min(10, len(counts)) or len(json.dumps(summary)) > 1500
+    assert all(len(key) <= 64 for key in shown) and len(json.dumps(summary)) <= 1800
+
+
+FORMULAS = ["=1+1", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A2)", "\tx", "\rx", '=HYPERLINK("http://x")']
+
+
+def test_render_csv_escapes_formulas_but_keeps_numbers() -> None:
+    """CSV injection (OWASP): text cells starting with = + - @ tab CR get a leading quote; numbers stay numbers."""
+    rows = [f"{value},-3.5" for value in map(encode_cell_always, FORMULAS)] + ["-3.5,-1", "+1e3,2", "plain,-0.25"]
+    result = report("g,=v\n" + "\n".join(rows) + "\n", metrics=["=v"])
+    body, _ = KIND.render(result, "csv") or (b"", "")
+    table = list(csv.reader(io.StringIO(body.decode(), newline="")))
+    assert table[0][:3] == ["group", "count", "'=v_count"]
+    cells = {row[0]: row for row in table[1:]}
+    for formula in FORMULAS:
+        row = cells["'" + formula]
+        assert row[1:7] == ["1", "1", "-3.5", "-3.5", "-3.5", "-3.5"]  # negative statistics: plain numbers
+    assert cells["-3.5"][3] == "-1.0" and cells["+1e3"][3] == "2.0"  # numeric group values unescaped
+    assert cells["plain"][3] == "-0.25"
+    assert len(cells) == len(FORMULAS) + 3
+
+
+def encode_cell_always(cell: str) -> str:
+    return '"' + cell.replace('"', '""') + '"'
+
+
 def test_should_stop_stops_the_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(csv_columns, "BLOCK_BYTES", 16 * 1024)
     data = ("g,v\n" + "a,1\n" * 20_000).encode()
