@@ -29,7 +29,9 @@ class ByteSource(Protocol):
     """Random and streamed access to an input (a blob, a file or bytes), never loaded whole."""
 
     @property
-    def size(self) -> int: ...
+    def size(self) -> int:
+        """Length of the input in bytes."""
+        ...
 
     def read(self, offset: int, length: int) -> bytes:
         """Up to `length` bytes from `offset` (fewer only at the end of the source)."""
@@ -49,13 +51,16 @@ class BytesSource:
 
     @property
     def size(self) -> int:
+        """Length of the input in bytes."""
         return len(self._data)
 
     def read(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset` (fewer only at the end)."""
         _check_range(offset, length)
         return self._data[offset : offset + length]
 
     def stream(self, offset: int, length: int) -> Iterator[bytes]:
+        """The bytes of [offset, offset + length) in blocks of at most `block_bytes`."""
         _check_range(offset, length)
         end = min(offset + length, len(self._data))
         view = memoryview(self._data)
@@ -73,15 +78,18 @@ class FileSource:
 
     @property
     def size(self) -> int:
+        """Length of the input in bytes."""
         return self._size
 
     def read(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset` (fewer only at the end)."""
         _check_range(offset, length)
         with open(self._path, "rb") as file:
             file.seek(offset)
             return file.read(length)
 
     def stream(self, offset: int, length: int) -> Iterator[bytes]:
+        """The bytes of [offset, offset + length) in blocks of at most `block_bytes`."""
         _check_range(offset, length)
         remaining = max(0, min(length, self._size - offset))
         with open(self._path, "rb") as file:
@@ -108,9 +116,11 @@ class BlockReader(io.RawIOBase):
         self._pending = memoryview(b"")
 
     def readable(self) -> bool:
+        """Always true: this is a reader."""
         return True
 
     def readinto(self, buffer: Any) -> int:
+        """Fill `buffer` from the pending block, taking the next block when it is used up; 0 at the end."""
         while not self._pending:
             block = next(self._blocks, None)
             if block is None:

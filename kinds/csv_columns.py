@@ -61,6 +61,7 @@ class MetricTotals:
     sums: GroupSums = field(default_factory=GroupSums)
 
     def grow(self, size: int) -> None:
+        """Make room for groups numbered up to `size` - 1 (new groups start empty)."""
         extra = size - len(self.counts)
         if extra > 0:
             self.counts = np.concatenate([self.counts, np.zeros(extra, np.int64)])
@@ -68,6 +69,7 @@ class MetricTotals:
             self.maximums = np.concatenate([self.maximums, np.full(extra, -np.inf)])
 
     def add(self, groups: npt.NDArray[np.int64], cells: pa.Array[Any]) -> None:
+        """Add the cells that are decimal numbers to the totals of their rows' groups."""
         values, counted = decimal_values(cells)
         if not counted.all():
             groups, values = groups[counted], values[counted]
