@@ -68,7 +68,7 @@ class CsvReportOptions(BaseModel):
         default_factory=list, max_length=100, description="Numeric columns to summarize per group."
     )
 
-    @field_validator("metrics", mode="before")
+    @field_validator("metrics", mode="before", json_schema_input_type=list[ColumnName] | str)
     @classmethod
     def _split_comma_separated(cls, value: Any) -> Any:
         # Query parameters carry metrics as "amount,qty".

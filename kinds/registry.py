@@ -90,6 +90,7 @@ class KindSpec:
         properties: dict[str, Any] = {"kind": {"const": self.name}, "options": options}
         if self.kind.input_model is not None:
             properties["input"] = _schema(self.kind.input_model, components)
+        required = ["kind", "options"] if options.get("required") else ["kind"]
         return {
             "name": self.name,
             "description": self.description,
@@ -99,7 +100,7 @@ class KindSpec:
             "request": {
                 "type": "object",
                 "description": self.description,
-                "required": ["kind"],
+                "required": required,
                 "properties": properties,
             },
             "options": options,

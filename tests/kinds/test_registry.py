@@ -108,9 +108,15 @@ def test_openapi_fragment(name: str) -> None:
 def test_the_options_schema_names_what_the_kind_accepts() -> None:
     spec = kinds.kind_spec("csv-report", simulate_enabled=False)
     assert spec is not None
-    options = spec.openapi_fragment()["options"]
+    fragment = spec.openapi_fragment()
+    options = fragment["options"]
     assert options["required"] == ["group_by"] and options["additionalProperties"] is False
     assert set(options["properties"]) == {"group_by", "metrics"}
+    assert fragment["request"]["required"] == ["kind", "options"]  # group_by has no default
+    # metrics may come as "a,b" (query parameters of raw bodies): the schema says so.
+    assert {"type": "string"} in options["properties"]["metrics"]["anyOf"]
+    simulate = kinds.kind_spec("simulate", simulate_enabled=True)
+    assert simulate is not None and simulate.openapi_fragment()["request"]["required"] == ["kind"]
     vectors = kinds.kind_spec("vector-normalize", simulate_enabled=False)
     assert vectors is not None
     assert "vector_data" in vectors.openapi_fragment()["request"]["properties"]["input"]["properties"]
