@@ -111,6 +111,7 @@ class Checker:
         self.tpl = tpl
         self.names = identifiers(tpl)
         self.errors: list[str] = []
+        self.secure_input_errors: list[str] = []
 
     def run(self) -> list[str]:
         for symbol, resource in self.tpl.get("resources", {}).items():
@@ -170,6 +171,8 @@ class Checker:
     def check_one(self, ref: TypeRef, value: Any, path: str, top: bool = False) -> None:
         node = ref.node
         kind = node["$type"]
+        if kind == "StringType" and node.get("sensitive"):
+            self.check_secure_input(value, path)
         if isinstance(value, dict) and ("function" in value or "operator" in value) and len(value) == 1:
             return  # an expression: its type is not known without the compiler
         if isinstance(value, str) and not self.literal(value):
@@ -198,6 +201,16 @@ class Checker:
             self.check_object(ref, node, value, path, top)
         elif kind == "DiscriminatedObjectType":
             self.check_discriminated(ref, value, path, top)
+
+    def check_secure_input(self, value: Any, path: str) -> None:
+        """use-secure-value-for-secure-inputs: a property the definitions mark sensitive gets a @secure()
+        parameter (or ''), never a literal or a plain parameter or variable."""
+        if value == "" or not isinstance(value, str):
+            return  # '' is allowed; a function call's value is a runtime value the rule leaves alone
+        param = self.tpl.get("parameters", {}).get(value)
+        if param is not None and any(item["type"] == "secure" for item in param["decorators"]):
+            return
+        self.secure_input_errors.append(f"{path}: {value!r} is not a @secure() parameter")
 
     def check_union(self, ref: TypeRef, value: Any, path: str) -> None:
         members = [ref.follow(element) for element in ref.node["elements"]]
@@ -278,3 +291,10 @@ class Checker:
 def type_errors(name: str, tpl: Template) -> list[str]:
     """Every type error of one parsed template."""
     return Checker(name, tpl).run()
+
+
+def insecure_secure_inputs(name: str, tpl: Template) -> list[str]:
+    """Sensitive properties (KV secret values, passwords, ...) assigned something other than a @secure() param."""
+    checker = Checker(name, tpl)
+    checker.run()
+    return checker.secure_input_errors

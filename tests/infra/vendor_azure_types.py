@@ -116,6 +116,32 @@ def main(roots: list[Path]) -> None:
         (OUT / f"{provider}@{api_version}.json").write_text(json.dumps(document, indent=0, sort_keys=True) + "\n")
     index_subset = {"source": index["source"], "commit": index["commit"], "versions": dict(sorted(versions.items()))}
     (OUT / "index.json").write_text(json.dumps(index_subset, indent=1) + "\n")
+    (OUT / "README.md").write_text(readme(index["commit"], by_file))
+
+
+def readme(commit: str, by_file: dict[str, set[str]]) -> str:
+    """The provenance note: where each file comes from and which resource types it keeps."""
+    lines = [
+        "# Azure resource type definitions (a vendored subset)",
+        "",
+        "Copied from [Azure/bicep-types-az](https://github.com/Azure/bicep-types-az) `generated/` at commit",
+        f"`{commit}` (the copy in ../shared/reference/bicep-types/ and, for files it lacks, the repository",
+        "itself at the same commit) by `tests/infra/vendor_azure_types.py`. These are the definitions the Bicep",
+        "compiler ships. Only the resource types the templates declare are kept, with every type they refer to,",
+        "renumbered; nothing is edited. `index.json` lists every published api version of those resource types.",
+        "Regenerate after changing a resource type or api version in infra/bicep:",
+        "`.venv/bin/python -m tests.infra.vendor_azure_types`.",
+        "",
+        "License: MIT (Azure/bicep-types-az).",
+        "",
+        "| File | From | Resource types |",
+        "|---|---|---|",
+    ]
+    for relative, wanted in sorted(by_file.items()):
+        provider, api_version = relative.split("/")[1:3]
+        names = ", ".join(sorted(name.split("@")[0] for name in wanted))
+        lines.append(f"| `{provider}@{api_version}.json` | `generated/{relative}` | {names} |")
+    return "\n".join(lines) + "\n"
 
 
 def _find_in_mirror(roots: list[Path], provider: str, api_version: str) -> list[str]:
