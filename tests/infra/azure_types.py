@@ -42,10 +42,12 @@ class TypeRef:
 
     @property
     def node(self) -> dict[str, Any]:
+        """The definition this reference points at."""
         node: dict[str, Any] = _file(self.file)[self.index]
         return node
 
     def follow(self, ref: dict[str, str]) -> TypeRef:
+        """The type a `{"$ref": "#/N"}` inside this file points at."""
         return TypeRef(self.file, int(ref["$ref"].removeprefix("#/")))
 
 
@@ -114,6 +116,7 @@ class Checker:
         self.secure_input_errors: list[str] = []
 
     def run(self) -> list[str]:
+        """Check every resource of the template; returns the errors found."""
         for symbol, resource in self.tpl.get("resources", {}).items():
             type_name, api_version = resource["type"], resource["api_version"]
             where = f"{self.name}.bicep resource {symbol} ({type_name}@{api_version})"
@@ -165,10 +168,12 @@ class Checker:
         yield value
 
     def check_value(self, ref: TypeRef, value: Any, path: str, top: bool = False) -> None:
+        """Check a value (and every value we can see it taking) against a type."""
         for candidate in self.candidates(value):
             self.check_one(ref, candidate, path, top)
 
     def check_one(self, ref: TypeRef, value: Any, path: str, top: bool = False) -> None:
+        """Check one candidate value against a type."""
         node = ref.node
         kind = node["$type"]
         if kind == "StringType" and node.get("sensitive"):
@@ -213,6 +218,7 @@ class Checker:
         self.secure_input_errors.append(f"{path}: {value!r} is not a @secure() parameter")
 
     def check_union(self, ref: TypeRef, value: Any, path: str) -> None:
+        """A value for a union: a string literal must be one of its literals, anything else fit a member."""
         members = [ref.follow(element) for element in ref.node["elements"]]
         literals = [member.node["value"] for member in members if member.node["$type"] == "StringLiteralType"]
         if isinstance(value, str) and literals:
@@ -231,6 +237,7 @@ class Checker:
         self.errors.append(f"{path}: {value!r} fits none of {[m.node['$type'] for m in members]}")
 
     def check_array(self, ref: TypeRef, value: Any, path: str) -> None:
+        """An array value, a loop (`[for ...]`) or a literal list, item by item."""
         item = ref.follow(ref.node["itemType"])
         if isinstance(value, dict) and "loop_type" in value:
             self.check_value(item, _body(value), f"{path}[]")
@@ -243,6 +250,7 @@ class Checker:
             self.check_value(item, element, f"{path}[{position}]")
 
     def check_object(self, ref: TypeRef, node: dict[str, Any], value: Any, path: str, top: bool) -> None:
+        """An object value: every key a declared property (or allowed by additionalProperties)."""
         if isinstance(value, list):
             self.errors.append(f"{path}: expects an object, got an array")
             return
@@ -267,6 +275,7 @@ class Checker:
                 self.errors.append(f"{here}: no such property in the type (BCP037); known: {sorted(properties)}")
 
     def check_discriminated(self, ref: TypeRef, value: Any, path: str, top: bool) -> None:
+        """An object whose properties depend on a discriminator (e.g. sites/config by `name`)."""
         node = ref.node
         if not isinstance(value, dict):
             return

@@ -98,6 +98,7 @@ def hardcoded_hosts(text: str) -> list[str]:
 
 
 def is_secure(param: dict[str, Any]) -> bool:
+    """Whether a parameter is declared @secure()."""
     return any(item["type"] == "secure" for item in param["decorators"])
 
 

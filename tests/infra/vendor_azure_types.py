@@ -38,6 +38,7 @@ def declared_types() -> set[tuple[str, str]]:
 
 
 def read_types_json(roots: list[Path], relative: str) -> list[dict[str, Any]]:
+    """The types.json of one provider and api version, from the first root that has it."""
     for root in roots:
         if (root / relative).is_file():
             loaded: list[dict[str, Any]] = json.loads((root / relative).read_text())
@@ -74,6 +75,7 @@ def subset(types: list[dict[str, Any]], wanted: set[str]) -> list[dict[str, Any]
 
 
 def refs(node: Any) -> list[int]:
+    """Every `{"$ref": "#/N"}` index inside a node."""
     if isinstance(node, dict):
         if set(node) == {"$ref"}:
             return [int(node["$ref"].removeprefix("#/"))]
@@ -84,6 +86,7 @@ def refs(node: Any) -> list[int]:
 
 
 def renumber(node: Any, mapping: dict[int, int]) -> Any:
+    """A node with its references rewritten to the subset's numbering."""
     if isinstance(node, dict):
         if set(node) == {"$ref"}:
             return {"$ref": f"#/{mapping[int(node['$ref'].removeprefix('#/'))]}"}
@@ -94,6 +97,7 @@ def renumber(node: Any, mapping: dict[int, int]) -> Any:
 
 
 def main(roots: list[Path]) -> None:
+    """Write the subset, the api-version index and the provenance README."""
     index = json.loads((roots[0] / "index.json").read_text())
     by_file: dict[str, set[str]] = {}
     versions: dict[str, list[str]] = {}
