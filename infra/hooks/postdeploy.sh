@@ -59,7 +59,7 @@ done
 tr -d '\r\n' <"$keyfile" >"$keyfile.value"
 
 az keyvault secret set --vault-name "$AZURE_KEY_VAULT_NAME" --name "$AZURE_KEY_VAULT_FUNCTION_KEY_NAME" \
-    --file "$keyfile.value" --encoding utf-8 --content-type text/plain --output none
+    --file "$keyfile.value" --encoding utf-8 --description text/plain --output none
 echo "postdeploy: stored the function key in Key Vault $AZURE_KEY_VAULT_NAME."
 
 apim_id=$(az apim show --resource-group "$AZURE_RESOURCE_GROUP" --name "$AZURE_API_MANAGEMENT_NAME" --query id --output tsv)
