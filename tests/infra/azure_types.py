@@ -18,6 +18,7 @@ parameter, variable, resource, module or loop item of the template (pycep render
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -192,6 +193,8 @@ class Checker:
         elif kind == "StringType":
             if not isinstance(value, str):
                 self.errors.append(f"{path}: expects a string, got {value!r}")
+            else:
+                self.check_string_constraints(node, value, path)
         elif kind == "IntegerType":
             if isinstance(value, bool) or not isinstance(value, int):
                 self.errors.append(f"{path}: expects an integer, got {value!r}")
@@ -206,6 +209,19 @@ class Checker:
             self.check_object(ref, node, value, path, top)
         elif kind == "DiscriminatedObjectType":
             self.check_discriminated(ref, value, path, top)
+
+    def check_string_constraints(self, node: dict[str, Any], value: str, path: str) -> None:
+        """A literal string within the type's minLength, maxLength and pattern (names, ids, GUIDs)."""
+        if not node.get("minLength", 0) <= len(value) <= node.get("maxLength", len(value)):
+            self.errors.append(f"{path}: {value!r} is not {node.get('minLength')}..{node.get('maxLength')} long")
+        pattern = node.get("pattern")
+        if pattern:
+            try:
+                compiled = re.compile(pattern)
+            except re.error:
+                return  # a .NET-only construct: leave it to the service
+            if not compiled.search(value):
+                self.errors.append(f"{path}: {value!r} does not match {pattern}")
 
     def check_secure_input(self, value: Any, path: str) -> None:
         """use-secure-value-for-secure-inputs: a property the definitions mark sensitive gets a @secure()

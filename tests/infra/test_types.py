@@ -80,6 +80,13 @@ def test_the_vendored_definitions_say_where_they_come_from() -> None:
         # A discriminated object (sites/config by name, metric criteria by odata.type).
         ("function-app", "name: 'appsettings'", "name: 'appsetings'", "name 'appsetings' is not one of"),
         ("alerts", "criterionType: 'StaticThresholdCriterion'", "criterionType: 'Static'", "'Static' is not one of"),
+        # A literal outside a string's length or pattern (an action group's short name is at most 12).
+        (
+            "alerts",
+            "groupShortName: 'longrun'",
+            "groupShortName: 'longrun-alerts'",
+            "'longrun-alerts' is not None..12 long",
+        ),
         # A read-only property written (BCP073).
         ("identity", "location: location", "location: location\n  properties: {\n    clientId: 'x'\n  }", "read-only"),
     ],
