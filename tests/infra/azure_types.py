@@ -9,10 +9,11 @@ dictionaries), a `DiscriminatedObjectType` (one object per value of a discrimina
 What is checked, as the compiler's type checker would (BCP037 unknown property, BCP036/BCP088 wrong value,
 BCP073 read-only, BCP081 unknown api version): every property written in a resource body exists at that
 path; every literal written where an enum is expected is one of its values, and so is every `@allowed`
-value of a parameter written there; literals have the right kind (string, integer, boolean); integer
-literals respect minValue/maxValue. Expressions (function calls, interpolations, property accesses) are
-not evaluated: their type is unknown here, so they pass. A string is a literal unless it names a
-parameter, variable, resource, module or loop item of the template (pycep renders both the same way).
+value of a parameter written there; literals have the right kind (string, integer, boolean); string
+literals respect minLength, maxLength and pattern, integer literals minValue and maxValue. Expressions
+(function calls, interpolations, property accesses) are not evaluated: their type is unknown here, so they
+pass. A string is a literal unless it names a parameter, variable, resource, module or loop item of the
+template (pycep renders both the same way).
 """
 
 from __future__ import annotations
