@@ -50,18 +50,17 @@ param apiManagementSku string = 'Consumption'
 @description('Optional. Path of the API on the API Management gateway.')
 param apiPath string = 'longrun'
 
-@description('Optional. Key Vault secret id of the TLS certificate (gatewayType applicationGateway; required there). The app\'s identity needs Key Vault Secrets User on it.')
-param appGatewayCertificateSecretId string = ''
+@description('Optional. Key Vault secret URI of the TLS certificate (gatewayType applicationGateway; required there: the deployment stops on an empty value). The gateway identity (output AZURE_GATEWAY_IDENTITY_PRINCIPAL_ID) needs Key Vault Secrets User on it.')
+param appGatewayCertificateSecretUri string = ''
 
 @description('Optional. Public host name the certificate is for (gatewayType applicationGateway), e.g. jobs.example.com, pointed at the gateway\'s IP. Empty: <label>.<region>.cloudapp.azure.com.')
 param appGatewayHostName string = ''
 
-@description('Optional. Client IP addresses or CIDR ranges the Application Gateway lets through (gatewayType applicationGateway). That gateway adds the function key for every caller, so this list is its client authentication. Empty: anyone.')
+@description('Optional. Client IP addresses or CIDR ranges the Application Gateway lets through (gatewayType applicationGateway), on top of the function key each client sends. Empty: any address.')
 param appGatewayAllowedClientAddresses array = []
 
-@description('Optional. Instance memory in MB of the Flex Consumption app.')
+@description('Optional. Instance memory in MB of the Flex Consumption app: 2048 (one vCPU) or 4096 (two); the service refuses 512 for new apps.')
 @allowed([
-  512
   2048
   4096
 ])
@@ -100,6 +99,9 @@ param lifecycleMarginDays int = 3
 @description('Optional. Keep the Durable task hub in a storage account of its own, so job traffic and task hub traffic do not share one account\'s request limits.')
 param separateTaskHubStorage bool = false
 
+@description('Optional. True once the azd postdeploy hook has stored the function key in Key Vault (it sets FUNCTION_KEY_IN_KEY_VAULT): later provisions leave that secret alone. Set it by hand only if you ran the hook yourself.')
+param functionKeyInKeyVault bool = false
+
 @description('Optional. Alert when more than this percent of finished jobs failed in 15 minutes.')
 @minValue(1)
 @maxValue(100)
@@ -126,6 +128,8 @@ var deploymentContainer = 'app-package-${take(functionAppName, 32)}-${take(resou
 var taskHubName = 'longrun${resourceToken}'
 var apiManagementName = '${abbrs.apiManagementService}${resourceToken}'
 var appGatewayDnsLabel = 'longrun-${resourceToken}'
+var keyVaultName = '${abbrs.keyVaultVaults}${resourceToken}'
+var functionKeySecretName = 'longrun-function-key'
 
 // Known before the gateway exists, so the app's settings and the gateway do not depend on each other.
 var appGatewayUrl = empty(appGatewayHostName) ? 'https://${appGatewayDnsLabel}.${location}.cloudapp.azure.com' : 'https://${appGatewayHostName}'
@@ -142,6 +146,18 @@ module identity 'modules/identity.bicep' = {
   scope: rg
   params: {
     name: '${abbrs.managedIdentityUserAssignedIdentities}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+// The gateway's own identity: reads the function key (API Management) or the TLS certificate
+// (Application Gateway) from Key Vault, and nothing else.
+module gatewayIdentity 'modules/identity.bicep' = {
+  name: 'gateway-identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}gw-${resourceToken}'
     location: location
     tags: tags
   }
@@ -229,6 +245,32 @@ module developerRoles 'modules/rbac.bicep' = if (!empty(principalId)) {
   }
 }
 
+module network 'modules/network.bicep' = if (gatewayType == 'applicationGateway') {
+  name: 'network'
+  scope: rg
+  params: {
+    name: '${abbrs.networkVirtualNetworks}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module keyVault 'modules/key-vault.bicep' = if (gatewayType == 'apiManagement') {
+  name: 'key-vault'
+  scope: rg
+  params: {
+    name: keyVaultName
+    location: location
+    tags: tags
+    functionKeySecretName: functionKeySecretName
+    functionKeyStored: functionKeyInKeyVault
+    placeholderValue: 'not-a-key: the azd postdeploy hook (infra/hooks/postdeploy.sh) writes the function key here'
+    readerPrincipalId: gatewayIdentity.outputs.principalId
+    writerPrincipalId: principalId
+    writerPrincipalType: principalType
+  }
+}
+
 module functionApp 'modules/function-app.bicep' = {
   name: 'function-app'
   scope: rg
@@ -258,6 +300,12 @@ module functionApp 'modules/function-app.bicep' = {
     threadsPerWorker: threadsPerWorker
     retentionDays: retentionDays
     deadLetterRetentionDays: deadLetterRetentionDays
+    // Only the gateway reaches the app (docs/deploy.md, "Who can reach the function app").
+    allowedCaller: gatewayType == 'applicationGateway' ? {
+      subnetResourceId: network.outputs.gatewaySubnetResourceId
+    } : {
+      serviceTag: 'AzureCloud'
+    }
   }
   dependsOn: [
     appRoles
@@ -273,8 +321,11 @@ module apiManagement 'modules/api-management.bicep' = if (gatewayType == 'apiMan
     tags: tags
     skuName: apiManagementSku
     publisherEmail: alertEmail
-    functionAppName: functionApp.outputs.name
+    functionAppResourceId: functionApp.outputs.resourceId
     functionAppHostName: functionApp.outputs.defaultHostName
+    identityResourceId: gatewayIdentity.outputs.resourceId
+    identityClientId: gatewayIdentity.outputs.clientId
+    functionKeySecretUri: keyVault.outputs.functionKeyUri
     apiPath: apiPath
     backendTimeoutSeconds: gatewayBackendTimeoutSeconds
   }
@@ -287,14 +338,13 @@ module applicationGateway 'modules/application-gateway.bicep' = if (gatewayType 
     name: '${abbrs.networkApplicationGateways}${resourceToken}'
     location: location
     tags: tags
-    virtualNetworkName: '${abbrs.networkVirtualNetworks}${resourceToken}'
+    subnetResourceId: network.outputs.gatewaySubnetResourceId
     publicIpName: '${abbrs.networkPublicIPAddresses}${resourceToken}'
     wafPolicyName: '${abbrs.networkApplicationGatewayWebApplicationFirewallPolicies}${resourceToken}'
     dnsLabel: appGatewayDnsLabel
-    identityResourceId: identity.outputs.resourceId
-    certificateSecretId: appGatewayCertificateSecretId
+    identityResourceId: gatewayIdentity.outputs.resourceId
+    certificateSecretUri: appGatewayCertificateSecretUri
     allowedClientAddresses: appGatewayAllowedClientAddresses
-    functionAppName: functionApp.outputs.name
     functionAppHostName: functionApp.outputs.defaultHostName
     backendTimeoutSeconds: gatewayBackendTimeoutSeconds
   }
@@ -339,4 +389,9 @@ output AZURE_USER_ASSIGNED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output TASK_HUB_NAME string = taskHubName
 output GATEWAY_TYPE string = gatewayType
+output AZURE_GATEWAY_IDENTITY_PRINCIPAL_ID string = gatewayIdentity.outputs.principalId
+// Read by infra/hooks/postdeploy.sh (azd passes outputs to hooks as environment variables).
+output AZURE_KEY_VAULT_NAME string = gatewayType == 'apiManagement' ? keyVaultName : ''
+output AZURE_KEY_VAULT_FUNCTION_KEY_NAME string = functionKeySecretName
+output AZURE_API_MANAGEMENT_NAME string = gatewayType == 'apiManagement' ? apiManagementName : ''
 output PUBLIC_BASE_URL string = publicBaseUrl

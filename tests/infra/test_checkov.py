@@ -44,4 +44,3 @@ def test_checkov_guard_catches_parse_errors_and_weak_settings(tmp_path: Path) ->
     report = run_checkov(tmp_path)
     assert report["summary"]["parsing_errors"] == 1
     assert any(c["check_id"] == "CKV_AZURE_44" for c in report["results"]["failed_checks"])
-

@@ -92,7 +92,9 @@ def test_public_base_url_is_the_gateway_url() -> None:
     # The API Management instance is the one that name belongs to, serving the API on that path.
     apim = module_params("apiManagement")
     assert (apim["name"], apim["apiPath"]) == ("apiManagementName", "apiPath")
-    assert render(resolve(MAIN, "appGatewayUrl")).startswith("empty(appGatewayHostName) ? https://${appGatewayDnsLabel}")
+    assert render(resolve(MAIN, "appGatewayUrl")).startswith(
+        "empty(appGatewayHostName) ? https://${appGatewayDnsLabel}"
+    )
     assert module_params("applicationGateway")["dnsLabel"] == "appGatewayDnsLabel"
 
 
@@ -114,7 +116,7 @@ def test_flex_consumption_python_311_with_an_always_ready_durable_instance() -> 
     assert scale["instanceMemoryMB"] == "instanceMemoryMB"
     assert scale["maximumInstanceCount"] == "maximumInstanceCount"
     assert scale["alwaysReady"] == [{"name": "durable", "instanceCount": "alwaysReadyDurableInstances"}]
-    assert decorator(parameter(FUNCTION_APP, "instanceMemoryMB"), "allowed") == [512, 2048, 4096]
+    assert decorator(parameter(FUNCTION_APP, "instanceMemoryMB"), "allowed") == [2048, 4096]
     assert parameter(FUNCTION_APP, "alwaysReadyDurableInstances")["default"] >= 1
     deployment = config["deployment"]["storage"]
     assert deployment["type"] == "blobContainer"
@@ -126,15 +128,16 @@ def test_flex_consumption_python_311_with_an_always_ready_durable_instance() -> 
 
 def test_durable_concurrency_equals_the_real_python_concurrency() -> None:
     settings = app_settings()
-    assert render(resolve(FUNCTION_APP, "pythonConcurrency")) == "workerProcessCount * threadsPerWorker"
+    # Flex runs one Python worker process per instance (FUNCTIONS_WORKER_PROCESS_COUNT is not a Flex setting).
+    assert render(resolve(FUNCTION_APP, "pythonConcurrency")) == "threadsPerWorker"
+    assert "FUNCTIONS_WORKER_PROCESS_COUNT" not in settings
     prefix = "AzureFunctionsJobHost__extensions__durableTask__"
     for name in ("maxConcurrentActivityFunctions", "maxConcurrentOrchestratorFunctions"):
         assert render(settings[prefix + name]) == "string(pythonConcurrency)"
-    assert render(settings["FUNCTIONS_WORKER_PROCESS_COUNT"]) == "string(workerProcessCount)"
     assert render(settings["PYTHON_THREADPOOL_THREAD_COUNT"]) == "string(threadsPerWorker)"
     # host.json carries the same figure for the Bicep defaults (and for local runs).
     durable = json.loads((ROOT / "host.json").read_text())["extensions"]["durableTask"]
-    processes = parameter(FUNCTION_APP, "workerProcessCount")["default"]
+    processes = 1
     threads = parameter(FUNCTION_APP, "threadsPerWorker")["default"]
     assert durable["maxConcurrentActivityFunctions"] == processes * threads
     assert durable["maxConcurrentOrchestratorFunctions"] == processes * threads
@@ -176,5 +179,3 @@ def test_operations_doc_explains_every_host_json_number() -> None:
     assert numbers
     undocumented = [name for name in numbers if f"`{name}`" not in doc]
     assert undocumented == []
-
-

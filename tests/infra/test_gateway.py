@@ -1,15 +1,22 @@
-"""The gateway: its timeout comes from one parameter within the platform limits, and it adds the function
-key from a secret it reads at deployment, for every route the app serves."""
+"""The gateway: its timeout comes from one parameter within the platform limits; API Management adds the
+function key from Key Vault (never read at deployment), Application Gateway adds none; the function app
+answers the gateway only, and /api/health is not public."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import azure.durable_functions as df
 import azure.functions as func
+import pytest
 
 from api import blueprint as api_blueprint
 from tests.infra.templates import (
+    BICEP_DIR,
+    ROOT,
+    bicep_files,
     decorator,
     module_condition,
     module_params,
@@ -18,7 +25,7 @@ from tests.infra.templates import (
     parameter,
     render,
     resolve,
-    source,
+    resources,
     strings_in,
     template,
 )
@@ -74,11 +81,16 @@ def test_api_management_forward_request_uses_the_timeout_parameter() -> None:
     assert '<set-backend-service backend-id="__BACKEND_ID__" />' in template_text
 
 
-def test_api_management_adds_the_function_key_from_a_secret_named_value() -> None:
-    named_value = only_resource(APIM, "Microsoft.ApiManagement/service/namedValues")
-    assert named_value["properties"]["secret"] is True
-    assert render(named_value["properties"]["value"]).startswith("listKeys(${functionApp.id}/host/default")
-    assert render(named_value["properties"]["value"]).endswith(".functionKeys.default")
+def test_api_management_adds_the_function_key_from_key_vault() -> None:
+    # A Key Vault reference, read with the gateway identity: no key value anywhere in the template.
+    named_value = only_resource(APIM, "Microsoft.ApiManagement/service/namedValues")["properties"]
+    assert named_value["secret"] is True and "value" not in named_value
+    assert named_value["keyVault"] == {
+        "secretIdentifier": "functionKeySecretUri",
+        "identityClientId": "identityClientId",
+    }
+    assert render(module_params("apiManagement")["functionKeySecretUri"]) == "keyVault.outputs.functionKeyUri"
+    assert render(module_params("apiManagement")["identityClientId"]) == "gatewayIdentity.outputs.clientId"
     backend = only_resource(APIM, "Microsoft.ApiManagement/service/backends")
     header = object_entries(APIM, backend["properties"]["credentials"]["header"])
     assert header == {"x-functions-key": ["{{${functionKey.name}}}"]}
@@ -88,16 +100,92 @@ def test_api_management_adds_the_function_key_from_a_secret_named_value() -> Non
     assert api["path"] == "apiPath"
 
 
+def test_the_key_vault_secret_is_a_placeholder_until_the_hook_writes_the_key() -> None:
+    vault = template("key-vault")
+    secret = vault["resources"]["placeholder"]["config"]
+    # Written only until the hook has stored the real key (then provisioning must not reset it).
+    assert render(secret["condition"]) == "!functionKeyStored"
+    assert secret["config"]["properties"]["value"] == "placeholderValue"
+    assert module_params("keyVault")["functionKeyStored"] == "functionKeyInKeyVault"
+    assert "not-a-key" in module_params("keyVault")["placeholderValue"]
+    parameters = json.loads((BICEP_DIR / "main.parameters.json").read_text())["parameters"]
+    assert parameters["functionKeyInKeyVault"]["value"] == "${FUNCTION_KEY_IN_KEY_VAULT=false}"
+    roles = [
+        render(role["properties"]["roleDefinitionId"])
+        for role in resources(vault, "Microsoft.Authorization/roleAssignments")
+    ]
+    assert roles == [
+        "subscription_resource_id(Microsoft.Authorization/roleDefinitions, secretsUserRole)",
+        "subscription_resource_id(Microsoft.Authorization/roleDefinitions, secretsOfficerRole)",
+    ]
+
+
+@pytest.mark.parametrize("path", bicep_files(), ids=lambda path: path.name)
+def test_no_template_reads_the_apps_keys_at_deployment(path: Path) -> None:
+    # listKeys('<site>/host/default') asks the Functions runtime for its keys while it is being created:
+    # it fails on a first deployment (azure-functions-host#5722, #11379) and puts the key into whatever
+    # resource receives it. No list*() on a site at all.
+    text = path.read_text(encoding="utf-8")
+    assert not re.search(r"\blist\w*\(", text), path.name
+    assert "functionKeys" not in text and "/host/default" not in text
+
+
 def test_the_function_key_is_never_a_plain_parameter_or_an_output() -> None:
-    for name, tpl in (("main", MAIN), ("api-management", APIM), ("application-gateway", APP_GATEWAY)):
+    for path in bicep_files():
+        name = "main" if path.name == "main.bicep" else path.stem
+        tpl = template(name)
         for param_name, param in tpl["parameters"].items():
-            if re.search(r"key|secret|password", param_name, re.IGNORECASE) and not param_name.endswith(
-                "SecretId"
+            if param["type"] not in ("string", "object"):
+                continue
+            if re.search(r"key|secret|password", param_name, re.IGNORECASE) and not re.search(
+                r"Secret(Uri|Url|Name)$|KeyVault$", param_name
             ):
-                assert {"type": "secure"} in param["decorators"], f"{name}.bicep parameter {param_name}"
+                assert {"type": "secure"} in param["decorators"], f"{path.name} parameter {param_name}"
         for output_name, output in tpl.get("outputs", {}).items():
-            assert "listKeys" not in render(output["value"]) and "key" not in output_name.lower()
-        assert "functionKeys" not in source(name).split("resource ", 1)[0], "keys are read inside resources only"
+            assert "list" not in render(output["value"]).split("(")[0], output_name
+
+
+def test_api_management_publishes_a_product_with_a_subscription() -> None:
+    api = only_resource(APIM, "Microsoft.ApiManagement/service/apis")["properties"]
+    assert api["subscriptionRequired"] is True
+    product = only_resource(APIM, "Microsoft.ApiManagement/service/products")
+    assert product["properties"]["subscriptionRequired"] is True
+    assert product["properties"]["state"] == "published"
+    assert product["properties"]["approvalRequired"] is False
+    link = only_resource(APIM, "Microsoft.ApiManagement/service/products/apis")
+    assert (link["parent"], render(link["name"])) == ("product", "api.name")
+    subscription = only_resource(APIM, "Microsoft.ApiManagement/service/subscriptions")["properties"]
+    assert render(subscription["scope"]) == "product.id" and subscription["state"] == "active"
+    # The keys are read on demand (docs/deploy.md), never an output.
+    for output in APIM["outputs"].values():
+        assert "listSecrets" not in render(output["value"])
+
+
+def test_the_function_app_answers_the_gateway_only() -> None:
+    site = only_resource(template("function-app"), "Microsoft.Web/sites")["properties"]
+    config = site["siteConfig"]
+    assert render(config["ipSecurityRestrictionsDefaultAction"]) == "empty(allowedCaller) ? Allow : Deny"
+    assert render(config["ipSecurityRestrictions"]) == "empty(allowedCaller) ? [] : [callerRule]"
+    rule = render(resolve(template("function-app"), "callerRule"))
+    assert "vnetSubnetResourceId: allowedCaller.subnetResourceId" in rule and "tag: ServiceTag" in rule
+    allowed = render(module_params("functionApp")["allowedCaller"])
+    assert allowed == (
+        "gatewayType == applicationGateway ? {subnetResourceId: network.outputs.gatewaySubnetResourceId}"
+        " : {serviceTag: AzureCloud}"
+    )
+    subnet = only_resource(template("network"), "Microsoft.Network/virtualNetworks")["properties"]["subnets"][0]
+    assert subnet["properties"]["serviceEndpoints"] == [{"service": "Microsoft.Web"}]
+    assert render(module_params("applicationGateway")["subnetResourceId"]) == "network.outputs.gatewaySubnetResourceId"
+
+
+def test_application_gateway_needs_its_certificate() -> None:
+    # An empty certificate used to reach the gateway and fail there with an opaque error; now the module's
+    # own parameter check names it before anything is created.
+    certificate = parameter(APP_GATEWAY, "certificateSecretUri")
+    assert decorator(certificate, "min_length") == 1 and certificate["default"] is None
+    assert "Required" in decorator(certificate, "description")
+    assert module_params("applicationGateway")["certificateSecretUri"] == "appGatewayCertificateSecretUri"
+    assert "required" in decorator(MAIN["parameters"]["appGatewayCertificateSecretUri"], "description")
 
 
 def test_api_management_exposes_every_route_the_app_serves() -> None:
@@ -120,18 +208,15 @@ def test_api_management_exposes_every_route_the_app_serves() -> None:
         assert expected in methods
 
 
-def test_application_gateway_request_timeout_and_function_key() -> None:
+def test_application_gateway_request_timeout_and_no_key_of_its_own() -> None:
     gateway = only_resource(APP_GATEWAY, "Microsoft.Network/applicationGateways")["properties"]
     (settings,) = gateway["backendHttpSettingsCollection"]
     assert settings["properties"]["requestTimeout"] == "backendTimeoutSeconds"
     assert settings["properties"]["protocol"] == "Https"
-    (rule_set,) = gateway["rewriteRuleSets"]
-    (rewrite,) = rule_set["properties"]["rewriteRules"]
-    (header,) = rewrite["actionSet"]["requestHeaderConfigurations"]
-    assert header["headerName"] == "x-functions-key"
-    assert render(header["headerValue"]).startswith("listKeys(${functionApp.id}/host/default")
+    # No rewrite rule adds a key (it would be plain text to every Reader): clients send their own.
+    assert "rewriteRuleSets" not in gateway
     (routing,) = gateway["requestRoutingRules"]
-    assert "rewriteRuleSets/add-function-key" in routing["properties"]["rewriteRuleSet"]["id"]
+    assert "rewriteRuleSet" not in routing["properties"]
     # HTTPS only, with TLS 1.2 or later, behind a WAF that lets 100 MB raw submits through.
     assert [listener["properties"]["protocol"] for listener in gateway["httpListeners"]] == ["Https"]
     assert gateway["sslPolicy"]["minProtocolVersion"] == "TLSv1_2"
@@ -140,13 +225,26 @@ def test_application_gateway_request_timeout_and_function_key() -> None:
     policy = waf["properties"]["policySettings"]
     assert policy["mode"] == "Prevention"
     assert policy["requestBodyEnforcement"] is False and policy["fileUploadLimitInMb"] >= 100
-    # The gateway adds the key for every caller, so it can restrict who the callers are.
     rules = render(waf["properties"]["customRules"])
-    assert rules.startswith("empty(allowedClientAddresses) ? [] : [{name: AllowListedClientsOnly")
+    assert "empty(allowedClientAddresses) ? [] : [{name: AllowListedClientsOnly" in rules
     assert "variableName: RemoteAddr" in rules and "negationConditon: true" in rules and "action: Block" in rules
     assert module_params("applicationGateway")["allowedClientAddresses"] == "appGatewayAllowedClientAddresses"
     (probe,) = gateway["probes"]
     assert probe["properties"]["path"] == "/api/health"
+
+
+def test_health_is_not_public() -> None:
+    # GET /api/health reports queue depths and job counts (api/health.py), so no gateway serves it to
+    # strangers: API Management asks for a subscription key on every operation, the WAF blocks it outright
+    # (the gateway's own probe goes to the backend directly), and the app answers nobody else.
+    source_text = (ROOT / "api" / "health.py").read_text(encoding="utf-8")
+    assert '"queues"' in source_text and '"jobs"' in source_text
+    api = only_resource(APIM, "Microsoft.ApiManagement/service/apis")["properties"]
+    assert api["subscriptionRequired"] is True
+    waf = only_resource(APP_GATEWAY, "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies")
+    rules = render(waf["properties"]["customRules"])
+    assert "name: HealthIsInternal" in rules and "variableName: RequestUri" in rules
+    assert "operator: BeginsWith" in rules and "matchValues: [/api/health]" in rules
 
 
 def test_only_https_reaches_the_function_app() -> None:

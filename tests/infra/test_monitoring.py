@@ -122,15 +122,15 @@ def test_workbook_shows_jobs_over_time_durations_queues_and_the_slowest_and_fail
     for event in ("longrun.job.submitted", "longrun.job.completed", "longrun.job.failed"):
         assert f'"{event}"' in over_time
     assert "bin(timestamp, {TimeRange:grain})" in over_time
-    assert re.search(r"percentile\(duration_ms, 50\).*percentile\(duration_ms, 90\).*percentile\(duration_ms, 99\)",
-                     queries["job-duration-percentiles"])
+    assert re.search(
+        r"percentile\(duration_ms, 50\).*percentile\(duration_ms, 90\).*percentile\(duration_ms, 99\)",
+        queries["job-duration-percentiles"],
+    )
     assert "top 20 by duration_ms desc" in queries["slowest-jobs"]
     assert "longrun.job.failed" in queries["failing-jobs"] and "longrun.job.deadlettered" in queries["failing-jobs"]
     assert "longrun.intake.poison" in queries["poison-and-dead-letters"]
     metrics = [item for item in workbook()["items"] if item["type"] == 10]
-    assert [metric["content"]["metrics"][0]["metric"].rsplit("-", 1)[-1] for metric in metrics] == [
-        "QueueMessageCount"
-    ]
+    assert [metric["content"]["metrics"][0]["metric"].rsplit("-", 1)[-1] for metric in metrics] == ["QueueMessageCount"]
     for name, query in queries.items():
         assert query.startswith("traces\n"), name
         assert_parse_kv_is_valid(query)

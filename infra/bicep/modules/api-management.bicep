@@ -1,6 +1,7 @@
-// API Management in front of the function app. The function key lives in a secret named value filled
-// from the app's host keys at deployment time (never a parameter, never an output); a backend adds it
-// as x-functions-key, and forward-request waits backendTimeoutSeconds for the app's response headers.
+// API Management in front of the function app. The function key never appears in a template: a
+// secret named value refers to a Key Vault secret that the azd postdeploy hook (infra/hooks/postdeploy.sh)
+// fills with a host key of the deployed app; a backend adds it as x-functions-key. Callers authenticate
+// with the subscription key of the `longrun` product, and forward-request waits backendTimeoutSeconds.
 
 @description('Required. API Management service name.')
 param name string
@@ -26,11 +27,20 @@ param publisherEmail string
 @description('Optional. Name of the API publisher.')
 param publisherName string = 'longrun'
 
-@description('Required. Name of the function app behind the gateway (its host key is read at deployment).')
-param functionAppName string
+@description('Required. Resource id of the function app behind the gateway.')
+param functionAppResourceId string
 
 @description('Required. Default host name of the function app.')
 param functionAppHostName string
+
+@description('Required. Resource id of the gateway\'s user-assigned identity (Key Vault Secrets User on the vault below).')
+param identityResourceId string
+
+@description('Required. Client id of that identity: API Management reads the Key Vault secret as it.')
+param identityClientId string
+
+@description('Required. Versionless URI of the Key Vault secret that holds the function key (the postdeploy hook writes it; API Management refreshes it).')
+param functionKeySecretUri string
 
 @description('Optional. Path of the API on the gateway: clients call https://<gateway>/<apiPath>/api/jobs. PUBLIC_BASE_URL is https://<gateway>/<apiPath>.')
 param apiPath string = 'longrun'
@@ -39,9 +49,6 @@ param apiPath string = 'longrun'
 @minValue(30)
 @maxValue(220)
 param backendTimeoutSeconds int = 120
-
-@description('Optional. Whether callers need an API Management subscription key (Ocp-Apim-Subscription-Key).')
-param subscriptionRequired bool = true
 
 // One operation per route of the HTTP API (see api/).
 var operations = [
@@ -68,11 +75,8 @@ var idParameter = [
 
 var apiPolicyTemplate = '<policies><inbound><base /><set-backend-service backend-id="__BACKEND_ID__" /></inbound><backend><forward-request timeout="${backendTimeoutSeconds}" buffer-request-body="false" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
 
-resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
-  name: functionAppName
-}
-
-resource apim 'Microsoft.ApiManagement/service@2023-05-01-preview' = {
+// 2024-05-01: the first GA api version with the v2 tiers (BasicV2, StandardV2).
+resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
   name: name
   location: location
   tags: tags
@@ -81,9 +85,12 @@ resource apim 'Microsoft.ApiManagement/service@2023-05-01-preview' = {
     capacity: skuName == 'Consumption' ? 0 : 1
   }
   identity: {
-    type: 'SystemAssigned'
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityResourceId}': {}
+    }
   }
-  // checkov:skip=CKV_AZURE_107: The gateway is the public entry point; the Consumption tier has no VNet injection. Use a v2 tier with VNet integration to make the function app private.
+  // checkov:skip=CKV_AZURE_107: The gateway is the public entry point; the Consumption tier has no VNet injection. The function app behind it accepts only the gateway's traffic (access restrictions) and key.
   // checkov:skip=CKV_AZURE_174: The gateway is the public entry point by design.
   properties: {
     publisherEmail: publisherEmail
@@ -97,26 +104,30 @@ resource apim 'Microsoft.ApiManagement/service@2023-05-01-preview' = {
       'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Backend.Protocols.Ssl30': 'False'
     }
   }
-
 }
 
-resource functionKey 'Microsoft.ApiManagement/service/namedValues@2023-05-01-preview' = {
+// A Key Vault reference, not a value: API Management reads the secret with the gateway identity and
+// refreshes it every four hours (the hook asks for an immediate refresh after writing a new key).
+resource functionKey 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
   parent: apim
   name: 'longrun-function-key'
   properties: {
     displayName: 'longrun-function-key'
     secret: true
-    value: listKeys('${functionApp.id}/host/default', '2024-04-01').functionKeys.default
+    keyVault: {
+      secretIdentifier: functionKeySecretUri
+      identityClientId: identityClientId
+    }
   }
 }
 
-resource backend 'Microsoft.ApiManagement/service/backends@2023-05-01-preview' = {
+resource backend 'Microsoft.ApiManagement/service/backends@2024-05-01' = {
   parent: apim
   name: 'longrun-function'
   properties: {
     protocol: 'http'
     url: 'https://${functionAppHostName}'
-    resourceId: '${environment().resourceManager}${substring(functionApp.id, 1)}'
+    resourceId: '${environment().resourceManager}${substring(functionAppResourceId, 1)}'
     credentials: {
       header: {
         'x-functions-key': [
@@ -131,7 +142,7 @@ resource backend 'Microsoft.ApiManagement/service/backends@2023-05-01-preview' =
   }
 }
 
-resource api 'Microsoft.ApiManagement/service/apis@2023-05-01-preview' = {
+resource api 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
   parent: apim
   name: 'longrun'
   properties: {
@@ -141,11 +152,11 @@ resource api 'Microsoft.ApiManagement/service/apis@2023-05-01-preview' = {
       'https'
     ]
     serviceUrl: 'https://${functionAppHostName}'
-    subscriptionRequired: subscriptionRequired
+    subscriptionRequired: true
   }
 }
 
-resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2023-05-01-preview' = {
+resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
   parent: api
   name: 'policy'
   properties: {
@@ -154,7 +165,7 @@ resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2023-05-01-pre
   }
 }
 
-resource apiOperations 'Microsoft.ApiManagement/service/apis/operations@2023-05-01-preview' = [for operation in operations: {
+resource apiOperations 'Microsoft.ApiManagement/service/apis/operations@2024-05-01' = [for operation in operations: {
   parent: api
   name: operation.name
   properties: {
@@ -165,6 +176,39 @@ resource apiOperations 'Microsoft.ApiManagement/service/apis/operations@2023-05-
   }
 }]
 
+// Subscriptions are required, so the API is published in a product callers subscribe to; one
+// subscription is created for the first client (its keys: docs/deploy.md, never an output).
+resource product 'Microsoft.ApiManagement/service/products@2024-05-01' = {
+  parent: apim
+  name: 'longrun'
+  properties: {
+    displayName: 'longrun'
+    description: 'Long-running jobs: submit, poll, fetch results.'
+    subscriptionRequired: true
+    approvalRequired: false
+    state: 'published'
+  }
+}
+
+resource productApi 'Microsoft.ApiManagement/service/products/apis@2024-05-01' = {
+  parent: product
+  name: api.name
+}
+
+resource defaultSubscription 'Microsoft.ApiManagement/service/subscriptions@2024-05-01' = {
+  parent: apim
+  name: 'longrun-default'
+  properties: {
+    displayName: 'longrun default client'
+    scope: product.id
+    state: 'active'
+  }
+  dependsOn: [
+    productApi
+  ]
+}
+
 output name string = apim.name
 output resourceId string = apim.id
 output gatewayUrl string = apim.properties.gatewayUrl
+output subscriptionName string = defaultSubscription.name

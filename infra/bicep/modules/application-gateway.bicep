@@ -1,6 +1,8 @@
-// Application Gateway v2 (WAF) in front of the function app: HTTPS only with a certificate from Key Vault,
-// a rewrite rule that adds the function key (read from the app's host keys at deployment, passed as a
-// secure parameter), and a backend request timeout from a parameter.
+// Application Gateway v2 (WAF) in front of the function app: HTTPS only with a certificate from Key Vault
+// and a backend request timeout from a parameter. It adds no credential: Application Gateway cannot read a
+// secret for a header, and a key written into a rewrite rule is plain text to every Reader. Clients send
+// their own function key (x-functions-key, one named key per client); the function app accepts traffic
+// from this gateway's subnet only, and the WAF keeps GET /api/health (queue depths, job counts) internal.
 
 @description('Required. Application Gateway name.')
 param name string
@@ -11,8 +13,8 @@ param location string
 @description('Optional. Tags for the resources.')
 param tags object = {}
 
-@description('Required. Virtual network name (the gateway needs a subnet of its own).')
-param virtualNetworkName string
+@description('Required. Resource id of the gateway\'s own subnet (modules/network.bicep).')
+param subnetResourceId string
 
 @description('Required. Public IP address name.')
 param publicIpName string
@@ -26,11 +28,9 @@ param dnsLabel string
 @description('Required. Resource id of the user-assigned identity that may read the certificate from Key Vault (Key Vault Secrets User).')
 param identityResourceId string
 
-@description('Required. Key Vault secret id (https://<vault>.vault.azure.net/secrets/<name>) of the TLS certificate for the public host name.')
-param certificateSecretId string
-
-@description('Required. Name of the function app behind the gateway (its host key is read at deployment).')
-param functionAppName string
+@description('Required. Key Vault secret URI of the TLS certificate for the public host name: the vault\'s URI followed by secrets/<name>. Required: without it the deployment stops here with this parameter\'s name instead of an opaque gateway error.')
+@minLength(1)
+param certificateSecretUri string
 
 @description('Required. Default host name of the function app.')
 param functionAppHostName string
@@ -40,7 +40,7 @@ param functionAppHostName string
 @maxValue(220)
 param backendTimeoutSeconds int = 120
 
-@description('Optional. Client IP addresses or CIDR ranges allowed through the gateway. The gateway adds the function key to every request it forwards, so without API Management\'s subscription keys this list (or mutual TLS you add) is what keeps strangers out. Empty: anyone on the internet.')
+@description('Optional. Client IP addresses or CIDR ranges allowed through the gateway, on top of the function key every client sends. Empty: any address (the key still decides).')
 param allowedClientAddresses array = []
 
 @description('Optional. Most autoscale instances.')
@@ -48,12 +48,6 @@ param allowedClientAddresses array = []
 @maxValue(125)
 param maxCapacity int = 10
 
-@description('Optional. Address space of the gateway\'s virtual network.')
-param addressPrefix string = '10.42.0.0/24'
-
-resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
-  name: functionAppName
-}
 
 resource publicIp 'Microsoft.Network/publicIPAddresses@2023-11-01' = {
   name: publicIpName
@@ -67,27 +61,6 @@ resource publicIp 'Microsoft.Network/publicIPAddresses@2023-11-01' = {
     dnsSettings: {
       domainNameLabel: dnsLabel
     }
-  }
-}
-
-resource virtualNetwork 'Microsoft.Network/virtualNetworks@2023-11-01' = {
-  name: virtualNetworkName
-  location: location
-  tags: tags
-  properties: {
-    addressSpace: {
-      addressPrefixes: [
-        addressPrefix
-      ]
-    }
-    subnets: [
-      {
-        name: 'snet-appgateway'
-        properties: {
-          addressPrefix: addressPrefix
-        }
-      }
-    ]
   }
 }
 
@@ -108,10 +81,36 @@ resource wafPolicy 'Microsoft.Network/ApplicationGatewayWebApplicationFirewallPo
       fileUploadEnforcement: true
       fileUploadLimitInMb: 100
     }
-    customRules: empty(allowedClientAddresses) ? [] : [
+    customRules: concat([
+      {
+        // GET /api/health reports queue depths and job counts: the gateway's probe reaches the backend
+        // directly, callers from outside never.
+        name: 'HealthIsInternal'
+        priority: 1
+        ruleType: 'MatchRule'
+        action: 'Block'
+        matchConditions: [
+          {
+            matchVariables: [
+              {
+                variableName: 'RequestUri'
+              }
+            ]
+            operator: 'BeginsWith'
+            negationConditon: false
+            matchValues: [
+              '/api/health'
+            ]
+            transforms: [
+              'Lowercase'
+            ]
+          }
+        ]
+      }
+    ], empty(allowedClientAddresses) ? [] : [
       {
         name: 'AllowListedClientsOnly'
-        priority: 1
+        priority: 2
         ruleType: 'MatchRule'
         action: 'Block'
         matchConditions: [
@@ -128,7 +127,7 @@ resource wafPolicy 'Microsoft.Network/ApplicationGatewayWebApplicationFirewallPo
           }
         ]
       }
-    ]
+    ])
     managedRules: {
       managedRuleSets: [
         {
@@ -179,7 +178,7 @@ resource applicationGateway 'Microsoft.Network/applicationGateways@2023-11-01' =
         name: 'gateway-ip'
         properties: {
           subnet: {
-            id: virtualNetwork.properties.subnets[0].id
+            id: subnetResourceId
           }
         }
       }
@@ -188,7 +187,7 @@ resource applicationGateway 'Microsoft.Network/applicationGateways@2023-11-01' =
       {
         name: 'public-certificate'
         properties: {
-          keyVaultSecretId: certificateSecretId
+          keyVaultSecretId: certificateSecretUri
         }
       }
     ]
@@ -233,7 +232,7 @@ resource applicationGateway 'Microsoft.Network/applicationGateways@2023-11-01' =
           unhealthyThreshold: 3
           pickHostNameFromBackendHttpSettings: true
           match: {
-            // GET /api/health is anonymous and answers 503 when storage is unreachable.
+            // GET /api/health needs no key and answers 503 when storage is unreachable.
             statusCodes: [
               '200-399'
             ]
@@ -273,27 +272,6 @@ resource applicationGateway 'Microsoft.Network/applicationGateways@2023-11-01' =
         }
       }
     ]
-    rewriteRuleSets: [
-      {
-        name: 'add-function-key'
-        properties: {
-          rewriteRules: [
-            {
-              name: 'x-functions-key'
-              ruleSequence: 100
-              actionSet: {
-                requestHeaderConfigurations: [
-                  {
-                    headerName: 'x-functions-key'
-                    headerValue: listKeys('${functionApp.id}/host/default', '2024-04-01').functionKeys.default
-                  }
-                ]
-              }
-            }
-          ]
-        }
-      }
-    ]
     requestRoutingRules: [
       {
         name: 'api'
@@ -308,9 +286,6 @@ resource applicationGateway 'Microsoft.Network/applicationGateways@2023-11-01' =
           }
           backendHttpSettings: {
             id: '${gatewayId}/backendHttpSettingsCollection/function-app-https'
-          }
-          rewriteRuleSet: {
-            id: '${gatewayId}/rewriteRuleSets/add-function-key'
           }
         }
       }

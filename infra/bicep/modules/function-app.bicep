@@ -49,9 +49,8 @@ param taskHubName string
 @description('Required. URL clients reach the API through (the gateway), without a trailing slash. The app builds Location and link URLs from it by appending /api/...')
 param publicBaseUrl string
 
-@description('Optional. Instance memory in MB. 2,048 MB gives one vCPU; 4,096 MB two, for CPU-heavy chunks.')
+@description('Optional. Instance memory in MB: the sizes the service accepts for new Flex Consumption apps (azure-rest-api-specs#40898: 512 is refused). 2,048 MB gives one vCPU; 4,096 MB two, for CPU-heavy chunks.')
 @allowed([
-  512
   2048
   4096
 ])
@@ -72,15 +71,13 @@ param alwaysReadyDurableInstances int = 1
 @maxValue(1000)
 param httpPerInstanceConcurrency int = 16
 
-@description('Optional. Python worker processes per instance. Flex Consumption always runs one; kept as a setting so Durable concurrency below is computed from the real figure.')
-@minValue(1)
-@maxValue(1)
-param workerProcessCount int = 1
-
-@description('Optional. Threads per Python worker (PYTHON_THREADPOOL_THREAD_COUNT). Durable activity and orchestrator concurrency are set to processes × threads, the real Python concurrency.')
+@description('Optional. Threads of the one Python worker process a Flex Consumption instance runs (PYTHON_THREADPOOL_THREAD_COUNT; FUNCTIONS_WORKER_PROCESS_COUNT is not a Flex setting). Durable activity and orchestrator concurrency are set to the same figure, the real Python concurrency.')
 @minValue(1)
 @maxValue(32)
 param threadsPerWorker int = 8
+
+@description('Optional. Who may call the app directly: `{ serviceTag: \'AzureCloud\' }` (API Management, whose outbound addresses are not the instance\'s own on every tier) or `{ subnetResourceId: \'...\' }` (Application Gateway\'s subnet, with the Microsoft.Web service endpoint). Everything else gets 403 from the platform before the Functions host sees it. Empty: no restriction (not used by main.bicep).')
+param allowedCaller object = {}
 
 @description('Optional. Days the app keeps finished jobs\' payloads and results before its retention timer purges them (RETENTION_DAYS).')
 @minValue(1)
@@ -147,7 +144,25 @@ param retryMaxIntervalSeconds string = '60'
 @maxValue(20)
 param retryMaxAttempts int = 5
 
-var pythonConcurrency = workerProcessCount * threadsPerWorker
+// One worker process per Flex instance, so the real Python concurrency is the thread count.
+var pythonConcurrency = threadsPerWorker
+
+// Access restrictions: the gateway only. The scm (deployment) site keeps its own, open list: azd and
+// `func publish` deploy through it with an Entra token (basic publishing credentials are off below).
+var callerRule = contains(allowedCaller, 'subnetResourceId') ? {
+  name: 'gateway-subnet'
+  description: 'The Application Gateway subnet'
+  action: 'Allow'
+  priority: 100
+  vnetSubnetResourceId: allowedCaller.subnetResourceId
+} : {
+  name: 'gateway-service-tag'
+  description: 'API Management (service tag)'
+  action: 'Allow'
+  priority: 100
+  tag: 'ServiceTag'
+  ipAddress: contains(allowedCaller, 'serviceTag') ? allowedCaller.serviceTag : 'AzureCloud'
+}
 
 var storageSettings = {
   AzureWebJobsStorage__blobServiceUri: blobEndpoint
@@ -172,7 +187,6 @@ var hostSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
   TASK_HUB_NAME: taskHubName
   RETENTION_SCHEDULE: retentionSchedule
-  FUNCTIONS_WORKER_PROCESS_COUNT: string(workerProcessCount)
   PYTHON_THREADPOOL_THREAD_COUNT: string(threadsPerWorker)
   AzureFunctionsJobHost__extensions__durableTask__maxConcurrentActivityFunctions: string(pythonConcurrency)
   AzureFunctionsJobHost__extensions__durableTask__maxConcurrentOrchestratorFunctions: string(pythonConcurrency)
@@ -224,19 +238,25 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       '${identityResourceId}': {}
     }
   }
-  // checkov:skip=CKV_AZURE_222: Public network access stays on so the gateway (API Management Consumption, or Application Gateway without private link) reaches the app; a request without the function key gets 401.
-  // checkov:skip=CKV_AZURE_17: Callers are authenticated by the function key the gateway adds (and by the gateway itself); client certificates would be a second credential the gateway must also hold.
+  // checkov:skip=CKV_AZURE_222: Public network access stays on only for the access restrictions below: the gateway's subnet or service tag is allowed, everyone else gets 403 (API Management Consumption has no private link to a backend).
+  // checkov:skip=CKV_AZURE_17: Callers are authenticated by a function key (the gateway's, from Key Vault, or the client's own behind Application Gateway); client certificates would be a second credential the gateway must also hold.
   properties: {
     // checkov:skip=CKV_AZURE_212: Flex Consumption has no fixed instance count; the always-ready instance of the durable group below keeps one instance warm and the platform adds more on demand.
+    // checkov:skip=CKV_AZURE_78: Flex Consumption rejects siteConfig.ftpsState (ARM 51021) and has no FTP endpoint; FTP publishing is off through the basicPublishingCredentialsPolicies 'ftp' below.
     // checkov:skip=CKV_AZURE_213: Flex Consumption does not offer the App Service health check; the gateway probes GET /api/health instead.
     serverFarmId: plan.id
     httpsOnly: true
     publicNetworkAccess: 'Enabled'
+    // No ftpsState: Flex Consumption rejects it (ARM error 51021); FTP is off through basicPublishingCredentialsPolicies below.
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
+      ipSecurityRestrictionsDefaultAction: empty(allowedCaller) ? 'Allow' : 'Deny'
+      ipSecurityRestrictions: empty(allowedCaller) ? [] : [
+        callerRule
+      ]
+      scmIpSecurityRestrictionsUseMain: false
     }
     functionAppConfig: {
       deployment: {
@@ -277,7 +297,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 // only, so its web-config checks do not apply. The site's own siteConfig above is what they are about.
 resource appSettingsConfig 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: functionApp
-  // checkov:skip=CKV_AZURE_13: Not a web config (app settings only); callers authenticate with function keys the gateway adds.
+  // checkov:skip=CKV_AZURE_13: Not a web config (app settings only); callers authenticate with function keys.
   // checkov:skip=CKV_AZURE_222: Not a web config (app settings only); public access is decided on the site (see its skip).
   // checkov:skip=CKV_AZURE_80: Not a web config (app settings only); the app is Python, not .NET.
   // checkov:skip=CKV_AZURE_88: Not a web config (app settings only); Flex Consumption runs from a blob package, not Azure Files.
