@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import time
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NotRequired, TypedDict
 
@@ -25,25 +24,24 @@ from activities.names import non_retryable_message
 from activities.stop_marker import CHECK_INTERVAL_SECONDS, StopSignal, write_stop_marker
 from kinds import get_kind
 from kinds.base import ChunkStopped, JobKind, NonRetryableError
-from shared import dead_letters, job_store
+from shared.clock import iso, utc_now
 from shared.contracts import DeadLetterRecord, JobError, JobOutcome, JobStart
 from shared.settings import Settings, get_settings
-from shared.storage import (
+from shared.telemetry import log_event
+from storage import dead_letters
+from storage import jobs as job_store
+from storage.clients import blob_service, connection_string, queue_service, table_service
+from storage.names import (
     CONTAINERS,
     PAYLOADS_CONTAINER,
     QUEUES,
     RESULTS_CONTAINER,
     TABLES,
-    blob_service,
-    cancel_marker_blob_name,
-    connection_string,
     job_prefix,
     partial_blob_name,
-    queue_service,
     result_blob_name,
-    table_service,
+    stop_marker_blob_name,
 )
-from shared.telemetry import log_event
 
 RESULT_CONTENT_TYPE = "application/json"
 
@@ -341,7 +339,7 @@ def discard_outputs(job_id: str, keep_result: bool) -> int:
     settings = get_settings()
     results = _results(settings)
     keep = {result_blob_name(job_id)} if keep_result else set()
-    keep.add(cancel_marker_blob_name(job_id))
+    keep.add(stop_marker_blob_name(job_id))
     deleted = 0
     for blob in results.list_blobs(name_starts_with=job_prefix(job_id)):
         if blob.name in keep:
@@ -376,7 +374,7 @@ def dead_letter_job(start: JobStart, error: JobError) -> str:
         "reason": error["message"],
         "attempts": error["attempts"],
         "raw_message": None,
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "created_at": iso(utc_now()),
     }
     dead_letters.record_dead_letter(get_settings(), record)
     log_event(
