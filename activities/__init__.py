@@ -5,7 +5,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from activities import job_steps
-from activities.names import (
+from shared.contracts import (
     DEAD_LETTER_JOB,
     FINALIZE_JOB,
     MERGE_PARTIALS,

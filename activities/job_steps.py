@@ -20,12 +20,12 @@ from azure.storage.blob import ContainerClient, ContentSettings
 from pydantic import ValidationError
 
 from activities.blob_source import BlobByteSource
-from activities.names import non_retryable_message
 from activities.stop_marker import CHECK_INTERVAL_SECONDS, StopSignal, write_stop_marker
 from kinds import get_kind
-from kinds.base import ChunkStopped, JobKind, NonRetryableError
+from kinds.base import ChunkStopped, JobKind
 from shared.clock import iso, utc_now
 from shared.contracts import DeadLetterRecord, JobError, JobOutcome, JobStart
+from shared.failures import NonRetryableError
 from shared.settings import Settings, get_settings
 from shared.telemetry import log_event
 from storage import dead_letters
@@ -46,12 +46,8 @@ from storage.names import (
 RESULT_CONTENT_TYPE = "application/json"
 
 
-class PermanentStepError(Exception):
-    """A failure no retry can fix; its message carries the marker the orchestrator looks for."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(non_retryable_message(error_type, message))
-        self.error_type = error_type
+PermanentStepError = NonRetryableError
+"""A failure no retry can fix (one protocol for kinds and steps: shared.failures)."""
 
 
 class JobPlan(TypedDict):

@@ -11,13 +11,20 @@ from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
-from activities.names import PROCESS_CHUNK, WATCH_FOR_STOP
-from orchestrators.retry import RetryPolicy, backoff_seconds, classify_failure
-from shared.contracts import JobError
+from orchestrators.retry import backoff_seconds
+from shared.contracts import (
+    PROCESS_CHUNK,
+    WATCH_FOR_STOP,
+    ChunkInput,
+    Interrupt,
+    JobError,
+    RetryPolicy,
+    WatchInput,
+)
+from shared.failures import classify_failure
 
-Interrupt = Literal["cancelled", "deadline"]
 Orchestration = Generator[Any, Any, Any]
 
 
@@ -147,10 +154,8 @@ def run_chunk_waves(
     done = 0
     while queue:
         wave = [queue.popleft() for _ in range(min(max_parallel, len(queue)))]
-        tasks = [
-            context.call_activity(PROCESS_CHUNK, {"job_id": job_id, "index": index, "attempt": attempt})
-            for index, attempt in wave
-        ]
+        inputs: list[ChunkInput] = [{"job_id": job_id, "index": index, "attempt": attempt} for index, attempt in wave]
+        tasks = [context.call_activity(PROCESS_CHUNK, chunk) for chunk in inputs]
         yield from wait_for_all(context, tasks, interrupts)
         retries: list[tuple[int, int]] = []
         error: JobError | None = None
@@ -203,7 +208,8 @@ def back_off(
     if max(delays, default=0.0) < WATCH_FROM_SECONDS:
         yield from wait_for_all(context, timers, interrupts)
         return
-    watcher = context.call_activity(WATCH_FOR_STOP, {"job_id": job_id, "seconds": max(delays)})
+    watch: WatchInput = {"job_id": job_id, "seconds": max(delays)}
+    watcher = context.call_activity(WATCH_FOR_STOP, watch)
     timers_done = context.task_all(timers)
     winner = yield context.task_any([timers_done, watcher, *interrupts.tasks])
     reason = interrupts.reason_for(winner)

@@ -11,8 +11,8 @@ import pytest
 
 from kinds.simulate import expected_checksum
 from orchestrators.job import chunk_batch_instance_id
-from orchestrators.retry import RetryPolicy, backoff_seconds
-from shared.contracts import CANCEL_EVENT, JobStatus
+from orchestrators.retry import backoff_seconds
+from shared.contracts import CANCEL_EVENT, JobStatus, RetryPolicy
 from shared.status import job_state
 from storage.names import RESULTS_CONTAINER, job_prefix
 from tests.orchestrators.helpers import (
