@@ -19,8 +19,8 @@ from kinds.base import ChunkStopped
 from shared.contracts import ChunkOutput
 from shared.failures import NonRetryableError
 from shared.settings import Settings, get_settings
-from shared.storage import partial_blob_name
 from shared.telemetry import log_event
+from storage.names import partial_blob_name
 
 
 def process_chunk(job_id: str, index: int, attempt: int) -> ChunkOutput:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
-from shared import dead_letters
+from shared.clock import iso, utc_now
 from shared.contracts import DeadLetterRecord, JobError, JobStart
 from shared.settings import get_settings
 from shared.telemetry import log_event
+from storage import dead_letters
 
 
 def dead_letter_job(start: JobStart, error: JobError) -> str:
@@ -25,7 +25,7 @@ def dead_letter_job(start: JobStart, error: JobError) -> str:
         "reason": error["message"],
         "attempts": error["attempts"],
         "raw_message": None,
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "created_at": iso(utc_now()),
     }
     dead_letters.record_dead_letter(get_settings(), record)
     log_event(

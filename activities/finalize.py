@@ -6,17 +6,17 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from activities.plan import forget_plans
 from activities.resources import results
-from shared import job_store
 from shared.contracts import JobOutcome
 from shared.settings import get_settings
-from shared.storage import cancel_marker_blob_name, job_prefix, result_blob_name
+from storage import jobs as job_store
+from storage.names import job_prefix, result_blob_name, stop_marker_blob_name
 
 
 def discard_outputs(job_id: str, keep_result: bool) -> int:
     """Delete the job's partials and plan (and its result unless kept); the stop marker stays. Returns count."""
     container = results(get_settings())
     keep = {result_blob_name(job_id)} if keep_result else set()
-    keep.add(cancel_marker_blob_name(job_id))
+    keep.add(stop_marker_blob_name(job_id))
     deleted = 0
     for blob in container.list_blobs(name_starts_with=job_prefix(job_id)):
         if blob.name in keep:

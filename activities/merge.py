@@ -11,7 +11,7 @@ from activities.plan import load_plan
 from activities.resources import JSON_CONTENT_TYPE, job_kind, results
 from shared.contracts import MergeOutput
 from shared.settings import get_settings
-from shared.storage import result_blob_name
+from storage.names import result_blob_name
 
 
 def merge_partials(job_id: str, chunk_count: int) -> MergeOutput:

@@ -16,12 +16,12 @@ from pydantic import ValidationError
 
 from activities.blob_source import BlobByteSource
 from activities.resources import ensure_local_resources, job_kind, payloads, results, write_once
-from shared import job_store
 from shared.contracts import OrchestrationConfig, PrepareInput, PrepareOutput
 from shared.failures import NonRetryableError
 from shared.settings import Settings, get_settings
-from shared.storage import job_prefix
 from shared.telemetry import log_event
+from storage import jobs as job_store
+from storage.names import job_prefix
 
 
 class JobPlan(TypedDict):

@@ -16,17 +16,8 @@ from kinds import get_kind
 from kinds.base import JobKind
 from shared.failures import NonRetryableError
 from shared.settings import Settings
-from shared.storage import (
-    CONTAINERS,
-    PAYLOADS_CONTAINER,
-    QUEUES,
-    RESULTS_CONTAINER,
-    TABLES,
-    blob_service,
-    connection_string,
-    queue_service,
-    table_service,
-)
+from storage.clients import blob_service, connection_string, queue_service, table_service
+from storage.names import CONTAINERS, PAYLOADS_CONTAINER, QUEUES, RESULTS_CONTAINER, TABLES
 
 JSON_CONTENT_TYPE = "application/json"
 """Content type of every blob the steps write (plan, partials, result, outcome)."""

@@ -13,13 +13,13 @@ from api.app import blueprint
 from api.http import ROUTE_METHODS, dispatch, json_response
 from api.jobs import answer_submission, decode_page_token, encode_page_token, page_limit
 from api.links import base_url, dead_letter_links
-from shared import dead_letters
-from shared.async_clients import storage_clients
 from shared.contracts import DeadLetterRecord
 from shared.problems import Problem
 from shared.settings import get_settings
-from shared.storage import PAYLOADS_CONTAINER
 from shared.submission import JobRequest, check_idempotency_key, parse_options, resolve_kind
+from storage import dead_letters
+from storage.clients import storage_clients
+from storage.names import PAYLOADS_CONTAINER
 
 _RECORD_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 _PAGE_KEY = re.compile(r"\d{13}_[A-Za-z0-9._:-]{1,200}")

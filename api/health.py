@@ -11,10 +11,10 @@ from azure.core.exceptions import AzureError
 
 from api.app import blueprint
 from api.http import json_response
-from shared import job_store
-from shared.async_clients import StorageClients, storage_clients
 from shared.settings import get_settings
-from shared.storage import QUEUES
+from storage import jobs as job_store
+from storage.clients import StorageClients, storage_clients
+from storage.names import QUEUES
 
 STORAGE_TIMEOUT_SECONDS = 3.0  # a probe must answer even when storage hangs
 DETAIL_TIMEOUT_SECONDS = 3.0

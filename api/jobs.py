@@ -27,12 +27,10 @@ from api.resource import (
     retry_after_seconds,
     state_from_record,
 )
-from shared import job_store
-from shared.async_clients import StorageClients, storage_clients
+from shared.clock import parse_iso, utc_now
 from shared.contracts import CANCEL_EVENT, FINISHED_STATUSES, JobStatus
 from shared.problems import Problem, field_error, validation_problem
 from shared.settings import Settings, get_settings
-from shared.storage import RESULTS_CONTAINER, cancel_marker_blob_name
 from shared.submission import (
     JSON_CONTENT_TYPE,
     MAX_DEADLINE_SECONDS,
@@ -45,6 +43,9 @@ from shared.submission import (
     submit_job,
 )
 from shared.telemetry import log_event
+from storage import jobs as job_store
+from storage.clients import StorageClients, storage_clients
+from storage.names import RESULTS_CONTAINER, stop_marker_blob_name
 
 RAW_CONTENT_TYPES = ("text/csv", "application/x-ndjson")
 RESERVED_QUERY = ("kind", "deadline_seconds")
@@ -208,7 +209,7 @@ async def cancel_job(req: func.HttpRequest, client: df.DurableOrchestrationClien
     base = base_url(req, settings)
     if state.status in FINISHED_STATUSES:
         return json_response(job_resource(record, state, updated, base), 200)
-    marker = clients.blobs.get_blob_client(RESULTS_CONTAINER, cancel_marker_blob_name(job_id))
+    marker = clients.blobs.get_blob_client(RESULTS_CONTAINER, stop_marker_blob_name(job_id))
     await marker.upload_blob(b"", overwrite=True)
     try:
         await client.raise_event(job_id, CANCEL_EVENT, {"reason": "client"})
@@ -222,7 +223,7 @@ async def cancel_job(req: func.HttpRequest, client: df.DurableOrchestrationClien
 
 async def _terminate_if_stuck(client: df.DurableOrchestrationClient, record: job_store.JobRecord, job_id: str) -> None:
     """An instance still Pending long after submission will not see the event soon: terminate it."""
-    age = (job_store.utc_now() - job_store.parse_iso(record["created_at"])).total_seconds()
+    age = (utc_now() - parse_iso(record["created_at"])).total_seconds()
     if age < STALE_PENDING_SECONDS:
         return
     status = await client.get_status(job_id)

@@ -11,12 +11,13 @@ import azure.functions as func
 
 from api.http import json_response
 from api.links import job_links, job_url
-from shared import job_store
+from shared.clock import iso, parse_iso, utc_now
 from shared.contracts import FINISHED_STATUSES, JobStatus
-from shared.job_store import JobRecord
 from shared.problems import Problem
 from shared.status import JobState, job_state
 from shared.submission import JOB_ID
+from storage import jobs as job_store
+from storage.jobs import JobRecord
 
 
 def checked_job_id(value: str | None) -> str:
@@ -34,7 +35,7 @@ async def durable_state(client: df.DurableOrchestrationClient, job_id: str) -> t
     if name is None:
         return None, None
     updated: datetime | None = getattr(status, "last_updated_time", None)
-    return job_state(str(name), status.output, status.custom_status), job_store.iso(updated) if updated else None
+    return job_state(str(name), status.output, status.custom_status), iso(updated) if updated else None
 
 
 def state_from_record(record: JobRecord) -> JobState:
@@ -66,7 +67,7 @@ async def reconcile(jobs: Any, record: JobRecord, state: JobState | None, update
     if state.status is not JobStatus(record["status"]) and state.status in FINISHED_STATUSES:
         # The index lags when an orchestration crashed before recording its outcome: catch it up.
         outcome: Any = {"status": state.status.value, "summary": state.summary, "error": state.error}
-        await job_store.sync_status(jobs, record, state.status, outcome)
+        await job_store.catch_up_status(jobs, record, state.status, outcome)
     return state, max(updated or record["updated_at"], record["updated_at"])
 
 
@@ -93,7 +94,7 @@ def job_resource(record: JobRecord, state: JobState, updated_at: str, base: str)
 
 def retry_after_seconds(record: JobRecord) -> int:
     """Poll often at first, then back off as the job proves to be long."""
-    age = (job_store.utc_now() - job_store.parse_iso(record["created_at"])).total_seconds()
+    age = (utc_now() - parse_iso(record["created_at"])).total_seconds()
     for limit, seconds in ((10, 1), (60, 2), (600, 5), (3600, 15)):
         if age < limit:
             return seconds

@@ -16,12 +16,13 @@ from azure.storage.blob.aio import BlobServiceClient
 
 from api.app import blueprint
 from api.http import ROUTE_METHODS, dispatch, json_response, read_json
-from shared import job_store
-from shared.async_clients import storage_clients
+from shared.clock import iso, utc_now
 from shared.problems import field_error, validation_problem
 from shared.settings import get_settings
-from shared.storage import PAYLOADS_CONTAINER, upload_blob_name
 from shared.telemetry import log_event
+from storage import jobs as job_store
+from storage.clients import storage_clients
+from storage.names import PAYLOADS_CONTAINER, upload_blob_name
 
 UPLOAD_CONTENT_TYPES = ("text/csv", "application/json", "application/x-ndjson")
 _CLOCK_SKEW = timedelta(minutes=5)
@@ -50,7 +51,7 @@ def _content_type(body: object) -> str | None:
 
 
 async def _sas(blobs: BlobServiceClient, blob_name: str, expires: datetime) -> str:
-    start = job_store.utc_now() - _CLOCK_SKEW
+    start = utc_now() - _CLOCK_SKEW
     permission = BlobSasPermissions(create=True, write=True)
     credential = blobs.credential
     account_key = getattr(credential, "account_key", None)
@@ -71,14 +72,14 @@ async def create_upload(req: func.HttpRequest) -> func.HttpResponse:
     content_type = _content_type(read_json(req, 4096, optional=True))
     clients = await storage_clients(settings)
     upload_id = uuid.uuid4().hex
-    now = job_store.utc_now()
+    now = utc_now()
     expires = now + timedelta(minutes=settings.upload_url_ttl_minutes)
     blob_name = upload_blob_name(upload_id)
     sas = await _sas(clients.blobs, blob_name, expires)
     await job_store.insert_upload(
         clients.jobs,
-        {"upload_id": upload_id, "content_type": content_type, "created_at": job_store.iso(now),
-         "expires_at": job_store.iso(expires)},
+        {"upload_id": upload_id, "content_type": content_type, "created_at": iso(now),
+         "expires_at": iso(expires)},
     )  # fmt: skip
     url = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, blob_name).url
     log_event("upload.created", upload_id=upload_id)
@@ -88,7 +89,7 @@ async def create_upload(req: func.HttpRequest) -> func.HttpResponse:
     body = {
         "input_ref": blob_name,
         "upload_url": f"{url}?{sas}",
-        "expires_at": job_store.iso(expires),
+        "expires_at": iso(expires),
         "method": "PUT",
         "headers": headers,
     }

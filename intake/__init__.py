@@ -15,15 +15,15 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from intake.messages import POISON_ATTEMPTS, diagnose, read_inbox_message
-from shared.async_clients import storage_clients
+from shared.clock import iso, utc_now
 from shared.contracts import DeadLetterRecord
-from shared.dead_letters import record_dead_letter
-from shared.job_store import iso, utc_now
 from shared.problems import Problem
 from shared.settings import get_settings
-from shared.storage import INBOX_POISON_QUEUE, INBOX_QUEUE
 from shared.submission import request_from_body, submit_job
 from shared.telemetry import log_event
+from storage.clients import storage_clients
+from storage.dead_letters import record_dead_letter
+from storage.names import INBOX_POISON_QUEUE, INBOX_QUEUE
 
 blueprint = df.Blueprint()
 

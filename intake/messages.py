@@ -6,8 +6,6 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from shared import job_store
-from shared.async_clients import StorageClients
 from shared.json_body import parse_json
 from shared.problems import Problem
 from shared.settings import Settings
@@ -19,6 +17,8 @@ from shared.submission import (
     parse_body_model,
     request_from_body,
 )
+from storage import jobs as job_store
+from storage.clients import StorageClients
 
 MAX_MESSAGE_BYTES = 64 * 1024  # a storage queue message is at most 64 KiB
 _HOST_JSON = Path(__file__).resolve().parents[1] / "host.json"

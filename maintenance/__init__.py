@@ -1,11 +1,10 @@
 """Blueprint of the maintenance concern: the daily retention timer."""
 
-from datetime import UTC, datetime
-
 import azure.durable_functions as df
 import azure.functions as func
 
 from maintenance.retention import apply_retention
+from shared.clock import utc_now
 from shared.settings import get_settings
 
 blueprint = df.Blueprint()
@@ -18,4 +17,4 @@ APPLY_RETENTION = "apply_retention"
 @blueprint.durable_client_input(client_name="client")
 async def apply_retention_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     """Purge finished jobs older than RETENTION_DAYS and dead letters older than DEADLETTER_RETENTION_DAYS."""
-    await apply_retention(get_settings(), client, datetime.now(UTC))
+    await apply_retention(get_settings(), client, utc_now())

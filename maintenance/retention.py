@@ -16,10 +16,12 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from orchestrators.job import chunk_batch_instance_id
-from shared import dead_letters, job_store
 from shared.settings import Settings
-from shared.storage import PAYLOADS_CONTAINER, RESULTS_CONTAINER, blob_service, job_input_blob_name, job_prefix
 from shared.telemetry import log_event
+from storage import dead_letters
+from storage import jobs as job_store
+from storage.clients import blob_service
+from storage.names import PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name, job_prefix
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ CANCELLED or FAILED. Every path ends with a JobOutcome as the orchestration's ou
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from orchestrators.retry import DEFAULT_RETRY_POLICY, policy_from
@@ -24,6 +24,7 @@ from orchestrators.steps import (
     run_chunk_waves,
     wait_for_all,
 )
+from shared.clock import parse_iso
 from shared.contracts import (
     CANCEL_EVENT,
     CHUNK_BATCH_ORCHESTRATOR,
@@ -56,12 +57,6 @@ def chunk_batch_instance_id(job_id: str, batch: int) -> str:
     return f"{job_id}:chunks:{batch}"
 
 
-def parse_utc(value: str) -> datetime:
-    """An ISO 8601 timestamp as an aware UTC datetime (naive values are taken as UTC)."""
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
 class _JobRun:
     """The state one job orchestration carries between its steps."""
 
@@ -77,7 +72,7 @@ class _JobRun:
         self.completed = 0
         deadline = None
         if start.get("deadline_at"):
-            deadline = context.create_timer(parse_utc(str(start["deadline_at"])))
+            deadline = context.create_timer(parse_iso(str(start["deadline_at"])))
         self.interrupts = Interrupts(cancel=context.wait_for_external_event(CANCEL_EVENT), deadline=deadline)
 
     def progress(self, phase: Phase, completed: int | None = None) -> None:
@@ -109,7 +104,7 @@ class _JobRun:
     def _stop_reason(self) -> Interrupt:
         # Chunks also stop on their own clock at the deadline, possibly before the timer is delivered.
         deadline_at = self.start.get("deadline_at")
-        if deadline_at and self.context.current_utc_datetime >= parse_utc(str(deadline_at)):
+        if deadline_at and self.context.current_utc_datetime >= parse_iso(str(deadline_at)):
             return "deadline"
         deadline = self.interrupts.deadline
         return "deadline" if deadline is not None and deadline.is_completed else "cancelled"

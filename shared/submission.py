@@ -29,13 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 import kinds
 from kinds.base import JobKind
-from shared import job_store
-from shared.async_clients import StorageClients
+from shared.clock import iso, parse_iso, utc_now
 from shared.contracts import JOB_ORCHESTRATOR, JobStart
 from shared.problems import Problem, errors_from_validation, field_error, validation_problem
 from shared.settings import Settings
-from shared.storage import PAYLOADS_CONTAINER, job_input_blob_name, upload_blob_name
 from shared.telemetry import log_event
+from storage import jobs as job_store
+from storage.clients import StorageClients
+from storage.names import PAYLOADS_CONTAINER, job_input_blob_name, upload_blob_name
 
 JSON_CONTENT_TYPE = "application/json"
 MAX_DEADLINE_SECONDS = 30 * 24 * 3600
@@ -309,7 +310,7 @@ async def submit_job(client: df.DurableOrchestrationClient, clients: StorageClie
         fingerprint = await asyncio.to_thread(request.fingerprint)  # hashing 100 MB must not stall the loop
     else:
         fingerprint = request.fingerprint()
-    now = job_store.utc_now()
+    now = utc_now()
     record = job_store.new_job_record(
         job_id=job_id,
         kind=request.kind,
@@ -317,9 +318,7 @@ async def submit_job(client: df.DurableOrchestrationClient, clients: StorageClie
         input_ref=job_input_blob_name(job_id) if request.input_bytes is not None else request.input_ref,
         input_content_type=request.input_content_type,
         options=request.options,
-        deadline_at=job_store.iso(now + timedelta(seconds=request.deadline_seconds))
-        if request.deadline_seconds
-        else None,
+        deadline_at=iso(now + timedelta(seconds=request.deadline_seconds)) if request.deadline_seconds else None,
         idempotency_key_hash=key_hash(request.idempotency_key) if request.idempotency_key is not None else None,
         fingerprint=fingerprint,
         source=request.source,
@@ -375,7 +374,7 @@ async def _restart_if_abandoned(
     """A row with no orchestration long after its creation: its submitter died between the two; finish its work."""
     if record["status"] != "PENDING":
         return
-    age = (job_store.utc_now() - job_store.parse_iso(record["created_at"])).total_seconds()
+    age = (utc_now() - parse_iso(record["created_at"])).total_seconds()
     if age < STALE_START_SECONDS:
         return
     if _status_name(await client.get_status(record["job_id"])) is not None:

@@ -21,13 +21,13 @@ from activities.resources import ensure_local_resources
 from activities.stop_marker import StopSignal, write_stop_marker
 from shared.failures import NonRetryableError
 from shared.settings import get_settings
-from shared.storage import (
+from storage.names import (
     PAYLOADS_CONTAINER,
     RESULTS_CONTAINER,
-    cancel_marker_blob_name,
     job_input_blob_name,
     partial_blob_name,
     result_blob_name,
+    stop_marker_blob_name,
 )
 from tests.orchestrators.helpers import job_start
 from tests.support.azurite import Azurite
@@ -134,7 +134,7 @@ def test_merge_reads_partials_by_name_and_discard_keeps_result_and_marker(blobs:
     write_stop_marker(blobs.get_container_client(RESULTS_CONTAINER), job_id, "test")
     assert discard_outputs(job_id, keep_result=True) == count + 1  # the partials and the plan
     left = {blob.name for blob in blobs.get_container_client(RESULTS_CONTAINER).list_blobs(f"jobs/{job_id}/")}
-    assert left == {result_blob_name(job_id), cancel_marker_blob_name(job_id)}
+    assert left == {result_blob_name(job_id), stop_marker_blob_name(job_id)}
     assert discard_outputs(job_id, keep_result=False) == 1
 
 

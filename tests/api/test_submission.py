@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from shared import job_store
-from shared.async_clients import close_storage_clients, storage_clients
+from shared.clock import utc_now
 from shared.problems import Problem
 from shared.settings import Settings
-from shared.storage import job_input_blob_name
 from shared.submission import JobRequest, job_id_for, submit_job
+from storage import jobs as job_store
+from storage.clients import close_storage_clients, storage_clients
+from storage.names import job_input_blob_name
 from tests.api.probes import count_blobs, count_job_rows
 
 
@@ -85,7 +86,7 @@ def test_a_row_whose_submitter_died_before_starting_is_started_by_the_retry(azur
         try:
             job = request(key)
             record = job_store.new_job_record(
-                job_id=job_id_for(key), kind=job.kind, created=job_store.utc_now() - timedelta(minutes=5),
+                job_id=job_id_for(key), kind=job.kind, created=utc_now() - timedelta(minutes=5),
                 input_ref=job_input_blob_name(job_id_for(key)), input_content_type=job.input_content_type,
                 options={}, deadline_at=None, idempotency_key_hash=None, fingerprint=job.fingerprint(), source="http",
             )  # fmt: skip

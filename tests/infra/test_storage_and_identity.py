@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from shared import storage as names
+from storage import names
 from tests.infra.templates import (
     interpolate,
     loop_of,
@@ -74,11 +74,15 @@ def test_lifecycle_policy_deletes_job_blobs_after_the_apps_retention() -> None:
     rules = {rule["name"]: rule for rule in module_params("storage")["lifecycleRules"]}
     prefixes = {name: {interpolate(MAIN, prefix) for prefix in rule["prefixes"]} for name, rule in rules.items()}
     jobs = f"{names.job_prefix('')}".rstrip("/") + "/"
-    assert set().union(*prefixes.values()) == {
-        f"{names.PAYLOADS_CONTAINER}/{jobs}",
-        f"{names.PAYLOADS_CONTAINER}/{names.upload_blob_name('')}",
-        f"{names.RESULTS_CONTAINER}/{jobs}",
-    } == {"payloads/jobs/", "payloads/uploads/", "results/jobs/"}
+    assert (
+        set().union(*prefixes.values())
+        == {
+            f"{names.PAYLOADS_CONTAINER}/{jobs}",
+            f"{names.PAYLOADS_CONTAINER}/{names.upload_blob_name('')}",
+            f"{names.RESULTS_CONTAINER}/{jobs}",
+        }
+        == {"payloads/jobs/", "payloads/uploads/", "results/jobs/"}
+    )
 
     # RETENTION_DAYS + a margin: the app's own purge runs first, the policy is the safety net. Job inputs
     # stay as long as dead letters, which keep them for replay.

@@ -14,7 +14,7 @@ from orchestrators.job import chunk_batch_instance_id
 from orchestrators.retry import backoff_seconds
 from shared.contracts import CANCEL_EVENT, JobStatus, RetryPolicy
 from shared.status import job_state
-from shared.storage import RESULTS_CONTAINER, job_prefix
+from storage.names import RESULTS_CONTAINER, job_prefix
 from tests.orchestrators.helpers import (
     history_rows,
     instance,
@@ -213,7 +213,7 @@ def _seconds_between(first: str, last: str) -> float:
 def _dead_letter(host: DevHost, job_id: str) -> dict[str, Any]:
     from azure.data.tables import TableServiceClient
 
-    from shared.storage import DEADLETTERS_TABLE
+    from storage.names import DEADLETTERS_TABLE
 
     table = TableServiceClient.from_connection_string(host.connection_string).get_table_client(DEADLETTERS_TABLE)
     return dict(table.get_entity("record", f"job-{job_id}"))
