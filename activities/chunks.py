@@ -1,7 +1,8 @@
 """Processing one chunk of a job into its partial blob, at most once per chunk whatever the retries.
 
 A partial has a deterministic name and is written once (the first write wins), so a retried or
-redelivered chunk reuses it. A chunk that sees the stop marker or the deadline writes nothing.
+redelivered chunk reuses it. A chunk that sees the stop marker or the deadline writes nothing, and
+neither does one redelivered after the job was merged or ended (at-least-once delivery).
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import time
 from typing import Any
 
 from activities.plan import input_source, load_plan
-from activities.resources import job_kind, results, write_once
+from activities.resources import job_has_ended, job_kind, results, write_once
 from activities.stop_marker import StopSignal
 from kinds.base import ChunkStopped
 from shared.contracts import ChunkOutput
 from shared.failures import NonRetryableError
 from shared.settings import Settings, get_settings
 from shared.telemetry import log_event
-from storage.names import partial_blob_name
+from storage.names import partial_blob_name, result_blob_name
 
 
 def process_chunk(job_id: str, index: int, attempt: int) -> ChunkOutput:
@@ -30,9 +31,14 @@ def process_chunk(job_id: str, index: int, attempt: int) -> ChunkOutput:
     name = partial_blob_name(job_id, index)
     if container.get_blob_client(name).exists():
         return {"index": index, "partial_ref": name, "reused": True}
-    plan = load_plan(settings, job_id)
-    should_stop = StopSignal(container, job_id, deadline_at=plan.get("deadline_at"))
     stopped: ChunkOutput = {"index": index, "stopped": True}
+    try:
+        plan = load_plan(settings, job_id)
+    except NonRetryableError:
+        if job_has_ended(container, job_id):
+            return stopped  # redelivered after the job ended: its plan is gone, and so is any need
+        raise
+    should_stop = StopSignal(container, job_id, deadline_at=plan.get("deadline_at"))
     if should_stop.check_now():
         return stopped
     kind = job_kind(settings, plan["kind"])
@@ -49,8 +55,8 @@ def process_chunk(job_id: str, index: int, attempt: int) -> ChunkOutput:
         _log_chunk_failure(job_id, plan["kind"], index, attempt, started_at, type(exc).__name__)
         raise
     finished_at = time.time()
-    if should_stop.check_now():
-        return stopped  # never add outputs to a job that is being cleaned up
+    if should_stop.check_now() or container.get_blob_client(result_blob_name(job_id)).exists():
+        return stopped  # never add outputs to a job that is being cleaned up, or was merged already
     document = {
         "chunk": index,
         "attempt": attempt,

@@ -1,27 +1,39 @@
 """Planning a job: validate its options, split its input into chunks and keep the plan in a blob.
 
-The plan lives in `jobs/{id}/plan.json`, so chunk activities receive only the job id, the chunk
-number and the attempt: the orchestration's history does not grow with the plan.
+The plan lives in `jobs/{id}/plan.json` (activities.resources.plan_blob_name), so chunk activities
+receive only the job id, the chunk number and the attempt: the orchestration's history does not
+grow with the plan.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any, NotRequired, TypedDict
 
 from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobType
 from pydantic import ValidationError
 
 from activities.blob_source import BlobByteSource
-from activities.resources import ensure_local_resources, job_kind, payloads, results, write_once
+from activities.resources import (
+    ensure_local_resources,
+    job_has_ended,
+    job_kind,
+    payloads,
+    plan_blob_name,
+    results,
+    write_once,
+)
+from activities.stop_marker import StopSignal
+from kinds.base import ByteSource
 from shared.contracts import OrchestrationConfig, PrepareInput, PrepareOutput
 from shared.failures import NonRetryableError
 from shared.settings import Settings, get_settings
 from shared.telemetry import log_event
 from storage import jobs as job_store
-from storage.names import job_prefix
 
 
 class JobPlan(TypedDict):
@@ -35,11 +47,6 @@ class JobPlan(TypedDict):
     input_size: int
     input_etag: NotRequired[str | None]
     chunks: list[dict[str, Any]]
-
-
-def plan_blob_name(job_id: str) -> str:
-    """Name of the job's plan blob in the results container."""
-    return f"{job_prefix(job_id)}plan.json"
 
 
 @lru_cache(maxsize=32)
@@ -74,6 +81,9 @@ def input_source(settings: Settings, input_ref: str | None, plan: JobPlan | None
         properties = blob.get_blob_properties()
     except ResourceNotFoundError as exc:
         raise NonRetryableError("invalid_input", "the job's input blob does not exist") from exc
+    if properties.blob_type != BlobType.BLOCKBLOB:
+        # A page blob can declare a terabyte of zeros; the API accepts block blobs only, and so do the steps.
+        raise NonRetryableError("invalid_input", "the job's input must be a block blob")
     return BlobByteSource(blob, int(properties.size), etag=properties.etag)
 
 
@@ -105,20 +115,78 @@ def wave_aligned_target(size: int, target_chunk_bytes: int, max_parallel: int) -
     return max(1, math.ceil(size / aligned))
 
 
-def _prepared(config: OrchestrationConfig, chunk_count: int) -> PrepareOutput:
-    return {**config, "chunk_count": chunk_count}
+class PlanningStopped(Exception):
+    """The job was told to stop (stop marker or deadline) while its input was being planned.
+
+    Not a ValueError: kinds turn those into invalid_input, and this is no fault of the input.
+    """
+
+
+class StoppableSource:
+    """A ByteSource that checks should_stop() before every read and streamed piece, for planning.
+
+    A kind's plan streams its whole input once; over a large input that takes long enough that a
+    cancel or the deadline must be heard between pieces, not after the pass.
+    """
+
+    def __init__(self, source: ByteSource, should_stop: Callable[[], bool]) -> None:
+        """Wrap `source`; `should_stop` is asked (cheaply, it caches) before each piece."""
+        self._source = source
+        self._should_stop = should_stop
+
+    @property
+    def size(self) -> int:
+        """Size of the wrapped source."""
+        return self._source.size
+
+    def _check(self) -> None:
+        if self._should_stop():
+            raise PlanningStopped()
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset`, unless the job must stop."""
+        self._check()
+        return self._source.read(offset, length)
+
+    def stream(self, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The wrapped source's pieces, checking for a stop before each."""
+        for piece in self._source.stream(offset, self.size - offset if length is None else length):
+            self._check()
+            yield piece
+
+
+def _prepared(config: OrchestrationConfig, chunk_count: int, stopped: bool = False) -> PrepareOutput:
+    prepared: PrepareOutput = {
+        "retry": config["retry"],
+        "max_parallel_chunks": config["max_parallel_chunks"],
+        "chunks_per_sub_orchestration": config["chunks_per_sub_orchestration"],
+        "chunk_count": chunk_count,
+    }
+    if stopped:
+        prepared["stopped"] = True
+    return prepared
 
 
 def prepare_job(start: PrepareInput) -> PrepareOutput:
-    """Mark the job RUNNING, validate its input and split it into chunks (plan blob); returns count and config."""
+    """Mark the job RUNNING, validate its input and split it into chunks (plan blob); returns count and config.
+
+    Idempotent against any redelivery: a plan already written is reused; a job that has ended (its
+    result or stop marker exists, its plan is gone) is neither marked RUNNING again nor planned
+    again. Planning stops between pieces of the input at the stop marker or the deadline; then no
+    plan is written and the output says stopped.
+    """
     settings = get_settings()
     ensure_local_resources(settings)
     job_id = start["job_id"]
-    job_store.mark_running(settings, job_id)
     container = results(settings)
     config = orchestration_config(settings)
     if container.get_blob_client(plan_blob_name(job_id)).exists():
+        job_store.mark_running(settings, job_id)
         return _prepared(config, len(load_plan(settings, job_id)["chunks"]))
+    should_stop = StopSignal(container, job_id, deadline_at=start.get("deadline_at"))
+    if job_has_ended(container, job_id) or should_stop.check_now():
+        return _prepared(config, 0, stopped=True)  # cancelled before planning, or a redelivery after the end
+    job_store.mark_running(settings, job_id)
     kind = job_kind(settings, start["kind"])
     source = input_source(settings, start.get("input_ref"))
     try:
@@ -127,7 +195,12 @@ def prepare_job(start: PrepareInput) -> PrepareOutput:
         raise NonRetryableError("invalid_options", " ".join(str(exc).split())[:300]) from exc
     size = source.size if source is not None else 0
     target = wave_aligned_target(size, settings.chunk_target_bytes, settings.max_parallel_chunks)
-    chunks = kind.plan(source, options, target, settings.max_chunks_per_job)
+    try:
+        watched = StoppableSource(source, should_stop) if source is not None else None
+        chunks = kind.plan(watched, options, target, settings.max_chunks_per_job)
+    except PlanningStopped:
+        log_event("job.planning_stopped", job_id=job_id, kind=start["kind"], bytes=size)
+        return _prepared(config, 0, stopped=True)
     plan: JobPlan = {
         "kind": start["kind"],
         "input_ref": start.get("input_ref"),

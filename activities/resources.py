@@ -7,7 +7,9 @@ Azure the infrastructure does.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient, ContentSettings
@@ -17,7 +19,16 @@ from kinds.base import JobKind
 from shared.failures import NonRetryableError
 from shared.settings import Settings
 from storage.clients import blob_service, connection_string, queue_service, table_service
-from storage.names import CONTAINERS, PAYLOADS_CONTAINER, QUEUES, RESULTS_CONTAINER, TABLES
+from storage.names import (
+    CONTAINERS,
+    PAYLOADS_CONTAINER,
+    QUEUES,
+    RESULTS_CONTAINER,
+    TABLES,
+    job_prefix,
+    result_blob_name,
+    stop_marker_blob_name,
+)
 
 JSON_CONTENT_TYPE = "application/json"
 """Content type of every blob the steps write (plan, partials, result, outcome)."""
@@ -56,6 +67,32 @@ def write_once(container: ContainerClient, name: str, body: bytes, content_type:
     except ResourceExistsError:
         return False
     return True
+
+
+def plan_blob_name(job_id: str) -> str:
+    """Name of the job's plan blob in the results container."""
+    return f"{job_prefix(job_id)}plan.json"
+
+
+def job_has_ended(container: ContainerClient, job_id: str) -> bool:
+    """Whether the job got past its work: its result exists (merged) or its stop marker does (stopped).
+
+    A step redelivered after a later step ran (at-least-once delivery) asks this before failing on a
+    missing plan, so it returns quietly instead of failing, or of writing outputs nothing will read.
+    """
+    return any(
+        container.get_blob_client(name).exists() for name in (result_blob_name(job_id), stop_marker_blob_name(job_id))
+    )
+
+
+def upload_json(container: ContainerClient, name: str, document: Any, metadata: dict[str, str] | None = None) -> None:
+    """Write (or overwrite) a JSON blob."""
+    container.get_blob_client(name).upload_blob(
+        json.dumps(document).encode(),
+        overwrite=True,
+        metadata=metadata,
+        content_settings=ContentSettings(content_type=JSON_CONTENT_TYPE),
+    )
 
 
 @lru_cache(maxsize=4)

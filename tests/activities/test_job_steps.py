@@ -6,7 +6,6 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,7 +16,6 @@ from activities.chunks import process_chunk
 from activities.finalize import discard_outputs
 from activities.merge import merge_partials
 from activities.plan import prepare_job, wave_aligned_target
-from activities.resources import ensure_local_resources
 from activities.stop_marker import StopSignal, write_stop_marker
 from shared.failures import NonRetryableError
 from shared.settings import get_settings
@@ -30,17 +28,6 @@ from storage.names import (
     stop_marker_blob_name,
 )
 from tests.orchestrators.helpers import job_start
-from tests.support.azurite import Azurite
-
-
-@pytest.fixture
-def blobs(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[BlobServiceClient]:
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
-    monkeypatch.setenv("CHUNK_TARGET_BYTES", "1024")
-    get_settings.cache_clear()
-    ensure_local_resources(get_settings())
-    yield BlobServiceClient.from_connection_string(azurite.connection_string)
-    get_settings.cache_clear()
 
 
 def test_blob_byte_source_reads_ranges_and_streams_in_bounded_pieces(blobs: BlobServiceClient) -> None:
