@@ -24,7 +24,7 @@ from activities.resources import plan_blob_name
 from activities.stop import request_stop, watch_for_stop
 from kinds import get_kind
 from kinds.base import BytesSource
-from shared.contracts import JobOutcome, JobStart
+from shared.contracts import JobError, JobOutcome, JobStart
 from shared.failures import NonRetryableError
 from storage.names import PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name, job_prefix
 from tests.orchestrators.helpers import job_start
@@ -114,7 +114,7 @@ def test_each_step_redelivered_after_a_cancelled_job_ended_changes_nothing(blobs
     for index in range(count):
         assert process_chunk(job_id, index, 1) == {"index": index, "stopped": True}
     assert prepare_job(start).get("stopped") is True
-    error = {"type": "deadline_exceeded", "message": "late", "attempts": 1}
+    error: JobError = {"type": "deadline_exceeded", "message": "late", "attempts": 1}
     assert dead_letter_job(start, error) == dead_letter_job(start, error) == f"job-{job_id}"
     assert _blobs(blobs, job_id) == ended
 
