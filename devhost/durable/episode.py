@@ -116,7 +116,11 @@ class EpisodeRunner:
     """Runs the episode a sorted batch calls for, and checkpoints its outcome."""
 
     def __init__(
-        self, checkpoints: Checkpointer, *, orchestrators: dict[str, Invoker], activity_names: set[str]
+        self,
+        checkpoints: Checkpointer,
+        *,
+        orchestrators: dict[str, Invoker],
+        activity_names: set[str],
     ) -> None:
         self.checkpoints = checkpoints
         self.orchestrators = orchestrators
@@ -210,6 +214,7 @@ class EpisodeRunner:
         next_id = 0
         continue_as_new: str | None = None
         has_continue = False
+        still_open = False
         try:
             if outcome and schema not in (1, 2):
                 raise ReplayError(f"unsupported replay schema {schema!r}; devhost speaks V2/V3 like the host")
@@ -217,7 +222,12 @@ class EpisodeRunner:
             result = replayer.replay(flat)
             decisions, outgoing, next_id = result.decisions, result.outgoing, result.next_id
             continue_as_new, has_continue = result.continue_as_new, result.has_continue_as_new
+            # DTFx TaskOrchestrationExecutor.ExecuteCore: `if (!this.context.HasOpenTasks)` guards both
+            # CompleteOrchestration (output, continue-as-new) and FailOrchestration. With a task still
+            # open, or the shim still awaiting an action, the instance stays Running whatever the SDK said.
+            still_open = bool(result.open_tasks) or result.blocked
         except ReplayError as exc:
+            # Non-determinism and invalid actions fail at once (NonDeterministicOrchestrationException).
             error = str(exc)
             decisions, outgoing = [], []
             next_id = replayer.next_id
@@ -226,12 +236,17 @@ class EpisodeRunner:
             state.custom_status = json.dumps(custom, separators=(",", ":"))
             size = len(state.custom_status.encode("utf-16-le"))
             if size > CUSTOM_STATUS_LIMIT and error is None:
+                # SetCustomStatus throws before the shim replays any action: no task is open.
+                still_open = False
+                decisions, outgoing = [], []
                 error = (
                     f"The UTF-16 size of the JSON-serialized payload must not exceed 16 KB. "
                     f"The current payload size is {size / 1024:.1f} KB."
                 )
         state.history = history + decisions
-        if error is not None:
+        if still_open:
+            await self.checkpoints.running(state, outgoing, started_at)
+        elif error is not None:
             failure = f"Orchestrator function '{name}' failed: {error}"
             await self.checkpoints.finish(state, OrchestrationStatus.Failed, failure, [], next_id, started_at)
         elif has_continue:
