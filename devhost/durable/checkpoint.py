@@ -24,7 +24,6 @@ log = logging.getLogger("devhost.durable")
 
 FINISHED = {"Completed", "Failed", "Terminated", "Canceled"}
 ACTIVE = {"Running", "Pending", "ContinuedAsNew", "Suspended"}
-WORK_ITEM_LEASE = 15  # seconds a work item sent for in-process execution stays hidden
 CACHE_LIMIT = 2000  # instances whose state and replay cost are kept in memory between episodes
 
 
@@ -130,8 +129,9 @@ def episode_time(state: InstanceState) -> datetime:
 class Checkpointer:
     """Loads instance state (cached between episodes) and writes episodes' outcomes in the DTFx order."""
 
-    def __init__(self, store: TaskHubStore, router: Router, *, verbose: bool = False) -> None:
+    def __init__(self, store: TaskHubStore, router: Router, *, work_item_lease: int, verbose: bool = False) -> None:
         self.store = store
+        self.work_item_lease = work_item_lease  # seconds a work item sent for in-process execution stays hidden
         self.router = router
         self.verbose = verbose
         self.cache: dict[str, InstanceState] = {}
@@ -309,7 +309,7 @@ class Checkpointer:
             if sink is not None and sink.reserve():
                 try:
                     leased = await self.store.send_workitem(
-                        state.instance_id, state.execution_id, item.event, lease=WORK_ITEM_LEASE
+                        state.instance_id, state.execution_id, item.event, lease=self.work_item_lease
                     )
                 finally:
                     sink.deliver(leased if self.router.running else None)

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from devhost.durable.checkpoint import ACTIVE, FINISHED, Checkpointer
-from devhost.durable.dispatcher import MESSAGE_VISIBILITY, Dispatcher
+from devhost.durable.dispatcher import Dispatcher
 from devhost.durable.history import Event, EventType, event, utcnow
 from devhost.durable.store import TaskHubStore
 
@@ -90,7 +90,7 @@ class Control:
                 },
                 merge=False,
             ),
-            self.store.send_control(instance_id, execution_id, start, lease=MESSAGE_VISIBILITY),
+            self.store.send_control(instance_id, execution_id, start, lease=self.dispatcher.visibility),
         )
         if leased is not None and self.dispatcher.running:
             self.dispatcher.dispatch([leased])

@@ -19,10 +19,10 @@ from devhost.durable.checkpoint import Checkpointer
 from devhost.durable.episode import EpisodeRunner, sort_messages
 from devhost.durable.history import Event, utcnow
 from devhost.durable.store import QueuedMessage, TaskHubStore
+from devhost.durable.timings import DurableTimings
 
 log = logging.getLogger("devhost.durable")
 
-MESSAGE_VISIBILITY = 15  # seconds a received control message stays hidden; redelivered quickly after a crash
 MIN_POLL_INTERVAL = 0.05
 MAX_COALESCE_SECONDS = 0.25
 
@@ -47,8 +47,12 @@ class Dispatcher:
         max_concurrent: int,
         batch_size: int,
         max_polling_interval: float,
+        timings: DurableTimings,
     ) -> None:
         self.store = store
+        # Seconds a received (or self-sent) control message stays hidden: after a crash, that long until
+        # another host, or this one restarted, sees it again.
+        self.visibility = timings.control_queue_visibility
         self.checkpoints = checkpoints
         self.episodes = episodes
         self.batch_size = max(1, min(32, batch_size))
@@ -80,7 +84,7 @@ class Dispatcher:
 
     async def enqueue(self, instance_id: str, execution_id: str | None, ev: Event) -> None:
         """Send an orchestration message and, holding its lease, process it here at once."""
-        _, leased = await self.store.send_control(instance_id, execution_id, ev, lease=MESSAGE_VISIBILITY)
+        _, leased = await self.store.send_control(instance_id, execution_id, ev, lease=self.visibility)
         if leased is not None and self.running:
             self.dispatch([leased])
 
@@ -126,7 +130,7 @@ class Dispatcher:
         interval = MIN_POLL_INTERVAL
         while self.running:
             try:
-                messages = await self.store.receive(queue, self.batch_size, MESSAGE_VISIBILITY)
+                messages = await self.store.receive(queue, self.batch_size, self.visibility)
             except AzureError as exc:
                 log.warning("control queue %s: %s", queue.queue_name, exc)
                 await asyncio.sleep(1.0)

@@ -23,6 +23,7 @@ from devhost.durable.dispatcher import Dispatcher
 from devhost.durable.episode import EpisodeRunner, Invoker
 from devhost.durable.history import Event
 from devhost.durable.store import QueuedMessage, TaskHubStore
+from devhost.durable.timings import DurableTimings
 
 __all__ = [
     "ACTIVE",
@@ -48,9 +49,13 @@ class OrchestrationEngine(Control):
         batch_size: int,
         max_polling_interval: float,
         verbose: bool = False,
+        timings: DurableTimings | None = None,
     ) -> None:
-        checkpoints = Checkpointer(store, self, verbose=verbose)
-        episodes = EpisodeRunner(checkpoints, orchestrators=orchestrators, activity_names=activity_names)
+        self.timings = timings or DurableTimings.load()
+        checkpoints = Checkpointer(store, self, work_item_lease=self.timings.work_item_visibility, verbose=verbose)
+        episodes = EpisodeRunner(
+            checkpoints, orchestrators=orchestrators, activity_names=activity_names, timings=self.timings
+        )
         dispatcher = Dispatcher(
             store,
             checkpoints,
@@ -58,6 +63,7 @@ class OrchestrationEngine(Control):
             max_concurrent=max_concurrent,
             batch_size=batch_size,
             max_polling_interval=max_polling_interval,
+            timings=self.timings,
         )
         super().__init__(store, dispatcher, checkpoints, set(orchestrators))
 

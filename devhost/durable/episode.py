@@ -18,6 +18,7 @@ from devhost.durable.checkpoint import FINISHED, Checkpointer, InstanceState, ep
 from devhost.durable.history import MESSAGE_TYPES, Event, EventType, OrchestrationStatus, event, type_of
 from devhost.durable.replay import ActionReplayer, Outgoing, ReplayError
 from devhost.durable.store import QueuedMessage
+from devhost.durable.timings import DurableTimings, dotnet_timespan
 
 CUSTOM_STATUS_LIMIT = 16 * 1024  # bytes of UTF-16, as the extension checks
 OUT_OF_PROC_MARKER = "\n\n$OutOfProcData$:"
@@ -121,10 +122,12 @@ class EpisodeRunner:
         *,
         orchestrators: dict[str, Invoker],
         activity_names: set[str],
+        timings: DurableTimings,
     ) -> None:
         self.checkpoints = checkpoints
         self.orchestrators = orchestrators
         self.activity_names = activity_names
+        self.timings = timings
 
     async def run(self, batch: Batch) -> None:
         """Terminate, suspend, or replay with the new events (resume included)."""
@@ -162,8 +165,10 @@ class EpisodeRunner:
                 else None,
                 "upperSchemaVersion": 1,
                 "upperSchemaVersionNew": 2,
-                "longRunningTimerIntervalDuration": "3.00:00:00",
-                "maximumShortTimerDuration": "6.00:00:00",
+                # OrchestrationTriggerAttributeBindingProvider sends the provider's timer limits; the SDK
+                # splits timers longer than the maximum into legs of the interval (LongTimerTask).
+                "longRunningTimerIntervalDuration": dotnet_timespan(self.timings.long_timer_interval),
+                "maximumShortTimerDuration": dotnet_timespan(self.timings.maximum_short_timer),
                 "defaultHttpAsyncRequestSleepTimeMillseconds": 30000,
             }
         )
