@@ -8,8 +8,8 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from activities.resources import ensure_local_resources
+from devhost.testing.azurite import Azurite
 from shared.settings import get_settings
-from tests.support.azurite import Azurite
 
 
 @pytest.fixture
