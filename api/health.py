@@ -11,6 +11,7 @@ from azure.core.exceptions import AzureError
 
 from api.app import blueprint
 from api.http import json_response
+from jobs.query import job_counts
 from shared.settings import get_settings
 from storage import jobs as job_store
 from storage.clients import StorageClients, storage_clients
@@ -33,7 +34,7 @@ async def _queue_depth(clients: StorageClients, name: str) -> int | None:
 
 async def _details(clients: StorageClients) -> dict[str, Any]:
     depths = await asyncio.gather(*(_queue_depth(clients, name) for name in QUEUES))
-    counts, truncated = await job_store.count_by_status(clients.jobs)
+    counts, truncated = await job_counts(clients)
     return {
         "queues": dict(zip(QUEUES, depths, strict=True)),
         "jobs": counts,

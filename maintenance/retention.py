@@ -15,6 +15,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from jobs import durable
 from orchestrators.job import chunk_batch_instance_id
 from shared.settings import Settings
 from shared.telemetry import log_event
@@ -55,10 +56,10 @@ def delete_job_blobs(settings: Settings, job_id: str, keep_input: bool = False) 
 
 async def purge_job_history(client: Any, job_id: str) -> int:
     """Purge the job orchestration's history and its chunk batches' (ids derived from the job id)."""
-    purged = int((await client.purge_instance_history(job_id)).instances_deleted)
+    purged = await durable.purge(client, job_id)
     batch = 0
     while True:
-        deleted = int((await client.purge_instance_history(chunk_batch_instance_id(job_id, batch))).instances_deleted)
+        deleted = await durable.purge(client, chunk_batch_instance_id(job_id, batch))
         if deleted == 0:
             return purged
         purged += deleted

@@ -58,6 +58,7 @@ class JobRecord(TypedDict):
     index_key: str
     summary: dict[str, Any] | None
     error: JobError | None
+    progress: dict[str, int] | None  # {completed, total} once the job finished and someone read it from Durable
 
 
 def new_job_record(
@@ -91,10 +92,11 @@ def new_job_record(
         "index_key": indexed_table.index_key(created, job_id),
         "summary": None,
         "error": None,
+        "progress": None,
     }
 
 
-_JSON_FIELDS = ("options", "summary", "error")
+_JSON_FIELDS = ("options", "summary", "error", "progress")
 
 
 def _fields(record: JobRecord) -> dict[str, Any]:
@@ -144,11 +146,19 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "index_key": str(entity["index_key"]),
         "summary": loaded("summary"),
         "error": loaded("error"),
+        "progress": loaded("progress"),
     }
 
 
-def _status_fields(status: JobStatus, now: datetime, outcome: JobOutcome | None = None) -> dict[str, Any]:
+def _status_fields(
+    status: JobStatus,
+    now: datetime,
+    outcome: JobOutcome | None = None,
+    progress: tuple[int, int] | None = None,
+) -> dict[str, Any]:
     fields: dict[str, Any] = {"status": status.value, "updated_at": iso(now)}
+    if progress is not None:
+        fields["progress"] = json.dumps({"completed": progress[0], "total": progress[1]})
     if status in FINISHED_STATUSES:
         fields["finished_at"] = iso(now)
     if outcome is not None:
@@ -198,10 +208,21 @@ async def get_job(table: AsyncTableClient, job_id: str) -> JobRecord | None:
 
 
 async def catch_up_status(
-    table: AsyncTableClient, record: JobRecord, status: JobStatus, outcome: JobOutcome | None = None
+    table: AsyncTableClient,
+    record: JobRecord,
+    status: JobStatus,
+    outcome: JobOutcome | None = None,
+    progress: tuple[int, int] | None = None,
 ) -> None:
-    """Bring both rows up to the status Durable reports (covers an orchestration that crashed)."""
-    await indexed_table.merge(table, reversed(_rows(record)), _status_fields(status, utc_now(), outcome))
+    """Bring both rows up to the status (and progress) Durable reports (covers an orchestration that crashed)."""
+    fields = _status_fields(status, utc_now(), outcome, progress)
+    await indexed_table.merge(table, reversed(_rows(record)), fields)
+
+
+async def record_progress(table: AsyncTableClient, record: JobRecord, completed: int, total: int) -> None:
+    """Keep a finished job's final progress in its rows, so listings need not ask Durable again."""
+    fields = {"progress": json.dumps({"completed": completed, "total": total})}
+    await indexed_table.merge(table, reversed(_rows(record)), fields)
 
 
 async def list_jobs(

@@ -7,7 +7,7 @@ import uuid
 
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from shared.submission import job_id_for
+from jobs.requests import job_id_for
 from storage.names import INBOX_POISON_QUEUE, INBOX_QUEUE
 from tests.api.probes import eventually, instances, queue_messages
 

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from api.problems import problem_from
+from jobs.errors import Unavailable
+from jobs.requests import JobRequest, job_id_for
+from jobs.submit import submit_job
 from shared.clock import utc_now
-from shared.problems import Problem
 from shared.settings import Settings
-from shared.submission import JobRequest, job_id_for, submit_job
 from storage import jobs as job_store
 from storage.clients import close_storage_clients, storage_clients
 from storage.names import job_input_blob_name
@@ -54,9 +56,10 @@ def test_a_failed_start_leaves_nothing_and_the_retry_succeeds(azurite, key):
         clients = await storage_clients(settings)
         try:
             before = count_blobs(azurite.connection_string), count_job_rows(azurite.connection_string)
-            with pytest.raises(Problem) as refused:
+            with pytest.raises(Unavailable) as refused:
                 await submit_job(FailingDurable(), clients, request(key))
-            assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "1"
+            problem = problem_from(refused.value)  # what the API answers
+            assert problem.status == 503 and problem.headers["Retry-After"] == "1"
             after = await asyncio.to_thread(
                 lambda: (count_blobs(azurite.connection_string), count_job_rows(azurite.connection_string))
             )
