@@ -10,7 +10,8 @@ appended to the history as TaskScheduled / TimerCreated / SubOrchestrationInstan
 test answers them with TaskCompleted / TaskFailed / TimerFired / EventRaised events. The history is
 what DurableTask would have written, so every episode is a true replay of the ones before.
 
-No host, no storage: a whole job takes milliseconds, so every branch of an orchestration gets a test.
+Only devhost's event and action vocabulary is shared (devhost.durable.history and .replay); no host,
+no storage: a whole job takes milliseconds, so every branch of an orchestration gets a test.
 """
 
 from __future__ import annotations
@@ -20,56 +21,17 @@ from collections import defaultdict
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import IntEnum
 from typing import Any
 
 import azure.durable_functions as df
+
+from devhost.durable.history import EventType, dotnet_time, parse_time
+from devhost.durable.replay import ActionType
 
 Event = dict[str, Any]
 START = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
 EPISODE_STEP = timedelta(milliseconds=50)
 """How far the clock moves between two episodes (a message's trip through the control queue)."""
-
-
-class EventType(IntEnum):
-    """DurableTask.Core's HistoryEventType values, as the host serialises them to the SDK."""
-
-    ExecutionStarted = 0
-    TaskScheduled = 4
-    TaskCompleted = 5
-    TaskFailed = 6
-    SubOrchestrationInstanceCreated = 7
-    SubOrchestrationInstanceCompleted = 8
-    SubOrchestrationInstanceFailed = 9
-    TimerCreated = 10
-    TimerFired = 11
-    OrchestratorStarted = 12
-    OrchestratorCompleted = 13
-    EventRaised = 15
-
-
-class ActionType(IntEnum):
-    """The SDK's action types (azure.durable_functions.models.actions.ActionType)."""
-
-    CALL_ACTIVITY = 0
-    CALL_SUB_ORCHESTRATOR = 2
-    CREATE_TIMER = 5
-    WAIT_FOR_EXTERNAL_EVENT = 6
-    WHEN_ANY = 11
-    WHEN_ALL = 12
-
-
-def dotnet_time(moment: datetime) -> str:
-    """A UTC time as Newtonsoft writes it: up to 7 fractional digits, trailing zeros trimmed."""
-    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    fraction = f"{moment.microsecond:06d}0".rstrip("0")
-    return f"{text}.{fraction}Z" if fraction else f"{text}Z"
-
-
-def parse_time(text: str) -> datetime:
-    """Parse the SDK's fireAt (ISO 8601, naive means UTC)."""
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -278,9 +240,7 @@ class Replay:
             task = self._schedule(task_id, kind, action)
         elif kind == ActionType.CREATE_TIMER and action.get("isCanceled"):
             task.cancelled = True
-        expected = {ActionType.CALL_ACTIVITY: "activity", ActionType.CALL_SUB_ORCHESTRATOR: "sub"}.get(
-            ActionType(kind), "timer"
-        )
+        expected = {ActionType.CALL_ACTIVITY: "activity", ActionType.CALL_SUB_ORCHESTRATOR: "sub"}.get(kind, "timer")
         assert task.kind == expected and task.name == action.get("functionName"), "non-deterministic replay"
         return task.done or task.cancelled
 
