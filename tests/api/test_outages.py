@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -41,7 +42,7 @@ def host_without_storage() -> Iterator[tuple[DevHost, str]]:
 def test_every_route_answers_503_with_retry_after_promptly_while_storage_is_down(host_without_storage):
     host, job_id = host_without_storage
     client = httpx.Client(base_url=host.base_url, timeout=30)
-    requests = [
+    requests: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/api/jobs", {"json": {"kind": "simulate", "options": {"chunks": 1}}}),
         ("POST", "/api/jobs", {"json": {"kind": "simulate"}, "headers": {"Idempotency-Key": "outage-1"}}),
         ("POST", "/api/jobs", {"json": {"kind": "vector-normalize", "input": {"vector_data": [[3, 4]]}}}),
