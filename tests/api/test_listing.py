@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.api.probes import eventually, instances
+from tests.support.devhost import DevHost
 
 
 def test_a_finished_job_is_listed_with_the_progress_it_shows_itself(devhost):
@@ -21,7 +24,8 @@ def test_a_finished_job_is_listed_with_the_progress_it_shows_itself(devhost):
     assert _listed(devhost, job_id)["progress"] == own["progress"]  # and again, now from the row
 
 
-def _listed(devhost, job_id):
+def _listed(devhost: DevHost, job_id: str) -> dict[str, Any]:
     items = devhost.client.get("/api/jobs", params={"kind": "simulate", "limit": 100}).json()["items"]
     [item] = [item for item in items if item["id"] == job_id]
-    return item
+    found: dict[str, Any] = item
+    return found
