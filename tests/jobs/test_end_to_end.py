@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from kinds.base import BytesSource
-from kinds.csv_report import single_pass_report
 from kinds.simulate import expected_checksum
 from tests.conftest import DEFAULT_TEST_ENV
+from tests.kinds.reference import single_pass_report
 from tests.support.azurite import Azurite
 from tests.support.devhost import DevHost
 
