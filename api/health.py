@@ -17,7 +17,7 @@ from storage import jobs as job_store
 from storage.clients import StorageClients, storage_clients
 from storage.names import QUEUES
 
-STORAGE_TIMEOUT_SECONDS = 3.0  # a probe must answer even when storage hangs
+STORAGE_TIMEOUT_SECONDS = 1.5  # a probe must answer even when storage hangs (503 within ~2 s)
 DETAIL_TIMEOUT_SECONDS = 3.0
 DETAILS_TTL_SECONDS = 5.0  # an anonymous route: frequent probes reuse the last counts instead of rescanning
 

@@ -179,10 +179,11 @@ _PATHS: dict[str, Any] = {
                 "202": _json("Accepted: poll the Location", "Job", _POLL_HEADERS),
                 "400": _problem("Malformed body or header"),
                 "409": _problem("Idempotency key reused for a different request"),
-                "413": _problem("Body too large (1 MB JSON, 100 MB raw)"),
+                "411": _problem("Raw body without Content-Length (chunked): send the length, or upload"),
+                "413": _problem("Body too large (1 MB JSON, 100 MB raw), or an upload over 5 GiB"),
                 "415": _problem("Unsupported Content-Type"),
-                "422": _problem("Validation failed"),
-                "503": _problem("The job could not be recorded or started; nothing was kept: retry"),
+                "422": _problem("Validation failed (an input_ref must name a block blob)"),
+                "503": _problem("The job could not be recorded or started, or storage is unreachable: retry"),
             },
         },
         "get": {
@@ -279,7 +280,24 @@ _PATHS: dict[str, Any] = {
 }
 
 
+_OUTAGE = _problem("Storage unreachable: retry after Retry-After seconds (answered within ~2 s)")
+_OUTAGE["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+
+
+def _paths() -> dict[str, Any]:
+    """The paths, each operation with the 503 every route answers while storage is unreachable."""
+    paths: dict[str, Any] = {}
+    for path, item in _PATHS.items():
+        paths[path] = {}
+        for method, operation in item.items():
+            if method != "parameters" and path != "/api/health" and path != "/api/openapi.json":
+                operation = {**operation, "responses": {"503": _OUTAGE, **operation["responses"]}}
+            paths[path][method] = operation
+    return paths
+
+
 def openapi_document(server_url: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document, with links under `server_url`."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -288,11 +306,15 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             "description": "Long-running jobs behind 202 Accepted + Location. Errors are RFC 9457 problems.",
         },
         "servers": [{"url": server_url}],
-        "security": [{"functionKey": []}],
-        "paths": _PATHS,
+        "security": [{"functionKey": []}, {"functionKeyQuery": []}],
+        "paths": _paths(),
         "components": {
             "schemas": _SCHEMAS,
-            "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
+            "securitySchemes": {
+                "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+                # The host reads ?code= too, and passes it on; the API ignores it.
+                "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+            },
         },
     }
 

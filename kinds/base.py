@@ -12,6 +12,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel
+
 # The failure protocol lives in shared.failures; kinds keep importing it from here.
 from shared.failures import NonRetryableError as NonRetryableError
 from shared.failures import parse_non_retryable as parse_non_retryable
@@ -25,7 +27,9 @@ class ByteSource(Protocol):
     """Random and streamed access to an input (a blob, a file or bytes), never loaded whole."""
 
     @property
-    def size(self) -> int: ...
+    def size(self) -> int:
+        """Length of the input in bytes."""
+        ...
 
     def read(self, offset: int, length: int) -> bytes:
         """Up to `length` bytes from `offset` (fewer only at the end of the source)."""
@@ -45,13 +49,16 @@ class BytesSource:
 
     @property
     def size(self) -> int:
+        """Length of the input in bytes."""
         return len(self._data)
 
     def read(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset` (fewer only at the end)."""
         _check_range(offset, length)
         return self._data[offset : offset + length]
 
     def stream(self, offset: int, length: int) -> Iterator[bytes]:
+        """The bytes of [offset, offset + length) in blocks of at most `block_bytes`."""
         _check_range(offset, length)
         end = min(offset + length, len(self._data))
         view = memoryview(self._data)
@@ -69,15 +76,18 @@ class FileSource:
 
     @property
     def size(self) -> int:
+        """Length of the input in bytes."""
         return self._size
 
     def read(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset` (fewer only at the end)."""
         _check_range(offset, length)
         with open(self._path, "rb") as file:
             file.seek(offset)
             return file.read(length)
 
     def stream(self, offset: int, length: int) -> Iterator[bytes]:
+        """The bytes of [offset, offset + length) in blocks of at most `block_bytes`."""
         _check_range(offset, length)
         remaining = max(0, min(length, self._size - offset))
         with open(self._path, "rb") as file:
@@ -104,9 +114,11 @@ class BlockReader(io.RawIOBase):
         self._pending = memoryview(b"")
 
     def readable(self) -> bool:
+        """Always true: this is a reader."""
         return True
 
     def readinto(self, buffer: Any) -> int:
+        """Fill `buffer` from the pending block, taking the next block when it is used up; 0 at the end."""
         while not self._pending:
             block = next(self._blocks, None)
             if block is None:
@@ -174,9 +186,41 @@ def require_source(source: ByteSource | None) -> ByteSource:
 class JobKind(Protocol):
     """A job kind: validates its options and input, splits the work into chunks and merges the results."""
 
-    name: str
-    requires_input: bool
-    input_content_types: tuple[str, ...]
+    # Read-only properties, so that a kind may declare them as plain class attributes of narrower types.
+    @property
+    def name(self) -> str:
+        """The name clients submit as `kind`."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """What the kind does, for the OpenAPI document."""
+        ...
+
+    @property
+    def requires_input(self) -> bool:
+        """Whether a job of this kind needs an input."""
+        ...
+
+    @property
+    def input_content_types(self) -> tuple[str, ...]:
+        """Accepted input media types, the first the default."""
+        ...
+
+    @property
+    def options_model(self) -> type[BaseModel]:
+        """What `parse_options` validates; its JSON schema goes into the OpenAPI document."""
+        ...
+
+    @property
+    def input_model(self) -> type[BaseModel] | None:
+        """The inline JSON `input` of a submission, None if the kind takes none."""
+        ...
+
+    @property
+    def render_formats(self) -> Mapping[str, str]:
+        """`render` format -> media type, besides "json" (the stored result itself)."""
+        ...
 
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validated, normalized options; raises pydantic.ValidationError."""
@@ -212,5 +256,5 @@ class JobKind(Protocol):
         ...
 
     def render(self, result: dict[str, Any], fmt: str) -> tuple[bytes, str] | None:
-        """The result in another format, e.g. "csv" -> (bytes, "text/csv"); None if unsupported."""
+        """The result in one of `render_formats`, e.g. "csv" -> (bytes, "text/csv; charset=utf-8"); None for others."""
         ...

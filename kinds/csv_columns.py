@@ -15,6 +15,7 @@ import csv
 import ctypes
 import ctypes.util
 import io
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -60,6 +61,7 @@ class MetricTotals:
     sums: GroupSums = field(default_factory=GroupSums)
 
     def grow(self, size: int) -> None:
+        """Make room for groups numbered up to `size` - 1 (new groups start empty)."""
         extra = size - len(self.counts)
         if extra > 0:
             self.counts = np.concatenate([self.counts, np.zeros(extra, np.int64)])
@@ -67,6 +69,7 @@ class MetricTotals:
             self.maximums = np.concatenate([self.maximums, np.full(extra, -np.inf)])
 
     def add(self, groups: npt.NDArray[np.int64], cells: pa.Array[Any]) -> None:
+        """Add the cells that are decimal numbers to the totals of their rows' groups."""
         values, counted = decimal_values(cells)
         if not counted.all():
             groups, values = groups[counted], values[counted]
@@ -240,6 +243,9 @@ def _checked_blocks(source: ByteSource, start: int, end: int) -> Iterator[bytes]
 
 def _read_rows(texts: list[str]) -> list[list[str]]:
     """The cells of rows Arrow set aside (their text without the line end), read by the csv module."""
+    # The csv module refuses cells over 128 KiB by default; these rows are in memory already, and a cell as
+    # large as a regular row's (which Arrow reads) must count the same.
+    csv.field_size_limit(sys.maxsize)
     rows: list[list[str]] = []
     for text in texts:
         rows.extend(row for row in csv.reader(io.StringIO(text, newline="")) if row)

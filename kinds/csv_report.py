@@ -6,8 +6,8 @@ pass counting quotes and newlines with C-speed `bytes.count`/`bytes.find` finds 
 is aggregated column-wise by Arrow's CSV reader (`kinds.csv_columns`); sums are carried as exact integers
 (`kinds.exact_sum`) so that every chunking gives the identical, correctly rounded total.
 
-`single_pass_report` is the reference the tests hold the chunked path to: one row-by-row pass of the csv
-module. Input that is not RFC 4180 (a `"` inside an unquoted field, a quote left open at the end) is split
+The tests hold the chunked path to a reference, one row-by-row pass of the csv module (tests/kinds/reference.py).
+Input that is not RFC 4180 (a `"` inside an unquoted field, a quote left open at the end) is split
 by quote parity all the same, and Arrow may then read such a row differently from the csv module.
 """
 
@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -35,8 +37,12 @@ from kinds.base import (
 from kinds.exact_sum import from_json, to_float, units_of
 
 NAME = "csv-report"
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 
 _DECODE_BUFFER_BYTES = 1 << 20
+
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+"""The header row is read whole, in memory: a longer one is refused (cells of data rows have no such limit)."""
 
 _NUMBER = re.compile(r"[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*")
 """A decimal number: sign, digits with optional fraction or a fraction alone, exponent, spaces around."""
@@ -62,7 +68,7 @@ class CsvReportOptions(BaseModel):
         default_factory=list, max_length=100, description="Numeric columns to summarize per group."
     )
 
-    @field_validator("metrics", mode="before")
+    @field_validator("metrics", mode="before", json_schema_input_type=list[ColumnName] | str)
     @classmethod
     def _split_comma_separated(cls, value: Any) -> Any:
         # Query parameters carry metrics as "amount,qty".
@@ -88,24 +94,6 @@ def parse_decimal(cell: str) -> float | None:
     else:
         return None
     return value if value - value == 0.0 else None  # an exponent can overflow to inf
-
-
-class _SinglePassTotals:
-    """Count, exact sum, min and max of one metric in one group, a value at a time (the reference path)."""
-
-    __slots__ = ("count", "units", "minimum", "maximum")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.units = 0
-        self.minimum: float | None = None
-        self.maximum: float | None = None
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        self.units += units_of(value)
-        self.minimum = value if self.minimum is None else min(self.minimum, value)
-        self.maximum = value if self.maximum is None else max(self.maximum, value)
 
 
 def _text_lines(source: ByteSource, start: int, end: int) -> io.TextIOWrapper:
@@ -144,8 +132,11 @@ def _invalid_input(error: Exception) -> NonRetryableError:
 def _read_header(source: ByteSource) -> list[str]:
     if source.size == 0:
         raise NonRetryableError("invalid_input", "the input is empty")
+    end = _header_end(source)
+    # The csv module refuses cells over 128 KiB by default; this read is bounded by MAX_HEADER_BYTES instead.
+    csv.field_size_limit(sys.maxsize)
     try:
-        with _text_lines(source, 0, source.size) as text:
+        with _text_lines(source, 0, end) as text:
             header = _first_row(csv.reader(text))
     except (UnicodeDecodeError, csv.Error) as error:
         raise _invalid_input(error) from None
@@ -154,53 +145,94 @@ def _read_header(source: ByteSource) -> list[str]:
     return header
 
 
+_LINE_END = re.compile(rb"\r\n?|\n")
+"""A line end as the csv module reads them: CRLF, CR or LF (mixed in one file too)."""
+
+_CR, _LF = 0x0D, 0x0A
+
+
 def _header_end(source: ByteSource) -> int:
-    """Offset just after the header row (the first row that is not an empty line)."""
+    """Offset just after the header row (the first row that is not an empty line).
+
+    The header is read whole (here and by `_read_header`): one longer than MAX_HEADER_BYTES is refused.
+    """
     length = 64 * 1024
+    limit = MAX_HEADER_BYTES
     while True:
         data = source.read(0, min(length, source.size))
         complete = len(data) >= source.size
         position = segment = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
         odd_quotes = 0
-        while (newline := data.find(b"\n", position)) >= 0:
-            odd_quotes ^= data.count(b'"', position, newline) & 1
-            position = newline + 1
+        for line_end in _LINE_END.finditer(data, position):
+            if line_end.end() == len(data) and data[-1] == _CR and not complete:
+                break  # a CR at the end of what was read may be the first half of a CRLF: read more
+            odd_quotes ^= data.count(b'"', position, line_end.start()) & 1
+            position = line_end.end()
             if not odd_quotes:
                 if data[segment:position].strip(b"\r\n"):
                     return position
                 segment = position
         if complete:
             return source.size  # the header is the last line
-        length *= 4
+        if len(data) > limit:
+            raise NonRetryableError(
+                "invalid_input",
+                f"the header row is longer than {limit // (1024 * 1024)} MiB (with blank lines before it)",
+            )
+        length = min(length * 4, limit + 1)
 
 
 def _row_boundaries(source: ByteSource, chunk_bytes: int, first_target: int) -> list[int]:
     """Chunk ends: the first row boundary past each target, the next target `chunk_bytes` further on.
 
-    Checks that the input is UTF-8 on the way.
+    A row ends at a LF, a CR or a CRLF outside quotes; a boundary never falls between the CR and the LF of
+    one line end (a CR at the end of a block waits for the next block). Checks that the input is UTF-8 on
+    the way.
     """
     size = source.size
     boundaries: list[int] = []
     utf8 = Utf8Check()
     next_target = first_target
-    searching = False  # past the target, looking for a newline outside quotes
+    searching = False  # past the target, looking for a line end outside quotes
     odd_quotes = 0  # parity of the quotes before `offset + i`
+    after_cr = False  # the previous block ended with a CR outside quotes while searching
     offset = 0
     for block in source.stream(0, size):
         utf8.feed(block)
         length = len(block)
         i = 0
+        if after_cr and length:
+            i = 1 if block[0] == _LF else 0
+            boundaries.append(offset + i)
+            next_target = offset + i + chunk_bytes
+            searching = after_cr = False
+        # Next CR and LF at or after i (`length` if none): remembered, so a block with many line ends inside
+        # quoted fields, or with no CR at all, is scanned once per kind of line end, not once per line.
+        next_cr = next_lf = -1
         while next_target < size:
             if searching:
-                newline = block.find(b"\n", i)
-                if newline < 0:
+                if next_lf < i:
+                    found = block.find(b"\n", i)
+                    next_lf = length if found < 0 else found
+                if next_cr < i:
+                    found = block.find(b"\r", i)
+                    next_cr = length if found < 0 else found
+                line_end = min(next_lf, next_cr)
+                if line_end >= length:
                     break
-                odd_quotes ^= block.count(b'"', i, newline) & 1
-                i = newline + 1
-                if not odd_quotes:
-                    boundaries.append(offset + i)
-                    next_target = offset + i + chunk_bytes
-                    searching = False
+                odd_quotes ^= block.count(b'"', i, line_end) & 1
+                i = line_end + 1
+                if odd_quotes:
+                    continue
+                if line_end == next_cr:
+                    if i == length:
+                        after_cr = True
+                        break
+                    if block[i] == _LF:
+                        i += 1
+                boundaries.append(offset + i)
+                next_target = offset + i + chunk_bytes
+                searching = False
             else:
                 target = next_target - offset
                 if target >= length:
@@ -218,8 +250,12 @@ class CsvReport:
     """The `csv-report` job kind."""
 
     name = NAME
+    description = "Per-group row counts and count/sum/min/max/mean of numeric columns of an RFC 4180 CSV."
     requires_input = True
     input_content_types: tuple[str, ...] = ("text/csv",)
+    options_model = CsvReportOptions
+    input_model = None  # CSV comes as a raw body or an upload, never inside JSON
+    render_formats: Mapping[str, str] = {"csv": CSV_MEDIA_TYPE}
 
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validated options: `group_by` and `metrics` (a list, or a comma-separated string)."""
@@ -311,7 +347,7 @@ class CsvReport:
         return {"rows": rows, "group_by": parsed.group_by, "groups": groups}
 
     def summarize(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Rows, group count and the largest groups' row counts, kept under 2 KB."""
+        """Rows, group count and the largest groups' row counts (keys shown by `display_key`), under 2 KB."""
         groups: dict[str, Any] = result.get("groups", {})
         largest = sorted(groups.items(), key=lambda item: (-int(item[1]["count"]), item[0]))
         summary: dict[str, Any] = {
@@ -321,10 +357,12 @@ class CsvReport:
             "metrics": list(next(iter(groups.values()))["metrics"]) if groups else [],
             "largest_groups": {},
         }
+        shown: dict[str, int] = summary["largest_groups"]
         for value, group in largest[:10]:
-            summary["largest_groups"][value[:64]] = group["count"]
+            key = display_key(value, shown)
+            shown[key] = group["count"]
             if len(json.dumps(summary)) > 1800:
-                del summary["largest_groups"][value[:64]]
+                del shown[key]
                 break
         if len(json.dumps(summary)) > 1800:
             summary["metrics"] = summary["metrics"][:5]
@@ -332,21 +370,65 @@ class CsvReport:
         return summary
 
     def render(self, result: dict[str, Any], fmt: str) -> tuple[bytes, str] | None:
-        """CSV: group, count, then count/sum/min/max/mean per metric (empty cells for null)."""
+        """CSV: group, count, then count/sum/min/max/mean per metric (empty cells for null).
+
+        Text from the input (group values, column names) is escaped against formula injection
+        (`spreadsheet_text`); the counts and statistics are numbers and written as such.
+        """
         if fmt != "csv":
             return None
         groups: dict[str, Any] = result.get("groups", {})
         metric_names = list(next(iter(groups.values()))["metrics"]) if groups else []
         out = io.StringIO(newline="")
         writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(["group", "count", *(f"{m}_{stat}" for m in metric_names for stat in _STATS)])
+        titles = (f"{m}_{stat}" for m in metric_names for stat in _STATS)
+        writer.writerow(["group", "count", *map(spreadsheet_text, titles)])
         for value, group in groups.items():
-            cells: list[Any] = [value, group["count"]]
+            cells: list[Any] = [spreadsheet_text(value), group["count"]]
             for m in metric_names:
                 stats = group["metrics"][m]
                 cells.extend("" if stats[stat] is None else repr(stats[stat]) for stat in _STATS)
             writer.writerow(cells)
-        return out.getvalue().encode("utf-8"), "text/csv; charset=utf-8"
+        return out.getvalue().encode("utf-8"), CSV_MEDIA_TYPE
+
+
+DISPLAY_KEY_CHARS = 64
+"""Longest group value `largest_groups` shows whole."""
+
+
+def display_key(value: str, taken: Container[str]) -> str:
+    """How `largest_groups` shows a group value: distinct from every key in `taken`, so groups never merge.
+
+    A value of up to 64 characters is shown as it is. A longer one is shown as its first characters, "…" and
+    hex digits of its SHA-256, 64 characters in all (more digits, and finally the whole value, if that is
+    taken), so values that differ only after their first 64 characters stay apart.
+    """
+    if len(value) <= DISPLAY_KEY_CHARS and value not in taken:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    for digits in (8, 16, 32):
+        key = f"{value[: DISPLAY_KEY_CHARS - 1 - digits]}\u2026{digest[:digits]}"
+        if key not in taken:
+            return key
+    return value  # only if SHA-256 prefixes collide: a value over 64 characters is no other key
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""Cell starts that make spreadsheets read a cell as a formula (OWASP, CSV Injection)."""
+
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def spreadsheet_text(cell: str) -> str:
+    """A text cell safe to open in a spreadsheet: prefixed with `'` if it starts like a formula.
+
+    As OWASP recommends, a cell starting with `=`, `+`, `-`, `@`, tab or CR gets a leading single quote, which
+    spreadsheets show as text. A cell that is a plain decimal number (`-3.5`, `+1e3`) cannot run anything and
+    stays as it is, so numeric group values remain numbers. The JSON result always holds the exact values.
+    """
+    if cell.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
 
 
 def _pick(choose: Callable[[float, float], float], current: float | None, new: float | None) -> float | None:
@@ -377,48 +459,6 @@ def _statistics(count: int, units: int, low: float | None, high: float | None) -
         "max": high if count else None,
         "mean": total / count if count else None,
     }
-
-
-def single_pass_report(source: ByteSource, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The reference: the report of one plain row-by-row pass of the csv module over the whole input.
-
-    Shares only the number rule and the exact-sum units with the chunked path (no boundaries, no Arrow,
-    no column-wise grouping, no binning), so tests can compare the two on any input.
-    """
-    parsed = CsvReportOptions.model_validate(dict(options))
-    counts: dict[str, int] = {}
-    stats: dict[str, list[_SinglePassTotals]] = {}
-    rows = 0
-    try:
-        with _text_lines(require_source(source), 0, source.size) as text:
-            reader = csv.reader(text)
-            header = _first_row(reader)
-            if source.size == 0 or header is None:
-                raise NonRetryableError("invalid_input", "the input is empty or has no header row")
-            group_index, metric_indices = _column_indices(header, parsed)
-            for row in reader:
-                if not row:
-                    continue
-                rows += 1
-                key = row[group_index] if group_index < len(row) else ""
-                counts[key] = counts.get(key, 0) + 1
-                totals = stats.setdefault(key, [_SinglePassTotals() for _ in metric_indices])
-                for j, index in enumerate(metric_indices):
-                    cell = row[index] if index < len(row) else ""
-                    if (value := parse_decimal(cell)) is not None:
-                        totals[j].add(value)
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise _invalid_input(error) from None
-    groups: dict[str, Any] = {}
-    for key in sorted(counts):
-        groups[key] = {
-            "count": counts[key],
-            "metrics": {
-                column: _statistics(t.count, t.units, t.minimum, t.maximum)
-                for column, t in zip(parsed.metrics, stats[key], strict=True)
-            },
-        }
-    return {"rows": rows, "group_by": parsed.group_by, "groups": groups}
 
 
 KIND = CsvReport()

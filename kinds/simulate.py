@@ -12,9 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kinds.base import ByteSource, ChunkStopped
+from kinds.base import ByteSource, ChunkStopped, NonRetryableError
 
 NAME = "simulate"
+TEST_ONLY = True
+"""Registered only where ENABLE_SIMULATE_KIND is true."""
+
+PERMANENT_FAILURE_TYPE = "simulated_failure"
+"""The error type of the job `permanent_failure` fails."""
 
 _SLEEP_STEP_SECONDS = 0.05
 """How often a sleeping chunk checks `should_stop()`."""
@@ -34,7 +39,9 @@ class SimulateOptions(BaseModel):
     transient_failures: int = Field(
         default=0, ge=0, le=100, description="Failed attempts of every chunk before it succeeds."
     )
-    permanent_failure: bool = Field(default=False, description="Chunk 0 fails on every attempt.")
+    permanent_failure: bool = Field(
+        default=False, description="Chunk 0 fails with a non-retryable error: the job fails after one attempt."
+    )
 
 
 def chunk_checksum(index: int) -> int:
@@ -51,8 +58,12 @@ class Simulate:
     """The `simulate` job kind."""
 
     name = NAME
+    description = "Demos and fault tests: no input, configurable chunk count, duration and failures."
     requires_input = False
     input_content_types: tuple[str, ...] = ()
+    options_model = SimulateOptions
+    input_model = None
+    render_formats: Mapping[str, str] = {}
 
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validated options with defaults filled in."""
@@ -82,7 +93,10 @@ class Simulate:
         parsed = SimulateOptions.model_validate(options)
         index = int(chunk["index"])
         if parsed.permanent_failure and index == 0:
-            raise SimulatedFailure(f"simulated permanent failure of chunk 0 (attempt {attempt})")
+            # Permanent means what a bad input means: no retry can help, so the job fails at once.
+            raise NonRetryableError(
+                PERMANENT_FAILURE_TYPE, f"simulated permanent failure of chunk 0 (attempt {attempt})"
+            )
         if attempt <= parsed.transient_failures:
             raise SimulatedFailure(f"simulated transient failure of chunk {index} (attempt {attempt})")
         deadline = time.monotonic() + parsed.chunk_seconds

@@ -13,17 +13,25 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator, model_validator
 
 from kinds.base import ByteSource, ChunkStopped, NonRetryableError, chunk_size_bytes, require_source
 
 NAME = "vector-normalize"
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 
 VECTORS_PER_STOP_CHECK = 2048
 _MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 """A JSON document is parsed whole; larger inputs must come as NDJSON."""
+
+MAX_METADATA_DEPTH = 64
+"""Levels of arrays and objects `metadata` may nest (the metadata object is the first). The metadata travels
+through the result document, whose readers and writers recurse; a fixed limit refuses deep input the same way
+on every host, where Python's recursion limit would fail it at a depth that depends on the caller's stack."""
+
+_TOO_DEEP = "the input is nested too deeply to parse"
 
 
 class NoOptions(BaseModel):
@@ -40,6 +48,13 @@ class VectorInput(BaseModel):
     vector_data: list[list[FiniteFloat]] | list[FiniteFloat]
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("metadata")
+    @classmethod
+    def _check_depth(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if nesting_depth(value) > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+        return value
+
     @model_validator(mode="after")
     def _check_shape(self) -> VectorInput:
         check_vectors(self.vectors())
@@ -51,6 +66,21 @@ class VectorInput(BaseModel):
         if data and not isinstance(data[0], list):
             return [data]
         return data  # type: ignore[return-value]
+
+
+def nesting_depth(value: Any) -> int:
+    """Levels of lists and dicts in a JSON value (a scalar is 0), counted without recursion."""
+    depth = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        depth = max(depth, level)
+        stack.extend((child, level + 1) for child in item if isinstance(child, list | dict))
+    return depth
 
 
 def check_vectors(vectors: list[list[float]]) -> int:
@@ -78,14 +108,26 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a finite number")
 
 
+def _finite(x: Any) -> bool:
+    """Whether a parsed JSON value is a number that is a finite double (a huge integer is not)."""
+    if isinstance(x, float):
+        return math.isfinite(x)
+    if isinstance(x, int) and not isinstance(x, bool):
+        try:
+            return math.isfinite(float(x))
+        except OverflowError:  # over ~309 digits: no double holds it
+            return False
+    return False
+
+
 def _parse_vector_line(line: bytes, where: int) -> list[float]:
     try:
         value = json.loads(line, parse_constant=_reject_constant)
-    except ValueError as error:  # JSONDecodeError, invalid UTF-8, NaN/Infinity
+    except ValueError as error:  # JSONDecodeError, invalid UTF-8, NaN/Infinity, over int's max str digits
         raise NonRetryableError("invalid_input", f"line at byte {where} is not a JSON array: {error}") from None
-    if not isinstance(value, list) or not all(
-        isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in value
-    ):
+    except RecursionError:
+        raise NonRetryableError("invalid_input", f"line at byte {where}: {_TOO_DEEP}") from None
+    if not isinstance(value, list) or not all(map(_finite, value)):
         raise NonRetryableError("invalid_input", f"line at byte {where} is not an array of finite numbers")
     return [float(x) for x in value]
 
@@ -128,6 +170,8 @@ def _read_document(source: ByteSource) -> VectorInput:
         raise NonRetryableError("invalid_input", _first_error(error)) from None
     except ValueError as error:
         raise NonRetryableError("invalid_input", f"the input is not valid JSON: {error}") from None
+    except RecursionError:
+        raise NonRetryableError("invalid_input", _TOO_DEEP) from None
 
 
 def _first_error(error: ValidationError) -> str:
@@ -140,8 +184,12 @@ class VectorNormalize:
     """The `vector-normalize` job kind."""
 
     name = NAME
+    description = "L2-normalizes vectors: one JSON document (vector_data, metadata) or NDJSON, one array a line."
     requires_input = True
     input_content_types: tuple[str, ...] = (JSON, NDJSON)
+    options_model = NoOptions
+    input_model = VectorInput
+    render_formats: Mapping[str, str] = {"ndjson": NDJSON, "csv": CSV_MEDIA_TYPE}
 
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """No options: anything given is an error."""
@@ -253,14 +301,17 @@ class VectorNormalize:
         }
 
     def render(self, result: dict[str, Any], fmt: str) -> tuple[bytes, str] | None:
-        """Formats: ndjson (one vector per line) or csv (one vector per row); None for other formats."""
+        """Formats: ndjson (one vector per line) or csv (one vector per row); None for other formats.
+
+        The CSV holds numbers only (`repr` of floats), which no spreadsheet reads as a formula: nothing to escape.
+        """
         vectors: list[list[float]] = result.get("vectors", [])
         if fmt == "ndjson":
             return b"".join(json.dumps(v).encode() + b"\n" for v in vectors), NDJSON
         if fmt == "csv":
             out = io.StringIO()
             out.writelines(",".join(repr(x) for x in v) + "\r\n" for v in vectors)
-            return out.getvalue().encode(), "text/csv; charset=utf-8"
+            return out.getvalue().encode(), CSV_MEDIA_TYPE
         return None
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
@@ -23,7 +24,9 @@ from azure.data.tables import TableServiceClient
 from azure.data.tables.aio import TableClient as AsyncTableClient
 from azure.data.tables.aio import TableServiceClient as AsyncTableServiceClient
 from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import ExponentialRetry as BlobRetry
 from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
+from azure.storage.queue import ExponentialRetry as QueueRetry
 from azure.storage.queue import QueueServiceClient
 from azure.storage.queue.aio import QueueServiceClient as AsyncQueueServiceClient
 
@@ -39,6 +42,48 @@ DEVELOPMENT_CONNECTION_STRING = (
     f"QueueEndpoint=http://127.0.0.1:10001/{_DEV_ACCOUNT};"
     f"TableEndpoint=http://127.0.0.1:10002/{_DEV_ACCOUNT};"
 )
+
+
+# --- retries and timeouts, chosen deliberately --------------------------------------------------------
+#
+# The SDK defaults (a 15 s first backoff, three to ten retries, 20 s connect and 60+ s read timeouts)
+# hold a request for minutes while storage is away. A client waiting on the API wants a 503 and a
+# Retry-After within about two seconds, and retries the request itself; a background step (activity,
+# timer) has no one waiting and is retried by its orchestration, so it may wait longer.
+
+INTERACTIVE_CONNECT_SECONDS = 1.0
+"""Connect timeout of the API's and the intake's clients: a reachable storage account connects in ms."""
+INTERACTIVE_READ_SECONDS = 20.0
+"""Read timeout of the API's clients: long enough for a 4 MiB block of a 100 MB raw submit."""
+BACKGROUND_CONNECT_SECONDS = 10.0
+BACKGROUND_READ_SECONDS = 60.0
+
+
+def _interactive_options(service: str) -> dict[str, Any]:
+    """One immediate retry (a dropped pooled connection), no backoff: an outage answers 503 within ~2 s."""
+    timeouts: dict[str, Any] = {
+        "connection_timeout": INTERACTIVE_CONNECT_SECONDS,
+        "read_timeout": INTERACTIVE_READ_SECONDS,
+    }
+    if service == "table":
+        return {**timeouts, "retry_total": 1, "retry_backoff_factor": 0.0}
+    # The async clients build their own (async) ExponentialRetry from these: no backoff before the retry.
+    return {**timeouts, "retry_total": 1, "initial_backoff": 0, "increment_base": 0, "random_jitter_range": 0}
+
+
+def _background_options(service: str) -> dict[str, Any]:
+    """Five retries over about a minute (2+2, 2+4, 2+8, ... s): a storage restart is ridden out."""
+    timeouts: dict[str, Any] = {
+        "connection_timeout": BACKGROUND_CONNECT_SECONDS,
+        "read_timeout": BACKGROUND_READ_SECONDS,
+    }
+    if service == "table":
+        return {**timeouts, "retry_total": 5, "retry_backoff_factor": 1.0, "retry_backoff_max": 30}
+    retry = BlobRetry if service == "blob" else QueueRetry
+    return {
+        **timeouts,
+        "retry_policy": retry(initial_backoff=2, increment_base=2, retry_total=5, random_jitter_range=1),
+    }
 
 
 def connection_string(settings: Settings) -> str | None:
@@ -78,26 +123,27 @@ def blob_service(settings: Settings) -> BlobServiceClient:
     """A Blob service client."""
     conn = connection_string(settings)
     if conn:
-        return BlobServiceClient.from_connection_string(conn)
-    return BlobServiceClient(_require(settings.blob_service_uri, "blobServiceUri"), credential=_credential(settings))
+        return BlobServiceClient.from_connection_string(conn, **_background_options("blob"))
+    uri = _require(settings.blob_service_uri, "blobServiceUri")
+    return BlobServiceClient(uri, credential=_credential(settings), **_background_options("blob"))
 
 
 def queue_service(settings: Settings) -> QueueServiceClient:
     """A Queue service client."""
     conn = connection_string(settings)
     if conn:
-        return QueueServiceClient.from_connection_string(conn)
-    return QueueServiceClient(_require(settings.queue_service_uri, "queueServiceUri"), credential=_credential(settings))
+        return QueueServiceClient.from_connection_string(conn, **_background_options("queue"))
+    uri = _require(settings.queue_service_uri, "queueServiceUri")
+    return QueueServiceClient(uri, credential=_credential(settings), **_background_options("queue"))
 
 
 def table_service(settings: Settings) -> TableServiceClient:
     """A Table service client."""
     conn = connection_string(settings)
     if conn:
-        return TableServiceClient.from_connection_string(conn)
-    return TableServiceClient(
-        endpoint=_require(settings.table_service_uri, "tableServiceUri"), credential=_credential(settings)
-    )
+        return TableServiceClient.from_connection_string(conn, **_background_options("table"))
+    uri = _require(settings.table_service_uri, "tableServiceUri")
+    return TableServiceClient(endpoint=uri, credential=_credential(settings), **_background_options("table"))
 
 
 # --- async: HTTP and queue triggers, one set per event loop -------------------------------------------
@@ -106,27 +152,26 @@ def table_service(settings: Settings) -> TableServiceClient:
 def _async_blob_service(settings: Settings) -> AsyncBlobServiceClient:
     conn = connection_string(settings)
     if conn:
-        return AsyncBlobServiceClient.from_connection_string(conn)
-    return AsyncBlobServiceClient(
-        _require(settings.blob_service_uri, "blobServiceUri"), credential=_async_credential(settings)
-    )
+        return AsyncBlobServiceClient.from_connection_string(conn, **_interactive_options("blob"))
+    uri = _require(settings.blob_service_uri, "blobServiceUri")
+    return AsyncBlobServiceClient(uri, credential=_async_credential(settings), **_interactive_options("blob"))
 
 
 def _async_queue_service(settings: Settings) -> AsyncQueueServiceClient:
     conn = connection_string(settings)
     if conn:
-        return AsyncQueueServiceClient.from_connection_string(conn)
-    return AsyncQueueServiceClient(
-        _require(settings.queue_service_uri, "queueServiceUri"), credential=_async_credential(settings)
-    )
+        return AsyncQueueServiceClient.from_connection_string(conn, **_interactive_options("queue"))
+    uri = _require(settings.queue_service_uri, "queueServiceUri")
+    return AsyncQueueServiceClient(uri, credential=_async_credential(settings), **_interactive_options("queue"))
 
 
 def _async_table_service(settings: Settings) -> AsyncTableServiceClient:
     conn = connection_string(settings)
     if conn:
-        return AsyncTableServiceClient.from_connection_string(conn)
+        return AsyncTableServiceClient.from_connection_string(conn, **_interactive_options("table"))
+    uri = _require(settings.table_service_uri, "tableServiceUri")
     return AsyncTableServiceClient(
-        endpoint=_require(settings.table_service_uri, "tableServiceUri"), credential=_async_credential(settings)
+        endpoint=uri, credential=_async_credential(settings), **_interactive_options("table")
     )
 
 

@@ -26,7 +26,7 @@ from storage.names import DEADLETTER_QUEUE, DEADLETTERS_TABLE
 
 RECORD_PARTITION = "record"
 MAX_RAW_MESSAGE_CHARS = 30_000  # a table string property holds 64 KiB of UTF-16
-_MAX_QUEUE_JSON_CHARS = 40_000  # a queue message holds 64 KiB once base64-encoded
+_MAX_QUEUE_JSON_CHARS = 40_000  # a queue message holds 64 KiB once base64-encoded (48 KiB of JSON)
 
 LAYOUT = indexed_table.Layout(primary=lambda record_id: (RECORD_PARTITION, record_id))
 DeadLetterPage = Page[DeadLetterRecord]
@@ -78,9 +78,13 @@ def _record(entity: dict[str, Any]) -> DeadLetterRecord:
 
 
 def _queue_text(record: DeadLetterRecord) -> str:
+    """The queue message: the record as JSON, its raw message cut until it fits (ASCII JSON, base64-encoded
+    by the queue client, so 4/3 of its length must stay under the 64 KiB limit); the table keeps the rest."""
     text = json.dumps(record)
-    if len(text) > _MAX_QUEUE_JSON_CHARS and record.get("raw_message"):
-        text = json.dumps({**record, "raw_message": str(record["raw_message"])[:20_000], "truncated": True})
+    raw = str(record.get("raw_message") or "")
+    while len(text) > _MAX_QUEUE_JSON_CHARS and raw:
+        raw = raw[: len(raw) // 2]
+        text = json.dumps({**record, "raw_message": raw or None, "truncated": True})
     return text
 
 

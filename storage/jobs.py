@@ -280,6 +280,18 @@ async def get_upload(table: AsyncTableClient, upload_id: str) -> UploadRecord | 
     }
 
 
+async def pending_created_before(table: AsyncTableClient, cutoff: datetime) -> list[JobRecord]:
+    """Jobs still recorded PENDING that were created before `cutoff` (orphan candidates)."""
+    filters = [f"status eq {quote(JobStatus.PENDING.value)}", f"created_at lt {quote(iso(cutoff))}"]
+    return [record_from_entity(entity) async for entity in indexed_table.scan_index(table, filters=filters)]
+
+
+async def restore_job(table: AsyncTableClient, record: JobRecord) -> None:
+    """Write both rows of a record back (undoes remove_job)."""
+    await indexed_table.put(table, LAYOUT.primary(record["job_id"]), _fields(record))
+    await write_index_row(table, record)
+
+
 async def iter_index(table: AsyncTableClient) -> AsyncIterator[JobRecord]:
     """Every job, newest first (tests and tools)."""
     async for entity in indexed_table.scan_index(table):

@@ -18,9 +18,9 @@ import pytest
 from devhost.testing.azurite import Azurite
 from devhost.testing.harness import DevHost
 from kinds.base import BytesSource
-from kinds.csv_report import single_pass_report
 from kinds.simulate import expected_checksum
 from tests.conftest import DEFAULT_TEST_ENV
+from tests.kinds.reference import single_pass_report
 
 pytestmark = pytest.mark.slow
 

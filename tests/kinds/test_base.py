@@ -1,4 +1,4 @@
-"""The kind contract: byte sources, error markers, chunk sizing and the registry."""
+"""The kind contract: byte sources, error markers and chunk sizing (the registry: test_registry.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import pickle
 
 import pytest
 
-from kinds import get_kind, kind_names
 from kinds.base import (
     ByteSource,
     BytesSource,
     FileSource,
-    JobKind,
     NonRetryableError,
     chunk_size_bytes,
     parse_non_retryable,
@@ -66,13 +64,3 @@ def test_non_retryable_error_text_carries_its_type() -> None:
 )
 def test_chunk_size(size: int, target: int, max_chunks: int, expected: int) -> None:
     assert chunk_size_bytes(size, target, max_chunks) == expected
-
-
-def test_registry() -> None:
-    assert kind_names(simulate_enabled=False) == ["csv-report", "vector-normalize"]
-    assert kind_names(simulate_enabled=True) == ["csv-report", "simulate", "vector-normalize"]
-    assert get_kind("nope", simulate_enabled=True) is None
-    for name in kind_names(simulate_enabled=True):
-        kind = get_kind(name, simulate_enabled=True)
-        assert isinstance(kind, JobKind)
-        assert kind.name == name

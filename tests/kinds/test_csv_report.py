@@ -23,7 +23,8 @@ from pydantic import ValidationError
 
 from kinds import csv_columns, get_kind
 from kinds.base import BytesSource, ChunkStopped, NonRetryableError, parse_non_retryable
-from kinds.csv_report import KIND, parse_decimal, single_pass_report
+from kinds.csv_report import KIND, parse_decimal
+from tests.kinds.reference import single_pass_report
 
 # The number rule of the issue, written independently of kinds.csv_report.
 SPEC_NUMBER = re.compile(r"[ \t]*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?[ \t]*", re.ASCII)
@@ -198,6 +199,32 @@ def test_crlf_and_lf_give_the_same_report() -> None:
     assert by_lf["rows"] == 4 and by_lf["groups"]["a"]["metrics"]["v"]["sum"] == 4.0
 
 
+@pytest.mark.parametrize("line_end", ["\r", "\n", "\r\n"])
+@pytest.mark.parametrize("target", [1, 5, 1000])
+def test_every_line_end_style_gives_the_same_report(line_end: str, target: int) -> None:
+    """#16: a CR-only file (classic Mac) lost every row because the header search only looked for LF."""
+    data = "g,v\rx,1\ry,2\rx,3\r".replace("\r", line_end).encode()
+    result, plan = run_chunked(data, {"group_by": "g", "metrics": ["v"]}, target=target)
+    assert result == single_pass_report(BytesSource(data), {"group_by": "g", "metrics": ["v"]})
+    assert result["rows"] == 3 and result["groups"]["x"]["metrics"]["v"]["sum"] == 4.0
+    if target == 1:  # CR-only files split on row boundaries too: the header, then one chunk per row
+        assert [data[c["start"] : c["end"]].decode() for c in plan] == [
+            f"{row}{line_end}" for row in ("g,v", "x,1", "y,2", "x,3")
+        ]
+
+
+def test_a_crlf_split_between_reads_is_one_line_end() -> None:
+    """A row boundary is never put between the CR and the LF of one line end, whatever the block size."""
+    data = b"g,v\r\na,1\r\n\r\nb,2\r\r\na,3\r"
+    for block_bytes in range(1, 8):
+        for target in range(1, len(data)):
+            result, plan = run_chunked(
+                data, {"group_by": "g", "metrics": ["v"]}, target=target, block_bytes=block_bytes
+            )
+            assert result["rows"] == 3 and result["groups"]["a"]["metrics"]["v"]["sum"] == 4.0
+            assert all(not (data[c["start"] - 1 : c["start"] + 1] == b"\r\n") for c in plan[1:])
+
+
 def test_bom_is_not_part_of_the_first_column_name() -> None:
     data = codecs.BOM_UTF8 + b"g,v\r\na,1\r\n"
     result, _ = run_chunked(data, {"group_by": "g", "metrics": ["v"]})
@@ -314,6 +341,72 @@ def test_summary_stays_small() -> None:
     assert summary["rows"] == 200 and summary["groups"] == 200 and summary["metrics"] == ["v"]
 
 
+def test_largest_groups_keep_long_values_apart() -> None:
+    """#16: keys were cut to 64 characters, so groups that differ after that merged (and the later count won)."""
+    prefix = "p" * 70
+    text = "g\n" + f"{prefix}1\n" * 3 + f"{prefix}2\n" * 2 + "short\n" + "q" * 64 + "\n"
+    summary = KIND.summarize(report(text))
+    shown = summary["largest_groups"]
+    assert summary["groups"] == 4 and len(shown) == 4
+    assert sorted(shown.values()) == [1, 1, 2, 3]
+    assert shown["short"] == 1 and shown["q" * 64] == 1  # up to 64 characters: shown whole
+    long_keys = [key for key in shown if key.startswith("p")]
+    assert len(long_keys) == 2 and all(len(key) == 64 and "\u2026" in key for key in long_keys)
+    assert {shown[key] for key in long_keys} == {3, 2}
+
+
+def test_a_display_key_is_never_one_already_taken() -> None:
+    from kinds.csv_report import display_key
+
+    long_value = "v" * 100
+    first = display_key(long_value, set())
+    assert len(first) == 64 and display_key(long_value, set()) == first  # stable
+    again = display_key(long_value, {first})
+    assert again != first and len(again) == 64
+    assert display_key(first, {first}) != first  # a short value equal to a shown long value moves aside
+    everything = {
+        display_key(long_value, set()),
+        display_key(long_value, {first}),
+        display_key(long_value, {first, again}),
+    }
+    assert len(everything) == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(alphabet="ab\u2026", min_size=60, max_size=70), st.integers(1, 5), max_size=15))
+def test_largest_groups_show_the_largest_groups_each_once(counts: dict[str, int]) -> None:
+    groups = {key: {"count": count, "metrics": {}} for key, count in counts.items()}
+    summary = KIND.summarize({"rows": sum(counts.values()), "group_by": "g", "groups": groups})
+    shown = summary["largest_groups"]
+    largest = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: len(shown)]
+    assert list(shown.values()) == [count for _, count in largest]  # one entry per group, none merged
+    assert len(shown) == min(10, len(counts)) or len(json.dumps(summary)) > 1500
+    assert all(len(key) <= 64 for key in shown) and len(json.dumps(summary)) <= 1800
+
+
+FORMULAS = ["=1+1", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A2)", "\tx", "\rx", '=HYPERLINK("http://x")']
+
+
+def test_render_csv_escapes_formulas_but_keeps_numbers() -> None:
+    """CSV injection (OWASP): text cells starting with = + - @ tab CR get a leading quote; numbers stay numbers."""
+    rows = [f"{value},-3.5" for value in map(encode_cell_always, FORMULAS)] + ["-3.5,-1", "+1e3,2", "plain,-0.25"]
+    result = report("g,=v\n" + "\n".join(rows) + "\n", metrics=["=v"])
+    body, _ = KIND.render(result, "csv") or (b"", "")
+    table = list(csv.reader(io.StringIO(body.decode(), newline="")))
+    assert table[0][:3] == ["group", "count", "'=v_count"]
+    cells = {row[0]: row for row in table[1:]}
+    for formula in FORMULAS:
+        row = cells["'" + formula]
+        assert row[1:7] == ["1", "1", "-3.5", "-3.5", "-3.5", "-3.5"]  # negative statistics: plain numbers
+    assert cells["-3.5"][3] == "-1.0" and cells["+1e3"][3] == "2.0"  # numeric group values unescaped
+    assert cells["plain"][3] == "-0.25"
+    assert len(cells) == len(FORMULAS) + 3
+
+
+def encode_cell_always(cell: str) -> str:
+    return '"' + cell.replace('"', '""') + '"'
+
+
 def test_should_stop_stops_the_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(csv_columns, "BLOCK_BYTES", 16 * 1024)
     data = ("g,v\n" + "a,1\n" * 20_000).encode()
@@ -373,6 +466,10 @@ def encode_cell(cell: str, force_quotes: bool) -> str:
     return cell
 
 
+LINE_ENDS = st.sampled_from(["\n", "\r\n", "\r"])
+"""Every line end the csv module reads, mixed within a file."""
+
+
 @st.composite
 def csv_files(draw: st.DrawFn) -> tuple[bytes, list[list[str]]]:
     """A random RFC 4180 file and the data rows it encodes (blank lines are not rows)."""
@@ -380,10 +477,10 @@ def csv_files(draw: st.DrawFn) -> tuple[bytes, list[list[str]]]:
     out = [codecs.BOM_UTF8.decode()] if draw(st.booleans()) else []
     for i, row in enumerate([COLUMNS, *rows]):
         for _ in range(draw(st.integers(0, 2)) if draw(st.integers(0, 5)) == 0 else 0):
-            out.append(draw(st.sampled_from(["\n", "\r\n"])))  # blank lines
+            out.append(draw(LINE_ENDS))  # blank lines
         out.append(",".join(encode_cell(c, draw(st.integers(0, 7)) == 0) for c in row))
         last = i == len(rows)
-        out.append(draw(st.sampled_from(["\n", "\r\n", ""] if last else ["\n", "\r\n"])))
+        out.append(draw(st.one_of(LINE_ENDS, st.just("")) if last else LINE_ENDS))
     return "".join(out).encode(), rows
 
 
@@ -520,3 +617,52 @@ def test_the_app_loads_without_arrow_or_numpy() -> None:
     root = Path(__file__).resolve().parents[2]
     loaded = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+# --- large cells (#16 item 6) ---------------------------------------------------------------------------
+
+BIG = 200 * 1024
+"""Over the csv module's default cell limit (128 KiB)."""
+
+
+@pytest.mark.parametrize("column", ["g", "note", "v"])
+@pytest.mark.parametrize("shape", ["short", "long", "regular"])
+def test_a_cell_over_128_kib_works_in_any_row(column: str, shape: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ragged rows go to the csv module, whose default cell limit failed them (retried, then exhausted)."""
+    monkeypatch.setattr(csv_columns, "BLOCK_BYTES", 64 * 1024)  # and the row is longer than a parser block
+    cells = {"g": "a", "note": "n", "v": "1"}
+    cells[column] = "7" * BIG if column == "v" else "x" * BIG
+    row = [cells["g"], cells["note"], cells["v"]]
+    if shape == "short":
+        row = row[: ["g", "note", "v"].index(column) + 1]
+    elif shape == "long":
+        row = [*row, "extra", "more"]
+    big_row = ",".join(f'"{cell}"' if len(cell) > 100 else cell for cell in row)
+    text = f"g,note,v\na,ok,1\n{big_row}\nb,,2\n"
+    options = {"group_by": "g", "metrics": ["v"]}
+    expected = single_pass_report(BytesSource(text.encode()), options)
+    for target in (1, len(text)):
+        result, _ = run_chunked(text.encode(), options, target=target)
+        assert result == expected
+    assert expected["rows"] == 3
+
+
+def test_a_header_cell_over_128_kib_works() -> None:
+    name = "c" * BIG
+    text = f'g,"{name}",v\na,x,1\nb,y\n'
+    result = report(text, metrics=["v"], target=1)
+    assert result == single_pass_report(BytesSource(text.encode()), {"group_by": "g", "metrics": ["v"]})
+    assert result["rows"] == 2 and result["groups"]["a"]["metrics"]["v"]["sum"] == 1.0
+
+
+def test_a_header_row_over_the_limit_is_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header is read whole: past MAX_HEADER_BYTES the job fails at once with a clear error, not after retries."""
+    from kinds import csv_report
+
+    assert csv_report.MAX_HEADER_BYTES == 64 * 1024 * 1024
+    monkeypatch.setattr(csv_report, "MAX_HEADER_BYTES", 1024 * 1024)
+    data = b"g," + b"h" * csv_report.MAX_HEADER_BYTES + b"\na,1\n"
+    with pytest.raises(NonRetryableError) as caught:
+        KIND.plan(BytesSource(data), KIND.parse_options({"group_by": "g"}), 1024, 10)
+    assert caught.value.error_type == "invalid_input"
+    assert "header row is longer than" in caught.value.message

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from kinds import get_kind
-from kinds.base import ChunkStopped
-from kinds.simulate import KIND, SimulatedFailure, expected_checksum
+from kinds.base import ChunkStopped, NonRetryableError, parse_non_retryable
+from kinds.simulate import KIND, PERMANENT_FAILURE_TYPE, SimulatedFailure, expected_checksum
 
 
 def never() -> bool:
@@ -40,12 +40,17 @@ def test_transient_failures_fail_the_first_attempts_then_succeed() -> None:
         assert KIND.process_chunk(None, chunk, options, 3, never)["index"] == chunk["index"]
 
 
-def test_permanent_failure_fails_chunk_zero_on_every_attempt() -> None:
+def test_permanent_failure_is_non_retryable() -> None:
+    """A permanent failure is one no retry can help: chunk 0 raises the non-retryable error on its first try."""
     options = KIND.parse_options({"chunks": 2, "permanent_failure": True})
     chunk0, chunk1 = KIND.plan(None, options, 1024, 10)
-    for attempt in range(1, 10):
-        with pytest.raises(SimulatedFailure):
-            KIND.process_chunk(None, chunk0, options, attempt, never)
+    with pytest.raises(NonRetryableError) as caught:
+        KIND.process_chunk(None, chunk0, options, 1, never)
+    assert caught.value.error_type == PERMANENT_FAILURE_TYPE == "simulated_failure"
+    assert parse_non_retryable(f"Activity function 'process_chunk' failed: {caught.value}") == (
+        "simulated_failure",
+        "simulated permanent failure of chunk 0 (attempt 1)",
+    )
     KIND.process_chunk(None, chunk1, options, 1, never)
 
 

@@ -157,3 +157,69 @@ def test_ndjson_chunking_equals_whole_input_processing(
     for unit, was_zero in zip(chunked["vectors"], [all(x == 0 for x in v) for v in vectors], strict=True):
         norm = math.hypot(*unit)
         assert norm == 0.0 if was_zero else norm == pytest.approx(1.0, rel=1e-12)
+
+
+# --- deterministic input errors are invalid_input, never retried (#16 item 7) ------------------------------
+
+DEEP = 100_000
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"[1, 2]\n[" + b"9" * 401 + b", 1]\n", "finite numbers"),  # float() of it overflows
+        (b"[1, 2]\n[-" + b"9" * 4000 + b", 1]\n", "finite numbers"),
+        (b"[1, 2]\n[" + b"9" * 5000 + b", 1]\n", "not a JSON array"),  # past int's max str digits
+        (b"[1, 2]\n" + nested(DEEP) + b"\n", "nested too deeply"),  # RecursionError in the parser
+        (b'{"vector_data": [1, 2], "metadata": {"a": ' + nested(DEEP) + b"}}", "nested too deeply"),
+        (b'{"vector_data": [1, 2], "metadata": {"a": ' + nested(200) + b"}}", "nested deeper than"),
+        (b'{"vector_data": [1, 2], "metadata": ' + b'{"a": ' * 200 + b"1" + b"}" * 201, "nested deeper than"),
+        (b'{"vector_data": [' + b"9" * 401 + b", 1]}", "vector_data"),
+    ],
+    ids=[
+        "401-digits",
+        "4000-digits",
+        "5000-digits",
+        "deep-line",
+        "deep-metadata",
+        "metadata-200",
+        "objects-200",
+        "document-401",
+    ],
+)
+def test_deterministic_input_errors_are_invalid_input(data: bytes, says: str) -> None:
+    """Errors of the input itself raise NonRetryableError from plan and process_chunk: one attempt, no retries."""
+    source = BytesSource(data)
+    with pytest.raises(NonRetryableError) as caught:
+        KIND.plan(source, {}, 1024, 10)
+    assert caught.value.error_type == "invalid_input" and says in caught.value.message
+    fmt = "json" if data.startswith(b"{") else "ndjson"
+    chunk = {"index": 0, "format": fmt, "start": 0, "end": source.size, "vectors": 2}
+    with pytest.raises(NonRetryableError) as again:
+        KIND.process_chunk(source, chunk, {}, 1, never)
+    assert again.value.error_type == "invalid_input"
+
+
+def test_metadata_up_to_the_depth_limit_is_kept() -> None:
+    from kinds.vector_normalize import MAX_METADATA_DEPTH
+
+    metadata: Any = 1
+    for _ in range(MAX_METADATA_DEPTH):
+        metadata = {"a": metadata}
+    document = {"vector_data": [3, 4], "metadata": metadata}
+    KIND.validate_inline_input(document)
+    assert run(json.dumps(document).encode())["metadata_processed"] == metadata
+    with pytest.raises(ValidationError, match="nested deeper than"):
+        KIND.validate_inline_input({"vector_data": [3, 4], "metadata": {"b": metadata}})
+
+
+def test_inline_input_nested_deeper_than_python_recursion_is_a_validation_error() -> None:
+    metadata: Any = []
+    for _ in range(DEEP):
+        metadata = [metadata]
+    with pytest.raises(ValidationError, match="nested deeper than"):
+        KIND.validate_inline_input({"vector_data": [1], "metadata": {"a": metadata}})
