@@ -273,6 +273,6 @@ def parent_retry(context: df.DurableOrchestrationContext):
     return {"caught": None}
 
 
-from strict_orchestrations import bp as strict_orchestrations  # noqa: E402 - the blueprint needs the app above
+from strict_orchestrations import bp as strict_orchestrations  # type: ignore[import-not-found]  # noqa: E402, I001
 
 app.register_functions(strict_orchestrations)
