@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from devhost.testing.harness import DevHost
-from kinds.simulate import expected_checksum
+from kinds.simulate import PERMANENT_FAILURE_TYPE, expected_checksum
 from orchestrators.job import chunk_batch_instance_id
 from orchestrators.retry import backoff_seconds
 from shared.contracts import CANCEL_EVENT, JobStatus, RetryPolicy
@@ -134,10 +134,11 @@ def test_transient_failures_back_off_on_deterministic_timers(devhost: DevHost) -
     assert len({round(delay, 4) for delay in actual}) == 6  # the jitter differs per chunk and attempt
 
 
-@pytest.mark.parametrize("options", [{"transient_failures": 5}, {"permanent_failure": True}])
-def test_retries_exhausted_fail_the_job_and_dead_letter_it(devhost: DevHost, options: dict[str, Any]) -> None:
+def test_retries_exhausted_fail_the_job_and_dead_letter_it(devhost: DevHost) -> None:
+    # simulate's permanent_failure was a second case here; the kinds registry (#14) made it non-retryable
+    # as its name says, so it is tested with the other non-retryable failures below.
     job_id = new_job_id()
-    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 2, **options}))
+    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 2, "transient_failures": 5}))
     status = wait_finished(devhost, job_id)
     state = _state(status)
     assert state.status is JobStatus.FAILED
@@ -162,6 +163,17 @@ def test_a_non_retryable_error_fails_at_once(devhost: DevHost) -> None:
     assert not [event for event in status["historyEvents"] if event["EventType"] == "TimerCreated"]
     letter = _dead_letter(devhost, job_id)
     assert (letter["error_type"], letter["input_ref"]) == ("unknown_column", ref)  # the input is kept for replay
+
+
+def test_simulates_permanent_failure_fails_at_once_and_is_dead_lettered(devhost: DevHost) -> None:
+    job_id = new_job_id()
+    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 2, "permanent_failure": True}))
+    status = wait_finished(devhost, job_id)
+    state = _state(status)
+    assert state.status is JobStatus.FAILED and state.error is not None
+    assert (state.error["type"], state.error["attempts"]) == (PERMANENT_FAILURE_TYPE, 1)
+    assert not [event for event in status["historyEvents"] if event["EventType"] == "TimerCreated"]
+    assert _dead_letter(devhost, job_id)["error_type"] == PERMANENT_FAILURE_TYPE
 
 
 def test_an_unreadable_plan_fails_the_job_as_non_retryable(devhost: DevHost) -> None:
