@@ -67,15 +67,25 @@ class Submitted:
 # --- validation against the kind --------------------------------------------------------------------
 
 
+def resolve_spec(name: str, settings: Settings) -> kinds.KindSpec:
+    """The registered kind called `name`; InvalidRequest naming the known kinds if there is none."""
+    spec = kinds.kind_spec(name, simulate_enabled=settings.enable_simulate_kind)
+    if spec is None:
+        names = ", ".join(kinds.kind_names(simulate_enabled=settings.enable_simulate_kind))
+        errors = [field_error("kind", f"must be one of: {names}")]
+        raise InvalidRequest(f"unknown job kind; known kinds: {names}", errors)
+    return spec
+
+
 def resolve_kind(name: str, settings: Settings) -> JobKind:
     """The kind called `name`; InvalidRequest naming the known kinds if there is none."""
-    kind = kinds.get_kind(name, simulate_enabled=settings.enable_simulate_kind)
-    if kind is None:
-        names = ", ".join(kinds.kind_names(simulate_enabled=settings.enable_simulate_kind))
-        raise InvalidRequest(
-            f"unknown job kind; known kinds: {names}", [field_error("kind", f"must be one of: {names}")]
-        )
-    return kind
+    return resolve_spec(name, settings).kind
+
+
+def raw_content_types(settings: Settings) -> list[str]:
+    """The media types a raw POST /api/jobs body may have: every type some kind reads, but JSON (the envelope)."""
+    types = kinds.all_input_content_types(simulate_enabled=settings.enable_simulate_kind)
+    return [media_type for media_type in types if media_type != JSON_CONTENT_TYPE]
 
 
 def parse_options(kind: JobKind, raw: dict[str, Any], prefix: str = "options") -> dict[str, Any]:
@@ -139,7 +149,8 @@ async def request_from_body(
     body: SubmitBody, *, settings: Settings, clients: StorageClients, idempotency_key: str | None, source: str
 ) -> JobRequest:
     """Validate a JSON submission (HTTP envelope or inbox message) against its kind."""
-    kind = resolve_kind(body.kind, settings)
+    spec = resolve_spec(body.kind, settings)
+    kind = spec.kind
     options = parse_options(kind, body.options)
     has_input, has_ref = body.input is not None, body.input_ref is not None
     input_bytes: bytes | None = None
@@ -153,7 +164,7 @@ async def request_from_body(
         message = "give exactly one of input and input_ref"
         raise InvalidRequest(message, [field_error("input", message), field_error("input_ref", message)])
     elif has_input:
-        if JSON_CONTENT_TYPE not in kind.input_content_types:
+        if not spec.accepts_inline_input:
             accepted = ", ".join(kind.input_content_types)
             raise InvalidRequest(
                 f"{body.kind} reads {accepted}: post the data raw with that Content-Type, or upload it",
