@@ -35,6 +35,7 @@ class StopSignal:
         self._stopped = False
 
     def __call__(self) -> bool:
+        """True once the deadline passed or the marker exists (asked at most once per interval)."""
         if self._stopped:
             return True
         if self._deadline is not None and time.time() >= self._deadline:

@@ -1,9 +1,10 @@
 """The job orchestration: prepare → process chunks → merge → finalize, for every job kind.
 
 Only blob references, counts and small dicts travel through it (claim check), so its history has
-the same size whatever the size of the input. A cancel event or the deadline timer interrupts any
-step; the job then stops its running chunks (stop marker), removes partial outputs and ends
-CANCELLED or FAILED. Every path ends with a JobOutcome as the orchestration's output.
+the same size whatever the size of the input. A cancel event interrupts any step, and the deadline
+stops every step on its own clock (no timer is left open; see orchestrators.steps.Interrupts); the
+job then stops its running chunks (stop marker), removes partial outputs and ends CANCELLED or
+FAILED. Every path ends with a JobOutcome as the orchestration's output.
 """
 
 from __future__ import annotations
@@ -70,10 +71,9 @@ class _JobRun:
         self.per_batch = 1
         self.total = 0
         self.completed = 0
-        deadline = None
-        if start.get("deadline_at"):
-            deadline = context.create_timer(parse_iso(str(start["deadline_at"])))
-        self.interrupts = Interrupts(cancel=context.wait_for_external_event(CANCEL_EVENT), deadline=deadline)
+        deadline_at = parse_iso(str(start["deadline_at"])) if start.get("deadline_at") else None
+        # No deadline timer: see orchestrators.steps.Interrupts.
+        self.interrupts = Interrupts(cancel=context.wait_for_external_event(CANCEL_EVENT), deadline_at=deadline_at)
 
     def progress(self, phase: Phase, completed: int | None = None) -> None:
         if completed is not None:
@@ -102,12 +102,9 @@ class _JobRun:
         return outcome
 
     def _stop_reason(self) -> Interrupt:
-        # Chunks also stop on their own clock at the deadline, possibly before the timer is delivered.
-        deadline_at = self.start.get("deadline_at")
-        if deadline_at and self.context.current_utc_datetime >= parse_iso(str(deadline_at)):
-            return "deadline"
-        deadline = self.interrupts.deadline
-        return "deadline" if deadline is not None and deadline.is_completed else "cancelled"
+        # A step stopped on its own: at the deadline (its clock and ours agree within a check interval)
+        # or because the stop marker was written by a cancel.
+        return "deadline" if self.interrupts.passed_deadline(self.context) else "cancelled"
 
     def _process(self) -> Orchestration:
         job_id = self.job_id
@@ -115,6 +112,8 @@ class _JobRun:
         prepared: PrepareOutput = yield from call_step(
             self.context, PREPARE_JOB, self.start, self.policy, "prepare", self.interrupts
         )
+        if prepared.get("stopped"):
+            raise ChunksStopped()  # planning saw the stop marker or the deadline
         self.policy = policy_from(prepared.get("retry"))
         self.max_parallel = int(prepared.get("max_parallel_chunks", 1))
         self.per_batch = int(prepared.get("chunks_per_sub_orchestration", 50))

@@ -140,9 +140,10 @@ class OrchestrationConfig(TypedDict):
 
 
 class PrepareOutput(OrchestrationConfig):
-    """Output of prepare_job: the configuration and how many chunks the plan has."""
+    """Output of prepare_job: the configuration and how many chunks the plan has (or that planning stopped)."""
 
     chunk_count: int
+    stopped: NotRequired[bool]  # planning saw the stop marker or the deadline; there is no plan
 
 
 class ChunkInput(TypedDict):

@@ -128,8 +128,18 @@ class TaskHubStore:
             await client.close()
 
     # --- queues ------------------------------------------------------------------------------
+    @property
+    def blob_service(self) -> BlobServiceClient:
+        """The storage account's blob service (for partition leases)."""
+        return self._blobs
+
+    def partition_of(self, instance_id: str) -> int:
+        """The control-queue partition of an instance: FNV-1a of its id, as DTFx computes it."""
+        return fnv1a(instance_id) % self.partition_count
+
     def control_queue_for(self, instance_id: str) -> QueueClient:
-        return self.control_queues[fnv1a(instance_id) % self.partition_count]
+        """The control queue of an instance's partition."""
+        return self.control_queues[self.partition_of(instance_id)]
 
     async def _encode(self, instance_id: str, execution_id: str | None, ev: Event, sequence: int) -> str:
         message: dict[str, Any] = {

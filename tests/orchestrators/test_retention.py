@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient, UpdateMode
 
+from devhost.testing.harness import DevHost
 from orchestrators.job import chunk_batch_instance_id
 from shared.clock import iso
 from shared.contracts import DeadLetterRecord
@@ -19,7 +20,6 @@ from storage.indexed_table import INDEX_PARTITION
 from storage.jobs import JOB_ROW
 from storage.names import JOBS_TABLE, PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_prefix
 from tests.orchestrators.helpers import WEBHOOKS, list_blobs
-from tests.support.devhost import DevHost
 
 pytestmark = pytest.mark.slow
 
