@@ -219,8 +219,7 @@ async def _put_input(blob: BlobClient, data: bytes, content_type: str) -> None:
     await blob.commit_block_list(
         [BlobBlock(block_id=i) for i in ids],
         content_settings=settings,
-        etag="*",
-        match_condition=MatchConditions.IfMissing,
+        match_condition=MatchConditions.IfMissing,  # If-None-Match: * (passing etag too breaks the SDK)
     )
 
 
