@@ -30,11 +30,10 @@ from jobs.requests import (
     check_idempotency_key,
     parse_body_model,
 )
-from jobs.submit import Submitted, parse_options, request_from_body, resolve_kind, submit_job
+from jobs.submit import Submitted, parse_options, raw_content_types, request_from_body, resolve_kind, submit_job
 from shared.settings import Settings, get_settings
 from storage.clients import StorageClients, storage_clients
 
-RAW_CONTENT_TYPES = ("text/csv", "application/x-ndjson")
 RESERVED_QUERY = ("kind", "deadline_seconds", "code")
 """Query parameters of a raw submit that are not the kind's options (`code` is the function key, which
 the host passes on to the function)."""
@@ -75,7 +74,8 @@ async def submit(req: func.HttpRequest, client: df.DurableOrchestrationClient) -
     settings = get_settings()
     key = check_idempotency_key(req.headers.get("idempotency-key"))
     content_type = media_type(req)
-    if content_type in RAW_CONTENT_TYPES:
+    raw_types = raw_content_types(settings)
+    if content_type in raw_types:
         request = raw_request(req, settings, content_type, key)
         clients = await storage_clients(settings)
     elif content_type == JSON_CONTENT_TYPE:
@@ -83,7 +83,7 @@ async def submit(req: func.HttpRequest, client: df.DurableOrchestrationClient) -
         clients = await storage_clients(settings)
         request = await request_from_body(body, settings=settings, clients=clients, idempotency_key=key, source="http")
     else:
-        accepted = ", ".join((JSON_CONTENT_TYPE, *RAW_CONTENT_TYPES))
+        accepted = ", ".join((JSON_CONTENT_TYPE, *raw_types))
         raise Problem(
             415, f"Content-Type must be one of: {accepted}", errors=[field_error("Content-Type", f"one of: {accepted}")]
         )

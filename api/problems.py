@@ -79,10 +79,12 @@ class Problem(Exception):
 
     @property
     def type(self) -> str:
+        """The problem type URN."""
         return PROBLEM_TYPE_BASE + self.slug
 
     @property
     def title(self) -> str:
+        """The HTTP status's title."""
         return _TITLES.get(self.status, "Error")
 
     def body(self, instance: str | None = None) -> dict[str, Any]:
@@ -95,6 +97,7 @@ class Problem(Exception):
         return doc
 
     def to_json(self, instance: str | None = None) -> str:
+        """The problem document as JSON text."""
         return json.dumps(self.body(instance))
 
 

@@ -8,8 +8,8 @@ from api.app import blueprint
 from api.http import ROUTE_METHODS, dispatch, json_response, read_json
 from api.problems import validation_problem
 from jobs.errors import field_error
-from jobs.uploads import UPLOAD_CONTENT_TYPES, create_upload
-from shared.settings import get_settings
+from jobs.uploads import create_upload, upload_content_types
+from shared.settings import Settings, get_settings
 from storage.clients import storage_clients
 
 
@@ -19,7 +19,7 @@ async def uploads_collection(req: func.HttpRequest) -> func.HttpResponse:
     return await dispatch(req, {"POST": lambda: post_upload(req)})
 
 
-def _content_type(body: object) -> str | None:
+def _content_type(body: object, settings: Settings) -> str | None:
     if body is None:
         return None
     if not isinstance(body, dict) or set(body) - {"content_type"}:
@@ -29,8 +29,9 @@ def _content_type(body: object) -> str | None:
     value = body.get("content_type")
     if value is None:
         return None
-    if not isinstance(value, str) or value.lower() not in UPLOAD_CONTENT_TYPES:
-        accepted = ", ".join(UPLOAD_CONTENT_TYPES)
+    accepted_types = upload_content_types(settings)
+    if not isinstance(value, str) or value.lower() not in accepted_types:
+        accepted = ", ".join(accepted_types)
         raise validation_problem("unsupported content_type", [field_error("content_type", f"one of: {accepted}")])
     return value.lower()
 
@@ -38,7 +39,7 @@ def _content_type(body: object) -> str | None:
 async def post_upload(req: func.HttpRequest) -> func.HttpResponse:
     """201 with the upload's input_ref, its URL and the headers to PUT with."""
     settings = get_settings()
-    content_type = _content_type(read_json(req, 4096, optional=True))
+    content_type = _content_type(read_json(req, 4096, optional=True), settings)
     upload = await create_upload(await storage_clients(settings), settings, content_type)
     headers = {"x-ms-blob-type": "BlockBlob"}
     if upload.content_type:

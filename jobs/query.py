@@ -19,7 +19,8 @@ from azure.data.tables.aio import TableClient
 
 from jobs import durable
 from jobs.errors import InvalidRequest, NotFound, NotReady, field_error
-from jobs.submit import resolve_kind
+from jobs.submit import resolve_kind, resolve_spec
+from kinds.registry import JSON_FORMAT
 from shared.clock import parse_iso, utc_now
 from shared.contracts import FINISHED_STATUSES, JobStatus
 from shared.settings import Settings
@@ -160,14 +161,15 @@ async def get_result(client: Any, clients: StorageClients, settings: Settings, j
         data = await (await blob.download_blob()).readall()
     except ResourceNotFoundError:
         raise NotFound("the job's result is no longer available") from None
-    if fmt is None or fmt == "json":
+    if fmt is None or fmt == JSON_FORMAT:
         return Result(view, data, state.content_type or "application/json")
     kind_name = view.record["kind"]
-    kind = resolve_kind(kind_name, settings)
-    rendered = kind.render(json.loads(data), fmt) if fmt.isalnum() else None
+    spec = resolve_spec(kind_name, settings)
+    rendered = spec.kind.render(json.loads(data), fmt) if fmt in spec.render_formats else None
     if rendered is None:
+        formats = ", ".join(spec.render_formats)
         raise InvalidRequest(
-            f"format {fmt!r} is not available for {kind_name}", [field_error("format", "unsupported for this kind")]
+            f"format {fmt!r} is not available for {kind_name}", [field_error("format", f"one of: {formats}")]
         )
     return Result(view, bytes(rendered[0]), str(rendered[1]))
 

@@ -67,15 +67,25 @@ class Submitted:
 # --- validation against the kind --------------------------------------------------------------------
 
 
+def resolve_spec(name: str, settings: Settings) -> kinds.KindSpec:
+    """The registered kind called `name`; InvalidRequest naming the known kinds if there is none."""
+    spec = kinds.kind_spec(name, simulate_enabled=settings.enable_simulate_kind)
+    if spec is None:
+        names = ", ".join(kinds.kind_names(simulate_enabled=settings.enable_simulate_kind))
+        errors = [field_error("kind", f"must be one of: {names}")]
+        raise InvalidRequest(f"unknown job kind; known kinds: {names}", errors)
+    return spec
+
+
 def resolve_kind(name: str, settings: Settings) -> JobKind:
     """The kind called `name`; InvalidRequest naming the known kinds if there is none."""
-    kind = kinds.get_kind(name, simulate_enabled=settings.enable_simulate_kind)
-    if kind is None:
-        names = ", ".join(kinds.kind_names(simulate_enabled=settings.enable_simulate_kind))
-        raise InvalidRequest(
-            f"unknown job kind; known kinds: {names}", [field_error("kind", f"must be one of: {names}")]
-        )
-    return kind
+    return resolve_spec(name, settings).kind
+
+
+def raw_content_types(settings: Settings) -> list[str]:
+    """The media types a raw POST /api/jobs body may have: every type some kind reads, but JSON (the envelope)."""
+    types = kinds.all_input_content_types(simulate_enabled=settings.enable_simulate_kind)
+    return [media_type for media_type in types if media_type != JSON_CONTENT_TYPE]
 
 
 def parse_options(kind: JobKind, raw: dict[str, Any], prefix: str = "options") -> dict[str, Any]:
@@ -139,7 +149,8 @@ async def request_from_body(
     body: SubmitBody, *, settings: Settings, clients: StorageClients, idempotency_key: str | None, source: str
 ) -> JobRequest:
     """Validate a JSON submission (HTTP envelope or inbox message) against its kind."""
-    kind = resolve_kind(body.kind, settings)
+    spec = resolve_spec(body.kind, settings)
+    kind = spec.kind
     options = parse_options(kind, body.options)
     has_input, has_ref = body.input is not None, body.input_ref is not None
     input_bytes: bytes | None = None
@@ -153,7 +164,7 @@ async def request_from_body(
         message = "give exactly one of input and input_ref"
         raise InvalidRequest(message, [field_error("input", message), field_error("input_ref", message)])
     elif has_input:
-        if JSON_CONTENT_TYPE not in kind.input_content_types:
+        if not spec.accepts_inline_input:
             accepted = ", ".join(kind.input_content_types)
             raise InvalidRequest(
                 f"{body.kind} reads {accepted}: post the data raw with that Content-Type, or upload it",
@@ -184,42 +195,59 @@ async def request_from_body(
 # --- storing the input and starting -----------------------------------------------------------------
 
 
-async def _put_input(blob: BlobClient, data: bytes, content_type: str, *, overwrite: bool) -> None:
+async def _put_input(blob: BlobClient, data: bytes, content_type: str) -> None:
     """Small inputs in one put; large ones as staged blocks, a few in flight at a time.
 
-    Without `overwrite` the blob is only created (If-None-Match: *): a second submitter of the same
-    keyed request must not replace the bytes (and so the ETag) an already started job planned with.
+    The blob is only created (If-None-Match: *), never replaced: a second submitter of the same keyed
+    request must not replace the bytes (and so the ETag) that an already started job planned with.
+    ResourceExistsError says someone created it first.
     """
     settings = ContentSettings(content_type=content_type)
+    if len(data) <= BLOCK_BYTES:
+        await blob.upload_blob(data, overwrite=False, content_settings=settings)
+        return
+    view = memoryview(data)
+    count = (len(data) + BLOCK_BYTES - 1) // BLOCK_BYTES
+    ids = [base64.b64encode(f"{n:08d}".encode()).decode() for n in range(count)]
+    gate = asyncio.Semaphore(4)
+
+    async def stage(n: int, block_id: str) -> None:
+        async with gate:
+            await blob.stage_block(block_id, view[n * BLOCK_BYTES : (n + 1) * BLOCK_BYTES].tobytes())
+
+    await asyncio.gather(*(stage(n, block_id) for n, block_id in enumerate(ids)))
+    await blob.commit_block_list(
+        [BlobBlock(block_id=i) for i in ids],
+        content_settings=settings,
+        match_condition=MatchConditions.IfMissing,  # If-None-Match: * (passing etag too breaks the SDK)
+    )
+
+
+async def _holds(blob: BlobClient, data: bytes) -> bool:
+    """Whether the blob holds exactly `data` (read only when a blob was found where ours should go)."""
     try:
-        if len(data) <= BLOCK_BYTES:
-            await blob.upload_blob(data, overwrite=overwrite, content_settings=settings)
-            return
-        view = memoryview(data)
-        count = (len(data) + BLOCK_BYTES - 1) // BLOCK_BYTES
-        ids = [base64.b64encode(f"{n:08d}".encode()).decode() for n in range(count)]
-        gate = asyncio.Semaphore(4)
-
-        async def stage(n: int, block_id: str) -> None:
-            async with gate:
-                await blob.stage_block(block_id, view[n * BLOCK_BYTES : (n + 1) * BLOCK_BYTES].tobytes())
-
-        await asyncio.gather(*(stage(n, block_id) for n, block_id in enumerate(ids)))
-        condition: dict[str, Any] = {} if overwrite else {"etag": "*", "match_condition": MatchConditions.IfMissing}
-        await blob.commit_block_list([BlobBlock(block_id=i) for i in ids], content_settings=settings, **condition)
-    except ResourceExistsError:
-        if overwrite:
-            raise
-        # The same request's bytes (the fingerprints matched) are already there.
+        return bytes(await (await blob.download_blob()).readall()) == data
+    except ResourceNotFoundError:
+        return False
 
 
-async def _store(clients: StorageClients, request: JobRequest, record: job_store.JobRecord, *, overwrite: bool) -> None:
-    """Store the input under the job's name, if it came with the request (not an upload or a replay)."""
+async def _store(clients: StorageClients, request: JobRequest, record: job_store.JobRecord) -> None:
+    """Store the input under the job's name, if it came with the request (not an upload or a replay).
+
+    A blob already there is the same request's (a concurrent submitter of the same key: the fingerprints
+    matched, so the bytes are the same), unless a failed submission left it and a different request
+    reused the key: then it is replaced.
+    """
     if request.input_bytes is None:
         return
     assert record["input_ref"] is not None and request.input_content_type is not None
     blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, record["input_ref"])
-    await _put_input(blob, request.input_bytes, request.input_content_type, overwrite=overwrite)
+    try:
+        await _put_input(blob, request.input_bytes, request.input_content_type)
+    except ResourceExistsError:
+        if not await _holds(blob, request.input_bytes):
+            await blob.delete_blob()
+            await _put_input(blob, request.input_bytes, request.input_content_type)
 
 
 def job_start(record: job_store.JobRecord) -> JobStart:
@@ -270,7 +298,7 @@ async def _start_if_never_started(
     starts. If the first submitter is alive, both start and one start wins (jobs.durable)."""
     if record["status"] != "PENDING" or await durable.status(client, record["job_id"]) is not None:
         return
-    await _all(job_store.write_index_row(clients.jobs, record), _store(clients, request, record, overwrite=False))
+    await _all(job_store.write_index_row(clients.jobs, record), _store(clients, request, record))
     if await durable.start_unless_exists(client, job_start(record)):
         log_event("job.restarted", job_id=record["job_id"], kind=record["kind"])
 
@@ -308,9 +336,7 @@ async def submit_job(client: Any, clients: StorageClients, request: JobRequest) 
             if earlier is not None:
                 return earlier
             written = True
-            await _all(
-                job_store.write_index_row(clients.jobs, record), _store(clients, request, record, overwrite=True)
-            )
+            await _all(job_store.write_index_row(clients.jobs, record), _store(clients, request, record))
         else:
             # A random id no other request can name: the row, its index entry and the input go in parallel,
             # so a submit costs two storage round trips, not four, before the orchestration starts.
@@ -318,13 +344,17 @@ async def submit_job(client: Any, clients: StorageClients, request: JobRequest) 
             await _all(
                 _create_fresh_row(clients, record),
                 job_store.write_index_row(clients.jobs, record),
-                _store(clients, request, record, overwrite=True),
+                _store(clients, request, record),
             )
         await durable.start(client, job_start(record))
     except (IdempotencyConflict, InvalidRequest, Unavailable):
         raise
     except Exception as exc:
-        if written and not await _started_anyway(client, job_id):
+        if written and await _started_anyway(client, job_id):
+            # A concurrent retry of the same key found no instance yet and started it first: the job runs.
+            log_event("job.submitted", job_id=job_id, kind=request.kind, source=request.source)
+            return Submitted(record, created=True)
+        if written:
             await _undo(clients, record, stored=request.input_bytes is not None)
         log_event("job.start_failed", job_id=job_id, kind=request.kind, error=type(exc).__name__)
         raise Unavailable("the job could not be started; retry the request") from exc

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 from azure.storage.blob.aio import BlobServiceClient
 
+import kinds
 from shared.clock import iso, utc_now
 from shared.settings import Settings
 from shared.telemetry import log_event
@@ -21,8 +22,12 @@ from storage import jobs as job_store
 from storage.clients import StorageClients
 from storage.names import PAYLOADS_CONTAINER, upload_blob_name
 
-UPLOAD_CONTENT_TYPES = ("text/csv", "application/json", "application/x-ndjson")
 _CLOCK_SKEW = timedelta(minutes=5)
+
+
+def upload_content_types(settings: Settings) -> list[str]:
+    """The content types an upload may declare: every type some kind reads."""
+    return kinds.all_input_content_types(simulate_enabled=settings.enable_simulate_kind)
 
 
 @dataclass(frozen=True)

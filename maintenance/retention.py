@@ -28,6 +28,8 @@ from storage.names import PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_
 
 @dataclass(frozen=True)
 class RetentionReport:
+    """What one retention run removed."""
+
     jobs: int
     instances: int
     blobs: int

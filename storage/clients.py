@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from azure.core.credentials import TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
@@ -110,10 +110,24 @@ def _async_credential(settings: Settings) -> AsyncTokenCredential:
     return DefaultAzureCredential()
 
 
-def _require(uri: str | None, name: str) -> str:
+Service = TypeVar("Service")
+_ENDPOINTS = {"blob": "blob_service_uri", "queue": "queue_service_uri", "table": "table_service_uri"}
+
+
+def _service(cls: type[Service], settings: Settings, service: str, *, interactive: bool) -> Service:
+    """A client of `service` ("blob", "queue", "table"): from the connection string locally, else from the
+    service URI with a managed identity; with the interactive or the background retries and timeouts."""
+    options = _interactive_options(service) if interactive else _background_options(service)
+    factory: Any = cls
+    conn = connection_string(settings)
+    if conn:
+        return cast(Service, factory.from_connection_string(conn, **options))
+    uri = getattr(settings, _ENDPOINTS[service])
     if not uri:
+        name = f"{service}ServiceUri"
         raise RuntimeError(f"storage is not configured: set AzureWebJobsStorage or AzureWebJobsStorage__{name}")
-    return uri
+    credential = _async_credential(settings) if interactive else _credential(settings)
+    return cast(Service, factory(uri, credential=credential, **options))
 
 
 # --- sync: activities and timers ------------------------------------------------------------------
@@ -121,58 +135,20 @@ def _require(uri: str | None, name: str) -> str:
 
 def blob_service(settings: Settings) -> BlobServiceClient:
     """A Blob service client."""
-    conn = connection_string(settings)
-    if conn:
-        return BlobServiceClient.from_connection_string(conn, **_background_options("blob"))
-    uri = _require(settings.blob_service_uri, "blobServiceUri")
-    return BlobServiceClient(uri, credential=_credential(settings), **_background_options("blob"))
+    return _service(BlobServiceClient, settings, "blob", interactive=False)
 
 
 def queue_service(settings: Settings) -> QueueServiceClient:
     """A Queue service client."""
-    conn = connection_string(settings)
-    if conn:
-        return QueueServiceClient.from_connection_string(conn, **_background_options("queue"))
-    uri = _require(settings.queue_service_uri, "queueServiceUri")
-    return QueueServiceClient(uri, credential=_credential(settings), **_background_options("queue"))
+    return _service(QueueServiceClient, settings, "queue", interactive=False)
 
 
 def table_service(settings: Settings) -> TableServiceClient:
     """A Table service client."""
-    conn = connection_string(settings)
-    if conn:
-        return TableServiceClient.from_connection_string(conn, **_background_options("table"))
-    uri = _require(settings.table_service_uri, "tableServiceUri")
-    return TableServiceClient(endpoint=uri, credential=_credential(settings), **_background_options("table"))
+    return _service(TableServiceClient, settings, "table", interactive=False)
 
 
 # --- async: HTTP and queue triggers, one set per event loop -------------------------------------------
-
-
-def _async_blob_service(settings: Settings) -> AsyncBlobServiceClient:
-    conn = connection_string(settings)
-    if conn:
-        return AsyncBlobServiceClient.from_connection_string(conn, **_interactive_options("blob"))
-    uri = _require(settings.blob_service_uri, "blobServiceUri")
-    return AsyncBlobServiceClient(uri, credential=_async_credential(settings), **_interactive_options("blob"))
-
-
-def _async_queue_service(settings: Settings) -> AsyncQueueServiceClient:
-    conn = connection_string(settings)
-    if conn:
-        return AsyncQueueServiceClient.from_connection_string(conn, **_interactive_options("queue"))
-    uri = _require(settings.queue_service_uri, "queueServiceUri")
-    return AsyncQueueServiceClient(uri, credential=_async_credential(settings), **_interactive_options("queue"))
-
-
-def _async_table_service(settings: Settings) -> AsyncTableServiceClient:
-    conn = connection_string(settings)
-    if conn:
-        return AsyncTableServiceClient.from_connection_string(conn, **_interactive_options("table"))
-    uri = _require(settings.table_service_uri, "tableServiceUri")
-    return AsyncTableServiceClient(
-        endpoint=uri, credential=_async_credential(settings), **_interactive_options("table")
-    )
 
 
 @dataclass
@@ -219,10 +195,10 @@ async def storage_clients(settings: Settings) -> StorageClients:
     async with lock:
         clients = _by_loop.get(loop)
         if clients is None:
-            tables = _async_table_service(settings)
+            tables = _service(AsyncTableServiceClient, settings, "table", interactive=True)
             clients = StorageClients(
-                blobs=_async_blob_service(settings),
-                queues=_async_queue_service(settings),
+                blobs=_service(AsyncBlobServiceClient, settings, "blob", interactive=True),
+                queues=_service(AsyncQueueServiceClient, settings, "queue", interactive=True),
                 tables=tables,
                 jobs=tables.get_table_client(JOBS_TABLE),
                 dead_letters=tables.get_table_client(DEADLETTERS_TABLE),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from devhost.testing.harness import DevHost
 from tests.api.probes import eventually, instances
-from tests.support.devhost import DevHost
 
 
 def test_a_finished_job_is_listed_with_the_progress_it_shows_itself(devhost):

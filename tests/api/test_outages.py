@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
 from tests.conftest import DEFAULT_TEST_ENV
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
 
 pytestmark = pytest.mark.slow
 

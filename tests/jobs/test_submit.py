@@ -102,3 +102,24 @@ def test_a_row_whose_submitter_died_before_starting_is_started_by_the_retry(azur
             await close_storage_clients()
 
     asyncio.run(scenario())
+
+
+def test_a_stale_input_left_by_a_failed_submission_is_replaced_by_the_new_request(azurite):
+    """Inputs are only created, never overwritten (a concurrent retry must not change the ETag a started job
+    planned with); a blob that holds other bytes is a failed submission's leftover, and is replaced."""
+    settings = Settings(AzureWebJobsStorage=azurite.connection_string)
+    key = f"stale-{uuid.uuid4()}"
+
+    async def scenario() -> None:
+        clients = await storage_clients(settings)
+        try:
+            blob = clients.blobs.get_blob_client("payloads", job_input_blob_name(job_id_for(key)))
+            await blob.upload_blob(b'{"vector_data":[[9.0]]}', overwrite=True)
+            durable = AcceptingDurable()
+            submitted = await submit_job(durable, clients, request(key))
+            assert submitted.created and durable.started == [job_id_for(key)]
+            assert await (await blob.download_blob()).readall() == request(key).input_bytes
+        finally:
+            await close_storage_clients()
+
+    asyncio.run(scenario())
