@@ -194,7 +194,7 @@ class ManagementApi:
                 "Additional info: no orchestrator of that name is registered."
             )
         except InstanceExists as exc:
-            return _bad_request(f"An Orchestration instance with the status {exc} already exists.")
+            return _already_exists(str(exc))
         return self._check_status_response(request, instance_id)
 
     def _payload(self, row: dict[str, Any], show_input: bool) -> dict[str, Any]:
@@ -265,15 +265,17 @@ class ManagementApi:
         return web.json_response({"instancesDeleted": 1})
 
     async def _purge_many(self, request: web.Request) -> web.Response:
+        # HandleDeleteHistoryWithFiltersRequestAsync: createdTimeFrom is required, createdTimeTo defaults to
+        # now, and the statuses are filtered only when runtimeStatus is given: without it, every status.
         if not request.query.get("createdTimeFrom"):
-            return _bad_request("createdTimeFrom is required to purge instances in bulk.")
+            return web.json_response("Please provide value for 'createdTimeFrom' parameter.", status=400)
         try:
             filter_text = self._filter(request)
         except ValueError as exc:
             return _bad_request(str(exc))
         deleted = 0
         async for row in self.engine.store.iter_instances(filter_text):
-            if row.get("RuntimeStatus") in FINISHED and await self.engine.purge(str(row.get("InstanceId"))):
+            if await self.engine.purge(str(row.get("InstanceId"))):
                 deleted += 1
         if not deleted:
             return web.Response(status=404)
@@ -333,9 +335,20 @@ class ManagementApi:
             new_id = uuid.uuid4().hex
         try:
             await self.engine.start_instance(str(row.get("Name")), new_id, str(row.get("Input") or "null"))
-        except (UnknownOrchestrator, InstanceExists) as exc:
+        except UnknownOrchestrator as exc:
             return _bad_request(str(exc))
+        except InstanceExists as exc:
+            return _already_exists(str(exc))
         return self._check_status_response(request, new_id)
+
+
+def _already_exists(status: str) -> web.Response:
+    """OrchestrationAlreadyExistsException escapes HttpApiHandler's ArgumentException handler: a 500."""
+    return _error(
+        500,
+        "Something went wrong while processing your request",
+        f"An Orchestration instance with the status {status} already exists.",
+    )
 
 
 def _method_not_allowed(allowed: str) -> web.Response:
