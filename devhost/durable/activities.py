@@ -23,6 +23,8 @@ log = logging.getLogger("devhost.activities")
 
 
 class ActivityDispatcher:
+    """Runs activity work items in the worker processes and reports their completions."""
+
     def __init__(
         self,
         store: TaskHubStore,
@@ -50,6 +52,7 @@ class ActivityDispatcher:
         self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
+        """New work items are in the queue: poll now."""
         self.wake_event.set()
 
     def reserve(self) -> bool:
@@ -60,15 +63,18 @@ class ActivityDispatcher:
         return False
 
     def deliver(self, message: QueuedMessage | None) -> None:
+        """Run a work item sent with a reserved slot (None: the send failed; free the slot)."""
         self.reserved -= 1
         if message is not None and message.message_id not in self.inflight:
             self.inflight[message.message_id] = asyncio.create_task(self._execute(message))
 
     def start(self) -> None:
+        """Start polling the work-item queue."""
         self.running = True
         self._task = asyncio.create_task(self._poll())
 
     async def stop(self, grace: float) -> None:
+        """Stop polling and let running activities finish within `grace` seconds."""
         self.running = False
         self.wake_event.set()
         if self._task:

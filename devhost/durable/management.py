@@ -62,6 +62,7 @@ def _time(value: Any) -> str | None:
 
 
 def check_instance_id(instance_id: str) -> str | None:
+    """Why the extension would reject an instance id, or None if it is valid."""
     if not instance_id or len(instance_id) > 256:
         return "Instance ID must be between 1 and 256 characters."
     if instance_id.startswith("@"):
@@ -72,6 +73,8 @@ def check_instance_id(instance_id: str) -> str | None:
 
 
 class ManagementApi:
+    """The HTTP management API and the Durable client binding of one task hub."""
+
     def __init__(self, engine: OrchestrationEngine, hub: str, system_key: str, enforce_auth: bool) -> None:
         self.engine = engine
         self.hub = hub
@@ -80,12 +83,15 @@ class ManagementApi:
 
     # --- URLs -------------------------------------------------------------------------------------
     def base_url(self, origin: str) -> str:
+        """The webhook base URL under the given origin."""
         return f"{origin}{WEBHOOK_PREFIX}"
 
     def required_query(self) -> str:
+        """The query string every management URL carries (task hub, connection, system key)."""
         return urlencode({"taskHub": self.hub, "connection": "Storage", "code": self.system_key})
 
     def management_urls(self, origin: str, instance_id: str) -> dict[str, str]:
+        """An instance's management URLs, as in the extension's HttpManagementPayload."""
         base = f"{self.base_url(origin)}/instances/{instance_id}"
         query = self.required_query()
         return {
@@ -124,6 +130,7 @@ class ManagementApi:
 
     # --- dispatch ---------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Route a management request to its handler."""
         path = request.path
         webhook = path.startswith(WEBHOOK_PREFIX + "/") or path == WEBHOOK_PREFIX
         prefix = WEBHOOK_PREFIX if webhook else RPC_PREFIX
@@ -395,4 +402,5 @@ def _public_history(events: list[Event], show_output: bool, show_input: bool) ->
 
 
 def quote_id(instance_id: str) -> str:
+    """An instance id escaped for a URL path segment."""
     return quote(instance_id, safe="")
