@@ -33,16 +33,18 @@ def timers_created(host: DevHost, instance_id: str) -> list[Any]:
 def test_a_timer_over_the_short_limit_runs_in_legs(sample_factory: Any) -> None:
     host = sample_factory(env=SHRUNK)
     began = time.monotonic()
-    instance_id = start_orchestration(host, "long_timer", 7)
-    final = wait_status(host, instance_id, timeout=60)
-    assert time.monotonic() - began >= 7
+    instance_id = start_orchestration(host, "long_timer", 12)
+    final = wait_status(host, instance_id, timeout=90)
+    assert time.monotonic() - began >= 12
     assert final["runtimeStatus"] == "Completed" and final["output"]["after"] == "Hello after!"
     legs = timers_created(host, instance_id)
-    # 7 s > 4 s: a 2 s leg; when it fires about 5 s remain (> 4 s): another 2 s leg; then the rest.
-    assert len(legs) == 3, legs
-    assert legs == sorted(legs) and (legs[-1] - legs[0]).total_seconds() >= 4
     started = parse_time(str(history(host, instance_id)[0]["Timestamp"]))
-    assert abs((legs[-1] - started).total_seconds() - 7) < 1  # the last leg fires at the requested time
+    # 12 s > 4 s: a 2 s leg; each time one fires with more than 4 s left, another 2 s leg; then the rest.
+    # (How many legs depends on how late each fires on a busy machine: at least three.)
+    assert len(legs) >= 3, legs
+    assert abs((legs[0] - started).total_seconds() - 2) < 1  # the first leg: one interval
+    assert legs == sorted(legs)
+    assert abs((legs[-1] - started).total_seconds() - 12) < 1  # the last leg fires at the requested time
 
 
 def test_azure_limits_keep_a_timer_whole_by_default(sample_factory: Any) -> None:
