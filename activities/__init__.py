@@ -1,11 +1,14 @@
-"""Blueprint of the activities concern: one thin, named wrapper per step of a job (see job_steps)."""
+"""Blueprint of the activities concern: one thin, named wrapper per step of a job.
 
-from typing import Any
+Each wrapper unpacks its typed input (shared.contracts) and calls the typed function of its module:
+plan (prepare), chunks, merge, finalize, stop (request and watch), dead_letter. Every step is
+idempotent and takes and returns small JSON dicts.
+"""
 
 import azure.durable_functions as df
 
-from activities import job_steps
-from activities.names import (
+from activities import chunks, dead_letter, finalize, merge, plan, stop
+from shared.contracts import (
     DEAD_LETTER_JOB,
     FINALIZE_JOB,
     MERGE_PARTIALS,
@@ -13,6 +16,17 @@ from activities.names import (
     PROCESS_CHUNK,
     REQUEST_STOP,
     WATCH_FOR_STOP,
+    ChunkInput,
+    ChunkOutput,
+    DeadLetterInput,
+    FinalizeInput,
+    MergeInput,
+    MergeOutput,
+    PrepareInput,
+    PrepareOutput,
+    StopInput,
+    WatchInput,
+    WatchOutput,
 )
 
 blueprint = df.Blueprint()
@@ -20,42 +34,49 @@ blueprint = df.Blueprint()
 
 @blueprint.function_name(PREPARE_JOB)
 @blueprint.activity_trigger(input_name="payload")
-def prepare_job(payload: dict[str, Any]) -> dict[str, Any]:
-    return job_steps.prepare_job(payload)  # type: ignore[arg-type]
+def prepare_job(payload: PrepareInput) -> PrepareOutput:
+    """Plan the job: see activities.plan.prepare_job."""
+    return plan.prepare_job(payload)
 
 
 @blueprint.function_name(PROCESS_CHUNK)
 @blueprint.activity_trigger(input_name="payload")
-def process_chunk(payload: dict[str, Any]) -> dict[str, Any]:
-    return job_steps.process_chunk(payload["job_id"], int(payload["index"]), int(payload["attempt"]))
+def process_chunk(payload: ChunkInput) -> ChunkOutput:
+    """Process one chunk: see activities.chunks.process_chunk."""
+    return chunks.process_chunk(payload["job_id"], int(payload["index"]), int(payload["attempt"]))
 
 
 @blueprint.function_name(MERGE_PARTIALS)
 @blueprint.activity_trigger(input_name="payload")
-def merge_partials(payload: dict[str, Any]) -> dict[str, Any]:
-    return job_steps.merge_partials(payload["job_id"], int(payload["chunk_count"]))
+def merge_partials(payload: MergeInput) -> MergeOutput:
+    """Merge the partials: see activities.merge.merge_partials."""
+    return merge.merge_partials(payload["job_id"], int(payload["chunk_count"]))
 
 
 @blueprint.function_name(FINALIZE_JOB)
 @blueprint.activity_trigger(input_name="payload")
-def finalize_job(payload: dict[str, Any]) -> int:
-    return job_steps.finalize_job(payload["job_id"], payload["outcome"])
+def finalize_job(payload: FinalizeInput) -> int:
+    """Clean up and record the outcome: see activities.finalize.finalize_job."""
+    return finalize.finalize_job(payload["job_id"], payload["outcome"])
 
 
 @blueprint.function_name(REQUEST_STOP)
 @blueprint.activity_trigger(input_name="payload")
-def request_stop(payload: dict[str, Any]) -> bool:
-    job_steps.request_stop(payload["job_id"], str(payload.get("reason", "stop")))
+def request_stop(payload: StopInput) -> bool:
+    """Write the stop marker: see activities.stop.request_stop."""
+    stop.request_stop(payload["job_id"], str(payload.get("reason", "stop")))
     return True
 
 
 @blueprint.function_name(DEAD_LETTER_JOB)
 @blueprint.activity_trigger(input_name="payload")
-def dead_letter_job(payload: dict[str, Any]) -> str:
-    return job_steps.dead_letter_job(payload["start"], payload["error"])
+def dead_letter_job(payload: DeadLetterInput) -> str:
+    """Record a dead letter: see activities.dead_letter.dead_letter_job."""
+    return dead_letter.dead_letter_job(payload["start"], payload["error"])
 
 
 @blueprint.function_name(WATCH_FOR_STOP)
 @blueprint.activity_trigger(input_name="payload")
-def watch_for_stop(payload: dict[str, Any]) -> dict[str, bool]:
-    return job_steps.watch_for_stop(payload["job_id"], float(payload["seconds"]))
+def watch_for_stop(payload: WatchInput) -> WatchOutput:
+    """Watch for the stop marker: see activities.stop.watch_for_stop."""
+    return stop.watch_for_stop(payload["job_id"], float(payload["seconds"]))

@@ -42,6 +42,7 @@ class BlobByteSource:
 
     @property
     def size(self) -> int:
+        """Size of the blob in bytes (from the plan, or one properties request)."""
         if self._size is None:
             self._size = int(self._blob.get_blob_properties().size)
         return self._size

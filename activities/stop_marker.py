@@ -8,11 +8,11 @@ chunks have returned.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 from azure.storage.blob import ContainerClient
 
-from shared.storage import cancel_marker_blob_name
+from shared.clock import parse_iso
+from storage.names import stop_marker_blob_name
 
 CHECK_INTERVAL_SECONDS = 0.5
 """Chunks ask between batches of rows; caching the answer this long keeps the check cheap."""
@@ -28,13 +28,14 @@ class StopSignal:
         deadline_at: str | None = None,
         interval: float = CHECK_INTERVAL_SECONDS,
     ) -> None:
-        self._marker = results.get_blob_client(cancel_marker_blob_name(job_id))
-        self._deadline = _epoch_seconds(deadline_at) if deadline_at else None
+        self._marker = results.get_blob_client(stop_marker_blob_name(job_id))
+        self._deadline = parse_iso(deadline_at).timestamp() if deadline_at else None
         self._interval = interval
         self._checked_at = float("-inf")
         self._stopped = False
 
     def __call__(self) -> bool:
+        """True once the deadline passed or the marker exists (asked at most once per interval)."""
         if self._stopped:
             return True
         if self._deadline is not None and time.time() >= self._deadline:
@@ -54,9 +55,4 @@ class StopSignal:
 
 def write_stop_marker(results: ContainerClient, job_id: str, reason: str) -> None:
     """Create (or refresh) the job's stop marker; idempotent."""
-    results.get_blob_client(cancel_marker_blob_name(job_id)).upload_blob(reason.encode(), overwrite=True)
-
-
-def _epoch_seconds(iso_utc: str) -> float:
-    moment = datetime.fromisoformat(iso_utc.replace("Z", "+00:00"))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    results.get_blob_client(stop_marker_blob_name(job_id)).upload_blob(reason.encode(), overwrite=True)

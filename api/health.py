@@ -11,12 +11,13 @@ from azure.core.exceptions import AzureError
 
 from api.app import blueprint
 from api.http import json_response
-from shared import job_store
-from shared.async_clients import StorageClients, storage_clients
+from jobs.query import job_counts
 from shared.settings import get_settings
-from shared.storage import QUEUES
+from storage import jobs as job_store
+from storage.clients import StorageClients, storage_clients
+from storage.names import QUEUES
 
-STORAGE_TIMEOUT_SECONDS = 3.0  # a probe must answer even when storage hangs
+STORAGE_TIMEOUT_SECONDS = 1.5  # a probe must answer even when storage hangs (503 within ~2 s)
 DETAIL_TIMEOUT_SECONDS = 3.0
 DETAILS_TTL_SECONDS = 5.0  # an anonymous route: frequent probes reuse the last counts instead of rescanning
 
@@ -33,7 +34,7 @@ async def _queue_depth(clients: StorageClients, name: str) -> int | None:
 
 async def _details(clients: StorageClients) -> dict[str, Any]:
     depths = await asyncio.gather(*(_queue_depth(clients, name) for name in QUEUES))
-    counts, truncated = await job_store.count_by_status(clients.jobs)
+    counts, truncated = await job_counts(clients)
     return {
         "queues": dict(zip(QUEUES, depths, strict=True)),
         "jobs": counts,

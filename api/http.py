@@ -9,24 +9,40 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import azure.functions as func
+from aiohttp import ClientError
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
-from shared.json_body import parse_json
-from shared.problems import PROBLEM_CONTENT_TYPE, Problem, field_error
+from api.problems import PROBLEM_CONTENT_TYPE, Problem, problem_from
+from jobs.errors import JobsError, Unavailable, field_error
+from jobs.json_body import parse_json
 from shared.telemetry import log_event
 
 ROUTE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 """Every route accepts these, so a wrong method gets our 405 problem rather than the host's 404."""
 
 Handler = Callable[[], Awaitable[func.HttpResponse]]
+OUTAGE_RETRY_AFTER_SECONDS = 5
+
+
+OUTAGES: tuple[type[BaseException], ...] = (
+    ServiceRequestError,
+    ServiceResponseError,
+    TimeoutError,
+    ConnectionError,
+    ClientError,  # the Durable client's HTTP session (aiohttp)
+)
+"""Storage (or the Durable extension) not answering: the request may succeed later, so 503 + Retry-After."""
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
+    """A JSON response."""
     return func.HttpResponse(
         json.dumps(body), status_code=status, headers=dict(headers or {}), mimetype="application/json"
     )
 
 
 def problem_response(problem: Problem, req: func.HttpRequest) -> func.HttpResponse:
+    """The problem as an application/problem+json response."""
     headers = {"Content-Type": PROBLEM_CONTENT_TYPE, **problem.headers}
     return func.HttpResponse(
         problem.to_json(instance=urlsplit(req.url).path), status_code=problem.status, headers=headers
@@ -44,6 +60,12 @@ async def dispatch(req: func.HttpRequest, handlers: Mapping[str, Handler]) -> fu
         return await handler()
     except Problem as problem:
         return problem_response(problem, req)
+    except JobsError as error:
+        return problem_response(problem_from(error), req)
+    except OUTAGES as exc:
+        log_event("api.unavailable", level=logging.WARNING, route=urlsplit(req.url).path, error=type(exc).__name__)
+        outage = Unavailable("storage is not answering; retry the request", retry_after=OUTAGE_RETRY_AFTER_SECONDS)
+        return problem_response(problem_from(outage), req)
     except Exception as exc:  # a fault of ours: say so without details, log the type only
         logging.getLogger("longrun").exception("unhandled error in %s %s", method, urlsplit(req.url).path)
         log_event("api.error", level=logging.ERROR, route=urlsplit(req.url).path, error=type(exc).__name__)
@@ -56,6 +78,7 @@ def is_decimal(text: str) -> bool:
 
 
 def media_type(req: func.HttpRequest) -> str | None:
+    """The request's media type, lower case, without parameters."""
     value = req.headers.get("content-type")
     return value.split(";")[0].strip().lower() if value else None
 

@@ -15,6 +15,7 @@ from shared.settings import Settings
 
 
 def base_url(req: func.HttpRequest, settings: Settings) -> str:
+    """The origin links are built on: PUBLIC_BASE_URL, else the request's scheme and host."""
     if settings.public_base_url:
         return settings.public_base_url.rstrip("/")
     parts = urlsplit(req.url)
@@ -22,18 +23,22 @@ def base_url(req: func.HttpRequest, settings: Settings) -> str:
 
 
 def job_url(base: str, job_id: str) -> str:
+    """The job's URL (its Location)."""
     return f"{base}/api/jobs/{job_id}"
 
 
 def job_links(base: str, job_id: str) -> dict[str, str]:
+    """The job resource's links: self, result, cancel."""
     url = job_url(base, job_id)
     return {"self": url, "result": f"{url}/result", "cancel": url}
 
 
 def jobs_page_url(base: str, query: str) -> str:
+    """The URL of a page of the job listing."""
     return f"{base}/api/jobs?{query}" if query else f"{base}/api/jobs"
 
 
 def dead_letter_links(base: str, record_id: str) -> dict[str, str]:
+    """A dead letter's links: self and replay."""
     url = f"{base}/api/dead-letters/{record_id}"
     return {"self": url, "replay": f"{url}/replay"}

@@ -1,15 +1,23 @@
-"""The contract as an OpenAPI 3.1 document, served at GET /api/openapi.json."""
+"""The contract as an OpenAPI 3.1 document, served at GET /api/openapi.json.
+
+The routes, headers and problems are written here; everything about job kinds (their names, options
+schemas, inline input, accepted content types and result formats) comes from the kinds registry, so a
+new kind appears here without an edit to this module.
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import azure.functions as func
 
+import kinds
 from api.app import blueprint
 from api.http import ROUTE_METHODS, dispatch, json_response
 from api.links import base_url
-from shared.settings import get_settings
+from jobs.requests import JSON_CONTENT_TYPE, MAX_DEADLINE_SECONDS
+from shared.settings import Settings, get_settings
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -43,18 +51,6 @@ _IDEMPOTENCY_KEY = {
 _STATUSES = ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
 
 _SCHEMAS: dict[str, Any] = {
-    "JobRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["kind"],
-        "properties": {
-            "kind": {"type": "string", "examples": ["csv-report", "vector-normalize", "simulate"]},
-            "input": {"description": "Inline JSON input (kinds that read application/json)"},
-            "input_ref": {"type": "string", "pattern": "^uploads/[0-9a-f]{32}$"},
-            "options": {"type": "object", "description": "Options of the kind"},
-            "deadline_seconds": {"type": "integer", "minimum": 1, "maximum": 2592000},
-        },
-    },
     "Job": {
         "type": "object",
         "required": ["id", "kind", "status", "created_at", "updated_at", "progress", "links"],
@@ -169,20 +165,17 @@ _PATHS: dict[str, Any] = {
             ],
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": _ref("JobRequest")},
-                    "text/csv": {"schema": {"type": "string"}},
-                    "application/x-ndjson": {"schema": {"type": "string"}},
-                },
+                "content": {JSON_CONTENT_TYPE: {"schema": _ref("JobRequest")}},  # raw types: from the kinds
             },
             "responses": {
                 "202": _json("Accepted: poll the Location", "Job", _POLL_HEADERS),
                 "400": _problem("Malformed body or header"),
                 "409": _problem("Idempotency key reused for a different request"),
-                "413": _problem("Body too large (1 MB JSON, 100 MB raw)"),
+                "411": _problem("Raw body without Content-Length (chunked): send the length, or upload"),
+                "413": _problem("Body too large (1 MB JSON, 100 MB raw), or an upload over 5 GiB"),
                 "415": _problem("Unsupported Content-Type"),
-                "422": _problem("Validation failed"),
-                "503": _problem("The job could not be recorded or started; nothing was kept: retry"),
+                "422": _problem("Validation failed (an input_ref must name a block blob)"),
+                "503": _problem("The job could not be recorded or started, or storage is unreachable: retry"),
             },
         },
         "get": {
@@ -217,7 +210,7 @@ _PATHS: dict[str, Any] = {
         },
     },
     "/api/jobs/{job_id}/result": {
-        "parameters": [_JOB_ID, {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
+        "parameters": [_JOB_ID, {"name": "format", "in": "query", "schema": {"type": "string"}}],
         "get": {
             "operationId": "getJobResult",
             "responses": {
@@ -279,7 +272,96 @@ _PATHS: dict[str, Any] = {
 }
 
 
-def openapi_document(server_url: str) -> dict[str, Any]:
+_OUTAGE = _problem("Storage unreachable: retry after Retry-After seconds (answered within ~2 s)")
+_OUTAGE["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+
+
+def _kind_request(spec: kinds.KindSpec) -> dict[str, Any]:
+    """A JSON submission of one kind: the kind's own members plus the API's (input_ref, deadline_seconds)."""
+    fragment = spec.openapi_fragment()["request"]
+    properties = dict(fragment["properties"])
+    if spec.requires_input:
+        properties["input_ref"] = {
+            "type": "string",
+            "pattern": "^uploads/[0-9a-f]{32}$",
+            "description": "An upload's input_ref (POST /api/uploads): a block blob of at most 5 GiB",
+        }
+    properties["deadline_seconds"] = {"type": "integer", "minimum": 1, "maximum": MAX_DEADLINE_SECONDS}
+    return {**fragment, "additionalProperties": False, "properties": properties}
+
+
+def _component_name(kind_name: str) -> str:
+    return f"JobRequest.{kind_name}"
+
+
+def _kinds_part(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The kinds' schemas and the values the paths need (names, raw content types, formats by kind)."""
+    specs = kinds.all_kinds(simulate_enabled=settings.enable_simulate_kind)
+    schemas: dict[str, Any] = {}
+    for spec in specs:
+        fragment = spec.openapi_fragment()
+        for name, schema in fragment["components"].items():
+            if schemas.setdefault(name, schema) != schema:
+                raise RuntimeError(f"two kinds declare different schemas named {name!r}")
+        schemas[_component_name(spec.name)] = _kind_request(spec)
+    schemas["JobRequest"] = {
+        "description": "A JSON submission: its members depend on the kind",
+        "oneOf": [_ref(_component_name(spec.name)) for spec in specs],
+        "discriminator": {
+            "propertyName": "kind",
+            "mapping": {spec.name: f"#/components/schemas/{_component_name(spec.name)}" for spec in specs},
+        },
+    }
+    raw_kinds = [spec for spec in specs if any(t != JSON_CONTENT_TYPE for t in spec.input_content_types)]
+    values = {
+        "names": [spec.name for spec in specs],
+        "raw_kinds": [spec.name for spec in raw_kinds],
+        "raw_types": [t for t in kinds.all_input_content_types(simulate_enabled=settings.enable_simulate_kind)
+                      if t != JSON_CONTENT_TYPE],
+        "upload_types": kinds.all_input_content_types(simulate_enabled=settings.enable_simulate_kind),
+        "formats": kinds.all_render_formats(simulate_enabled=settings.enable_simulate_kind),
+        "formats_by_kind": {spec.name: list(spec.render_formats) for spec in specs},
+    }  # fmt: skip
+    return schemas, values
+
+
+def _with_kinds(paths: dict[str, Any], values: dict[str, Any]) -> None:
+    """Fill the kind-dependent parts of the paths (in a copy of _PATHS) from the registry."""
+    submit = paths["/api/jobs"]["post"]
+    submit["parameters"][1]["schema"] = {"enum": values["raw_kinds"]}
+    content = submit["requestBody"]["content"]
+    for media_type in values["raw_types"]:
+        content[media_type] = {
+            "schema": {"type": "string"},
+            "description": "A raw body (Content-Length required); kind, deadline_seconds and options in the query",
+        }
+    paths["/api/jobs"]["get"]["parameters"][1]["schema"] = {"enum": values["names"]}
+    result = paths["/api/jobs/{job_id}/result"]
+    result["parameters"][1]["schema"] = {"enum": values["formats"]}
+    result["parameters"][1]["description"] = "Formats the job's kind renders: " + "; ".join(
+        f"{name}: {', '.join(formats)}" for name, formats in values["formats_by_kind"].items()
+    )
+    result["parameters"][1]["x-formats-by-kind"] = values["formats_by_kind"]
+    upload_body = paths["/api/uploads"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    upload_body["properties"]["content_type"] = {"enum": values["upload_types"]}
+
+
+def _paths(values: dict[str, Any]) -> dict[str, Any]:
+    """The paths, each operation with the 503 every route answers while storage is unreachable."""
+    paths: dict[str, Any] = {}
+    for path, item in copy.deepcopy(_PATHS).items():
+        paths[path] = {}
+        for method, operation in item.items():
+            if method != "parameters" and path != "/api/health" and path != "/api/openapi.json":
+                operation = {**operation, "responses": {"503": _OUTAGE, **operation["responses"]}}
+            paths[path][method] = operation
+    _with_kinds(paths, values)
+    return paths
+
+
+def openapi_document(server_url: str, settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document, with links under `server_url`, for the kinds these settings enable."""
+    kind_schemas, values = _kinds_part(settings)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -288,11 +370,15 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             "description": "Long-running jobs behind 202 Accepted + Location. Errors are RFC 9457 problems.",
         },
         "servers": [{"url": server_url}],
-        "security": [{"functionKey": []}],
-        "paths": _PATHS,
+        "security": [{"functionKey": []}, {"functionKeyQuery": []}],
+        "paths": _paths(values),
         "components": {
-            "schemas": _SCHEMAS,
-            "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
+            "schemas": {**_SCHEMAS, **kind_schemas},
+            "securitySchemes": {
+                "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+                # The host reads ?code= too, and passes it on; the API ignores it.
+                "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+            },
         },
     }
 
@@ -302,6 +388,7 @@ async def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """GET: this API's OpenAPI 3.1 document."""
 
     async def document() -> func.HttpResponse:
-        return json_response(openapi_document(base_url(req, get_settings())))
+        settings = get_settings()
+        return json_response(openapi_document(base_url(req, settings), settings))
 
     return await dispatch(req, {"GET": document})

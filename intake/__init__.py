@@ -4,30 +4,38 @@ A message is the JSON envelope of POST /api/jobs plus an `idempotency_key`; the 
 either door names the same job. A message that cannot be submitted fails; after `maxDequeueCount`
 tries the host moves it to `jobs-inbox-poison`, whose trigger records it as a dead letter (so
 GET /api/dead-letters lists it with its raw text) and, by succeeding, removes it.
+
+The poison trigger must never fail for good: a poison queue has no poison queue of its own, so a
+message it keeps failing on comes back after every visibility timeout, forever. It fails only while
+storage is unreachable (the message then waits for storage to return); anything else is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 
 import azure.durable_functions as df
 import azure.functions as func
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
-from intake.messages import POISON_ATTEMPTS, diagnose, read_inbox_message
-from shared.async_clients import storage_clients
+from intake.messages import POISON_ATTEMPTS, diagnose, read_inbox_message, reason
+from jobs.errors import JobsError
+from jobs.submit import request_from_body, submit_job
+from shared.clock import iso, utc_now
 from shared.contracts import DeadLetterRecord
-from shared.dead_letters import record_dead_letter
-from shared.job_store import iso, utc_now
-from shared.problems import Problem
 from shared.settings import get_settings
-from shared.storage import INBOX_POISON_QUEUE, INBOX_QUEUE
-from shared.submission import request_from_body, submit_job
 from shared.telemetry import log_event
+from storage.clients import storage_clients
+from storage.dead_letters import record_dead_letter
+from storage.names import INBOX_POISON_QUEUE, INBOX_QUEUE
 
 blueprint = df.Blueprint()
 
 STORAGE_CONNECTION = "AzureWebJobsStorage"
+TRANSIENT = (ServiceRequestError, ServiceResponseError, TimeoutError, ConnectionError)
+"""Failures that a later try can fix: the poison trigger lets the message come back for these only."""
 
 
 @blueprint.queue_trigger(arg_name="msg", queue_name=INBOX_QUEUE, connection=STORAGE_CONNECTION)
@@ -41,10 +49,10 @@ async def intake_job(msg: func.QueueMessage, client: df.DurableOrchestrationClie
         clients = await storage_clients(settings)
         request = await request_from_body(body, settings=settings, clients=clients, idempotency_key=key, source="queue")
         submitted = await submit_job(client, clients, request)
-    except Problem as problem:
-        log_event("intake.rejected", message_id=message_id, status=problem.status, problem=problem.slug,
+    except JobsError as error:
+        log_event("intake.rejected", message_id=message_id, error=type(error).__name__,
                   dequeue_count=msg.dequeue_count)  # fmt: skip
-        raise
+        raise RuntimeError(reason(error)) from None
     log_event("intake.accepted", message_id=message_id, job_id=submitted.record["job_id"],
               created=submitted.created)  # fmt: skip
 
@@ -54,9 +62,24 @@ async def intake_poison(msg: func.QueueMessage) -> None:
     """Record a poison message as a dead letter; returning normally removes it from the poison queue."""
     raw_bytes = msg.get_body()
     message_id = msg.id or _body_id(raw_bytes)
-    raw = raw_bytes.decode("utf-8", errors="replace")
+    try:
+        await _dead_letter(raw_bytes, message_id)
+    except TRANSIENT:
+        raise  # storage is away: the message comes back once it is visible again
+    except Exception as exc:  # deterministic: failing again would loop forever, so log it and let it go
+        logging.getLogger("longrun").exception("poison message %s could not be dead-lettered", message_id)
+        log_event("intake.poison_dropped", level=logging.ERROR, message_id=message_id, error=type(exc).__name__)
+
+
+async def _dead_letter(raw_bytes: bytes, message_id: str) -> None:
     settings = get_settings()
-    kind, reason = await diagnose(raw_bytes, settings, await storage_clients(settings))
+    clients = await storage_clients(settings)
+    try:
+        kind, why = await diagnose(raw_bytes, settings, clients)
+    except TRANSIENT:
+        raise
+    except Exception as exc:  # a check that crashes must not keep the message from its dead letter
+        kind, why = None, f"the message could not be diagnosed ({type(exc).__name__})"
     record: DeadLetterRecord = {
         "id": f"poison-{message_id}",
         "source": "poison",
@@ -66,9 +89,9 @@ async def intake_poison(msg: func.QueueMessage) -> None:
         "input_content_type": None,
         "options": None,
         "error_type": "poison_message",
-        "reason": reason,
+        "reason": why,
         "attempts": POISON_ATTEMPTS,
-        "raw_message": raw,
+        "raw_message": raw_bytes.decode("utf-8", errors="replace"),
         "created_at": iso(utc_now()),
     }
     await asyncio.to_thread(record_dead_letter, settings, record)

@@ -9,19 +9,17 @@ import codecs
 import io
 import math
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+# The failure protocol lives in shared.failures; kinds keep importing it from here.
+from shared.failures import NonRetryableError as NonRetryableError
+from shared.failures import parse_non_retryable as parse_non_retryable
+
 STREAM_BLOCK_BYTES = 4 * 1024 * 1024
 """Size of the blocks `stream` yields: large enough for C-speed scans, small enough for flat memory."""
-
-NON_RETRYABLE_MARKER = "[non-retryable:"
-"""Prefix of a `NonRetryableError`'s text, so the orchestrator can tell it apart in a TaskFailed message."""
-
-_NON_RETRYABLE_PATTERN = re.compile(r"\[non-retryable:([A-Za-z0-9_.-]+)\] ?([^\n]*)")
 
 
 @runtime_checkable
@@ -164,31 +162,6 @@ class Utf8Check:
             self._decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             raise NonRetryableError("invalid_input", "the input is not valid UTF-8 (truncated at the end)") from None
-
-
-class NonRetryableError(Exception):
-    """Retrying cannot help (bad input, unknown column, ...): the job fails at once.
-
-    Its text starts with `[non-retryable:<error_type>]` because the orchestrator only sees the text
-    of a failed activity; `parse_non_retryable` reads it back.
-    """
-
-    def __init__(self, error_type: str, message: str) -> None:
-        self.error_type = error_type
-        self.message = " ".join(message.split())  # one line for humans
-        super().__init__(f"{NON_RETRYABLE_MARKER}{error_type}] {self.message}")
-
-    def __reduce__(self) -> tuple[type[NonRetryableError], tuple[str, str]]:
-        # Worker processes pickle exceptions; the default would call __init__ with the formatted text only.
-        return type(self), (self.error_type, self.message)
-
-
-def parse_non_retryable(text: str) -> tuple[str, str] | None:
-    """(error_type, message) of a `NonRetryableError` found in an error text, or None if it is retryable."""
-    found = _NON_RETRYABLE_PATTERN.search(text)
-    if found is None:
-        return None
-    return found.group(1), found.group(2).strip()
 
 
 class ChunkStopped(Exception):

@@ -1,16 +1,20 @@
-"""Blueprint of the maintenance concern: the daily retention timer."""
-
-from datetime import UTC, datetime
+"""Blueprint of the maintenance concern: the daily retention timer and the orphan sweep."""
 
 import azure.durable_functions as df
 import azure.functions as func
 
+from jobs.sweep import sweep_orphans
 from maintenance.retention import apply_retention
+from shared.clock import utc_now
 from shared.settings import get_settings
+from storage.clients import storage_clients
 
 blueprint = df.Blueprint()
 
 APPLY_RETENTION = "apply_retention"
+SWEEP_ORPHANS = "sweep_orphans"
+SWEEP_SCHEDULE = "0 */10 * * * *"
+"""Every ten minutes: an orphan (jobs.sweep.ORPHAN_AFTER, one hour) is gone within 70 minutes."""
 
 
 @blueprint.function_name(APPLY_RETENTION)
@@ -18,4 +22,12 @@ APPLY_RETENTION = "apply_retention"
 @blueprint.durable_client_input(client_name="client")
 async def apply_retention_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     """Purge finished jobs older than RETENTION_DAYS and dead letters older than DEADLETTER_RETENTION_DAYS."""
-    await apply_retention(get_settings(), client, datetime.now(UTC))
+    await apply_retention(get_settings(), client, utc_now())
+
+
+@blueprint.function_name(SWEEP_ORPHANS)
+@blueprint.timer_trigger(schedule=SWEEP_SCHEDULE, arg_name="timer", run_on_startup=False)
+@blueprint.durable_client_input(client_name="client")
+async def sweep_orphans_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    """Remove jobs that were recorded but never started (their submitter died in between)."""
+    await sweep_orphans(client, await storage_clients(get_settings()), utc_now())

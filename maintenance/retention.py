@@ -15,15 +15,21 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from jobs import durable
+from jobs.sweep import sweep_orphans
 from orchestrators.job import chunk_batch_instance_id
-from shared import dead_letters, job_store
 from shared.settings import Settings
-from shared.storage import PAYLOADS_CONTAINER, RESULTS_CONTAINER, blob_service, job_input_blob_name, job_prefix
 from shared.telemetry import log_event
+from storage import dead_letters
+from storage import jobs as job_store
+from storage.clients import blob_service, storage_clients
+from storage.names import PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name, job_prefix
 
 
 @dataclass(frozen=True)
 class RetentionReport:
+    """What one retention run removed."""
+
     jobs: int
     instances: int
     blobs: int
@@ -53,10 +59,10 @@ def delete_job_blobs(settings: Settings, job_id: str, keep_input: bool = False) 
 
 async def purge_job_history(client: Any, job_id: str) -> int:
     """Purge the job orchestration's history and its chunk batches' (ids derived from the job id)."""
-    purged = int((await client.purge_instance_history(job_id)).instances_deleted)
+    purged = await durable.purge(client, job_id)
     batch = 0
     while True:
-        deleted = int((await client.purge_instance_history(chunk_batch_instance_id(job_id, batch))).instances_deleted)
+        deleted = await durable.purge(client, chunk_batch_instance_id(job_id, batch))
         if deleted == 0:
             return purged
         purged += deleted
@@ -64,7 +70,9 @@ async def purge_job_history(client: Any, job_id: str) -> int:
 
 
 async def apply_retention(settings: Settings, client: Any, now: datetime) -> RetentionReport:
-    """Forget jobs that finished before now − RETENTION_DAYS and older dead letters."""
+    """Forget jobs that finished before now − RETENTION_DAYS and older dead letters (and sweep orphans,
+    which never finish)."""
+    orphans = await sweep_orphans(client, await storage_clients(settings), now)
     cutoff = now - timedelta(days=settings.retention_days)
     job_ids = await asyncio.to_thread(lambda: list(job_store.iter_finished_before(settings, cutoff)))
     instances = blobs = 0
@@ -81,7 +89,7 @@ async def apply_retention(settings: Settings, client: Any, now: datetime) -> Ret
     purged_letters = await asyncio.to_thread(dead_letters.purge_dead_letters_before, settings, dead_letter_cutoff)
     upload_cutoff = now - timedelta(days=max(settings.retention_days, settings.deadletter_retention_days))
     blobs += await asyncio.to_thread(job_store.purge_uploads_before, settings, upload_cutoff)
-    report = RetentionReport(len(job_ids), instances, blobs, purged_letters)
+    report = RetentionReport(len(job_ids) + orphans, instances, blobs, purged_letters)
     log_event(
         "retention.applied",
         jobs=report.jobs,

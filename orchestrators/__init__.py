@@ -9,8 +9,8 @@ from typing import Any
 import azure.durable_functions as df
 
 from orchestrators.chunk_batch import chunk_batch_orchestration
-from orchestrators.job import CHUNK_BATCH_ORCHESTRATOR, job_orchestration
-from shared.contracts import JOB_ORCHESTRATOR
+from orchestrators.job import job_orchestration
+from shared.contracts import CHUNK_BATCH_ORCHESTRATOR, JOB_ORCHESTRATOR
 
 blueprint = df.Blueprint()
 
@@ -18,10 +18,12 @@ blueprint = df.Blueprint()
 @blueprint.function_name(JOB_ORCHESTRATOR)
 @blueprint.orchestration_trigger(context_name="context")
 def job_orchestrator(context: df.DurableOrchestrationContext) -> Any:
+    """Run one job: see orchestrators.job."""
     return (yield from job_orchestration(context))
 
 
 @blueprint.function_name(CHUNK_BATCH_ORCHESTRATOR)
 @blueprint.orchestration_trigger(context_name="context")
 def chunk_batch_orchestrator(context: df.DurableOrchestrationContext) -> Any:
+    """Run one batch of a job's chunks: see orchestrators.chunk_batch."""
     return (yield from chunk_batch_orchestration(context))

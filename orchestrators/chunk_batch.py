@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from activities.names import REQUEST_STOP
 from orchestrators.retry import policy_from
 from orchestrators.steps import ChunksStopped, Orchestration, StepFailed, call_step, run_chunk_waves
+from shared.contracts import REQUEST_STOP, ChunkBatchInput, ChunkBatchOutput, StopInput
 
 
 def chunk_batch_orchestration(context: Any) -> Orchestration:
-    """Process chunks [first, first + count) of a job; returns {"completed"} or {"stopped"} or {"failure"}."""
-    batch: dict[str, Any] = context.get_input()
+    """Process chunks [first, first + count) of a job; returns a ChunkBatchOutput (completed, stopped or failure)."""
+    batch: ChunkBatchInput = context.get_input()
     job_id = str(batch["job_id"])
     first, count = int(batch["first"]), int(batch["count"])
     policy = policy_from(batch.get("retry"))
@@ -24,9 +24,13 @@ def chunk_batch_orchestration(context: Any) -> Orchestration:
             context, job_id, range(first, first + count), policy, int(batch.get("max_parallel_chunks", 1))
         )
     except ChunksStopped:
-        return {"stopped": True}
+        output: ChunkBatchOutput = {"stopped": True}
+        return output
     except StepFailed as failure:
         # Stop the job's other work now rather than when the parent hears of it.
-        yield from call_step(context, REQUEST_STOP, {"job_id": job_id, "reason": "failed"}, policy, "stop")
-        return {"failure": failure.error}
-    return {"completed": completed}
+        stop: StopInput = {"job_id": job_id, "reason": "failed"}
+        yield from call_step(context, REQUEST_STOP, stop, policy, "stop")
+        output = {"failure": failure.error}
+        return output
+    output = {"completed": completed}
+    return output

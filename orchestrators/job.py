@@ -1,21 +1,20 @@
 """The job orchestration: prepare → process chunks → merge → finalize, for every job kind.
 
 Only blob references, counts and small dicts travel through it (claim check), so its history has
-the same size whatever the size of the input. A cancel event or the deadline timer interrupts any
-step; the job then stops its running chunks (stop marker), removes partial outputs and ends
-CANCELLED or FAILED. Every path ends with a JobOutcome as the orchestration's output.
+the same size whatever the size of the input. A cancel event interrupts any step, and the deadline
+stops every step on its own clock (no timer is left open; see orchestrators.steps.Interrupts); the
+job then stops its running chunks (stop marker), removes partial outputs and ends CANCELLED or
+FAILED. Every path ends with a JobOutcome as the orchestration's output.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, cast
 
-from activities.names import DEAD_LETTER_JOB, FINALIZE_JOB, MERGE_PARTIALS, PREPARE_JOB, REQUEST_STOP
-from orchestrators.retry import DEFAULT_RETRY_POLICY, RetryPolicy, policy_from
+from orchestrators.retry import DEFAULT_RETRY_POLICY, policy_from
 from orchestrators.steps import (
     ChunksStopped,
-    Interrupt,
     Interrupted,
     Interrupts,
     Orchestration,
@@ -26,24 +25,37 @@ from orchestrators.steps import (
     run_chunk_waves,
     wait_for_all,
 )
-from shared.contracts import CANCEL_EVENT, JobError, JobOutcome, JobStart, Progress
+from shared.clock import parse_iso
+from shared.contracts import (
+    CANCEL_EVENT,
+    CHUNK_BATCH_ORCHESTRATOR,
+    DEAD_LETTER_JOB,
+    FINALIZE_JOB,
+    MERGE_PARTIALS,
+    PREPARE_JOB,
+    REQUEST_STOP,
+    ChunkBatchInput,
+    ChunkBatchOutput,
+    DeadLetterInput,
+    FinalizeInput,
+    Interrupt,
+    JobError,
+    JobOutcome,
+    JobStart,
+    MergeInput,
+    MergeOutput,
+    Phase,
+    PrepareOutput,
+    Progress,
+    RetryPolicy,
+    StopInput,
+)
 from shared.telemetry import log_event
-
-CHUNK_BATCH_ORCHESTRATOR = "chunk_batch_orchestrator"
-"""Sub-orchestration that processes one batch of a large plan, so no history grows with the plan."""
-
-Phase = Literal["preparing", "processing", "merging", "finalizing", "cleaning_up", "done"]
 
 
 def chunk_batch_instance_id(job_id: str, batch: int) -> str:
     """Instance id of a job's n-th chunk batch: derived from the job id, so a replay reuses it."""
     return f"{job_id}:chunks:{batch}"
-
-
-def parse_utc(value: str) -> datetime:
-    """An ISO 8601 timestamp as an aware UTC datetime (naive values are taken as UTC)."""
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 class _JobRun:
@@ -59,10 +71,9 @@ class _JobRun:
         self.per_batch = 1
         self.total = 0
         self.completed = 0
-        deadline = None
-        if start.get("deadline_at"):
-            deadline = context.create_timer(parse_utc(str(start["deadline_at"])))
-        self.interrupts = Interrupts(cancel=context.wait_for_external_event(CANCEL_EVENT), deadline=deadline)
+        deadline_at = parse_iso(str(start["deadline_at"])) if start.get("deadline_at") else None
+        # No deadline timer: see orchestrators.steps.Interrupts.
+        self.interrupts = Interrupts(cancel=context.wait_for_external_event(CANCEL_EVENT), deadline_at=deadline_at)
 
     def progress(self, phase: Phase, completed: int | None = None) -> None:
         if completed is not None:
@@ -91,17 +102,18 @@ class _JobRun:
         return outcome
 
     def _stop_reason(self) -> Interrupt:
-        # Chunks also stop on their own clock at the deadline, possibly before the timer is delivered.
-        deadline_at = self.start.get("deadline_at")
-        if deadline_at and self.context.current_utc_datetime >= parse_utc(str(deadline_at)):
-            return "deadline"
-        deadline = self.interrupts.deadline
-        return "deadline" if deadline is not None and deadline.is_completed else "cancelled"
+        # A step stopped on its own: at the deadline (its clock and ours agree within a check interval)
+        # or because the stop marker was written by a cancel.
+        return "deadline" if self.interrupts.passed_deadline(self.context) else "cancelled"
 
     def _process(self) -> Orchestration:
         job_id = self.job_id
         # Settings reach the orchestrator through this step's output; it is retried with the defaults.
-        prepared = yield from call_step(self.context, PREPARE_JOB, self.start, self.policy, "prepare", self.interrupts)
+        prepared: PrepareOutput = yield from call_step(
+            self.context, PREPARE_JOB, self.start, self.policy, "prepare", self.interrupts
+        )
+        if prepared.get("stopped"):
+            raise ChunksStopped()  # planning saw the stop marker or the deadline
         self.policy = policy_from(prepared.get("retry"))
         self.max_parallel = int(prepared.get("max_parallel_chunks", 1))
         self.per_batch = int(prepared.get("chunks_per_sub_orchestration", 50))
@@ -121,13 +133,9 @@ class _JobRun:
             yield from self._process_in_batches()
 
         self.progress("merging", self.total)
-        merged = yield from call_step(
-            self.context,
-            MERGE_PARTIALS,
-            {"job_id": job_id, "chunk_count": self.total},
-            self.policy,
-            "merge",
-            self.interrupts,
+        merge: MergeInput = {"job_id": job_id, "chunk_count": self.total}
+        merged: MergeOutput = yield from call_step(
+            self.context, MERGE_PARTIALS, merge, self.policy, "merge", self.interrupts
         )
         self.progress("finalizing", self.total)
         outcome: JobOutcome = {
@@ -148,22 +156,21 @@ class _JobRun:
         done = 0
         for batch, first in enumerate(range(0, self.total, self.per_batch)):
             count = min(self.per_batch, self.total - first)
+            batch_input: ChunkBatchInput = {
+                "job_id": self.job_id,
+                "first": first,
+                "count": count,
+                "retry": self.policy,
+                "max_parallel_chunks": self.max_parallel,
+            }
             task = self.context.call_sub_orchestrator(
-                CHUNK_BATCH_ORCHESTRATOR,
-                {
-                    "job_id": self.job_id,
-                    "first": first,
-                    "count": count,
-                    "retry": self.policy,
-                    "max_parallel_chunks": self.max_parallel,
-                },
-                chunk_batch_instance_id(self.job_id, batch),
+                CHUNK_BATCH_ORCHESTRATOR, batch_input, chunk_batch_instance_id(self.job_id, batch)
             )
             yield from race(self.context, task, self.interrupts)
             if failed(task):
                 message = str(task.result).strip().splitlines()[0][:300] if str(task.result).strip() else "failed"
                 raise StepFailed({"type": "orchestration_failed", "message": message, "attempts": 1})
-            result = task.result if isinstance(task.result, dict) else {}
+            result = cast(ChunkBatchOutput, task.result if isinstance(task.result, dict) else {})
             if result.get("failure"):
                 raise StepFailed(result["failure"])
             if result.get("stopped"):
@@ -173,9 +180,8 @@ class _JobRun:
 
     def _record(self, outcome: JobOutcome) -> Orchestration:
         """Remove working blobs and record the outcome in the job store."""
-        yield from call_step(
-            self.context, FINALIZE_JOB, {"job_id": self.job_id, "outcome": outcome}, self.policy, "finalize"
-        )
+        finalize: FinalizeInput = {"job_id": self.job_id, "outcome": outcome}
+        yield from call_step(self.context, FINALIZE_JOB, finalize, self.policy, "finalize")
 
     def _wind_down(self, reason: Interrupt | None, error: JobError | None, pending: list[Any]) -> Orchestration:
         """Stop running chunks, remove partial outputs, record the outcome (and a dead letter if failed)."""
@@ -193,15 +199,13 @@ class _JobRun:
         else:
             outcome = {"status": "FAILED", "error": error}
         try:
-            yield from call_step(
-                context, REQUEST_STOP, {"job_id": job_id, "reason": reason or "failed"}, self.policy, "stop"
-            )
+            stop: StopInput = {"job_id": job_id, "reason": reason or "failed"}
+            yield from call_step(context, REQUEST_STOP, stop, self.policy, "stop")
             yield from wait_for_all(context, pending)
             yield from self._record(outcome)
             if error is not None:
-                yield from call_step(
-                    context, DEAD_LETTER_JOB, {"start": self.start, "error": error}, self.policy, "dead-letter"
-                )
+                dead_letter: DeadLetterInput = {"start": self.start, "error": error}
+                yield from call_step(context, DEAD_LETTER_JOB, dead_letter, self.policy, "dead-letter")
         except StepFailed as cleanup_failure:
             # The job's own outcome stands; the store or dead letter may lag (retention tidies blobs).
             self.log("job.cleanup_failed", error_type=cleanup_failure.error["type"])

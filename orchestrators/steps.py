@@ -1,8 +1,9 @@
 """Deterministic building blocks of the job orchestrations: retried steps, chunk waves and backoffs.
 
 Each helper is a generator used with `yield from` inside an orchestrator. They race every wait against
-the job's interrupts (the cancel event, the deadline timer) and raise instead of returning when the
-job must stop, handing back the tasks still running so the caller can let them finish first.
+the job's cancel event, check its deadline after every wait, and raise instead of returning when the
+job must stop, handing back the tasks still running so the caller can let them finish first. No
+helper leaves a timer open: a timer that lost a race is cancelled.
 """
 
 from __future__ import annotations
@@ -10,14 +11,23 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Any
 
-from activities.names import PROCESS_CHUNK, WATCH_FOR_STOP
-from orchestrators.retry import RetryPolicy, backoff_seconds, classify_failure
-from shared.contracts import JobError
+from azure.durable_functions.models.Task import TimerTask
 
-Interrupt = Literal["cancelled", "deadline"]
+from orchestrators.retry import backoff_seconds
+from shared.contracts import (
+    PROCESS_CHUNK,
+    WATCH_FOR_STOP,
+    ChunkInput,
+    Interrupt,
+    JobError,
+    RetryPolicy,
+    WatchInput,
+)
+from shared.failures import classify_failure
+
 Orchestration = Generator[Any, Any, Any]
 
 
@@ -46,21 +56,38 @@ class ChunksStopped(Exception):
 
 @dataclass(frozen=True)
 class Interrupts:
-    """The job's outstanding interrupt tasks: a cancel event and, if the job has one, a deadline timer."""
+    """What may interrupt a job from outside its steps: the cancel event, and its deadline (if it has one).
+
+    The deadline is not a timer: a timer left waiting keeps the orchestration Running in Azure until it
+    fires (DTFx ends an instance only without open tasks), and a timer over six days is a chain of legs
+    that cannot be cancelled. Instead every step stops on its own clock at the deadline (chunks, the
+    stop watcher and planning read it from the plan), and the orchestrator compares its replay-safe
+    clock with the deadline after every wait. A step never runs long past the deadline, so the
+    orchestrator hears of it within a check interval, with nothing left open.
+    """
 
     cancel: Any | None = None
-    deadline: Any | None = None
+    deadline_at: datetime | None = None
 
     @property
     def tasks(self) -> list[Any]:
-        return [task for task in (self.cancel, self.deadline) if task is not None]
+        """The tasks to race a wait against (the cancel event)."""
+        return [self.cancel] if self.cancel is not None else []
 
     def reason_for(self, task: Any) -> Interrupt | None:
+        """Why `task` (the winner of a race) interrupts the job, or None if it is not an interrupt."""
         if self.cancel is not None and task is self.cancel:
             return "cancelled"
-        if self.deadline is not None and task is self.deadline:
-            return "deadline"
         return None
+
+    def passed_deadline(self, context: Any) -> bool:
+        """Whether the job's deadline has passed by the orchestration's (replay-safe) clock."""
+        return self.deadline_at is not None and context.current_utc_datetime >= self.deadline_at
+
+    def check(self, context: Any) -> None:
+        """Raise Interrupted("deadline") once the deadline has passed."""
+        if self.passed_deadline(context):
+            raise Interrupted("deadline")
 
 
 NO_INTERRUPTS = Interrupts()
@@ -69,6 +96,24 @@ NO_INTERRUPTS = Interrupts()
 def failed(task: Any) -> bool:
     """Whether a completed Durable task failed (the SDK stores the exception as its result)."""
     return isinstance(task.result, Exception)
+
+
+def cancel_timers(tasks: Sequence[Any]) -> list[Any]:
+    """Cancel the timers among `tasks` that have not fired; returns the other tasks still running.
+
+    A cancelled timer is sent to the host with isCanceled, so it no longer keeps the instance open.
+    Only short timers are created here (backoffs are capped well under the SDK's six-day limit), and
+    a short timer's cancel is honoured; a long timer's is not, which is why the deadline is no timer.
+    """
+    running = []
+    for task in tasks:
+        if task.is_completed:
+            continue
+        if isinstance(task, TimerTask):
+            task.cancel()
+        else:
+            running.append(task)
+    return running
 
 
 def call_step(
@@ -97,18 +142,29 @@ def call_step(
 
 
 def race(context: Any, task: Any, interrupts: Interrupts) -> Orchestration:
-    """Wait for `task`, or raise Interrupted (with `task` pending) if an interrupt fires first."""
-    if not interrupts.tasks:
-        yield task
-        return
-    winner = yield context.task_any([task, *interrupts.tasks])
-    reason = interrupts.reason_for(winner)
-    if reason is not None:
-        raise Interrupted(reason, [task])
+    """Wait for `task`, or raise Interrupted if the job is cancelled first or its deadline has passed.
+
+    A task still running when the cancel wins is handed back in Interrupted.pending (a timer is
+    cancelled instead). The deadline is checked once the task is done (see Interrupts).
+    """
+    if interrupts.tasks:
+        winner = yield context.task_any([task, *interrupts.tasks])
+        reason = interrupts.reason_for(winner)
+        if reason is not None:
+            raise Interrupted(reason, cancel_timers([task]))
+    else:
+        try:
+            yield task
+        except Exception:  # noqa: S110 - the SDK throws a failed task into the generator; callers read task.result
+            pass
+    interrupts.check(context)
 
 
 def wait_for_all(context: Any, tasks: Sequence[Any], interrupts: Interrupts = NO_INTERRUPTS) -> Orchestration:
-    """Wait until every task has completed, failed or not (the SDK's task_all stops at the first failure)."""
+    """Wait until every task has completed, failed or not (the SDK's task_all stops at the first failure).
+
+    If the cancel wins, pending timers are cancelled and the other pending tasks handed back.
+    """
     remaining = [task for task in tasks if not task.is_completed]
     while remaining:
         group = context.task_all(remaining)
@@ -116,7 +172,7 @@ def wait_for_all(context: Any, tasks: Sequence[Any], interrupts: Interrupts = NO
             winner = yield context.task_any([group, *interrupts.tasks])
             reason = interrupts.reason_for(winner)
             if reason is not None:
-                raise Interrupted(reason, [task for task in tasks if not task.is_completed])
+                raise Interrupted(reason, cancel_timers(tasks))
         else:
             try:
                 yield group
@@ -146,11 +202,10 @@ def run_chunk_waves(
     queue = deque((index, 1) for index in indices)
     done = 0
     while queue:
+        interrupts.check(context)  # no new wave once the deadline has passed
         wave = [queue.popleft() for _ in range(min(max_parallel, len(queue)))]
-        tasks = [
-            context.call_activity(PROCESS_CHUNK, {"job_id": job_id, "index": index, "attempt": attempt})
-            for index, attempt in wave
-        ]
+        inputs: list[ChunkInput] = [{"job_id": job_id, "index": index, "attempt": attempt} for index, attempt in wave]
+        tasks = [context.call_activity(PROCESS_CHUNK, chunk) for chunk in inputs]
         yield from wait_for_all(context, tasks, interrupts)
         retries: list[tuple[int, int]] = []
         error: JobError | None = None
@@ -196,21 +251,25 @@ def back_off(
     The host only schedules an orchestrator's next action once the one before it completed, so a job
     cancelled during a 60 s backoff could not even start stopping before the timers fire. The watcher
     completes that action as soon as the API's stop marker (or the job's deadline) appears.
-    Raises ChunksStopped if the watcher saw the marker, Interrupted if an interrupt fires.
+    Raises ChunksStopped if the watcher saw the marker, Interrupted if an interrupt fires; either way
+    the backoff timers still waiting are cancelled, so they do not hold the instance open.
+    When the timers win, the watcher is left to return on its own (it watches no longer than they run).
     """
     now = context.current_utc_datetime
     timers = [context.create_timer(now + timedelta(seconds=delay)) for delay in delays]
     if max(delays, default=0.0) < WATCH_FROM_SECONDS:
         yield from wait_for_all(context, timers, interrupts)
         return
-    watcher = context.call_activity(WATCH_FOR_STOP, {"job_id": job_id, "seconds": max(delays)})
+    watch: WatchInput = {"job_id": job_id, "seconds": max(delays)}
+    watcher = context.call_activity(WATCH_FOR_STOP, watch)
     timers_done = context.task_all(timers)
     winner = yield context.task_any([timers_done, watcher, *interrupts.tasks])
     reason = interrupts.reason_for(winner)
     if reason is not None:
-        raise Interrupted(reason, [watcher])
+        raise Interrupted(reason, cancel_timers([*timers, watcher]))
     saw_stop = winner is watcher and not failed(watcher) and isinstance(watcher.result, dict)
     if saw_stop and watcher.result.get("stopped"):
+        cancel_timers(timers)  # the backoff is moot: the job is stopping
         raise ChunksStopped()
     if winner is watcher:
         yield from wait_for_all(context, timers, interrupts)  # the watcher gave up early: wait out the backoff

@@ -1,7 +1,8 @@
-"""The contracts between the HTTP API, the queue intake and the job orchestration.
+"""The contracts between the HTTP API, the queue intake, the orchestrations and their activities.
 
 Only these small, JSON-native shapes travel through Durable Functions: references to blobs,
-counts and short dicts, never payloads (claim check).
+counts and short dicts, never payloads (claim check). Every orchestration and activity name is
+declared here once, with the typed input and output of each step, so both sides of a call agree.
 """
 
 from __future__ import annotations
@@ -9,14 +10,46 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal, NotRequired, TypedDict
 
+# Orchestrations.
 JOB_ORCHESTRATOR = "job_orchestrator"
 """Name of the one orchestrator that runs every job kind."""
 
+CHUNK_BATCH_ORCHESTRATOR = "chunk_batch_orchestrator"
+"""Sub-orchestration that processes one batch of a large plan, so no history grows with the plan."""
+
+# Activities: the orchestrators call them by these constants, never by typed strings.
+PREPARE_JOB = "prepare_job"
+"""PrepareInput (a JobStart) → PrepareOutput: mark RUNNING, validate, write the plan."""
+PROCESS_CHUNK = "process_chunk"
+"""ChunkInput → ChunkOutput: one chunk into its partial blob."""
+MERGE_PARTIALS = "merge_partials"
+"""MergeInput → MergeOutput: the partials into the result blob."""
+FINALIZE_JOB = "finalize_job"
+"""FinalizeInput → int (blobs deleted): remove working blobs, record the outcome."""
+REQUEST_STOP = "request_stop"
+"""StopInput → bool: write the stop marker that running chunks poll."""
+DEAD_LETTER_JOB = "dead_letter_job"
+"""DeadLetterInput → str (record id): record a job that failed for good."""
+WATCH_FOR_STOP = "watch_for_stop"
+"""WatchInput → WatchOutput: wait beside a long backoff for the stop marker."""
+
+# Events.
 CANCEL_EVENT = "cancel_job"
 """External event raised on the job orchestration when a client asks to cancel it."""
 
+Phase = Literal["preparing", "processing", "merging", "finalizing", "cleaning_up", "done"]
+"""The phases of a job orchestration, in order, as its custom status shows them."""
+
+Interrupt = Literal["cancelled", "deadline"]
+"""Why a job was interrupted from outside its steps."""
+
+StopReason = Literal["cancelled", "deadline", "failed"]
+"""What the stop marker says: why the job's running chunks must stop."""
+
 
 class JobStatus(StrEnum):
+    """A job's status as the API shows it."""
+
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
@@ -42,12 +75,14 @@ class JobStart(TypedDict):
 class Progress(TypedDict):
     """Custom status of a job orchestration (well under Durable's 16 KB limit)."""
 
-    phase: Literal["preparing", "processing", "merging", "finalizing", "cleaning_up", "done"]
+    phase: Phase
     completed: int
     total: int
 
 
 class JobError(TypedDict):
+    """Why a job failed, as its resource and dead letter show it."""
+
     type: str  # machine-readable: deadline_exceeded, retries_exhausted, invalid_input, ...
     message: str  # one line for humans; never a stack trace
     attempts: int
@@ -78,3 +113,118 @@ class DeadLetterRecord(TypedDict):
     attempts: int
     raw_message: str | None  # poison messages: the message text as received
     created_at: str  # ISO 8601 UTC
+
+
+# The steps of a job: one input and one output shape per activity and sub-orchestration.
+
+
+class RetryPolicy(TypedDict):
+    """How a step is retried: delay = min(max_interval, first_interval × coefficient^(attempt-1)) × jitter."""
+
+    first_interval_seconds: float
+    backoff_coefficient: float
+    max_interval_seconds: float
+    max_attempts: int
+
+
+PrepareInput = JobStart
+"""prepare_job takes the job's start as it is."""
+
+
+class OrchestrationConfig(TypedDict):
+    """The settings the orchestrator needs; it must not read them itself (it replays), so prepare sends them."""
+
+    retry: RetryPolicy
+    max_parallel_chunks: int
+    chunks_per_sub_orchestration: int
+
+
+class PrepareOutput(OrchestrationConfig):
+    """Output of prepare_job: the configuration and how many chunks the plan has (or that planning stopped)."""
+
+    chunk_count: int
+    stopped: NotRequired[bool]  # planning saw the stop marker or the deadline; there is no plan
+
+
+class ChunkInput(TypedDict):
+    """Input of process_chunk: the chunk is read from the plan blob by its index."""
+
+    job_id: str
+    index: int
+    attempt: int  # 1-based; kinds may use it (simulate fails chosen attempts)
+
+
+class ChunkOutput(TypedDict):
+    """Output of process_chunk: the partial's blob name, or stopped (stop marker or deadline seen)."""
+
+    index: int
+    partial_ref: NotRequired[str]
+    reused: NotRequired[bool]  # the partial existed already (a redelivered or retried chunk)
+    stopped: NotRequired[bool]
+
+
+class MergeInput(TypedDict):
+    """Input of merge_partials."""
+
+    job_id: str
+    chunk_count: int
+
+
+class MergeOutput(TypedDict):
+    """Output of merge_partials: the result blob and its summary."""
+
+    result_ref: str
+    content_type: str
+    summary: dict[str, Any] | None
+
+
+class FinalizeInput(TypedDict):
+    """Input of finalize_job: the outcome to record (its status decides whether the result blob stays)."""
+
+    job_id: str
+    outcome: JobOutcome
+
+
+class StopInput(TypedDict):
+    """Input of request_stop."""
+
+    job_id: str
+    reason: StopReason
+
+
+class DeadLetterInput(TypedDict):
+    """Input of dead_letter_job."""
+
+    start: JobStart
+    error: JobError
+
+
+class WatchInput(TypedDict):
+    """Input of watch_for_stop: how long to watch at most."""
+
+    job_id: str
+    seconds: float
+
+
+class WatchOutput(TypedDict):
+    """Output of watch_for_stop."""
+
+    stopped: bool
+
+
+class ChunkBatchInput(TypedDict):
+    """Input of the chunk batch sub-orchestration: chunks [first, first + count) of a job."""
+
+    job_id: str
+    first: int
+    count: int
+    retry: RetryPolicy
+    max_parallel_chunks: int
+
+
+class ChunkBatchOutput(TypedDict, total=False):
+    """Output of a chunk batch: exactly one of completed (chunks done), stopped, failure."""
+
+    completed: int
+    stopped: bool
+    failure: JobError

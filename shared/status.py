@@ -13,6 +13,8 @@ _CANCELLED = {"Terminated", "Canceled"}
 
 @dataclass(frozen=True)
 class JobState:
+    """A job's status and progress as clients see it, with its outcome once finished."""
+
     status: JobStatus
     completed: int
     total: int
@@ -23,6 +25,7 @@ class JobState:
 
     @property
     def percent(self) -> float:
+        """Progress in percent (100 once COMPLETED)."""
         if self.status is JobStatus.COMPLETED:
             return 100.0
         return round(100.0 * self.completed / self.total, 1) if self.total else 0.0

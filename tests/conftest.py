@@ -6,17 +6,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
+from devhost.durable.timings import FAST_TEST_TIMINGS
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import APP_TEST_ENV, DevHost
 
-DEFAULT_TEST_ENV = {
-    # Small, fast settings for tests: short backoff, small chunks.
-    "ENABLE_SIMULATE_KIND": "true",
-    "RETRY_FIRST_INTERVAL_SECONDS": "0.2",
-    "RETRY_MAX_INTERVAL_SECONDS": "1",
-    "RETRY_MAX_ATTEMPTS": "3",
-    "CHUNK_TARGET_BYTES": "4096",
-}
+# The app's test settings, and devhost's fast timings so that crash tests recover in seconds.
+DEFAULT_TEST_ENV = {**APP_TEST_ENV, **FAST_TEST_TIMINGS}
 
 
 @pytest.fixture(scope="session")

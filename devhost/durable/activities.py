@@ -12,18 +12,19 @@ from azure.core.exceptions import AzureError
 
 from devhost.durable.history import EventType, compact_json, event, utcnow
 from devhost.durable.store import QueuedMessage, TaskHubStore
+from devhost.durable.timings import DurableTimings
+from devhost.sanitizer import sanitize
 from devhost.workers import ActivityFailure, WorkerCrashed, WorkerPool
 
 if TYPE_CHECKING:
     from devhost.durable.engine import OrchestrationEngine
 
 log = logging.getLogger("devhost.activities")
-# Short, renewed leases: after a crash, unfinished work items come back within seconds, not minutes.
-WORK_ITEM_VISIBILITY = 15
-RENEW_EVERY = 5.0
 
 
 class ActivityDispatcher:
+    """Runs activity work items in the worker processes and reports their completions."""
+
     def __init__(
         self,
         store: TaskHubStore,
@@ -33,7 +34,11 @@ class ActivityDispatcher:
         max_concurrent: int,
         max_polling_interval: float,
         function_timeout: float | None,
+        timings: DurableTimings | None = None,
     ) -> None:
+        # A running activity's work item stays hidden for this long, renewed while it runs (DTFx's
+        # WorkItemQueueVisibilityTimeout): after a crash it comes back within that time.
+        self.timings = timings or DurableTimings.load()
         self.store = store
         self.pool = pool
         self.engine = engine
@@ -47,6 +52,7 @@ class ActivityDispatcher:
         self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
+        """New work items are in the queue: poll now."""
         self.wake_event.set()
 
     def reserve(self) -> bool:
@@ -57,15 +63,18 @@ class ActivityDispatcher:
         return False
 
     def deliver(self, message: QueuedMessage | None) -> None:
+        """Run a work item sent with a reserved slot (None: the send failed; free the slot)."""
         self.reserved -= 1
         if message is not None and message.message_id not in self.inflight:
             self.inflight[message.message_id] = asyncio.create_task(self._execute(message))
 
     def start(self) -> None:
+        """Start polling the work-item queue."""
         self.running = True
         self._task = asyncio.create_task(self._poll())
 
     async def stop(self, grace: float) -> None:
+        """Stop polling and let running activities finish within `grace` seconds."""
         self.running = False
         self.wake_event.set()
         if self._task:
@@ -81,7 +90,9 @@ class ActivityDispatcher:
                 await self._sleep(1.0)
                 continue
             try:
-                messages = await self.store.receive(self.store.workitems, min(32, free), WORK_ITEM_VISIBILITY)
+                messages = await self.store.receive(
+                    self.store.workitems, min(32, free), self.timings.work_item_visibility
+                )
             except AzureError as exc:
                 log.warning("work-item queue: %s", exc)
                 await asyncio.sleep(1.0)
@@ -118,9 +129,9 @@ class ActivityDispatcher:
 
     async def _renew(self, message: QueuedMessage) -> None:
         while True:
-            await asyncio.sleep(RENEW_EVERY)
+            await asyncio.sleep(self.timings.work_item_renew_interval)
             try:
-                await self.store.renew(message, WORK_ITEM_VISIBILITY)
+                await self.store.renew(message, self.timings.work_item_visibility)
             except AzureError as exc:
                 log.warning("could not renew work item %s: %s", message.message_id, exc)
 
@@ -149,7 +160,7 @@ class ActivityDispatcher:
         except TimeoutError:
             timeout = self.function_timeout or 0
             text = f"Timeout value of {_timespan(timeout)} was exceeded by function: Functions.{name}"
-            completion = _failed(scheduled["EventId"], name, "FunctionTimeoutException", text, "")
+            completion = _timed_out(scheduled["EventId"], name, text)
             outcome = "Failed"
         except WorkerCrashed:
             # The host aborts the work item instead of failing the task: it is redelivered.
@@ -173,18 +184,37 @@ class ActivityDispatcher:
 
 
 def _failed(task_id: int, name: str, type_name: str, message: str, stack: str) -> dict[str, object]:
-    # The host's shape: Reason is the friendly message, Details the serialized RpcException.
+    # The host's shape: Reason is the friendly message, Details the serialized RpcException, whose
+    # constructor runs the worker's message through the host's Sanitizer.
+    remote = sanitize(f"{type_name}: {message}")
     details = {
         "$type": "Microsoft.Azure.WebJobs.Script.Workers.Rpc.RpcException, Microsoft.Azure.WebJobs.Script",
-        "Message": f"Result: Failure\nException: {type_name}: {message}\nStack: {stack}",
-        "RemoteMessage": f"{type_name}: {message}",
+        "Message": f"Result: Failure\nException: {remote}\nStack: {stack}",
+        "RemoteMessage": remote,
         "RemoteTypeName": type_name,
     }
     return event(
         EventType.TaskFailed,
         utcnow(),
         TaskScheduledId=task_id,
-        Reason=f"Activity function '{name}' failed: {type_name}: {message}",
+        Reason=f"Activity function '{name}' failed: {remote}",
+        Details=json.dumps(details, separators=(",", ":")),
+        FailureDetails=None,
+    )
+
+
+def _timed_out(task_id: int, name: str, text: str) -> dict[str, object]:
+    # TaskActivityShim reports the host's own FunctionTimeoutException: its message, no type prefix.
+    details = {
+        "$type": "Microsoft.Azure.WebJobs.Host.FunctionTimeoutException, Microsoft.Azure.WebJobs.Host",
+        "ClassName": "Microsoft.Azure.WebJobs.Host.FunctionTimeoutException",
+        "Message": text,
+    }
+    return event(
+        EventType.TaskFailed,
+        utcnow(),
+        TaskScheduledId=task_id,
+        Reason=f"Activity function '{name}' failed: {text}",
         Details=json.dumps(details, separators=(",", ":")),
         FailureDetails=None,
     )

@@ -6,36 +6,28 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from activities import job_steps
 from activities.blob_source import BlobByteSource
+from activities.chunks import process_chunk
+from activities.finalize import discard_outputs
+from activities.merge import merge_partials
+from activities.plan import prepare_job, wave_aligned_target
 from activities.stop_marker import StopSignal, write_stop_marker
+from shared.failures import NonRetryableError
 from shared.settings import get_settings
-from shared.storage import (
+from storage.names import (
     PAYLOADS_CONTAINER,
     RESULTS_CONTAINER,
-    cancel_marker_blob_name,
     job_input_blob_name,
     partial_blob_name,
     result_blob_name,
+    stop_marker_blob_name,
 )
 from tests.orchestrators.helpers import job_start
-from tests.support.azurite import Azurite
-
-
-@pytest.fixture
-def blobs(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[BlobServiceClient]:
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
-    monkeypatch.setenv("CHUNK_TARGET_BYTES", "1024")
-    get_settings.cache_clear()
-    job_steps.ensure_local_resources(get_settings())
-    yield BlobServiceClient.from_connection_string(azurite.connection_string)
-    get_settings.cache_clear()
 
 
 def test_blob_byte_source_reads_ranges_and_streams_in_bounded_pieces(blobs: BlobServiceClient) -> None:
@@ -60,13 +52,13 @@ def test_an_input_overwritten_during_its_job_fails_the_job_instead_of_mixing_ver
     blob = blobs.get_blob_client(PAYLOADS_CONTAINER, job_input_blob_name(job_id))
     blob.upload_blob(data)
     options = {"group_by": "g", "metrics": ["v"]}
-    plan = job_steps.prepare_job(job_start(job_id, "csv-report", options, job_input_blob_name(job_id)))
+    plan = prepare_job(job_start(job_id, "csv-report", options, job_input_blob_name(job_id)))
     assert plan["chunk_count"] >= 2
-    assert job_steps.process_chunk(job_id, 0, 1)["partial_ref"] == partial_blob_name(job_id, 0)
+    assert process_chunk(job_id, 0, 1)["partial_ref"] == partial_blob_name(job_id, 0)
 
     blob.upload_blob(data.replace(b"k1", b"k9"), overwrite=True)  # the upload SAS is still writable
-    with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:input_changed\]"):
-        job_steps.process_chunk(job_id, 1, 1)
+    with pytest.raises(NonRetryableError, match=r"^\[non-retryable:input_changed\]"):
+        process_chunk(job_id, 1, 1)
     assert not blobs.get_blob_client(RESULTS_CONTAINER, partial_blob_name(job_id, 1)).exists()
 
 
@@ -95,20 +87,20 @@ def test_a_rerun_chunk_changes_nothing_and_a_stopped_job_gets_no_outputs(blobs: 
     data = b"g,v\n" + b"".join(f"k{n % 3},{n}\n".encode() for n in range(600))  # ~5 KB: several 1 KB chunks
     blobs.get_container_client(PAYLOADS_CONTAINER).upload_blob(job_input_blob_name(job_id), data)
     options = {"group_by": "g", "metrics": ["v"]}
-    plan = job_steps.prepare_job(job_start(job_id, "csv-report", options, job_input_blob_name(job_id)))
+    plan = prepare_job(job_start(job_id, "csv-report", options, job_input_blob_name(job_id)))
     assert plan["chunk_count"] >= 4
-    assert job_steps.prepare_job(job_start(job_id, "csv-report", options, job_input_blob_name(job_id))) == plan
+    assert prepare_job(job_start(job_id, "csv-report", options, job_input_blob_name(job_id))) == plan
     assert plan["retry"]["max_attempts"] == get_settings().retry_max_attempts  # settings reach the orchestrator
 
-    first = job_steps.process_chunk(job_id, 0, 1)
+    first = process_chunk(job_id, 0, 1)
     partial = blobs.get_blob_client(RESULTS_CONTAINER, partial_blob_name(job_id, 0))
     etag = partial.get_blob_properties().etag
-    again = job_steps.process_chunk(job_id, 0, 2)
+    again = process_chunk(job_id, 0, 2)
     assert again["partial_ref"] == first["partial_ref"] and again.get("reused") is True
     assert partial.get_blob_properties().etag == etag  # the first write wins; nothing is counted twice
 
     write_stop_marker(blobs.get_container_client(RESULTS_CONTAINER), job_id, "cancelled")
-    assert job_steps.process_chunk(job_id, 1, 1) == {"index": 1, "stopped": True}
+    assert process_chunk(job_id, 1, 1) == {"index": 1, "stopped": True}
     assert not blobs.get_blob_client(RESULTS_CONTAINER, partial_blob_name(job_id, 1)).exists()
 
 
@@ -117,34 +109,34 @@ def test_merge_reads_partials_by_name_and_discard_keeps_result_and_marker(blobs:
     data = b"g,v\n" + b"".join(f"k{n % 2},{n}\n".encode() for n in range(400))
     blobs.get_container_client(PAYLOADS_CONTAINER).upload_blob(job_input_blob_name(job_id), data)
     options = {"group_by": "g", "metrics": ["v"]}
-    count = job_steps.prepare_job(job_start(job_id, "csv-report", options, job_input_blob_name(job_id)))["chunk_count"]
+    count = prepare_job(job_start(job_id, "csv-report", options, job_input_blob_name(job_id)))["chunk_count"]
     for index in range(count):
-        job_steps.process_chunk(job_id, index, 1)
-    merged = job_steps.merge_partials(job_id, count)
+        process_chunk(job_id, index, 1)
+    merged = merge_partials(job_id, count)
     assert merged["result_ref"] == result_blob_name(job_id)
     document = json.loads(blobs.get_blob_client(RESULTS_CONTAINER, merged["result_ref"]).download_blob().readall())
     assert document["rows"] == 400
     assert document["groups"]["k1"]["metrics"]["v"]["sum"] == sum(range(1, 400, 2))
 
     write_stop_marker(blobs.get_container_client(RESULTS_CONTAINER), job_id, "test")
-    assert job_steps.discard_outputs(job_id, keep_result=True) == count + 1  # the partials and the plan
+    assert discard_outputs(job_id, keep_result=True) == count + 1  # the partials and the plan
     left = {blob.name for blob in blobs.get_container_client(RESULTS_CONTAINER).list_blobs(f"jobs/{job_id}/")}
-    assert left == {result_blob_name(job_id), cancel_marker_blob_name(job_id)}
-    assert job_steps.discard_outputs(job_id, keep_result=False) == 1
+    assert left == {result_blob_name(job_id), stop_marker_blob_name(job_id)}
+    assert discard_outputs(job_id, keep_result=False) == 1
 
 
 def test_chunk_sizes_are_aligned_to_whole_waves() -> None:
     mb = 1024 * 1024
-    assert job_steps.wave_aligned_target(100 * mb, 8 * mb, 4) == math.ceil(100 * mb / 16)  # 13 chunks -> 16
-    assert job_steps.wave_aligned_target(30_000, 4096, 8) == math.ceil(30_000 / 8)
-    assert job_steps.wave_aligned_target(1000, 4096, 8) == 4096  # one chunk stays one chunk
-    assert job_steps.wave_aligned_target(0, 4096, 8) == 4096
+    assert wave_aligned_target(100 * mb, 8 * mb, 4) == math.ceil(100 * mb / 16)  # 13 chunks -> 16
+    assert wave_aligned_target(30_000, 4096, 8) == math.ceil(30_000 / 8)
+    assert wave_aligned_target(1000, 4096, 8) == 4096  # one chunk stays one chunk
+    assert wave_aligned_target(0, 4096, 8) == 4096
 
 
 def test_an_unknown_kind_or_missing_input_is_marked_non_retryable(blobs: BlobServiceClient) -> None:
-    with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:unknown_kind\]"):
-        job_steps.prepare_job(job_start(uuid.uuid4().hex, "no-such-kind", {}, None))
-    with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:invalid_input\]"):
-        job_steps.prepare_job(job_start(uuid.uuid4().hex, "csv-report", {"group_by": "g"}, "jobs/missing/input"))
-    with pytest.raises(job_steps.PermanentStepError, match=r"^\[non-retryable:invalid_options\]"):
-        job_steps.prepare_job(job_start(uuid.uuid4().hex, "vector-normalize", {"colour": "red"}, None))
+    with pytest.raises(NonRetryableError, match=r"^\[non-retryable:unknown_kind\]"):
+        prepare_job(job_start(uuid.uuid4().hex, "no-such-kind", {}, None))
+    with pytest.raises(NonRetryableError, match=r"^\[non-retryable:invalid_input\]"):
+        prepare_job(job_start(uuid.uuid4().hex, "csv-report", {"group_by": "g"}, "jobs/missing/input"))
+    with pytest.raises(NonRetryableError, match=r"^\[non-retryable:invalid_options\]"):
+        prepare_job(job_start(uuid.uuid4().hex, "vector-normalize", {"colour": "red"}, None))

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from shared.submission import job_id_for
+from jobs.requests import job_id_for
 from tests.api.probes import count_blobs, count_job_rows, footprint, instances
 
 VECTORS = {"kind": "vector-normalize", "input": {"vector_data": [[3.0, 4.0], [0.0, 0.0]], "metadata": {"n": 1}}}

@@ -16,11 +16,13 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
-from shared import dead_letters, job_store
-from shared.async_clients import close_storage_clients, storage_clients
+from shared.clock import iso, utc_now
 from shared.contracts import DeadLetterRecord, JobError
 from shared.settings import Settings
-from shared.storage import (
+from storage import dead_letters
+from storage import jobs as job_store
+from storage.clients import close_storage_clients, storage_clients
+from storage.names import (
     CONTAINERS,
     DEADLETTER_QUEUE,
     DEADLETTERS_TABLE,
@@ -70,7 +72,7 @@ def settings(azurite) -> Settings:
 
 def new_job(settings: Settings, created=None) -> job_store.JobRecord:
     record = job_store.new_job_record(
-        job_id=uuid.uuid4().hex, kind="simulate", created=created or job_store.utc_now(), input_ref=None,
+        job_id=uuid.uuid4().hex, kind="simulate", created=created or utc_now(), input_ref=None,
         input_content_type=None, options={"chunks": 1}, deadline_at=None, idempotency_key_hash=None,
         fingerprint="f", source="http",
     )  # fmt: skip
@@ -116,7 +118,7 @@ def test_finished_jobs_are_found_by_cutoff_and_deleted(settings):
     done, running = new_job(settings), new_job(settings)
     job_store.record_outcome(settings, done["job_id"], {"status": "COMPLETED", "summary": {"chunks": 1}})
     job_store.mark_running(settings, running["job_id"])
-    now = job_store.utc_now()
+    now = utc_now()
     assert done["job_id"] in set(job_store.iter_finished_before(settings, now + timedelta(seconds=5)))
     assert running["job_id"] not in set(job_store.iter_finished_before(settings, now + timedelta(seconds=5)))
     assert done["job_id"] not in set(job_store.iter_finished_before(settings, now - timedelta(hours=1)))
@@ -130,14 +132,14 @@ def test_old_uploads_are_purged_with_their_blobs(settings, azurite):
         clients = await storage_clients(settings)
         upload_id = uuid.uuid4().hex
         upload: job_store.UploadRecord = {
-            "upload_id": upload_id, "content_type": "text/csv", "created_at": job_store.iso(created),
-            "expires_at": job_store.iso(created + timedelta(minutes=15)),
+            "upload_id": upload_id, "content_type": "text/csv", "created_at": iso(created),
+            "expires_at": iso(created + timedelta(minutes=15)),
         }  # fmt: skip
         await job_store.insert_upload(clients.jobs, upload)
         await clients.blobs.get_blob_client(PAYLOADS_CONTAINER, upload_blob_name(upload_id)).upload_blob(b"a\n1\n")
         return upload_id
 
-    now = job_store.utc_now()
+    now = utc_now()
     old, new = run(create(now - timedelta(days=10))), run(create(now))
     assert job_store.purge_uploads_before(settings, now - timedelta(days=7)) >= 1
 
@@ -165,8 +167,8 @@ def deadletter_queue_texts(settings: Settings) -> list[str]:
 
 
 def test_dead_letters_are_recorded_once_listed_newest_first_and_purged(settings):
-    old = dead_letter(job_store.iso(job_store.utc_now() - timedelta(days=40)))
-    new = dead_letter(job_store.iso(job_store.utc_now()))
+    old = dead_letter(iso(utc_now() - timedelta(days=40)))
+    new = dead_letter(iso(utc_now()))
     for record in (old, new, old):
         dead_letters.record_dead_letter(settings, record)
     texts = [json.loads(t) for t in deadletter_queue_texts(settings)]
@@ -182,7 +184,7 @@ def test_dead_letters_are_recorded_once_listed_newest_first_and_purged(settings)
 
     ids = run(listing())
     assert ids.index(new["id"]) < ids.index(old["id"])
-    assert dead_letters.purge_dead_letters_before(settings, job_store.utc_now() - timedelta(days=30)) >= 1
+    assert dead_letters.purge_dead_letters_before(settings, utc_now() - timedelta(days=30)) >= 1
     remaining = run(_ids(settings))
     assert old["id"] not in remaining and new["id"] in remaining
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from api.resource import job_resource, retry_after_seconds
-from shared import job_store
+from shared.clock import utc_now
 from shared.contracts import JobError, JobStatus
 from shared.status import JobState
+from storage import jobs as job_store
 
 
 def record(age: timedelta) -> job_store.JobRecord:
     return job_store.new_job_record(
-        job_id="a" * 32, kind="simulate", created=job_store.utc_now() - age, input_ref="jobs/x/input",
+        job_id="a" * 32, kind="simulate", created=utc_now() - age, input_ref="jobs/x/input",
         input_content_type="application/json", options={"secret": "never shown"}, deadline_at=None,
         idempotency_key_hash="h" * 64, fingerprint="f", source="http",
     )  # fmt: skip

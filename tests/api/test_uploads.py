@@ -127,3 +127,20 @@ def test_ndjson_is_accepted_raw_for_vector_normalize(devhost):
     result = devhost.client.get(final.json()["links"]["result"]).json()
     assert result["processed_vectors"] == 3 and result["zero_vectors"] == 1
     assert result["vectors"][0] == [0.6, 0.8]
+
+
+def test_only_a_block_blob_is_accepted_as_an_upload(devhost, azurite):
+    """Page and append blobs (a 1 TiB sparse page blob costs nothing to create) are refused at submit (#16 item 5)."""
+    for blob_type, extra in (("PageBlob", {"x-ms-blob-content-length": str(1024**4)}), ("AppendBlob", {})):
+        upload = create_upload(devhost.client)
+        headers = {"x-ms-blob-type": blob_type, "Content-Type": "text/csv", **extra}
+        created = httpx.put(upload["upload_url"], content=b"", headers=headers, timeout=30)
+        assert created.status_code == 201, created.text
+        before = footprint(devhost, azurite.connection_string)
+        submitted = devhost.client.post(
+            "/api/jobs", json={"kind": "csv-report", "input_ref": upload["input_ref"], "options": OPTIONS}
+        )
+        assert submitted.status_code == 422, (blob_type, submitted.text)
+        assert [e["field"] for e in submitted.json()["errors"]] == ["input_ref"]
+        assert "block blob" in submitted.json()["detail"]
+        assert footprint(devhost, azurite.connection_string) == before

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from shared import storage as names
+from storage import names
 from tests.infra.templates import (
     interpolate,
     loop_of,

@@ -7,8 +7,8 @@ import uuid
 
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from shared.storage import INBOX_POISON_QUEUE, INBOX_QUEUE
-from shared.submission import job_id_for
+from jobs.requests import job_id_for
+from storage.names import INBOX_POISON_QUEUE, INBOX_QUEUE
 from tests.api.probes import eventually, instances, queue_messages
 
 VECTORS = {"kind": "vector-normalize", "input": {"vector_data": [[3.0, 4.0]]}}

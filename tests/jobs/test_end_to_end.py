@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
 from kinds.base import BytesSource
 from kinds.simulate import expected_checksum
 from tests.conftest import DEFAULT_TEST_ENV
 from tests.kinds.reference import single_pass_report
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,8 @@ def test_simulate_retries_transient_failures_to_success(devhost: DevHost) -> Non
 
 
 def test_a_permanent_failure_is_dead_lettered_with_its_input_kept(devhost: DevHost) -> None:
-    body = {"kind": "simulate", "options": {"chunks": 2, "permanent_failure": True}}
+    # A chunk that keeps failing (simulate's permanent_failure is now non-retryable: one attempt, see kinds).
+    body = {"kind": "simulate", "options": {"chunks": 2, "transient_failures": 100}}
     job = finished(devhost, submit_json(devhost.client, body))
     assert job["status"] == "FAILED"
     assert job["error"]["type"] == "retries_exhausted"
@@ -134,7 +135,7 @@ def test_a_permanent_failure_is_dead_lettered_with_its_input_kept(devhost: DevHo
     letters = devhost.client.get("/api/dead-letters", params={"limit": 100}).json()["items"]
     letter = next(item for item in letters if item.get("job_id") == job["id"])
     assert letter["error_type"] == "retries_exhausted"
-    assert letter["kind"] == "simulate" and letter["options"]["permanent_failure"] is True
+    assert letter["kind"] == "simulate" and letter["options"]["transient_failures"] == 100
 
 
 def test_a_non_retryable_csv_error_fails_at_once_and_is_dead_lettered(devhost: DevHost) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
+from devhost.testing.harness import DevHost
 from shared.contracts import JOB_ORCHESTRATOR, JobStart
-from shared.storage import PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name
-from tests.support.devhost import DevHost
+from storage.names import PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name
 
 WEBHOOKS = "/runtime/webhooks/durabletask"
 FINISHED = {"Completed", "Failed", "Terminated", "Canceled"}
@@ -96,11 +96,11 @@ def wait_custom_status(host: DevHost, instance_id: str, predicate: Any, timeout:
 def raise_cancel(host: DevHost, job_id: str) -> None:
     """Cancel as the API does: write the stop marker, then raise the cancel event."""
     from shared.contracts import CANCEL_EVENT
-    from shared.storage import cancel_marker_blob_name
+    from storage.names import stop_marker_blob_name
 
     service = BlobServiceClient.from_connection_string(host.connection_string)
     service.get_container_client(RESULTS_CONTAINER).upload_blob(
-        cancel_marker_blob_name(job_id), b"cancelled", overwrite=True
+        stop_marker_blob_name(job_id), b"cancelled", overwrite=True
     )
     response = host.client.post(f"{WEBHOOKS}/instances/{job_id}/raiseEvent/{CANCEL_EVENT}", json={})
     assert response.status_code == 202, response.text

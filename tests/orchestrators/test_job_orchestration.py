@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from kinds.simulate import expected_checksum
+from devhost.testing.harness import DevHost
+from kinds.simulate import PERMANENT_FAILURE_TYPE, expected_checksum
 from orchestrators.job import chunk_batch_instance_id
-from orchestrators.retry import RetryPolicy, backoff_seconds
-from shared.contracts import CANCEL_EVENT, JobStatus
+from orchestrators.retry import backoff_seconds
+from shared.contracts import CANCEL_EVENT, JobStatus, RetryPolicy
 from shared.status import job_state
-from shared.storage import RESULTS_CONTAINER, job_prefix
+from storage.names import RESULTS_CONTAINER, job_prefix
 from tests.orchestrators.helpers import (
     history_rows,
     instance,
@@ -28,7 +29,6 @@ from tests.orchestrators.helpers import (
     wait_custom_status,
     wait_finished,
 )
-from tests.support.devhost import DevHost
 
 pytestmark = pytest.mark.slow
 
@@ -134,10 +134,11 @@ def test_transient_failures_back_off_on_deterministic_timers(devhost: DevHost) -
     assert len({round(delay, 4) for delay in actual}) == 6  # the jitter differs per chunk and attempt
 
 
-@pytest.mark.parametrize("options", [{"transient_failures": 5}, {"permanent_failure": True}])
-def test_retries_exhausted_fail_the_job_and_dead_letter_it(devhost: DevHost, options: dict[str, Any]) -> None:
+def test_retries_exhausted_fail_the_job_and_dead_letter_it(devhost: DevHost) -> None:
+    # simulate's permanent_failure was a second case here; the kinds registry (#14) made it non-retryable
+    # as its name says, so it is tested with the other non-retryable failures below.
     job_id = new_job_id()
-    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 2, **options}))
+    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 2, "transient_failures": 5}))
     status = wait_finished(devhost, job_id)
     state = _state(status)
     assert state.status is JobStatus.FAILED
@@ -162,6 +163,17 @@ def test_a_non_retryable_error_fails_at_once(devhost: DevHost) -> None:
     assert not [event for event in status["historyEvents"] if event["EventType"] == "TimerCreated"]
     letter = _dead_letter(devhost, job_id)
     assert (letter["error_type"], letter["input_ref"]) == ("unknown_column", ref)  # the input is kept for replay
+
+
+def test_simulates_permanent_failure_fails_at_once_and_is_dead_lettered(devhost: DevHost) -> None:
+    job_id = new_job_id()
+    start_orchestration(devhost, job_start(job_id, "simulate", {"chunks": 2, "permanent_failure": True}))
+    status = wait_finished(devhost, job_id)
+    state = _state(status)
+    assert state.status is JobStatus.FAILED and state.error is not None
+    assert (state.error["type"], state.error["attempts"]) == (PERMANENT_FAILURE_TYPE, 1)
+    assert not [event for event in status["historyEvents"] if event["EventType"] == "TimerCreated"]
+    assert _dead_letter(devhost, job_id)["error_type"] == PERMANENT_FAILURE_TYPE
 
 
 def test_an_unreadable_plan_fails_the_job_as_non_retryable(devhost: DevHost) -> None:
@@ -213,7 +225,7 @@ def _seconds_between(first: str, last: str) -> float:
 def _dead_letter(host: DevHost, job_id: str) -> dict[str, Any]:
     from azure.data.tables import TableServiceClient
 
-    from shared.storage import DEADLETTERS_TABLE
+    from storage.names import DEADLETTERS_TABLE
 
     table = TableServiceClient.from_connection_string(host.connection_string).get_table_client(DEADLETTERS_TABLE)
     return dict(table.get_entity("record", f"job-{job_id}"))
@@ -233,3 +245,39 @@ def test_a_cancel_during_a_long_backoff_does_not_wait_for_the_timer(devhost_fact
     status = wait_finished(host, job_id, timeout=30)
     assert _state(status).status is JobStatus.CANCELLED, status
     assert time.monotonic() - asked < 10  # the backoff is at least 20 s (40 s × jitter ≥ 0.5)
+
+
+SHRUNK_TIMERS = {"DEVHOST_MAXIMUM_SHORT_TIMER": "00:00:04", "DEVHOST_LONG_TIMER_INTERVAL": "00:00:02"}
+"""The SDK's long-timer limits (6 days / 3-day legs in Azure) shrunk, so a long deadline would take its path."""
+
+
+def test_a_thirty_day_deadline_job_is_completed_as_soon_as_its_work_is(devhost_factory: Any) -> None:
+    """Issue #9: Durable itself reports Completed in about a second, on a host that keeps open tasks open.
+
+    devhost ends an instance only without open tasks (DTFx TaskOrchestrationExecutor.ExecuteCore), and
+    with the limits shrunk any timer over 4 s would be a chain of 2 s legs; the job leaves none.
+    """
+    host = devhost_factory(env=SHRUNK_TIMERS)
+    warm_up = new_job_id()  # the first job of a host pays for creating containers and loading the kinds
+    start_orchestration(host, job_start(warm_up, "simulate", {"chunks": 1}))
+    wait_finished(host, warm_up, timeout=30)
+    job_id = new_job_id()
+    start_orchestration(host, job_start(job_id, "simulate", {"chunks": 2}, deadline_seconds=30 * 24 * 3600))
+    status = wait_finished(host, job_id, timeout=20)
+    assert status["runtimeStatus"] == "Completed", status
+    assert _state(status).status is JobStatus.COMPLETED
+    assert _seconds_between(status["createdTime"], status["lastUpdatedTime"]) < 4
+    assert not [event for event in status["historyEvents"] if event["EventType"] == "TimerCreated"]
+
+
+def test_a_deadline_shorter_than_the_work_still_fails_the_job_with_long_timer_limits(devhost_factory: Any) -> None:
+    host = devhost_factory(env=SHRUNK_TIMERS)
+    job_id = new_job_id()
+    start = job_start(job_id, "simulate", {"chunks": 2, "chunk_seconds": 30}, deadline_seconds=6)
+    start_orchestration(host, start)
+    status = wait_finished(host, job_id, timeout=30)
+    assert status["runtimeStatus"] == "Completed", status  # the orchestration ran to its end
+    state = _state(status)
+    assert state.status is JobStatus.FAILED and state.error is not None
+    assert state.error["type"] == "deadline_exceeded"
+    assert _seconds_between(status["createdTime"], status["lastUpdatedTime"]) < 15

@@ -10,14 +10,16 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient, UpdateMode
 
+from devhost.testing.harness import DevHost
 from orchestrators.job import chunk_batch_instance_id
-from shared import dead_letters
+from shared.clock import iso
 from shared.contracts import DeadLetterRecord
-from shared.job_store import INDEX_PARTITION, JOB_ROW, iso
 from shared.settings import Settings
-from shared.storage import JOBS_TABLE, PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_prefix
+from storage import dead_letters
+from storage.indexed_table import INDEX_PARTITION
+from storage.jobs import JOB_ROW
+from storage.names import JOBS_TABLE, PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_prefix
 from tests.orchestrators.helpers import WEBHOOKS, list_blobs
-from tests.support.devhost import DevHost
 
 pytestmark = pytest.mark.slow
 
@@ -99,8 +101,8 @@ def test_retention_forgets_old_jobs_and_old_dead_letters_only(devhost_factory: A
 def test_a_dead_lettered_jobs_input_outlives_the_job_until_its_dead_letter_goes(devhost_factory: Any) -> None:
     from azure.storage.blob import BlobServiceClient
 
-    from shared.job_store import UPLOADS_PARTITION
-    from shared.storage import job_input_blob_name
+    from storage.jobs import UPLOADS_PARTITION
+    from storage.names import job_input_blob_name
 
     host = devhost_factory(env={"RETENTION_SCHEDULE": "*/1 * * * * *"})
     # A job that fails for good (unknown column): dead-lettered, its input kept for replay.

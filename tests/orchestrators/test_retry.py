@@ -7,13 +7,12 @@ import pytest
 from orchestrators.retry import (
     DEFAULT_RETRY_POLICY,
     JITTER_MIN,
-    RetryPolicy,
     backoff_seconds,
-    classify_failure,
     jitter_factor,
-    non_retryable_message,
     policy_from,
 )
+from shared.contracts import RetryPolicy
+from shared.failures import classify_failure, non_retryable_message
 
 
 def test_default_schedule_doubles_from_one_second_and_caps_at_sixty() -> None:

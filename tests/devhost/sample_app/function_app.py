@@ -271,3 +271,8 @@ def parent_retry(context: df.DurableOrchestrationContext):
     except Exception as exc:  # noqa: BLE001 - the sample reports what the SDK raised
         return {"caught": str(exc).split("\n")[0]}
     return {"caught": None}
+
+
+from strict_orchestrations import bp as strict_orchestrations  # type: ignore[import-not-found]  # noqa: E402, I001
+
+app.register_functions(strict_orchestrations)

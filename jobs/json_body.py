@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from shared.problems import Problem, field_error
+from jobs.errors import MalformedRequest, field_error
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 MAX_JSON_DEPTH = 32
@@ -26,15 +26,15 @@ def _depth_exceeds(data: Any, limit: int) -> bool:
 
 
 def parse_json(body: bytes, what: str = "body") -> Any:
-    """Strict JSON from UTF-8 bytes: 400 for anything malformed, invalid UTF-8, NaN or deep nesting."""
+    """Strict JSON from UTF-8 bytes: MalformedRequest for anything malformed, invalid UTF-8, NaN or deep nesting."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Problem(
-            400, "the body is not valid UTF-8", errors=[field_error(what, f"invalid UTF-8 at byte {exc.start}")]
+        raise MalformedRequest(
+            "the body is not valid UTF-8", errors=[field_error(what, f"invalid UTF-8 at byte {exc.start}")]
         ) from None
     if not text.strip():
-        raise Problem(400, "the body is empty", errors=[field_error(what, "a JSON object is required")])
+        raise MalformedRequest("the body is empty", errors=[field_error(what, "a JSON object is required")])
 
     def refuse_constant(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
@@ -42,19 +42,19 @@ def parse_json(body: bytes, what: str = "body") -> Any:
     try:
         data = json.loads(text, parse_constant=refuse_constant)
     except RecursionError:
-        raise Problem(400, "the JSON is nested too deeply", errors=[field_error(what, "nested too deeply")]) from None
+        raise MalformedRequest(
+            "the JSON is nested too deeply", errors=[field_error(what, "nested too deeply")]
+        ) from None
     except ValueError as exc:
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise Problem(400, "the body is not valid JSON", errors=[field_error(what, message)]) from None
+        raise MalformedRequest("the body is not valid JSON", errors=[field_error(what, message)]) from None
     if _depth_exceeds(data, MAX_JSON_DEPTH):
-        raise Problem(
-            400,
+        raise MalformedRequest(
             f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep",
             errors=[field_error(what, f"at most {MAX_JSON_DEPTH} levels of nesting")],
         )
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
-        raise Problem(
-            400,
+        raise MalformedRequest(
             "the JSON holds a lone UTF-16 surrogate",
             errors=[field_error(what, "lone surrogate escape (\\uD800-\\uDFFF)")],
         )

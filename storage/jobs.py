@@ -5,56 +5,43 @@ which job an idempotency key names, the newest jobs by status and kind, which jo
 date, and which uploads the server created. Layout (one table, three kinds of rows):
 
 - job row:    PartitionKey = job id,   RowKey = "job"     (the idempotency arbiter: create fails if it exists)
-- index row:  PartitionKey = "index",  RowKey = "<inverted ms>_<job id>" (newest first by RowKey order)
+- index row:  PartitionKey = "index",  RowKey = "<inverted ms>_<job id>" (storage.indexed_table)
 - upload row: PartitionKey = "uploads", RowKey = upload id
 
-Job and index rows carry the same public fields, so a listing page is one range query.
 The async functions serve the API; the sync ones (mark_running, record_outcome, iter_finished_before,
-delete_job, purge_uploads_before) are called by activities.
+delete_job, purge_uploads_before) are called by activities and timers.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypedDict
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient
 from azure.data.tables.aio import TableClient as AsyncTableClient
 
+from shared.clock import iso, utc_now
 from shared.contracts import FINISHED_STATUSES, JobError, JobOutcome, JobStatus
 from shared.settings import Settings
-from shared.storage import JOBS_TABLE, PAYLOADS_CONTAINER, blob_service, table_service, upload_blob_name
+from storage import indexed_table
+from storage.clients import blob_service, table_service
+from storage.indexed_table import INDEX_PARTITION, Page, quote
+from storage.names import JOBS_TABLE, PAYLOADS_CONTAINER, upload_blob_name
 
 JOB_ROW = "job"
-INDEX_PARTITION = "index"
 UPLOADS_PARTITION = "uploads"
-_MAX_MS = 10**13 - 1  # inverted timestamps stay 13 digits until the year 2286
 COUNT_CAP = 10_000  # health's job counts read at most this many index rows
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    """Fixed-width ISO 8601 UTC, so string order is time order in table filters."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def inverted_time_key(moment: datetime) -> str:
-    """A RowKey prefix that sorts newest first."""
-    return f"{_MAX_MS - int(moment.timestamp() * 1000):013d}"
+LAYOUT = indexed_table.Layout(primary=lambda job_id: (job_id, JOB_ROW))
+JobPage = Page["JobRecord"]
 
 
 class JobRecord(TypedDict):
+    """A job as the table keeps it (both rows hold these fields)."""
+
     job_id: str
     kind: str
     status: str
@@ -71,6 +58,7 @@ class JobRecord(TypedDict):
     index_key: str
     summary: dict[str, Any] | None
     error: JobError | None
+    progress: dict[str, int] | None  # {completed, total} once the job finished and someone read it from Durable
 
 
 def new_job_record(
@@ -86,6 +74,7 @@ def new_job_record(
     fingerprint: str,
     source: str,
 ) -> JobRecord:
+    """A PENDING job's record."""
     return {
         "job_id": job_id,
         "kind": kind,
@@ -100,33 +89,38 @@ def new_job_record(
         "idempotency_key_hash": idempotency_key_hash,
         "fingerprint": fingerprint,
         "source": source,
-        "index_key": f"{inverted_time_key(created)}_{job_id}",
+        "index_key": indexed_table.index_key(created, job_id),
         "summary": None,
         "error": None,
+        "progress": None,
     }
 
 
-_JSON_FIELDS = ("options", "summary", "error")
+_JSON_FIELDS = ("options", "summary", "error", "progress")
 
 
-def _entity(record: JobRecord, partition_key: str, row_key: str) -> dict[str, Any]:
-    entity: dict[str, Any] = {"PartitionKey": partition_key, "RowKey": row_key}
+def _fields(record: JobRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
     for key, value in record.items():
         if value is None:
             continue  # absent, not empty: filters such as `finished_at lt ...` then skip the row
-        entity[key] = json.dumps(value) if key in _JSON_FIELDS else value
-    return entity
+        fields[key] = json.dumps(value) if key in _JSON_FIELDS else value
+    return fields
 
 
 def job_entity(record: JobRecord) -> dict[str, Any]:
-    return _entity(record, record["job_id"], JOB_ROW)
+    """The job row of a record."""
+    return indexed_table.row(LAYOUT.primary(record["job_id"]), _fields(record))
 
 
 def index_entity(record: JobRecord) -> dict[str, Any]:
-    return _entity(record, INDEX_PARTITION, record["index_key"])
+    """The index row of a record."""
+    return indexed_table.row((INDEX_PARTITION, record["index_key"]), _fields(record))
 
 
 def record_from_entity(entity: dict[str, Any]) -> JobRecord:
+    """The record a job or index row holds."""
+
     def text(key: str) -> str | None:
         value = entity.get(key)
         return str(value) if value is not None else None
@@ -152,11 +146,19 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "index_key": str(entity["index_key"]),
         "summary": loaded("summary"),
         "error": loaded("error"),
+        "progress": loaded("progress"),
     }
 
 
-def _status_fields(status: JobStatus, now: datetime, outcome: JobOutcome | None = None) -> dict[str, Any]:
+def _status_fields(
+    status: JobStatus,
+    now: datetime,
+    outcome: JobOutcome | None = None,
+    progress: tuple[int, int] | None = None,
+) -> dict[str, Any]:
     fields: dict[str, Any] = {"status": status.value, "updated_at": iso(now)}
+    if progress is not None:
+        fields["progress"] = json.dumps({"completed": progress[0], "total": progress[1]})
     if status in FINISHED_STATUSES:
         fields["finished_at"] = iso(now)
     if outcome is not None:
@@ -169,20 +171,21 @@ def _status_fields(status: JobStatus, now: datetime, outcome: JobOutcome | None 
     return fields
 
 
+def _rows(record: JobRecord) -> tuple[indexed_table.Keys, indexed_table.Keys]:
+    return LAYOUT.rows(record["job_id"], record["index_key"])
+
+
 # --- async: the API -------------------------------------------------------------------------------
 
 
 async def create_job_row(table: AsyncTableClient, record: JobRecord) -> bool:
     """Create the job row, the idempotency arbiter; False if a job with this id exists."""
-    try:
-        await table.create_entity(job_entity(record))
-    except ResourceExistsError:
-        return False
-    return True
+    return await indexed_table.create(table, LAYOUT.primary(record["job_id"]), _fields(record))
 
 
 async def write_index_row(table: AsyncTableClient, record: JobRecord) -> None:
-    await table.upsert_entity(index_entity(record), mode=UpdateMode.REPLACE)
+    """Write the job's index row (it lists the job)."""
+    await indexed_table.put(table, (INDEX_PARTITION, record["index_key"]), _fields(record))
 
 
 async def insert_job(table: AsyncTableClient, record: JobRecord) -> bool:
@@ -195,75 +198,50 @@ async def insert_job(table: AsyncTableClient, record: JobRecord) -> bool:
 
 async def remove_job(table: AsyncTableClient, record: JobRecord) -> None:
     """Undo insert_job when the job could not be started (a refused request leaves nothing)."""
-    for partition_key, row_key in ((INDEX_PARTITION, record["index_key"]), (record["job_id"], JOB_ROW)):
-        try:
-            await table.delete_entity(partition_key, row_key)
-        except ResourceNotFoundError:
-            pass
+    await indexed_table.delete(table, _rows(record))
 
 
 async def get_job(table: AsyncTableClient, job_id: str) -> JobRecord | None:
-    try:
-        entity = await table.get_entity(job_id, JOB_ROW)
-    except ResourceNotFoundError:
-        return None
-    return record_from_entity(dict(entity))
+    """The job's record, or None."""
+    entity = await indexed_table.read(table, LAYOUT.primary(job_id))
+    return record_from_entity(entity) if entity is not None else None
 
 
-async def sync_status(
-    table: AsyncTableClient, record: JobRecord, status: JobStatus, outcome: JobOutcome | None = None
+async def catch_up_status(
+    table: AsyncTableClient,
+    record: JobRecord,
+    status: JobStatus,
+    outcome: JobOutcome | None = None,
+    progress: tuple[int, int] | None = None,
 ) -> None:
-    """Bring both rows up to the status Durable reports (covers an orchestration that crashed)."""
-    fields = _status_fields(status, utc_now(), outcome)
-    for partition_key, row_key in ((record["job_id"], JOB_ROW), (INDEX_PARTITION, record["index_key"])):
-        try:
-            await table.update_entity(
-                {"PartitionKey": partition_key, "RowKey": row_key, **fields}, mode=UpdateMode.MERGE
-            )
-        except ResourceNotFoundError:
-            pass
+    """Bring both rows up to the status (and progress) Durable reports (covers an orchestration that crashed)."""
+    fields = _status_fields(status, utc_now(), outcome, progress)
+    await indexed_table.merge(table, reversed(_rows(record)), fields)
 
 
-@dataclass(frozen=True)
-class JobPage:
-    items: list[JobRecord]
-    continuation: str | None  # the index RowKey of the last item, when more may follow
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+async def record_progress(table: AsyncTableClient, record: JobRecord, completed: int, total: int) -> None:
+    """Keep a finished job's final progress in its rows, so listings need not ask Durable again."""
+    fields = {"progress": json.dumps({"completed": completed, "total": total})}
+    await indexed_table.merge(table, reversed(_rows(record)), fields)
 
 
 async def list_jobs(
     table: AsyncTableClient, *, limit: int, status: str | None, kind: str | None, after: str | None
 ) -> JobPage:
     """Newest jobs first, optionally filtered; `after` is a previous page's continuation."""
-    clauses = [f"PartitionKey eq {_quote(INDEX_PARTITION)}"]
-    if after:
-        clauses.append(f"RowKey gt {_quote(after)}")
+    filters = []
     if status:
-        clauses.append(f"status eq {_quote(status)}")
+        filters.append(f"status eq {quote(status)}")
     if kind:
-        clauses.append(f"kind eq {_quote(kind)}")
-    items: list[JobRecord] = []
-    has_more = False
-    entities = table.query_entities(" and ".join(clauses), results_per_page=min(limit + 1, 1000))
-    async for entity in entities:
-        if len(items) == limit:
-            has_more = True
-            break
-        items.append(record_from_entity(dict(entity)))
-    return JobPage(items, items[-1]["index_key"] if has_more and items else None)
+        filters.append(f"kind eq {quote(kind)}")
+    return await indexed_table.read_page(table, record_from_entity, limit=limit, after=after, filters=filters)
 
 
 async def count_by_status(table: AsyncTableClient, cap: int = COUNT_CAP) -> tuple[dict[str, int], bool]:
     """Job counts by status over at most `cap` newest jobs; the flag says whether the cap was hit."""
     counts = {status.value: 0 for status in JobStatus}
     seen = 0
-    entities = table.query_entities(
-        f"PartitionKey eq {_quote(INDEX_PARTITION)}", select=["status"], results_per_page=1000
-    )
-    async for entity in entities:
+    async for entity in indexed_table.scan_index(table, select=["status"]):
         if seen == cap:
             return counts, True
         seen += 1
@@ -274,6 +252,8 @@ async def count_by_status(table: AsyncTableClient, cap: int = COUNT_CAP) -> tupl
 
 
 class UploadRecord(TypedDict):
+    """An upload the server created (its blob is written by the client)."""
+
     upload_id: str
     content_type: str | None
     created_at: str
@@ -281,15 +261,15 @@ class UploadRecord(TypedDict):
 
 
 async def insert_upload(table: AsyncTableClient, upload: UploadRecord) -> None:
-    entity: dict[str, Any] = {"PartitionKey": UPLOADS_PARTITION, "RowKey": upload["upload_id"]}
-    entity.update({key: value for key, value in upload.items() if value is not None})
-    await table.create_entity(entity)
+    """Record an upload."""
+    fields = {key: value for key, value in upload.items() if value is not None}
+    await table.create_entity(indexed_table.row((UPLOADS_PARTITION, upload["upload_id"]), fields))
 
 
 async def get_upload(table: AsyncTableClient, upload_id: str) -> UploadRecord | None:
-    try:
-        entity = await table.get_entity(UPLOADS_PARTITION, upload_id)
-    except ResourceNotFoundError:
+    """The upload's record, or None if the server created no such upload."""
+    entity = await indexed_table.read(table, (UPLOADS_PARTITION, upload_id))
+    if entity is None:
         return None
     content_type = entity.get("content_type")
     return {
@@ -300,13 +280,25 @@ async def get_upload(table: AsyncTableClient, upload_id: str) -> UploadRecord | 
     }
 
 
+async def pending_created_before(table: AsyncTableClient, cutoff: datetime) -> list[JobRecord]:
+    """Jobs still recorded PENDING that were created before `cutoff` (orphan candidates)."""
+    filters = [f"status eq {quote(JobStatus.PENDING.value)}", f"created_at lt {quote(iso(cutoff))}"]
+    return [record_from_entity(entity) async for entity in indexed_table.scan_index(table, filters=filters)]
+
+
+async def restore_job(table: AsyncTableClient, record: JobRecord) -> None:
+    """Write both rows of a record back (undoes remove_job)."""
+    await indexed_table.put(table, LAYOUT.primary(record["job_id"]), _fields(record))
+    await write_index_row(table, record)
+
+
 async def iter_index(table: AsyncTableClient) -> AsyncIterator[JobRecord]:
     """Every job, newest first (tests and tools)."""
-    async for entity in table.query_entities(f"PartitionKey eq {_quote(INDEX_PARTITION)}"):
-        yield record_from_entity(dict(entity))
+    async for entity in indexed_table.scan_index(table):
+        yield record_from_entity(entity)
 
 
-# --- sync: the orchestration's activities -------------------------------------------------------
+# --- sync: the orchestration's activities and the timers ------------------------------------------------
 
 
 def _jobs_table(settings: Settings) -> TableClient:
@@ -314,17 +306,12 @@ def _jobs_table(settings: Settings) -> TableClient:
 
 
 def _merge_both(table: TableClient, job_id: str, fields: dict[str, Any]) -> None:
-    try:
-        entity = table.get_entity(job_id, JOB_ROW)
-    except ResourceNotFoundError:
+    entity = indexed_table.read_sync(table, LAYOUT.primary(job_id))
+    if entity is None:
         return  # not submitted through the API (e.g. started by a test); nothing to index
     if fields.get("status") == JobStatus.RUNNING.value and entity.get("status") in FINISHED_STATUSES:
         return  # a late or replayed mark_running must not reopen a finished job
-    for partition_key, row_key in ((job_id, JOB_ROW), (INDEX_PARTITION, str(entity["index_key"]))):
-        try:
-            table.update_entity({"PartitionKey": partition_key, "RowKey": row_key, **fields}, mode=UpdateMode.MERGE)
-        except ResourceNotFoundError:
-            pass
+    indexed_table.merge_sync(table, reversed(LAYOUT.rows(job_id, str(entity["index_key"]))), fields)
 
 
 def mark_running(settings: Settings, job_id: str) -> None:
@@ -341,15 +328,16 @@ def record_outcome(settings: Settings, job_id: str, outcome: JobOutcome) -> None
 
 def iter_finished_before(settings: Settings, cutoff: datetime) -> Iterator[str]:
     """Ids of the jobs that finished before `cutoff` (for retention)."""
-    query = f"PartitionKey eq {_quote(INDEX_PARTITION)} and finished_at lt {_quote(iso(cutoff))}"
     with _jobs_table(settings) as table:
-        for entity in table.query_entities(query, select=["job_id", "finished_at"]):
+        for entity in indexed_table.scan_index_sync(
+            table, filters=[f"finished_at lt {quote(iso(cutoff))}"], select=["job_id", "finished_at"]
+        ):
             yield str(entity["job_id"])
 
 
 def purge_uploads_before(settings: Settings, cutoff: datetime) -> int:
     """Delete the uploads (row and blob) created before `cutoff`; returns how many were deleted."""
-    query = f"PartitionKey eq {_quote(UPLOADS_PARTITION)} and created_at lt {_quote(iso(cutoff))}"
+    query = f"PartitionKey eq {quote(UPLOADS_PARTITION)} and created_at lt {quote(iso(cutoff))}"
     deleted = 0
     with _jobs_table(settings) as table, blob_service(settings) as blobs:
         container = blobs.get_container_client(PAYLOADS_CONTAINER)
@@ -359,7 +347,7 @@ def purge_uploads_before(settings: Settings, cutoff: datetime) -> int:
                 container.delete_blob(upload_blob_name(upload_id))
             except ResourceNotFoundError:
                 pass
-            table.delete_entity(UPLOADS_PARTITION, upload_id)
+            indexed_table.delete_sync(table, [(UPLOADS_PARTITION, upload_id)])
             deleted += 1
     return deleted
 
@@ -367,12 +355,6 @@ def purge_uploads_before(settings: Settings, cutoff: datetime) -> int:
 def delete_job(settings: Settings, job_id: str) -> None:
     """Remove a job's rows (idempotent)."""
     with _jobs_table(settings) as table:
-        try:
-            entity = table.get_entity(job_id, JOB_ROW)
-        except ResourceNotFoundError:
-            return
-        for partition_key, row_key in ((INDEX_PARTITION, str(entity["index_key"])), (job_id, JOB_ROW)):
-            try:
-                table.delete_entity(partition_key, row_key)
-            except ResourceNotFoundError:
-                pass
+        entity = indexed_table.read_sync(table, LAYOUT.primary(job_id))
+        if entity is not None:
+            indexed_table.delete_sync(table, LAYOUT.rows(job_id, str(entity["index_key"])))

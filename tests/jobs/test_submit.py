@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 
-from shared import job_store
-from shared.async_clients import close_storage_clients, storage_clients
-from shared.problems import Problem
+from api.problems import problem_from
+from jobs.errors import Unavailable
+from jobs.requests import JobRequest, job_id_for
+from jobs.submit import submit_job
+from shared.clock import utc_now
 from shared.settings import Settings
-from shared.storage import job_input_blob_name
-from shared.submission import JobRequest, job_id_for, submit_job
+from storage import jobs as job_store
+from storage.clients import close_storage_clients, storage_clients
+from storage.names import job_input_blob_name
 from tests.api.probes import count_blobs, count_job_rows
 
 
@@ -53,9 +56,10 @@ def test_a_failed_start_leaves_nothing_and_the_retry_succeeds(azurite, key):
         clients = await storage_clients(settings)
         try:
             before = count_blobs(azurite.connection_string), count_job_rows(azurite.connection_string)
-            with pytest.raises(Problem) as refused:
+            with pytest.raises(Unavailable) as refused:
                 await submit_job(FailingDurable(), clients, request(key))
-            assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "1"
+            problem = problem_from(refused.value)  # what the API answers
+            assert problem.status == 503 and problem.headers["Retry-After"] == "1"
             after = await asyncio.to_thread(
                 lambda: (count_blobs(azurite.connection_string), count_job_rows(azurite.connection_string))
             )
@@ -85,7 +89,7 @@ def test_a_row_whose_submitter_died_before_starting_is_started_by_the_retry(azur
         try:
             job = request(key)
             record = job_store.new_job_record(
-                job_id=job_id_for(key), kind=job.kind, created=job_store.utc_now() - timedelta(minutes=5),
+                job_id=job_id_for(key), kind=job.kind, created=utc_now() - timedelta(minutes=5),
                 input_ref=job_input_blob_name(job_id_for(key)), input_content_type=job.input_content_type,
                 options={}, deadline_at=None, idempotency_key_hash=None, fingerprint=job.fingerprint(), source="http",
             )  # fmt: skip
@@ -94,6 +98,27 @@ def test_a_row_whose_submitter_died_before_starting_is_started_by_the_retry(azur
             submitted = await submit_job(durable, clients, request(key))
             assert not submitted.created and durable.started == [record["job_id"]]
             assert count_blobs(azurite.connection_string, prefix=record["input_ref"]) == 1
+        finally:
+            await close_storage_clients()
+
+    asyncio.run(scenario())
+
+
+def test_a_stale_input_left_by_a_failed_submission_is_replaced_by_the_new_request(azurite):
+    """Inputs are only created, never overwritten (a concurrent retry must not change the ETag a started job
+    planned with); a blob that holds other bytes is a failed submission's leftover, and is replaced."""
+    settings = Settings(AzureWebJobsStorage=azurite.connection_string)
+    key = f"stale-{uuid.uuid4()}"
+
+    async def scenario() -> None:
+        clients = await storage_clients(settings)
+        try:
+            blob = clients.blobs.get_blob_client("payloads", job_input_blob_name(job_id_for(key)))
+            await blob.upload_blob(b'{"vector_data":[[9.0]]}', overwrite=True)
+            durable = AcceptingDurable()
+            submitted = await submit_job(durable, clients, request(key))
+            assert submitted.created and durable.started == [job_id_for(key)]
+            assert await (await blob.download_blob()).readall() == request(key).input_bytes
         finally:
             await close_storage_clients()
 

@@ -1,6 +1,6 @@
 """Dead letters: jobs that failed for good and intake messages that could not be read.
 
-Table `DeadLetters` (two rows per record, like the Jobs table):
+Table `DeadLetters` (an indexed table, storage.indexed_table):
 - record row: PartitionKey = "record", RowKey = record id (idempotency: recording twice changes nothing)
 - index row:  PartitionKey = "index",  RowKey = "<inverted ms>_<record id>" (newest first)
 Each record is also sent once, as JSON, to the `jobs-deadletter` queue for whoever watches it.
@@ -9,24 +9,27 @@ Each record is also sent once, as JSON, to the `jobs-deadletter` queue for whoev
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient
 from azure.data.tables.aio import TableClient as AsyncTableClient
 from azure.storage.queue import TextBase64EncodePolicy
 
+from shared.clock import parse_iso
 from shared.contracts import DeadLetterRecord
-from shared.job_store import inverted_time_key, parse_iso
 from shared.settings import Settings
-from shared.storage import DEADLETTER_QUEUE, DEADLETTERS_TABLE, queue_service, table_service
+from storage import indexed_table
+from storage.clients import queue_service, table_service
+from storage.indexed_table import INDEX_PARTITION, Page, older_than
+from storage.names import DEADLETTER_QUEUE, DEADLETTERS_TABLE
 
 RECORD_PARTITION = "record"
-INDEX_PARTITION = "index"
 MAX_RAW_MESSAGE_CHARS = 30_000  # a table string property holds 64 KiB of UTF-16
-_MAX_QUEUE_JSON_CHARS = 40_000  # a queue message holds 64 KiB once base64-encoded
+_MAX_QUEUE_JSON_CHARS = 40_000  # a queue message holds 64 KiB once base64-encoded (48 KiB of JSON)
+
+LAYOUT = indexed_table.Layout(primary=lambda record_id: (RECORD_PARTITION, record_id))
+DeadLetterPage = Page[DeadLetterRecord]
 
 _FIELDS = (
     "id", "source", "job_id", "kind", "input_ref", "input_content_type", "options",
@@ -35,11 +38,11 @@ _FIELDS = (
 
 
 def _index_key(record: DeadLetterRecord) -> str:
-    return f"{inverted_time_key(parse_iso(record['created_at']))}_{record['id']}"
+    return indexed_table.index_key(parse_iso(record["created_at"]), record["id"])
 
 
-def _entity(record: DeadLetterRecord, partition_key: str, row_key: str) -> dict[str, Any]:
-    entity: dict[str, Any] = {"PartitionKey": partition_key, "RowKey": row_key, "index_key": _index_key(record)}
+def _fields(record: DeadLetterRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = {"index_key": _index_key(record)}
     for key in _FIELDS:
         value = record.get(key)
         if value is None:
@@ -48,8 +51,8 @@ def _entity(record: DeadLetterRecord, partition_key: str, row_key: str) -> dict[
             value = json.dumps(value)
         elif key == "raw_message":
             value = str(value)[:MAX_RAW_MESSAGE_CHARS]
-        entity[key] = value
-    return entity
+        fields[key] = value
+    return fields
 
 
 def _record(entity: dict[str, Any]) -> DeadLetterRecord:
@@ -75,9 +78,13 @@ def _record(entity: dict[str, Any]) -> DeadLetterRecord:
 
 
 def _queue_text(record: DeadLetterRecord) -> str:
+    """The queue message: the record as JSON, its raw message cut until it fits (ASCII JSON, base64-encoded
+    by the queue client, so 4/3 of its length must stay under the 64 KiB limit); the table keeps the rest."""
     text = json.dumps(record)
-    if len(text) > _MAX_QUEUE_JSON_CHARS and record.get("raw_message"):
-        text = json.dumps({**record, "raw_message": str(record["raw_message"])[:20_000], "truncated": True})
+    raw = str(record.get("raw_message") or "")
+    while len(text) > _MAX_QUEUE_JSON_CHARS and raw:
+        raw = raw[: len(raw) // 2]
+        text = json.dumps({**record, "raw_message": raw or None, "truncated": True})
     return text
 
 
@@ -88,87 +95,56 @@ def _table(settings: Settings) -> TableClient:
 def record_dead_letter(settings: Settings, record: DeadLetterRecord) -> None:
     """Record a dead letter once (idempotent on record["id"]) and announce it on the dead-letter queue."""
     with _table(settings) as table:
-        try:
-            table.create_entity({**_entity(record, RECORD_PARTITION, record["id"]), "queued": False})
-            queued = False
-        except ResourceExistsError:
-            existing = table.get_entity(RECORD_PARTITION, record["id"])
+        primary = LAYOUT.primary(record["id"])
+        queued = False
+        if not indexed_table.create_sync(table, primary, {**_fields(record), "queued": False}):
+            existing = indexed_table.read_sync(table, primary) or {}
             queued = bool(existing.get("queued"))
-            record = _record(dict(existing))  # the first recording wins
-        table.upsert_entity(_entity(record, INDEX_PARTITION, _index_key(record)), mode=UpdateMode.REPLACE)
+            record = _record(existing)  # the first recording wins
+        indexed_table.put_sync(table, (INDEX_PARTITION, _index_key(record)), _fields(record))
         if not queued:
             queue = queue_service(settings).get_queue_client(
                 DEADLETTER_QUEUE, message_encode_policy=TextBase64EncodePolicy()
             )
             with queue:
                 queue.send_message(_queue_text(record))
-            table.update_entity(
-                {"PartitionKey": RECORD_PARTITION, "RowKey": record["id"], "queued": True}, mode=UpdateMode.MERGE
-            )
+            indexed_table.merge_sync(table, [primary], {"queued": True})
 
 
 def job_ids_dead_lettered_before(settings: Settings, cutoff: datetime) -> list[str]:
     """Ids of the jobs whose dead letters were recorded before `cutoff` (their inputs can go with them)."""
-    query = f"PartitionKey eq '{INDEX_PARTITION}' and RowKey ge '{inverted_time_key(cutoff)}'"
     with _table(settings) as table:
         return [
             str(entity["job_id"])
-            for entity in table.query_entities(query, select=["job_id", "source"])
+            for entity in indexed_table.scan_index_sync(
+                table, filters=[older_than(cutoff)], select=["job_id", "source"]
+            )
             if entity.get("source") == "job" and entity.get("job_id")
         ]
 
 
 def has_dead_letter(settings: Settings, record_id: str) -> bool:
+    """Whether a dead letter with this id exists."""
     with _table(settings) as table:
-        try:
-            table.get_entity(RECORD_PARTITION, record_id, select=["RowKey"])
-        except ResourceNotFoundError:
-            return False
-        return True
+        return indexed_table.read_sync(table, LAYOUT.primary(record_id), select=["RowKey"]) is not None
 
 
 def purge_dead_letters_before(settings: Settings, cutoff: datetime) -> int:
     """Delete the dead letters recorded before `cutoff`; returns how many were deleted."""
-    # Older records have larger inverted keys: everything after the cutoff's key is older.
-    query = f"PartitionKey eq '{INDEX_PARTITION}' and RowKey ge '{inverted_time_key(cutoff)}'"
     deleted = 0
     with _table(settings) as table:
-        for entity in list(table.query_entities(query, select=["RowKey", "id"])):
-            for partition_key, row_key in ((RECORD_PARTITION, str(entity["id"])), (INDEX_PARTITION, entity["RowKey"])):
-                try:
-                    table.delete_entity(partition_key, row_key)
-                except ResourceNotFoundError:
-                    pass
+        for entity in list(indexed_table.scan_index_sync(table, filters=[older_than(cutoff)], select=["RowKey", "id"])):
+            indexed_table.delete_sync(table, LAYOUT.rows(str(entity["id"]), str(entity["RowKey"])))
             deleted += 1
     return deleted
 
 
-@dataclass(frozen=True)
-class DeadLetterPage:
-    items: list[DeadLetterRecord]
-    continuation: str | None
-
-
 async def list_dead_letters(table: AsyncTableClient, *, limit: int, after: str | None) -> DeadLetterPage:
     """Newest dead letters first; `after` is a previous page's continuation."""
-    query = f"PartitionKey eq '{INDEX_PARTITION}'"
-    if after:
-        query += " and RowKey gt '" + after.replace("'", "''") + "'"
-    items: list[DeadLetterRecord] = []
-    last_key: str | None = None
-    has_more = False
-    async for entity in table.query_entities(query, results_per_page=min(limit + 1, 1000)):
-        if len(items) == limit:
-            has_more = True
-            break
-        items.append(_record(dict(entity)))
-        last_key = str(entity["RowKey"])
-    return DeadLetterPage(items, last_key if has_more else None)
+    return await indexed_table.read_page(table, _record, limit=limit, after=after)
 
 
 async def get_dead_letter(table: AsyncTableClient, record_id: str) -> DeadLetterRecord | None:
-    try:
-        entity = await table.get_entity(RECORD_PARTITION, record_id)
-    except ResourceNotFoundError:
-        return None
-    return _record(dict(entity))
+    """The dead letter with this id, or None."""
+    entity = await indexed_table.read(table, LAYOUT.primary(record_id))
+    return _record(entity) if entity is not None else None

@@ -1,0 +1,52 @@
+"""Merging a job's partials, read by their deterministic names in chunk order, into its result blob.
+
+The result is written once per job and says which kind wrote it, so a merge redelivered after the
+job was finalized (its plan and partials deleted) answers from the result instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from activities.chunks import read_partial
+from activities.plan import load_plan
+from activities.resources import JSON_CONTENT_TYPE, job_kind, results, upload_json
+from shared.contracts import MergeOutput
+from shared.settings import Settings, get_settings
+from storage.names import result_blob_name
+
+KIND_METADATA = "kind"
+"""Blob metadata on the result: the kind that merged it (to summarize it again without the plan)."""
+
+
+def merge_partials(job_id: str, chunk_count: int) -> MergeOutput:
+    """Merge the partials (read by their deterministic names, in order) into the result blob; idempotent."""
+    settings = get_settings()
+    merged = _merged_already(settings, job_id)
+    if merged is not None:
+        return merged
+    plan = load_plan(settings, job_id)
+    kind = job_kind(settings, plan["kind"])
+    partials = [read_partial(settings, job_id, index) for index in range(chunk_count)]
+    result = kind.merge(partials, plan["options"])
+    summary = kind.summarize(result)
+    name = result_blob_name(job_id)
+    # Deterministic content: a concurrent re-run overwriting with the same bytes is harmless.
+    upload_json(results(settings), name, result, metadata={KIND_METADATA: plan["kind"]})
+    return {"result_ref": name, "content_type": JSON_CONTENT_TYPE, "summary": summary}
+
+
+def _merged_already(settings: Settings, job_id: str) -> MergeOutput | None:
+    """The output of an earlier merge of this job, rebuilt from its result blob (None if there is none)."""
+    name = result_blob_name(job_id)
+    try:
+        download = results(settings).get_blob_client(name).download_blob()
+    except ResourceNotFoundError:
+        return None
+    kind_name = (download.properties.metadata or {}).get(KIND_METADATA)
+    if kind_name is None:
+        return None  # written by an older version: merge again from the partials
+    summary = job_kind(settings, kind_name).summarize(json.loads(download.readall()))
+    return {"result_ref": name, "content_type": JSON_CONTENT_TYPE, "summary": summary}

@@ -1,0 +1,217 @@
+"""Planning a job: validate its options, split its input into chunks and keep the plan in a blob.
+
+The plan lives in `jobs/{id}/plan.json` (activities.resources.plan_blob_name), so chunk activities
+receive only the job id, the chunk number and the attempt: the orchestration's history does not
+grow with the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from typing import Any, NotRequired, TypedDict
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobType
+from pydantic import ValidationError
+
+from activities.blob_source import BlobByteSource
+from activities.resources import (
+    ensure_local_resources,
+    job_has_ended,
+    job_kind,
+    payloads,
+    plan_blob_name,
+    results,
+    write_once,
+)
+from activities.stop_marker import StopSignal
+from kinds.base import ByteSource
+from shared.contracts import OrchestrationConfig, PrepareInput, PrepareOutput
+from shared.failures import NonRetryableError
+from shared.settings import Settings, get_settings
+from shared.telemetry import log_event
+from storage import jobs as job_store
+
+
+class JobPlan(TypedDict):
+    """The plan blob: what every chunk needs to know about its job."""
+
+    kind: str
+    input_ref: str | None
+    input_content_type: str | None
+    options: dict[str, Any]
+    deadline_at: str | None
+    input_size: int
+    input_etag: NotRequired[str | None]
+    chunks: list[dict[str, Any]]
+
+
+@lru_cache(maxsize=32)
+def _cached_plan(settings: Settings, job_id: str) -> JobPlan:
+    data = results(settings).get_blob_client(plan_blob_name(job_id)).download_blob().readall()
+    plan: JobPlan = json.loads(data)
+    return plan
+
+
+def load_plan(settings: Settings, job_id: str) -> JobPlan:
+    """The job's plan (immutable once written, so each worker reads it once)."""
+    try:
+        return _cached_plan(settings, job_id)
+    except ResourceNotFoundError as exc:
+        raise NonRetryableError("plan_missing", "the job's plan is gone (the job was cleaned up)") from exc
+
+
+def forget_plans() -> None:
+    """Drop the cached plans (after a job's plan was deleted)."""
+    _cached_plan.cache_clear()
+
+
+def input_source(settings: Settings, input_ref: str | None, plan: JobPlan | None = None) -> BlobByteSource | None:
+    """The job's input, pinned to the version seen when it was planned (from the plan, or read now)."""
+    if not input_ref:
+        return None
+    blob = payloads(settings).get_blob_client(input_ref)
+    if plan is not None:
+        # Size and version known from the plan: no request per chunk.
+        return BlobByteSource(blob, plan["input_size"], etag=plan.get("input_etag"))
+    try:
+        properties = blob.get_blob_properties()
+    except ResourceNotFoundError as exc:
+        raise NonRetryableError("invalid_input", "the job's input blob does not exist") from exc
+    if properties.blob_type != BlobType.BLOCKBLOB:
+        # A page blob can declare a terabyte of zeros; the API accepts block blobs only, and so do the steps.
+        raise NonRetryableError("invalid_input", "the job's input must be a block blob")
+    return BlobByteSource(blob, int(properties.size), etag=properties.etag)
+
+
+def orchestration_config(settings: Settings) -> OrchestrationConfig:
+    """What the orchestrator needs from the settings (it must not read them itself: it replays)."""
+    return {
+        "retry": {
+            "first_interval_seconds": settings.retry_first_interval_seconds,
+            "backoff_coefficient": settings.retry_backoff_coefficient,
+            "max_interval_seconds": settings.retry_max_interval_seconds,
+            "max_attempts": settings.retry_max_attempts,
+        },
+        "max_parallel_chunks": settings.max_parallel_chunks,
+        "chunks_per_sub_orchestration": settings.chunks_per_sub_orchestration,
+    }
+
+
+def wave_aligned_target(size: int, target_chunk_bytes: int, max_parallel: int) -> int:
+    """A chunk size near the target that splits the input into whole waves of `max_parallel` chunks.
+
+    The orchestrator runs chunks in waves; 13 chunks with 4 at a time would leave a wave of one.
+    """
+    if size <= 0:
+        return target_chunk_bytes
+    chunks = math.ceil(size / target_chunk_bytes)
+    if chunks <= max_parallel:
+        return target_chunk_bytes if chunks == 1 else math.ceil(size / chunks)
+    aligned = math.ceil(chunks / max_parallel) * max_parallel
+    return max(1, math.ceil(size / aligned))
+
+
+class PlanningStopped(Exception):
+    """The job was told to stop (stop marker or deadline) while its input was being planned.
+
+    Not a ValueError: kinds turn those into invalid_input, and this is no fault of the input.
+    """
+
+
+class StoppableSource:
+    """A ByteSource that checks should_stop() before every read and streamed piece, for planning.
+
+    A kind's plan streams its whole input once; over a large input that takes long enough that a
+    cancel or the deadline must be heard between pieces, not after the pass.
+    """
+
+    def __init__(self, source: ByteSource, should_stop: Callable[[], bool]) -> None:
+        """Wrap `source`; `should_stop` is asked (cheaply, it caches) before each piece."""
+        self._source = source
+        self._should_stop = should_stop
+
+    @property
+    def size(self) -> int:
+        """Size of the wrapped source."""
+        return self._source.size
+
+    def _check(self) -> None:
+        if self._should_stop():
+            raise PlanningStopped()
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset`, unless the job must stop."""
+        self._check()
+        return self._source.read(offset, length)
+
+    def stream(self, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The wrapped source's pieces, checking for a stop before each."""
+        for piece in self._source.stream(offset, self.size - offset if length is None else length):
+            self._check()
+            yield piece
+
+
+def _prepared(config: OrchestrationConfig, chunk_count: int, stopped: bool = False) -> PrepareOutput:
+    prepared: PrepareOutput = {
+        "retry": config["retry"],
+        "max_parallel_chunks": config["max_parallel_chunks"],
+        "chunks_per_sub_orchestration": config["chunks_per_sub_orchestration"],
+        "chunk_count": chunk_count,
+    }
+    if stopped:
+        prepared["stopped"] = True
+    return prepared
+
+
+def prepare_job(start: PrepareInput) -> PrepareOutput:
+    """Mark the job RUNNING, validate its input and split it into chunks (plan blob); returns count and config.
+
+    Idempotent against any redelivery: a plan already written is reused; a job that has ended (its
+    result or stop marker exists, its plan is gone) is neither marked RUNNING again nor planned
+    again. Planning stops between pieces of the input at the stop marker or the deadline; then no
+    plan is written and the output says stopped.
+    """
+    settings = get_settings()
+    ensure_local_resources(settings)
+    job_id = start["job_id"]
+    container = results(settings)
+    config = orchestration_config(settings)
+    if container.get_blob_client(plan_blob_name(job_id)).exists():
+        job_store.mark_running(settings, job_id)
+        return _prepared(config, len(load_plan(settings, job_id)["chunks"]))
+    should_stop = StopSignal(container, job_id, deadline_at=start.get("deadline_at"))
+    if job_has_ended(container, job_id) or should_stop.check_now():
+        return _prepared(config, 0, stopped=True)  # cancelled before planning, or a redelivery after the end
+    job_store.mark_running(settings, job_id)
+    kind = job_kind(settings, start["kind"])
+    source = input_source(settings, start.get("input_ref"))
+    try:
+        options = kind.parse_options(start.get("options") or {})
+    except (ValidationError, ValueError) as exc:
+        raise NonRetryableError("invalid_options", " ".join(str(exc).split())[:300]) from exc
+    size = source.size if source is not None else 0
+    target = wave_aligned_target(size, settings.chunk_target_bytes, settings.max_parallel_chunks)
+    try:
+        watched = StoppableSource(source, should_stop) if source is not None else None
+        chunks = kind.plan(watched, options, target, settings.max_chunks_per_job)
+    except PlanningStopped:
+        log_event("job.planning_stopped", job_id=job_id, kind=start["kind"], bytes=size)
+        return _prepared(config, 0, stopped=True)
+    plan: JobPlan = {
+        "kind": start["kind"],
+        "input_ref": start.get("input_ref"),
+        "input_content_type": start.get("input_content_type"),
+        "options": options,
+        "deadline_at": start.get("deadline_at"),
+        "input_size": size,
+        "input_etag": source.etag if source is not None else None,
+        "chunks": list(chunks),
+    }
+    if not write_once(container, plan_blob_name(job_id), json.dumps(plan).encode()):
+        plan = load_plan(settings, job_id)  # a concurrent run planned first; keep its plan
+    log_event("job.planned", job_id=job_id, kind=start["kind"], chunks=len(plan["chunks"]), bytes=size)
+    return _prepared(config, len(plan["chunks"]))

@@ -1,0 +1,80 @@
+"""The one module that talks to the Durable client: start, status, raise an event, terminate.
+
+Everything else sees an `Instance` (or None: no instance with that id), so the client's types, its
+runtime-status enum and its exceptions stay here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.clock import iso
+from shared.contracts import CANCEL_EVENT, JOB_ORCHESTRATOR, JobStart
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What Durable says of a job's orchestration instance."""
+
+    runtime_status: str  # Pending, Running, Completed, Failed, Terminated, ...
+    output: Any
+    custom_status: Any
+    last_updated: str | None  # ISO 8601 UTC, as shared.clock writes it
+
+    @property
+    def not_started(self) -> bool:
+        """Created but not yet picked up by a worker."""
+        return self.runtime_status == "Pending"
+
+
+async def status(client: Any, job_id: str) -> Instance | None:
+    """The job's orchestration instance, or None if it has none (yet, or any more)."""
+    reply = await client.get_status(job_id)
+    runtime = getattr(reply, "runtime_status", None)
+    name = getattr(runtime, "value", runtime)
+    if name is None:
+        return None
+    updated: datetime | None = getattr(reply, "last_updated_time", None)
+    return Instance(str(name), reply.output, reply.custom_status, iso(updated) if updated else None)
+
+
+async def start(client: Any, start: JobStart) -> None:
+    """Start the job's orchestration (instance id = job id)."""
+    await client.start_new(JOB_ORCHESTRATOR, instance_id=start["job_id"], client_input=start)
+
+
+async def start_unless_exists(client: Any, start_input: JobStart) -> bool:
+    """Start the job's orchestration unless it already has an instance; True if this call started it.
+
+    Two submitters of one keyed job may both find no instance and both start: the loser's start fails
+    (an instance with that id exists) and it then sees the winner's instance, which is all it wanted.
+    """
+    if await status(client, start_input["job_id"]) is not None:
+        return False
+    try:
+        await start(client, start_input)
+    except Exception:
+        if await status(client, start_input["job_id"]) is not None:
+            return False
+        raise
+    return True
+
+
+async def request_cancel(client: Any, job_id: str) -> bool:
+    """Raise the cancel event on the job's instance; False if it has no instance to receive it."""
+    if await status(client, job_id) is None:
+        return False
+    await client.raise_event(job_id, CANCEL_EVENT, {"reason": "client"})
+    return True
+
+
+async def terminate(client: Any, job_id: str, reason: str) -> None:
+    """Terminate the job's instance (for an instance that will not start in time to see an event)."""
+    await client.terminate(job_id, reason)
+
+
+async def purge(client: Any, instance_id: str) -> int:
+    """Purge an instance's history; how many instances were deleted."""
+    return int((await client.purge_instance_history(instance_id)).instances_deleted)

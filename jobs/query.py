@@ -1,0 +1,179 @@
+"""A job's state as clients see it: its row in the Jobs table reconciled with Durable's status.
+
+The row knows what Durable cannot answer cheaply (kind, times, the outcome once recorded); Durable
+knows the live status and progress. A finished job is read from its row once the row holds its
+outcome and progress; anything else asks Durable, and a row that lags (an orchestration that crashed
+before recording its outcome) is caught up on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables.aio import TableClient
+
+from jobs import durable
+from jobs.errors import InvalidRequest, NotFound, NotReady, field_error
+from jobs.submit import resolve_kind, resolve_spec
+from kinds.registry import JSON_FORMAT
+from shared.clock import parse_iso, utc_now
+from shared.contracts import FINISHED_STATUSES, JobStatus
+from shared.settings import Settings
+from shared.status import JobState, job_state
+from storage import jobs as job_store
+from storage.clients import StorageClients
+from storage.names import RESULTS_CONTAINER
+
+NOT_STARTED_AFTER_SECONDS = 60
+"""A job with no running instance this long after it was recorded will not start by itself: its submitter
+died between recording and starting (no instance), or the task hub is not picking it up (Pending)."""
+
+
+def start_overdue(record: job_store.JobRecord, now: datetime | None = None) -> bool:
+    """The one rule for "this job should have started by now"."""
+    age = ((now or utc_now()) - parse_iso(record["created_at"])).total_seconds()
+    return age >= NOT_STARTED_AFTER_SECONDS
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as the API shows it: its record, its current state and when it last changed."""
+
+    record: job_store.JobRecord
+    state: JobState
+    updated_at: str
+
+
+def state_from_record(record: job_store.JobRecord) -> JobState:
+    """The state the row alone holds (progress only once the row recorded it)."""
+    progress = record["progress"] or {}
+    return JobState(
+        JobStatus(record["status"]),
+        int(progress.get("completed", 0)),
+        int(progress.get("total", 0)),
+        summary=record["summary"],
+        error=record["error"],
+    )
+
+
+def _instance_state(instance: durable.Instance | None) -> tuple[JobState | None, str | None]:
+    if instance is None:
+        return None, None
+    return job_state(instance.runtime_status, instance.output, instance.custom_status), instance.last_updated
+
+
+async def _reconcile(
+    jobs: TableClient, record: job_store.JobRecord, instance: durable.Instance | None
+) -> tuple[JobState, str]:
+    """The state to show, given the row and what Durable reports; catches the row up if it lags."""
+    state, updated = _instance_state(instance)
+    if state is None:
+        return state_from_record(record), record["updated_at"]
+    if state.status in FINISHED_STATUSES:
+        if state.status is not JobStatus(record["status"]):
+            # The row lags when an orchestration crashed before recording its outcome: catch it up.
+            outcome: Any = {"status": state.status.value, "summary": state.summary, "error": state.error}
+            await job_store.catch_up_status(jobs, record, state.status, outcome, (state.completed, state.total))
+        elif not record["progress"]:
+            await job_store.record_progress(jobs, record, state.completed, state.total)
+    return state, max(updated or record["updated_at"], record["updated_at"])
+
+
+async def load_job(client: Any, jobs: TableClient, job_id: str) -> JobView:
+    """The job's row, its current state and updated_at; NotFound if the job is unknown."""
+    record, instance = await asyncio.gather(job_store.get_job(jobs, job_id), durable.status(client, job_id))
+    if record is None:
+        raise NotFound("no such job")
+    state, updated = await _reconcile(jobs, record, instance)
+    return JobView(record, state, updated)
+
+
+async def live_view(client: Any, jobs: TableClient, record: job_store.JobRecord) -> JobView:
+    """The view of a job whose row is already read: from the row once it holds the finished job's outcome and
+    progress, else from Durable (status and progress as of now)."""
+    if JobStatus(record["status"]) in FINISHED_STATUSES and record["progress"]:
+        return JobView(record, state_from_record(record), record["updated_at"])
+    state, updated = await _reconcile(jobs, record, await durable.status(client, record["job_id"]))
+    return JobView(record, state, updated)
+
+
+def check_filters(settings: Settings, *, status: str | None, kind: str | None) -> None:
+    """InvalidRequest unless `status` is a job status and `kind` a known kind (each when given)."""
+    if status is not None and status not in JobStatus.__members__:
+        names = ", ".join(JobStatus.__members__)
+        raise InvalidRequest("invalid status filter", [field_error("status", f"one of: {names}")])
+    if kind is not None:
+        resolve_kind(kind, settings)
+
+
+@dataclass(frozen=True)
+class JobsPage:
+    """A page of the newest-first listing."""
+
+    items: list[JobView]
+    continuation: str | None  # the index key the next page starts after
+
+
+async def list_jobs(
+    client: Any,
+    clients: StorageClients,
+    settings: Settings,
+    *,
+    limit: int,
+    status: str | None,
+    kind: str | None,
+    after: str | None,
+) -> JobsPage:
+    """Newest jobs first, filtered by the status recorded in the row and by kind."""
+    check_filters(settings, status=status, kind=kind)
+    page = await job_store.list_jobs(clients.jobs, limit=limit, status=status, kind=kind, after=after)
+    # At most one status call per item of the page (none for finished jobs whose row is complete).
+    views = await asyncio.gather(*(live_view(client, clients.jobs, record) for record in page.items))
+    return JobsPage(list(views), page.continuation)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A completed job's result document, rendered as asked."""
+
+    view: JobView
+    data: bytes
+    content_type: str
+
+
+async def get_result(client: Any, clients: StorageClients, settings: Settings, job_id: str, fmt: str | None) -> Result:
+    """The job's result, as stored (`fmt` None or "json") or rendered by its kind; NotReady before COMPLETED."""
+    view = await load_job(client, clients.jobs, job_id)
+    state = view.state
+    if state.status is not JobStatus.COMPLETED or not state.result_ref:
+        raise NotReady(
+            f"the job is {state.status.value}; its result exists once it is COMPLETED",
+            finished=state.status in FINISHED_STATUSES,
+            created_at=view.record["created_at"],
+        )
+    blob = clients.blobs.get_blob_client(RESULTS_CONTAINER, state.result_ref)
+    try:
+        data = await (await blob.download_blob()).readall()
+    except ResourceNotFoundError:
+        raise NotFound("the job's result is no longer available") from None
+    if fmt is None or fmt == JSON_FORMAT:
+        return Result(view, data, state.content_type or "application/json")
+    kind_name = view.record["kind"]
+    spec = resolve_spec(kind_name, settings)
+    rendered = spec.kind.render(json.loads(data), fmt) if fmt in spec.render_formats else None
+    if rendered is None:
+        formats = ", ".join(spec.render_formats)
+        raise InvalidRequest(
+            f"format {fmt!r} is not available for {kind_name}", [field_error("format", f"one of: {formats}")]
+        )
+    return Result(view, bytes(rendered[0]), str(rendered[1]))
+
+
+async def job_counts(clients: StorageClients) -> tuple[dict[str, int], bool]:
+    """Jobs by recorded status over the newest job_store.COUNT_CAP; the flag says whether the cap was hit."""
+    return await job_store.count_by_status(clients.jobs)

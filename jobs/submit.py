@@ -1,0 +1,394 @@
+"""Submitting a job: the one path behind `POST /api/jobs`, the `jobs-inbox` queue and replays.
+
+Order matters, so that a refused request stores nothing and starts nothing:
+1. validate everything (kind, options, input or input reference, deadline) -> InvalidRequest;
+2. insert the job row (the job id derives from the idempotency key): the single arbiter between
+   concurrent duplicates; a loser compares request fingerprints and names the same job (starting it
+   if it has no instance: its submitter died between recording and starting), or IdempotencyConflict;
+3. only the winner stores the input blob and starts the orchestration; if that fails, it removes
+   what it stored and the row (within a bounded time: leftovers are the sweeper's), and the request
+   can be retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobBlock, BlobType, ContentSettings
+from azure.storage.blob.aio import BlobClient
+from pydantic import ValidationError
+
+import kinds
+from jobs import durable
+from jobs.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    TooLarge,
+    Unavailable,
+    errors_from_validation,
+    field_error,
+)
+from jobs.requests import JSON_CONTENT_TYPE, JobRequest, SubmitBody, job_id_for, key_hash
+from kinds.base import JobKind
+from shared.clock import iso, utc_now
+from shared.contracts import JobStart
+from shared.settings import Settings
+from shared.telemetry import log_event
+from storage import jobs as job_store
+from storage.clients import StorageClients
+from storage.names import PAYLOADS_CONTAINER, job_input_blob_name, upload_blob_name
+
+BLOCK_BYTES = 4 * 1024 * 1024
+MAX_UPLOAD_BYTES = 5 * 1024**3
+"""The largest upload a job accepts (checked at submit: 413); bigger inputs make chunks too big to work in memory."""
+UNDO_SECONDS = 2.0  # the compensation of a failed start must not hold the request: the sweeper finishes it
+
+_UPLOAD_REF = re.compile(r"uploads/([0-9a-f]{32})")
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The job a submission names."""
+
+    record: job_store.JobRecord
+    created: bool  # False: an earlier request with the same idempotency key named this job
+
+
+# --- validation against the kind --------------------------------------------------------------------
+
+
+def resolve_spec(name: str, settings: Settings) -> kinds.KindSpec:
+    """The registered kind called `name`; InvalidRequest naming the known kinds if there is none."""
+    spec = kinds.kind_spec(name, simulate_enabled=settings.enable_simulate_kind)
+    if spec is None:
+        names = ", ".join(kinds.kind_names(simulate_enabled=settings.enable_simulate_kind))
+        errors = [field_error("kind", f"must be one of: {names}")]
+        raise InvalidRequest(f"unknown job kind; known kinds: {names}", errors)
+    return spec
+
+
+def resolve_kind(name: str, settings: Settings) -> JobKind:
+    """The kind called `name`; InvalidRequest naming the known kinds if there is none."""
+    return resolve_spec(name, settings).kind
+
+
+def raw_content_types(settings: Settings) -> list[str]:
+    """The media types a raw POST /api/jobs body may have: every type some kind reads, but JSON (the envelope)."""
+    types = kinds.all_input_content_types(simulate_enabled=settings.enable_simulate_kind)
+    return [media_type for media_type in types if media_type != JSON_CONTENT_TYPE]
+
+
+def parse_options(kind: JobKind, raw: dict[str, Any], prefix: str = "options") -> dict[str, Any]:
+    """The kind's validated options; InvalidRequest naming each bad option under `prefix`."""
+    try:
+        options = kind.parse_options(raw)
+    except ValidationError as exc:
+        raise InvalidRequest("invalid options for this kind", errors_from_validation(exc, prefix)) from None
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest("invalid options for this kind", [field_error(prefix, str(exc)[:300])]) from None
+    return dict(options)
+
+
+def _canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+async def _checked_upload_ref(clients: StorageClients, ref: str, kind: JobKind) -> tuple[str, str]:
+    """The upload's blob name and content type, if `ref` names an upload the server created and that holds
+    a block blob of an accepted size."""
+    match = _UPLOAD_REF.fullmatch(ref)
+    if match is None:
+        raise InvalidRequest(
+            "input_ref must be the input_ref of an upload (POST /api/uploads)",
+            [field_error("input_ref", "must look like uploads/<32 hex digits>, as returned by POST /api/uploads")],
+        )
+    upload = await job_store.get_upload(clients.jobs, match.group(1))
+    if upload is None:
+        raise InvalidRequest("no such upload", [field_error("input_ref", "this server created no such upload")])
+    blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, upload_blob_name(upload["upload_id"]))
+    try:
+        properties = await blob.get_blob_properties()
+    except ResourceNotFoundError:
+        raise InvalidRequest(
+            "the upload holds no data yet", [field_error("input_ref", "nothing was uploaded to this upload_url")]
+        ) from None
+    if properties.blob_type != BlobType.BLOCKBLOB:
+        raise InvalidRequest(
+            "the upload must be a block blob (x-ms-blob-type: BlockBlob)",
+            [field_error("input_ref", "page and append blobs are not accepted; upload a block blob")],
+        )
+    if properties.size == 0:
+        raise InvalidRequest("the uploaded input is empty", [field_error("input_ref", "the upload is empty")])
+    if properties.size > MAX_UPLOAD_BYTES:
+        raise TooLarge(
+            f"the uploaded input must be at most {MAX_UPLOAD_BYTES} bytes",
+            [field_error("input_ref", f"the upload holds {properties.size} bytes")],
+        )
+    blob_type = (properties.content_settings.content_type or "").split(";")[0].strip().lower()
+    declared = upload["content_type"] or (blob_type if blob_type not in ("", "application/octet-stream") else None)
+    content_type = declared or kind.input_content_types[0]
+    if content_type not in kind.input_content_types:
+        accepted = ", ".join(kind.input_content_types)
+        raise InvalidRequest(
+            f"this kind reads {accepted}", [field_error("input_ref", f"content type must be one of: {accepted}")]
+        )
+    return ref, content_type
+
+
+async def request_from_body(
+    body: SubmitBody, *, settings: Settings, clients: StorageClients, idempotency_key: str | None, source: str
+) -> JobRequest:
+    """Validate a JSON submission (HTTP envelope or inbox message) against its kind."""
+    spec = resolve_spec(body.kind, settings)
+    kind = spec.kind
+    options = parse_options(kind, body.options)
+    has_input, has_ref = body.input is not None, body.input_ref is not None
+    input_bytes: bytes | None = None
+    input_ref: str | None = None
+    content_type: str | None = None
+    if not kind.requires_input:
+        if has_input or has_ref:
+            field = "input" if has_input else "input_ref"
+            raise InvalidRequest(f"{body.kind} takes no input", [field_error(field, "not allowed for this kind")])
+    elif has_input == has_ref:
+        message = "give exactly one of input and input_ref"
+        raise InvalidRequest(message, [field_error("input", message), field_error("input_ref", message)])
+    elif has_input:
+        if not spec.accepts_inline_input:
+            accepted = ", ".join(kind.input_content_types)
+            raise InvalidRequest(
+                f"{body.kind} reads {accepted}: post the data raw with that Content-Type, or upload it",
+                [field_error("input", "inline JSON input is not accepted by this kind")],
+            )
+        try:
+            kind.validate_inline_input(body.input)
+        except ValidationError as exc:
+            raise InvalidRequest("invalid input", errors_from_validation(exc, "input")) from None
+        except (ValueError, TypeError) as exc:
+            raise InvalidRequest("invalid input", [field_error("input", str(exc)[:300])]) from None
+        input_bytes, content_type = _canonical_json(body.input), JSON_CONTENT_TYPE
+    else:
+        assert body.input_ref is not None
+        input_ref, content_type = await _checked_upload_ref(clients, body.input_ref, kind)
+    return JobRequest(
+        kind=body.kind,
+        options=options,
+        deadline_seconds=body.deadline_seconds,
+        input_bytes=input_bytes,
+        input_ref=input_ref,
+        input_content_type=content_type,
+        idempotency_key=idempotency_key,
+        source=source,
+    )
+
+
+# --- storing the input and starting -----------------------------------------------------------------
+
+
+async def _put_input(blob: BlobClient, data: bytes, content_type: str) -> None:
+    """Small inputs in one put; large ones as staged blocks, a few in flight at a time.
+
+    The blob is only created (If-None-Match: *), never replaced: a second submitter of the same keyed
+    request must not replace the bytes (and so the ETag) that an already started job planned with.
+    ResourceExistsError says someone created it first.
+    """
+    settings = ContentSettings(content_type=content_type)
+    if len(data) <= BLOCK_BYTES:
+        await blob.upload_blob(data, overwrite=False, content_settings=settings)
+        return
+    view = memoryview(data)
+    count = (len(data) + BLOCK_BYTES - 1) // BLOCK_BYTES
+    ids = [base64.b64encode(f"{n:08d}".encode()).decode() for n in range(count)]
+    gate = asyncio.Semaphore(4)
+
+    async def stage(n: int, block_id: str) -> None:
+        async with gate:
+            await blob.stage_block(block_id, view[n * BLOCK_BYTES : (n + 1) * BLOCK_BYTES].tobytes())
+
+    await asyncio.gather(*(stage(n, block_id) for n, block_id in enumerate(ids)))
+    await blob.commit_block_list(
+        [BlobBlock(block_id=i) for i in ids],
+        content_settings=settings,
+        match_condition=MatchConditions.IfMissing,  # If-None-Match: * (passing etag too breaks the SDK)
+    )
+
+
+async def _holds(blob: BlobClient, data: bytes) -> bool:
+    """Whether the blob holds exactly `data` (read only when a blob was found where ours should go)."""
+    try:
+        return bytes(await (await blob.download_blob()).readall()) == data
+    except ResourceNotFoundError:
+        return False
+
+
+async def _store(clients: StorageClients, request: JobRequest, record: job_store.JobRecord) -> None:
+    """Store the input under the job's name, if it came with the request (not an upload or a replay).
+
+    A blob already there is the same request's (a concurrent submitter of the same key: the fingerprints
+    matched, so the bytes are the same), unless a failed submission left it and a different request
+    reused the key: then it is replaced.
+    """
+    if request.input_bytes is None:
+        return
+    assert record["input_ref"] is not None and request.input_content_type is not None
+    blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, record["input_ref"])
+    try:
+        await _put_input(blob, request.input_bytes, request.input_content_type)
+    except ResourceExistsError:
+        if not await _holds(blob, request.input_bytes):
+            await blob.delete_blob()
+            await _put_input(blob, request.input_bytes, request.input_content_type)
+
+
+def job_start(record: job_store.JobRecord) -> JobStart:
+    """The orchestration's input for a recorded job."""
+    return {
+        "job_id": record["job_id"],
+        "kind": record["kind"],
+        "input_ref": record["input_ref"],
+        "input_content_type": record["input_content_type"],
+        "options": record["options"],
+        "deadline_at": record["deadline_at"],
+        "submitted_at": record["created_at"],
+    }
+
+
+async def _all(*steps: Awaitable[Any]) -> None:
+    """Run storage writes concurrently; wait for every one before raising the first failure."""
+    for outcome in await asyncio.gather(*steps, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+# --- the arbiter ----------------------------------------------------------------------------------------
+
+
+async def _arbitrate(
+    client: Any, clients: StorageClients, request: JobRequest, record: job_store.JobRecord
+) -> Submitted | None:
+    """Create the keyed job's row; None if this request won, else the job an earlier request created."""
+    for _ in range(3):
+        if await job_store.create_job_row(clients.jobs, record):
+            return None
+        existing = await job_store.get_job(clients.jobs, record["job_id"])
+        if existing is None:
+            continue  # the earlier submitter failed and removed its row: try again to be the one
+        if existing["fingerprint"] != record["fingerprint"]:
+            raise IdempotencyConflict(existing["job_id"])
+        await _start_if_never_started(client, clients, request, existing)
+        return Submitted(existing, created=False)
+    raise Unavailable("the job could not be recorded; retry the request")
+
+
+async def _start_if_never_started(
+    client: Any, clients: StorageClients, request: JobRequest, record: job_store.JobRecord
+) -> None:
+    """A PENDING row without an instance: its submitter died (or is still on its way) between recording and
+    starting. Finish its work now: the client retrying with the same key must not wait for a job nobody
+    starts. If the first submitter is alive, both start and one start wins (jobs.durable)."""
+    if record["status"] != "PENDING" or await durable.status(client, record["job_id"]) is not None:
+        return
+    await _all(job_store.write_index_row(clients.jobs, record), _store(clients, request, record))
+    if await durable.start_unless_exists(client, job_start(record)):
+        log_event("job.restarted", job_id=record["job_id"], kind=record["kind"])
+
+
+def _new_record(request: JobRequest, job_id: str, fingerprint: str) -> job_store.JobRecord:
+    now = utc_now()
+    deadline = iso(now + timedelta(seconds=request.deadline_seconds)) if request.deadline_seconds else None
+    return job_store.new_job_record(
+        job_id=job_id,
+        kind=request.kind,
+        created=now,
+        input_ref=job_input_blob_name(job_id) if request.input_bytes is not None else request.input_ref,
+        input_content_type=request.input_content_type,
+        options=request.options,
+        deadline_at=deadline,
+        idempotency_key_hash=key_hash(request.idempotency_key) if request.idempotency_key is not None else None,
+        fingerprint=fingerprint,
+        source=request.source,
+    )
+
+
+async def submit_job(client: Any, clients: StorageClients, request: JobRequest) -> Submitted:
+    """Create and start the job, or name the job an earlier request with the same key created."""
+    job_id = job_id_for(request.idempotency_key)
+    if request.input_bytes is not None and len(request.input_bytes) > BLOCK_BYTES:
+        fingerprint = await asyncio.to_thread(request.fingerprint)  # hashing 100 MB must not stall the loop
+    else:
+        fingerprint = request.fingerprint()
+    record = _new_record(request, job_id, fingerprint)
+    written = False
+    try:
+        if request.idempotency_key is not None:
+            # The row decides between concurrent duplicates; only the winner writes anything else.
+            earlier = await _arbitrate(client, clients, request, record)
+            if earlier is not None:
+                return earlier
+            written = True
+            await _all(job_store.write_index_row(clients.jobs, record), _store(clients, request, record))
+        else:
+            # A random id no other request can name: the row, its index entry and the input go in parallel,
+            # so a submit costs two storage round trips, not four, before the orchestration starts.
+            written = True
+            await _all(
+                _create_fresh_row(clients, record),
+                job_store.write_index_row(clients.jobs, record),
+                _store(clients, request, record),
+            )
+        await durable.start(client, job_start(record))
+    except (IdempotencyConflict, InvalidRequest, Unavailable):
+        raise
+    except Exception as exc:
+        if written and await _started_anyway(client, job_id):
+            # A concurrent retry of the same key found no instance yet and started it first: the job runs.
+            log_event("job.submitted", job_id=job_id, kind=request.kind, source=request.source)
+            return Submitted(record, created=True)
+        if written:
+            await _undo(clients, record, stored=request.input_bytes is not None)
+        log_event("job.start_failed", job_id=job_id, kind=request.kind, error=type(exc).__name__)
+        raise Unavailable("the job could not be started; retry the request") from exc
+    log_event("job.submitted", job_id=job_id, kind=request.kind, source=request.source)
+    return Submitted(record, created=True)
+
+
+async def _create_fresh_row(clients: StorageClients, record: job_store.JobRecord) -> None:
+    if not await job_store.create_job_row(clients.jobs, record):
+        raise RuntimeError("a random job id collided")
+
+
+async def _started_anyway(client: Any, job_id: str) -> bool:
+    """Whether the job has an instance after all (a concurrent retry of the same key started it)."""
+    try:
+        return await asyncio.wait_for(durable.status(client, job_id), UNDO_SECONDS) is not None
+    except Exception:
+        return False  # Durable cannot say: undo, as for any start that failed
+
+
+async def _undo(clients: StorageClients, record: job_store.JobRecord, *, stored: bool) -> None:
+    """Remove what a failed submission wrote, within UNDO_SECONDS; what an outage leaves, the sweeper removes."""
+
+    async def undo() -> None:
+        try:
+            if stored and record["input_ref"]:
+                await clients.blobs.get_blob_client(PAYLOADS_CONTAINER, record["input_ref"]).delete_blob()
+        except ResourceNotFoundError:
+            pass
+        finally:
+            await job_store.remove_job(clients.jobs, record)
+
+    try:
+        await asyncio.wait_for(undo(), UNDO_SECONDS)
+    except Exception as exc:  # storage is down: answer 503 now, the orphan sweep finishes the undo
+        logging.getLogger("longrun").warning("undo of job %s failed: %s", record["job_id"], type(exc).__name__)
+        log_event("job.undo_failed", job_id=record["job_id"], error=type(exc).__name__)

@@ -1,0 +1,46 @@
+"""The orphan sweep: jobs recorded but never started, because their submitter died in between.
+
+A submitter writes the job's row, then its input, then starts the orchestration. If it dies in
+between, no instance exists and nothing would ever end the job: the row stays PENDING, is never
+purged (retention keys on finished_at) and shows in the health counts. The API never answered 202
+for such a job (it answers only once the start succeeded, or once a retry of the same key started it
+itself), so the sweep removes it: its rows and the input stored under its name. A row counts as an
+orphan only after ORPHAN_AFTER, longer than any submitter can live (host.json functionTimeout).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from jobs import durable
+from shared.telemetry import log_event
+from storage import jobs as job_store
+from storage.clients import StorageClients
+from storage.names import PAYLOADS_CONTAINER, job_input_blob_name
+
+ORPHAN_AFTER = timedelta(hours=1)
+"""functionTimeout (30 min) plus a wide margin: no submitter of an older PENDING row without an instance is alive."""
+
+
+async def sweep_orphans(client: Any, clients: StorageClients, now: datetime) -> int:
+    """Remove the orphan jobs recorded before now - ORPHAN_AFTER; returns how many were removed."""
+    removed = 0
+    for record in await job_store.pending_created_before(clients.jobs, now - ORPHAN_AFTER):
+        if await durable.status(client, record["job_id"]) is not None:
+            continue  # started after all: its orchestration records its outcome
+        await job_store.remove_job(clients.jobs, record)
+        if await durable.status(client, record["job_id"]) is not None:
+            # A retry of the same key started it just now: it keeps its rows and its input.
+            await job_store.restore_job(clients.jobs, record)
+            continue
+        if record["input_ref"] == job_input_blob_name(record["job_id"]):
+            try:
+                await clients.blobs.get_blob_client(PAYLOADS_CONTAINER, record["input_ref"]).delete_blob()
+            except ResourceNotFoundError:
+                pass
+        log_event("job.orphan_removed", job_id=record["job_id"], kind=record["kind"])
+        removed += 1
+    return removed
