@@ -114,7 +114,7 @@ var tags = {
   application: 'longrun'
 }
 
-// The names in shared/storage.py (tests/infra checks they match).
+// The names in storage/names.py (tests/infra checks they match).
 var payloadsContainer = 'payloads'
 var resultsContainer = 'results'
 var inboxQueue = 'jobs-inbox'

@@ -25,7 +25,18 @@ from tests.infra.templates import (
 FUNCTION_APP = template("function-app")
 MAIN = template("main")
 # Where the app's own code lives (the packages function_app.py registers), for %NAME% binding expressions.
-APP_SOURCES = ["function_app.py", "api", "activities", "intake", "kinds", "maintenance", "orchestrators", "shared"]
+APP_SOURCES = [
+    "function_app.py",
+    "api",
+    "activities",
+    "intake",
+    "jobs",
+    "kinds",
+    "maintenance",
+    "orchestrators",
+    "shared",
+    "storage",
+]
 IDENTITY_STORAGE = {"blobServiceUri", "queueServiceUri", "tableServiceUri", "credential", "clientId"}
 
 

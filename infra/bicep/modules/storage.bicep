@@ -1,5 +1,5 @@
 // A keyless storage account: Entra ID only (shared keys off), TLS 1.2, HTTPS, no anonymous blob access,
-// soft delete, and the containers, queues and tables named in shared/storage.py. The lifecycle policy is
+// soft delete, and the containers, queues and tables named in storage/names.py. The lifecycle policy is
 // the safety net behind the app's own retention timer.
 
 @description('Required. Storage account name (3-24 lowercase letters and digits).')
