@@ -110,7 +110,8 @@ def judge(submissions: list[Submission], observations: dict[str, Observation]) -
         job = observation.job or {}
         status = job.get("status")
         if status not in FINISHED:
-            verdict.note("stranded", spec, f"status {status} (HTTP {observation.http_status})")
+            answers = ", ".join(f"{label} x{count}" for label, count in submission.answers.items())
+            verdict.note("stranded", spec, f"status {status} (HTTP {observation.http_status}); client saw {answers}")
             continue
         if status != "COMPLETED":
             verdict.note("wrong", spec, f"ended {status}: {job.get('error')}")
@@ -139,6 +140,7 @@ class OutageVerdict:
 
     probes: int
     statuses: Counter[str]
+    routes: dict[str, str]
     p50: float
     p99: float
     max: float
@@ -170,9 +172,19 @@ def judge_outage(probes: list[Probe], limit: float = 2.0) -> OutageVerdict:
         if probe.status != 503 or not probe.retry_after or probe.seconds > limit:
             misses.append(f"{probe.route}: {label} after {probe.seconds:.2f} s, Retry-After {probe.retry_after}")
     seconds = [probe.seconds for probe in probes]
+    routes: dict[str, str] = {}
+    for route in sorted({probe.route for probe in probes}):
+        mine = [probe for probe in probes if probe.route == route]
+        codes = Counter("no answer" if p.status is None else str(p.status) for p in mine)
+        times = [p.seconds for p in mine]
+        routes[route] = (
+            f"{len(mine)} probes, {dict(codes)}, p50 {percentile(times, 0.5):.2f} s, max {max(times):.2f} s, "
+            f"{sum(1 for p in mine if p.retry_after)} with Retry-After"
+        )
     return OutageVerdict(
         probes=len(probes),
         statuses=statuses,
+        routes=routes,
         p50=percentile(seconds, 0.5),
         p99=percentile(seconds, 0.99),
         max=max(seconds, default=0.0),

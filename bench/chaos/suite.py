@@ -188,7 +188,7 @@ def measure_recovery(run: Run, started: float, record: FaultRecord) -> None:
         if submission.accepted_at is None:
             return
         record.answer_s = submission.accepted_at - started
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             _, job = client.job(spec.job_id)
             if job and job.get("status") in FINISHED:
@@ -585,6 +585,11 @@ def report(
         f"({Counter(s.spec.variant for s in run.submissions)})"
     )
     print("faults: " + ", ".join(f"{kind} {by_type[kind]}" for kind in FAULT_TYPES))
+    for fault in run.faults:
+        if fault.detail:
+            print(f"    {fault.type} at {fault.at:.0f} s: {fault.detail}")
+    seen = sum((s.answers for s in run.submissions), Counter())
+    print("client answers: " + ", ".join(f"{label} x{count}" for label, count in sorted(seen.items())))
     print(
         f"proxy: {counters.connections} connections, {counters.dropped} dropped, {counters.reset} reset, "
         f"{counters.upstream_refused} refused while storage was down"
@@ -611,10 +616,8 @@ def report(
         f"storage-outage answers: {outage.probes} probes, latency p50 {outage.p50:.2f} s, p99 {outage.p99:.2f} s, "
         f"max {outage.max:.2f} s; {outage.misses} not 503 + Retry-After within {OUTAGE_LIMIT_SECONDS:.0f} s"
     )
-    for label, count in sorted(outage.statuses.items()):
-        print(f"    {label}: {count}")
-    for example in outage.examples:
-        print(f"    miss: {example}")
+    for route, figures in outage.routes.items():
+        print(f"    {route}: {figures}")
     if not outage.met:
         missed.append(f"outage answers {outage.misses}/{outage.probes} missed")
     if orphans is None:
@@ -645,6 +648,7 @@ def write_json(run: Run, verdict: Verdict, outage: OutageVerdict, orphans: dict[
         "outage": {
             "probes": outage.probes,
             "statuses": dict(outage.statuses),
+            "routes": outage.routes,
             "p50": outage.p50,
             "p99": outage.p99,
             "max": outage.max,
@@ -730,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", type=int, help="faults of each type (default 5; 1 with --short)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rate", type=float, help="submits per second (default: spread over the fault schedule)")
-    parser.add_argument("--settle", type=float, help="seconds to wait for jobs to finish (default 300; 90 short)")
+    parser.add_argument("--settle", type=float, help="seconds to wait for jobs to finish (default 300; 60 short)")
     parser.add_argument("--outage", type=float, default=6.0, help="seconds storage stays down per restart")
     parser.add_argument("--delay", type=float, default=0.0, help="max seconds the proxy delays each block")
     parser.add_argument("--no-retention", action="store_true", help="skip the orphan check after retention")
@@ -742,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=args.faults or (1 if args.short else 5),
         seed=args.seed,
         rate=args.rate,
-        settle=args.settle or (90.0 if args.short else 300.0),
+        settle=args.settle or (60.0 if args.short else 300.0),
         outage=args.outage,
         delay=args.delay,
         burst=8 if args.short else 12,

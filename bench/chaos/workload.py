@@ -209,7 +209,9 @@ def differences(expected: Any, actual: Any, path: str = "$", tolerance: float = 
         for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
             found.extend(differences(e, a, f"{path}[{i}]", tolerance))
         return found
-    if isinstance(expected, int | float) and not isinstance(expected, bool):
+    if isinstance(expected, bool):  # JSON true is not 1
+        return [] if actual is expected else [f"{path}: expected {expected!r}, got {actual!r}"]
+    if isinstance(expected, int | float):
         return [] if _same_float(expected, actual, tolerance) else [f"{path}: expected {expected!r}, got {actual!r}"]
     return [] if expected == actual else [f"{path}: expected {expected!r}, got {actual!r}"]
 
