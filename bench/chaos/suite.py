@@ -13,8 +13,11 @@ through a shuffled schedule of
 - `conn_drop` / `conn_reset`: close (FIN) or abort (RST) every connection between host and storage, and
   do the same to new ones at random for a few seconds.
 
-After a fault that stops the host or storage, a probe job measures recovery: time from the restart to
-the first 202, and to that job COMPLETED. Then every accepted job is polled until it finishes or the
+Submissions follow the fault schedule: the jobs are spread evenly over the faults' slots, and a slot's
+jobs wait until its fault has begun, so every fault lands among running jobs however long the previous
+one took to recover. After a fault that stops the host or storage, the suite measures recovery: from
+the restart to the first 202 (a probe job submitted every 100 ms) and to progress (the first job of any
+kind recorded finished after the restart). Then every accepted job is polled until it finishes or the
 settle time runs out, and judged (`bench.chaos.checker`): lost, stranded, duplicated, wrong. Finally
 retention runs over everything finished (rows backdated past RETENTION_DAYS, the timer every 2 s), and
 whatever rows, blobs or Durable instances are left are orphans.
@@ -47,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
 from azure.data.tables import TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
 
@@ -156,6 +159,9 @@ class Run:
     threads: list[threading.Thread] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     counter: int = 0
+    faults_begun: int = 0
+    faults_planned: int = 0
+    faults_over: bool = False
 
     def add(self, submission: Submission) -> Submission:
         """Track a submission (thread-safe)."""
@@ -178,25 +184,36 @@ def log(message: str) -> None:
 # --- recovery and faults -----------------------------------------------------------------------------------
 
 
+def first_finish_after(run: Run, moment: datetime, timeout: float = 60.0) -> float | None:
+    """Seconds from `moment` until some job is recorded finished after it (read straight from Azurite)."""
+    table = TableServiceClient.from_connection_string(run.direct).get_table_client("Jobs")
+    since = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # the job store's fixed-width format: string order is time order
+    query = f"PartitionKey eq 'index' and finished_at gt '{since}'"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if next(iter(table.query_entities(query, select=["RowKey"], results_per_page=1)), None) is not None:
+                return (datetime.now(UTC) - moment).total_seconds()
+        except (ResourceNotFoundError, HttpResponseError, ServiceRequestError):
+            pass
+        time.sleep(0.2)
+    return None
+
+
 def measure_recovery(run: Run, started: float, record: FaultRecord) -> None:
-    """Submit a one-chunk simulate job every 100 ms until a 202, then poll it to COMPLETED."""
+    """Recovery after a restart at `started`: the first 202 (a one-chunk simulate job submitted every 100 ms)
+    and progress (the first job of any kind recorded finished after the restart)."""
+    restarted = datetime.now(UTC) - timedelta(seconds=time.monotonic() - started)
     spec = simulate_job(run.next_key("probe"), run.rng, chunks=1, seconds=0.0)
     submission = run.add(Submission(spec))
     client = JobClient(run.host.base_url, budget=120, timeout=5, max_backoff=0.1, seed=run.rng.randint(0, 10**6))
     try:
         client.submit(submission)
-        if submission.accepted_at is None:
-            return
-        record.answer_s = submission.accepted_at - started
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            _, job = client.job(spec.job_id)
-            if job and job.get("status") in FINISHED:
-                record.progress_s = time.monotonic() - started
-                return
-            time.sleep(0.1)
     finally:
         client.close()
+    if submission.accepted_at is not None:
+        record.answer_s = submission.accepted_at - started
+    record.progress_s = first_finish_after(run, restarted)
 
 
 def restart_host(run: Run) -> float:
@@ -365,18 +382,23 @@ def run_faults(run: Run, started: float, duration: float) -> None:
     """Inject every fault of the shuffled schedule at a random moment of its slot, one after another."""
     schedule = [kind for kind in FAULT_TYPES for _ in range(run.config.faults)]
     run.rng.shuffle(schedule)
-    slot = duration / max(1, len(schedule))
-    for index, kind in enumerate(schedule):
-        at = started + slot * (index + run.rng.uniform(0.1, 0.9))
-        time.sleep(max(0.0, at - time.monotonic()))
-        record = FaultRecord(kind, time.monotonic() - started)
-        log(f"fault {index + 1}/{len(schedule)}: {kind}")
-        try:
-            FAULTS[kind](run, record)
-        except Exception as error:  # noqa: BLE001 - a fault that could not be injected is reported, not fatal
-            record.detail = f"injection failed: {type(error).__name__}: {error}"
-            log(record.detail)
-        run.faults.append(record)
+    run.faults_planned = len(schedule)
+    try:
+        slot = duration / max(1, len(schedule))
+        for index, kind in enumerate(schedule):
+            at = started + slot * (index + run.rng.uniform(0.1, 0.9))
+            time.sleep(max(0.0, at - time.monotonic()))
+            record = FaultRecord(kind, time.monotonic() - started)
+            run.faults_begun = index + 1
+            log(f"fault {index + 1}/{len(schedule)}: {kind}")
+            try:
+                FAULTS[kind](run, record)
+            except Exception as error:  # noqa: BLE001 - a fault that could not be injected is reported, not fatal
+                record.detail = f"injection failed: {type(error).__name__}: {error}"
+                log(record.detail)
+            run.faults.append(record)
+    finally:
+        run.faults_over = True
 
 
 # --- clients -------------------------------------------------------------------------------------------------
@@ -397,6 +419,9 @@ def run_clients(run: Run, specs: list[JobSpec], rate: float, started: float) -> 
                 except queue.Empty:
                     return
                 time.sleep(max(0.0, started + index / rate - time.monotonic()))
+                # Job i belongs to the slot of fault i * F // M: hold it until that fault has begun.
+                while not run.faults_over and run.faults_begun < index * run.faults_planned // len(specs):
+                    time.sleep(0.05)
                 client.submit(run.add(Submission(spec)))
         finally:
             client.close()
@@ -606,11 +631,11 @@ def report(
         records = [f for f in run.faults if f.type == kind]
         answers = [f.answer_s for f in records if f.answer_s is not None]
         progress = [f.progress_s for f in records if f.progress_s is not None]
-        print(f"recovery after {kind}: first 202 {_seconds(answers)}; probe job done {_seconds(progress)}")
+        print(f"recovery after {kind}: first 202 {_seconds(answers)}; first job finished {_seconds(progress)}")
     every = [f for f in run.faults if f.type in ("host_kill", "burst_kill", "storage_restart")]
     print(
         f"recovery overall: first 202 {_seconds([f.answer_s for f in every if f.answer_s is not None])}; "
-        f"probe job done {_seconds([f.progress_s for f in every if f.progress_s is not None])}"
+        f"first job finished {_seconds([f.progress_s for f in every if f.progress_s is not None])}"
     )
     print(
         f"storage-outage answers: {outage.probes} probes, latency p50 {outage.p50:.2f} s, p99 {outage.p99:.2f} s, "
@@ -700,6 +725,7 @@ def execute(config: Config) -> int:
         rate = config.rate or max(0.5, config.jobs / duration)
         log(f"{config.jobs} jobs at {rate:.1f}/s from {config.clients} clients, {config.faults} faults of each type")
         started = time.monotonic()
+        run.faults_planned = len(FAULT_TYPES) * config.faults
         faults = threading.Thread(target=run_faults, args=(run, started, duration), daemon=True)
         faults.start()
         run_clients(run, specs, rate, started)
