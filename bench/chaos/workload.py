@@ -193,7 +193,7 @@ def differences(expected: Any, actual: Any, path: str = "$", tolerance: float = 
         if not isinstance(actual, dict):
             return [f"{path}: expected an object, got {type(actual).__name__}"]
         found: list[str] = []
-        for key in expected.keys() | actual.keys():
+        for key in sorted(expected.keys() | actual.keys(), key=str):
             if key not in actual:
                 found.append(f"{path}.{key}: missing")
             elif key not in expected:
