@@ -566,8 +566,11 @@ def leftovers(run: Run) -> dict[str, int]:
     return dict(found)
 
 
-def run_retention(run: Run, timeout: float = 120.0) -> dict[str, int]:
-    """Backdate every finished job past RETENTION_DAYS (uploads past both retentions), let the timer purge."""
+def run_retention(run: Run, timeout: float = 1200.0) -> dict[str, int]:
+    """Backdate every finished job past RETENTION_DAYS (uploads past both retentions), let the timer purge.
+
+    One timer invocation purges the jobs one after another (about 3 a second on the shared 2-core machine),
+    so this waits until two looks 10 s apart find the same leftovers, however long that takes (bounded)."""
     run.host.stop(timeout=60)
     table = TableServiceClient.from_connection_string(run.direct).get_table_client("Jobs")
     now = datetime.now(UTC)
@@ -588,7 +591,7 @@ def run_retention(run: Run, timeout: float = 120.0) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     previous: dict[str, int] | None = None
     while time.monotonic() < deadline:
-        time.sleep(5)
+        time.sleep(10)
         current = leftovers(run)
         if current == previous:  # two passes of the timer changed nothing
             break
