@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint typecheck pytest bench clean
+.PHONY: help setup run test lint typecheck pytest bench chaos clean
 
 help:
 	@echo "make run    - set up, start Azurite (or reuse it) and serve the app on http://127.0.0.1:7071"
@@ -50,6 +50,10 @@ test: lint typecheck pytest
 
 bench: setup
 	$(PY) -m bench
+
+# The fault suite (not part of `make test`): `make chaos CHAOS_ARGS=--short` for the 3-minute run.
+chaos: setup
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .azurite .mypy_cache .ruff_cache .pytest_cache .hypothesis
