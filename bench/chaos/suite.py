@@ -69,8 +69,8 @@ from bench.chaos.client import JobClient
 from bench.chaos.proxy import ProxyGroup, Sever
 from bench.chaos.workload import JobSpec, make_job, plan_jobs, simulate_job
 from devhost.azurite import azurite_command, development_connection_string, wait_listening
-from tests.support.azurite import ROOT, free_port
-from tests.support.devhost import DevHost
+from devhost.testing.azurite import ROOT, free_port
+from devhost.testing.harness import DevHost
 
 FAULT_TYPES = ("host_kill", "burst_kill", "storage_restart", "conn_drop", "conn_reset")
 OUTAGE_LIMIT_SECONDS = 2.0

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench.chaos.proxy import ProxyGroup
-from tests.support.azurite import free_port
+from devhost.testing.azurite import free_port
 
 
 class EchoServer:
