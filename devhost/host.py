@@ -61,7 +61,7 @@ class Host:
         self.connection_string = storage_connection_string()
         self.store = TaskHubStore(self.connection_string, config.hub_name, config.partition_count)
         self.pool = WorkerPool(config.app_dir, config.worker_process_count, config.worker_thread_count)
-        self.invoker = FunctionInvoker(config.worker_thread_count, config.function_timeout)
+        self.invoker = FunctionInvoker(self.pool, config.function_timeout)
         orchestrators = {
             s.name: self._orchestrator_invoker(s) for s in specs if s.trigger_type == "orchestrationTrigger"
         }
@@ -100,8 +100,9 @@ class Host:
 
     def _orchestrator_invoker(self, spec: FunctionSpec) -> Any:
         async def invoke(name: str, context_json: str) -> str:
-            # Like the real host, orchestrator code runs in the language worker, so replaying a long
-            # history never blocks this process's event loop (HTTP, queues, activity dispatch).
+            # As in the Python worker, a replay runs in a worker process on the same thread pool as
+            # activities and HTTP, queue and timer functions: it waits for a free thread like any
+            # synchronous function, and never blocks this process's event loop.
             try:
                 answer = await self.pool.call(name, context_json, None, kind="orchestrator")
             except ActivityFailure as failure:
@@ -131,7 +132,7 @@ class Host:
         prefix = f"/{self.config.route_prefix}" if self.config.route_prefix else ""
         for spec in sorted(self.specs, key=lambda s: s.name):
             if spec.trigger_type == "httpTrigger" and spec.route:
-                methods = ",".join(spec.methods)
+                methods = ",".join(spec.methods) or "all"
                 lines.append(f"\t{spec.name}: [{methods}] http://127.0.0.1:{self.port}{prefix}/{spec.route.template}")
             else:
                 lines.append(f"\t{spec.name}: {spec.trigger_type}")
@@ -151,7 +152,6 @@ class Host:
         if self.runner is not None:
             await self.runner.cleanup()
         await self.pool.stop(5.0)
-        self.invoker.close()
         await self.queue_service.close()
         await self.store.close()
         # The SDK's client keeps one shared aiohttp session for its calls to the host; the worker closes it

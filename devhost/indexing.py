@@ -44,7 +44,7 @@ class FunctionSpec:
     user_function: Callable[..., Any]
     client_param: str | None = None
     route: RouteTemplate | None = None
-    methods: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()  # empty: any method
     auth_level: str = "function"
     queue_name: str | None = None
     schedule: CronSchedule | None = None
@@ -123,8 +123,8 @@ def _check(spec: FunctionSpec) -> None:
             spec.route = RouteTemplate.parse(str(spec.trigger.get("route") or spec.name))
         except RouteError as exc:
             raise IndexingError(f"{where}: binding '{spec.trigger_param}' (httpTrigger): {exc}") from exc
-        methods = spec.trigger.get("methods") or ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
-        spec.methods = tuple(str(m).upper() for m in methods)
+        # No methods declared: the host adds no HttpMethodRouteConstraint, so every method matches.
+        spec.methods = tuple(str(m).upper() for m in spec.trigger.get("methods") or ())
         spec.auth_level = str(spec.trigger.get("authLevel") or "function").lower()
     elif spec.trigger_type == "queueTrigger":
         queue = spec.trigger.get("queueName")
