@@ -33,9 +33,8 @@ import httpx
 import psutil
 from azure.storage.blob import BlobClient
 
-from tests.conftest import DEFAULT_TEST_ENV
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import APP_TEST_ENV, DevHost
 
 RATIO_TARGET = 0.75
 RATIO_STRETCH = 0.3
@@ -252,7 +251,7 @@ def measure(size_mb: int, env: dict[str, str], timeout: float) -> dict[str, Any]
 
     with tempfile.TemporaryDirectory(prefix="longrun-azurite-") as location:
         azurite = Azurite.start(location=Path(location))
-        host = DevHost(azurite.connection_string, env={**DEFAULT_TEST_ENV, **BENCH_ENV, **env})
+        host = DevHost(azurite.connection_string, env={**APP_TEST_ENV, **BENCH_ENV, **env})
         try:
             host.start()
             assert host.process is not None

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
 
 SAMPLE_APP = Path(__file__).resolve().parents[1] / "tests" / "devhost" / "sample_app"
 MANAGEMENT = "/runtime/webhooks/durabletask"

@@ -22,9 +22,8 @@ from typing import Any
 from azure.data.tables import TableServiceClient
 
 from bench.csv_report import generate_csv, run_job
-from tests.conftest import DEFAULT_TEST_ENV
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import APP_TEST_ENV, DevHost
 
 TOLERANCE = 0.10
 BENCH_ENV = {
@@ -70,7 +69,7 @@ def _spread(values: list[int]) -> float:
 def measure(connection_string: str, window: int, sizes: list[int], timeout: float) -> list[dict[str, Any]]:
     """History of one csv-report job per size on a devhost with `window` chunks in flight."""
     figures: list[dict[str, Any]] = []
-    env = {**DEFAULT_TEST_ENV, **BENCH_ENV, "MAX_PARALLEL_CHUNKS": str(window)}
+    env = {**APP_TEST_ENV, **BENCH_ENV, "MAX_PARALLEL_CHUNKS": str(window)}
     host = DevHost(connection_string, env=env)
     try:
         host.start()

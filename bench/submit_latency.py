@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
 
 P50_TARGET_MS = 30.0
 P99_TARGET_MS = 150.0

@@ -159,8 +159,8 @@ def load_config(app_dir: Path) -> HostConfig:
 
     config.worker_process_count = max(1, int(os.environ.get("FUNCTIONS_WORKER_PROCESS_COUNT", "1")))
     config.worker_thread_count = _thread_count(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT"))
-    config.http_response_limit = _positive_seconds("DEVHOST_HTTP_RESPONSE_LIMIT_SECONDS", 230.0)
-    config.queue_listener_visibility = _positive_seconds("DEVHOST_QUEUE_VISIBILITY_SECONDS", 600.0)
+    config.http_response_limit = _positive_seconds("DEVHOST_HTTP_RESPONSE_LIMIT", 230.0)
+    config.queue_listener_visibility = _positive_seconds("DEVHOST_QUEUE_LISTENER_VISIBILITY", 600.0)
     host_section = settings.get("Host") or {}
     config.http_port = int(host_section.get("LocalHttpPort", 7071))
     devhost_section = settings.get("DevHost") or {}
@@ -187,14 +187,17 @@ def _thread_count(value: str | None) -> int:
 
 
 def _positive_seconds(name: str, default: float) -> float:
-    """A devhost test override in seconds from the environment, or the Azure default."""
+    """A devhost test override from the environment (seconds or a .NET TimeSpan), or the Azure default."""
     value = os.environ.get(name, "").strip()
     if not value:
         return default
     try:
         seconds = float(value)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number of seconds, not {value!r}") from exc
+    except ValueError:
+        try:
+            seconds = parse_timespan(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     if seconds <= 0:
         raise ConfigError(f"{name} must be positive")
     return seconds

@@ -16,6 +16,7 @@ from devhost.durable.activities import ActivityDispatcher
 from devhost.durable.engine import OrchestrationEngine
 from devhost.durable.management import ManagementApi
 from devhost.durable.store import TaskHubStore
+from devhost.durable.timings import DurableTimings
 from devhost.indexing import FunctionSpec
 from devhost.invoker import FunctionInvoker
 from devhost.server import HttpFront
@@ -75,6 +76,7 @@ class Host:
             batch_size=config.control_queue_batch_size,
             max_polling_interval=config.max_queue_polling_interval,
             verbose=verbose,
+            timings=DurableTimings.load(config.raw_host_json),
         )
         self.dispatcher = ActivityDispatcher(
             self.store,
@@ -83,6 +85,7 @@ class Host:
             max_concurrent=config.max_concurrent_activities,
             max_polling_interval=config.max_queue_polling_interval,
             function_timeout=config.function_timeout,
+            timings=self.engine.timings,
         )
         self.engine.activity_sink = self.dispatcher
         self.management = ManagementApi(self.engine, config.hub_name, config.system_key, enforce_auth)

@@ -6,17 +6,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import APP_TEST_ENV, DevHost
 
-DEFAULT_TEST_ENV = {
-    # Small, fast settings for tests: short backoff, small chunks.
-    "ENABLE_SIMULATE_KIND": "true",
-    "RETRY_FIRST_INTERVAL_SECONDS": "0.2",
-    "RETRY_MAX_INTERVAL_SECONDS": "1",
-    "RETRY_MAX_ATTEMPTS": "3",
-    "CHUNK_TARGET_BYTES": "4096",
-}
+DEFAULT_TEST_ENV = APP_TEST_ENV  # the name tests import
 
 
 @pytest.fixture(scope="session")

@@ -12,15 +12,13 @@ from azure.core.exceptions import AzureError
 
 from devhost.durable.history import EventType, compact_json, event, utcnow
 from devhost.durable.store import QueuedMessage, TaskHubStore
+from devhost.durable.timings import DurableTimings
 from devhost.workers import ActivityFailure, WorkerCrashed, WorkerPool
 
 if TYPE_CHECKING:
     from devhost.durable.engine import OrchestrationEngine
 
 log = logging.getLogger("devhost.activities")
-# Short, renewed leases: after a crash, unfinished work items come back within seconds, not minutes.
-WORK_ITEM_VISIBILITY = 15
-RENEW_EVERY = 5.0
 
 
 class ActivityDispatcher:
@@ -33,7 +31,11 @@ class ActivityDispatcher:
         max_concurrent: int,
         max_polling_interval: float,
         function_timeout: float | None,
+        timings: DurableTimings | None = None,
     ) -> None:
+        # A running activity's work item stays hidden for this long, renewed while it runs (DTFx's
+        # WorkItemQueueVisibilityTimeout): after a crash it comes back within that time.
+        self.timings = timings or DurableTimings.load()
         self.store = store
         self.pool = pool
         self.engine = engine
@@ -81,7 +83,9 @@ class ActivityDispatcher:
                 await self._sleep(1.0)
                 continue
             try:
-                messages = await self.store.receive(self.store.workitems, min(32, free), WORK_ITEM_VISIBILITY)
+                messages = await self.store.receive(
+                    self.store.workitems, min(32, free), self.timings.work_item_visibility
+                )
             except AzureError as exc:
                 log.warning("work-item queue: %s", exc)
                 await asyncio.sleep(1.0)
@@ -118,9 +122,9 @@ class ActivityDispatcher:
 
     async def _renew(self, message: QueuedMessage) -> None:
         while True:
-            await asyncio.sleep(RENEW_EVERY)
+            await asyncio.sleep(self.timings.work_item_renew_interval)
             try:
-                await self.store.renew(message, WORK_ITEM_VISIBILITY)
+                await self.store.renew(message, self.timings.work_item_visibility)
             except AzureError as exc:
                 log.warning("could not renew work item %s: %s", message.message_id, exc)
 

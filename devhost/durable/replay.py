@@ -6,6 +6,12 @@ context (which gives it the next sequence id) and awaiting it; it stops at the f
 complete yet. Whatever is invoked for the first time becomes a new decision (TaskScheduled, TimerCreated,
 SubOrchestrationInstanceCreated) and an outgoing message. Ids already in the history must match in type
 and name, or the orchestration is non-deterministic.
+
+It also tracks DurableTask.Core's open tasks (`TaskOrchestrationContext.openTasks`): every activity,
+sub-orchestration and timer the replay invoked that has no result yet, except timers the SDK cancelled
+(`isCanceled`, which the shim turns into a cancelled CancellationToken: `CreateTimer` then removes the
+timer from openTasks). An external event is not an open task: the extension keeps those waits in its own
+`pendingExternalEvents`, outside DTFx.
 """
 
 from __future__ import annotations
@@ -64,6 +70,10 @@ class ReplayResult:
     continue_as_new: str | None = None  # JSON text of the new input
     has_continue_as_new: bool = False
     next_id: int = 0
+    # Ids of tasks still open (see the module docstring); DTFx completes an orchestration only without any.
+    open_tasks: set[int] = field(default_factory=set)
+    # The walk stopped at a top-level action that is still pending: the shim is still awaiting it.
+    blocked: bool = False
 
 
 class ActionReplayer:
@@ -114,8 +124,10 @@ class ActionReplayer:
 
     # --- entry point -------------------------------------------------------------------------
     def replay(self, actions: list[Any]) -> ReplayResult:
+        """Walk the SDK's actions in order, as ProcessAsyncActionsV2 awaits each, up to the first pending one."""
         for action in actions:
             if self.invoke(action) is TaskState.PENDING:
+                self.result.blocked = True
                 break
         self.result.next_id = self.next_id
         return self.result
@@ -190,7 +202,7 @@ class ActionReplayer:
                 Tags=None,
             )
             self._add(decision, Outgoing("activity", decision))
-        return self._outcome(self.results.get(task_id), EventType.TaskCompleted)
+        return self._track(task_id, self._outcome(self.results.get(task_id), EventType.TaskCompleted))
 
     def _sub_orchestration(self, action: dict[str, Any]) -> TaskState:
         name = str(action.get("functionName"))
@@ -214,7 +226,9 @@ class ActionReplayer:
                 Tags=None,
             )
             self._add(decision, Outgoing("start_child", decision, child_instance_id=child_id, child_name=name))
-        return self._outcome(self.results.get(task_id), EventType.SubOrchestrationInstanceCompleted)
+        return self._track(
+            task_id, self._outcome(self.results.get(task_id), EventType.SubOrchestrationInstanceCompleted)
+        )
 
     def _timer(self, action: dict[str, Any], fire_at: datetime | None = None) -> TaskState:
         task_id = self._take_id()
@@ -222,9 +236,11 @@ class ActionReplayer:
             when = fire_at if fire_at is not None else parse_time(str(action["fireAt"]))
             decision = event(EventType.TimerCreated, self.now, task_id, FireAt=dotnet_time(when))
             self._add(decision, Outgoing("timer", decision, fire_at=when))
-        if action.get("isCanceled"):
+        if task_id in self.timer_results:
             return TaskState.DONE
-        return TaskState.DONE if task_id in self.timer_results else TaskState.PENDING
+        if action.get("isCanceled"):
+            return TaskState.DONE  # cancelled: done for the shim, and no longer an open task
+        return self._track(task_id, TaskState.PENDING)
 
     def _retry_timer(self, fire_at: datetime) -> TaskState:
         return self._timer({"isCanceled": False}, fire_at=fire_at)
@@ -257,6 +273,11 @@ class ActionReplayer:
             if self._retry_timer(self.now + timedelta(seconds=delay)) is TaskState.PENDING:
                 return TaskState.PENDING
         return TaskState.FAILED
+
+    def _track(self, task_id: int, state: TaskState) -> TaskState:
+        if state is TaskState.PENDING:
+            self.result.open_tasks.add(task_id)
+        return state
 
     def _add(self, decision: Event, outgoing: Outgoing) -> None:
         self.decisions[int(decision["EventId"])] = decision

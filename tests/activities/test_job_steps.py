@@ -15,6 +15,7 @@ from azure.storage.blob import BlobServiceClient
 from activities import job_steps
 from activities.blob_source import BlobByteSource
 from activities.stop_marker import StopSignal, write_stop_marker
+from devhost.testing.azurite import Azurite
 from shared.settings import get_settings
 from shared.storage import (
     PAYLOADS_CONTAINER,
@@ -25,7 +26,6 @@ from shared.storage import (
     result_blob_name,
 )
 from tests.orchestrators.helpers import job_start
-from tests.support.azurite import Azurite
 
 
 @pytest.fixture

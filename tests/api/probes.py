@@ -11,8 +11,8 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
+from devhost.testing.harness import DevHost
 from shared.storage import JOBS_TABLE, PAYLOADS_CONTAINER
-from tests.support.devhost import DevHost
 
 FUNCTION_KEY = "local-function-key"  # local.settings.sample.json DevHost.FunctionKeys.default
 SYSTEM_KEY = "local-system-key"

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
 from tests.api.probes import eventually, instances
 from tests.conftest import DEFAULT_TEST_ENV
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
 
 JOB_KEYS = {"id", "kind", "status", "created_at", "updated_at", "progress", "links"}
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from azure.storage.queue import QueueClient
 
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
 
 SAMPLE_APP = Path(__file__).parent / "sample_app"
 MANAGEMENT = "/runtime/webhooks/durabletask"

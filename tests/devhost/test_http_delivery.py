@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from tests.support.devhost import DevHost
+from devhost.testing.harness import DevHost
 
 
 def test_a_method_the_route_does_not_declare_is_404(sample_host: DevHost) -> None:
@@ -53,7 +53,7 @@ def test_a_response_later_than_the_front_end_limit_is_a_500(sample_factory: Any)
     Azure docs say the load balancer returns 502; what clients observe from App Service is 500
     (MicrosoftDocs/azure-docs#94418): devhost answers 500, never the function's late 200.
     """
-    host = sample_factory(env={"DEVHOST_HTTP_RESPONSE_LIMIT_SECONDS": "1"})
+    host = sample_factory(env={"DEVHOST_HTTP_RESPONSE_LIMIT": "1"})
     started = time.monotonic()
     response = host.client.get("/api/slow", params={"seconds": "3"})
     elapsed = time.monotonic() - started

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from devhost.testing.harness import DevHost
 from tests.devhost.conftest import MANAGEMENT
-from tests.support.devhost import DevHost
 
 
 def test_route_parameters_constraints_and_query(sample_host: DevHost) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from devhost.testing.harness import DevHost
 from tests.devhost.conftest import MANAGEMENT, start_orchestration, wait_status, wait_until
-from tests.support.devhost import DevHost
 
 
 def test_start_answers_202_with_check_status_links(sample_host: DevHost) -> None:

@@ -13,9 +13,9 @@ from azure.data.tables import TableClient
 
 from devhost.durable.history import parse_time
 from devhost.durable.store import TaskHubStore, sanitize_key
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
 from tests.devhost.conftest import MANAGEMENT, SAMPLE_APP, start_orchestration, wait_status, wait_until
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
 
 
 def history_rows(azurite: Azurite, host: DevHost, instance_id: str) -> list[dict[str, Any]]:

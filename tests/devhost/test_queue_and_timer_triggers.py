@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from devhost.ncrontab import CronSchedule, ScheduleError
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
 from tests.devhost.conftest import queue_client, wait_until
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
 
 
 def send(azurite: Azurite, queue: str, text: str, encode: bool = True) -> None:

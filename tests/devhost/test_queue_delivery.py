@@ -7,7 +7,7 @@ a fast infinite loop") and `BeginProcessingMessageAsync` stops invoking once Deq
 maxDequeueCount, so the message stays in the queue for ever. `QueueListener` receives with a 10-minute
 visibility and renews it at half-time while the function runs (`CreateUpdateMessageVisibilityTimer`);
 `StorageQueuesWebJobsBuilderExtensions`'s `MessageDecodingFailed` handler moves a message that is not
-valid base64 to the poison queue without invoking the function. DEVHOST_QUEUE_VISIBILITY_SECONDS shrinks
+valid base64 to the poison queue without invoking the function. DEVHOST_QUEUE_LISTENER_VISIBILITY shrinks
 the 10 minutes for these tests.
 """
 
@@ -19,8 +19,8 @@ import time
 import uuid
 from typing import Any
 
+from devhost.testing.azurite import Azurite
 from tests.devhost.conftest import queue_client, wait_until
-from tests.support.azurite import Azurite
 
 
 def _unique(prefix: str) -> str:
@@ -49,7 +49,7 @@ def _send(azurite: Azurite, queue: str, text: str, encode: bool = True) -> str:
 
 def test_a_trigger_on_a_poison_queue_never_poisons_and_never_lets_go(azurite: Azurite, sample_factory: Any) -> None:
     dead, reports = _unique("dead") + "-poison", _unique("reports")
-    host = sample_factory(env={"DEAD_QUEUE": dead, "REPORT_QUEUE": reports, "DEVHOST_QUEUE_VISIBILITY_SECONDS": "2"})
+    host = sample_factory(env={"DEAD_QUEUE": dead, "REPORT_QUEUE": reports, "DEVHOST_QUEUE_LISTENER_VISIBILITY": "2"})
     _send(azurite, dead, "cannot be handled")
     # maxDequeueCount is 3 in the sample's host.json: three invocations, each after the failed one's
     # invisibility ran out (not released at once with visibilityTimeout 00:00:00)...
@@ -87,7 +87,7 @@ def test_a_message_that_is_not_base64_goes_to_poison_without_an_invocation(
 
 def test_a_message_stays_hidden_while_a_long_function_runs(azurite: Azurite, sample_factory: Any) -> None:
     slow, reports = _unique("slow"), _unique("reports")
-    host = sample_factory(env={"SLOW_QUEUE": slow, "REPORT_QUEUE": reports, "DEVHOST_QUEUE_VISIBILITY_SECONDS": "2"})
+    host = sample_factory(env={"SLOW_QUEUE": slow, "REPORT_QUEUE": reports, "DEVHOST_QUEUE_LISTENER_VISIBILITY": "2"})
     _send(azurite, slow, "sleep 6")
     wait_until(lambda: "Executed 'Functions.slow_message' (Succeeded" in host.logs(), timeout=30)
     time.sleep(1)

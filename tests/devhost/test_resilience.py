@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devhost.testing.azurite import ROOT, Azurite
 from tests.devhost.conftest import MANAGEMENT, SAMPLE_APP, start_orchestration, wait_status, wait_until
-from tests.support.azurite import ROOT, Azurite
 
 
 def completed_steps(host: Any, instance_id: str) -> int:

@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
 from tests.devhost.conftest import MANAGEMENT, queue_client, start_orchestration, wait_status, wait_until
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
 
 
 def _parent(pid: int) -> int:

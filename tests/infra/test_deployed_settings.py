@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
 from tests.infra.templates import object_entries, only_resource, render, template
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
 
 FUNCTION_APP = template("function-app")
 GATEWAY_BASE = "https://apim-test.azure-api.net/longrun"

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
 from kinds.base import BytesSource
 from kinds.csv_report import single_pass_report
 from kinds.simulate import expected_checksum
 from tests.conftest import DEFAULT_TEST_ENV
-from tests.support.azurite import Azurite
-from tests.support.devhost import DevHost
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ from typing import Any
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
+from devhost.testing.harness import DevHost
 from shared.contracts import JOB_ORCHESTRATOR, JobStart
 from shared.storage import PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name
-from tests.support.devhost import DevHost
 
 WEBHOOKS = "/runtime/webhooks/durabletask"
 FINISHED = {"Completed", "Failed", "Terminated", "Canceled"}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from devhost.testing.harness import DevHost
 from kinds.simulate import expected_checksum
 from orchestrators.job import chunk_batch_instance_id
 from orchestrators.retry import RetryPolicy, backoff_seconds
@@ -28,7 +29,6 @@ from tests.orchestrators.helpers import (
     wait_custom_status,
     wait_finished,
 )
-from tests.support.devhost import DevHost
 
 pytestmark = pytest.mark.slow
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient, UpdateMode
 
+from devhost.testing.harness import DevHost
 from orchestrators.job import chunk_batch_instance_id
 from shared import dead_letters
 from shared.contracts import DeadLetterRecord
@@ -17,7 +18,6 @@ from shared.job_store import INDEX_PARTITION, JOB_ROW, iso
 from shared.settings import Settings
 from shared.storage import JOBS_TABLE, PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_prefix
 from tests.orchestrators.helpers import WEBHOOKS, list_blobs
-from tests.support.devhost import DevHost
 
 pytestmark = pytest.mark.slow
 

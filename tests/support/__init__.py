@@ -1,1 +1,2 @@
-"""Test support: real Azurite and a real devhost process, shared by tests and benchmarks."""
+"""Old home of the test harness, now `devhost.testing`; these modules only re-export it for branches that
+still import `tests.support` (remove once every branch is merged)."""

@@ -344,3 +344,8 @@ def dead_message(msg: func.QueueMessage) -> None:
     """A trigger on a poison queue (the name ends in -poison) that always fails."""
     _report(source="dead", text=msg.get_body().decode(), dequeue_count=msg.dequeue_count)
     raise RuntimeError("a poison message that cannot be handled")
+
+
+from strict_orchestrations import bp as strict_orchestrations  # noqa: E402 - the blueprint needs the app above
+
+app.register_functions(strict_orchestrations)

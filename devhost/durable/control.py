@@ -1,0 +1,134 @@
+"""Client operations on instances: start, raise an event, terminate, suspend, resume, purge, history.
+
+What the management API and the Durable client binding call; each either writes the instance row or sends
+a control-queue message that a later episode consumes, as the extension's client does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from devhost.durable.checkpoint import ACTIVE, FINISHED, Checkpointer
+from devhost.durable.dispatcher import Dispatcher
+from devhost.durable.history import Event, EventType, event, utcnow
+from devhost.durable.store import TaskHubStore
+
+
+class InstanceNotFound(Exception):
+    """No instance has that id."""
+
+
+class InstanceFinished(Exception):
+    """The instance has finished; it takes no more messages."""
+
+
+class InstanceExists(Exception):
+    """An instance with that id is still active."""
+
+
+class UnknownOrchestrator(Exception):
+    """No orchestrator function has that name."""
+
+
+class Control:
+    """The instance operations of a Durable client."""
+
+    def __init__(
+        self, store: TaskHubStore, dispatcher: Dispatcher, checkpoints: Checkpointer, orchestrator_names: set[str]
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.checkpoints = checkpoints
+        self.orchestrator_names = orchestrator_names
+
+    async def start_instance(
+        self,
+        name: str,
+        instance_id: str,
+        input_text: str,
+        parent: dict[str, Any] | None = None,
+        allow_running: bool = False,
+    ) -> str:
+        """Write the Pending row and send ExecutionStarted; returns the new execution id."""
+        if name not in self.orchestrator_names:
+            raise UnknownOrchestrator(name)
+        existing = await self.store.read_instance(instance_id)
+        if existing is not None and existing.get("RuntimeStatus") in ACTIVE and not allow_running:
+            raise InstanceExists(str(existing.get("RuntimeStatus")))
+        execution_id = uuid.uuid4().hex
+        now = utcnow()
+        start = event(
+            EventType.ExecutionStarted,
+            now,
+            OrchestrationInstance={"InstanceId": instance_id, "ExecutionId": execution_id},
+            ParentInstance=parent,
+            Name=name,
+            Version="",
+            Input=input_text,
+            Tags=None,
+            ScheduledStartTime=None,
+        )
+        self.checkpoints.forget(instance_id)
+        # The row and the message are independent writes (a crash between them leaves the same state in
+        # either order), so they go out together: one round trip less before the client's 202. The
+        # message is handed to a session only once the row is written, so no checkpoint races the row.
+        _, (_, leased) = await asyncio.gather(
+            self.store.write_instance(
+                instance_id,
+                {
+                    "Name": name,
+                    "Version": "",
+                    "Input": input_text,
+                    "CustomStatus": "null",
+                    "RuntimeStatus": "Pending",
+                    "CreatedTime": now,
+                    "LastUpdatedTime": now,
+                    "ExecutionId": execution_id,
+                    "Generation": 0,
+                },
+                merge=False,
+            ),
+            self.store.send_control(instance_id, execution_id, start, lease=self.dispatcher.visibility),
+        )
+        if leased is not None and self.dispatcher.running:
+            self.dispatcher.dispatch([leased])
+        return execution_id
+
+    async def _require(self, instance_id: str) -> dict[str, Any]:
+        row = await self.store.read_instance(instance_id)
+        if row is None:
+            raise InstanceNotFound(instance_id)
+        return row
+
+    async def _send_to(self, instance_id: str, ev: Event, finished_ok: bool = False) -> None:
+        row = await self._require(instance_id)
+        if row.get("RuntimeStatus") in FINISHED and not finished_ok:
+            raise InstanceFinished(str(row.get("RuntimeStatus")))
+        await self.dispatcher.enqueue(instance_id, row.get("ExecutionId"), ev)
+
+    async def raise_event(self, instance_id: str, name: str, input_text: str | None) -> None:
+        """Send EventRaised to a running instance."""
+        await self._send_to(instance_id, event(EventType.EventRaised, utcnow(), Name=name, Input=input_text))
+
+    async def terminate(self, instance_id: str, reason: str | None) -> None:
+        """Send ExecutionTerminated to a running instance."""
+        await self._send_to(instance_id, event(EventType.ExecutionTerminated, utcnow(), Input=reason))
+
+    async def suspend(self, instance_id: str, reason: str | None) -> None:
+        """Send ExecutionSuspended to a running instance."""
+        await self._send_to(instance_id, event(EventType.ExecutionSuspended, utcnow(), Reason=reason))
+
+    async def resume(self, instance_id: str, reason: str | None) -> None:
+        """Send ExecutionResumed to a suspended instance."""
+        await self._send_to(instance_id, event(EventType.ExecutionResumed, utcnow(), Reason=reason))
+
+    async def purge(self, instance_id: str) -> bool:
+        """Delete the instance's row, history and large messages; False if there was nothing."""
+        self.checkpoints.forget(instance_id)
+        return await self.store.purge(instance_id)
+
+    async def history_of(self, instance_id: str) -> list[Event]:
+        """The current execution's history."""
+        return (await self.store.read_history(instance_id)).events
