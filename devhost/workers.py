@@ -22,7 +22,6 @@ import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,40 +58,44 @@ def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, thre
     asyncio.set_event_loop(loop)
     # One pool for every synchronous function, as the worker's `_sync_call_tp`.
     pool = ThreadPoolExecutor(max_workers=threads)
-    outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    send_lock = threading.Lock()
     stopping = asyncio.Event()
     running: set[asyncio.Task[None]] = set()
 
-    def write() -> None:
-        # Replies go out from a thread of their own: a large reply never blocks the event loop.
-        while True:
-            message = outbox.get()
-            if message is None:
-                return
-            try:
-                conn.send(message)
-            except (OSError, ValueError):
-                return
+    def reply(message: tuple[Any, ...]) -> None:
+        with send_lock:
+            conn.send(message)
 
-    async def handle(call_id: int, name: str, payload: Any, kind: str) -> None:
+    def failure(call_id: int, exc: BaseException) -> tuple[Any, ...]:
+        # Every failure goes back to the host as the worker reports it: type, message, stack.
+        return (call_id, False, (type(exc).__name__, str(exc), traceback.format_exc()))
+
+    def run_sync(call_id: int, spec: Any, kind: str, payload: Any) -> None:
+        # On a pool thread, and the reply leaves from it too: no hop back through the event loop, so a
+        # call costs what it did when only activities ran here (the real worker hops through its loop
+        # and gRPC thread; the thread that runs the code is the same).
         try:
-            spec = functions[name]
-            kwargs = _bind(spec, kind, payload)
-            if spec.is_async:
-                result = await spec.user_function(**kwargs)
-            else:
-                result = await loop.run_in_executor(pool, partial(spec.user_function, **kwargs))
-            outbox.put((call_id, True, _encode(kind, result)))
-        except BaseException as exc:  # every failure goes back to the host as the worker reports it
-            outbox.put((call_id, False, (type(exc).__name__, str(exc), traceback.format_exc())))
+            message = (call_id, True, _encode(kind, spec.user_function(**_bind(spec, kind, payload))))
+        except BaseException as exc:
+            message = failure(call_id, exc)
+        reply(message)
 
-    def start(message: tuple[Any, ...]) -> None:
-        task = loop.create_task(handle(*message))
+    async def run_async(call_id: int, spec: Any, kind: str, payload: Any) -> None:
+        try:
+            message = (call_id, True, _encode(kind, await spec.user_function(**_bind(spec, kind, payload))))
+        except BaseException as exc:
+            message = failure(call_id, exc)
+        # A large reply would block the loop while the pipe drains: a pool thread sends it.
+        await loop.run_in_executor(None, reply, message)
+
+    def start_async(call_id: int, spec: Any, kind: str, payload: Any) -> None:
+        task = loop.create_task(run_async(call_id, spec, kind, payload))
         running.add(task)
         task.add_done_callback(running.discard)
 
     def read() -> None:
-        # Like the worker's gRPC thread: receive here, run on the event loop.
+        # Like the worker's gRPC thread: receive, then hand a sync function to the thread pool and an
+        # async one to the event loop.
         while True:
             try:
                 message = conn.recv()
@@ -101,21 +104,26 @@ def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, thre
             if message is None:
                 loop.call_soon_threadsafe(stopping.set)
                 return
-            loop.call_soon_threadsafe(start, message)
+            call_id, name, payload, kind = message
+            spec = functions.get(name)
+            if spec is None:
+                reply(failure(call_id, KeyError(f"no function named {name!r} in the worker")))
+            elif spec.is_async:
+                loop.call_soon_threadsafe(start_async, call_id, spec, kind, payload)
+            else:
+                pool.submit(run_sync, call_id, spec, kind, payload)
 
     async def serve() -> None:
-        outbox.put((0, True, "ready"))
+        reply((0, True, "ready"))
         await stopping.wait()
         if running:
             await asyncio.wait(list(running))
 
-    threading.Thread(target=write, daemon=True, name="worker-writer").start()
     threading.Thread(target=read, daemon=True, name="worker-reader").start()
     try:
         loop.run_until_complete(serve())
     finally:
         pool.shutdown(wait=True)
-        outbox.put(None)
 
 
 def _bind(spec: Any, kind: str, payload: Any) -> dict[str, Any]:
