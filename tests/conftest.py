@@ -6,10 +6,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from devhost.durable.timings import FAST_TEST_TIMINGS
 from devhost.testing.azurite import Azurite
 from devhost.testing.harness import APP_TEST_ENV, DevHost
 
-DEFAULT_TEST_ENV = APP_TEST_ENV  # the name tests import
+# The app's test settings, and devhost's fast timings so that crash tests recover in seconds.
+DEFAULT_TEST_ENV = {**APP_TEST_ENV, **FAST_TEST_TIMINGS}
 
 
 @pytest.fixture(scope="session")

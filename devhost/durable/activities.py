@@ -13,6 +13,7 @@ from azure.core.exceptions import AzureError
 from devhost.durable.history import EventType, compact_json, event, utcnow
 from devhost.durable.store import QueuedMessage, TaskHubStore
 from devhost.durable.timings import DurableTimings
+from devhost.sanitizer import sanitize
 from devhost.workers import ActivityFailure, WorkerCrashed, WorkerPool
 
 if TYPE_CHECKING:
@@ -22,6 +23,8 @@ log = logging.getLogger("devhost.activities")
 
 
 class ActivityDispatcher:
+    """Runs activity work items in the worker processes and reports their completions."""
+
     def __init__(
         self,
         store: TaskHubStore,
@@ -49,6 +52,7 @@ class ActivityDispatcher:
         self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
+        """New work items are in the queue: poll now."""
         self.wake_event.set()
 
     def reserve(self) -> bool:
@@ -59,15 +63,18 @@ class ActivityDispatcher:
         return False
 
     def deliver(self, message: QueuedMessage | None) -> None:
+        """Run a work item sent with a reserved slot (None: the send failed; free the slot)."""
         self.reserved -= 1
         if message is not None and message.message_id not in self.inflight:
             self.inflight[message.message_id] = asyncio.create_task(self._execute(message))
 
     def start(self) -> None:
+        """Start polling the work-item queue."""
         self.running = True
         self._task = asyncio.create_task(self._poll())
 
     async def stop(self, grace: float) -> None:
+        """Stop polling and let running activities finish within `grace` seconds."""
         self.running = False
         self.wake_event.set()
         if self._task:
@@ -153,7 +160,7 @@ class ActivityDispatcher:
         except TimeoutError:
             timeout = self.function_timeout or 0
             text = f"Timeout value of {_timespan(timeout)} was exceeded by function: Functions.{name}"
-            completion = _failed(scheduled["EventId"], name, "FunctionTimeoutException", text, "")
+            completion = _timed_out(scheduled["EventId"], name, text)
             outcome = "Failed"
         except WorkerCrashed:
             # The host aborts the work item instead of failing the task: it is redelivered.
@@ -177,18 +184,37 @@ class ActivityDispatcher:
 
 
 def _failed(task_id: int, name: str, type_name: str, message: str, stack: str) -> dict[str, object]:
-    # The host's shape: Reason is the friendly message, Details the serialized RpcException.
+    # The host's shape: Reason is the friendly message, Details the serialized RpcException, whose
+    # constructor runs the worker's message through the host's Sanitizer.
+    remote = sanitize(f"{type_name}: {message}")
     details = {
         "$type": "Microsoft.Azure.WebJobs.Script.Workers.Rpc.RpcException, Microsoft.Azure.WebJobs.Script",
-        "Message": f"Result: Failure\nException: {type_name}: {message}\nStack: {stack}",
-        "RemoteMessage": f"{type_name}: {message}",
+        "Message": f"Result: Failure\nException: {remote}\nStack: {stack}",
+        "RemoteMessage": remote,
         "RemoteTypeName": type_name,
     }
     return event(
         EventType.TaskFailed,
         utcnow(),
         TaskScheduledId=task_id,
-        Reason=f"Activity function '{name}' failed: {type_name}: {message}",
+        Reason=f"Activity function '{name}' failed: {remote}",
+        Details=json.dumps(details, separators=(",", ":")),
+        FailureDetails=None,
+    )
+
+
+def _timed_out(task_id: int, name: str, text: str) -> dict[str, object]:
+    # TaskActivityShim reports the host's own FunctionTimeoutException: its message, no type prefix.
+    details = {
+        "$type": "Microsoft.Azure.WebJobs.Host.FunctionTimeoutException, Microsoft.Azure.WebJobs.Host",
+        "ClassName": "Microsoft.Azure.WebJobs.Host.FunctionTimeoutException",
+        "Message": text,
+    }
+    return event(
+        EventType.TaskFailed,
+        utcnow(),
+        TaskScheduledId=task_id,
+        Reason=f"Activity function '{name}' failed: {text}",
         Details=json.dumps(details, separators=(",", ":")),
         FailureDetails=None,
     )

@@ -156,7 +156,28 @@ class Checkpointer:
                 # A new execution was started but has no history yet.
                 state.history, state.persisted = [], 0
                 state.execution_id = row.get("ExecutionId")
+        await self._finish_interrupted(state)
         return state
+
+    async def _finish_interrupted(self, state: InstanceState) -> None:
+        """Complete a final checkpoint a crash cut short between the history and the instance row.
+
+        The history already ends the execution, so the messages that led there are redelivered as known
+        duplicates and no episode would ever write the row: write it (and the parent's notice) now.
+        """
+        if state.status in FINISHED or state.status == "ContinuedAsNew":
+            return
+        completed = next((e for e in state.history if type_of(e) == EventType.ExecutionCompleted), None)
+        if completed is None:
+            return
+        status = OrchestrationStatus(int(completed["OrchestrationStatus"]))
+        result = completed.get("Result")
+        state.status = status.name
+        now = utcnow()
+        fields = {"RuntimeStatus": status.name, "Output": result if result is not None else "null"}
+        await self.store.write_instance(state.instance_id, {**fields, "CompletedTime": now, "LastUpdatedTime": now})
+        await self._notify_parent(state, status, result)
+        log.warning("orchestration %s: finished the %s checkpoint a crash interrupted", state.instance_id, status.name)
 
     def forget(self, instance_id: str) -> None:
         """Drop the cached state: the next episode reads it from storage."""
@@ -253,21 +274,6 @@ class Checkpointer:
         ]
         state.status = status
         await self.write(state, [])
-
-    async def terminate(self, state: InstanceState, terminated: Event) -> None:
-        """Terminate without replay: ExecutionTerminated, then ExecutionCompleted as Terminated."""
-        if state.status in FINISHED:
-            return
-        now = episode_time(state)
-        state.history += [event(EventType.OrchestratorStarted, now), terminated]
-        await self.finish(
-            state,
-            OrchestrationStatus.Terminated,
-            terminated.get("Input"),
-            [],
-            len(state.scheduled_ids()),
-            time.perf_counter(),
-        )
 
     # --- writes ------------------------------------------------------------------------------------
     async def write(

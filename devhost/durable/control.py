@@ -90,7 +90,7 @@ class Control:
                 },
                 merge=False,
             ),
-            self.store.send_control(instance_id, execution_id, start, lease=self.dispatcher.visibility),
+            self.store.send_control(instance_id, execution_id, start, lease=self.dispatcher.self_lease(instance_id)),
         )
         if leased is not None and self.dispatcher.running:
             self.dispatcher.dispatch([leased])

@@ -18,6 +18,7 @@ from azure.core.exceptions import AzureError
 from devhost.durable.checkpoint import Checkpointer
 from devhost.durable.episode import EpisodeRunner, sort_messages
 from devhost.durable.history import Event, utcnow
+from devhost.durable.leases import PartitionLeases, keep_leased
 from devhost.durable.store import QueuedMessage, TaskHubStore
 from devhost.durable.timings import DurableTimings
 
@@ -53,6 +54,8 @@ class Dispatcher:
         # Seconds a received (or self-sent) control message stays hidden: after a crash, that long until
         # another host, or this one restarted, sees it again.
         self.visibility = timings.control_queue_visibility
+        self.leases = PartitionLeases(store.blob_service, store.hub, len(store.control_queues), timings.partition_lease)
+        self._stopping = asyncio.Event()
         self.checkpoints = checkpoints
         self.episodes = episodes
         self.batch_size = max(1, min(32, batch_size))
@@ -64,27 +67,43 @@ class Dispatcher:
         self.next_timer: list[float] = [float("inf")] * len(store.control_queues)
         self.running = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._lease_tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Start polling every partition."""
         self.running = True
-        self._tasks = [asyncio.create_task(self._poll(i)) for i in range(len(self.store.control_queues))]
+        partitions = range(len(self.store.control_queues))
+        self._tasks = [asyncio.create_task(self._poll(i)) for i in partitions]
+        if self.leases.duration:
+            self._lease_tasks = [
+                asyncio.create_task(keep_leased(self.leases, i, self._stopping, self.wake_events[i].set))
+                for i in partitions
+            ]
 
     async def stop(self, grace: float) -> None:
         """Stop taking messages, then let running episodes finish their checkpoint."""
         self.running = False
+        self._stopping.set()
         for wake in self.wake_events:
             wake.set()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._lease_tasks, return_exceptions=True)
         running = [s.task for s in self.sessions.values() if s.task]
         if running:
             await asyncio.wait(running, timeout=grace)
+        await self.leases.release_all()
+
+    def self_lease(self, instance_id: str) -> int | None:
+        """The lease to send an instance's message with, to process it here at once; None if another host
+        owns (or may still own) its partition, which then receives the message from the queue."""
+        if self.running and self.leases.owns(self.store.partition_of(instance_id)):
+            return self.visibility
+        return None
 
     async def enqueue(self, instance_id: str, execution_id: str | None, ev: Event) -> None:
         """Send an orchestration message and, holding its lease, process it here at once."""
-        _, leased = await self.store.send_control(instance_id, execution_id, ev, lease=self.visibility)
+        _, leased = await self.store.send_control(instance_id, execution_id, ev, lease=self.self_lease(instance_id))
         if leased is not None and self.running:
             self.dispatch([leased])
 
@@ -95,7 +114,7 @@ class Dispatcher:
         only then is the work item deleted. A crash before that redelivers the work item and the activity
         runs again (at least once, as in Azure); a duplicate completion is recognised and dropped.
         """
-        if not self.running:
+        if self.self_lease(work_item.instance_id) is None:
             return False
         carrier = QueuedMessage(
             work_item.queue,
@@ -129,6 +148,14 @@ class Dispatcher:
         queue = self.store.control_queues[partition]
         interval = MIN_POLL_INTERVAL
         while self.running:
+            if not self.leases.owns(partition):
+                wake = self.wake_events[partition]
+                try:  # not ours (yet): the lease task wakes us once it has taken the partition
+                    await asyncio.wait_for(wake.wait(), 1.0)
+                except TimeoutError:
+                    pass
+                wake.clear()
+                continue
             try:
                 messages = await self.store.receive(queue, self.batch_size, self.visibility)
             except AzureError as exc:

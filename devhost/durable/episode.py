@@ -19,8 +19,10 @@ from devhost.durable.history import MESSAGE_TYPES, Event, EventType, Orchestrati
 from devhost.durable.replay import ActionReplayer, Outgoing, ReplayError
 from devhost.durable.store import QueuedMessage
 from devhost.durable.timings import DurableTimings, dotnet_timespan
+from devhost.sanitizer import sanitize
+from devhost.workers import WorkerCrashed
 
-CUSTOM_STATUS_LIMIT = 16 * 1024  # bytes of UTF-16, as the extension checks
+CUSTOM_STATUS_LIMIT_KB = 16  # whole KiB of UTF-16, as MessagePayloadDataConverter.Serialize truncates them
 OUT_OF_PROC_MARKER = "\n\n$OutOfProcData$:"
 REDELIVERIES_BEFORE_DROP = 5  # a message for nothing we know is dropped after this many deliveries
 
@@ -133,7 +135,10 @@ class EpisodeRunner:
         """Terminate, suspend, or replay with the new events (resume included)."""
         state = batch.state
         if batch.terminate is not None:
-            await self.checkpoints.terminate(state, batch.terminate)
+            if state.status not in FINISHED:
+                # DTFx processes ExecutionTerminated in the episode's event order: the orchestrator replays
+                # (a Pending instance runs its first episode) and its actions go out; then it is Terminated.
+                await self.replay(state, [*batch.new_events, batch.terminate], terminated=batch.terminate)
         elif batch.suspend is not None and state.status not in FINISHED:
             if state.status != "Suspended":
                 await self.checkpoints.simple_episode(state, [batch.suspend], "Suspended")
@@ -173,8 +178,11 @@ class EpisodeRunner:
             }
         )
 
-    async def replay(self, state: InstanceState, new_events: list[Event]) -> None:
-        """One episode: history + new events -> the SDK -> actions -> decisions and messages -> checkpoint."""
+    async def replay(self, state: InstanceState, new_events: list[Event], terminated: Event | None = None) -> None:
+        """One episode: history + new events -> the SDK -> actions -> decisions and messages -> checkpoint.
+
+        With `terminated`, the episode ends the instance as Terminated whatever the orchestrator did.
+        """
         started_at = time.perf_counter()
         now = episode_time(state)
         prior = len(state.history)
@@ -196,13 +204,20 @@ class EpisodeRunner:
         try:
             answer = await invoke(name, self._context(state, history, prior))
             outcome = json.loads(answer)
+        except WorkerCrashed:
+            # A FunctionsRuntimeError: TaskOrchestrationShim aborts the work item (SessionAbortedException),
+            # so the messages come back and the episode runs again; the instance does not fail.
+            raise
         except Exception as exc:  # the SDK reports orchestrator failures as exceptions
-            text = str(exc)
+            # The host's RpcException sanitizes the worker's message, the SDK's state JSON included.
+            text = sanitize(str(exc))
+            error = f"{type(exc).__name__}: {text}"
             if OUT_OF_PROC_MARKER in text:
-                outcome = json.loads(text.split(OUT_OF_PROC_MARKER, 1)[1])
-                error = str(outcome.get("error") or text.split(OUT_OF_PROC_MARKER, 1)[0])
-            else:
-                error = f"{type(exc).__name__}: {text}"
+                try:
+                    outcome = json.loads(text.split(OUT_OF_PROC_MARKER, 1)[1])
+                    error = str(outcome.get("error") or text.split(OUT_OF_PROC_MARKER, 1)[0])
+                except ValueError:  # a credential hidden across a JSON string's end
+                    error = text.split(OUT_OF_PROC_MARKER, 1)[0]
         actions = outcome.get("actions") or [[]]
         schema = outcome.get("schemaVersion")
         replayer = ActionReplayer(
@@ -239,17 +254,23 @@ class EpisodeRunner:
         custom = outcome.get("customStatus")
         if custom is not None:
             state.custom_status = json.dumps(custom, separators=(",", ":"))
-            size = len(state.custom_status.encode("utf-16-le"))
-            if size > CUSTOM_STATUS_LIMIT and error is None:
+            size_kb = len(state.custom_status.encode("utf-16-le")) // 1024
+            if size_kb > CUSTOM_STATUS_LIMIT_KB and error is None:
                 # SetCustomStatus throws before the shim replays any action: no task is open.
                 still_open = False
                 decisions, outgoing = [], []
                 error = (
-                    f"The UTF-16 size of the JSON-serialized payload must not exceed 16 KB. "
-                    f"The current payload size is {size / 1024:.1f} KB."
+                    f"The UTF-16 size of the JSON-serialized payload must not exceed {CUSTOM_STATUS_LIMIT_KB} KB. "
+                    f"The current payload size is {size_kb:,} KB."
                 )
         state.history = history + decisions
-        if still_open:
+        if terminated is not None:
+            if error is not None:  # whatever failed, the terminate wins; nothing the failure produced is sent
+                state.history, outgoing = history, []
+            await self.checkpoints.finish(
+                state, OrchestrationStatus.Terminated, terminated.get("Input"), outgoing, next_id, started_at
+            )
+        elif still_open:
             await self.checkpoints.running(state, outgoing, started_at)
         elif error is not None:
             failure = f"Orchestrator function '{name}' failed: {error}"

@@ -11,6 +11,8 @@ Event = dict[str, Any]
 
 
 class EventType(IntEnum):
+    """DurableTask.Core's EventType numbers."""
+
     ExecutionStarted = 0
     ExecutionCompleted = 1
     ExecutionFailed = 2
@@ -35,6 +37,8 @@ class EventType(IntEnum):
 
 
 class OrchestrationStatus(IntEnum):
+    """DurableTask.Core's OrchestrationStatus numbers."""
+
     Running = 0
     Completed = 1
     ContinuedAsNew = 2
@@ -66,6 +70,7 @@ MESSAGE_TYPES = frozenset(
 
 
 def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
     return datetime.now(UTC)
 
 
@@ -97,6 +102,7 @@ def status_time(moment: datetime) -> str:
 
 
 def event(event_type: EventType, timestamp: datetime, event_id: int = -1, **fields: Any) -> Event:
+    """A history event with the common fields (not yet played)."""
     return {
         "EventType": int(event_type),
         "EventId": event_id,
@@ -117,4 +123,5 @@ def compact_json(text: str | None) -> str | None:
 
 
 def type_of(ev: Event) -> EventType:
+    """An event's type."""
     return EventType(int(ev["EventType"]))

@@ -62,6 +62,7 @@ def _time(value: Any) -> str | None:
 
 
 def check_instance_id(instance_id: str) -> str | None:
+    """Why the extension would reject an instance id, or None if it is valid."""
     if not instance_id or len(instance_id) > 256:
         return "Instance ID must be between 1 and 256 characters."
     if instance_id.startswith("@"):
@@ -72,6 +73,8 @@ def check_instance_id(instance_id: str) -> str | None:
 
 
 class ManagementApi:
+    """The HTTP management API and the Durable client binding of one task hub."""
+
     def __init__(self, engine: OrchestrationEngine, hub: str, system_key: str, enforce_auth: bool) -> None:
         self.engine = engine
         self.hub = hub
@@ -80,12 +83,15 @@ class ManagementApi:
 
     # --- URLs -------------------------------------------------------------------------------------
     def base_url(self, origin: str) -> str:
+        """The webhook base URL under the given origin."""
         return f"{origin}{WEBHOOK_PREFIX}"
 
     def required_query(self) -> str:
+        """The query string every management URL carries (task hub, connection, system key)."""
         return urlencode({"taskHub": self.hub, "connection": "Storage", "code": self.system_key})
 
     def management_urls(self, origin: str, instance_id: str) -> dict[str, str]:
+        """An instance's management URLs, as in the extension's HttpManagementPayload."""
         base = f"{self.base_url(origin)}/instances/{instance_id}"
         query = self.required_query()
         return {
@@ -124,6 +130,7 @@ class ManagementApi:
 
     # --- dispatch ---------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Route a management request to its handler."""
         path = request.path
         webhook = path.startswith(WEBHOOK_PREFIX + "/") or path == WEBHOOK_PREFIX
         prefix = WEBHOOK_PREFIX if webhook else RPC_PREFIX
@@ -194,7 +201,7 @@ class ManagementApi:
                 "Additional info: no orchestrator of that name is registered."
             )
         except InstanceExists as exc:
-            return _bad_request(f"An Orchestration instance with the status {exc} already exists.")
+            return _already_exists(str(exc))
         return self._check_status_response(request, instance_id)
 
     def _payload(self, row: dict[str, Any], show_input: bool) -> dict[str, Any]:
@@ -265,15 +272,17 @@ class ManagementApi:
         return web.json_response({"instancesDeleted": 1})
 
     async def _purge_many(self, request: web.Request) -> web.Response:
+        # HandleDeleteHistoryWithFiltersRequestAsync: createdTimeFrom is required, createdTimeTo defaults to
+        # now, and the statuses are filtered only when runtimeStatus is given: without it, every status.
         if not request.query.get("createdTimeFrom"):
-            return _bad_request("createdTimeFrom is required to purge instances in bulk.")
+            return web.json_response("Please provide value for 'createdTimeFrom' parameter.", status=400)
         try:
             filter_text = self._filter(request)
         except ValueError as exc:
             return _bad_request(str(exc))
         deleted = 0
         async for row in self.engine.store.iter_instances(filter_text):
-            if row.get("RuntimeStatus") in FINISHED and await self.engine.purge(str(row.get("InstanceId"))):
+            if await self.engine.purge(str(row.get("InstanceId"))):
                 deleted += 1
         if not deleted:
             return web.Response(status=404)
@@ -333,9 +342,20 @@ class ManagementApi:
             new_id = uuid.uuid4().hex
         try:
             await self.engine.start_instance(str(row.get("Name")), new_id, str(row.get("Input") or "null"))
-        except (UnknownOrchestrator, InstanceExists) as exc:
+        except UnknownOrchestrator as exc:
             return _bad_request(str(exc))
+        except InstanceExists as exc:
+            return _already_exists(str(exc))
         return self._check_status_response(request, new_id)
+
+
+def _already_exists(status: str) -> web.Response:
+    """OrchestrationAlreadyExistsException escapes HttpApiHandler's ArgumentException handler: a 500."""
+    return _error(
+        500,
+        "Something went wrong while processing your request",
+        f"An Orchestration instance with the status {status} already exists.",
+    )
 
 
 def _method_not_allowed(allowed: str) -> web.Response:
@@ -382,4 +402,5 @@ def _public_history(events: list[Event], show_output: bool, show_input: bool) ->
 
 
 def quote_id(instance_id: str) -> str:
+    """An instance id escaped for a URL path segment."""
     return quote(instance_id, safe="")

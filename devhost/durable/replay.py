@@ -28,6 +28,8 @@ from devhost.durable.history import Event, EventType, dotnet_time, event, parse_
 
 
 class ActionType:
+    """The SDK's action type numbers (AsyncActionType in the shim)."""
+
     CALL_ACTIVITY = 0
     CALL_ACTIVITY_WITH_RETRY = 1
     CALL_SUB_ORCHESTRATOR = 2
@@ -43,6 +45,8 @@ class ActionType:
 
 
 class TaskState(Enum):
+    """Where a replayed action stands."""
+
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"
@@ -65,6 +69,8 @@ class Outgoing:
 
 @dataclass
 class ReplayResult:
+    """What a replay produced: new decisions, messages to send, continue-as-new, open tasks."""
+
     decisions: list[Event] = field(default_factory=list)
     outgoing: list[Outgoing] = field(default_factory=list)
     continue_as_new: str | None = None  # JSON text of the new input
@@ -77,6 +83,8 @@ class ReplayResult:
 
 
 class ActionReplayer:
+    """Replays one episode's actions against the history (see the module docstring)."""
+
     def __init__(
         self,
         history: list[Event],
@@ -133,6 +141,7 @@ class ActionReplayer:
         return self.result
 
     def invoke(self, action: dict[str, Any]) -> TaskState:
+        """Replay one action (compound ones with their children) and say where it stands."""
         kind = int(action.get("actionType", -1))
         if kind == ActionType.CALL_ACTIVITY:
             return self._activity(action)

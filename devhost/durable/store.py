@@ -64,6 +64,7 @@ def sanitize_key(instance_id: str) -> str:
 
 
 def fnv1a(text: str) -> int:
+    """The 32-bit FNV-1a hash of the UTF-8 text, as DTFx picks control queues."""
     value = 2166136261
     for byte in text.encode("utf-8"):
         value ^= byte
@@ -73,6 +74,8 @@ def fnv1a(text: str) -> int:
 
 @dataclass
 class QueuedMessage:
+    """A received (or self-sent, leased) queue message and the event it carries."""
+
     queue: QueueClient
     message_id: str
     pop_receipt: str
@@ -84,6 +87,8 @@ class QueuedMessage:
 
 @dataclass
 class HistoryState:
+    """An instance's current execution's history as stored, with the sentinel's etag."""
+
     execution_id: str | None
     events: list[Event]
     etag: str | None
@@ -108,6 +113,7 @@ class TaskHubStore:
         self.large: ContainerClient = self._blobs.get_container_client(f"{lower}-largemessages")
 
     async def create_if_missing(self) -> None:
+        """Create the task hub's tables, queues and container."""
         for table in (self.instances, self.history):
             try:
                 await table.create_table()
@@ -124,12 +130,23 @@ class TaskHubStore:
             pass
 
     async def close(self) -> None:
+        """Close the storage clients."""
         for client in (self._tables, self._queues, self._blobs):
             await client.close()
 
     # --- queues ------------------------------------------------------------------------------
+    @property
+    def blob_service(self) -> BlobServiceClient:
+        """The storage account's blob service (for partition leases)."""
+        return self._blobs
+
+    def partition_of(self, instance_id: str) -> int:
+        """The control-queue partition of an instance: FNV-1a of its id, as DTFx computes it."""
+        return fnv1a(instance_id) % self.partition_count
+
     def control_queue_for(self, instance_id: str) -> QueueClient:
-        return self.control_queues[fnv1a(instance_id) % self.partition_count]
+        """The control queue of an instance's partition."""
+        return self.control_queues[self.partition_of(instance_id)]
 
     async def _encode(self, instance_id: str, execution_id: str | None, ev: Event, sequence: int) -> str:
         message: dict[str, Any] = {
@@ -195,6 +212,7 @@ class TaskHubStore:
         visible_at: datetime | None = None,
         lease: int | None = None,
     ) -> tuple[int, QueuedMessage | None]:
+        """Send to the instance's control queue; returns the partition and the message if leased to us."""
         queue = self.control_queue_for(instance_id)
         leased = await self.send(queue, instance_id, execution_id, ev, visible_at, lease)
         return self.control_queues.index(queue), leased
@@ -202,9 +220,11 @@ class TaskHubStore:
     async def send_workitem(
         self, instance_id: str, execution_id: str | None, ev: Event, lease: int | None = None
     ) -> QueuedMessage | None:
+        """Send an activity work item (leased to the caller with `lease`)."""
         return await self.send(self.workitems, instance_id, execution_id, ev, lease=lease)
 
     async def receive(self, queue: QueueClient, count: int, visibility: int) -> list[QueuedMessage]:
+        """Receive up to `count` messages, hidden for `visibility` seconds; undecodable ones are dropped."""
         messages: list[QueuedMessage] = []
         async for msg in queue.receive_messages(
             messages_per_page=count, max_messages=count, visibility_timeout=visibility
@@ -223,12 +243,14 @@ class TaskHubStore:
         return messages
 
     async def delete(self, message: QueuedMessage) -> None:
+        """Delete a processed message (gone already is fine)."""
         try:
             await message.queue.delete_message(message.message_id, message.pop_receipt)
         except ResourceNotFoundError:
             pass  # already gone (redelivered and deleted elsewhere)
 
     async def abandon(self, message: QueuedMessage, delay_seconds: int) -> None:
+        """Make a message visible again after `delay_seconds`."""
         try:
             await message.queue.update_message(
                 message.message_id, message.pop_receipt, visibility_timeout=delay_seconds
@@ -237,6 +259,7 @@ class TaskHubStore:
             pass
 
     async def renew(self, message: QueuedMessage, visibility: int) -> None:
+        """Extend a message's invisibility (its pop receipt changes)."""
         reply = await message.queue.update_message(
             message.message_id, message.pop_receipt, visibility_timeout=visibility
         )
@@ -301,6 +324,7 @@ class TaskHubStore:
         return ev
 
     async def read_history(self, instance_id: str) -> HistoryState:
+        """The current execution's checkpointed history."""
         pk = sanitize_key(instance_id).replace("'", "''")
         rows: list[dict[str, Any]] = []
         sentinel: dict[str, Any] | None = None
@@ -343,6 +367,7 @@ class TaskHubStore:
 
     # --- instances -----------------------------------------------------------------------------
     async def read_instance(self, instance_id: str) -> dict[str, Any] | None:
+        """The instance's row, large properties reloaded; None if there is none."""
         try:
             entity = await self.instances.get_entity(sanitize_key(instance_id), "")
         except ResourceNotFoundError:
@@ -350,6 +375,7 @@ class TaskHubStore:
         return await self._reload(dict(entity))
 
     async def write_instance(self, instance_id: str, fields: dict[str, Any], merge: bool = True) -> None:
+        """Write (merge, or replace) the instance's row; large properties go to blobs."""
         pk = sanitize_key(instance_id)
         entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": "", "InstanceId": instance_id, "TaskHubName": self.hub}
         entity.update({k: v for k, v in fields.items() if v is not None})
@@ -359,6 +385,7 @@ class TaskHubStore:
     async def query_instances(
         self, filter_text: str | None, top: int | None, continuation: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of instance rows matching an OData filter, and the next continuation token."""
         token = json.loads(base64.b64decode(continuation)) if continuation else None
         pages = self.instances.query_entities(filter_text or "RowKey eq ''", results_per_page=top or 100).by_page(
             continuation_token=token
@@ -373,10 +400,12 @@ class TaskHubStore:
         return items, encoded
 
     async def iter_instances(self, filter_text: str) -> AsyncIterator[dict[str, Any]]:
+        """Every instance row matching an OData filter."""
         async for entity in self.instances.query_entities(filter_text):
             yield dict(entity)
 
     async def purge(self, instance_id: str) -> bool:
+        """Delete the instance's row, history and blobs; False if nothing was there."""
         pk = sanitize_key(instance_id)
         found = await self.read_instance(instance_id)
         keys = [

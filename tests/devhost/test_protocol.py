@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ def decisions_and_completions(rows: list[dict[str, Any]]) -> list[tuple[Any, Any
 
 
 def sdk_handle(name: str) -> Any:
+    if str(SAMPLE_APP) not in sys.path:  # as the worker does: the app's own modules import from its root
+        sys.path.insert(0, str(SAMPLE_APP))
     spec = importlib.util.spec_from_file_location("sample_function_app", SAMPLE_APP / "function_app.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -57,3 +57,45 @@ def long_timer(context: df.DurableOrchestrationContext):
     yield _timer_in(context, seconds)
     after = yield context.call_activity("hello", "after")
     return {"after": after, "now": context.current_utc_datetime.isoformat()}
+
+
+@bp.orchestration_trigger(context_name="context")
+def leaky_activity(context: df.DurableOrchestrationContext):
+    """Fails with an activity error whose message carries credential-like text."""
+    yield context.call_activity("fail_always", context.get_input())
+    return "unreachable"
+
+
+@bp.orchestration_trigger(context_name="context")
+def leaky_orchestrator(context: df.DurableOrchestrationContext):
+    """Fails with credential-like text in its own exception."""
+    yield context.call_activity("hello", "x")
+    raise ValueError(f"cannot connect: {context.get_input()}")
+
+
+@bp.orchestration_trigger(context_name="context")
+def status_of_size(context: df.DurableOrchestrationContext):
+    """Sets a custom status of the given number of characters (a JSON string: 2 more with its quotes)."""
+    characters = context.get_input()
+    context.set_custom_status("x" * characters)
+    yield context.call_activity("noop", 1)
+    return characters
+
+
+@bp.activity_trigger(input_name="seconds")
+def overrun(seconds: float) -> float:
+    """Sleeps past a short functionTimeout."""
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+@bp.orchestration_trigger(context_name="context")
+def times_out(context: df.DurableOrchestrationContext):
+    """Reports the failure of an activity that overran functionTimeout."""
+    try:
+        yield context.call_activity("overrun", context.get_input())
+    except Exception as exc:  # noqa: BLE001 - the sample reports what the SDK raised
+        return str(exc).split("\n")[0]
+    return "finished"
