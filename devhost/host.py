@@ -34,6 +34,7 @@ SHUTDOWN_GRACE = 30.0
 
 
 def storage_connection_string() -> str:
+    """AzureWebJobsStorage, with `UseDevelopmentStorage=true` turned into Azurite's connection string."""
     value = os.environ.get("AzureWebJobsStorage", "").strip()
     if not value:
         raise ConfigError("AzureWebJobsStorage is not set (local.settings.json Values or the environment)")
@@ -43,6 +44,8 @@ def storage_connection_string() -> str:
 
 
 class Host:
+    """One Functions host: storage, language workers, Durable dispatchers, HTTP, queue and timer triggers."""
+
     def __init__(
         self,
         config: HostConfig,
@@ -115,6 +118,7 @@ class Host:
         return invoke
 
     async def start(self) -> None:
+        """Create the task hub if needed, start the workers, then serve HTTP and run the triggers."""
         await self.store.create_if_missing()
         await self.pool.start()
         self.runner = web.AppRunner(self.front.build(), access_log=None, handle_signals=False, shutdown_timeout=10)

@@ -37,6 +37,8 @@ def _plain(value: Any) -> Any:
 
 @dataclass
 class FunctionSpec:
+    """One indexed function: its trigger, bindings and what the host needs to route and invoke it."""
+
     name: str
     trigger_type: str
     trigger: dict[str, Any]
@@ -53,10 +55,12 @@ class FunctionSpec:
 
     @property
     def trigger_param(self) -> str:
+        """The Python parameter the trigger binds to."""
         return str(self.trigger["name"])
 
     @property
     def is_async(self) -> bool:
+        """An `async def` function: the worker runs it on its event loop, not on the thread pool."""
         return inspect.iscoroutinefunction(self.user_function)
 
 
