@@ -63,6 +63,10 @@ class HostConfig:
     function_timeout: float | None = 30 * 60.0
     worker_process_count: int = 1
     worker_thread_count: int = 4
+    # Test-only overrides (environment variables, never set in Azure): the App Service front end's
+    # 230 s limit on an HTTP response, and the 10 min a queue listener hides a message it runs.
+    http_response_limit: float = 230.0
+    queue_listener_visibility: float = 600.0
     http_port: int = 7071
     function_keys: dict[str, str] = field(default_factory=dict)
     system_key: str = ""
@@ -154,10 +158,46 @@ def load_config(app_dir: Path) -> HostConfig:
     config.queue_message_encoding = encoding
 
     config.worker_process_count = max(1, int(os.environ.get("FUNCTIONS_WORKER_PROCESS_COUNT", "1")))
-    config.worker_thread_count = max(1, int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "4")))
+    config.worker_thread_count = _thread_count(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT"))
+    config.http_response_limit = _positive_seconds("DEVHOST_HTTP_RESPONSE_LIMIT", 230.0)
+    config.queue_listener_visibility = _positive_seconds("DEVHOST_QUEUE_LISTENER_VISIBILITY", 600.0)
     host_section = settings.get("Host") or {}
     config.http_port = int(host_section.get("LocalHttpPort", 7071))
     devhost_section = settings.get("DevHost") or {}
     config.function_keys = {str(k): str(v) for k, v in (devhost_section.get("FunctionKeys") or {}).items()}
     config.system_key = str(devhost_section.get("SystemKey") or "")
     return config
+
+
+def _thread_count(value: str | None) -> int:
+    """PYTHON_THREADPOOL_THREAD_COUNT as the Python worker reads it.
+
+    Unset, the worker (Python 3.9+) passes max_workers=None, so the pool gets ThreadPoolExecutor's
+    default of min(32, CPUs + 4) (`Dispatcher._get_sync_tp_max_workers`); below 1 is an error there.
+    """
+    if value is None or not value.strip():
+        return min(32, (os.cpu_count() or 1) + 4)
+    try:
+        count = int(value)
+    except ValueError as exc:
+        raise ConfigError(f"PYTHON_THREADPOOL_THREAD_COUNT must be an integer, not {value!r}") from exc
+    if count < 1:
+        raise ConfigError("PYTHON_THREADPOOL_THREAD_COUNT must be at least 1")
+    return count
+
+
+def _positive_seconds(name: str, default: float) -> float:
+    """A devhost test override from the environment (seconds or a .NET TimeSpan), or the Azure default."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parse_timespan(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    if seconds <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return seconds

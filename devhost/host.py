@@ -34,6 +34,7 @@ SHUTDOWN_GRACE = 30.0
 
 
 def storage_connection_string() -> str:
+    """AzureWebJobsStorage, with `UseDevelopmentStorage=true` turned into Azurite's connection string."""
     value = os.environ.get("AzureWebJobsStorage", "").strip()
     if not value:
         raise ConfigError("AzureWebJobsStorage is not set (local.settings.json Values or the environment)")
@@ -43,6 +44,8 @@ def storage_connection_string() -> str:
 
 
 class Host:
+    """One Functions host: storage, language workers, Durable dispatchers, HTTP, queue and timer triggers."""
+
     def __init__(
         self,
         config: HostConfig,
@@ -62,7 +65,7 @@ class Host:
         self.connection_string = storage_connection_string()
         self.store = TaskHubStore(self.connection_string, config.hub_name, config.partition_count)
         self.pool = WorkerPool(config.app_dir, config.worker_process_count, config.worker_thread_count)
-        self.invoker = FunctionInvoker(config.worker_thread_count, config.function_timeout)
+        self.invoker = FunctionInvoker(self.pool, config.function_timeout)
         orchestrators = {
             s.name: self._orchestrator_invoker(s) for s in specs if s.trigger_type == "orchestrationTrigger"
         }
@@ -103,8 +106,9 @@ class Host:
 
     def _orchestrator_invoker(self, spec: FunctionSpec) -> Any:
         async def invoke(name: str, context_json: str) -> str:
-            # Like the real host, orchestrator code runs in the language worker, so replaying a long
-            # history never blocks this process's event loop (HTTP, queues, activity dispatch).
+            # As in the Python worker, a replay runs in a worker process on the same thread pool as
+            # activities and HTTP, queue and timer functions: it waits for a free thread like any
+            # synchronous function, and never blocks this process's event loop.
             try:
                 answer = await self.pool.call(name, context_json, None, kind="orchestrator")
             except ActivityFailure as failure:
@@ -114,6 +118,7 @@ class Host:
         return invoke
 
     async def start(self) -> None:
+        """Create the task hub if needed, start the workers, then serve HTTP and run the triggers."""
         await self.store.create_if_missing()
         await self.pool.start()
         self.runner = web.AppRunner(self.front.build(), access_log=None, handle_signals=False, shutdown_timeout=10)
@@ -134,7 +139,7 @@ class Host:
         prefix = f"/{self.config.route_prefix}" if self.config.route_prefix else ""
         for spec in sorted(self.specs, key=lambda s: s.name):
             if spec.trigger_type == "httpTrigger" and spec.route:
-                methods = ",".join(spec.methods)
+                methods = ",".join(spec.methods) or "all"
                 lines.append(f"\t{spec.name}: [{methods}] http://127.0.0.1:{self.port}{prefix}/{spec.route.template}")
             else:
                 lines.append(f"\t{spec.name}: {spec.trigger_type}")
@@ -154,7 +159,6 @@ class Host:
         if self.runner is not None:
             await self.runner.cleanup()
         await self.pool.stop(5.0)
-        self.invoker.close()
         await self.queue_service.close()
         await self.store.close()
         # The SDK's client keeps one shared aiohttp session for its calls to the host; the worker closes it

@@ -37,6 +37,8 @@ def _plain(value: Any) -> Any:
 
 @dataclass
 class FunctionSpec:
+    """One indexed function: its trigger, bindings and what the host needs to route and invoke it."""
+
     name: str
     trigger_type: str
     trigger: dict[str, Any]
@@ -44,7 +46,7 @@ class FunctionSpec:
     user_function: Callable[..., Any]
     client_param: str | None = None
     route: RouteTemplate | None = None
-    methods: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()  # empty: any method
     auth_level: str = "function"
     queue_name: str | None = None
     schedule: CronSchedule | None = None
@@ -53,10 +55,12 @@ class FunctionSpec:
 
     @property
     def trigger_param(self) -> str:
+        """The Python parameter the trigger binds to."""
         return str(self.trigger["name"])
 
     @property
     def is_async(self) -> bool:
+        """An `async def` function: the worker runs it on its event loop, not on the thread pool."""
         return inspect.iscoroutinefunction(self.user_function)
 
 
@@ -123,8 +127,8 @@ def _check(spec: FunctionSpec) -> None:
             spec.route = RouteTemplate.parse(str(spec.trigger.get("route") or spec.name))
         except RouteError as exc:
             raise IndexingError(f"{where}: binding '{spec.trigger_param}' (httpTrigger): {exc}") from exc
-        methods = spec.trigger.get("methods") or ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
-        spec.methods = tuple(str(m).upper() for m in methods)
+        # No methods declared: the host adds no HttpMethodRouteConstraint, so every method matches.
+        spec.methods = tuple(str(m).upper() for m in spec.trigger.get("methods") or ())
         spec.auth_level = str(spec.trigger.get("authLevel") or "function").lower()
     elif spec.trigger_type == "queueTrigger":
         queue = spec.trigger.get("queueName")

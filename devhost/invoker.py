@@ -1,37 +1,43 @@
-"""Invoke app functions in the host process (HTTP, queue and timer triggers), with one log line each."""
+"""Invoke HTTP, queue and timer functions in the language workers, with one log line each."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 from devhost.indexing import FunctionSpec
+from devhost.workers import WorkerPool
 
 log = logging.getLogger("devhost.functions")
 
 
 class FunctionInvoker:
-    def __init__(self, threads: int, function_timeout: float | None) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=max(4, threads), thread_name_prefix="function")
+    """Send a trigger's invocation to a worker process, where the Python worker would run it.
+
+    The worker runs a synchronous function on its PYTHON_THREADPOOL_THREAD_COUNT pool, shared with
+    activities and orchestrator replays, and an async function on its event loop; none of it runs in
+    the host process.
+    """
+
+    def __init__(self, pool: WorkerPool, function_timeout: float | None) -> None:
+        self.pool = pool
         self.function_timeout = function_timeout
         self.active = 0
 
-    async def invoke(self, spec: FunctionSpec, kwargs: dict[str, Any], detail: str = "") -> Any:
+    async def invoke(self, spec: FunctionSpec, kind: str, payload: dict[str, Any], detail: str = "") -> Any:
+        """Run `spec` with the trigger `payload` ("http", "queue" or "timer"); raise what the function raised.
+
+        `functionTimeout` applies as in the host: the call fails with TimeoutError and the worker that
+        ran over is recycled.
+        """
         invocation_id = str(uuid.uuid4())
         started = time.perf_counter()
         self.active += 1
         outcome = "Succeeded"
         try:
-            if spec.is_async:
-                return await asyncio.wait_for(spec.user_function(**kwargs), self.function_timeout)
-            loop = asyncio.get_running_loop()
-            call = loop.run_in_executor(self.executor, partial(spec.user_function, **kwargs))
-            return await asyncio.wait_for(call, self.function_timeout)
+            return await self.pool.call(spec.name, payload, self.function_timeout, kind=kind)
         except BaseException:
             outcome = "Failed"
             raise
@@ -47,6 +53,3 @@ class FunctionInvoker:
                 duration,
                 suffix,
             )
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)

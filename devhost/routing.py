@@ -19,17 +19,20 @@ _PARAM = re.compile(r"\{(?P<star>\*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<con
 
 
 class RouteError(ValueError):
-    pass
+    """A route template the host would refuse."""
 
 
 @dataclass(frozen=True)
 class RouteTemplate:
+    """An ASP.NET-style route template (`jobs/{id:guid}`, `{*rest}`, `{opt?}`) compiled to a regex."""
+
     template: str
     pattern: re.Pattern[str]
     parameters: tuple[str, ...]
 
     @classmethod
     def parse(cls, template: str) -> RouteTemplate:
+        """Compile `template`; raise RouteError for unbalanced braces or an unknown constraint."""
         template = template.strip("/")
         regex = ""
         names: list[str] = []
@@ -61,6 +64,7 @@ class RouteTemplate:
         return cls(template, re.compile(f"^{regex}/?$", re.IGNORECASE), tuple(names))
 
     def match(self, path: str) -> dict[str, str] | None:
+        """The route parameters if `path` (below the route prefix) matches, else None."""
         found = self.pattern.match(path.strip("/"))
         if not found:
             return None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 from typing import Any
 
-import azure.functions as func
 from aiohttp import web
 
 from devhost.config import HostConfig
@@ -17,6 +17,9 @@ from devhost.invoker import FunctionInvoker
 
 log = logging.getLogger("devhost.http")
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions host's default request body limit
+# What App Service's front end answers when the app has not responded within 230 s (observed as 500,
+# MicrosoftDocs/azure-docs#94418; the Functions HTTP trigger docs, "Limits", say 502: we answer 500).
+REQUEST_TIMED_OUT = "500 - The request timed out.\r\nThe web server failed to respond within the specified time."
 
 
 def _json_error(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -25,6 +28,8 @@ def _json_error(status: int, title: str, detail: str, headers: dict[str, str] | 
 
 
 class HttpFront:
+    """The host's HTTP side: app routes, the Durable webhooks and the admin status endpoint."""
+
     def __init__(
         self,
         config: HostConfig,
@@ -42,8 +47,10 @@ class HttpFront:
             key=lambda s: -(s.route.literal_weight if s.route else 0),
         )
         self.accepting = True
+        self._late: set[asyncio.Future[Any]] = set()  # invocations still running after their request timed out
 
     def build(self) -> web.Application:
+        """The aiohttp application with every route the host serves."""
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_route("GET", "/admin/host/status", self.host_status)
         app.router.add_route("*", WEBHOOK_PREFIX + "{tail:.*}", self.management.handle)
@@ -52,6 +59,7 @@ class HttpFront:
         return app
 
     async def host_status(self, request: web.Request) -> web.Response:
+        """`GET /admin/host/status`: Running, or Stopping during a graceful shutdown."""
         state = "Running" if self.accepting else "Stopping"
         return web.json_response({"id": "devhost", "state": state, "version": "devhost", "processUptime": 0})
 
@@ -70,70 +78,113 @@ class HttpFront:
         return any(k and hmac.compare_digest(key, k) for k in keys)
 
     async def app_route(self, request: web.Request) -> web.StreamResponse:
+        """Route a request to its HTTP function and run it in a worker, as the Functions host does."""
         if not self.accepting:
             return _json_error(503, "Service Unavailable", "The host is shutting down.", {"Retry-After": "5"})
         prefix = f"/{self.config.route_prefix}/" if self.config.route_prefix else "/"
         path = request.path
         if path == "/" and self.config.route_prefix:
             return web.Response(text="Your Functions app (devhost) is up and running.")
-        if not path.startswith(prefix):
-            return _json_error(404, "Not Found", f"No function route matches {path}.")
-        sub = path[len(prefix) :]
-        matches: list[tuple[FunctionSpec, dict[str, str]]] = []
-        for spec in self.routes:
-            assert spec.route is not None
-            params = spec.route.match(sub)
-            if params is not None:
-                matches.append((spec, params))
-        if not matches:
-            return _json_error(404, "Not Found", f"No function route matches {path}.")
         method = request.method.upper()
-        chosen = next(
-            ((s, p) for s, p in matches if method in s.methods or (method == "HEAD" and "GET" in s.methods)), None
-        )
+        chosen = self._route(path[len(prefix) :], method) if path.startswith(prefix) else None
         if chosen is None:
-            allowed = sorted({m for s, _ in matches for m in s.methods})
-            return _json_error(
-                405, "Method Not Allowed", f"{method} is not allowed on {path}.", {"Allow": ", ".join(allowed)}
-            )
+            # The host maps each route with an HttpMethodRouteConstraint (WebScriptHostHttpRoutesManager.
+            # InitializeHttpFunctionRoutes): a method the function does not declare matches no route at
+            # all, so it is 404 like an unknown path, HEAD and OPTIONS included; there is no 405.
+            return _json_error(404, "Not Found", f"No function route matches {method} {path}.")
         spec, params = chosen
         if not self._authorized(spec, request):
             return _json_error(401, "Unauthorized", "A valid function key is required (x-functions-key or ?code=).")
+        if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
+            return _json_error(413, "Payload Too Large", f"Request bodies are limited to {MAX_REQUEST_BYTES} bytes.")
         try:
-            body = await request.read()
+            body = await _body(request)
         except web.HTTPRequestEntityTooLarge:
             return _json_error(413, "Payload Too Large", f"Request bodies are limited to {MAX_REQUEST_BYTES} bytes.")
-        http_request = func.HttpRequest(
-            method=method,
-            url=str(request.url),
-            headers=dict(request.headers),
-            params=dict(request.query),
-            route_params=params,
-            body=body,
-        )
-        kwargs: dict[str, Any] = {spec.trigger_param: http_request}
+        payload: dict[str, Any] = {
+            "method": method,
+            "url": str(request.url),
+            "headers": _joined(request.headers.items(), lower=True),
+            "params": _joined(request.query.items(), lower=False),
+            "route_params": params,
+            "body": body,
+        }
         if spec.client_param:
             origin = f"{request.scheme}://{request.host}"
-            kwargs[spec.client_param] = self.management.client_binding(origin, origin)
+            payload["client"] = self.management.client_binding(origin, origin)
+        invocation = asyncio.ensure_future(self.invoker.invoke(spec, "http", payload, detail=f"{method} {path}"))
+        done, _ = await asyncio.wait({invocation}, timeout=self.config.http_response_limit)
+        if not done:
+            # The front end gives up after 230 s (Azure Load Balancer idle timeout) while the function
+            # keeps running to its functionTimeout; its answer is lost.
+            self._late.add(invocation)
+            invocation.add_done_callback(self._late_done)
+            log.warning(
+                "'%s' did not answer %s %s within %.0f s: the front end answers 500, the function runs on.",
+                spec.name,
+                method,
+                path,
+                self.config.http_response_limit,
+            )
+            return web.Response(status=500, text=REQUEST_TIMED_OUT, content_type="text/html")
         try:
-            result = await self.invoker.invoke(spec, kwargs, detail=f"{method} {path}")
+            result = invocation.result()
         except Exception:
             log.exception("function '%s' raised", spec.name)
             return web.Response(status=500)
         return self._response(result)
 
+    def _route(self, sub: str, method: str) -> tuple[FunctionSpec, dict[str, str]] | None:
+        for spec in self.routes:
+            assert spec.route is not None
+            if spec.methods and method not in spec.methods:
+                continue
+            params = spec.route.match(sub)
+            if params is not None:
+                return spec, params
+        return None
+
+    def _late_done(self, invocation: asyncio.Future[Any]) -> None:
+        self._late.discard(invocation)
+        if not invocation.cancelled() and invocation.exception() is not None:
+            log.warning("a late HTTP invocation failed after its request timed out: %s", invocation.exception())
+
     @staticmethod
     def _response(result: Any) -> web.Response:
         if result is None:
             return web.Response(status=204)
-        if isinstance(result, func.HttpResponse):
-            headers = dict(result.headers.items())
-            if "content-type" not in {k.lower() for k in headers} and result.mimetype:
-                charset = (
-                    f"; charset={result.charset}" if result.charset and result.mimetype.startswith("text/") else ""
-                )
-                headers["Content-Type"] = f"{result.mimetype}{charset}"
-            return web.Response(status=result.status_code, body=result.get_body(), headers=headers)
-        if isinstance(result, str | bytes):
-            return web.Response(status=200, body=result if isinstance(result, bytes) else result.encode())
-        return web.json_response(result)
+        response = web.Response(status=int(result["status"]), body=result["body"])
+        for name, value in result["headers"]:
+            if name.lower() == "content-length":
+                continue
+            response.headers.add(name, value)
+        return response
+
+
+async def _body(request: web.Request) -> bytes:
+    """The body as the host hands it to the worker: read only when Content-Length says there is one.
+
+    `GrpcMessageConversionExtensions.ToRpcHttp` populates the body only `if (request.Body != null &&
+    request.ContentLength > 0)`: a chunked request (no Content-Length) reaches a Python function with an
+    empty body.
+    """
+    if not request.content_length:
+        return b""
+    return await request.read()
+
+
+def _joined(pairs: Any, *, lower: bool) -> dict[str, str]:
+    """Query parameters or headers as the host sends them to a Python worker.
+
+    ASP.NET Core's collections hold every value of a repeated name and `StringValues.ToString()` joins
+    them with ","; `ToRpcHttp` then drops a query parameter whose value is empty (the Python worker does not
+    ask for nullable dictionaries) and lower-cases header names. Names compare case-insensitively.
+    """
+    values: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        names.setdefault(key, key if lower else name)
+        values.setdefault(key, []).append(value)
+    joined = {names[k]: ",".join(v) for k, v in values.items()}
+    return joined if lower else {k: v for k, v in joined.items() if v}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from datetime import UTC, datetime
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError
-from azure.functions.queue import QueueMessage
-from azure.functions.timer import TimerRequest
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from devhost.config import HostConfig
@@ -18,11 +18,33 @@ from devhost.indexing import FunctionSpec
 from devhost.invoker import FunctionInvoker
 
 log = logging.getLogger("devhost.triggers")
-PROCESSING_VISIBILITY = 600  # seconds a message stays hidden while its function runs
+POISON_SUFFIX = "-poison"
+_QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
+
+
+def poison_queue_name(queue: str) -> str | None:
+    """The queue a trigger moves poison messages to, or None when it has none.
+
+    As `QueueListenerFactory.CreatePoisonQueueReference` (Microsoft.Azure.WebJobs.Extensions.Storage.Queues):
+    no poison queue for a queue that is itself a poison queue (name ends in "-poison") or when the name
+    with "-poison" added would not be a valid queue name (3-63 characters).
+    """
+    if queue.endswith(POISON_SUFFIX):
+        return None
+    name = queue + POISON_SUFFIX
+    return name if len(name) <= 63 and _QUEUE_NAME.match(name) else None
 
 
 class QueueListener:
-    """Polls one queue like the WebJobs queue listener: batches, backoff, visibility, poison queue."""
+    """Polls one queue as the WebJobs `QueueListener` and `QueueProcessor` do.
+
+    Batches and backoff; each message is received hidden for 10 minutes and that visibility is renewed at
+    half-time while the function runs (`CreateUpdateMessageVisibilityTimer`); a failed message is released
+    with `visibilityTimeout` or, after `maxDequeueCount` failures, moved to the poison queue
+    (`CompleteProcessingMessageAsync`); a message that is not valid base64 goes to the poison queue without
+    an invocation (the extension's `MessageDecodingFailed` handler). A queue with no poison queue leaves a
+    failed message invisible instead, so it comes back after the 10 minutes, for ever.
+    """
 
     def __init__(
         self,
@@ -37,17 +59,21 @@ class QueueListener:
         self.config = config
         self.invoker = invoker
         self.client_binding = client_binding
+        self.visibility = int(max(1, config.queue_listener_visibility))
         self.queue: QueueClient = queues.get_queue_client(spec.queue_name)
-        self.poison: QueueClient = queues.get_queue_client(f"{spec.queue_name}-poison")
+        poison = poison_queue_name(spec.queue_name)
+        self.poison: QueueClient | None = queues.get_queue_client(poison) if poison else None
         self.running = False
         self.inflight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        """Start polling."""
         self.running = True
         self._task = asyncio.create_task(self._poll())
 
     async def stop(self, grace: float) -> None:
+        """Stop polling and give messages in flight up to `grace` seconds to finish."""
         self.running = False
         if self._task:
             self._task.cancel()
@@ -57,6 +83,8 @@ class QueueListener:
 
     async def _poll(self) -> None:
         for queue in (self.queue, self.poison):
+            if queue is None:
+                continue
             try:
                 await queue.create_queue()
             except ResourceExistsError:
@@ -75,7 +103,7 @@ class QueueListener:
                 messages = [
                     m
                     async for m in self.queue.receive_messages(
-                        messages_per_page=count, max_messages=count, visibility_timeout=PROCESSING_VISIBILITY
+                        messages_per_page=count, max_messages=count, visibility_timeout=self.visibility
                     )
                 ]
             except AzureError as exc:
@@ -92,63 +120,113 @@ class QueueListener:
             await asyncio.sleep(interval)
             interval = min(interval * 2, self.config.queue_max_polling_interval)
 
-    def _decode(self, text: str) -> bytes:
+    def _decode(self, text: str) -> bytes | None:
         if self.config.queue_message_encoding == "base64":
-            return base64.b64decode(text.encode("ascii"), validate=True)
+            try:
+                return base64.b64decode(text.encode("ascii"), validate=True)
+            except (ValueError, UnicodeEncodeError):
+                return None
         return text.encode("utf-8")
 
     async def _process(self, message: Any) -> None:
         raw = str(message.content)
         dequeue_count = int(message.dequeue_count or 1)
-        if dequeue_count > self.config.queue_max_dequeue_count:
-            await self._to_poison(message, raw)
+        receipt = _Receipt(message.id, message.pop_receipt)
+        body = self._decode(raw)
+        if body is None:
+            log.warning("Message decoding has failed! Check MessageEncoding settings. MessageId=%s.", message.id)
+            await self._to_poison(receipt, raw)
             return
+        if dequeue_count > self.config.queue_max_dequeue_count:
+            # BeginProcessingMessageAsync: never invoked again; without a poison queue it just stays.
+            await self._to_poison(receipt, raw)
+            return
+        payload: dict[str, Any] = {
+            "id": message.id,
+            "body": body,
+            "dequeue_count": dequeue_count,
+            "expiration_time": message.expires_on,
+            "insertion_time": message.inserted_on,
+            "time_next_visible": message.next_visible_on,
+            "pop_receipt": message.pop_receipt,
+        }
+        if self.spec.client_param:
+            payload["client"] = self.client_binding()
+        renewer = asyncio.create_task(self._renew(receipt))
         try:
-            body = self._decode(raw)
-            queue_message = QueueMessage(  # type: ignore[no-untyped-call]
-                id=message.id,
-                body=body,
-                dequeue_count=dequeue_count,
-                expiration_time=message.expires_on,
-                insertion_time=message.inserted_on,
-                time_next_visible=message.next_visible_on,
-                pop_receipt=message.pop_receipt,
-            )
-            kwargs: dict[str, Any] = {self.spec.trigger_param: queue_message}
-            if self.spec.client_param:
-                kwargs[self.spec.client_param] = self.client_binding()
             await self.invoker.invoke(
-                self.spec, kwargs, detail=f"queue={self.spec.queue_name}, DequeueCount={dequeue_count}"
+                self.spec, "queue", payload, detail=f"queue={self.spec.queue_name}, DequeueCount={dequeue_count}"
             )
         except Exception as exc:  # any failure counts against the dequeue count, as in the host
             log.warning("'%s' failed on message %s (dequeue %d): %s", self.spec.name, message.id, dequeue_count, exc)
-            if dequeue_count >= self.config.queue_max_dequeue_count:
-                await self._to_poison(message, raw)
-            else:
-                try:
-                    await self.queue.update_message(
-                        message, visibility_timeout=int(self.config.queue_visibility_timeout)
-                    )
-                except AzureError as error:
-                    log.warning("could not release message %s: %s", message.id, error)
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            await self._failed(receipt, raw, dequeue_count)
             return
+        renewer.cancel()
+        await asyncio.gather(renewer, return_exceptions=True)
         try:
-            await self.queue.delete_message(message)
+            await self.queue.delete_message(receipt.message_id, pop_receipt=receipt.pop_receipt)
         except AzureError as exc:
             log.warning("could not delete message %s: %s", message.id, exc)
 
-    async def _to_poison(self, message: Any, raw: str) -> None:
+    async def _renew(self, receipt: _Receipt) -> None:
+        """Keep the message hidden while its function runs: renew at half the visibility, as the host does."""
+        while True:
+            await asyncio.sleep(self.visibility / 2)
+            try:
+                updated = await self.queue.update_message(
+                    receipt.message_id, pop_receipt=receipt.pop_receipt, visibility_timeout=self.visibility
+                )
+                receipt.pop_receipt = updated.pop_receipt
+            except AzureError as exc:
+                log.warning("could not renew the visibility of message %s: %s", receipt.message_id, exc)
+
+    async def _failed(self, receipt: _Receipt, raw: str, dequeue_count: int) -> None:
+        if self.poison is None:
+            # "For queues without a corresponding poison queue, leave the message invisible when processing
+            # fails to prevent a fast infinite loop" (QueueProcessor.CompleteProcessingMessageAsync).
+            return
+        if dequeue_count >= self.config.queue_max_dequeue_count:
+            await self._to_poison(receipt, raw)
+            return
+        try:
+            await self.queue.update_message(
+                receipt.message_id,
+                pop_receipt=receipt.pop_receipt,
+                visibility_timeout=int(self.config.queue_visibility_timeout),
+            )
+        except AzureError as error:
+            log.warning("could not release message %s: %s", receipt.message_id, error)
+
+    async def _to_poison(self, receipt: _Receipt, raw: str) -> None:
+        if self.poison is None:
+            return  # HandlePoisonMessageAsync does nothing without a poison queue: the message stays
         log.warning(
             "Message %s has reached MaxDequeueCount of %d; moving it to queue '%s'.",
-            message.id,
+            receipt.message_id,
             self.config.queue_max_dequeue_count,
             self.poison.queue_name,
         )
+        try:
+            await self.poison.create_queue()
+        except ResourceExistsError:
+            pass
         await self.poison.send_message(raw)
-        await self.queue.delete_message(message)
+        await self.queue.delete_message(receipt.message_id, pop_receipt=receipt.pop_receipt)
+
+
+@dataclass
+class _Receipt:
+    """A message being processed and its latest pop receipt (each visibility update issues a new one)."""
+
+    message_id: str
+    pop_receipt: str | None
 
 
 class TimerRunner:
+    """Fires one timer function on its NCRONTAB schedule or TimeSpan interval."""
+
     def __init__(self, spec: FunctionSpec, invoker: FunctionInvoker, client_binding: Any) -> None:
         self.spec = spec
         self.invoker = invoker
@@ -157,9 +235,11 @@ class TimerRunner:
         self.last: datetime | None = None
 
     def start(self) -> None:
+        """Start the schedule."""
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop the schedule (an invocation in flight is cancelled with it)."""
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -167,26 +247,23 @@ class TimerRunner:
     def _next(self, after: datetime) -> datetime:
         if self.spec.schedule is not None:
             return self.spec.schedule.next_after(after)
-        from datetime import timedelta
-
         return after + timedelta(seconds=self.spec.schedule_interval or 60)
 
     async def _fire(self, past_due: bool) -> None:
         now = datetime.now(UTC)
-        request = TimerRequest(
-            past_due=past_due,
-            schedule_status={
+        payload: dict[str, Any] = {
+            "past_due": past_due,
+            "schedule_status": {
                 "Last": (self.last or now).isoformat(),
                 "Next": self._next(now).isoformat(),
                 "LastUpdated": now.isoformat(),
             },
-            schedule={"AdjustForDST": True},
-        )
-        kwargs: dict[str, Any] = {self.spec.trigger_param: request}
+            "schedule": {"AdjustForDST": True},
+        }
         if self.spec.client_param:
-            kwargs[self.spec.client_param] = self.client_binding()
+            payload["client"] = self.client_binding()
         try:
-            await self.invoker.invoke(self.spec, kwargs, detail="timer")
+            await self.invoker.invoke(self.spec, "timer", payload, detail="timer")
         except Exception:
             log.exception("timer function '%s' failed", self.spec.name)
         self.last = now

@@ -1,8 +1,11 @@
-"""Language-worker processes: activities run in separate Python processes, as FUNCTIONS_WORKER_PROCESS_COUNT
-gives the real host, so CPU-bound activities run in parallel instead of taking turns under one GIL.
+"""Language-worker processes: every app function runs here, as it does in the Python worker.
 
-Each worker process imports the app once and runs calls on a thread pool (PYTHON_THREADPOOL_THREAD_COUNT),
-as the Python worker does for synchronous functions.
+The host starts FUNCTIONS_WORKER_PROCESS_COUNT spawned processes. Each imports the app once and runs
+invocations the way the worker's dispatcher does (`Dispatcher._handle__invocation_request` in
+Azure/azure-functions-python-worker): a synchronous function on the one thread pool of
+PYTHON_THREADPOOL_THREAD_COUNT threads (`_sync_call_tp`), an async function as a task on the worker's
+event loop. HTTP, queue, timer and activity functions and orchestrator replays all share that pool, so a
+busy activity delays an HTTP call or a replay as it does in Azure.
 """
 
 from __future__ import annotations
@@ -31,11 +34,14 @@ class WorkerCrashed(Exception):
 
 @dataclass
 class ActivityFailure(Exception):
+    """A function raised in the worker: its type, message and stack, as the worker reports them."""
+
     type_name: str
     message: str
     stack: str
 
     def __str__(self) -> str:
+        """`Type: message`, as the worker's RpcException shows it."""
         return f"{self.type_name}: {self.message}"
 
 
@@ -43,60 +49,158 @@ class ActivityFailure(Exception):
 # Inside the worker process
 # ---------------------------------------------------------------------------------------------------------
 def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, threads: int) -> None:
-    import asyncio as worker_asyncio
-    import inspect
-
-    from azure.functions import meta
-    from azure.functions.durable_functions import ActivityTriggerConverter
-
     from devhost.indexing import index_functions, load_app
 
     os.chdir(app_dir)
     app = load_app(Path(app_dir))
-    specs = index_functions(app, "api")
-    activities = {s.name: s for s in specs if s.trigger_type == "activityTrigger"}
-    orchestrators = {s.name: s for s in specs if s.trigger_type == "orchestrationTrigger"}
+    functions = {s.name: s for s in index_functions(app, "api")}
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    # One pool for every synchronous function, as the worker's `_sync_call_tp`.
+    pool = ThreadPoolExecutor(max_workers=threads)
     send_lock = threading.Lock()
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="activity")
-    # Episodes get a thread of their own: a replay takes milliseconds and must not queue behind a
-    # chunk activity that holds every activity thread for seconds.
-    episodes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orchestrator")
+    stopping = asyncio.Event()
+    running: set[asyncio.Task[None]] = set()
 
     def reply(message: tuple[Any, ...]) -> None:
         with send_lock:
             conn.send(message)
 
-    def run(call_id: int, name: str, input_text: str | None, kind: str = "activity") -> None:
+    def failure(call_id: int, exc: BaseException) -> tuple[Any, ...]:
+        # Every failure goes back to the host as the worker reports it: type, message, stack.
+        return (call_id, False, (type(exc).__name__, str(exc), traceback.format_exc()))
+
+    def run_sync(call_id: int, spec: Any, kind: str, payload: Any) -> None:
+        # On a pool thread, and the reply leaves from it too: no hop back through the event loop, so a
+        # call costs what it did when only activities ran here (the real worker hops through its loop
+        # and gRPC thread; the thread that runs the code is the same).
         try:
-            if kind == "orchestrator":
-                # The SDK's handle: context JSON in, OrchestratorState JSON out (or an exception carrying it).
-                reply((call_id, True, orchestrators[name].user_function(input_text)))
+            message = (call_id, True, _encode(kind, spec.user_function(**_bind(spec, kind, payload))))
+        except BaseException as exc:
+            message = failure(call_id, exc)
+        reply(message)
+
+    async def run_async(call_id: int, spec: Any, kind: str, payload: Any) -> None:
+        try:
+            message = (call_id, True, _encode(kind, await spec.user_function(**_bind(spec, kind, payload))))
+        except BaseException as exc:
+            message = failure(call_id, exc)
+        # A large reply would block the loop while the pipe drains: a pool thread sends it.
+        await loop.run_in_executor(None, reply, message)
+
+    def start_async(call_id: int, spec: Any, kind: str, payload: Any) -> None:
+        task = loop.create_task(run_async(call_id, spec, kind, payload))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    def read() -> None:
+        # Like the worker's gRPC thread: receive, then hand a sync function to the thread pool and an
+        # async one to the event loop.
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                message = None
+            if message is None:
+                loop.call_soon_threadsafe(stopping.set)
                 return
-            spec = activities[name]
-            value = ActivityTriggerConverter.decode(meta.Datum(input_text, "string"), trigger_metadata={})
-            result = spec.user_function(**{spec.trigger_param: value})
-            if inspect.isawaitable(result):
-                result = worker_asyncio.run(_await(result))
-            datum = ActivityTriggerConverter.encode(result, expected_type=None)
-            reply((call_id, True, datum.value))
-        except BaseException as exc:  # every failure goes back to the host as the worker reports it
-            reply((call_id, False, (type(exc).__name__, str(exc), traceback.format_exc())))
+            call_id, name, payload, kind = message
+            spec = functions.get(name)
+            if spec is None:
+                reply(failure(call_id, KeyError(f"no function named {name!r} in the worker")))
+            elif spec.is_async:
+                loop.call_soon_threadsafe(start_async, call_id, spec, kind, payload)
+            else:
+                pool.submit(run_sync, call_id, spec, kind, payload)
 
-    reply((0, True, "ready"))
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            break
-        if message is None:
-            break
-        (episodes if message[3] == "orchestrator" else pool).submit(run, *message)
-    pool.shutdown(wait=True)
-    episodes.shutdown(wait=True)
+    async def serve() -> None:
+        reply((0, True, "ready"))
+        await stopping.wait()
+        if running:
+            await asyncio.wait(list(running))
+
+    threading.Thread(target=read, daemon=True, name="worker-reader").start()
+    try:
+        loop.run_until_complete(serve())
+    finally:
+        pool.shutdown(wait=True)
 
 
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
+def _bind(spec: Any, kind: str, payload: Any) -> dict[str, Any]:
+    """The function's arguments from what the host sent, decoded as the worker's converters do."""
+    import azure.functions as func
+    from azure.functions import meta
+    from azure.functions.durable_functions import ActivityTriggerConverter
+    from azure.functions.queue import QueueMessage
+    from azure.functions.timer import TimerRequest
+
+    kwargs: dict[str, Any] = {}
+    if kind == "orchestrator":
+        # The SDK's handle takes the context JSON and answers the OrchestratorState JSON.
+        kwargs[spec.trigger_param] = payload
+        return kwargs
+    if kind == "activity":
+        kwargs[spec.trigger_param] = ActivityTriggerConverter.decode(meta.Datum(payload, "string"), trigger_metadata={})
+        return kwargs
+    if kind == "http":
+        kwargs[spec.trigger_param] = func.HttpRequest(
+            method=payload["method"],
+            url=payload["url"],
+            headers=payload["headers"],
+            params=payload["params"],
+            route_params=payload["route_params"],
+            body=payload["body"],
+        )
+    elif kind == "queue":
+        kwargs[spec.trigger_param] = QueueMessage(  # type: ignore[no-untyped-call]
+            id=payload["id"],
+            body=payload["body"],
+            dequeue_count=payload["dequeue_count"],
+            expiration_time=payload["expiration_time"],
+            insertion_time=payload["insertion_time"],
+            time_next_visible=payload["time_next_visible"],
+            pop_receipt=payload["pop_receipt"],
+        )
+    elif kind == "timer":
+        kwargs[spec.trigger_param] = TimerRequest(
+            past_due=payload["past_due"], schedule_status=payload["schedule_status"], schedule=payload["schedule"]
+        )
+    else:
+        raise ValueError(f"unknown invocation kind {kind!r}")
+    if spec.client_param:
+        # The durableClient binding arrives as its JSON text; the SDK's decorator builds the client from it.
+        kwargs[spec.client_param] = payload["client"]
+    return kwargs
+
+
+def _encode(kind: str, result: Any) -> Any:
+    """The function's return value as the worker sends it back: JSON for activities, RpcHttp for HTTP."""
+    if kind == "orchestrator":
+        return result
+    if kind == "activity":
+        from azure.functions.durable_functions import ActivityTriggerConverter
+
+        return ActivityTriggerConverter.encode(result, expected_type=None).value
+    if kind == "http":
+        return _http_response(result)
+    return None
+
+
+def _http_response(result: Any) -> dict[str, Any] | None:
+    """Encode an HTTP return value with the library's HttpResponseConverter, as the worker does."""
+    from azure.functions.http import HttpResponseConverter
+
+    if result is None:
+        return None
+    datum = HttpResponseConverter.encode(result, expected_type=None)  # NotImplementedError for other types
+    if datum.type == "string":
+        return {"status": 200, "headers": [], "body": str(datum.value).encode("utf-8")}
+    value = datum.value
+    headers = [(str(k), str(v.value)) for k, v in value["headers"].items()]
+    for cookie in value.get("cookies") or []:
+        for morsel in cookie.values():
+            headers.append(("Set-Cookie", morsel.OutputString()))
+    return {"status": int(value["status_code"].value), "headers": headers, "body": bytes(value["body"].value or b"")}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -114,6 +218,8 @@ class _Worker:
 
 
 class WorkerPool:
+    """The host's side of the language workers: spawn them, send invocations, restart the ones that die."""
+
     def __init__(self, app_dir: Path, processes: int, threads: int) -> None:
         self.app_dir = app_dir
         self.size = max(1, processes)
@@ -125,6 +231,7 @@ class WorkerPool:
         self._closing = False
 
     async def start(self) -> None:
+        """Spawn the worker processes (they import the app in the background)."""
         self._loop = asyncio.get_running_loop()
         for _ in range(self.size):
             self.workers.append(self._spawn())
@@ -187,17 +294,20 @@ class WorkerPool:
             log.warning("language worker %s exited; starting a new one", worker.process.pid)
             self.workers[self.workers.index(worker)] = self._spawn()
 
-    async def call(
-        self, name: str, input_text: str | None, timeout: float | None, kind: str = "activity"
-    ) -> str | None:
-        """Run an activity (or an orchestrator episode) in the least busy worker; returns its JSON text."""
+    async def call(self, name: str, payload: Any, timeout: float | None, kind: str = "activity") -> Any:
+        """Invoke function `name` in the least busy worker and return what the worker answers.
+
+        `kind` says how the worker binds `payload` and encodes the result: "activity" (input and output
+        JSON text), "orchestrator" (context JSON in, OrchestratorState JSON out), "http" (request dict in,
+        response dict out), "queue" and "timer" (trigger dicts in, nothing out).
+        """
         worker = min(self.workers, key=lambda w: len(w.pending))
         await worker.ready.wait()
         assert self._loop is not None
         call_id = next(self._ids)
         future: asyncio.Future[Any] = self._loop.create_future()
         worker.pending[call_id] = future
-        worker.outbox.put((call_id, name, input_text, kind))
+        worker.outbox.put((call_id, name, payload, kind))
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
@@ -207,12 +317,15 @@ class WorkerPool:
             raise
 
     async def wait_ready(self) -> None:
+        """Wait until every worker has imported the app."""
         await asyncio.gather(*(w.ready.wait() for w in self.workers))
 
     def busy(self) -> int:
+        """Invocations in flight over all workers."""
         return sum(len(w.pending) for w in self.workers)
 
     async def stop(self, grace: float) -> None:
+        """Ask every worker to finish what it runs, then kill the ones still alive after `grace` seconds."""
         self._closing = True
         for worker in self.workers:
             worker.outbox.put(None)
@@ -222,4 +335,5 @@ class WorkerPool:
                 worker.process.kill()
 
     def pids(self) -> list[int]:
+        """Process ids of the live workers."""
         return [w.process.pid for w in self.workers if w.process.pid]

@@ -194,7 +194,7 @@ def tick(timer: func.TimerRequest) -> None:
         queue.create_queue()
     except ResourceExistsError:
         pass
-    queue.send_message(f"tick past_due={timer.past_due}")
+    queue.send_message(f"tick past_due={timer.past_due} pid={os.getpid()}")
 
 
 @app.activity_trigger(input_name="size")
@@ -271,6 +271,79 @@ def parent_retry(context: df.DurableOrchestrationContext):
     except Exception as exc:  # noqa: BLE001 - the sample reports what the SDK raised
         return {"caught": str(exc).split("\n")[0]}
     return {"caught": None}
+
+
+# --- where code runs and how the host delivers HTTP and queue messages (tests/devhost/test_*_delivery.py,
+# test_worker_placement.py) -------------------------------------------------------------------------------
+def _whereabouts() -> dict[str, Any]:
+    import os
+    import threading
+
+    return {"pid": os.getpid(), "thread": threading.current_thread().name}
+
+
+def _report(**fields: Any) -> None:
+    """Tell the test what ran: a JSON message on REPORT_QUEUE."""
+    import os
+
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.queue import QueueClient
+
+    queue = QueueClient.from_connection_string(os.environ["AzureWebJobsStorage"], os.environ["REPORT_QUEUE"])
+    try:
+        queue.create_queue()
+    except ResourceExistsError:
+        pass
+    queue.send_message(json.dumps({**fields, **_whereabouts(), "at": time.time()}))
+
+
+@app.route(route="echo/{*rest}", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def echo(req: func.HttpRequest) -> func.HttpResponse:
+    body = req.get_body()
+    report = {"method": req.method, "params": dict(req.params), "body_length": len(body), **_whereabouts()}
+    return func.HttpResponse(json.dumps(report), mimetype="application/json")
+
+
+@app.route(route="whoami", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def whoami_async(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(_whereabouts()), mimetype="application/json")
+
+
+@app.route(route="slow", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def slow_http(req: func.HttpRequest) -> func.HttpResponse:
+    time.sleep(float(req.params.get("seconds", "1")))
+    return func.HttpResponse("finally", status_code=200)
+
+
+@app.activity_trigger(input_name="payload")
+def whoami(payload: Any) -> dict[str, Any]:
+    return _whereabouts()
+
+
+@app.orchestration_trigger(context_name="context")
+def where(context: df.DurableOrchestrationContext):
+    activity = yield context.call_activity("whoami", None)
+    return {"orchestrator": _whereabouts(), "activity": activity}
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%SLOW_QUEUE%", connection="AzureWebJobsStorage")
+def slow_message(msg: func.QueueMessage) -> None:
+    """`sleep N` sleeps N seconds; `fail` raises; every invocation reports first."""
+    text = msg.get_body().decode()
+    visible = msg.time_next_visible.timestamp() if msg.time_next_visible else None
+    inserted = msg.insertion_time.timestamp() if msg.insertion_time else None
+    _report(source="slow", text=text, dequeue_count=msg.dequeue_count, next_visible=visible, inserted=inserted)
+    if text.startswith("sleep "):
+        time.sleep(float(text.split()[1]))
+    if text.startswith("fail"):
+        raise RuntimeError(f"cannot take {text!r}")
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%DEAD_QUEUE%", connection="AzureWebJobsStorage")
+def dead_message(msg: func.QueueMessage) -> None:
+    """A trigger on a poison queue (the name ends in -poison) that always fails."""
+    _report(source="dead", text=msg.get_body().decode(), dequeue_count=msg.dequeue_count)
+    raise RuntimeError("a poison message that cannot be handled")
 
 
 from strict_orchestrations import bp as strict_orchestrations  # type: ignore[import-not-found]  # noqa: E402, I001
