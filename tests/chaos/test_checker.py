@@ -27,9 +27,9 @@ from bench.chaos.workload import (
     vector_job,
 )
 from kinds.base import BytesSource
-from kinds.csv_report import single_pass_report
 from kinds.simulate import expected_checksum
 from shared.submission import job_id_for
+from tests.kinds.reference import single_pass_report
 
 
 @pytest.mark.parametrize("seed", range(12))
