@@ -33,6 +33,7 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of `python -m devhost`."""
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
     parser.add_argument(
         "--port", type=int, default=None, help="HTTP port (default: local settings Host.LocalHttpPort or 7071)"
@@ -92,6 +93,7 @@ async def _close_http_sessions() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve the app until SIGINT/SIGTERM; the exit code is 2 for start-up errors."""
     args = parse_args(argv)
     args.app_dir = args.app_dir.resolve()
     _configure_logging(args.verbose)

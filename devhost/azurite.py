@@ -15,12 +15,14 @@ DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFP
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on `host:port` (checked within 0.2 s)."""
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex((host, port)) == 0
 
 
 def development_connection_string(ports: tuple[int, int, int] = DEFAULT_PORTS) -> str:
+    """A connection string for Azurite's well-known development account on these (blob, queue, table) ports."""
     blob, queue, table = ports
     return (
         f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
@@ -56,6 +58,7 @@ def azurite_command(app_dir: Path, ports: tuple[int, int, int], location: Path |
 
 
 def wait_listening(process: subprocess.Popen[bytes], ports: tuple[int, int, int], timeout: float = 30.0) -> None:
+    """Wait until Azurite listens on all three ports; RuntimeError if it exits or `timeout` passes."""
     deadline = time.monotonic() + timeout
     while not all(port_open(p) for p in ports):
         if process.poll() is not None:

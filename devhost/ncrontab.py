@@ -10,6 +10,8 @@ _DAYS = {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}
 
 
 class ScheduleError(ValueError):
+    """An NCRONTAB expression the host would refuse."""
+
     pass
 
 
@@ -47,6 +49,8 @@ def _value(text: str, names: dict[str, int] | None) -> int:
 
 @dataclass(frozen=True)
 class CronSchedule:
+    """A parsed six-field NCRONTAB schedule (with seconds), as timer triggers take it."""
+
     seconds: frozenset[int]
     minutes: frozenset[int]
     hours: frozenset[int]
@@ -58,6 +62,7 @@ class CronSchedule:
 
     @classmethod
     def parse(cls, expression: str) -> CronSchedule:
+        """Parse `sec min hour day month weekday`; raises ScheduleError."""
         fields = expression.split()
         if len(fields) != 6:
             raise ScheduleError(f"NCRONTAB needs six fields (sec min hour day month weekday): {expression!r}")
