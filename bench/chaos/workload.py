@@ -41,10 +41,8 @@ class JobSpec:
 
     @property
     def job_id(self) -> str:
-        """The id derived from the key: SHA-256 over a versioned prefix and the key, first 32 hex digits.
-
-        (docs/api.md says "SHA-256 over the key"; shared/submission.py `key_hash` adds the prefix.)
-        """
+        """The id derived from the key, as docs/api.md states it (computed here, not imported, so a change
+        of the app's derivation shows up as lost jobs)."""
         return hashlib.sha256(b"longrun/idempotency-key/v1\0" + self.key.encode("ascii")).hexdigest()[:32]
 
 

@@ -26,9 +26,9 @@ from bench.chaos.workload import (
     simulate_job,
     vector_job,
 )
+from jobs.requests import job_id_for
 from kinds.base import BytesSource
 from kinds.simulate import expected_checksum
-from shared.submission import job_id_for
 from tests.kinds.reference import single_pass_report
 
 
