@@ -10,7 +10,7 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 
 from api.app import blueprint
-from api.http import json_response
+from api.http import OUTAGE_RETRY_AFTER_SECONDS, json_response
 from jobs.query import job_counts
 from shared.settings import get_settings
 from storage import jobs as job_store
@@ -54,7 +54,8 @@ async def health(req: func.HttpRequest) -> func.HttpResponse:
     try:
         clients = await asyncio.wait_for(_storage_clients(), STORAGE_TIMEOUT_SECONDS)
     except (AzureError, TimeoutError) as exc:
-        return json_response({"status": "unavailable", "storage": type(exc).__name__}, 503)
+        unavailable = {"status": "unavailable", "storage": type(exc).__name__}
+        return json_response(unavailable, 503, headers={"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)})
     body: dict[str, Any] = {"status": "ok", "storage": "ok"}
     global _cached
     now = time.monotonic()

@@ -51,7 +51,9 @@ from storage.names import PAYLOADS_CONTAINER, job_input_blob_name, upload_blob_n
 BLOCK_BYTES = 4 * 1024 * 1024
 MAX_UPLOAD_BYTES = 5 * 1024**3
 """The largest upload a job accepts (checked at submit: 413); bigger inputs make chunks too big to work in memory."""
-UNDO_SECONDS = 2.0  # the compensation of a failed start must not hold the request: the sweeper finishes it
+# The compensation of a failed start must not hold the request (an outage answers 503 within 2 s): each of
+# its two steps gets this long, and the orphan sweep finishes whatever an outage leaves.
+UNDO_SECONDS = 0.75
 
 _UPLOAD_REF = re.compile(r"uploads/([0-9a-f]{32})")
 
@@ -350,7 +352,8 @@ async def submit_job(client: Any, clients: StorageClients, request: JobRequest) 
     except (IdempotencyConflict, InvalidRequest, Unavailable):
         raise
     except Exception as exc:
-        if written and await _started_anyway(client, job_id):
+        # Only a keyed job can have been started by someone else: a random id is this request's alone.
+        if written and request.idempotency_key is not None and await _started_anyway(client, job_id):
             # A concurrent retry of the same key found no instance yet and started it first: the job runs.
             log_event("job.submitted", job_id=job_id, kind=request.kind, source=request.source)
             return Submitted(record, created=True)

@@ -77,6 +77,7 @@ def test_every_route_answers_503_with_retry_after_promptly_while_storage_is_down
     started = time.monotonic()
     health = client.get("/api/health")
     assert health.status_code == 503 and health.json()["status"] == "unavailable"
+    assert int(health.headers["retry-after"]) >= 1
     if time.monotonic() - started > ANSWER_WITHIN_SECONDS:
         slow.append(("GET", "/api/health", round(time.monotonic() - started, 1)))
     assert slow == []
