@@ -12,6 +12,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from devhost.workers import close_http_sessions
+
 
 class _UtcFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
@@ -73,23 +75,8 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     await stop.wait()
     await host.stop()
-    await _close_http_sessions()
+    await close_http_sessions()
     return 0
-
-
-async def _close_http_sessions() -> None:
-    """Close the aiohttp sessions the app's async clients left open on this loop.
-
-    A real worker process exits with its sessions; here the process outlives the loop for a moment, and
-    each session still open would log "Unclosed client session" while the interpreter shuts down.
-    """
-    import gc
-
-    import aiohttp
-
-    for session in [obj for obj in gc.get_objects() if isinstance(obj, aiohttp.ClientSession)]:
-        if not session.closed:
-            await session.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import queue
+import signal
 import sys
 import threading
 import traceback
@@ -48,7 +49,25 @@ class ActivityFailure(Exception):
 # ---------------------------------------------------------------------------------------------------------
 # Inside the worker process
 # ---------------------------------------------------------------------------------------------------------
+async def close_http_sessions() -> None:
+    """Close the aiohttp sessions the app's async clients left open on this process's loop.
+
+    A real worker process exits with its sessions; here each process outlives its loop for a moment, and
+    each session still open would log "Unclosed client session" while the interpreter shuts down.
+    """
+    import gc
+
+    import aiohttp
+
+    for session in [obj for obj in gc.get_objects() if isinstance(obj, aiohttp.ClientSession)]:
+        if not session.closed:
+            await session.close()
+
+
 def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, threads: int) -> None:
+    # Ctrl+C reaches the whole process group; the host stops its workers itself (over the pipe, as the
+    # real host does over gRPC), so a worker must not die mid-call with a KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from devhost.indexing import index_functions, load_app
 
     os.chdir(app_dir)
@@ -118,6 +137,7 @@ def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, thre
         await stopping.wait()
         if running:
             await asyncio.wait(list(running))
+        await close_http_sessions()
 
     threading.Thread(target=read, daemon=True, name="worker-reader").start()
     try:
