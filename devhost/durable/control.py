@@ -6,7 +6,6 @@ a control-queue message that a later episode consumes, as the extension's client
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -71,26 +70,28 @@ class Control:
             ScheduledStartTime=None,
         )
         self.checkpoints.forget(instance_id)
-        # The row and the message are independent writes (a crash between them leaves the same state in
-        # either order), so they go out together: one round trip less before the client's 202. The
-        # message is handed to a session only once the row is written, so no checkpoint races the row.
-        _, (_, leased) = await asyncio.gather(
-            self.store.write_instance(
-                instance_id,
-                {
-                    "Name": name,
-                    "Version": "",
-                    "Input": input_text,
-                    "CustomStatus": "null",
-                    "RuntimeStatus": "Pending",
-                    "CreatedTime": now,
-                    "LastUpdatedTime": now,
-                    "ExecutionId": execution_id,
-                    "Generation": 0,
-                },
-                merge=False,
-            ),
-            self.store.send_control(instance_id, execution_id, start, lease=self.dispatcher.self_lease(instance_id)),
+        # Message first, then the row, in DurableTask.AzureStorage's order
+        # (AzureStorageOrchestrationService.CreateTaskOrchestrationAsync: SendTaskOrchestrationMessageInternalAsync,
+        # then trackingStore.SetNewExecutionAsync): a crash between the two leaves a start message that runs
+        # the instance, never a Pending row that nothing will ever start. The message is leased to this host
+        # and handed to a session only once the row is written, so no checkpoint races the row.
+        _, leased = await self.store.send_control(
+            instance_id, execution_id, start, lease=self.dispatcher.self_lease(instance_id)
+        )
+        await self.store.write_instance(
+            instance_id,
+            {
+                "Name": name,
+                "Version": "",
+                "Input": input_text,
+                "CustomStatus": "null",
+                "RuntimeStatus": "Pending",
+                "CreatedTime": now,
+                "LastUpdatedTime": now,
+                "ExecutionId": execution_id,
+                "Generation": 0,
+            },
+            merge=False,
         )
         if leased is not None and self.dispatcher.running:
             self.dispatcher.dispatch([leased])
