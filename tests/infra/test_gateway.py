@@ -180,8 +180,9 @@ def test_the_function_app_answers_the_gateway_only() -> None:
     assert render(module_params("applicationGateway")["subnetResourceId"]) == allowed["subnetResourceId"]
     subnet = gateway_subnet(params)
     assert subnet["properties"]["serviceEndpoints"] == [{"service": "Microsoft.Web"}]
-    # Application Gateway refuses a delegated subnet.
+    # Application Gateway refuses a delegated subnet, and an NSG there would have to open its management ports.
     assert subnet["properties"]["delegations"] == []
+    assert subnet["properties"]["networkSecurityGroup"] is None
 
 
 @pytest.mark.parametrize(
@@ -241,6 +242,8 @@ def test_api_management_reaches_the_app_from_its_own_subnet_only() -> None:
     assert [d["properties"]["serviceName"] for d in subnet["properties"]["delegations"]] == [
         "Microsoft.Web/serverFarms"
     ]
+    # "A network security group must be associated with the subnet" (Learn, integrate-vnet-outbound).
+    assert subnet["properties"]["networkSecurityGroup"] == {"id": "apiManagementNsg.id"}
     # ... and that is what a deployment gets unless the user picks another tier.
     assert parameter_values(MAIN) == params
     assert APIM["parameters"]["skuName"]["default"] == "StandardV2"

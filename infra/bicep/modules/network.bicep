@@ -34,6 +34,15 @@ var apiManagementDelegation = [
   }
 ]
 
+// Only for API Management: an NSG on Application Gateway v2's subnet would have to open the
+// GatewayManager ports, and that subnet does not need one.
+resource apiManagementNsg 'Microsoft.Network/networkSecurityGroups@2023-11-01' = if (forApiManagement) {
+  name: 'nsg-${name}'
+  location: location
+  tags: tags
+  properties: {}
+}
+
 resource virtualNetwork 'Microsoft.Network/virtualNetworks@2023-11-01' = {
   name: name
   location: location
@@ -55,6 +64,9 @@ resource virtualNetwork 'Microsoft.Network/virtualNetworks@2023-11-01' = {
             }
           ]
           delegations: forApiManagement ? apiManagementDelegation : []
+          networkSecurityGroup: forApiManagement ? {
+            id: apiManagementNsg.id
+          } : null
         }
       }
     ]
