@@ -26,7 +26,7 @@ param principalType string = 'User'
 @minLength(3)
 param alertEmail string
 
-@description('Optional. Gateway in front of the function app: API Management (Consumption by default) or Application Gateway v2 with WAF.')
+@description('Optional. Gateway in front of the function app: API Management (StandardV2 by default) or Application Gateway v2 with WAF.')
 @allowed([
   'apiManagement'
   'applicationGateway'
@@ -38,14 +38,14 @@ param gatewayType string = 'apiManagement'
 @maxValue(220)
 param gatewayBackendTimeoutSeconds int = 120
 
-@description('Optional. API Management tier (gatewayType apiManagement).')
+@description('Optional. API Management tier (gatewayType apiManagement). StandardV2 integrates its outbound traffic into a subnet and the function app admits that subnet only. Consumption, Developer and BasicV2 have no outbound VNet integration: the app then admits the whole AzureCloud service tag, any Azure tenant\'s traffic, and only the function key keeps others out (docs/deploy.md).')
 @allowed([
   'Consumption'
   'Developer'
   'BasicV2'
   'StandardV2'
 ])
-param apiManagementSku string = 'Consumption'
+param apiManagementSku string = 'StandardV2'
 
 @description('Optional. Path of the API on the API Management gateway.')
 param apiPath string = 'longrun'
@@ -133,6 +133,11 @@ var functionKeySecretName = 'longrun-function-key'
 
 // Known before the gateway exists, so the app's settings and the gateway do not depend on each other.
 var appGatewayUrl = empty(appGatewayHostName) ? 'https://${appGatewayDnsLabel}.${location}.cloudapp.azure.com' : 'https://${appGatewayHostName}'
+// The gateway reaches the app from a subnet of ours: Application Gateway always, API Management on
+// StandardV2 (the only tier offered here with outbound VNet integration).
+var apiManagementInSubnet = (gatewayType == 'apiManagement') && (apiManagementSku == 'StandardV2')
+var gatewayInSubnet = (gatewayType == 'applicationGateway') || apiManagementInSubnet
+
 var publicBaseUrl = gatewayType == 'apiManagement' ? 'https://${apiManagementName}.azure-api.net/${apiPath}' : appGatewayUrl
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -245,13 +250,14 @@ module developerRoles 'modules/rbac.bicep' = if (!empty(principalId)) {
   }
 }
 
-module network 'modules/network.bicep' = if (gatewayType == 'applicationGateway') {
+module network 'modules/network.bicep' = if (gatewayInSubnet) {
   name: 'network'
   scope: rg
   params: {
     name: '${abbrs.networkVirtualNetworks}${resourceToken}'
     location: location
     tags: tags
+    gatewayType: gatewayType
   }
 }
 
@@ -300,8 +306,9 @@ module functionApp 'modules/function-app.bicep' = {
     threadsPerWorker: threadsPerWorker
     retentionDays: retentionDays
     deadLetterRetentionDays: deadLetterRetentionDays
-    // Only the gateway reaches the app (docs/deploy.md, "Who can reach the function app").
-    allowedCaller: gatewayType == 'applicationGateway' ? {
+    // Only the gateway reaches the app (docs/deploy.md, "Who can reach the function app"): its subnet,
+    // or, for API Management tiers without VNet integration, the weaker AzureCloud service tag.
+    allowedCaller: gatewayInSubnet ? {
       subnetResourceId: network.outputs.gatewaySubnetResourceId
     } : {
       serviceTag: 'AzureCloud'
@@ -320,6 +327,7 @@ module apiManagement 'modules/api-management.bicep' = if (gatewayType == 'apiMan
     location: location
     tags: tags
     skuName: apiManagementSku
+    subnetResourceId: apiManagementInSubnet ? network.outputs.gatewaySubnetResourceId : ''
     publisherEmail: alertEmail
     functionAppResourceId: functionApp.outputs.resourceId
     functionAppHostName: functionApp.outputs.defaultHostName

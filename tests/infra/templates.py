@@ -218,3 +218,111 @@ def checkov_skips() -> list[tuple[Path, str, str]]:
         for match in _SKIP.finditer(path.read_text(encoding="utf-8")):
             skips.append((path, match["check"], match["rest"].lstrip(":").strip()))
     return skips
+
+
+def _compare(kind: str, left: Any, right: Any) -> bool:
+    """==, !=, && and || on evaluated operands."""
+    if kind == "equals":
+        return bool(left == right)
+    if kind == "not_equals":
+        return bool(left != right)
+    if kind == "and":
+        return bool(left) and bool(right)
+    return bool(left) or bool(right)
+
+
+# Bicep binds ==/!= tighter than &&, && tighter than ||, and ?: loosest; pycep nests every binary
+# operator's right side as if it bound tightest (`a == b ? c : d` comes out as `a == (b ? c : d)`).
+_PRECEDENCE = {"conditional": 0, "or": 1, "and": 2, "equals": 3, "not_equals": 3}
+
+
+def _operator(kind: str, operands: dict[str, Any]) -> dict[str, Any]:
+    return {"operator": {"type": kind, "operands": operands}}
+
+
+def reassociate(value: Any) -> Any:
+    """Regroup pycep's right-nested chain of ==, !=, &&, || (and a trailing ?:) by Bicep's precedence.
+
+    pycep keeps no node for parentheses, so an explicitly parenthesised right operand of lower precedence,
+    `a && (b || c)`, looks like `a && b || c` and is regrouped too: put such a condition in a variable.
+    """
+    terms: list[Any] = []
+    kinds: list[str] = []
+    branches: tuple[Any, Any] | None = None
+    node = value
+    while isinstance(node, dict) and set(node) == {"operator"} and node["operator"]["type"] in _PRECEDENCE:
+        kind, operands = node["operator"]["type"], node["operator"].get("operands", {})
+        if kind == "conditional":
+            terms.append(operands["condition"])
+            branches = (operands["true_value"], operands["false_value"])
+            break
+        terms.append(operands["operand_1"])
+        kinds.append(kind)
+        node = operands["operand_2"]
+    else:
+        terms.append(node)
+    if not kinds:
+        return value
+
+    def climb(index: int, minimum: int) -> tuple[Any, int]:
+        """Precedence climbing over terms[index:], all operators left-associative."""
+        left = terms[index]
+        while index < len(kinds) and _PRECEDENCE[kinds[index]] >= minimum:
+            kind = kinds[index]
+            right, index = climb(index + 1, _PRECEDENCE[kind] + 1)
+            left = _operator(kind, {"operand_1": left, "operand_2": right})
+        return left, index
+
+    grouped, _ = climb(0, 1)
+    if branches is None:
+        return grouped
+    return _operator("conditional", {"condition": grouped, "true_value": branches[0], "false_value": branches[1]})
+
+
+def parameter_values(tpl: Template, **given: Any) -> dict[str, Any]:
+    """The template's parameters with their literal defaults, overridden by `given` (a deployment's values)."""
+    values = {
+        name: declared["default"]
+        for name, declared in tpl["parameters"].items()
+        if "default" in declared and not isinstance(declared["default"], dict)
+    }
+    values.update(given)
+    return values
+
+
+def evaluate(tpl: Template, value: Any, params: dict[str, Any]) -> Any:
+    """The value an expression takes for given parameter values, as far as the templates need.
+
+    Names of parameters and variables resolve; comparisons, &&, ||, !, empty() and a ? b : c are computed
+    with Bicep's precedence;
+    anything else (a module's output, a resource id) stays as its rendered text, a symbol to compare.
+    pycep writes identifiers and string literals alike, so a literal that equals a parameter's name would
+    be misread: the templates have none.
+    """
+    if isinstance(value, str):
+        if value in params:
+            return params[value]
+        if value in tpl.get("variables", {}):
+            return evaluate(tpl, variable(tpl, value), params)
+        return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, list):
+        return [evaluate(tpl, item, params) for item in value]
+    if set(value) == {"operator"}:
+        value = reassociate(value)
+        kind, operands = value["operator"]["type"], value["operator"].get("operands", {})
+        if kind == "conditional":
+            chosen = "true_value" if evaluate(tpl, operands["condition"], params) else "false_value"
+            return evaluate(tpl, operands[chosen], params)
+        if kind in ("equals", "not_equals", "and", "or"):
+            left, right = (evaluate(tpl, item, params) for item in operands.values())
+            return _compare(kind, left, right)
+        if kind == "not":
+            return not evaluate(tpl, next(iter(operands.values())), params)
+        return render(value)
+    if set(value) == {"function"}:
+        if value["function"]["type"] == "empty":
+            return not evaluate(tpl, next(iter(value["function"]["parameters"].values())), params)
+        return render(value)
+    return {unquote(key): evaluate(tpl, item, params) for key, item in value.items()}

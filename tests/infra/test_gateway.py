@@ -1,16 +1,19 @@
 """The gateway: its timeout comes from one parameter within the platform limits; API Management adds the
 function key from Key Vault (never read at deployment), Application Gateway adds none; the function app
-answers the gateway only, and /api/health is not public."""
+answers the gateway only (its subnet: Application Gateway, or API Management StandardV2 with outbound VNet
+integration; the AzureCloud tag only on tiers without it), and /api/health is not public."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
 import pytest
+from pycep import BicepParser
 
 from api import blueprint as api_blueprint
 from tests.infra.templates import (
@@ -18,11 +21,13 @@ from tests.infra.templates import (
     ROOT,
     bicep_files,
     decorator,
+    evaluate,
     module_condition,
     module_params,
     object_entries,
     only_resource,
     parameter,
+    parameter_values,
     render,
     resolve,
     resources,
@@ -168,14 +173,99 @@ def test_the_function_app_answers_the_gateway_only() -> None:
     assert render(config["ipSecurityRestrictions"]) == "empty(allowedCaller) ? [] : [callerRule]"
     rule = render(resolve(template("function-app"), "callerRule"))
     assert "vnetSubnetResourceId: allowedCaller.subnetResourceId" in rule and "tag: ServiceTag" in rule
-    allowed = render(module_params("functionApp")["allowedCaller"])
-    assert allowed == (
-        "gatewayType == applicationGateway ? {subnetResourceId: network.outputs.gatewaySubnetResourceId}"
-        " : {serviceTag: AzureCloud}"
-    )
-    subnet = only_resource(template("network"), "Microsoft.Network/virtualNetworks")["properties"]["subnets"][0]
+    params = parameter_values(MAIN, gatewayType="applicationGateway")
+    assert evaluate(MAIN, module_condition("network"), params) is True
+    allowed = evaluate(MAIN, module_params("functionApp")["allowedCaller"], params)
+    assert allowed == {"subnetResourceId": "network.outputs.gatewaySubnetResourceId"}
+    assert render(module_params("applicationGateway")["subnetResourceId"]) == allowed["subnetResourceId"]
+    subnet = gateway_subnet(params)
     assert subnet["properties"]["serviceEndpoints"] == [{"service": "Microsoft.Web"}]
-    assert render(module_params("applicationGateway")["subnetResourceId"]) == "network.outputs.gatewaySubnetResourceId"
+    # Application Gateway refuses a delegated subnet, and an NSG there would have to open its management ports.
+    assert subnet["properties"]["delegations"] == []
+    assert subnet["properties"]["networkSecurityGroup"] is None
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("gatewayType == 'apiManagement' ? 'yes' : 'no'", "yes"),
+        ("gatewayType == 'applicationGateway' ? 'yes' : 'no'", "no"),
+        ("gatewayType == 'apiManagement' && sku == 'StandardV2'", False),
+        ("gatewayType == 'applicationGateway' || sku == 'BasicV2'", True),
+        ("gatewayType == 'x' || sku == 'BasicV2' && gatewayType == 'apiManagement' ? 'yes' : 'no'", "yes"),
+    ],
+)
+def test_expressions_evaluate_with_bicep_precedence(expression: str, expected: object) -> None:
+    """Bicep binds == before &&, && before ||, and ?: last; pycep groups the other way round."""
+    text = "param gatewayType string = 'apiManagement'\nparam sku string = 'BasicV2'\nvar probe = " + expression + "\n"
+    tpl = dict(BicepParser().parse(text=text))
+    assert evaluate(tpl, "probe", parameter_values(tpl)) == expected
+
+
+def gateway_subnet(main_params: dict[str, Any]) -> dict[str, Any]:
+    """The subnet modules/network.bicep declares for a deployment with these main.bicep parameters."""
+    network = template("network")
+    given = {name: evaluate(MAIN, value, main_params) for name, value in module_params("network").items()}
+    subnets = only_resource(network, "Microsoft.Network/virtualNetworks")["properties"]["subnets"]
+    assert len(subnets) == 1
+    subnet: dict[str, Any] = evaluate(network, subnets[0], parameter_values(network, **given))
+    return subnet
+
+
+def api_management_network(main_params: dict[str, Any]) -> dict[str, Any]:
+    """virtualNetworkType and virtualNetworkConfiguration of the API Management service for these parameters."""
+    given = {name: evaluate(MAIN, value, main_params) for name, value in module_params("apiManagement").items()}
+    params = parameter_values(APIM, **given)
+    service = only_resource(APIM, "Microsoft.ApiManagement/service")["properties"]
+    return {
+        "sku": params["skuName"],
+        "virtualNetworkType": evaluate(APIM, service.get("virtualNetworkType", "None"), params),
+        "virtualNetworkConfiguration": evaluate(APIM, service.get("virtualNetworkConfiguration"), params),
+    }
+
+
+def test_api_management_reaches_the_app_from_its_own_subnet_only() -> None:
+    """By default API Management is StandardV2 with outbound VNet integration (virtualNetworkType External
+    and a subnet delegated to Microsoft.Web/serverFarms, api version 2024-05-01 or later), and the function
+    app admits that subnet alone, not the AzureCloud service tag every Azure tenant's traffic carries."""
+    params = parameter_values(MAIN, gatewayType="apiManagement", apiManagementSku="StandardV2")
+    allowed = evaluate(MAIN, module_params("functionApp")["allowedCaller"], params)
+    assert allowed == {"subnetResourceId": "network.outputs.gatewaySubnetResourceId"}
+    assert evaluate(MAIN, module_condition("network"), params) is True
+    assert api_management_network(params) == {
+        "sku": "StandardV2",
+        "virtualNetworkType": "External",
+        "virtualNetworkConfiguration": {"subnetResourceId": allowed["subnetResourceId"]},
+    }
+    subnet = gateway_subnet(params)
+    assert subnet["properties"]["serviceEndpoints"] == [{"service": "Microsoft.Web"}]
+    assert [d["properties"]["serviceName"] for d in subnet["properties"]["delegations"]] == [
+        "Microsoft.Web/serverFarms"
+    ]
+    # "A network security group must be associated with the subnet" (Learn, integrate-vnet-outbound).
+    assert subnet["properties"]["networkSecurityGroup"] == {"id": "apiManagementNsg.id"}
+    # ... and that is what a deployment gets unless the user picks another tier.
+    assert parameter_values(MAIN) == params
+    assert APIM["parameters"]["skuName"]["default"] == "StandardV2"
+    azd_params = json.loads((BICEP_DIR / "main.parameters.json").read_text())["parameters"]
+    assert azd_params["apiManagementSku"] == {"value": "${API_MANAGEMENT_SKU=StandardV2}"}
+
+
+@pytest.mark.parametrize("sku", ["Consumption", "BasicV2", "Developer"])
+def test_api_management_without_vnet_integration_falls_back_to_the_documented_service_tag(sku: str) -> None:
+    """These tiers cannot integrate outbound traffic into a subnet: the app admits AzureCloud, no VNet is
+    deployed, and docs/deploy.md says this is weaker."""
+    params = parameter_values(MAIN, apiManagementSku=sku)
+    assert evaluate(MAIN, module_condition("network"), params) is False
+    assert evaluate(MAIN, module_params("functionApp")["allowedCaller"], params) == {"serviceTag": "AzureCloud"}
+    assert api_management_network(params) == {
+        "sku": sku,
+        "virtualNetworkType": "None",
+        "virtualNetworkConfiguration": None,
+    }
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    section = deploy.split("## Who can reach the function app", 1)[1].split("\n## ", 1)[0]
+    assert "AzureCloud" in section and "weaker" in section and "StandardV2" in section
 
 
 def test_application_gateway_needs_its_certificate() -> None:

@@ -87,6 +87,9 @@ def test_the_vendored_definitions_say_where_they_come_from() -> None:
             "groupShortName: 'longrun-alerts'",
             "'longrun-alerts' is not None..12 long",
         ),
+        # API Management's outbound VNet integration and the subnet delegation it needs.
+        ("api-management", "subnetResourceId: subnetResourceId", "subnetId: subnetResourceId", "no such property"),
+        ("network", "serviceName: 'Microsoft.Web/serverFarms'", "service: 'Microsoft.Web/serverFarms'", "no such"),
         # A read-only property written (BCP073).
         ("identity", "location: location", "location: location\n  properties: {\n    clientId: 'x'\n  }", "read-only"),
     ],

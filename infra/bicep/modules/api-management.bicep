@@ -2,6 +2,8 @@
 // secret named value refers to a Key Vault secret that the azd postdeploy hook (infra/hooks/postdeploy.sh)
 // fills with a host key of the deployed app; a backend adds it as x-functions-key. Callers authenticate
 // with the subscription key of the `longrun` product, and forward-request waits backendTimeoutSeconds.
+// On StandardV2 the service's outbound traffic leaves through subnetResourceId (VNet integration), so
+// the function app can admit that subnet alone.
 
 @description('Required. API Management service name.')
 param name string
@@ -12,14 +14,17 @@ param location string
 @description('Optional. Tags for the resources.')
 param tags object = {}
 
-@description('Optional. Tier. Consumption deploys in minutes and bills per call; the v2 tiers add VNet integration; Developer is for tests only.')
+@description('Optional. Tier. StandardV2 integrates outbound traffic into subnetResourceId; Consumption deploys in minutes and bills per call but has no VNet; BasicV2 has no VNet integration either; Developer is for tests only.')
 @allowed([
   'Consumption'
   'Developer'
   'BasicV2'
   'StandardV2'
 ])
-param skuName string = 'Consumption'
+param skuName string = 'StandardV2'
+
+@description('Optional. Resource id of a subnet delegated to Microsoft.Web/serverFarms for outbound VNet integration (StandardV2 only). Empty: no VNet.')
+param subnetResourceId string = ''
 
 @description('Required. E-mail of the API publisher (API Management sends service notifications there).')
 param publisherEmail string
@@ -90,11 +95,17 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
       '${identityResourceId}': {}
     }
   }
-  // checkov:skip=CKV_AZURE_107: The gateway is the public entry point; the Consumption tier has no VNet injection. The function app behind it accepts only the gateway's traffic (access restrictions) and key.
+  // checkov:skip=CKV_AZURE_107: The gateway is the public entry point: StandardV2 integrates only its outbound traffic into a subnet (the function app admits that subnet); the other tiers offered have no VNet integration.
   // checkov:skip=CKV_AZURE_174: The gateway is the public entry point by design.
   properties: {
     publisherEmail: publisherEmail
     publisherName: publisherName
+    // 'External' with a delegated subnet is StandardV2's outbound VNet integration (2024-05-01 and later);
+    // the gateway itself stays public.
+    virtualNetworkType: empty(subnetResourceId) ? 'None' : 'External'
+    virtualNetworkConfiguration: empty(subnetResourceId) ? null : {
+      subnetResourceId: subnetResourceId
+    }
     customProperties: skuName == 'Consumption' ? {} : {
       'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Protocols.Tls10': 'False'
       'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Protocols.Tls11': 'False'

@@ -76,7 +76,7 @@ param httpPerInstanceConcurrency int = 16
 @maxValue(32)
 param threadsPerWorker int = 8
 
-@description('Optional. Who may call the app directly: `{ serviceTag: \'AzureCloud\' }` (API Management, whose outbound addresses are not the instance\'s own on every tier) or `{ subnetResourceId: \'...\' }` (Application Gateway\'s subnet, with the Microsoft.Web service endpoint). Everything else gets 403 from the platform before the Functions host sees it. Empty: no restriction (not used by main.bicep).')
+@description('Optional. Who may call the app directly: `{ subnetResourceId: \'...\' }` (the gateway\'s subnet, with the Microsoft.Web service endpoint: Application Gateway, or API Management StandardV2 with outbound VNet integration) or `{ serviceTag: \'AzureCloud\' }` (API Management tiers without VNet integration: weaker, any Azure tenant passes). Everything else gets 403 from the platform before the Functions host sees it. Empty: no restriction (not used by main.bicep).')
 param allowedCaller object = {}
 
 @description('Optional. Days the app keeps finished jobs\' payloads and results before its retention timer purges them (RETENTION_DAYS).')
@@ -151,7 +151,7 @@ var pythonConcurrency = threadsPerWorker
 // `func publish` deploy through it with an Entra token (basic publishing credentials are off below).
 var callerRule = contains(allowedCaller, 'subnetResourceId') ? {
   name: 'gateway-subnet'
-  description: 'The Application Gateway subnet'
+  description: 'The gateway subnet (Application Gateway, or API Management outbound VNet integration)'
   action: 'Allow'
   priority: 100
   vnetSubnetResourceId: allowedCaller.subnetResourceId
@@ -238,7 +238,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       '${identityResourceId}': {}
     }
   }
-  // checkov:skip=CKV_AZURE_222: Public network access stays on only for the access restrictions below: the gateway's subnet or service tag is allowed, everyone else gets 403 (API Management Consumption has no private link to a backend).
+  // checkov:skip=CKV_AZURE_222: Public network access stays on only for the access restrictions below: the gateway's subnet (service endpoint; or, for API Management tiers without VNet integration, the AzureCloud tag) is allowed, everyone else gets 403. No private endpoint: the gateways reach the app from their subnet without one.
   // checkov:skip=CKV_AZURE_17: Callers are authenticated by a function key (the gateway's, from Key Vault, or the client's own behind Application Gateway); client certificates would be a second credential the gateway must also hold.
   properties: {
     // checkov:skip=CKV_AZURE_212: Flex Consumption has no fixed instance count; the always-ready instance of the durable group below keeps one instance warm and the platform adds more on demand.

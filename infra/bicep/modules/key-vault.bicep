@@ -45,7 +45,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
   location: location
   tags: tags
-  // checkov:skip=CKV_AZURE_109: The postdeploy hook writes the secret from the deploying machine and API Management Consumption has no fixed addresses, so the firewall stays open; every call still needs an Entra token with a data-plane role.
+  // checkov:skip=CKV_AZURE_109: The postdeploy hook writes the secret from the deploying machine and API Management reads it from addresses that are not fixed on every tier (Consumption has none), so the firewall stays open; every call still needs an Entra token with a data-plane role.
   // checkov:skip=CKV_AZURE_189: Public network access stays on for the reason given for CKV_AZURE_109.
   // checkov:skip=CKV_AZURE_42: Soft delete is on (7 days); purge protection is off for the reason given for CKV_AZURE_110.
   // checkov:skip=CKV_AZURE_110: No purge protection, so `azd down --purge` frees the name for the next `azd up`; the only secret is a function key the hook writes again from the app.
