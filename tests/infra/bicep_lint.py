@@ -7,7 +7,7 @@ commit 9beb0fee (August 2026); the differences are stricter on purpose and said 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tests.infra.templates import Template, render
@@ -159,15 +159,14 @@ def hardcoded_locations(tpl: Template) -> list[str]:
     return bad
 
 
-def literal_properties(tpl: Template, key: str) -> list[str]:
-    """adminusername-should-not-be-literal (and friends): every `key:` written with a literal string."""
-    names = set(tpl.get("parameters", {})) | set(tpl.get("variables", {}))
-    found = []
+def _resource_keys(tpl: Template, matches: Callable[[str, Any], bool]) -> list[str]:
+    """Paths of every object key in the resources for which `matches(key, value)` holds."""
+    found: list[str] = []
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):
             for item_key, value in node.items():
-                if item_key.lower() == key.lower() and isinstance(value, str) and value not in names:
+                if matches(item_key, value):
                     found.append(f"{path}.{item_key}")
                 walk(value, f"{path}.{item_key}")
         elif isinstance(node, list):
@@ -176,21 +175,16 @@ def literal_properties(tpl: Template, key: str) -> list[str]:
 
     walk(tpl.get("resources", {}), "resources")
     return found
+
+
+def literal_properties(tpl: Template, key: str) -> list[str]:
+    """adminusername-should-not-be-literal (and friends): every `key:` written with a literal string."""
+    names = set(tpl.get("parameters", {})) | set(tpl.get("variables", {}))
+    return _resource_keys(
+        tpl, lambda item_key, value: item_key.lower() == key.lower() and isinstance(value, str) and value not in names
+    )
 
 
 def keys_anywhere(tpl: Template, key: str) -> list[str]:
     """Paths of every object key named `key` in the resources (protect-commandtoexecute-secrets)."""
-    found = []
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, dict):
-            for item_key, value in node.items():
-                if item_key == key:
-                    found.append(f"{path}.{item_key}")
-                walk(value, f"{path}.{item_key}")
-        elif isinstance(node, list):
-            for position, value in enumerate(node):
-                walk(value, f"{path}[{position}]")
-
-    walk(tpl.get("resources", {}), "resources")
-    return found
+    return _resource_keys(tpl, lambda item_key, _value: item_key == key)
