@@ -96,11 +96,21 @@ def check_vectors(vectors: list[list[float]]) -> int:
     return dimensions
 
 
+TINY = 2.0**-900
+"""Below this largest component, a vector is scaled up before normalizing (see `normalize`)."""
+_SCALE_UP = 2.0**1000
+
+
 def normalize(vector: list[float]) -> tuple[list[float], bool]:
     """The L2-normalized vector, and whether it was a zero vector (which stays zero)."""
-    norm = math.hypot(*vector)  # no overflow for large components
-    if norm == 0.0:
+    largest = max((abs(x) for x in vector), default=0.0)
+    if largest == 0.0:
         return [0.0] * len(vector), True
+    if largest < TINY:
+        # Subnormal components carry a few bits only: their norm rounds so coarsely that the "unit" vector
+        # of [5e-324, 5e-324] would have length 0.7 or 1.4. A power of two scales them exactly into range.
+        vector = [x * _SCALE_UP for x in vector]
+    norm = math.hypot(*vector)  # no overflow for large components
     return [x / norm for x in vector], False
 
 

@@ -55,6 +55,14 @@ def test_huge_and_tiny_components_do_not_overflow() -> None:
     assert result["vectors"][1] == [1.0, 0.0]
 
 
+def test_subnormal_vectors_normalize_to_unit_length() -> None:
+    """Found by hypothesis: [5e-324, 5e-324] normalized to length 1.41 before scaling subnormals into range."""
+    result = run(b"[5e-324, 5e-324]\n[5e-324, 1.5e-323]\n[-1e-310, 3e-310]\n")
+    for unit in result["vectors"]:
+        assert math.hypot(*unit) == pytest.approx(1.0, rel=1e-12)
+    assert result["vectors"][0] == pytest.approx([math.sqrt(0.5)] * 2, rel=1e-15)
+
+
 BAD_INPUTS = [
     {"vector_data": []},
     {"vector_data": [[]]},
