@@ -37,3 +37,36 @@ def test_a_row_left_running_under_a_finished_history_is_completed(azurite: Azuri
     wait_until(lambda: sample_host.client.get(f"{MANAGEMENT}/instances/{instance_id}").status_code == 200, timeout=30)
     status = wait_status(sample_host, instance_id)
     assert (status["runtimeStatus"], status["output"]) == ("Completed", ["Hello Tokyo!", "Hello Seattle!"])
+
+
+async def _start_message_only(azurite: Azurite, host: DevHost, instance_id: str) -> None:
+    """What a SIGKILL between a start's two writes leaves: the start message, and no Instances row yet."""
+    store = TaskHubStore(azurite.connection_string, host.task_hub, 4)
+    try:
+        started = event(
+            EventType.ExecutionStarted,
+            utcnow(),
+            OrchestrationInstance={"InstanceId": instance_id, "ExecutionId": "e" * 32},
+            ParentInstance=None,
+            Name="sequence",
+            Version="",
+            Input="null",
+            Tags=None,
+            ScheduledStartTime=None,
+        )
+        await store.send_control(instance_id, "e" * 32, started)
+    finally:
+        await store.close()
+
+
+def test_a_start_message_without_its_row_still_runs_the_instance(azurite: Azurite, sample_host: DevHost) -> None:
+    """DTFx sends the start message before it writes the row (AzureStorageOrchestrationService.
+    CreateTaskOrchestrationAsync: SendTaskOrchestrationMessageInternalAsync, then SetNewExecutionAsync), so a
+    crash between them leaves only the message, and the instance must run from it: never a Pending row that
+    nothing starts (which devhost produced while it wrote both at once)."""
+    instance_id = "start-message-only"
+    assert sample_host.client.get(f"{MANAGEMENT}/instances/{instance_id}").status_code == 404
+    asyncio.run(_start_message_only(azurite, sample_host, instance_id))
+    wait_until(lambda: sample_host.client.get(f"{MANAGEMENT}/instances/{instance_id}").status_code == 200, timeout=30)
+    status = wait_status(sample_host, instance_id)
+    assert (status["runtimeStatus"], status["output"]) == ("Completed", ["Hello Tokyo!", "Hello Seattle!"])
