@@ -15,9 +15,11 @@ help:
 	@echo "make test   - set up, then ruff, mypy and every test (Azurite is started by the tests)"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	# The client package and its `longrun` console script (tests/client run .venv/bin/longrun).
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ./client
 	touch $@
 
 # checkov pins its own pycep-parser and friends, so it lives in a virtualenv of its own.
