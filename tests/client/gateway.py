@@ -14,7 +14,9 @@ from typing import Literal
 
 import httpx
 
-Fault = Literal["503", "drop"]
+Fault = Literal["503", "drop", "lose"]
+"""503: answer 503 + Retry-After; drop: close the connection unanswered; lose: forward the request, then close
+the connection instead of passing the answer on (the request took effect, the client never heard)."""
 
 
 @dataclass
@@ -34,6 +36,8 @@ class Gateway:
     upstream: str = ""
     prefix: str = ""
     retry_after: str = "1"
+    relative_locations: bool = False
+    """Pass Location headers on as paths only (RFC 9110 allows relative references)."""
     seen: list[Seen] = field(default_factory=list)
     _faults: list[Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -95,10 +99,17 @@ class Gateway:
                     self.command, gateway.upstream + self.path[len(gateway.prefix) :],
                     headers=forwarded, content=body, timeout=60.0,
                 )  # fmt: skip
+                if fault == "lose":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 self.send_response(response.status_code)
                 for name, value in response.headers.items():
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
-                        self.send_header(name, value)
+                    if name.lower() in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        continue
+                    if name.lower() == "location" and gateway.relative_locations:
+                        value = httpx.URL(value).raw_path.decode()
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(response.content)))
                 self.end_headers()
                 self.wfile.write(response.content)
