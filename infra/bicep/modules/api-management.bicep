@@ -68,6 +68,9 @@ var operations = [
   { name: 'list-dead-letters', method: 'GET', urlTemplate: '/api/dead-letters', hasId: false }
   { name: 'get-dead-letter', method: 'GET', urlTemplate: '/api/dead-letters/{id}', hasId: true }
   { name: 'replay-dead-letter', method: 'POST', urlTemplate: '/api/dead-letters/{id}/replay', hasId: true }
+  // The reference design's routes (api/compat.py), for its clients.
+  { name: 'submit-task', method: 'POST', urlTemplate: '/api/tasks', hasId: false }
+  { name: 'get-task', method: 'GET', urlTemplate: '/api/tasks/{id}', hasId: true }
 ]
 
 var idParameter = [
