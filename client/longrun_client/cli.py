@@ -108,7 +108,7 @@ def _summary(snapshot: JobSnapshot) -> None:
     style = {"COMPLETED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(snapshot.status.value, "cyan")
     out.print(f"[bold {style}]{snapshot.status.value}[/] job {snapshot.id} ({snapshot.kind})")
     progress = snapshot.progress
-    out.print(f"  chunks: {progress.completed}/{progress.total}")
+    out.print(f"  progress: {progress.completed}/{progress.total} chunks")
     if snapshot.summary:
         for name, value in snapshot.summary.items():
             out.print(f"  {name}: {json.dumps(value) if isinstance(value, dict | list) else value}")

@@ -29,7 +29,7 @@ def test_submit_wait_completed_prints_the_finished_job(cli: Cli):
 
     human = cli("submit", *QUICK, "--wait", "--timeout", "120")
     assert human.code == 0, human.stderr
-    assert "COMPLETED" in human.stdout and "chunks: 3/3" in human.stdout
+    assert "COMPLETED" in human.stdout and "progress: 3/3 chunks" in human.stdout
 
 
 def test_submit_wait_failed_exits_1_with_the_error(cli: Cli):

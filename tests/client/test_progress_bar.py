@@ -64,7 +64,7 @@ def test_watch_shows_a_live_progress_bar_in_a_terminal(devhost_factory):
     assert re.search(r"processing .*\d/6 chunks .*chunks/s .*ETA", frames), frames
     assert re.search(r"\d+\.\d\d chunks/s", frames), frames  # a rate once there were two samples
     assert f"COMPLETED job {job.id} (simulate)" in frames
-    assert "chunks: 6/6" in frames and "checksum" in frames  # the result summary closes the output
+    assert "progress: 6/6 chunks" in frames and "checksum" in frames  # the result summary closes the output
 
 
 def test_no_bar_without_a_terminal(devhost_factory):
