@@ -16,7 +16,14 @@ import httpx_sse
 
 from longrun_client import wire
 from longrun_client.errors import ConnectionFailed, ProblemError, WaitTimeout, parse_retry_after
-from longrun_client.handle import EVENTS_READ_TIMEOUT_SECONDS, JobFields, ProgressCallback, apply_event, events_url
+from longrun_client.handle import (
+    EVENTS_READ_TIMEOUT_SECONDS,
+    MAX_EMPTY_STREAMS,
+    JobFields,
+    ProgressCallback,
+    apply_event,
+    events_url,
+)
 from longrun_client.models import DeadLetter, Health, JobSnapshot, JobStatus, UploadTicket
 from longrun_client.retry import RETRY_STATUSES, RetryPolicy
 from longrun_client.sync import DEFAULT_URL, PAGE_SIZE
@@ -66,12 +73,14 @@ class AsyncJob(JobFields):
     ) -> bool:
         """Follow the event stream to its terminal event; False to fall back to polling."""
         last_event_id: str | None = None
+        empty_streams = 0
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise WaitTimeout(self._snapshot, timeout or 0.0)
             read = EVENTS_READ_TIMEOUT_SECONDS if remaining is None else min(remaining, EVENTS_READ_TIMEOUT_SECONDS)
             headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            resumed_from = last_event_id
             try:
                 async with httpx_sse.aconnect_sse(
                     self._client._http, "GET", events_url(self._location),
@@ -98,6 +107,15 @@ class AsyncJob(JobFields):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeout(self._snapshot, timeout or 0.0) from None
             except (httpx.TransportError, httpx_sse.SSEError):
+                return False
+            # The stream ended without a terminal event (servers end streams before the platform's response
+            # limit): if the job has ended, say so; if streams keep ending empty, poll; else resume after
+            # the last event seen.
+            await self.refresh()
+            if self.finished:
+                return True
+            empty_streams = 0 if last_event_id != resumed_from else empty_streams + 1
+            if empty_streams >= MAX_EMPTY_STREAMS:
                 return False
 
     async def result(self, format: str | None = None) -> Any:  # noqa: A002 - the API's parameter name

@@ -13,6 +13,8 @@ TERMINAL_EVENTS = {"completed": JobStatus.COMPLETED, "failed": JobStatus.FAILED,
 EVENTS_SUFFIX = "/events"
 EVENTS_READ_TIMEOUT_SECONDS = 60.0
 """Longer than the server's heartbeat (15 s by default): a silent stream this long is dead, reconnect."""
+MAX_EMPTY_STREAMS = 3
+"""Streams in a row that end without a new event before the client polls instead."""
 
 
 class JobFields:

@@ -17,6 +17,7 @@ from longrun_client import wire
 from longrun_client.errors import ConnectionFailed, ProblemError, WaitTimeout, parse_retry_after
 from longrun_client.handle import (
     EVENTS_READ_TIMEOUT_SECONDS,
+    MAX_EMPTY_STREAMS,
     JobFields,
     ProgressCallback,
     apply_event,
@@ -73,6 +74,7 @@ class Job(JobFields):
     def _wait_events(self, deadline: float | None, timeout: float | None, on_progress: ProgressCallback | None) -> bool:
         """Follow the job's event stream to its terminal event; False to fall back to polling."""
         last_event_id: str | None = None
+        empty_streams = 0
         http = self._client._http
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -80,6 +82,7 @@ class Job(JobFields):
                 raise WaitTimeout(self._snapshot, timeout or 0.0)
             read = EVENTS_READ_TIMEOUT_SECONDS if remaining is None else min(remaining, EVENTS_READ_TIMEOUT_SECONDS)
             headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            resumed_from = last_event_id
             try:
                 with httpx_sse.connect_sse(
                     http, "GET", events_url(self._location), headers=headers, timeout=httpx.Timeout(10.0, read=read)
@@ -105,6 +108,15 @@ class Job(JobFields):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeout(self._snapshot, timeout or 0.0) from None
             except (httpx.TransportError, httpx_sse.SSEError):
+                return False
+            # The stream ended without a terminal event (servers end streams before the platform's response
+            # limit): if the job has ended, say so; if streams keep ending empty, poll; else resume after
+            # the last event seen.
+            self.refresh()
+            if self.finished:
+                return True
+            empty_streams = 0 if last_event_id != resumed_from else empty_streams + 1
+            if empty_streams >= MAX_EMPTY_STREAMS:
                 return False
             # The server ends streams before the platform's limit; resume after the last event seen.
 
