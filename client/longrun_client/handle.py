@@ -87,26 +87,32 @@ def events_url(location: str) -> str:
 
 
 def apply_event(snapshot: JobSnapshot, event: str, data: str) -> tuple[JobSnapshot, bool]:
-    """The snapshot after one server-sent event, and whether the event was the terminal one."""
+    """The snapshot after one server-sent event, and whether the event was the terminal one.
+
+    `status` and `progress` events carry `{id, status, phase, progress, updated_at}` and are merged into what
+    the client knows; a terminal event (`completed`, `failed`, `cancelled`) carries the whole job resource.
+    """
     try:
         payload = json.loads(data) if data else {}
     except ValueError:
         return snapshot, False
     if not isinstance(payload, dict):
         return snapshot, False
-    job = payload.get("job")
-    resource: dict[str, Any] = job if isinstance(job, dict) else payload
     if event in TERMINAL_EVENTS:
-        if "id" in resource and "status" in resource:
-            return JobSnapshot.from_json(resource), True
+        if {"id", "kind", "status"} <= payload.keys():
+            return JobSnapshot.from_json(payload), True
         return dataclasses.replace(snapshot, status=TERMINAL_EVENTS[event]), True
-    if "id" in resource and "status" in resource and "progress" in resource:
-        return JobSnapshot.from_json(resource), False
-    if event == "progress":
-        nested = resource.get("progress")
-        progress: dict[str, Any] = nested if isinstance(nested, dict) else resource
-        merged = {**dataclasses.asdict(snapshot.progress), **progress}
-        return dataclasses.replace(snapshot, progress=Progress.from_json(merged)), False
-    if event == "status" and resource.get("status") in JobStatus.__members__:
-        return dataclasses.replace(snapshot, status=JobStatus(resource["status"])), False
-    return snapshot, False
+    if event not in ("status", "progress"):
+        return snapshot, False
+    changes: dict[str, Any] = {}
+    if payload.get("status") in JobStatus.__members__:
+        changes["status"] = JobStatus(payload["status"])
+    nested = payload.get("progress")
+    progress: dict[str, Any] = dict(nested) if isinstance(nested, dict) else {}
+    if "phase" in payload:
+        progress["phase"] = payload["phase"]
+    if progress:
+        changes["progress"] = Progress.from_json({**dataclasses.asdict(snapshot.progress), **progress})
+    if isinstance(payload.get("updated_at"), str):
+        changes["updated_at"] = payload["updated_at"]
+    return dataclasses.replace(snapshot, **changes), False

@@ -79,7 +79,8 @@ class JobSnapshot:
             status=JobStatus(data["status"]),
             created_at=str(data.get("created_at", "")),
             updated_at=str(data.get("updated_at", "")),
-            progress=Progress.from_json(data.get("progress")),
+            # The phase sits in `progress` or beside it, as the event stream sends it.
+            progress=Progress.from_json({"phase": data.get("phase"), **(data.get("progress") or {})}),
             links={str(k): str(v) for k, v in (data.get("links") or {}).items()},
             summary=data.get("result") if isinstance(data.get("result"), dict) else None,
             error=JobError(str(error.get("type", "")), str(error.get("message", "")), int(error.get("attempts") or 0))

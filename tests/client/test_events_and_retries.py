@@ -25,12 +25,17 @@ RUNNING = {
 
 
 def test_progress_events_move_the_counts_and_the_phase():
-    # issue 11's stream: `event: progress` with phase/completed/total, then a terminal event with the job.
+    # The stream as docs/api.md ("Job events") shows it: status and progress events carry
+    # {id, status, phase, progress, updated_at}; the terminal event carries the whole job resource.
     snapshot = JobSnapshot.from_json(RUNNING)
     assert snapshot.phase == "processing"  # derived while the server reports no phase
-    moved, terminal = apply_event(snapshot, "progress", json.dumps({"phase": "merging", "completed": 4, "total": 4}))
+    event = {"id": "a" * 32, "status": "RUNNING", "phase": "merging", "updated_at": "2026-12-01T00:00:09Z",
+             "progress": {"completed": 4, "total": 4, "percent": 100.0}}  # fmt: skip
+    moved, terminal = apply_event(snapshot, "progress", json.dumps(event))
     assert not terminal
     assert (moved.progress.completed, moved.progress.total, moved.phase) == (4, 4, "merging")
+    assert moved.kind == "simulate" and moved.links == snapshot.links  # what the event does not carry stays
+    assert moved.updated_at == "2026-12-01T00:00:09Z"
     done = {**RUNNING, "status": "COMPLETED", "progress": {"completed": 4, "total": 4, "percent": 100.0},
             "result": {"chunks": 4}}  # fmt: skip
     finished, terminal = apply_event(moved, "completed", json.dumps(done))
@@ -43,8 +48,9 @@ def test_a_terminal_event_without_the_resource_still_ends_the_wait():
     assert terminal and cancelled.status is JobStatus.CANCELLED
     unchanged, terminal = apply_event(snapshot, "progress", "not json")
     assert unchanged == snapshot and not terminal
-    status, terminal = apply_event(snapshot, "status", json.dumps({"status": "PENDING"}))
-    assert status.status is JobStatus.PENDING and not terminal
+    pending = {"id": "a" * 32, "status": "PENDING", "phase": None, "progress": {"completed": 0, "total": 0}}
+    status, terminal = apply_event(snapshot, "status", json.dumps(pending))
+    assert status.status is JobStatus.PENDING and status.phase == "pending" and not terminal
 
 
 def test_the_event_stream_sits_next_to_the_location():
