@@ -13,13 +13,16 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
     SpinnerColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.table import Table
 from rich.text import Text
@@ -132,6 +135,41 @@ class ChunkRateColumn(ProgressColumn):
         return Text("-- chunks/s" if speed is None else f"{speed:.2f} chunks/s", style="progress.data.speed")
 
 
+class UploadBar:
+    """A bar for a file going to Blob storage through /api/uploads, drawn once the first block is sent."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> UploadBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def update(self, sent: int, total: int) -> None:
+        """Called by the upload as blocks finish."""
+        if not self.enabled:
+            return
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[bold]uploading  "), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                TextColumn("ETA"), TimeRemainingColumn(), console=err,
+            )  # fmt: skip
+            self._progress.start()
+            self._task = self._progress.add_task("upload", total=total)
+        assert self._task is not None
+        self._progress.update(self._task, completed=sent, total=total)
+
+    def close(self) -> None:
+        """Leave the finished bar on the screen."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
 def _follow(settings: Settings, job: Job, timeout: float | None) -> int:
     """Wait for the job, with a live progress bar on a terminal; the exit code of how it ended."""
     live = err.is_terminal and not settings.json
@@ -212,10 +250,12 @@ def submit(
             kind = wire.kind_for(wire.content_type_of(file))
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="FILE") from None
-    with settings.client() as client:
+    with settings.client() as client, UploadBar(enabled=err.is_terminal and not settings.json) as upload_bar:
         job = client.submit(
-            kind, document, options=options, file=file, idempotency_key=idempotency_key, deadline_seconds=deadline
-        )
+            kind, document, options=options, file=file, idempotency_key=idempotency_key, deadline_seconds=deadline,
+            upload_progress=upload_bar.update,
+        )  # fmt: skip
+        upload_bar.close()
         if not wait:
             if settings.json:
                 _print_json(job.snapshot.raw)

@@ -77,3 +77,20 @@ def test_no_bar_without_a_terminal(devhost_factory):
     assert done.returncode == 0
     assert "chunks/s" not in done.stdout + done.stderr  # piped: the summary only, no bar frames
     assert f"COMPLETED job {job.id}" in done.stdout
+
+
+def test_submit_shows_the_upload_then_the_job_in_a_terminal(devhost_factory, tmp_path):
+    host = devhost_factory()
+    data = tmp_path / "sales.csv"
+    data.write_text("region,amount\n" + "".join(f"r{i % 7},{i}\n" for i in range(60_000)))
+    size = data.stat().st_size
+    env = cli_env(host.base_url, TERM="xterm-256color", LONGRUN_INLINE_LIMIT="65536")
+    env.pop("NO_COLOR")
+    env.pop("COLUMNS")
+    args = [str(LONGRUN), "submit", str(data), "--option", "group_by=region", "--wait", "--timeout", "120"]
+    code, screen = run_in_terminal(args, env)
+    assert code == 0, screen
+    frames = screen.replace("\r", "\n")
+    assert re.search(r"uploading .*[\d.]+/[\d.]+ [kKM]B", frames), frames  # bytes sent of the file's size
+    assert size > 65536 and "COMPLETED job" in frames and "rows: 60000" in frames
+    assert frames.index("uploading") < frames.index("COMPLETED job")
