@@ -111,7 +111,10 @@ class AsyncJob(JobFields):
             # The stream ended without a terminal event (servers end streams before the platform's response
             # limit): if the job has ended, say so; if streams keep ending empty, poll; else resume after
             # the last event seen.
+            before = self._snapshot
             await self.refresh()
+            if on_progress is not None and self._snapshot != before:
+                on_progress(self._snapshot)
             if self.finished:
                 return True
             empty_streams = 0 if last_event_id != resumed_from else empty_streams + 1

@@ -112,13 +112,15 @@ class Job(JobFields):
             # The stream ended without a terminal event (servers end streams before the platform's response
             # limit): if the job has ended, say so; if streams keep ending empty, poll; else resume after
             # the last event seen.
+            before = self._snapshot
             self.refresh()
+            if on_progress is not None and self._snapshot != before:
+                on_progress(self._snapshot)
             if self.finished:
                 return True
             empty_streams = 0 if last_event_id != resumed_from else empty_streams + 1
             if empty_streams >= MAX_EMPTY_STREAMS:
                 return False
-            # The server ends streams before the platform's limit; resume after the last event seen.
 
     def result(self, format: str | None = None) -> Any:  # noqa: A002 - the API's parameter name
         """The full result document (parsed JSON), or the rendered bytes for `format` (e.g. "csv")."""
