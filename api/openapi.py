@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 import kinds
 from api.app import blueprint
@@ -384,10 +384,10 @@ def openapi_document(server_url: str, settings: Settings) -> dict[str, Any]:
 
 
 @blueprint.route(route="openapi.json", methods=ROUTE_METHODS)
-async def openapi(req: func.HttpRequest) -> func.HttpResponse:
+async def openapi(req: Request) -> Response:
     """GET: this API's OpenAPI 3.1 document."""
 
-    async def document() -> func.HttpResponse:
+    async def document() -> Response:
         settings = get_settings()
         return json_response(openapi_document(base_url(req, settings), settings))
 
