@@ -77,8 +77,10 @@ class StreamProxy:
         """The shared session (created on first use, on the running loop)."""
         if self._session is None:
             # No pooled connections: a response answered before its request body was sent (a 413 from the
-            # app) leaves the connection unusable, and loopback connections cost nothing.
-            connector = aiohttp.TCPConnector(force_close=True)
+            # app) leaves the connection unusable, and loopback connections cost little. No cap on their
+            # number either (SocketsHttpHandler's MaxConnectionsPerServer is unlimited): every open event
+            # stream holds one.
+            connector = aiohttp.TCPConnector(force_close=True, limit=0)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,
