@@ -62,7 +62,12 @@ def open_page(browser: Any) -> Iterator[Callable[..., Watched]]:
         page = context.new_page()
         page.set_default_timeout(30_000)
         entry = Watched(page, allowed=list(allow or []))
-        page.on("console", lambda message: message.type == "error" and entry.errors.append(message.text))
+
+        def on_console(message: Any) -> None:
+            if message.type == "error":
+                entry.errors.append(message.text)
+
+        page.on("console", on_console)
         page.on("pageerror", lambda error: entry.errors.append(f"uncaught: {error}"))
         watched.append(entry)
         page.goto(url)
