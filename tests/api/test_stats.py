@@ -1,0 +1,62 @@
+"""GET /api/stats: the dashboard's charts read jobs per bucket from the Jobs table's index (jobs/stats.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tests.api.probes import FUNCTION_KEY
+
+
+def finished(devhost, options):
+    response = devhost.client.post("/api/jobs", json={"kind": "simulate", "options": options})
+    assert response.status_code == 202, response.text
+    return devhost.wait_for_job(response.headers["location"]).json()
+
+
+def test_stats_count_outcomes_durations_and_failure_rate(devhost):
+    jobs = [
+        finished(devhost, {"chunks": 2, "chunk_seconds": 0.3}),
+        finished(devhost, {"chunks": 1}),
+        finished(devhost, {"chunks": 1, "permanent_failure": True}),
+    ]
+    assert [job["status"] for job in jobs] == ["COMPLETED", "COMPLETED", "FAILED"]
+    response = devhost.client.get("/api/stats", params={"hours": 1, "bucket_minutes": 1})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    totals = body["totals"]
+    assert (totals["submitted"], totals["completed"], totals["failed"], totals["cancelled"]) == (3, 2, 1, 0)
+    assert totals["failure_rate"] == round(1 / 3, 4)
+    assert 0.3 < totals["duration_seconds"]["max"] < 60
+    assert body["bucket_minutes"] == 1 and len(body["buckets"]) == 60
+    assert body["jobs_counted_up_to"] is None
+    starts = [datetime.fromisoformat(b["start"].replace("Z", "+00:00")) for b in body["buckets"]]
+    assert all(start.second == 0 and start.microsecond == 0 for start in starts)  # aligned on whole minutes
+    assert all((b - a).total_seconds() == 60 for a, b in zip(starts, starts[1:], strict=False))
+    assert sum(b["submitted"] for b in body["buckets"]) == 3
+    # The default window: 3 hours of 5-minute buckets.
+    default = devhost.client.get("/api/stats").json()
+    assert default["bucket_minutes"] == 5 and len(default["buckets"]) == 36
+    assert default["totals"]["submitted"] == 3
+
+
+def test_stats_refuse_a_bad_window_with_a_problem(devhost):
+    for params in ({"hours": "0"}, {"hours": "49"}, {"hours": "abc"}, {"bucket_minutes": "61"}, {"hours": "\u00b2"}):
+        response = devhost.client.get("/api/stats", params=params)
+        assert response.status_code == 422, params
+        assert response.headers["content-type"].startswith("application/problem+json")
+    assert devhost.client.post("/api/stats").status_code == 405
+
+
+def test_stats_need_a_function_key_and_the_pages_do_not(devhost_factory):
+    host = devhost_factory(args=["--enforce-auth"])
+    assert host.client.get("/api/stats").status_code == 401
+    assert host.client.get("/api/stats", headers={"x-functions-key": FUNCTION_KEY}).status_code == 200
+    assert host.client.get("/api/ui").status_code == 200
+    assert host.client.get("/api/ui/app.js").status_code == 200
+    assert host.client.get("/api/docs").status_code == 200
+
+
+def test_pages_use_the_public_base_path_behind_a_gateway(devhost_factory):
+    host = devhost_factory(env={"PUBLIC_BASE_URL": "https://gateway.example.com/longrun/"})
+    assert '<base href="/longrun/api/ui">' in host.client.get("/api/ui").text
+    assert '<base href="/longrun/api/docs">' in host.client.get("/api/docs").text
