@@ -14,6 +14,7 @@ help:
 	@echo "make run    - set up, start Azurite (or reuse it) and serve the app on http://127.0.0.1:7071"
 	@echo "make test   - set up, then ruff, mypy and every test (Azurite is started by the tests)"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
+	@echo "make vendor - copy the dashboard's browser libraries from node_modules into web/vendor/ (part of setup)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +57,7 @@ browser: /usr/bin/chromium
 setup: $(VENV)/.installed node_modules/.installed web/vendor/.installed
 
 run: setup
+	@echo "Dashboard: http://127.0.0.1:7071/api/ui   Swagger UI: http://127.0.0.1:7071/api/docs"
 	$(PY) -m devhost --with-azurite
 
 lint: setup

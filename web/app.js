@@ -93,12 +93,12 @@ async function overview() {
 
 function jobRow(job) {
   return h('tr', { 'data-job': job.id },
-    h('td', {}, h('a', { href: `#/jobs/${job.id}` }, job.id.slice(0, 12) + '…')),
-    h('td', {}, job.kind),
-    h('td', {}, statusBadge(job.status)),
-    h('td', {}, progressBar(job.progress, `Progress of ${job.id}`)),
-    h('td', {}, when(job.created_at)),
-    h('td', {}, when(job.updated_at)));
+    h('td', { 'data-label': 'Job' }, h('a', { href: `#/jobs/${job.id}` }, job.id.slice(0, 12) + '…')),
+    h('td', { 'data-label': 'Kind' }, job.kind),
+    h('td', { 'data-label': 'Status' }, statusBadge(job.status)),
+    h('td', { 'data-label': 'Progress' }, progressBar(job.progress, `Progress of ${job.id}`)),
+    h('td', { 'data-label': 'Created' }, when(job.created_at)),
+    h('td', { 'data-label': 'Updated' }, when(job.updated_at)));
 }
 
 async function jobList(params) {
@@ -190,6 +190,8 @@ async function jobPage(id) {
       if (job.status !== 'PENDING') note(`Status ${job.status}`, job.updated_at);
     } else if (last.status !== job.status) {
       note(`Status ${job.status}`, job.updated_at);
+    } else if (job.phase && job.phase !== last.phase) {
+      note(`Phase ${job.phase}`, job.updated_at); // events carry the phase where the server has it
     } else if (job.progress.completed !== last.progress.completed) {
       note(`Progress ${job.progress.completed}/${job.progress.total}`, job.updated_at);
     }
@@ -202,6 +204,7 @@ async function jobPage(id) {
       ['Created', when(job.created_at)], ['Updated', when(job.updated_at)],
     ];
     if (job.deadline_at) rows.push(['Deadline', when(job.deadline_at)]);
+    if (job.phase) rows.splice(2, 0, ['Phase', job.phase]);
     summary.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
     actions.replaceChildren();
     if (!FINISHED.has(job.status)) {
@@ -263,15 +266,16 @@ async function jobPage(id) {
   if (key) url.searchParams.set('code', key);
   const source = new EventSource(url);
   onLeave(() => source.close());
+  // `status` and `progress` events carry {id, status, phase, progress, updated_at}; the terminal event
+  // (`completed`, `failed`, `cancelled`) the whole job resource. Anything else: read the job itself.
   const onEvent = async (event) => {
     let data = null;
     try { data = JSON.parse(event.data); } catch { data = null; }
-    if (data && data.id === id && data.status && data.progress) render(data);
-    else await poll(); // an event of another shape: read the job itself
+    if (data && data.id === id && data.status && data.progress) render({ ...last, ...data });
+    else await poll();
     if (last && FINISHED.has(last.status)) source.close();
   };
-  source.addEventListener('message', onEvent);
-  for (const name of ['progress', 'status', 'job']) source.addEventListener(name, onEvent);
+  for (const name of ['message', 'status', 'progress', 'completed', 'failed', 'cancelled']) source.addEventListener(name, onEvent);
   source.addEventListener('error', () => {
     if (source.readyState === EventSource.CLOSED && !stopped && last && !FINISHED.has(last.status)) {
       live.textContent = 'Live: polling (Retry-After).';
@@ -415,10 +419,11 @@ async function deadLetters() {
     const button = h('button', { type: 'button', disabled: record.source !== 'job', title: record.source === 'job' ? 'Resubmit as a new job' : 'Poison messages cannot be replayed' }, 'Replay');
     button.addEventListener('click', () => replay(record, button));
     return h('tr', { 'data-dead-letter': record.id },
-      h('td', {}, when(record.created_at)), h('td', {}, record.source), h('td', {}, record.kind || '—'),
-      h('td', {}, h('strong', {}, record.error_type), ' ', record.reason),
-      h('td', {}, String(record.attempts ?? '—')),
-      h('td', {}, record.job_id ? h('a', { href: `#/jobs/${record.job_id}` }, record.job_id.slice(0, 12) + '…') : '—'),
+      h('td', { 'data-label': 'Recorded' }, when(record.created_at)), h('td', { 'data-label': 'Source' }, record.source),
+      h('td', { 'data-label': 'Kind' }, record.kind || '—'),
+      h('td', { 'data-label': 'Error' }, h('strong', {}, record.error_type), ' ', record.reason),
+      h('td', { 'data-label': 'Attempts' }, String(record.attempts ?? '—')),
+      h('td', { 'data-label': 'Job' }, record.job_id ? h('a', { href: `#/jobs/${record.job_id}` }, record.job_id.slice(0, 12) + '…') : '—'),
       h('td', {}, button));
   }
   async function load(token) {
