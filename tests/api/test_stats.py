@@ -13,30 +13,45 @@ def finished(devhost, options):
     return devhost.wait_for_job(response.headers["location"]).json()
 
 
+def stats(devhost, **params):
+    response = devhost.client.get("/api/stats", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def counts(totals):
+    return tuple(totals[name] for name in ("submitted", "completed", "failed", "cancelled"))
+
+
 def test_stats_count_outcomes_durations_and_failure_rate(devhost):
+    # The session's Azurite holds every test module's jobs (one Jobs table): compare before and after.
+    before = stats(devhost, hours=1, bucket_minutes=1)["totals"]
     jobs = [
         finished(devhost, {"chunks": 2, "chunk_seconds": 0.3}),
         finished(devhost, {"chunks": 1}),
         finished(devhost, {"chunks": 1, "permanent_failure": True}),
     ]
     assert [job["status"] for job in jobs] == ["COMPLETED", "COMPLETED", "FAILED"]
-    response = devhost.client.get("/api/stats", params={"hours": 1, "bucket_minutes": 1})
-    assert response.status_code == 200, response.text
-    body = response.json()
+    body = stats(devhost, hours=1, bucket_minutes=1)
     totals = body["totals"]
-    assert (totals["submitted"], totals["completed"], totals["failed"], totals["cancelled"]) == (3, 2, 1, 0)
-    assert totals["failure_rate"] == round(1 / 3, 4)
-    assert 0.3 < totals["duration_seconds"]["max"] < 60
+    added = tuple(a - b for a, b in zip(counts(totals), counts(before), strict=True))
+    assert added == (3, 2, 1, 0)
+    finished_jobs = totals["completed"] + totals["failed"] + totals["cancelled"]
+    assert totals["failure_rate"] == round(totals["failed"] / finished_jobs, 4)
+    assert 0.3 <= totals["duration_seconds"]["max"] < 600
     assert body["bucket_minutes"] == 1 and len(body["buckets"]) == 60
     assert body["jobs_counted_up_to"] is None
     starts = [datetime.fromisoformat(b["start"].replace("Z", "+00:00")) for b in body["buckets"]]
     assert all(start.second == 0 and start.microsecond == 0 for start in starts)  # aligned on whole minutes
     assert all((b - a).total_seconds() == 60 for a, b in zip(starts, starts[1:], strict=False))
-    assert sum(b["submitted"] for b in body["buckets"]) == 3
-    # The default window: 3 hours of 5-minute buckets.
-    default = devhost.client.get("/api/stats").json()
+    assert sum(b["submitted"] for b in body["buckets"]) == totals["submitted"]
+    for bucket in body["buckets"]:
+        done = bucket["completed"] + bucket["failed"] + bucket["cancelled"]
+        assert bucket["failure_rate"] == (round(bucket["failed"] / done, 4) if done else None)
+    # The default window: 3 hours of 5-minute buckets, holding at least the last hour's jobs.
+    default = stats(devhost)
     assert default["bucket_minutes"] == 5 and len(default["buckets"]) == 36
-    assert default["totals"]["submitted"] == 3
+    assert default["totals"]["submitted"] >= totals["submitted"]
 
 
 def test_stats_refuse_a_bad_window_with_a_problem(devhost):

@@ -93,8 +93,14 @@ def test_submit_through_the_form_and_watch_the_job_finish(devhost, open_page, br
     assert page.get_by_label("Status").input_value() == "COMPLETED"
     page.get_by_label("Status").select_option("FAILED")
     page.wait_for_url(re.compile(r"status=FAILED"))
-    page.get_by_text("No jobs match.").wait_for()
+    page.locator(f"tr[data-job='{job_id}']").wait_for(state="detached")
+    page.wait_for_function(
+        "document.querySelectorAll('tr[data-job]').length > 0"
+        " || document.querySelector('main p[role=status]')?.textContent === 'No jobs match.'"
+    )
     assert page.locator(f"tr[data-job='{job_id}']").count() == 0
+    # Other tests' jobs share the session's Jobs table: whatever is listed is FAILED.
+    assert set(page.locator("tr[data-job] .badge").all_inner_texts()) <= {"FAILED"}
 
 
 def test_the_job_list_shows_live_status(devhost, open_page):
