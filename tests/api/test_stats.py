@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from tests.api.probes import FUNCTION_KEY
 
 
-def finished(devhost, options):
+def finished(devhost: Any, options: dict[str, Any]) -> Any:
     response = devhost.client.post("/api/jobs", json={"kind": "simulate", "options": options})
     assert response.status_code == 202, response.text
     return devhost.wait_for_job(response.headers["location"]).json()
 
 
-def stats(devhost, **params):
+def stats(devhost: Any, **params: Any) -> Any:
     response = devhost.client.get("/api/stats", params=params)
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def counts(totals):
+def counts(totals: dict[str, Any]) -> tuple[int, ...]:
     return tuple(totals[name] for name in ("submitted", "completed", "failed", "cancelled"))
 
 
