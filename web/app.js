@@ -239,11 +239,12 @@ async function jobPage(id) {
   let timer = null;
   let stopped = false;
   onLeave(() => { stopped = true; clearTimeout(timer); });
-  async function poll() {
+  // `follow`: keep polling with Retry-After while the job runs (off while an event stream follows it).
+  async function poll(follow = true) {
     try {
       const response = await api(`jobs/${id}`);
       render(response.body);
-      if (response.status === 202 && !stopped) {
+      if (response.status === 202 && !stopped && follow) {
         const seconds = Number(response.headers.get('retry-after')) || 2;
         timer = setTimeout(poll, Math.min(seconds, 30) * 1000);
       }
@@ -258,9 +259,9 @@ async function jobPage(id) {
     return;
   }
   // Server-sent events where the server has them: EventSource cannot send headers, so the key goes as ?code=.
-  await poll();
-  if (!last || FINISHED.has(last.status)) return;
   live.textContent = 'Live: server-sent events.';
+  await poll(false);
+  if (!last || FINISHED.has(last.status)) return;
   const url = new URL(apiUrl(`jobs/${id}/events`));
   const key = keyHeaders()['x-functions-key'];
   if (key) url.searchParams.set('code', key);
@@ -272,10 +273,11 @@ async function jobPage(id) {
     let data = null;
     try { data = JSON.parse(event.data); } catch { data = null; }
     if (data && data.id === id && data.status && data.progress) render({ ...last, ...data });
-    else await poll();
+    else await poll(false);
     if (last && FINISHED.has(last.status)) source.close();
   };
   for (const name of ['message', 'status', 'progress', 'completed', 'failed', 'cancelled']) source.addEventListener(name, onEvent);
+  // EventSource reconnects by itself after a stream ends; it gives up (CLOSED) on a refused stream: poll then.
   source.addEventListener('error', () => {
     if (source.readyState === EventSource.CLOSED && !stopped && last && !FINISHED.has(last.status)) {
       live.textContent = 'Live: polling (Retry-After).';
