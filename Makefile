@@ -44,6 +44,7 @@ web/vendor/.installed: node_modules/.installed package.json
 	cp node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css node_modules/uplot/LICENSE web/vendor/uplot/
 	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
 	   node_modules/swagger-ui-dist/LICENSE node_modules/swagger-ui-dist/NOTICE web/vendor/swagger-ui/
+	for f in $(VENDOR_FILES); do test -s $$f || { echo "make vendor: $$f is missing" >&2; exit 1; }; done
 	touch $@
 
 vendor: web/vendor/.installed
