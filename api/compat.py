@@ -9,10 +9,10 @@ task id is a job id, so /api/jobs/{task_id} shows the same job.
 from __future__ import annotations
 
 import azure.durable_functions as df
-import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 from api.app import blueprint
-from api.http import ROUTE_METHODS, dispatch, json_response, read_json
+from api.http import ROUTE_METHODS, dispatch, header, json_response, read_json, route_param
 from api.links import base_url
 from api.resource import checked_job_id, retry_after_seconds
 from jobs import compat, query
@@ -30,23 +30,23 @@ def task_url(base: str, task_id: str) -> str:
 
 @blueprint.route(route="tasks", methods=ROUTE_METHODS)
 @blueprint.durable_client_input(client_name="client")
-async def tasks_collection(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def tasks_collection(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """POST: submit a task in the reference's shape."""
     return await dispatch(req, {"POST": lambda: submit_task(req, client)})
 
 
 @blueprint.route(route="tasks/{task_id}", methods=ROUTE_METHODS)
 @blueprint.durable_client_input(client_name="client")
-async def task_item(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def task_item(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """GET: the task's status in the reference's shape."""
     return await dispatch(req, {"GET": lambda: get_task(req, client)})
 
 
-async def submit_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def submit_task(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """POST /api/tasks: 202 {"task_id", "status": "Processing"} + Location + Retry-After."""
     settings = get_settings()
-    key = check_idempotency_key(req.headers.get("idempotency-key"))
-    body = compat.submission(read_json(req, settings.max_json_body_bytes))
+    key = check_idempotency_key(header(req, "idempotency-key"))
+    body = compat.submission(await read_json(req, settings.max_json_body_bytes))
     clients = await storage_clients(settings)
     try:
         request = await request_from_body(body, settings=settings, clients=clients, idempotency_key=key, source="http")
@@ -61,10 +61,10 @@ async def submit_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     return json_response({"task_id": task_id, "status": "Processing"}, 202, headers)
 
 
-async def get_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def get_task(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """GET /api/tasks/{task_id}: always 200 while the task exists, as the reference answers."""
     settings = get_settings()
-    task_id = checked_job_id(req.route_params.get("task_id"))
+    task_id = checked_job_id(route_param(req, "task_id"))
     clients = await storage_clients(settings)
     view = await query.load_job(client, clients.jobs, task_id)
     body = await compat.task_status(clients, view)

@@ -68,6 +68,10 @@ var operations = [
   { name: 'list-dead-letters', method: 'GET', urlTemplate: '/api/dead-letters', hasId: false }
   { name: 'get-dead-letter', method: 'GET', urlTemplate: '/api/dead-letters/{id}', hasId: true }
   { name: 'replay-dead-letter', method: 'POST', urlTemplate: '/api/dead-letters/{id}/replay', hasId: true }
+  { name: 'job-stats', method: 'GET', urlTemplate: '/api/stats', hasId: false }
+  { name: 'dashboard', method: 'GET', urlTemplate: '/api/ui', hasId: false }
+  { name: 'dashboard-files', method: 'GET', urlTemplate: '/api/ui/{*path}', hasId: false }
+  { name: 'api-docs', method: 'GET', urlTemplate: '/api/docs', hasId: false }
   // The reference design's routes (api/compat.py), for its clients.
   { name: 'submit-task', method: 'POST', urlTemplate: '/api/tasks', hasId: false }
   { name: 'get-task', method: 'GET', urlTemplate: '/api/tasks/{id}', hasId: true }
@@ -76,6 +80,15 @@ var operations = [
 var idParameter = [
   {
     name: 'id'
+    type: 'string'
+    required: true
+  }
+]
+
+// The dashboard's files: one wildcard operation for everything under /api/ui/.
+var pathParameter = [
+  {
+    name: 'path'
     type: 'string'
     required: true
   }
@@ -186,7 +199,7 @@ resource apiOperations 'Microsoft.ApiManagement/service/apis/operations@2024-05-
     displayName: operation.name
     method: operation.method
     urlTemplate: operation.urlTemplate
-    templateParameters: operation.hasId ? idParameter : []
+    templateParameters: operation.hasId ? idParameter : (contains(operation.urlTemplate, '{*path}') ? pathParameter : [])
   }
 }]
 
