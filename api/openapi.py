@@ -359,6 +359,22 @@ _PATHS: dict[str, Any] = {
             },
         },
     },
+    "/api/tasks/{task_id}/stream": {
+        "parameters": [{**_JOB_ID, "name": "task_id"}],
+        "get": {
+            "operationId": "streamTask",
+            "summary": "The reference design's stream: the task's status document as Server-Sent Events",
+            "description": "`data: <TaskStatus>` whenever it changes (read every second), `: ping` after 15 s "
+            "without one; ends after the ready state (SUCCESS, FAILURE, REVOKED) or after 90 s.",
+            "responses": {
+                "200": {
+                    "description": "text/event-stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "404": _problem("Unknown task"),
+            },
+        },
+    },
     "/api/health": {
         "get": {
             "operationId": "health",

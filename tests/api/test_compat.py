@@ -8,6 +8,7 @@ differs: longrun serves the routes under /api like every other route.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -130,4 +131,62 @@ def test_the_openapi_document_describes_the_reference_routes(devhost):
     doc = devhost.client.get("/api/openapi.json").json()
     assert doc["paths"]["/api/tasks"]["post"]["operationId"] == "submitTask"
     assert doc["paths"]["/api/tasks/{task_id}"]["get"]["operationId"] == "getTask"
+    assert doc["paths"]["/api/tasks/{task_id}/stream"]["get"]["operationId"] == "streamTask"
     assert {"TaskCreate", "TaskAccepted", "TaskStatus"} <= set(doc["components"]["schemas"])
+
+
+def stream_updates(client: httpx.Client, task_id: str) -> list[dict[str, Any]]:
+    """verify_sse.py's loop: read the stream's lines, parse each `data: ` line, stop at a ready status."""
+    updates: list[dict[str, Any]] = []
+    with client.stream("GET", f"/api/tasks/{task_id}/stream", timeout=120) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                updates.append(json.loads(line.removeprefix("data: ")))
+                if updates[-1]["status"] in ("SUCCESS", "FAILURE", "REVOKED"):
+                    break
+    return updates
+
+
+def test_the_reference_stream_flow_runs_unchanged(devhost):
+    # verify_sse.py: create the task, then listen to /tasks/{id}/stream until SUCCESS, FAILURE or REVOKED.
+    payload = {"vector_data": [0.1, 0.2, 0.3], "metadata": {"user": "sse_test"}, "duration": 5}
+    task_id = devhost.client.post("/api/tasks", json=payload).json()["task_id"]
+    updates = stream_updates(devhost.client, task_id)
+    assert updates[-1]["status"] == "SUCCESS", updates
+    assert updates[-1]["result"]["metadata_processed"] == {"user": "sse_test"}
+    assert all(u["task_id"] == task_id for u in updates)
+    assert len(updates) == len({json.dumps(u, sort_keys=True) for u in updates})  # an event per change only
+    # Once ready, a new stream sends the final document and ends (as the reference's loop does).
+    assert stream_updates(devhost.client, task_id) == [updates[-1]]
+
+
+def test_the_stream_reports_progress_and_ends_revoked(devhost):
+    job_id = devhost.client.post(
+        "/api/jobs", json={"kind": "simulate", "options": {"chunks": 40, "chunk_seconds": 1}}
+    ).json()["id"]
+    updates: list[dict[str, Any]] = []
+    cancelled = False
+    with devhost.client.stream("GET", f"/api/tasks/{job_id}/stream", timeout=120) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            updates.append(json.loads(line.removeprefix("data: ")))
+            if updates[-1]["status"] == "PROGRESS" and updates[-1]["result"]["total"] and not cancelled:
+                assert devhost.client.delete(f"/api/jobs/{job_id}").status_code == 202
+                cancelled = True
+            if updates[-1]["status"] in ("SUCCESS", "FAILURE", "REVOKED"):
+                break
+    statuses = [u["status"] for u in updates]
+    assert "PROGRESS" in statuses and statuses[-1] == "REVOKED", statuses
+    currents = [u["result"]["current"] for u in updates if u["status"] == "PROGRESS"]
+    assert currents == sorted(currents) and all(
+        u["result"]["total"] in (0, 40) for u in updates if u["status"] == "PROGRESS"
+    )
+
+
+def test_streams_of_unknown_tasks_are_404_problems(devhost):
+    assert_problem(devhost.client.get("/api/tasks/" + "0" * 32 + "/stream"), 404)
+    assert_problem(devhost.client.post("/api/tasks/" + "0" * 32 + "/stream"), 405)

@@ -75,6 +75,7 @@ var operations = [
   // The reference design's routes (api/compat.py), for its clients.
   { name: 'submit-task', method: 'POST', urlTemplate: '/api/tasks', hasId: false }
   { name: 'get-task', method: 'GET', urlTemplate: '/api/tasks/{id}', hasId: true }
+  { name: 'stream-task', method: 'GET', urlTemplate: '/api/tasks/{id}/stream', hasId: true }
 ]
 
 var idParameter = [
