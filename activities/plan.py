@@ -155,7 +155,8 @@ class StoppableSource:
             yield piece
 
 
-def _prepared(config: OrchestrationConfig, chunk_count: int, stopped: bool = False) -> PrepareOutput:
+def prepared_output(config: OrchestrationConfig, chunk_count: int, stopped: bool = False) -> PrepareOutput:
+    """prepare_job's answer: the orchestration's configuration and the plan's chunk count (or that it stopped)."""
     prepared: PrepareOutput = {
         "retry": config["retry"],
         "max_parallel_chunks": config["max_parallel_chunks"],
@@ -182,11 +183,22 @@ def prepare_job(start: PrepareInput) -> PrepareOutput:
     config = orchestration_config(settings)
     if container.get_blob_client(plan_blob_name(job_id)).exists():
         job_store.mark_running(settings, job_id)
-        return _prepared(config, len(load_plan(settings, job_id)["chunks"]))
+        return prepared_output(config, len(load_plan(settings, job_id)["chunks"]))
     should_stop = StopSignal(container, job_id, deadline_at=start.get("deadline_at"))
     if job_has_ended(container, job_id) or should_stop.check_now():
-        return _prepared(config, 0, stopped=True)  # cancelled before planning, or a redelivery after the end
+        return prepared_output(config, 0, stopped=True)  # cancelled before planning, or a redelivery after the end
     job_store.mark_running(settings, job_id)
+    planned = make_plan(settings, start, should_stop)
+    if planned is None:
+        return prepared_output(config, 0, stopped=True)
+    return store_plan(settings, job_id, planned[0])
+
+
+def make_plan(
+    settings: Settings, start: PrepareInput, should_stop: StopSignal
+) -> tuple[JobPlan, BlobByteSource | None] | None:
+    """The job's plan, computed (not stored), and its input pinned to the version planned; None if told to stop."""
+    job_id = start["job_id"]
     kind = job_kind(settings, start["kind"])
     source = input_source(settings, start.get("input_ref"))
     try:
@@ -200,7 +212,7 @@ def prepare_job(start: PrepareInput) -> PrepareOutput:
         chunks = kind.plan(watched, options, target, settings.max_chunks_per_job)
     except PlanningStopped:
         log_event("job.planning_stopped", job_id=job_id, kind=start["kind"], bytes=size)
-        return _prepared(config, 0, stopped=True)
+        return None
     plan: JobPlan = {
         "kind": start["kind"],
         "input_ref": start.get("input_ref"),
@@ -211,7 +223,12 @@ def prepare_job(start: PrepareInput) -> PrepareOutput:
         "input_etag": source.etag if source is not None else None,
         "chunks": list(chunks),
     }
-    if not write_once(container, plan_blob_name(job_id), json.dumps(plan).encode()):
+    return plan, source
+
+
+def store_plan(settings: Settings, job_id: str, plan: JobPlan) -> PrepareOutput:
+    """Write the plan blob once (a concurrent run's plan wins) and answer as prepare_job does."""
+    if not write_once(results(settings), plan_blob_name(job_id), json.dumps(plan).encode()):
         plan = load_plan(settings, job_id)  # a concurrent run planned first; keep its plan
-    log_event("job.planned", job_id=job_id, kind=start["kind"], chunks=len(plan["chunks"]), bytes=size)
-    return _prepared(config, len(plan["chunks"]))
+    log_event("job.planned", job_id=job_id, kind=plan["kind"], chunks=len(plan["chunks"]), bytes=plan["input_size"])
+    return prepared_output(orchestration_config(settings), len(plan["chunks"]))
