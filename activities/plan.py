@@ -7,6 +7,7 @@ grow with the plan.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from activities.resources import (
     write_once,
 )
 from activities.stop_marker import StopSignal
-from kinds.base import ByteSource
+from kinds.base import ByteSource, BytesSource
 from shared.contracts import OrchestrationConfig, PrepareInput, PrepareOutput
 from shared.failures import NonRetryableError
 from shared.settings import Settings, get_settings
@@ -46,6 +47,7 @@ class JobPlan(TypedDict):
     deadline_at: str | None
     input_size: int
     input_etag: NotRequired[str | None]
+    input_inline: NotRequired[str]  # a small input that travelled inline (jobs.inline_input), base64
     chunks: list[dict[str, Any]]
 
 
@@ -69,8 +71,16 @@ def forget_plans() -> None:
     _cached_plan.cache_clear()
 
 
-def input_source(settings: Settings, input_ref: str | None, plan: JobPlan | None = None) -> BlobByteSource | None:
-    """The job's input, pinned to the version seen when it was planned (from the plan, or read now)."""
+def input_source(
+    settings: Settings, input_ref: str | None, plan: JobPlan | None = None, inline: str | None = None
+) -> ByteSource | None:
+    """The job's input, pinned to the version seen when it was planned (from the plan, or read now).
+
+    An input that travelled inline (`inline`, or the plan's copy of it) is read from memory: no request.
+    """
+    inline = plan.get("input_inline") if plan is not None else inline
+    if inline is not None:
+        return BytesSource(base64.b64decode(inline))
     if not input_ref:
         return None
     blob = payloads(settings).get_blob_client(input_ref)
@@ -196,11 +206,11 @@ def prepare_job(start: PrepareInput) -> PrepareOutput:
 
 def make_plan(
     settings: Settings, start: PrepareInput, should_stop: StopSignal
-) -> tuple[JobPlan, BlobByteSource | None] | None:
+) -> tuple[JobPlan, ByteSource | None] | None:
     """The job's plan, computed (not stored), and its input pinned to the version planned; None if told to stop."""
     job_id = start["job_id"]
     kind = job_kind(settings, start["kind"])
-    source = input_source(settings, start.get("input_ref"))
+    source = input_source(settings, start.get("input_ref"), inline=start.get("input_inline"))
     try:
         options = kind.parse_options(start.get("options") or {})
     except (ValidationError, ValueError) as exc:
@@ -220,9 +230,11 @@ def make_plan(
         "options": options,
         "deadline_at": start.get("deadline_at"),
         "input_size": size,
-        "input_etag": source.etag if source is not None else None,
+        "input_etag": source.etag if isinstance(source, BlobByteSource) else None,
         "chunks": list(chunks),
     }
+    if "input_inline" in start:
+        plan["input_inline"] = start["input_inline"]
     return plan, source
 
 

@@ -24,7 +24,6 @@ from typing import Any, cast
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from activities.blob_source import BlobByteSource
 from activities.merge import KIND_METADATA
 from activities.plan import (
     JobPlan,
@@ -43,7 +42,7 @@ from activities.resources import (
     upload_json,
 )
 from activities.stop_marker import StopSignal
-from kinds.base import ChunkStopped
+from kinds.base import ByteSource, ChunkStopped
 from shared.contracts import JobOutcome, PrepareInput, PrepareOutput, WholeJobOutput
 from shared.settings import Settings, get_settings
 from shared.telemetry import log_event
@@ -112,7 +111,7 @@ def _earlier_result(settings: Settings, job_id: str) -> tuple[bool, JobOutcome |
 
 
 def _run(
-    settings: Settings, job_id: str, plan: JobPlan, source: BlobByteSource | None, should_stop: StopSignal
+    settings: Settings, job_id: str, plan: JobPlan, source: ByteSource | None, should_stop: StopSignal
 ) -> JobOutcome | None:
     """Process the one chunk and merge it into the result; None if the job must stop. Raises if the chunk fails."""
     kind = job_kind(settings, plan["kind"])

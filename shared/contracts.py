@@ -72,6 +72,7 @@ class JobStart(TypedDict):
     options: dict[str, Any]
     deadline_at: str | None  # ISO 8601 UTC; None = no deadline
     submitted_at: str  # ISO 8601 UTC
+    input_inline: NotRequired[str]  # base64 of a small posted input kept inline instead of in a blob (input_ref None)
 
 
 class Progress(TypedDict):

@@ -7,6 +7,7 @@ failing chunk leave the job to the staged path exactly as prepare_job would.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 
@@ -14,12 +15,13 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from activities.chunks import process_chunk
+from activities.dead_letter import dead_letter_job
 from activities.merge import merge_partials
 from activities.plan import prepare_job
 from activities.resources import plan_blob_name
 from activities.stop import request_stop
 from activities.whole_job import WHOLE_METADATA, prepare_or_run_job
-from shared.contracts import JobStart
+from shared.contracts import JobError, JobStart
 from shared.settings import get_settings
 from storage.names import PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name, job_prefix, result_blob_name
 from tests.orchestrators.helpers import job_start
@@ -114,3 +116,33 @@ def test_the_whole_result_is_tagged(blobs: BlobServiceClient) -> None:
     prepare_or_run_job(start)
     blob = blobs.get_container_client(RESULTS_CONTAINER).get_blob_client(result_blob_name(start["job_id"]))
     assert blob.get_blob_properties().metadata.get(WHOLE_METADATA) == "1"
+
+
+def _inline_job(data: bytes) -> JobStart:
+    start = job_start(uuid.uuid4().hex, "csv-report", OPTIONS, None)
+    return {**start, "input_inline": base64.b64encode(data).decode(), "input_content_type": "text/csv"}
+
+
+def test_an_inline_input_is_read_from_the_start_and_staged_through_the_plan(blobs: BlobServiceClient) -> None:
+    """jobs.inline_input: no input blob; a staged job's chunks read the input from the plan's copy."""
+    whole, staged = _inline_job(SMALL), _inline_job(SMALL + SMALL[4:] * 7)  # one header, 320 rows
+    assert prepare_or_run_job(whole).get("outcome") is not None
+    answer = prepare_or_run_job(staged)
+    assert "outcome" not in answer and answer["chunk_count"] > 1
+    for index in range(answer["chunk_count"]):
+        assert process_chunk(staged["job_id"], index, 1)["partial_ref"]
+    merge_partials(staged["job_id"], answer["chunk_count"])
+    groups = _result(blobs, staged["job_id"])["groups"]  # type: ignore[index]
+    assert sum(group["count"] for group in groups.values()) == 8 * 40
+    assert not list(
+        blobs.get_container_client(PAYLOADS_CONTAINER).list_blobs(name_starts_with=job_prefix(whole["job_id"]))
+    )
+
+
+def test_a_dead_letter_keeps_an_inline_input_in_a_blob_for_the_replay(blobs: BlobServiceClient) -> None:
+    start = _inline_job(SMALL)
+    error: JobError = {"type": "invalid_input", "message": "bad", "attempts": 1}
+    assert dead_letter_job(start, error) == dead_letter_job(start, error)  # idempotent
+    blob = blobs.get_container_client(PAYLOADS_CONTAINER).get_blob_client(job_input_blob_name(start["job_id"]))
+    assert blob.download_blob().readall() == SMALL
+    assert blob.get_blob_properties().content_settings.content_type == "text/csv"
