@@ -210,7 +210,8 @@ class _JobRun:
             yield from call_step(context, REQUEST_STOP, stop, self.policy, "stop")
             yield from wait_for_all(context, pending)
             whole = outcome_of_whole_run(pending)
-            if whole is not None:  # the first step completed the job while the cancel was on its way
+            if whole is not None:  # the first step completed the job (its one chunk) while the cancel was on its way
+                self.total = 1
                 return self._ran_whole(whole)
             yield from self._record(outcome)
             if error is not None:

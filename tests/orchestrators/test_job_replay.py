@@ -471,6 +471,7 @@ def test_a_cancel_that_wins_over_a_whole_run_which_completed_keeps_the_completed
     run.drive(worker(steps={PREPARE_OR_RUN_JOB: lambda task: _whole()}))
     _ends_clean(run)
     assert run.output == WHOLE_OUTCOME
+    assert run.custom_status == {"phase": "done", "completed": 1, "total": 1}
     assert run.calls(FINALIZE_JOB) == [] and run.calls(DEAD_LETTER_JOB) == []
 
 
