@@ -120,8 +120,10 @@ var resultsContainer = 'results'
 var inboxQueue = 'jobs-inbox'
 var inboxPoisonQueue = 'jobs-inbox-poison'
 var deadLetterQueue = 'jobs-deadletter'
+var webhookEventsQueue = 'webhook-events'
 var jobsTable = 'Jobs'
 var deadLettersTable = 'DeadLetters'
+var webhookBreakersTable = 'WebhookBreakers'
 
 var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
 var deploymentContainer = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
@@ -184,10 +186,12 @@ module storage 'modules/storage.bicep' = {
       inboxQueue
       inboxPoisonQueue
       deadLetterQueue
+      webhookEventsQueue
     ]
     tables: [
       jobsTable
       deadLettersTable
+      webhookBreakersTable
     ]
     lifecycleRules: [
       {
