@@ -95,20 +95,22 @@ def deliver_webhook(event: WebhookEvent, attempt: int, resolve: Resolver = resol
     if settings.webhook_secret is None:
         raise RuntimeError("WEBHOOK_SECRET is not set: webhooks cannot be signed")
     ensure_local_resources(settings)
-    gate = breakers.acquire(settings, destination.host, utc_now())
+    gate = breakers.acquire(settings, destination.breaker_key, utc_now())
     if not gate.allowed:
-        return _verdict("breaker_open", f"the circuit breaker of {destination.host} is open", wait=gate.wait_seconds)
+        return _verdict(
+            "breaker_open", f"the circuit breaker of {destination.breaker_key} is open", wait=gate.wait_seconds
+        )
     body = events.body_of(event)
     headers = events.signed_headers(settings.webhook_secret.get_secret_value(), event, body, utc_now())
     try:
         answer = sender.post(destination, body, headers)
     except (OSError, http.client.HTTPException) as exc:  # timeouts are OSErrors too
-        state = breakers.record(settings, destination.host, success=False, now=utc_now())
+        state = breakers.record(settings, destination.breaker_key, success=False, now=utc_now())
         log_event("webhook.attempt_failed", logging.WARNING, error=type(exc).__name__, breaker=state, **fields)
         return _verdict("retry", f"no answer from the receiver ({type(exc).__name__})")
     status = answer.status
     failed = status == 429 or status >= 500
-    state = breakers.record(settings, destination.host, success=not failed, now=utc_now())
+    state = breakers.record(settings, destination.breaker_key, success=not failed, now=utc_now())
     log_event("webhook.attempt", status=status, breaker=state, probe=gate.probe or None, **fields)
     if 200 <= status < 300:
         return _verdict("delivered", f"the receiver answered {status}", status)

@@ -16,27 +16,16 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from jobs import durable
-from shared.contracts import WEBHOOK_DELIVERY_ORCHESTRATOR, RetryPolicy, WebhookDeliveryInput, WebhookEvent
+from shared.contracts import WEBHOOK_DELIVERY_ORCHESTRATOR, WebhookDeliveryInput, WebhookEvent
 from shared.settings import get_settings
 from shared.telemetry import log_event
 from storage.names import WEBHOOK_EVENTS_QUEUE
-from webhooks.events import delivery_instance_id
+from webhooks.events import delivery_instance_id, delivery_policy
 
 blueprint = df.Blueprint()
 
 TERMINAL_WAIT_SECONDS = 30.0
 _EVENT_FIELDS = ("webhook_id", "job_id", "kind", "type", "url", "payload")
-
-
-def retry_policy() -> RetryPolicy:
-    """The project's backoff (RETRY_* settings) for webhook attempts."""
-    settings = get_settings()
-    return {
-        "first_interval_seconds": settings.retry_first_interval_seconds,
-        "backoff_coefficient": settings.retry_backoff_coefficient,
-        "max_interval_seconds": settings.retry_max_interval_seconds,
-        "max_attempts": settings.retry_max_attempts,
-    }
 
 
 def read_event(body: bytes) -> WebhookEvent:
@@ -57,7 +46,7 @@ async def start_webhook_delivery(msg: func.QueueMessage, client: df.DurableOrche
         client, event["job_id"], TERMINAL_WAIT_SECONDS
     ):
         log_event("webhook.job_not_finished", level=logging.WARNING, job_id=event["job_id"])
-    delivery: WebhookDeliveryInput = {"event": event, "retry": retry_policy()}
+    delivery: WebhookDeliveryInput = {"event": event, "retry": delivery_policy(get_settings())}
     instance_id = delivery_instance_id(event["webhook_id"])
     started = await durable.start_named_unless_exists(client, WEBHOOK_DELIVERY_ORCHESTRATOR, instance_id, delivery)
     log_event("webhook.delivery_started", job_id=event["job_id"], webhook_id=event["webhook_id"], started=started)

@@ -9,7 +9,8 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook
 
 from shared.clock import iso
-from shared.contracts import JobOutcome, JobStart, JobStatus, WebhookEvent
+from shared.contracts import JobOutcome, JobStart, JobStatus, RetryPolicy, WebhookEvent
+from shared.settings import Settings
 from shared.status import JobState
 
 USER_AGENT = "longrun-webhooks/1"
@@ -30,6 +31,16 @@ def webhook_id(job_id: str, event: str, sequence: int | None = None) -> str:
 def delivery_instance_id(webhook_id_: str) -> str:
     """The delivery orchestration's instance id for an event (one delivery per event, whoever asks twice)."""
     return f"webhook-{webhook_id_}"
+
+
+def delivery_policy(settings: Settings) -> RetryPolicy:
+    """The project's backoff (the RETRY_* settings) for webhook attempts."""
+    return {
+        "first_interval_seconds": settings.retry_first_interval_seconds,
+        "backoff_coefficient": settings.retry_backoff_coefficient,
+        "max_interval_seconds": settings.retry_max_interval_seconds,
+        "max_attempts": settings.retry_max_attempts,
+    }
 
 
 def job_resource(

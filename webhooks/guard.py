@@ -66,6 +66,11 @@ class Destination:
     address: str  # the checked IP the sender connects to
 
     @property
+    def breaker_key(self) -> str:
+        """Which circuit breaker guards this destination: one per host and port (one receiving service)."""
+        return f"{self.host}:{self.port}"
+
+    @property
     def host_header(self) -> str:
         """The Host header: the name (with the port unless it is the scheme's default)."""
         name = f"[{self.host}]" if ":" in self.host else self.host
