@@ -93,8 +93,8 @@ def address_refusal(text: str) -> str | None:
         (address.is_link_local, "a link-local address"),
         (address.is_multicast, "a multicast address"),
         (address.is_unspecified, "an unspecified address"),
-        (address.is_private, "a private address"),
         (address.is_reserved, "a reserved address"),
+        (address.is_private, "a private address"),
     ):
         if test:
             return name
