@@ -17,7 +17,7 @@ from devhost.testing.azurite import Azurite
 from jobs.callbacks import checked_callback
 from jobs.errors import InvalidRequest
 from shared.clock import utc_now
-from shared.contracts import WebhookEvent
+from shared.contracts import JobOutcome, JobStart, WebhookEvent
 from shared.settings import Settings, get_settings
 from tests.webhooks.receiver import TEST_SECRET, Receiver
 from webhooks.events import job_event
@@ -140,10 +140,17 @@ def receiver() -> Iterator[Receiver]:
 
 def _event(url: str) -> WebhookEvent:
     job_id = uuid.uuid4().hex
-    start = {"job_id": job_id, "kind": "simulate", "input_ref": None, "input_content_type": None, "options": {},
-             "deadline_at": None, "submitted_at": "2026-12-01T00:00:00.000000Z"}  # fmt: skip
-    outcome = {"status": "COMPLETED", "summary": {"chunks": 1}, "error": None}
-    return job_event(start, url, "completed", outcome, 1, 1, utc_now(), None)  # type: ignore[arg-type]
+    start: JobStart = {
+        "job_id": job_id,
+        "kind": "simulate",
+        "input_ref": None,
+        "input_content_type": None,
+        "options": {},
+        "deadline_at": None,
+        "submitted_at": "2026-12-01T00:00:00.000000Z",
+    }
+    outcome: JobOutcome = {"status": "COMPLETED", "summary": {"chunks": 1}, "error": None}
+    return job_event(start, url, "completed", outcome, 1, 1, utc_now(), None)
 
 
 def test_a_name_that_resolved_public_at_submit_and_loopback_at_delivery_is_not_called(
