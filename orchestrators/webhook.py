@@ -37,6 +37,11 @@ MAX_BREAKER_WAITS = 100
 """Open-breaker waits before a delivery gives up (about 100 open periods: the host is gone, not flaky)."""
 
 
+def max_breaker_waits() -> int:
+    """MAX_BREAKER_WAITS, read when used (tests lower it)."""
+    return MAX_BREAKER_WAITS
+
+
 def _dead_letter_input(context: Any, delivery: WebhookDeliveryInput, error: JobError) -> WebhookDeadLetterInput:
     return {"record_id": context.instance_id, "event": delivery["event"], "error": error}
 
@@ -71,7 +76,7 @@ def webhook_delivery_orchestration(context: Any) -> Orchestration:
             return done
         if outcome == "breaker_open":
             breaker_waits += 1
-            if breaker_waits > MAX_BREAKER_WAITS:
+            if breaker_waits > max_breaker_waits():
                 error = {"type": "webhook_breaker_open", "message": verdict["reason"], "attempts": attempt - 1}
                 break
             wait = float(verdict.get("wait_seconds") or 1.0)
