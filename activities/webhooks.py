@@ -92,8 +92,10 @@ def deliver_webhook(event: WebhookEvent, attempt: int, resolve: Resolver = resol
     except CallbackRefused as refused:
         log_event("webhook.refused", logging.WARNING, url=redacted(event["url"]), reason=str(refused), **fields)
         return _verdict("refused", f"callback.url {refused}")
-    if settings.webhook_secret is None:
-        raise RuntimeError("WEBHOOK_SECRET is not set: webhooks cannot be signed")
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    if not secret.startswith("whsec_"):
+        # Unset, the provisioning placeholder, or a Key Vault reference the platform could not resolve.
+        raise RuntimeError("WEBHOOK_SECRET is not a whsec_ secret: webhooks cannot be signed")
     ensure_local_resources(settings)
     gate = breakers.acquire(settings, destination.breaker_key, utc_now())
     if not gate.allowed:
@@ -101,7 +103,7 @@ def deliver_webhook(event: WebhookEvent, attempt: int, resolve: Resolver = resol
             "breaker_open", f"the circuit breaker of {destination.breaker_key} is open", wait=gate.wait_seconds
         )
     body = events.body_of(event)
-    headers = events.signed_headers(settings.webhook_secret.get_secret_value(), event, body, utc_now())
+    headers = events.signed_headers(secret, event, body, utc_now())
     try:
         answer = sender.post(destination, body, headers)
     except (OSError, http.client.HTTPException) as exc:  # timeouts are OSErrors too
