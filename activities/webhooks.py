@@ -7,10 +7,12 @@ a slow receiver nor an open breaker ever holds a job's terminal state back.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import logging
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from azure.storage.queue import TextBase64EncodePolicy
 
@@ -23,7 +25,7 @@ from shared.contracts import (
     JobError,
     WebhookEvent,
 )
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from shared.telemetry import log_event
 from storage import breakers, dead_letters
 from storage.clients import queue_service
@@ -79,6 +81,24 @@ def _verdict(
     }
 
 
+def _record(settings: Settings, key: str, *, success: bool) -> str:
+    """Record the attempt in the breaker; a storage failure here must not turn an answered POST into a retry."""
+    try:
+        return breakers.record(settings, key, success=success, now=utc_now())
+    except Exception as exc:  # the breaker is advisory: the receiver's answer is what counts
+        log_event("webhook.breaker_unrecorded", logging.WARNING, breaker=key, error=type(exc).__name__)
+        return "unknown"
+
+
+def basic_authorization(url: str) -> dict[str, str]:
+    """An Authorization: Basic header from the URL's userinfo (the only place it is used; logs never show it)."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return {}
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+
+
 def deliver_webhook(event: WebhookEvent, attempt: int, resolve: Resolver = resolve_host) -> DeliverOutput:
     """One attempt: check the URL again (DNS may have changed), ask the host's breaker, POST signed, record.
 
@@ -104,15 +124,16 @@ def deliver_webhook(event: WebhookEvent, attempt: int, resolve: Resolver = resol
         )
     body = events.body_of(event)
     headers = events.signed_headers(secret, event, body, utc_now())
+    headers.update(basic_authorization(event["url"]))
     try:
         answer = sender.post(destination, body, headers)
     except (OSError, http.client.HTTPException) as exc:  # timeouts are OSErrors too
-        state = breakers.record(settings, destination.breaker_key, success=False, now=utc_now())
+        state = _record(settings, destination.breaker_key, success=False)
         log_event("webhook.attempt_failed", logging.WARNING, error=type(exc).__name__, breaker=state, **fields)
         return _verdict("retry", f"no answer from the receiver ({type(exc).__name__})")
     status = answer.status
     failed = status == 429 or status >= 500
-    state = breakers.record(settings, destination.breaker_key, success=not failed, now=utc_now())
+    state = _record(settings, destination.breaker_key, success=not failed)
     log_event("webhook.attempt", status=status, breaker=state, probe=gate.probe or None, **fields)
     if 200 <= status < 300:
         return _verdict("delivered", f"the receiver answered {status}", status)

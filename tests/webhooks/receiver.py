@@ -28,6 +28,7 @@ class Delivery:
     verified: bool
     status: int
     at: float
+    path: str = ""
 
     @property
     def json(self) -> Any:
@@ -93,7 +94,7 @@ class Receiver:
                 with receiver.lock:
                     index = len(receiver.deliveries)
                     status = receiver.statuses[min(index, len(receiver.statuses) - 1)]
-                    receiver.deliveries.append(Delivery(headers, body, verified, status, time.monotonic()))
+                    receiver.deliveries.append(Delivery(headers, body, verified, status, time.monotonic(), self.path))
                 self.send_response(status)
                 if receiver.retry_after is not None and status in (429, 503):
                     self.send_header("Retry-After", receiver.retry_after)

@@ -178,7 +178,11 @@ def test_the_sender_connects_to_the_checked_address_and_names_the_host(
     def resolve(host: str, port: int) -> list[str]:
         return answers.pop(0) if answers else ["192.0.2.1"]  # TEST-NET: nothing answers there
 
-    verdict = deliver_webhook(_event(f"http://hooks.example.test:{receiver.port}/hook"), 1, resolve=resolve)
+    url = f"http://hook%40user:s3cret@hooks.example.test:{receiver.port}/hook?tenant=7"
+    verdict = deliver_webhook(_event(url), 1, resolve=resolve)
     assert verdict["outcome"] == "delivered", verdict
     (delivery,) = receiver.deliveries
     assert delivery.verified and delivery.headers["host"] == f"hooks.example.test:{receiver.port}"
+    # The URL's userinfo is Basic authorization (hook@user:s3cret), never part of the request line.
+    assert delivery.headers["authorization"] == "Basic aG9va0B1c2VyOnMzY3JldA=="
+    assert delivery.path == "/hook?tenant=7"
