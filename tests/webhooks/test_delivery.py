@@ -214,7 +214,7 @@ def test_retention_purges_a_jobs_terminal_delivery_with_the_job(devhost_factory:
     receiver.wait_for(lambda got: len(got) >= 1)
     instance = f"{WEBHOOKS}/instances/webhook-msg_{job_id}_completed"
     deadline = time.monotonic() + 30
-    while retained.client.get(instance).json().get("runtimeStatus") != "Completed":
+    while (answer := retained.client.get(instance)).status_code != 200 or answer.json()["runtimeStatus"] != "Completed":
         assert time.monotonic() < deadline, "the delivery never completed"
         time.sleep(0.2)
     _backdate(retained, job_id, days=8)

@@ -6,15 +6,30 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from devhost.testing.azurite import Azurite
 from devhost.testing.harness import DevHost
 from tests.api.probes import eventually
+from tests.conftest import DEFAULT_TEST_ENV
 from tests.intake.test_inbox import send
 
 VECTORS = {"kind": "vector-normalize", "input": {"vector_data": [[3.0, 4.0]]}}
+
+
+@pytest.fixture(scope="module")
+def devhost(azurite: Azurite) -> Iterator[DevHost]:
+    """Production's callback rules, whatever the local settings say: https only, no allowlist."""
+    env = {**DEFAULT_TEST_ENV, "WEBHOOK_ALLOW_HTTP": "false", "WEBHOOK_ALLOWED_HOSTS": ""}
+    host = DevHost(azurite.connection_string, env=env).start()
+    try:
+        yield host
+    finally:
+        host.stop(timeout=20)
+
 
 REFUSED = [
     ("http://hooks.example.com/x", "https"),
