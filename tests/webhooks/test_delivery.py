@@ -18,8 +18,6 @@ import pytest
 from devhost.testing.azurite import Azurite
 from devhost.testing.harness import DevHost
 from tests.conftest import DEFAULT_TEST_ENV
-from tests.orchestrators.helpers import WEBHOOKS
-from tests.orchestrators.test_retention import _backdate
 from tests.webhooks.receiver import TEST_SECRET, Receiver
 
 pytestmark = pytest.mark.slow
@@ -206,18 +204,3 @@ def test_an_always_failing_receiver_opens_the_breaker_and_is_not_hammered_then_r
 def test_replaying_an_unknown_webhook_dead_letter_is_404(host: DevHost) -> None:
     response = host.client.post("/api/dead-letters/webhook-msg_nothing_completed/replay")
     assert response.status_code == 404
-
-
-def test_retention_purges_a_jobs_terminal_delivery_with_the_job(devhost_factory: Any, receiver: Receiver) -> None:
-    retained = devhost_factory(env={**WEBHOOK_ENV, "RETENTION_SCHEDULE": "*/1 * * * * *"})
-    job_id = submit(retained, receiver)
-    receiver.wait_for(lambda got: len(got) >= 1)
-    instance = f"{WEBHOOKS}/instances/webhook-msg_{job_id}_completed"
-    deadline = time.monotonic() + 30
-    while (answer := retained.client.get(instance)).status_code != 200 or answer.json()["runtimeStatus"] != "Completed":
-        assert time.monotonic() < deadline, "the delivery never completed"
-        time.sleep(0.2)
-    _backdate(retained, job_id, days=8)
-    while retained.client.get(instance).status_code != 404:
-        assert time.monotonic() < deadline, "the delivery's history outlived its job"
-        time.sleep(0.2)
