@@ -23,7 +23,7 @@ from shared.contracts import (
     DELIVER_WEBHOOK,
     FINALIZE_JOB,
     MERGE_PARTIALS,
-    PREPARE_JOB,
+    PREPARE_OR_RUN_JOB,
     PROCESS_CHUNK,
     DeliverOutput,
     JobStart,
@@ -201,5 +201,5 @@ def test_progress_events_are_throttled_by_the_orchestration_clock() -> None:
         progress = [t.input["completed"] for t in run.calls(ANNOUNCE_JOB_EVENT) if t.input["event"] == "progress"]
         assert progress == expected, interval
         names = run.activity_names()
-        assert names[0] == PREPARE_JOB and names.count(PROCESS_CHUNK) == 5 and MERGE_PARTIALS in names
+        assert names[0] == PREPARE_OR_RUN_JOB and names.count(PROCESS_CHUNK) == 5 and MERGE_PARTIALS in names
         assert names[-1] == ANNOUNCE_JOB_EVENT
