@@ -143,7 +143,7 @@ def test_a_job_prepares_processes_in_waves_merges_and_finalizes() -> None:
     assert max(in_flight) == 2  # waves of max_parallel_chunks
     assert run.calls(MERGE_PARTIALS)[0].input == {"job_id": JOB_ID, "chunk_count": 5}
     assert _finalized(run) == {"status": "COMPLETED", **MERGED, "error": None}
-    assert run.custom_status == {"phase": "done", "completed": 5, "total": 5}
+    assert run.custom_status == {"phase": "done", "completed": 5, "total": 5, "seq": 8}
     assert run.timers() == []
 
 
@@ -384,7 +384,7 @@ def test_large_plans_run_in_chunk_batch_sub_orchestrations_one_after_another() -
     assert [t.input for t in subs] == expected
     assert in_flight == [1, 1, 1] and run.calls(PROCESS_CHUNK) == []
     assert _finalized(run)["status"] == "COMPLETED"
-    assert run.custom_status == {"phase": "done", "completed": 5, "total": 5}
+    assert run.custom_status == {"phase": "done", "completed": 5, "total": 5, "seq": 8}
 
 
 @pytest.mark.parametrize(
