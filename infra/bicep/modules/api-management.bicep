@@ -78,7 +78,8 @@ var idParameter = [
   }
 ]
 
-var apiPolicyTemplate = '<policies><inbound><base /><set-backend-service backend-id="__BACKEND_ID__" /></inbound><backend><forward-request timeout="${backendTimeoutSeconds}" buffer-request-body="false" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
+// buffer-response="false": job event streams (text/event-stream) reach the client as they are written.
+var apiPolicyTemplate = '<policies><inbound><base /><set-backend-service backend-id="__BACKEND_ID__" /></inbound><backend><forward-request timeout="${backendTimeoutSeconds}" buffer-request-body="false" buffer-response="false" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
 
 // 2024-05-01: the first GA api version with the v2 tiers (BasicV2, StandardV2).
 resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
