@@ -175,7 +175,7 @@ async def get_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
             seen,
             wait,
             settings.sse_poll_seconds,
-            refresh=events.status_refresh(client, clients.jobs),
+            refresh=events.status_refresh(client, clients.jobs, share_for=settings.sse_poll_seconds / 2),
             finish=events.resource_refresh(client, clients.jobs),
         )
     return job_response(view, base_url(req, settings))

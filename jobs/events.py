@@ -16,6 +16,8 @@ It grows with every state a client can observe (the sequence only grows, and a j
 RUNNING → finished). A watcher polls (one status read per interval, no history reads) and so sees the
 latest state at each read; states that came and went between two reads are summed up by the next one
 (progress counts only grow), which is what "no state change lost" can mean for a polled source.
+Watchers of the same job in one process share a read younger than half an interval (SharedStatusReads),
+so a job watched by many clients costs about two reads per interval per process, not one per watcher.
 """
 
 from __future__ import annotations
@@ -184,12 +186,56 @@ async def wait_for_change(
 # --- the reads, against Durable and the job store ----------------------------------------------------------
 
 
-def status_refresh(client: Any, jobs: TableClient) -> Refresh:
-    """A refresh that costs one Durable status read (the job's row is read only while it has no instance)."""
+class SharedStatusReads:
+    """Status reads shared by the watchers of one job in this process: many streams, one read per interval.
+
+    A read younger than `max_age`, or one still under way, is reused; nothing else is kept, and nothing a
+    client sees depends on it (event ids come from the durable state), so a process that never shared a
+    read answers the same.
+    """
+
+    PRUNE_ABOVE = 1024
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        """An empty cache on `clock`."""
+        self.clock = clock
+        self.reads: dict[str, tuple[float, asyncio.Task[durable.Instance | None]]] = {}
+        self.calls = 0  # status reads made
+
+    async def status(self, client: Any, job_id: str, max_age: float) -> durable.Instance | None:
+        """The job's instance as read at most `max_age` seconds ago (or being read), or read now."""
+        loop = asyncio.get_running_loop()
+        now = self.clock()
+        cached = self.reads.get(job_id)
+        if cached is not None and cached[1].get_loop() is loop:
+            at, pending = cached
+            if not pending.done() or (now - at < max_age and not pending.cancelled() and pending.exception() is None):
+                return await asyncio.shield(pending)
+        self.calls += 1
+        # A task of its own: a watcher that goes away (cancelled) does not cancel the read the others await.
+        read = loop.create_task(durable.status(client, job_id))
+        read.add_done_callback(lambda task: task.cancelled() or task.exception())  # never "never retrieved"
+        self.reads[job_id] = (now, read)
+        if len(self.reads) > self.PRUNE_ABOVE:
+            for key in [key for key, (at, done) in self.reads.items() if done.done() and now - at >= max_age]:
+                del self.reads[key]
+        return await asyncio.shield(read)
+
+
+SHARED_READS = SharedStatusReads()
+"""This process's shared status reads (an app instance runs one or more worker processes)."""
+
+
+def status_refresh(client: Any, jobs: TableClient, share_for: float = 0.0) -> Refresh:
+    """A refresh that costs one Durable status read, or none when another watcher of the job in this
+    process read it less than `share_for` seconds ago (the job's row is read only while it has no instance)."""
 
     async def refresh(view: JobView) -> JobView:
         job_id = view.record["job_id"]
-        instance = await durable.status(client, job_id)
+        if share_for > 0:
+            instance = await SHARED_READS.status(client, job_id, share_for)
+        else:
+            instance = await durable.status(client, job_id)
         if instance is None:
             record = await job_store.get_job(jobs, job_id)
             if record is None:

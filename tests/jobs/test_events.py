@@ -17,6 +17,7 @@ from jobs.events import (
     FeedTiming,
     Heartbeat,
     JobEvent,
+    SharedStatusReads,
     job_feed,
     next_event,
     nothing_left,
@@ -175,3 +176,70 @@ def test_long_poll_does_not_wait_for_a_state_the_client_has_not_seen_or_a_finish
         script = Script(states)
         assert run_wait(script, seen, 30) is states[0]
         assert script.now == 0 and script.reads == []
+
+
+# --- shared status reads: many watchers of one job, one read --------------------------------------------
+
+
+class DurableClient:
+    """Stands in for the Durable client (Azure's): counts get_status calls, each taking `delay` seconds."""
+
+    def __init__(self, delay: float = 0.05, fail: bool = False) -> None:
+        self.delay, self.fail, self.calls = delay, fail, 0
+
+    async def get_status(self, instance_id: str) -> Any:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            raise ConnectionError("storage away")
+        return type("Status", (), {"runtime_status": "Running", "output": None, "custom_status": {"seq": self.calls},
+                                   "last_updated_time": None})()  # fmt: skip
+
+
+def test_watchers_of_one_job_share_a_read_and_read_again_once_it_is_old() -> None:
+    now = [0.0]
+    shared = SharedStatusReads(clock=lambda: now[0])
+    client = DurableClient()
+
+    async def scenario() -> list[Any]:
+        first = await asyncio.gather(*(shared.status(client, "job", 1.0) for _ in range(50)))
+        assert client.calls == 1 and {i.custom_status["seq"] for i in first if i} == {1}
+        now[0] = 0.5
+        await shared.status(client, "job", 1.0)
+        assert client.calls == 1  # still fresh
+        await shared.status(client, "other", 1.0)
+        assert client.calls == 2  # another job has its own read
+        now[0] = 1.2
+        again = await asyncio.gather(*(shared.status(client, "job", 1.0) for _ in range(10)))
+        return again
+
+    again = asyncio.run(scenario())
+    assert client.calls == 3 and all(i is not None and i.custom_status["seq"] == 3 for i in again)
+
+
+def test_a_watcher_that_leaves_does_not_cancel_the_read_of_the_others() -> None:
+    shared = SharedStatusReads()
+    client = DurableClient(delay=0.2)
+
+    async def scenario() -> Any:
+        leaving = asyncio.create_task(shared.status(client, "job", 1.0))
+        await asyncio.sleep(0.05)
+        staying = asyncio.create_task(shared.status(client, "job", 1.0))
+        await asyncio.sleep(0.05)
+        leaving.cancel()
+        return await staying
+
+    assert asyncio.run(scenario()).runtime_status == "Running" and client.calls == 1
+
+
+def test_a_failed_read_reaches_its_watchers_and_is_not_reused() -> None:
+    shared = SharedStatusReads()
+    client = DurableClient(fail=True)
+
+    async def scenario() -> None:
+        results = await asyncio.gather(*(shared.status(client, "job", 10.0) for _ in range(3)), return_exceptions=True)
+        assert all(isinstance(result, ConnectionError) for result in results) and client.calls == 1
+        client.fail = False
+        assert (await shared.status(client, "job", 10.0)) is not None and client.calls == 2
+
+    asyncio.run(scenario())
