@@ -10,9 +10,10 @@ Two parts, on one devhost and one Azurite (its access log on, to count storage r
   CPU seconds (devhost and its workers, Azurite) and in reads of the task hub's Instances table, per
   stream and minute, is what one quiet watcher costs.
 - **Job throughput**: a batch of `--jobs` simulate jobs (4 chunks of 0.5 s), once with no watcher and
-  once with `--streams` streams watching the batch (a stream whose job ends moves to one still running,
-  so the streams stay open until the batch is done); `--rounds` times, alternating. The figure is the
-  batch's wall time with streams over without.
+  once with `--streams` clients watching it, each following one job of the batch from its submission to
+  its terminal event (so `--streams`/`--jobs` streams per job, one connection each, plus a resume per
+  SSE_MAX_STREAM_SECONDS); `--rounds` times, alternating. The figure is the batch's wall time with
+  streams over without.
 
 The streams are read by httpx-sse in this process (one event loop), as clients on the same machine.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import re
 import statistics
 import subprocess
@@ -89,24 +89,17 @@ class Watchers:
     errors: list[str] = field(default_factory=list)
 
 
-async def watch(client: httpx.AsyncClient, pick: Any, stop: asyncio.Event, stats: Watchers) -> None:
-    """One watcher: stream a job's events; when its job ends, stream the next pick(); resume a stream that ended."""
+async def watch(client: httpx.AsyncClient, job_of: Any, stop: asyncio.Event, stats: Watchers) -> None:
+    """One watcher: stream the job `await job_of()` names until its terminal event (or until stopped),
+    reconnecting with Last-Event-ID when a stream ends at its maximum duration."""
+    job = await job_of()
     last_id: str | None = None
-    job: str | None = None
     while not stop.is_set():
-        if job is None:
-            job, last_id = pick(None), None
-            if job is None:
-                await asyncio.sleep(0.1)
-                continue
         headers = {"Last-Event-ID": last_id} if last_id else {}
         try:
             async with aconnect_sse(client, "GET", f"/api/jobs/{job}/events", headers=headers) as source:
-                if source.response.status_code == 204:  # its job ended before we came back
-                    job = pick(job)
-                    last_id = None
-                    await asyncio.sleep(0.5)
-                    continue
+                if source.response.status_code == 204:
+                    return  # its job ended while we reconnected
                 source.response.raise_for_status()
                 stats.opened += 1
                 stats.open_now += 1
@@ -116,10 +109,8 @@ async def watch(client: httpx.AsyncClient, pick: Any, stop: asyncio.Event, stats
                         stats.events += 1
                         last_id = event.id or last_id
                         if event.event in TERMINAL:
-                            job, last_id = pick(job), None
-                            break
-                    else:
-                        stats.ends += 1  # ended at its maximum duration: resume with Last-Event-ID
+                            return
+                    stats.ends += 1  # ended at its maximum duration: resume with Last-Event-ID
                 finally:
                     stats.open_now -= 1
         except (httpx.HTTPError, RuntimeError) as exc:
@@ -147,21 +138,14 @@ def wait_all(host: DevHost, ids: list[str], timeout: float = 600) -> None:
         time.sleep(0.25)
 
 
-async def with_streams(host: DevHost, count: int, running: list[str], work: Any) -> Watchers:
-    """Run `work()` (in a thread) while `count` streams watch the jobs in `running` (which work may extend);
-    a stream whose job ended moves to another one still in the list."""
-
-    def pick(finished: str | None) -> str | None:
-        if finished in running and len(running) > 1:
-            running.remove(finished)
-        return random.choice(running) if running else None
-
+async def with_streams(host: DevHost, count: int, job_of: Any, work: Any) -> Watchers:
+    """Run `work()` (in a thread) while `count` watchers stream the jobs `job_of(i)` names (awaitable)."""
     stats = Watchers()
     stop = asyncio.Event()
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
     timeout = httpx.Timeout(10.0, read=120.0)
     async with httpx.AsyncClient(base_url=host.base_url, limits=limits, timeout=timeout) as client:
-        tasks = [asyncio.create_task(watch(client, pick, stop, stats)) for _ in range(count)]
+        tasks = [asyncio.create_task(watch(client, lambda i=i: job_of(i), stop, stats)) for i in range(count)]
         await asyncio.to_thread(work)
         stop.set()
         for task in tasks:
@@ -189,7 +173,10 @@ def measure_cost(host: DevHost, azurite: Azurite, log: Path, streams: int, secon
         time.sleep(5)  # let every stream open
         measured["cpu"], measured["reads"] = window()
 
-    stats = asyncio.run(with_streams(host, streams, list(parked), loaded))
+    async def parked_job(i: int) -> str:
+        return parked[i % len(parked)]
+
+    stats = asyncio.run(with_streams(host, streams, parked_job, loaded))
     for job in parked:
         host.client.delete(f"/api/jobs/{job}")
     per_minute = 60.0 / seconds / streams
@@ -204,20 +191,24 @@ def measure_cost(host: DevHost, azurite: Azurite, log: Path, streams: int, secon
 
 
 def streamed_batch(host: DevHost, streams: int, jobs: int) -> tuple[float, Watchers]:
-    """The batch's wall time while `streams` streams follow it, and what they saw."""
-    running: list[str] = []  # the watchers' targets: they drop jobs that ended
+    """The batch's wall time while `streams` clients watch it: watcher i streams job i mod `jobs` from its
+    submission to its terminal event, as clients that each follow their own job."""
+    submitted: list[str] = []
     elapsed: list[float] = []
+
+    async def own_job(i: int) -> str:
+        while len(submitted) <= i % jobs:
+            await asyncio.sleep(0.05)
+        return submitted[i % jobs]
 
     def run_batch() -> None:
         began = time.monotonic()
-        submitted: list[str] = []
         for _ in range(jobs):
-            submitted += submit(host, BATCH_JOB, 1)
-            running.append(submitted[-1])  # watchers move onto each job as it is submitted
-        wait_all(host, submitted)
+            submitted.extend(submit(host, BATCH_JOB, 1))
+        wait_all(host, list(submitted))
         elapsed.append(time.monotonic() - began)
 
-    stats = asyncio.run(with_streams(host, streams, running, run_batch))
+    stats = asyncio.run(with_streams(host, streams, own_job, run_batch))
     return elapsed[0], stats
 
 
