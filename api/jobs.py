@@ -176,7 +176,7 @@ async def get_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
             wait,
             settings.sse_poll_seconds,
             refresh=events.status_refresh(client, clients.jobs, share_for=settings.sse_poll_seconds / 2),
-            finish=events.resource_refresh(client, clients.jobs),
+            finish=events.resource_refresh(client, clients.jobs, share_for=settings.sse_poll_seconds / 2),
         )
     return job_response(view, base_url(req, settings))
 

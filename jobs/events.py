@@ -16,7 +16,7 @@ It grows with every state a client can observe (the sequence only grows, and a j
 RUNNING → finished). A watcher polls (one status read per interval, no history reads) and so sees the
 latest state at each read; states that came and went between two reads are summed up by the next one
 (progress counts only grow), which is what "no state change lost" can mean for a polled source.
-Watchers of the same job in one process share a read younger than half an interval (SharedStatusReads),
+Watchers of the same job in one process share a read younger than half an interval (SharedReads),
 so a job watched by many clients costs about two reads per interval per process, not one per watcher.
 """
 
@@ -26,7 +26,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from azure.data.tables.aio import TableClient
 
@@ -186,8 +186,11 @@ async def wait_for_change(
 # --- the reads, against Durable and the job store ----------------------------------------------------------
 
 
-class SharedStatusReads:
-    """Status reads shared by the watchers of one job in this process: many streams, one read per interval.
+T = TypeVar("T")
+
+
+class SharedReads:
+    """Reads shared by the watchers of one job in this process: many streams, one read per interval.
 
     A read younger than `max_age`, or one still under way, is reused; nothing else is kept, and nothing a
     client sees depends on it (event ids come from the durable state), so a process that never shared a
@@ -199,31 +202,39 @@ class SharedStatusReads:
     def __init__(self, clock: Clock = time.monotonic) -> None:
         """An empty cache on `clock`."""
         self.clock = clock
-        self.reads: dict[str, tuple[float, asyncio.Task[durable.Instance | None]]] = {}
-        self.calls = 0  # status reads made
+        self.reads: dict[tuple[str, str], tuple[float, asyncio.Task[Any]]] = {}
+        self.calls = 0  # reads made
 
-    async def status(self, client: Any, job_id: str, max_age: float) -> durable.Instance | None:
-        """The job's instance as read at most `max_age` seconds ago (or being read), or read now."""
+    async def read(self, key: tuple[str, str], max_age: float, read: Callable[[], Awaitable[T]]) -> T:
+        """What `read()` answers, as read at most `max_age` seconds ago (or being read), or read now."""
         loop = asyncio.get_running_loop()
         now = self.clock()
-        cached = self.reads.get(job_id)
+        cached = self.reads.get(key)
         if cached is not None and cached[1].get_loop() is loop:
             at, pending = cached
             if not pending.done() or (now - at < max_age and not pending.cancelled() and pending.exception() is None):
-                return await asyncio.shield(pending)
+                return cast(T, await asyncio.shield(pending))
         self.calls += 1
         # A task of its own: a watcher that goes away (cancelled) does not cancel the read the others await.
-        read = loop.create_task(durable.status(client, job_id))
-        read.add_done_callback(lambda task: task.cancelled() or task.exception())  # never "never retrieved"
-        self.reads[job_id] = (now, read)
+        task: asyncio.Task[T] = loop.create_task(_awaited(read))
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())  # never "never retrieved"
+        self.reads[key] = (now, task)
         if len(self.reads) > self.PRUNE_ABOVE:
-            for key in [key for key, (at, done) in self.reads.items() if done.done() and now - at >= max_age]:
-                del self.reads[key]
-        return await asyncio.shield(read)
+            for old in [old for old, (at, done) in self.reads.items() if done.done() and now - at >= max_age]:
+                del self.reads[old]
+        return await asyncio.shield(task)
+
+    async def status(self, client: Any, job_id: str, max_age: float) -> durable.Instance | None:
+        """The job's Durable status, shared."""
+        return await self.read(("status", job_id), max_age, lambda: durable.status(client, job_id))
 
 
-SHARED_READS = SharedStatusReads()
-"""This process's shared status reads (an app instance runs one or more worker processes)."""
+async def _awaited(read: Callable[[], Awaitable[T]]) -> T:
+    return await read()
+
+
+SHARED_READS = SharedReads()
+"""This process's shared reads (an app instance runs one or more worker processes)."""
 
 
 def status_refresh(client: Any, jobs: TableClient, share_for: float = 0.0) -> Refresh:
@@ -248,10 +259,20 @@ def status_refresh(client: Any, jobs: TableClient, share_for: float = 0.0) -> Re
     return refresh
 
 
-def resource_refresh(client: Any, jobs: TableClient) -> Refresh:
-    """A refresh that reads the job as GET /api/jobs/{id} does (row and status; a lagging row caught up)."""
+async def watched_job(client: Any, jobs: TableClient, job_id: str, share_for: float) -> JobView:
+    """The job as GET /api/jobs/{id} reads it, for a new watcher: shared with the other watchers of the job
+    in this process that connected less than `share_for` seconds ago (NotFound for an unknown job)."""
+    return await SHARED_READS.read(("job", job_id), share_for, lambda: load_job(client, jobs, job_id))
+
+
+def resource_refresh(client: Any, jobs: TableClient, share_for: float = 0.0) -> Refresh:
+    """A refresh that reads the job as GET /api/jobs/{id} does (row and status; a lagging row caught up),
+    shared by the watchers of the job in this process for `share_for` seconds (all see its end at once)."""
 
     async def refresh(view: JobView) -> JobView:
-        return await load_job(client, jobs, view.record["job_id"])
+        job_id = view.record["job_id"]
+        if share_for > 0:
+            return await watched_job(client, jobs, job_id, share_for)
+        return await load_job(client, jobs, job_id)
 
     return refresh

@@ -17,7 +17,7 @@ from jobs.events import (
     FeedTiming,
     Heartbeat,
     JobEvent,
-    SharedStatusReads,
+    SharedReads,
     job_feed,
     next_event,
     nothing_left,
@@ -198,7 +198,7 @@ class DurableClient:
 
 def test_watchers_of_one_job_share_a_read_and_read_again_once_it_is_old() -> None:
     now = [0.0]
-    shared = SharedStatusReads(clock=lambda: now[0])
+    shared = SharedReads(clock=lambda: now[0])
     client = DurableClient()
 
     async def scenario() -> list[Any]:
@@ -218,7 +218,7 @@ def test_watchers_of_one_job_share_a_read_and_read_again_once_it_is_old() -> Non
 
 
 def test_a_watcher_that_leaves_does_not_cancel_the_read_of_the_others() -> None:
-    shared = SharedStatusReads()
+    shared = SharedReads()
     client = DurableClient(delay=0.2)
 
     async def scenario() -> Any:
@@ -233,7 +233,7 @@ def test_a_watcher_that_leaves_does_not_cancel_the_read_of_the_others() -> None:
 
 
 def test_a_failed_read_reaches_its_watchers_and_is_not_reused() -> None:
-    shared = SharedStatusReads()
+    shared = SharedReads()
     client = DurableClient(fail=True)
 
     async def scenario() -> None:
