@@ -1,7 +1,9 @@
-"""The job event stream's wire format: Server-Sent Events (text/event-stream) framed from the jobs feed.
+"""GET /api/jobs/{id}/events: the job's events as Server-Sent Events (text/event-stream), streamed.
 
-`jobs.events` decides what to send and when; this module only writes it: one frame per event
-(`id`, `event`, `data` as one line of JSON), `: ping` comments as heartbeats, and a `retry` hint first.
+`jobs.events` decides what to send and when; this module writes it: one frame per event (`id`, `event`,
+`data` as one line of JSON), `: ping` comments as heartbeats, and a `retry` hint first. The response is an
+HTTP stream (`azurefunctions-extensions-http-fastapi`): the host passes each frame on as it is written.
+When the client goes away the server cancels the body, and with it the feed's polling.
 """
 
 from __future__ import annotations
@@ -11,13 +13,21 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from api.http import OUTAGES, is_decimal
+import azure.durable_functions as df
+from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
+
+from api.app import blueprint
+from api.http import OUTAGES, ROUTE_METHODS, dispatch, header, is_decimal, route_param
+from api.links import base_url
 from api.problems import Problem
-from api.resource import view_resource
+from api.resource import checked_job_id, view_resource
+from jobs import events
 from jobs.errors import JobsError, field_error
-from jobs.events import Heartbeat, JobEvent
+from jobs.events import FeedTiming, Heartbeat, JobEvent
 from jobs.query import JobView
+from shared.settings import get_settings
 from shared.telemetry import log_event
+from storage.clients import storage_clients
 
 EVENT_STREAM = "text/event-stream"
 STREAM_HEADERS: Mapping[str, str] = {
@@ -80,3 +90,31 @@ async def event_stream(
             yield HEARTBEAT_FRAME if isinstance(item, Heartbeat) else event_frame(item, base)
     except _ENDS_STREAM as exc:
         log_event("api.stream_ended", level=logging.WARNING, route=route, error=type(exc).__name__)
+
+
+@blueprint.route(route="jobs/{job_id}/events", methods=ROUTE_METHODS)
+@blueprint.durable_client_input(client_name="client")
+async def job_events(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """GET: the job's status and progress as Server-Sent Events, until it finishes."""
+    return await dispatch(req, {"GET": lambda: stream_job_events(req, client)})
+
+
+async def stream_job_events(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """404/400 problems before the stream starts; 204 when the client saw the job's end already."""
+    settings = get_settings()
+    job_id = checked_job_id(route_param(req, "job_id"))
+    last_seen = last_event_id(header(req, "last-event-id"))
+    clients = await storage_clients(settings)
+    share_for = settings.sse_poll_seconds / 2
+    view = await events.watched_job(client, clients.jobs, job_id, share_for)
+    if events.nothing_left(view, last_seen):
+        return Response(status_code=204, headers={"Cache-Control": "no-cache"})
+    feed = events.job_feed(
+        view,
+        last_seen,
+        FeedTiming.from_settings(settings),
+        refresh=events.status_refresh(client, clients.jobs, share_for=share_for),
+        finish=events.resource_refresh(client, clients.jobs, share_for=share_for),
+    )
+    body = event_stream(feed, base_url(req, settings), settings.sse_poll_seconds, req.url.path)
+    return StreamingResponse(body, status_code=200, headers=dict(STREAM_HEADERS))

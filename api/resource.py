@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Response
 
 from api.http import json_response
 from api.links import job_links, job_url
@@ -84,7 +84,7 @@ def matching_versions(if_none_match: str | None) -> set[int]:
     return versions
 
 
-def job_response(view: JobView, base: str) -> func.HttpResponse:
+def job_response(view: JobView, base: str) -> Response:
     """200 once finished; 202 with Location and Retry-After while the job is pending or running; with its ETag."""
     body = view_resource(view, base)
     if view.state.status in FINISHED_STATUSES:
@@ -94,7 +94,7 @@ def job_response(view: JobView, base: str) -> func.HttpResponse:
 
 def accepted_response(
     body: dict[str, Any], record: JobRecord, base: str, extra_headers: dict[str, str] | None = None
-) -> func.HttpResponse:
+) -> Response:
     """202 Accepted with the job's Location and when to poll it."""
     headers = {"Location": job_url(base, record["job_id"]), "Retry-After": str(retry_after_seconds(record))}
     return json_response(body, 202, {**headers, **(extra_headers or {})})
