@@ -93,7 +93,7 @@ _EVENTS_DESCRIPTION = (
     "`cancelled` with the Job resource as GET /api/jobs/{job_id} gives it, and the stream ends. It also ends on "
     "its own after SSE_MAX_STREAM_SECONDS (90): reconnect with Last-Event-ID. Every event has an `id:` "
     "(decimal) that grows with the job's state and is the same on every server: 0 PENDING, seq+1 RUNNING, "
-    "seq+2 terminal. Headers: Cache-Control: no-cache, X-Accel-Buffering: no."
+    "1000000000 terminal. Headers: Cache-Control: no-cache, X-Accel-Buffering: no."
 )
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 _LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}

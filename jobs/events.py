@@ -10,10 +10,12 @@ The version of a state, and so the id of the event that reports it:
 
     PENDING                       0
     RUNNING with sequence s       s + 1
-    finished with sequence s      s + 2   (COMPLETED, FAILED, CANCELLED: the last event of a job)
+    finished                      FINISHED_VERSION (COMPLETED, FAILED, CANCELLED: the last event of a job)
 
 It grows with every state a client can observe (the sequence only grows, and a job goes PENDING →
-RUNNING → finished). A watcher polls (one status read per interval, no history reads) and so sees the
+RUNNING → finished). A finished job has one version whatever it is read from: its Durable status, or
+its row alone once that holds the outcome (jobs.query reads a finished job from the row and the row
+knows no sequence). A watcher polls (one status read per interval, no history reads) and so sees the
 latest state at each read; states that came and went between two reads are summed up by the next one
 (progress counts only grow), which is what "no state change lost" can mean for a polled source.
 Watchers of the same job in one process share a read younger than half an interval (SharedReads),
@@ -40,6 +42,8 @@ from storage import jobs as job_store
 
 EventName = Literal["status", "progress", "completed", "failed", "cancelled"]
 TERMINAL_EVENTS: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+FINISHED_VERSION = 1_000_000_000
+"""The version of every finished job: above any sequence a job reaches (one per visible progress change)."""
 MAX_WAIT_SECONDS = 60
 """Longest long-poll wait: below every gateway timeout on the way (docs/timeouts.md)."""
 
@@ -54,7 +58,7 @@ def state_version(state: JobState) -> int:
         return 0
     if state.status is JobStatus.RUNNING:
         return state.seq + 1
-    return state.seq + 2
+    return FINISHED_VERSION
 
 
 @dataclass(frozen=True)

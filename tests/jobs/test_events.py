@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from jobs.events import (
+    FINISHED_VERSION,
     FeedTiming,
     Heartbeat,
     JobEvent,
@@ -90,15 +91,17 @@ def events_of(items: list[tuple[float, Any]]) -> list[tuple[str, int]]:
 def test_versions_grow_with_every_observable_state() -> None:
     versions = [state_version(v.state) for v in [PENDING, *RUNNING, DONE]]
     assert versions == sorted(set(versions)) and versions[0] == 0
-    # A job terminated before its orchestrator ever ran still ends after every state it showed.
+    # A job terminated before its orchestrator ever ran still ends after every state it showed, and a
+    # finished job read from its row alone (no sequence there) has the version it had from Durable.
     assert state_version(view(JobStatus.CANCELLED).state) > state_version(view(JobStatus.RUNNING).state)
+    assert state_version(view(JobStatus.COMPLETED, 0).state) == state_version(DONE.state) == FINISHED_VERSION
 
 
 def test_a_fresh_stream_reports_the_state_then_each_change_then_the_end() -> None:
     script = Script([PENDING, PENDING, RUNNING[0], RUNNING[1], RUNNING[3], RUNNING[3], RUNNING[5], DONE])
     items = run_feed(script, None)
     assert events_of(items) == [("status", 0), ("status", 2), ("progress", 3), ("progress", 5), ("progress", 7),
-                                ("completed", 9)]  # fmt: skip
+                                ("completed", FINISHED_VERSION)]  # fmt: skip
     assert script.finished == 1  # the terminal event carries the job as GET reads it
     assert items[-1][1].view is DONE
     # one read per poll interval, and nothing more
@@ -117,7 +120,7 @@ def test_a_resumed_stream_neither_repeats_nor_skips() -> None:
 
 def test_a_resumed_stream_that_missed_states_reports_the_latest_one_as_progress() -> None:
     resumed = events_of(run_feed(Script([RUNNING[4], DONE]), state_version(RUNNING[0].state)))
-    assert resumed == [("progress", 6), ("completed", 9)]
+    assert resumed == [("progress", 6), ("completed", FINISHED_VERSION)]
     # A client that saw only PENDING learns of the status change first.
     assert events_of(run_feed(Script([RUNNING[4], DONE]), 0))[0] == ("status", 6)
 
@@ -150,7 +153,7 @@ def test_a_client_that_saw_the_end_gets_nothing_more() -> None:
 
 @pytest.mark.parametrize(("status", "name"), [(JobStatus.FAILED, "failed"), (JobStatus.CANCELLED, "cancelled")])
 def test_failed_and_cancelled_jobs_end_with_their_own_event(status: JobStatus, name: str) -> None:
-    assert events_of(run_feed(Script([RUNNING[2], view(status, 5)]), 4)) == [(name, 7)]
+    assert events_of(run_feed(Script([RUNNING[2], view(status, 5)]), 4)) == [(name, FINISHED_VERSION)]
 
 
 def run_wait(script: Script, seen: set[int], wait: float) -> JobView:
