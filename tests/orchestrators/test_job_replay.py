@@ -459,7 +459,7 @@ def test_a_job_run_whole_in_its_first_step_ends_with_that_outcome_and_no_other_s
     _ends_clean(run)
     assert run.activity_names() == [PREPARE_OR_RUN_JOB]
     assert run.output == WHOLE_OUTCOME
-    assert run.custom_status == {"phase": "done", "completed": 1, "total": 1}
+    assert run.custom_status == {"phase": "done", "completed": 1, "total": 1, "seq": 2}  # preparing, done
 
 
 def test_a_cancel_that_wins_over_a_whole_run_which_completed_keeps_the_completed_outcome() -> None:
@@ -471,7 +471,7 @@ def test_a_cancel_that_wins_over_a_whole_run_which_completed_keeps_the_completed
     run.drive(worker(steps={PREPARE_OR_RUN_JOB: lambda task: _whole()}))
     _ends_clean(run)
     assert run.output == WHOLE_OUTCOME
-    assert run.custom_status == {"phase": "done", "completed": 1, "total": 1}
+    assert run.custom_status == {"phase": "done", "completed": 1, "total": 1, "seq": 3}  # preparing, cleaning_up, done
     assert run.calls(FINALIZE_JOB) == [] and run.calls(DEAD_LETTER_JOB) == []
 
 
