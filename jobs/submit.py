@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 import kinds
 from jobs import durable, inline_input
+from jobs.callbacks import checked_callback
 from jobs.errors import (
     IdempotencyConflict,
     InvalidRequest,
@@ -182,6 +183,7 @@ async def request_from_body(
     else:
         assert body.input_ref is not None
         input_ref, content_type = await _checked_upload_ref(clients, body.input_ref, kind)
+    callback = body.callback
     return JobRequest(
         kind=body.kind,
         options=options,
@@ -191,6 +193,7 @@ async def request_from_body(
         input_content_type=content_type,
         idempotency_key=idempotency_key,
         source=source,
+        callback=dict(await checked_callback(callback.url, callback.events, settings)) if callback else None,
     )
 
 
@@ -254,7 +257,7 @@ async def _store(clients: StorageClients, request: JobRequest, record: job_store
 
 def job_start(record: job_store.JobRecord) -> JobStart:
     """The orchestration's input for a recorded job."""
-    return {
+    start: JobStart = {
         "job_id": record["job_id"],
         "kind": record["kind"],
         "input_ref": record["input_ref"],
@@ -263,6 +266,9 @@ def job_start(record: job_store.JobRecord) -> JobStart:
         "deadline_at": record["deadline_at"],
         "submitted_at": record["created_at"],
     }
+    if record.get("callback"):
+        start["callback"] = record.get("callback")  # type: ignore[typeddict-item]
+    return start
 
 
 async def _all(*steps: Awaitable[Any]) -> None:
@@ -324,6 +330,7 @@ def _new_record(request: JobRequest, job_id: str, fingerprint: str) -> job_store
         idempotency_key_hash=key_hash(request.idempotency_key) if request.idempotency_key is not None else None,
         fingerprint=fingerprint,
         source=request.source,
+        callback=request.callback,
     )
 
 

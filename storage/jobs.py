@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
@@ -59,6 +59,7 @@ class JobRecord(TypedDict):
     summary: dict[str, Any] | None
     error: JobError | None
     progress: dict[str, int] | None  # {completed, total} once the job finished and someone read it from Durable
+    callback: NotRequired[dict[str, Any] | None]  # webhooks: {url, events}, as checked at submit
 
 
 def new_job_record(
@@ -73,6 +74,7 @@ def new_job_record(
     idempotency_key_hash: str | None,
     fingerprint: str,
     source: str,
+    callback: dict[str, Any] | None = None,
 ) -> JobRecord:
     """A PENDING job's record."""
     return {
@@ -93,10 +95,11 @@ def new_job_record(
         "summary": None,
         "error": None,
         "progress": None,
+        "callback": callback,
     }
 
 
-_JSON_FIELDS = ("options", "summary", "error", "progress")
+_JSON_FIELDS = ("options", "summary", "error", "progress", "callback")
 
 
 def _fields(record: JobRecord) -> dict[str, Any]:
@@ -147,6 +150,7 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "summary": loaded("summary"),
         "error": loaded("error"),
         "progress": loaded("progress"),
+        "callback": loaded("callback"),
     }
 
 
