@@ -62,6 +62,7 @@ var operations = [
   { name: 'get-job', method: 'GET', urlTemplate: '/api/jobs/{id}', hasId: true }
   { name: 'cancel-job', method: 'DELETE', urlTemplate: '/api/jobs/{id}', hasId: true }
   { name: 'get-job-result', method: 'GET', urlTemplate: '/api/jobs/{id}/result', hasId: true }
+  { name: 'stream-job-events', method: 'GET', urlTemplate: '/api/jobs/{id}/events', hasId: true }
   { name: 'create-upload', method: 'POST', urlTemplate: '/api/uploads', hasId: false }
   { name: 'health', method: 'GET', urlTemplate: '/api/health', hasId: false }
   { name: 'openapi', method: 'GET', urlTemplate: '/api/openapi.json', hasId: false }
@@ -95,7 +96,8 @@ var pathParameter = [
   }
 ]
 
-var apiPolicyTemplate = '<policies><inbound><base /><set-backend-service backend-id="__BACKEND_ID__" /></inbound><backend><forward-request timeout="${backendTimeoutSeconds}" buffer-request-body="false" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
+// buffer-response="false": job event streams (text/event-stream) reach the client as they are written.
+var apiPolicyTemplate = '<policies><inbound><base /><set-backend-service backend-id="__BACKEND_ID__" /></inbound><backend><forward-request timeout="${backendTimeoutSeconds}" buffer-request-body="false" buffer-response="false" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
 
 // 2024-05-01: the first GA api version with the v2 tiers (BasicV2, StandardV2).
 resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
