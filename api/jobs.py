@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import azure.durable_functions as df
 import azure.functions as func
+from opentelemetry.trace import SpanKind
 
 from api.app import blueprint
 from api.http import ROUTE_METHODS, body_within, dispatch, is_decimal, json_response, media_type, read_json
@@ -31,6 +32,8 @@ from jobs.requests import (
     parse_body_model,
 )
 from jobs.submit import Submitted, parse_options, raw_content_types, request_from_body, resolve_kind, submit_job
+from shared import tracing
+from shared.clock import utc_now
 from shared.settings import Settings, get_settings
 from storage.clients import StorageClients, storage_clients
 
@@ -87,6 +90,7 @@ async def submit(req: func.HttpRequest, client: df.DurableOrchestrationClient) -
         raise Problem(
             415, f"Content-Type must be one of: {accepted}", errors=[field_error("Content-Type", f"one of: {accepted}")]
         )
+    request.traceparent = req.headers.get("traceparent")  # the caller's trace context (W3C), if it sent one
     return await answer_submission(req, client, clients, await submit_job(client, clients, request))
 
 
@@ -156,8 +160,21 @@ async def get_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     """GET /api/jobs/{id}."""
     settings = get_settings()
     job_id = checked_job_id(req.route_params.get("job_id"))
+    started = utc_now()
     clients = await storage_clients(settings)
-    return job_response(await query.load_job(client, clients.jobs, job_id), base_url(req, settings))
+    view = await query.load_job(client, clients.jobs, job_id)
+    # The read joins the job's trace, so support sees the client's polls beside the job's steps.
+    attributes = {"job.id": job_id, "job.status": view.state.status.value}
+    tracing.record_span(
+        "job status read",
+        parent=view.record.get("traceparent"),
+        span_id=None,
+        start=started,
+        end=utc_now(),
+        attributes=attributes,
+        kind=SpanKind.SERVER,
+    )
+    return job_response(view, base_url(req, settings))
 
 
 async def get_result(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:

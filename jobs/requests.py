@@ -50,6 +50,7 @@ class JobRequest:
     input_content_type: str | None
     idempotency_key: str | None
     source: str
+    traceparent: str | None = None  # the caller's W3C trace context; not part of the request's identity
 
     def fingerprint(self) -> str:
         """What makes two requests the same request, whichever door they came through."""

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from orchestrators.retry import DEFAULT_RETRY_POLICY, policy_from
+from orchestrators.spans import job_span
 from orchestrators.steps import (
     ChunksStopped,
     Interrupted,
@@ -99,6 +100,7 @@ class _JobRun:
             outcome = yield from self._wind_down(self._stop_reason(), None, stopped.pending)
         except StepFailed as failure:
             outcome = yield from self._wind_down(None, failure.error, failure.pending)
+        job_span(self.context, self.start, self.started_at, outcome)
         return outcome
 
     def _stop_reason(self) -> Interrupt:
@@ -162,6 +164,7 @@ class _JobRun:
                 "count": count,
                 "retry": self.policy,
                 "max_parallel_chunks": self.max_parallel,
+                "traceparent": self.start.get("traceparent"),
             }
             task = self.context.call_sub_orchestrator(
                 CHUNK_BATCH_ORCHESTRATOR, batch_input, chunk_batch_instance_id(self.job_id, batch)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
@@ -59,6 +59,7 @@ class JobRecord(TypedDict):
     summary: dict[str, Any] | None
     error: JobError | None
     progress: dict[str, int] | None  # {completed, total} once the job finished and someone read it from Durable
+    traceparent: NotRequired[str | None]  # W3C context of the submit span: the job's trace (shared.tracing)
 
 
 def new_job_record(
@@ -73,9 +74,11 @@ def new_job_record(
     idempotency_key_hash: str | None,
     fingerprint: str,
     source: str,
+    traceparent: str | None = None,
 ) -> JobRecord:
     """A PENDING job's record."""
     return {
+        "traceparent": traceparent,
         "job_id": job_id,
         "kind": kind,
         "status": JobStatus.PENDING.value,
@@ -147,6 +150,7 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "summary": loaded("summary"),
         "error": loaded("error"),
         "progress": loaded("progress"),
+        "traceparent": text("traceparent"),
     }
 
 
