@@ -1,9 +1,11 @@
 """Where the app's telemetry goes: configured once per worker process, when function_app.py is imported.
 
 - In Azure (APPLICATIONINSIGHTS_CONNECTION_STRING set): the `azure-monitor-opentelemetry` distro exports
-  traces, the `longrun` logger's events and metrics to Application Insights, with Microsoft Entra auth when
-  APPLICATIONINSIGHTS_AUTHENTICATION_STRING asks for it (the resource refuses keys). The host itself runs
-  with host.json "telemetryMode": "OpenTelemetry", so host and worker telemetry correlate.
+  traces, the `longrun` logger's events and metrics to Application Insights, with Microsoft Entra auth
+  (APPLICATIONINSIGHTS_AUTHENTICATION_STRING). The worker configures the distro itself when
+  PYTHON_ENABLE_OPENTELEMETRY is true (infra sets it, with PYTHON_AZURE_MONITOR_LOGGER_NAME=longrun);
+  otherwise this module does. The host runs with host.json "telemetryMode": "OpenTelemetry", so host and
+  worker telemetry correlate.
 - Locally with OTEL_EXPORTER_OTLP_ENDPOINT (loopback only: nothing may leave the machine): OTLP/HTTP.
 - Otherwise: an SDK tracer provider without exporters, so trace ids still exist (a job's `trace_id`) and
   the spans cost next to nothing.
@@ -101,18 +103,21 @@ def _attach_event_handler(handler: logging.Handler) -> None:
 
 
 def _configure_azure_monitor() -> None:
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+    events = logging.getLogger("longrun")
+    events.setLevel(logging.INFO)
+    if isinstance(trace.get_tracer_provider(), SdkTracerProvider):
+        # The Python worker configured the distro at its init (PYTHON_ENABLE_OPENTELEMETRY=true, logger
+        # PYTHON_AZURE_MONITOR_LOGGER_NAME=longrun: azure_functions_worker/dispatcher.py
+        # initialize_azure_monitor) and told the host so, which then ships no second copy of the worker's
+        # logs. A second configure_azure_monitor would export everything twice.
+        return
     from azure.monitor.opentelemetry import configure_azure_monitor
 
-    credential = None
-    auth = os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "")
-    if "Authorization=AAD" in auth:
-        from azure.identity import ManagedIdentityCredential
-
-        parts = dict(part.split("=", 1) for part in auth.split(";") if "=" in part)
-        client_id = parts.get("ClientId") or None
-        credential = ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    # The exporter reads APPLICATIONINSIGHTS_AUTHENTICATION_STRING itself (managed identity: the resource
+    # refuses instrumentation keys alone).
     configure_azure_monitor(
-        credential=credential,
         logger_name="longrun",  # the events only: the host already ships everything else the worker logs
         resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)}),
         enable_live_metrics=True,
@@ -124,10 +129,8 @@ def _configure_azure_monitor() -> None:
             "psycopg2": {"enabled": False},
         },
     )
-    events = logging.getLogger("longrun")
-    events.setLevel(logging.INFO)
-    # The distro exports the events with their attributes; through the host they would arrive a second
-    # time as plain text.
+    # Without the worker's OpenTelemetry capability the host also forwards the worker's log records (as
+    # plain text, without the events' attributes): keep the events on the distro's path only.
     events.propagate = False
 
 

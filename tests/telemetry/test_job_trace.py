@@ -126,6 +126,7 @@ def test_a_job_is_one_trace_from_the_clients_request_to_its_last_activity(
             assert parent.attributes["activity"] == span.attributes["activity"]
     read = next(span for span in spans if span.name == "job status read")
     assert read.parent_span_id == submit.span_id
+
     # azure-core's OpenTelemetry tracing: the storage calls of an activity are its children (dependencies).
     def under_activity(span: ReceivedSpan) -> bool:
         while span.parent_span_id in ids:
@@ -195,8 +196,11 @@ def test_events_are_structured_log_records_in_the_jobs_trace(traced_host: DevHos
     def metric_kinds(name: str) -> set[Any]:
         return {p.attributes.get("kind") for p in receiver.telemetry.points if p.metric == name}
 
-    for name in ("longrun.jobs.submitted", "longrun.jobs.completed", "longrun.job.duration", "longrun.chunk.duration"):
-        wait_for(lambda name=name: "simulate" in metric_kinds(name))
+    def every_metric_arrived() -> bool:
+        names = ("longrun.jobs.submitted", "longrun.jobs.completed", "longrun.job.duration", "longrun.chunk.duration")
+        return all("simulate" in metric_kinds(name) for name in names)
+
+    wait_for(every_metric_arrived)
 
 
 def test_nothing_secret_or_payload_sized_in_any_exported_attribute(
