@@ -238,8 +238,16 @@ class JobSummaries:
         self.printer(summarize(job, self.telemetry.trace(job.trace_id)))
 
 
+_APP_SPANS = ("step ", "activity ", "backoff ", "webhook ")
+
+
+def _is_app_span(span: ReceivedSpan) -> bool:
+    return span.name in ("job", "job submit") or span.name.startswith(_APP_SPANS)
+
+
 def summarize(job: ReceivedSpan, spans: list[ReceivedSpan]) -> str:
-    """A job's trace as indented lines: name, duration, and the attributes that say what it was."""
+    """A job's trace as indented lines: the app's spans with their durations; storage calls and status
+    reads are folded into one line each, so a job reads in a screenful."""
     children: dict[str, list[ReceivedSpan]] = defaultdict(list)
     ids = {span.span_id for span in spans}
     roots = []
@@ -254,13 +262,33 @@ def summarize(job: ReceivedSpan, spans: list[ReceivedSpan]) -> str:
         f"{status} in {job.duration_ms / 1000:.2f} s, {len(spans)} spans"
     ]
 
+    def line(depth: int, label: str, milliseconds: float, error: bool = False) -> None:
+        lines.append(f"  {'  ' * depth + label:<50} {milliseconds:9.1f} ms{' ERROR' if error else ''}")
+
+    def storage_calls(span: ReceivedSpan) -> list[ReceivedSpan]:
+        found = []
+        for child in children[span.span_id]:
+            if not _is_app_span(child) and child.name != "job status read":
+                found.append(child)  # an azure-core operation; its HTTP call is its child
+        return found
+
     def walk(span: ReceivedSpan, depth: int) -> None:
-        mark = " ERROR" if span.status_code == 2 else ""
-        label = f"{'  ' * depth}{span.name}"
-        lines.append(f"  {label:<52} {span.duration_ms:9.1f} ms{mark}")
-        for child in sorted(children[span.span_id], key=lambda s: s.start_ns):
+        attempt = span.attributes.get("attempt")
+        label = f"{span.name} #{attempt}" if attempt is not None and span.name.startswith("step ") else span.name
+        line(depth, label, span.duration_ms, span.status_code == 2)
+        calls = storage_calls(span)
+        if calls:
+            failed = sum(call.status_code == 2 for call in calls)
+            note = f"storage: {len(calls)} calls" + (f", {failed} answered 4xx/5xx" if failed else "")
+            line(depth + 1, note, sum(call.duration_ms for call in calls))
+        app_children = [child for child in children[span.span_id] if _is_app_span(child)]
+        for child in sorted(app_children, key=lambda s: s.start_ns):
             walk(child, depth + 1)
+        reads = [child for child in children[span.span_id] if child.name == "job status read"]
+        if reads:
+            line(depth + 1, f"job status read x{len(reads)}", sum(read.duration_ms for read in reads))
 
     for root in roots:
-        walk(root, 0)
+        if _is_app_span(root):
+            walk(root, 0)
     return "\n".join(lines)
