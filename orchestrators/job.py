@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from orchestrators.retry import DEFAULT_RETRY_POLICY, policy_from
-from orchestrators.spans import job_span
+from orchestrators.spans import JobTrace, job_span
 from orchestrators.steps import (
     ChunksStopped,
     Interrupted,
@@ -26,6 +26,7 @@ from orchestrators.steps import (
     run_chunk_waves,
     wait_for_all,
 )
+from shared import tracing
 from shared.clock import parse_iso
 from shared.contracts import (
     CANCEL_EVENT,
@@ -84,7 +85,8 @@ class _JobRun:
 
     def log(self, event: str, **fields: Any) -> None:
         if not self.context.is_replaying:
-            log_event(event, job_id=self.job_id, kind=self.start.get("kind"), **fields)
+            with tracing.within(JobTrace.of(self.context).job):  # the event joins the job's trace
+                log_event(event, job_id=self.job_id, kind=self.start.get("kind"), **fields)
 
     def duration_ms(self) -> int:
         return int((self.context.current_utc_datetime - self.started_at).total_seconds() * 1000)

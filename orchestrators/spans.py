@@ -110,7 +110,16 @@ class JobTrace:
         """A failed attempt will be retried after `delay` seconds (logged once, not on replay)."""
         if not context.is_replaying:
             step = "chunk" if key.startswith("chunk-") else key
-            log_event("job.retry", job_id=self.job_id, step=step, key=key, attempt=attempt, delay_ms=int(delay * 1000))
+            with tracing.within(self.job):
+                log_event(
+                    "job.retry", job_id=self.job_id, step=step, key=key, attempt=attempt, delay_ms=int(delay * 1000)
+                )
+
+    def under_job(self, payload: Any) -> Any:
+        """An activity input whose span is a child of the job span (an activity that is no retried step)."""
+        if self.job is None or not isinstance(payload, dict):
+            return payload
+        return {**payload, tracing.TRACEPARENT: self.job}
 
 
 def job_span(context: Any, start: Any, started: datetime, outcome: Any) -> None:

@@ -280,7 +280,7 @@ def back_off(
         yield from wait_for_all(context, timers, interrupts)
         return
     watch: WatchInput = {"job_id": job_id, "seconds": max(delays)}
-    watcher = context.call_activity(WATCH_FOR_STOP, watch)
+    watcher = context.call_activity(WATCH_FOR_STOP, JobTrace.of(context).under_job(watch))
     timers_done = context.task_all(timers)
     winner = yield context.task_any([timers_done, watcher, *interrupts.tasks])
     reason = interrupts.reason_for(winner)

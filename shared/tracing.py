@@ -115,6 +115,19 @@ def context_from(traceparent: str | None) -> otel_context.Context:
     return _PROPAGATOR.extract({TRACEPARENT: str(traceparent)}, context=otel_context.Context())
 
 
+@contextmanager
+def within(traceparent: str | None) -> Iterator[None]:
+    """Make `traceparent` the current context inside the block (events logged there join its trace)."""
+    if parse_traceparent(traceparent) is None:
+        yield
+        return
+    token = otel_context.attach(context_from(traceparent))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def current_traceparent() -> str | None:
     """The traceparent of the current span, or None when there is no valid current span."""
     span_context = trace.get_current_span().get_span_context()

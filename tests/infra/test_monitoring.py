@@ -144,8 +144,9 @@ def test_workbook_has_a_job_timeline_keyed_by_job_id_and_the_apps_metrics() -> N
     timeline = items["job-timeline"]["content"]["query"]
     assert timeline.startswith('let job = "{JobId}";')
     assert "tostring(customDimensions.job_id) == job" in timeline and "distinct operation_Id" in timeline
-    for table in ("requests", "dependencies", "traces"):
+    for table in ("requests", "dependencies"):
         assert f"({table} | where operation_Id in (job_traces)" in timeline, table
+    assert "(operation_Id in (job_traces) or tostring(customDimensions.job_id) == job)" in timeline
     assert "order by timestamp asc" in timeline
     metrics = workbook_queries()["job-metrics"] + workbook_queries()["queue-wait-and-breakers"]
     for name in (

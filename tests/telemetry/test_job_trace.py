@@ -193,6 +193,7 @@ def test_events_are_structured_log_records_in_the_jobs_trace(traced_host: DevHos
     assert submitted.attributes["kind"] == "simulate" and submitted.attributes["source"] == "http"
     assert submitted.trace_id == job["trace_id"]  # logged inside the submit span
     assert events["chunk.processed"].trace_id == job["trace_id"]  # logged inside the activity's span
+    assert events["job.completed"].trace_id == job["trace_id"]  # the orchestrator's events join the trace too
     assert isinstance(events["job.completed"].attributes["duration_ms"], int)
 
     def metric_kinds(name: str) -> set[Any]:
