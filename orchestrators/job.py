@@ -166,10 +166,11 @@ class _JobRun:
                 "count": count,
                 "retry": self.policy,
                 "max_parallel_chunks": self.max_parallel,
-                "traceparent": self.start.get("traceparent"),
             }
             task = self.context.call_sub_orchestrator(
-                CHUNK_BATCH_ORCHESTRATOR, batch_input, chunk_batch_instance_id(self.job_id, batch)
+                CHUNK_BATCH_ORCHESTRATOR,
+                JobTrace.of(self.context).under_job(batch_input),  # the batch's steps join the job's trace
+                chunk_batch_instance_id(self.job_id, batch),
             )
             yield from race(self.context, task, self.interrupts)
             if failed(task):

@@ -116,7 +116,7 @@ class JobTrace:
                 )
 
     def under_job(self, payload: Any) -> Any:
-        """An activity input whose span is a child of the job span (an activity that is no retried step)."""
+        """An input carrying the job span's context: an activity that is no retried step, or a chunk batch."""
         if self.job is None or not isinstance(payload, dict):
             return payload
         return {**payload, tracing.TRACEPARENT: self.job}

@@ -45,6 +45,7 @@ def traced_host(azurite: Azurite, receiver: OtlpReceiver) -> Iterator[DevHost]:
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_BLRP_SCHEDULE_DELAY": "100",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "CHUNKS_PER_SUB_ORCHESTRATION": "2",  # a job of 3 chunks runs in chunk batch sub-orchestrations
     }
     host = DevHost(azurite.connection_string, env=env).start()
     try:
@@ -237,3 +238,14 @@ def test_nothing_secret_or_payload_sized_in_any_exported_attribute(
             for secret in forbidden:
                 assert secret not in text, f"{secret[:12]}... leaked in {text[:200]}"
             assert len(text) <= 1000, f"payload-sized attribute: {text[:200]}"
+
+
+def test_chunk_batch_sub_orchestrations_join_the_jobs_trace(traced_host: DevHost, receiver: OtlpReceiver) -> None:
+    job = run_job(traced_host, json={"kind": "simulate", "options": {"chunks": 3}})
+    assert job["status"] == "COMPLETED", job
+    spans = job_trace(receiver.telemetry, job["trace_id"], job["id"])
+    assert len(by_id(spans)) == len(spans)
+    job_span = next(span for span in spans if span.name == "job")
+    chunk_steps = {span.name: span for span in spans if span.name.startswith("step chunk-")}
+    assert set(chunk_steps) == {"step chunk-0", "step chunk-1", "step chunk-2"}
+    assert all(step.parent_span_id == job_span.span_id for step in chunk_steps.values())
