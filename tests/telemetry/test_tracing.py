@@ -135,3 +135,15 @@ def test_events_are_attributes_and_move_their_metrics(
     assert failed and failed[0].value >= 1
     durations = [p for p in points(reader, "longrun.job.duration") if p.attributes.get("status") == "FAILED"]
     assert durations and durations[0].max >= 1.5
+
+
+def test_only_a_loopback_collector_is_used() -> None:
+    from shared.observability import is_loopback
+
+    assert (
+        is_loopback("http://127.0.0.1:4318")
+        and is_loopback("http://localhost:4318/")
+        and is_loopback("http://[::1]:4318")
+    )
+    for remote in ("https://collector.example.com", "http://10.0.0.5:4318", "http://127.0.0.1.example.com", "nonsense"):
+        assert not is_loopback(remote), remote
