@@ -139,6 +139,8 @@ var apiManagementInSubnet = (gatewayType == 'apiManagement') && (apiManagementSk
 var gatewayInSubnet = (gatewayType == 'applicationGateway') || apiManagementInSubnet
 
 var publicBaseUrl = gatewayType == 'apiManagement' ? 'https://${apiManagementName}.azure-api.net/${apiPath}' : appGatewayUrl
+// The dashboard is served by the gateway and uploads from the browser straight to Blob storage (CORS).
+var publicOrigin = gatewayType == 'apiManagement' ? 'https://${apiManagementName}.azure-api.net' : appGatewayUrl
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -188,6 +190,9 @@ module storage 'modules/storage.bicep' = {
     tables: [
       jobsTable
       deadLettersTable
+    ]
+    blobCorsOrigins: [
+      publicOrigin
     ]
     lifecycleRules: [
       {
