@@ -1,18 +1,19 @@
 """Blueprint of the activities concern: one thin, named wrapper per step of a job.
 
 Each wrapper unpacks its typed input (shared.contracts) and calls the typed function of its module:
-plan (prepare), chunks, merge, finalize, stop (request and watch), dead_letter. Every step is
-idempotent and takes and returns small JSON dicts.
+plan (prepare), whole_job (prepare, or run a one-chunk job whole), chunks, merge, finalize, stop (request
+and watch), dead_letter. Every step is idempotent and takes and returns small JSON dicts.
 """
 
 import azure.durable_functions as df
 
-from activities import chunks, dead_letter, finalize, merge, plan, stop
+from activities import chunks, dead_letter, finalize, merge, plan, stop, whole_job
 from shared.contracts import (
     DEAD_LETTER_JOB,
     FINALIZE_JOB,
     MERGE_PARTIALS,
     PREPARE_JOB,
+    PREPARE_OR_RUN_JOB,
     PROCESS_CHUNK,
     REQUEST_STOP,
     WATCH_FOR_STOP,
@@ -27,6 +28,7 @@ from shared.contracts import (
     StopInput,
     WatchInput,
     WatchOutput,
+    WholeJobOutput,
 )
 from shared.tracing import activity_span
 
@@ -39,6 +41,14 @@ def prepare_job(payload: PrepareInput) -> PrepareOutput:
     """Plan the job: see activities.plan.prepare_job."""
     with activity_span(PREPARE_JOB, payload):
         return plan.prepare_job(payload)
+
+
+@blueprint.function_name(PREPARE_OR_RUN_JOB)
+@blueprint.activity_trigger(input_name="payload")
+def prepare_or_run_job(payload: PrepareInput) -> WholeJobOutput:
+    """Plan the job, and run a one-chunk job whole: see activities.whole_job.prepare_or_run_job."""
+    with activity_span(PREPARE_OR_RUN_JOB, payload):
+        return whole_job.prepare_or_run_job(payload)
 
 
 @blueprint.function_name(PROCESS_CHUNK)

@@ -33,7 +33,7 @@ def test_devhost_prints_a_summary_of_each_jobs_trace(devhost_factory: Callable[.
         "job submit",
         "job ",
         "step prepare",
-        "activity prepare_job",
+        "activity prepare_or_run_job",
         "step chunk-1",
         "activity merge_partials",
     ):
