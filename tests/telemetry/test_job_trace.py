@@ -173,7 +173,7 @@ def test_retries_and_backoffs_are_spans_of_the_job(traced_host: DevHost, receive
 
 
 def test_events_are_structured_log_records_in_the_jobs_trace(traced_host: DevHost, receiver: OtlpReceiver) -> None:
-    job = run_job(traced_host, json={"kind": "simulate", "options": {"chunks": 1}})
+    job = run_job(traced_host, json={"kind": "simulate", "options": {"chunks": 2}})  # staged: chunk events
     events = wait_for(
         lambda: (
             {
