@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from jobs.callbacks import CallbackBody
 from jobs.errors import IdempotencyKeyMalformed, InvalidRequest, errors_from_validation, field_error
 
 JSON_CONTENT_TYPE = "application/json"
@@ -30,6 +31,7 @@ class SubmitBody(BaseModel):
     input_ref: StrictStr | None = Field(default=None, max_length=300)
     options: dict[str, Any] = Field(default_factory=dict)
     deadline_seconds: StrictInt | None = Field(default=None, gt=0, le=MAX_DEADLINE_SECONDS)
+    callback: CallbackBody | None = None  # webhooks: checked in jobs.callbacks
 
 
 class InboxMessage(SubmitBody):
@@ -51,6 +53,7 @@ class JobRequest:
     idempotency_key: str | None
     source: str
     traceparent: str | None = None  # the caller's W3C trace context; not part of the request's identity
+    callback: dict[str, Any] | None = None  # a checked Callback (jobs.callbacks), stored with the job
 
     def fingerprint(self) -> str:
         """What makes two requests the same request, whichever door they came through."""
@@ -62,6 +65,8 @@ class JobRequest:
             "input_ref": self.input_ref,
             "input_content_type": self.input_content_type,
         }
+        if self.callback is not None:  # only then: fingerprints of requests without one stay as they were
+            doc["callback"] = self.callback
         return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 import kinds
 from jobs import durable, inline_input
+from jobs.callbacks import checked_callback
 from jobs.errors import (
     IdempotencyConflict,
     InvalidRequest,
@@ -183,6 +184,7 @@ async def request_from_body(
     else:
         assert body.input_ref is not None
         input_ref, content_type = await _checked_upload_ref(clients, body.input_ref, kind)
+    callback = body.callback
     return JobRequest(
         kind=body.kind,
         options=options,
@@ -192,6 +194,7 @@ async def request_from_body(
         input_content_type=content_type,
         idempotency_key=idempotency_key,
         source=source,
+        callback=dict(await checked_callback(callback.url, callback.events, settings)) if callback else None,
     )
 
 
@@ -266,6 +269,8 @@ def job_start(record: job_store.JobRecord) -> JobStart:
     }
     if record.get("traceparent"):
         start["traceparent"] = record.get("traceparent")
+    if record.get("callback"):
+        start["callback"] = record.get("callback")  # type: ignore[typeddict-item]
     return start
 
 
@@ -330,6 +335,7 @@ def _new_record(request: JobRequest, job_id: str, fingerprint: str) -> job_store
         fingerprint=fingerprint,
         source=request.source,
         traceparent=tracing.current_traceparent() or tracing.new_traceparent(),
+        callback=request.callback,
     )
 
 

@@ -60,6 +60,7 @@ class JobRecord(TypedDict):
     error: JobError | None
     progress: dict[str, int] | None  # {completed, total} once the job finished and someone read it from Durable
     traceparent: NotRequired[str | None]  # W3C context of the submit span: the job's trace (shared.tracing)
+    callback: NotRequired[dict[str, Any] | None]  # webhooks: {url, events}, as checked at submit
 
 
 def new_job_record(
@@ -75,6 +76,7 @@ def new_job_record(
     fingerprint: str,
     source: str,
     traceparent: str | None = None,
+    callback: dict[str, Any] | None = None,
 ) -> JobRecord:
     """A PENDING job's record."""
     return {
@@ -96,10 +98,11 @@ def new_job_record(
         "summary": None,
         "error": None,
         "progress": None,
+        "callback": callback,
     }
 
 
-_JSON_FIELDS = ("options", "summary", "error", "progress")
+_JSON_FIELDS = ("options", "summary", "error", "progress", "callback")
 
 
 def _fields(record: JobRecord) -> dict[str, Any]:
@@ -151,6 +154,7 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "error": loaded("error"),
         "progress": loaded("progress"),
         "traceparent": text("traceparent"),
+        "callback": loaded("callback"),
     }
 
 
