@@ -3,9 +3,9 @@
 `blueprint` carries every route; importing the resource modules registers them on it.
 """
 
-from api import access_log, dead_letters, health, jobs, openapi, stats, uploads, web
+from api import access_log, compat, dead_letters, health, jobs, openapi, stats, uploads, web
 from api.app import blueprint
 
 access_log.install()
 
-__all__ = ["blueprint", "dead_letters", "health", "jobs", "openapi", "stats", "uploads", "web"]
+__all__ = ["blueprint", "compat", "dead_letters", "health", "jobs", "openapi", "stats", "uploads", "web"]

@@ -202,6 +202,42 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "TaskCreate": {
+        "type": "object",
+        "description": "The reference design's task body (FastAPI + Celery): a vector-normalize job",
+        "required": ["vector_data"],
+        "additionalProperties": False,
+        "properties": {
+            "vector_data": {
+                "description": "One vector (the reference's list of floats) or a list of vectors of equal length",
+                "oneOf": [
+                    {"type": "array", "items": {"type": "number"}},
+                    {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                ],
+            },
+            "metadata": {"type": "object", "description": "Returned as result.metadata_processed"},
+            "duration": {"type": "integer", "minimum": 0, "description": "Accepted and ignored (the reference slept)"},
+            "task_type": {"const": "vector_processing"},
+        },
+    },
+    "TaskAccepted": {
+        "type": "object",
+        "required": ["task_id", "status"],
+        "properties": {"task_id": {"type": "string"}, "status": {"const": "Processing"}},
+    },
+    "TaskStatus": {
+        "type": "object",
+        "required": ["task_id", "status", "result"],
+        "properties": {
+            "task_id": {"type": "string"},
+            "status": {"enum": ["PENDING", "PROGRESS", "SUCCESS", "FAILURE", "REVOKED"]},
+            "result": {
+                "description": "PROGRESS: {current, total, message, job_id}; SUCCESS: the kind's summary (plus "
+                "metadata_processed for vector-normalize); FAILURE: '<error type>: <message>'; otherwise null",
+                "type": ["object", "string", "null"],
+            },
+        },
+    },
     "JobStats": {
         "type": "object",
         "description": "Jobs created in the window, bucketed by creation time (as recorded in the Jobs table)",
@@ -379,6 +415,53 @@ _PATHS: dict[str, Any] = {
                 },
                 "404": _problem("Unknown"),
                 "409": _problem("Not replayable (poison message, or input gone)"),
+            },
+        },
+    },
+    "/api/tasks": {
+        "post": {
+            "operationId": "submitTask",
+            "summary": "The reference design's submit: a vector-normalize job, answered in the reference's shape",
+            "parameters": [_IDEMPOTENCY_KEY],
+            "requestBody": {"required": True, "content": {JSON_CONTENT_TYPE: {"schema": _ref("TaskCreate")}}},
+            "responses": {
+                "202": _json("Accepted: poll the Location (GET /api/tasks/{task_id})", "TaskAccepted", _POLL_HEADERS),
+                "400": _problem("Malformed body or header"),
+                "409": _problem("Idempotency key reused for a different request"),
+                "413": _problem("Body over 1 MB"),
+                "415": _problem("Not application/json"),
+                "422": _problem("Validation failed (fields named as in the body: vector_data, metadata, ...)"),
+            },
+        }
+    },
+    "/api/tasks/{task_id}": {
+        "parameters": [{**_JOB_ID, "name": "task_id"}],
+        "get": {
+            "operationId": "getTask",
+            "summary": "The reference design's status: Celery state names; the job is also /api/jobs/{task_id}",
+            "responses": {
+                "200": {
+                    "description": "The task (200 in every state, as the reference answers)",
+                    "headers": {"Retry-After": _POLL_HEADERS["Retry-After"]},
+                    "content": {"application/json": {"schema": _ref("TaskStatus")}},
+                },
+                "404": _problem("Unknown task"),
+            },
+        },
+    },
+    "/api/tasks/{task_id}/stream": {
+        "parameters": [{**_JOB_ID, "name": "task_id"}],
+        "get": {
+            "operationId": "streamTask",
+            "summary": "The reference design's stream: the task's status document as Server-Sent Events",
+            "description": "`data: <TaskStatus>` whenever it changes (read every second), `: ping` after 15 s "
+            "without one; ends after the ready state (SUCCESS, FAILURE, REVOKED) or after 90 s.",
+            "responses": {
+                "200": {
+                    "description": "text/event-stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "404": _problem("Unknown task"),
             },
         },
     },

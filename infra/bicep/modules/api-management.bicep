@@ -72,6 +72,10 @@ var operations = [
   { name: 'dashboard', method: 'GET', urlTemplate: '/api/ui', hasId: false }
   { name: 'dashboard-files', method: 'GET', urlTemplate: '/api/ui/{*path}', hasId: false }
   { name: 'api-docs', method: 'GET', urlTemplate: '/api/docs', hasId: false }
+  // The reference design's routes (api/compat.py), for its clients.
+  { name: 'submit-task', method: 'POST', urlTemplate: '/api/tasks', hasId: false }
+  { name: 'get-task', method: 'GET', urlTemplate: '/api/tasks/{id}', hasId: true }
+  { name: 'stream-task', method: 'GET', urlTemplate: '/api/tasks/{id}/stream', hasId: true }
 ]
 
 var idParameter = [
