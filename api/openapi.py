@@ -119,6 +119,11 @@ _SCHEMAS: dict[str, Any] = {
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
             "deadline_at": {"type": "string", "format": "date-time"},
+            "trace_id": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{32}$",
+                "description": "W3C trace id of the job's trace (the submitter's traceparent, or a new trace)",
+            },
             "progress": {
                 "type": "object",
                 "properties": {

@@ -52,6 +52,7 @@ class JobRequest:
     input_content_type: str | None
     idempotency_key: str | None
     source: str
+    traceparent: str | None = None  # the caller's W3C trace context; not part of the request's identity
     callback: dict[str, Any] | None = None  # a checked Callback (jobs.callbacks), stored with the job
 
     def fingerprint(self) -> str:

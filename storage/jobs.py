@@ -59,6 +59,7 @@ class JobRecord(TypedDict):
     summary: dict[str, Any] | None
     error: JobError | None
     progress: dict[str, int] | None  # {completed, total} once the job finished and someone read it from Durable
+    traceparent: NotRequired[str | None]  # W3C context of the submit span: the job's trace (shared.tracing)
     callback: NotRequired[dict[str, Any] | None]  # webhooks: {url, events}, as checked at submit
 
 
@@ -74,10 +75,12 @@ def new_job_record(
     idempotency_key_hash: str | None,
     fingerprint: str,
     source: str,
+    traceparent: str | None = None,
     callback: dict[str, Any] | None = None,
 ) -> JobRecord:
     """A PENDING job's record."""
     return {
+        "traceparent": traceparent,
         "job_id": job_id,
         "kind": kind,
         "status": JobStatus.PENDING.value,
@@ -150,6 +153,7 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "summary": loaded("summary"),
         "error": loaded("error"),
         "progress": loaded("progress"),
+        "traceparent": text("traceparent"),
         "callback": loaded("callback"),
     }
 
