@@ -280,6 +280,7 @@ class WebhookEvent(TypedDict):
     type: str  # job.completed, job.failed, job.cancelled, job.progress
     url: str  # the callback URL as submitted (never logged with its userinfo)
     payload: dict[str, Any]  # {type, timestamp, data: the job resource}: the exact JSON body
+    traceparent: NotRequired[str | None]  # the job's trace: every delivery attempt is a span in it
 
 
 class AnnounceInput(TypedDict):
