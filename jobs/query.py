@@ -88,14 +88,17 @@ async def _reconcile(
     state, updated = _instance_state(instance)
     if state is None:
         return state_from_record(record), record["updated_at"]
+    shown = max(updated or record["updated_at"], record["updated_at"])
     if state.status in FINISHED_STATUSES:
         if state.status is not JobStatus(record["status"]):
             # The row lags when an orchestration crashed before recording its outcome: catch it up.
             outcome: Any = {"status": state.status.value, "summary": state.summary, "error": state.error}
-            await job_store.catch_up_status(jobs, record, state.status, outcome, (state.completed, state.total))
+            await job_store.catch_up_status(
+                jobs, record, state.status, outcome, (state.completed, state.total), updated_at=shown
+            )
         elif not record["progress"]:
-            await job_store.record_progress(jobs, record, state.completed, state.total)
-    return state, max(updated or record["updated_at"], record["updated_at"])
+            await job_store.record_progress(jobs, record, state.completed, state.total, updated_at=shown)
+    return state, shown
 
 
 async def load_job(client: Any, jobs: TableClient, job_id: str) -> JobView:

@@ -221,15 +221,27 @@ async def catch_up_status(
     status: JobStatus,
     outcome: JobOutcome | None = None,
     progress: tuple[int, int] | None = None,
+    updated_at: str | None = None,
 ) -> None:
-    """Bring both rows up to the status (and progress) Durable reports (covers an orchestration that crashed)."""
+    """Bring both rows up to the status (and progress) Durable reports (covers an orchestration that crashed).
+
+    `updated_at` is what the reader was shown: stored as is, so later reads (from the row alone) show the
+    same value instead of one that moves, or goes back, without a change.
+    """
     fields = _status_fields(status, utc_now(), outcome, progress)
+    if updated_at:
+        fields["updated_at"] = updated_at
     await indexed_table.merge(table, reversed(_rows(record)), fields)
 
 
-async def record_progress(table: AsyncTableClient, record: JobRecord, completed: int, total: int) -> None:
-    """Keep a finished job's final progress in its rows, so listings need not ask Durable again."""
+async def record_progress(
+    table: AsyncTableClient, record: JobRecord, completed: int, total: int, updated_at: str | None = None
+) -> None:
+    """Keep a finished job's final progress (and the updated_at readers were shown) in its rows, so listings
+    need not ask Durable again and show what the first read showed."""
     fields = {"progress": json.dumps({"completed": completed, "total": total})}
+    if updated_at:
+        fields["updated_at"] = updated_at
     await indexed_table.merge(table, reversed(_rows(record)), fields)
 
 
