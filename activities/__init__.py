@@ -7,8 +7,9 @@ idempotent and takes and returns small JSON dicts.
 
 import azure.durable_functions as df
 
-from activities import chunks, dead_letter, finalize, merge, plan, stop
+from activities import admission, chunks, dead_letter, finalize, merge, plan, stop
 from shared.contracts import (
+    CLAIM_ADMISSION,
     DEAD_LETTER_JOB,
     FINALIZE_JOB,
     MERGE_PARTIALS,
@@ -16,6 +17,8 @@ from shared.contracts import (
     PROCESS_CHUNK,
     REQUEST_STOP,
     WATCH_FOR_STOP,
+    AdmissionClaim,
+    AdmissionInput,
     ChunkInput,
     ChunkOutput,
     DeadLetterInput,
@@ -57,7 +60,7 @@ def merge_partials(payload: MergeInput) -> MergeOutput:
 @blueprint.activity_trigger(input_name="payload")
 def finalize_job(payload: FinalizeInput) -> int:
     """Clean up and record the outcome: see activities.finalize.finalize_job."""
-    return finalize.finalize_job(payload["job_id"], payload["outcome"])
+    return finalize.finalize_job(payload["job_id"], payload["outcome"], payload.get("admission"))
 
 
 @blueprint.function_name(REQUEST_STOP)
@@ -80,3 +83,10 @@ def dead_letter_job(payload: DeadLetterInput) -> str:
 def watch_for_stop(payload: WatchInput) -> WatchOutput:
     """Watch for the stop marker: see activities.stop.watch_for_stop."""
     return stop.watch_for_stop(payload["job_id"], float(payload["seconds"]))
+
+
+@blueprint.function_name(CLAIM_ADMISSION)
+@blueprint.activity_trigger(input_name="payload")
+def claim_admission(payload: AdmissionInput) -> AdmissionClaim:
+    """Claim admission: see activities.admission.claim_admission."""
+    return admission.claim_admission(payload["job_id"], payload["ticket"])

@@ -20,7 +20,7 @@ from api.http import ROUTE_METHODS, body_within, dispatch, is_decimal, json_resp
 from api.links import base_url, jobs_page_url
 from api.problems import Problem, validation_problem
 from api.resource import accepted_response, checked_job_id, job_resource, job_response, poll_seconds, view_resource
-from jobs import cancel, query
+from jobs import admission, cancel, query
 from jobs.errors import NotReady, field_error
 from jobs.query import state_from_record
 from jobs.requests import (
@@ -34,7 +34,7 @@ from jobs.submit import Submitted, parse_options, raw_content_types, request_fro
 from shared.settings import Settings, get_settings
 from storage.clients import StorageClients, storage_clients
 
-RESERVED_QUERY = ("kind", "deadline_seconds", "code")
+RESERVED_QUERY = ("kind", "deadline_seconds", "priority", "code")
 """Query parameters of a raw submit that are not the kind's options (`code` is the function key, which
 the host passes on to the function)."""
 DEFAULT_PAGE = 20
@@ -73,15 +73,19 @@ async def submit(req: func.HttpRequest, client: df.DurableOrchestrationClient) -
     """POST /api/jobs: a JSON envelope or a raw CSV/NDJSON body."""
     settings = get_settings()
     key = check_idempotency_key(req.headers.get("idempotency-key"))
+    client_id = admission.client_from_header(req.headers.get(settings.client_id_header), settings.client_id_header)
     content_type = media_type(req)
     raw_types = raw_content_types(settings)
     if content_type in raw_types:
         request = raw_request(req, settings, content_type, key)
+        request.client = client_id
         clients = await storage_clients(settings)
     elif content_type == JSON_CONTENT_TYPE:
         body = parse_body_model(read_json(req, settings.max_json_body_bytes))
         clients = await storage_clients(settings)
-        request = await request_from_body(body, settings=settings, clients=clients, idempotency_key=key, source="http")
+        request = await request_from_body(
+            body, settings=settings, clients=clients, idempotency_key=key, source="http", client=client_id
+        )
     else:
         accepted = ", ".join((JSON_CONTENT_TYPE, *raw_types))
         raise Problem(
@@ -114,6 +118,7 @@ def raw_request(req: func.HttpRequest, settings: Settings, content_type: str, ke
         accepted = ", ".join(kind.input_content_types)
         raise Problem(415, f"{kind_name} reads {accepted}", errors=[field_error("Content-Type", f"one of: {accepted}")])
     deadline = _deadline_param(params.get("deadline_seconds"))
+    priority = admission.check_priority(params.get("priority"))
     options = parse_options(kind, {k: v for k, v in params.items() if k not in RESERVED_QUERY}, prefix="query")
     if req.headers.get("content-length") is None:
         # A chunked body reaches a Python function empty (the host does not stream it): never take that
@@ -135,6 +140,7 @@ def raw_request(req: func.HttpRequest, settings: Settings, content_type: str, ke
         input_content_type=content_type,
         idempotency_key=key,
         source="http",
+        priority=priority,
     )
 
 
@@ -157,7 +163,8 @@ async def get_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     settings = get_settings()
     job_id = checked_job_id(req.route_params.get("job_id"))
     clients = await storage_clients(settings)
-    return job_response(await query.load_job(client, clients.jobs, job_id), base_url(req, settings))
+    view = await query.load_job(client, clients.jobs, job_id)
+    return job_response(view, base_url(req, settings), await query.queue_place(settings, view))
 
 
 async def get_result(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:

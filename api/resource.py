@@ -9,6 +9,7 @@ import azure.functions as func
 from api.http import json_response
 from api.links import job_links, job_url
 from api.problems import Problem
+from jobs.admission import Place
 from jobs.query import JobView
 from jobs.requests import JOB_ID
 from shared.clock import parse_iso, utc_now
@@ -34,6 +35,7 @@ def job_resource(record: JobRecord, state: JobState, updated_at: str, base: str)
         "updated_at": updated_at,
         "progress": {"completed": state.completed, "total": state.total, "percent": state.percent},
         "links": job_links(base, record["job_id"]),
+        "priority": record["priority"],
     }
     if record["deadline_at"]:
         resource["deadline_at"] = record["deadline_at"]
@@ -64,9 +66,14 @@ def retry_after_seconds(record: JobRecord) -> int:
     return poll_seconds(record["created_at"])
 
 
-def job_response(view: JobView, base: str) -> func.HttpResponse:
-    """200 once finished; 202 with Location and Retry-After while the job is pending or running."""
+def job_response(view: JobView, base: str, place: Place | None = None) -> func.HttpResponse:
+    """200 once finished; 202 with Location and Retry-After while the job is pending or running.
+
+    A job waiting for admission also shows its place: lane and approximate position (1 = next in its lane).
+    """
     body = view_resource(view, base)
+    if place is not None:
+        body["queue"] = {"lane": place.lane, "position": place.position, "approximate": True}
     if view.state.status in FINISHED_STATUSES:
         return json_response(body, 200)
     return accepted_response(body, view.record, base)

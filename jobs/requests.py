@@ -7,7 +7,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
@@ -30,6 +30,7 @@ class SubmitBody(BaseModel):
     input_ref: StrictStr | None = Field(default=None, max_length=300)
     options: dict[str, Any] = Field(default_factory=dict)
     deadline_seconds: StrictInt | None = Field(default=None, gt=0, le=MAX_DEADLINE_SECONDS)
+    priority: Literal["high", "normal", "low"] = "normal"
 
 
 class InboxMessage(SubmitBody):
@@ -50,6 +51,8 @@ class JobRequest:
     input_content_type: str | None
     idempotency_key: str | None
     source: str
+    priority: str = "normal"  # the admission lane: high, normal or low
+    client: str = "anonymous"  # who submitted it (per-client admission caps)
 
     def fingerprint(self) -> str:
         """What makes two requests the same request, whichever door they came through."""
@@ -61,6 +64,8 @@ class JobRequest:
             "input_ref": self.input_ref,
             "input_content_type": self.input_content_type,
         }
+        if self.priority != "normal":
+            doc["priority"] = self.priority  # absent for normal, so fingerprints recorded before lanes still match
         return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -59,6 +59,8 @@ class JobRecord(TypedDict):
     summary: dict[str, Any] | None
     error: JobError | None
     progress: dict[str, int] | None  # {completed, total} once the job finished and someone read it from Durable
+    priority: str  # admission lane: high, normal, low
+    client: str  # who submitted it (admission's per-client cap)
 
 
 def new_job_record(
@@ -73,6 +75,8 @@ def new_job_record(
     idempotency_key_hash: str | None,
     fingerprint: str,
     source: str,
+    priority: str = "normal",
+    client: str = "anonymous",
 ) -> JobRecord:
     """A PENDING job's record."""
     return {
@@ -93,6 +97,8 @@ def new_job_record(
         "summary": None,
         "error": None,
         "progress": None,
+        "priority": priority,
+        "client": client,
     }
 
 
@@ -147,6 +153,8 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "summary": loaded("summary"),
         "error": loaded("error"),
         "progress": loaded("progress"),
+        "priority": str(entity.get("priority") or "normal"),
+        "client": str(entity.get("client") or "anonymous"),
     }
 
 

@@ -13,13 +13,14 @@ RESULTS_CONTAINER = "results"  # jobs/{job_id}/partials/{n}, jobs/{job_id}/resul
 INBOX_QUEUE = "jobs-inbox"
 INBOX_POISON_QUEUE = "jobs-inbox-poison"
 DEADLETTER_QUEUE = "jobs-deadletter"
+ADMISSIONS_QUEUE = "jobs-admitted"  # one notice per job admitted while it waited (its id)
 
 # Tables
 JOBS_TABLE = "Jobs"
 DEADLETTERS_TABLE = "DeadLetters"
 
 CONTAINERS = (PAYLOADS_CONTAINER, RESULTS_CONTAINER)
-QUEUES = (INBOX_QUEUE, INBOX_POISON_QUEUE, DEADLETTER_QUEUE)
+QUEUES = (INBOX_QUEUE, INBOX_POISON_QUEUE, DEADLETTER_QUEUE, ADMISSIONS_QUEUE)
 TABLES = (JOBS_TABLE, DEADLETTERS_TABLE)
 
 
