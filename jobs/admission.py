@@ -30,7 +30,7 @@ from jobs.errors import InvalidRequest, field_error
 from shared.contracts import PRIORITIES, AdmissionTicket, Priority
 from shared.settings import Settings
 from storage import admission as ledger_store
-from storage.admission import Ledger, QueueEntry
+from storage.admission import Ledger, Partition, QueueEntry
 from storage.clients import queue_service, table_service
 from storage.names import ADMISSIONS_QUEUE, JOBS_TABLE
 
@@ -145,14 +145,18 @@ def _can_admit_now(ledger: Ledger, client: str, limits: Limits) -> bool:
 # --- the operations (sync: activities and threads of the API) ---------------------------------------
 
 
-@lru_cache(maxsize=1)
-def ledger_table(settings: Settings) -> TableClient:
-    """The table the ledger lives in. One client per process: it only pools connections; every decision
-    reads the ledger afresh."""
+@lru_cache(maxsize=4)
+def _client(settings: Settings) -> TableClient:
+    # One client per process: it only pools connections; every decision reads the ledger afresh.
     return table_service(settings).get_table_client(JOBS_TABLE)
 
 
-_table = ledger_table
+def ledger_partition(settings: Settings) -> Partition:
+    """Where the task hub's admission rows live."""
+    return Partition(_client(settings), ledger_store.partition_key(settings.task_hub_name))
+
+
+_table = ledger_partition
 
 
 def enqueue(settings: Settings, ticket: AdmissionTicket, job_id: str) -> Enqueued:
@@ -170,7 +174,7 @@ def enqueue_many(settings: Settings, items: list[tuple[AdmissionTicket, str]]) -
     return results
 
 
-def _enqueue_chunk(table: TableClient, limits: Limits, chunk: list[tuple[AdmissionTicket, str]]) -> list[Enqueued]:
+def _enqueue_chunk(table: Partition, limits: Limits, chunk: list[tuple[AdmissionTicket, str]]) -> list[Enqueued]:
     failures = 0
 
     def step() -> list[Enqueued] | None:
@@ -191,11 +195,13 @@ def _enqueue_chunk(table: TableClient, limits: Limits, chunk: list[tuple[Admissi
             else:
                 ledger.pending[lane] = ledger.pending.get(lane, 0) + 1
             number = ledger.joined[lane]
-            operations.append(("create", ledger_store.new_entry_entity(ticket["key"], job_id, client, number, now)))
+            operations.append(
+                ("create", ledger_store.new_entry_entity(table.key, ticket["key"], job_id, client, number, now))
+            )
             statuses.append("admitted" if now else "queued")
         if not operations:
             return statuses
-        if ledger_store.commit(table, [ledger.write_operation(), *operations]) is not None:
+        if ledger_store.commit(table, [ledger.write_operation(table.key), *operations]) is not None:
             return statuses
         failures += 1
         if failures >= 3 and len(chunk) > 1:
@@ -208,7 +214,7 @@ def _enqueue_chunk(table: TableClient, limits: Limits, chunk: list[tuple[Admissi
     return [_enqueue_one(table, limits, ticket, job_id) for ticket, job_id in chunk]
 
 
-def _enqueue_one(table: TableClient, limits: Limits, ticket: AdmissionTicket, job_id: str) -> Enqueued:
+def _enqueue_one(table: Partition, limits: Limits, ticket: AdmissionTicket, job_id: str) -> Enqueued:
     def step() -> Enqueued | None:
         existing = ledger_store.read_entry(table, ticket["key"])
         if existing is not None:
@@ -219,7 +225,7 @@ def _enqueue_one(table: TableClient, limits: Limits, ticket: AdmissionTicket, jo
     return ledger_store.optimistic(step)
 
 
-def _enqueue_chunk_once(table: TableClient, limits: Limits, ticket: AdmissionTicket, job_id: str) -> Enqueued | None:
+def _enqueue_chunk_once(table: Partition, limits: Limits, ticket: AdmissionTicket, job_id: str) -> Enqueued | None:
     ledger = ledger_store.read_ledger(table)
     lane, client = ticket["lane"], ticket["client"]
     if ledger.waiting >= limits.max_pending:
@@ -230,8 +236,8 @@ def _enqueue_chunk_once(table: TableClient, limits: Limits, ticket: AdmissionTic
         _count_admitted(ledger, lane, client, was_waiting=False)
     else:
         ledger.pending[lane] = ledger.pending.get(lane, 0) + 1
-    entity = ledger_store.new_entry_entity(ticket["key"], job_id, client, ledger.joined[lane], now)
-    if ledger_store.commit(table, [ledger.write_operation(), ("create", entity)]) is None:
+    entity = ledger_store.new_entry_entity(table.key, ticket["key"], job_id, client, ledger.joined[lane], now)
+    if ledger_store.commit(table, [ledger.write_operation(table.key), ("create", entity)]) is None:
         return None
     return "admitted" if now else "queued"
 
@@ -255,7 +261,10 @@ def pump(settings: Settings) -> list[str]:
             chosen = choose(ledger, waiting, limits, free)
             if not chosen:
                 return []
-            operations = [ledger.write_operation(), *(ledger_store.admit_operation(entry) for entry in chosen)]
+            operations = [
+                ledger.write_operation(table.key),
+                *(ledger_store.admit_operation(table.key, entry) for entry in chosen),
+            ]
             if ledger_store.commit(table, operations) is None:
                 return None
             return [entry.job_id for entry in chosen]
@@ -300,7 +309,12 @@ def release(settings: Settings, key: str) -> list[str]:
         else:
             ledger.pending[entry.lane] = max(0, ledger.pending.get(entry.lane, 0) - 1)
             ledger.left[entry.lane] = ledger.left.get(entry.lane, 0) + 1
-        if ledger_store.commit(table, [ledger.write_operation(), ledger_store.delete_operation(entry)]) is None:
+        if (
+            ledger_store.commit(
+                table, [ledger.write_operation(table.key), ledger_store.delete_operation(table.key, entry)]
+            )
+            is None
+        ):
             return None
         return True
 
@@ -344,7 +358,7 @@ def retry_after_seconds(settings: Settings) -> int:
 # --- notices -------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=4)
 def _notices(settings: Settings) -> QueueClient:
     return queue_service(settings).get_queue_client(ADMISSIONS_QUEUE, message_encode_policy=TextBase64EncodePolicy())
 

@@ -44,7 +44,7 @@ from jobs.requests import JSON_CONTENT_TYPE, JobRequest, SubmitBody, job_id_for,
 from kinds.base import JobKind
 from shared.clock import iso, utc_now
 from shared.contracts import AdmissionTicket, JobStart
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 from shared.telemetry import log_event
 from storage import jobs as job_store
 from storage.admission import queue_key
@@ -286,9 +286,9 @@ def job_start(record: job_store.JobRecord, ticket: AdmissionTicket | None = None
     return start
 
 
-async def join_lane(record: job_store.JobRecord) -> AdmissionTicket:
+async def join_lane(clients: StorageClients, record: job_store.JobRecord) -> AdmissionTicket:
     """Join the job's admission lane (idempotent); QueueFull past MAX_PENDING_JOBS."""
-    settings = get_settings()
+    settings = clients.settings
     ticket = admission_ticket(record)
     (joined,) = await admission.enqueue_async(settings, [(ticket, record["job_id"])])
     if joined == "full":
@@ -299,7 +299,7 @@ async def join_lane(record: job_store.JobRecord) -> AdmissionTicket:
 
 async def refuse_if_full(clients: StorageClients, job_id: str, keyed: bool) -> None:
     """QueueFull before anything is written when too many jobs wait, unless a keyed retry names an existing job."""
-    settings = get_settings()
+    settings = clients.settings
     if await admission.waiting_count_async(settings) < settings.max_pending_jobs:
         return
     if keyed and await job_store.get_job(clients.jobs, job_id) is not None:
@@ -343,7 +343,7 @@ async def _start_if_never_started(
     if record["status"] != "PENDING" or await durable.status(client, record["job_id"]) is not None:
         return
     await _all(job_store.write_index_row(clients.jobs, record), _store(clients, request, record))
-    ticket = await join_lane(record)
+    ticket = await join_lane(clients, record)
     if await durable.start_unless_exists(client, job_start(record, ticket)):
         log_event("job.restarted", job_id=record["job_id"], kind=record["kind"])
 
@@ -394,7 +394,7 @@ async def submit_job(client: Any, clients: StorageClients, request: JobRequest) 
                 job_store.write_index_row(clients.jobs, record),
                 _store(clients, request, record),
             )
-        ticket = await join_lane(record)
+        ticket = await join_lane(clients, record)
         await durable.start(client, job_start(record, ticket))
     except QueueFull:
         if written:
@@ -440,7 +440,7 @@ async def _undo(clients: StorageClients, record: job_store.JobRecord, *, stored:
             pass
         finally:
             try:
-                await admission.release_async(get_settings(), admission_ticket(record)["key"])
+                await admission.release_async(clients.settings, admission_ticket(record)["key"])
             finally:
                 await job_store.remove_job(clients.jobs, record)
 

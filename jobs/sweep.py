@@ -22,7 +22,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from jobs import admission, durable
 from shared.clock import iso
-from shared.settings import get_settings
+from shared.settings import Settings
 from shared.telemetry import log_event
 from storage import admission as ledger_store
 from storage import jobs as job_store
@@ -51,17 +51,16 @@ async def sweep_orphans(client: Any, clients: StorageClients, now: datetime) -> 
                 pass
         log_event("job.orphan_removed", job_id=record["job_id"], kind=record["kind"])
         removed += 1
-    await release_stale_places(client, now)
+    await release_stale_places(client, clients.settings, now)
     return removed
 
 
 _ENDED = {"Completed", "Failed", "Terminated", "Canceled"}
 
 
-async def release_stale_places(client: Any, now: datetime) -> int:
+async def release_stale_places(client: Any, settings: Settings, now: datetime) -> int:
     """Release the admission places older than ORPHAN_AFTER whose job has no live instance; returns how many."""
-    settings = get_settings()
-    table = admission.ledger_table(settings)
+    table = admission.ledger_partition(settings)
     entries = await asyncio.to_thread(ledger_store.entries_enqueued_before, table, iso(now - ORPHAN_AFTER))
     released = 0
     for entry in entries:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     retry_max_interval_seconds: float = Field(default=60.0, gt=0, alias="RETRY_MAX_INTERVAL_SECONDS")
     retry_max_attempts: int = Field(default=5, ge=1, le=20, alias="RETRY_MAX_ATTEMPTS")
 
+    # The Durable task hub (host.json reads it as %TASK_HUB_NAME%); admission state is kept per task hub.
+    task_hub_name: str = Field(default="longrun", min_length=1, alias="TASK_HUB_NAME")
+
     # Admission control (jobs/admission.py): how many jobs run at once, per client, and how many may wait.
     # The defaults admit at once for any ordinary load; lower them to make lanes and caps bite.
     max_running_jobs: int = Field(default=1000, ge=1, le=100_000, alias="MAX_RUNNING_JOBS")

@@ -1,6 +1,7 @@
 """The admission ledger: who waits in which lane, who runs, in one partition of the `Jobs` table.
 
-Layout (PartitionKey = "admission"):
+Layout (PartitionKey = "admission-<task hub>": an app's task hub is its unit of work, so two apps, or
+two test hosts, that share a storage account keep apart):
 - the ledger row (RowKey "ledger"): counters only: jobs running, running per client, waiting per lane,
   how many ever joined and left each lane (for approximate positions), and the lanes' fair-share credits;
 - one queue row per job (RowKey "q_<lane>_<submit ms>_<job id>"): its client, its number in the lane,
@@ -30,13 +31,26 @@ from azure.data.tables import TableClient, TransactionOperation, UpdateMode
 from shared.clock import iso, parse_iso, utc_now
 from shared.contracts import PRIORITIES, Priority
 
-ADMISSION_PARTITION = "admission"
+ADMISSION_PREFIX = "admission-"
 LEDGER_ROW = "ledger"
 QUEUE_PREFIX = "q_"
 MAX_TRANSACTION = 100  # entities in one entity group transaction (the ledger row is one of them)
 ATTEMPTS = 50  # optimistic retries before giving up (each one means another writer won in between)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Where one task hub's admission rows live: the table and the PartitionKey."""
+
+    table: TableClient
+    key: str
+
+
+def partition_key(task_hub: str) -> str:
+    """The PartitionKey of a task hub's admission rows."""
+    return f"{ADMISSION_PREFIX}{task_hub.lower()}"
 
 
 class LedgerBusy(Exception):
@@ -60,10 +74,10 @@ class Ledger:
         """Jobs waiting over all lanes."""
         return sum(self.pending.values())
 
-    def entity(self) -> dict[str, Any]:
+    def entity(self, partition: str) -> dict[str, Any]:
         """The ledger row to write."""
         return {
-            "PartitionKey": ADMISSION_PARTITION,
+            "PartitionKey": partition,
             "RowKey": LEDGER_ROW,
             "running": self.running,
             "clients": json.dumps({k: v for k, v in self.clients.items() if v > 0}),
@@ -73,13 +87,13 @@ class Ledger:
             "credit": json.dumps(self.credit),
         }
 
-    def write_operation(self) -> TransactionOperation | tuple[Any, ...]:
+    def write_operation(self, partition: str) -> TransactionOperation | tuple[Any, ...]:
         """The transaction step that writes this ledger: create it, or replace it If-Match its ETag."""
         if self.etag is None:
-            return ("create", self.entity())
+            return ("create", self.entity(partition))
         return (
             "update",
-            self.entity(),
+            self.entity(partition),
             {"mode": UpdateMode.REPLACE, "etag": self.etag, "match_condition": MatchConditions.IfNotModified},
         )
 
@@ -118,10 +132,10 @@ def _counts(entity: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(json.loads(raw)) if isinstance(raw, str) and raw else {}
 
 
-def read_ledger(table: TableClient) -> Ledger:
+def read_ledger(part: Partition) -> Ledger:
     """The ledger as it is now (an empty one, to be created, if it does not exist)."""
     try:
-        entity = table.get_entity(ADMISSION_PARTITION, LEDGER_ROW)
+        entity = part.table.get_entity(part.key, LEDGER_ROW)
     except ResourceNotFoundError:
         return Ledger()
     return Ledger(
@@ -149,41 +163,40 @@ def _entry(entity: Any) -> QueueEntry:
     )
 
 
-def read_entry(table: TableClient, key: str) -> QueueEntry | None:
+def read_entry(part: Partition, key: str) -> QueueEntry | None:
     """A job's queue row, or None (never enqueued, or released)."""
     try:
-        return _entry(table.get_entity(ADMISSION_PARTITION, key))
+        return _entry(part.table.get_entity(part.key, key))
     except ResourceNotFoundError:
         return None
 
 
-def waiting_in_lane(table: TableClient, lane: str, limit: int) -> list[QueueEntry]:
+def waiting_in_lane(part: Partition, lane: str, limit: int) -> list[QueueEntry]:
     """Up to `limit` waiting jobs of a lane, oldest first (one page of one range query)."""
     query = (
-        f"PartitionKey eq '{ADMISSION_PARTITION}' and RowKey gt '{QUEUE_PREFIX}{lane}_' "
+        f"PartitionKey eq '{part.key}' and RowKey gt '{QUEUE_PREFIX}{lane}_' "
         f"and RowKey lt '{QUEUE_PREFIX}{lane}`' and admitted eq false"
     )
     entries: list[QueueEntry] = []
-    for entity in table.query_entities(query, results_per_page=min(limit, 1000)):
+    for entity in part.table.query_entities(query, results_per_page=min(limit, 1000)):
         entries.append(_entry(entity))
         if len(entries) >= limit:
             break
     return entries
 
 
-def entries_enqueued_before(table: TableClient, cutoff: str) -> list[QueueEntry]:
+def entries_enqueued_before(part: Partition, cutoff: str) -> list[QueueEntry]:
     """Every queue row enqueued before `cutoff` (ISO 8601), for the orphan sweep."""
     query = (
-        f"PartitionKey eq '{ADMISSION_PARTITION}' and RowKey gt '{QUEUE_PREFIX}' and RowKey lt 'q`' "
-        f"and enqueued_at lt '{cutoff}'"
+        f"PartitionKey eq '{part.key}' and RowKey gt '{QUEUE_PREFIX}' and RowKey lt 'q`' and enqueued_at lt '{cutoff}'"
     )
-    return [_entry(entity) for entity in table.query_entities(query)]
+    return [_entry(entity) for entity in part.table.query_entities(query)]
 
 
-def new_entry_entity(key: str, job_id: str, client: str, number: int, admitted: bool) -> dict[str, Any]:
+def new_entry_entity(partition: str, key: str, job_id: str, client: str, number: int, admitted: bool) -> dict[str, Any]:
     """A queue row to create."""
     return {
-        "PartitionKey": ADMISSION_PARTITION,
+        "PartitionKey": partition,
         "RowKey": key,
         "job_id": job_id,
         "client": client,
@@ -193,9 +206,9 @@ def new_entry_entity(key: str, job_id: str, client: str, number: int, admitted: 
     }
 
 
-def admit_operation(entry: QueueEntry) -> tuple[Any, ...]:
+def admit_operation(partition: str, entry: QueueEntry) -> tuple[Any, ...]:
     """The transaction step that marks a waiting job admitted (If-Match: a concurrent withdrawal wins)."""
-    entity = {"PartitionKey": ADMISSION_PARTITION, "RowKey": entry.key, "admitted": True}
+    entity = {"PartitionKey": partition, "RowKey": entry.key, "admitted": True}
     return (
         "update",
         entity,
@@ -203,13 +216,13 @@ def admit_operation(entry: QueueEntry) -> tuple[Any, ...]:
     )
 
 
-def delete_operation(entry: QueueEntry) -> tuple[Any, ...]:
+def delete_operation(partition: str, entry: QueueEntry) -> tuple[Any, ...]:
     """The transaction step that removes a queue row (If-Match: only the row as read)."""
-    keys = {"PartitionKey": ADMISSION_PARTITION, "RowKey": entry.key}
+    keys = {"PartitionKey": partition, "RowKey": entry.key}
     return ("delete", keys, {"etag": entry.etag, "match_condition": MatchConditions.IfNotModified})
 
 
-def commit(table: TableClient, operations: Iterable[Any]) -> str | None:
+def commit(part: Partition, operations: Iterable[Any]) -> str | None:
     """Submit one entity group transaction; the ETag of its first entity, or None if another writer won.
 
     Every failure of the group (a changed ETag, a row that appeared or vanished) leaves nothing
@@ -217,7 +230,7 @@ def commit(table: TableClient, operations: Iterable[Any]) -> str | None:
     """
     ops = list(operations)
     try:
-        results = table.submit_transaction(ops)
+        results = part.table.submit_transaction(ops)
     except HttpResponseError as exc:
         if exc.status_code in (404, 409, 412):
             return None
