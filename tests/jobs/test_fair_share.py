@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobs.admission import Limits, choose
-from storage.admission import Ledger, QueueEntry
+from storage.admission import Ledger, QueueEntry, lane_of_key
 
 WEIGHTS = {"high": 6, "normal": 3, "low": 1}
 
