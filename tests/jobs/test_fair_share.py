@@ -17,8 +17,8 @@ def entries(lane: str, count: int, client: str = "c") -> list[QueueEntry]:
         QueueEntry(
             key=f"q_{lane}_{n:013d}_{lane}{n}",
             job_id=f"{lane}{n}",
-            lane=lane,
-            client=client,  # type: ignore[arg-type]
+            lane=lane_of_key(f"q_{lane}_"),
+            client=client,
             number=n + 1,
             admitted=False,
             enqueued_at="",
