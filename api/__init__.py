@@ -3,7 +3,7 @@
 `blueprint` carries every route; importing the resource modules registers them on it.
 """
 
-from api import dead_letters, health, jobs, openapi, uploads
+from api import batch, dead_letters, health, jobs, openapi, uploads
 from api.app import blueprint
 
-__all__ = ["blueprint", "dead_letters", "health", "jobs", "openapi", "uploads"]
+__all__ = ["batch", "blueprint", "dead_letters", "health", "jobs", "openapi", "uploads"]

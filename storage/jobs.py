@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, TypedDict
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableClient
+from azure.data.tables import TableClient, UpdateMode
 from azure.data.tables.aio import TableClient as AsyncTableClient
 
 from shared.clock import iso, utc_now
@@ -194,6 +194,15 @@ async def create_job_row(table: AsyncTableClient, record: JobRecord) -> bool:
 async def write_index_row(table: AsyncTableClient, record: JobRecord) -> None:
     """Write the job's index row (it lists the job)."""
     await indexed_table.put(table, (INDEX_PARTITION, record["index_key"]), _fields(record))
+
+
+async def write_index_rows(table: AsyncTableClient, records: list[JobRecord]) -> None:
+    """Write many jobs' index rows: they share the index partition, so 100 go in one Table transaction."""
+    for start in range(0, len(records), 100):
+        operations = [
+            ("upsert", index_entity(record), {"mode": UpdateMode.REPLACE}) for record in records[start : start + 100]
+        ]
+        await table.submit_transaction(operations)
 
 
 async def insert_job(table: AsyncTableClient, record: JobRecord) -> bool:
