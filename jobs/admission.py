@@ -175,18 +175,24 @@ def enqueue_many(settings: Settings, items: list[tuple[AdmissionTicket, str]]) -
 
 
 def _enqueue_chunk(table: Partition, limits: Limits, chunk: list[tuple[AdmissionTicket, str]]) -> list[Enqueued]:
-    failures = 0
+    known: dict[int, Enqueued] = {}  # items found enqueued already (a retried submission)
+    checked = False
 
-    def step() -> list[Enqueued] | None:
-        nonlocal failures
+    def existing(ticket: AdmissionTicket) -> Enqueued | None:
+        entry = ledger_store.read_entry(table, ticket["key"])
+        return None if entry is None else ("admitted" if entry.admitted else "queued")
+
+    def step() -> dict[int, Enqueued] | None:
+        nonlocal checked
         ledger = ledger_store.read_ledger(table)
-        statuses: list[Enqueued] = []
+        statuses: dict[int, Enqueued] = {}
         operations: list[object] = []
-        for ticket, job_id in chunk:
+        for index, (ticket, job_id) in enumerate(chunk):
+            if index in known:
+                continue
             lane, client = ticket["lane"], ticket["client"]
             if ledger.waiting >= limits.max_pending:
-                existing = ledger_store.read_entry(table, ticket["key"])
-                statuses.append("full" if existing is None else ("admitted" if existing.admitted else "queued"))
+                statuses[index] = (None if checked else existing(ticket)) or "full"
                 continue
             ledger.joined[lane] = ledger.joined.get(lane, 0) + 1
             now = _can_admit_now(ledger, client, limits)
@@ -194,52 +200,22 @@ def _enqueue_chunk(table: Partition, limits: Limits, chunk: list[tuple[Admission
                 _count_admitted(ledger, lane, client, was_waiting=False)
             else:
                 ledger.pending[lane] = ledger.pending.get(lane, 0) + 1
-            number = ledger.joined[lane]
-            operations.append(
-                ("create", ledger_store.new_entry_entity(table.key, ticket["key"], job_id, client, number, now))
-            )
-            statuses.append("admitted" if now else "queued")
-        if not operations:
+            entity = ledger_store.new_entry_entity(table.key, ticket["key"], job_id, client, ledger.joined[lane], now)
+            operations.append(("create", entity))
+            statuses[index] = "admitted" if now else "queued"
+        if not operations or ledger_store.commit(table, [ledger.write_operation(table.key), *operations]) is not None:
             return statuses
-        if ledger_store.commit(table, [ledger.write_operation(table.key), *operations]) is not None:
-            return statuses
-        failures += 1
-        if failures >= 3 and len(chunk) > 1:
-            return []  # perhaps some rows exist already (a retried submission): go one by one
+        if not checked:
+            # Another writer won, or some rows exist (a retried submission): find those once, then go on.
+            checked = True
+            for index, (ticket, _) in enumerate(chunk):
+                found = existing(ticket)
+                if found is not None:
+                    known[index] = found
         return None
 
     statuses = ledger_store.optimistic(step)
-    if len(statuses) == len(chunk):
-        return statuses
-    return [_enqueue_one(table, limits, ticket, job_id) for ticket, job_id in chunk]
-
-
-def _enqueue_one(table: Partition, limits: Limits, ticket: AdmissionTicket, job_id: str) -> Enqueued:
-    def step() -> Enqueued | None:
-        existing = ledger_store.read_entry(table, ticket["key"])
-        if existing is not None:
-            return "admitted" if existing.admitted else "queued"
-        statuses = _enqueue_chunk_once(table, limits, ticket, job_id)
-        return statuses
-
-    return ledger_store.optimistic(step)
-
-
-def _enqueue_chunk_once(table: Partition, limits: Limits, ticket: AdmissionTicket, job_id: str) -> Enqueued | None:
-    ledger = ledger_store.read_ledger(table)
-    lane, client = ticket["lane"], ticket["client"]
-    if ledger.waiting >= limits.max_pending:
-        return "full"
-    ledger.joined[lane] = ledger.joined.get(lane, 0) + 1
-    now = _can_admit_now(ledger, client, limits)
-    if now:
-        _count_admitted(ledger, lane, client, was_waiting=False)
-    else:
-        ledger.pending[lane] = ledger.pending.get(lane, 0) + 1
-    entity = ledger_store.new_entry_entity(table.key, ticket["key"], job_id, client, ledger.joined[lane], now)
-    if ledger_store.commit(table, [ledger.write_operation(table.key), ("create", entity)]) is None:
-        return None
-    return "admitted" if now else "queued"
+    return [known.get(index) or statuses[index] for index in range(len(chunk))]
 
 
 def pump(settings: Settings) -> list[str]:

@@ -36,7 +36,6 @@ from jobs.requests import InboxMessage, JobRequest, check_idempotency_key, job_i
 from jobs.submit import (
     Submitted,
     _new_record,
-    _start_if_never_started,
     _store,
     _undo,
     admission_ticket,
@@ -144,12 +143,7 @@ async def submit_batch(client: Any, clients: StorageClients, raw_items: list[Any
             fail(index, won)
         else:
             (winners if won else losers).append(index)
-    earlier = await _bounded([_earlier(client, clients, requests[i], records[i]) for i in losers])
-    for index, named in zip(losers, earlier, strict=True):
-        if isinstance(named, BaseException):
-            fail(index, named)
-        else:
-            results[index].submitted = named
+    stranded = await _earlier(client, clients, requests, records, losers, results)
 
     # Items past the room left are refused before anything else is written (their rows are undone below).
     undo = set(winners[max(room, 0) :])
@@ -157,16 +151,21 @@ async def submit_batch(client: Any, clients: StorageClients, raw_items: list[Any
         results[index].error = QueueFull(admission.retry_after_seconds(settings))
     winners = [i for i in winners if i not in undo]
 
-    ready = await _write(clients, requests, records, winners, results, undo)
-    startable = await _join_lanes(clients, records, ready, results, undo)
-    starts = await _bounded([durable.start(client, job_start(records[i], ticket)) for i, ticket in startable])
+    # Stranded jobs (recorded by an earlier attempt that died before starting them) finish their way with
+    # the new ones; nothing of theirs is undone on failure: they were accepted before.
+    kept: set[int] = set()
+    ready = await _write(clients, requests, records, winners + stranded, results, kept)
+    startable = await _join_lanes(clients, records, ready, results, kept)
+    starts = await _bounded([durable.start_unless_exists(client, job_start(records[i], t)) for i, t in startable])
     for (index, _), started in zip(startable, starts, strict=True):
         if isinstance(started, BaseException):
             results[index].error = Unavailable("the job could not be started; retry the request")
-            undo.add(index)
+            kept.add(index)
         else:
-            results[index].submitted = Submitted(records[index], created=True)
-            log_event("job.submitted", job_id=records[index]["job_id"], kind=records[index]["kind"], source="batch")
+            results[index].submitted = Submitted(records[index], created=index not in stranded)
+            if index not in stranded:
+                log_event("job.submitted", job_id=records[index]["job_id"], kind=records[index]["kind"], source="batch")
+    undo.update(i for i in kept if i not in stranded)
 
     # Undo what refused winners wrote (bounded, as for a single submit; leftovers are the sweeper's).
     await _bounded([_undo(clients, records[i], stored=requests[i].input_bytes is not None) for i in sorted(undo)])
@@ -230,13 +229,46 @@ async def _join_lanes(
     return startable
 
 
-async def _earlier(client: Any, clients: StorageClients, request: JobRequest, record: job_store.JobRecord) -> Submitted:
-    """The job an earlier request with this key created (started now if its submitter died before starting it)."""
-    existing = await job_store.get_job(clients.jobs, record["job_id"])
-    if existing is None:
-        # The earlier submitter failed and removed its row: the single path arbitrates again.
-        return await submit_job(client, clients, request)
-    if existing["fingerprint"] != record["fingerprint"]:
-        raise IdempotencyConflict(existing["job_id"])
-    await _start_if_never_started(client, clients, request, existing)
-    return Submitted(existing, created=False)
+async def _earlier(
+    client: Any,
+    clients: StorageClients,
+    requests: dict[int, JobRequest],
+    records: dict[int, job_store.JobRecord],
+    losers: list[int],
+    results: list[ItemResult],
+) -> list[int]:
+    """Name the jobs earlier requests with these keys created; returns the stranded ones (recorded, never
+    started: their submitter died in between), whose records replace the new ones in `records`."""
+    found = await _bounded([job_store.get_job(clients.jobs, records[i]["job_id"]) for i in losers])
+    candidates: list[int] = []
+    resubmit: list[int] = []
+    for index, existing in zip(losers, found, strict=True):
+        if isinstance(existing, BaseException):
+            results[index].error = _error(existing)
+        elif existing is None:
+            resubmit.append(index)  # the earlier submitter failed and removed its row: arbitrate again
+        elif existing["fingerprint"] != records[index]["fingerprint"]:
+            results[index].error = IdempotencyConflict(existing["job_id"])
+        else:
+            records[index] = existing
+            candidates.append(index)
+    again = await _bounded([submit_job(client, clients, requests[i]) for i in resubmit])
+    for index, submitted in zip(resubmit, again, strict=True):
+        if isinstance(submitted, BaseException):
+            results[index].error = _error(submitted)
+        else:
+            results[index].submitted = submitted
+    pending = [i for i in candidates if records[i]["status"] == "PENDING"]
+    instances = await _bounded([durable.status(client, records[i]["job_id"]) for i in pending])
+    stranded: list[int] = []
+    for index in candidates:
+        results[index].submitted = Submitted(records[index], created=False)
+    for index, instance in zip(pending, instances, strict=True):
+        if isinstance(instance, BaseException):
+            results[index].submitted = None
+            results[index].error = _error(instance)
+        elif instance is None:
+            results[index].submitted = None
+            stranded.append(index)
+            log_event("job.restarted", job_id=records[index]["job_id"], kind=records[index]["kind"])
+    return stranded
