@@ -120,6 +120,7 @@ var resultsContainer = 'results'
 var inboxQueue = 'jobs-inbox'
 var inboxPoisonQueue = 'jobs-inbox-poison'
 var deadLetterQueue = 'jobs-deadletter'
+var admissionsQueue = 'jobs-admitted'
 var jobsTable = 'Jobs'
 var deadLettersTable = 'DeadLetters'
 
@@ -184,6 +185,7 @@ module storage 'modules/storage.bicep' = {
       inboxQueue
       inboxPoisonQueue
       deadLetterQueue
+      admissionsQueue
     ]
     tables: [
       jobsTable
