@@ -8,12 +8,13 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint typecheck pytest bench chaos clean
+.PHONY: help setup vendor browser run test lint typecheck pytest bench chaos clean
 
 help:
 	@echo "make run    - set up, start Azurite (or reuse it) and serve the app on http://127.0.0.1:7071"
 	@echo "make test   - set up, then ruff, mypy and every test (Azurite is started by the tests)"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
+	@echo "make vendor - copy the dashboard's browser libraries from node_modules into web/vendor/ (part of setup)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,15 +27,38 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
 
+# SCARF_ANALYTICS=false: swagger-ui-dist's dependency @scarf/scarf would report the install to its maker.
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	SCARF_ANALYTICS=false npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 CHECKOV_SETUP := $(if $(wildcard requirements-checkov.txt),$(CHECKOV_VENV)/.installed,)
 
-setup: $(VENV)/.installed node_modules/.installed
+# The dashboard's browser libraries, copied from node_modules into web/vendor/ (git-ignored, deployed:
+# azd's prepackage hook runs this target; see docs/dashboard.md). Only the files the pages load.
+VENDOR_FILES := web/vendor/uplot/uPlot.iife.min.js web/vendor/uplot/uPlot.min.css \
+	web/vendor/swagger-ui/swagger-ui-bundle.js web/vendor/swagger-ui/swagger-ui.css
+web/vendor/.installed: node_modules/.installed package.json
+	rm -rf web/vendor
+	mkdir -p web/vendor/uplot web/vendor/swagger-ui
+	cp node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css node_modules/uplot/LICENSE web/vendor/uplot/
+	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
+	   node_modules/swagger-ui-dist/LICENSE node_modules/swagger-ui-dist/NOTICE web/vendor/swagger-ui/
+	for f in $(VENDOR_FILES); do test -s $$f || { echo "make vendor: $$f is missing" >&2; exit 1; }; done
+	touch $@
+
+vendor: web/vendor/.installed
+
+# The dashboard tests drive Debian's Chromium through Playwright (no browser download).
+/usr/bin/chromium:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+browser: /usr/bin/chromium
+
+setup: $(VENV)/.installed node_modules/.installed web/vendor/.installed
 
 run: setup
+	@echo "Dashboard: http://127.0.0.1:7071/api/ui   Swagger UI: http://127.0.0.1:7071/api/docs"
 	$(PY) -m devhost --with-azurite
 
 lint: setup
@@ -44,7 +68,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-pytest: setup $(CHECKOV_SETUP)
+pytest: setup browser $(CHECKOV_SETUP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -57,4 +81,4 @@ chaos: setup
 	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .azurite .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules web/vendor .azurite .mypy_cache .ruff_cache .pytest_cache .hypothesis

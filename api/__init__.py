@@ -3,7 +3,9 @@
 `blueprint` carries every route; importing the resource modules registers them on it.
 """
 
-from api import batch, dead_letters, health, jobs, openapi, uploads
+from api import access_log, batch, dead_letters, health, jobs, openapi, stats, uploads, web
 from api.app import blueprint
 
-__all__ = ["batch", "blueprint", "dead_letters", "health", "jobs", "openapi", "uploads"]
+access_log.install()
+
+__all__ = ["batch", "blueprint", "dead_letters", "health", "jobs", "openapi", "stats", "uploads", "web"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import azure.durable_functions as df
-import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 from api.app import blueprint
-from api.http import ROUTE_METHODS, dispatch, json_response, read_json
+from api.http import ROUTE_METHODS, dispatch, header, json_response, read_json
 from api.links import base_url, job_url
 from api.problems import problem_from
 from api.resource import job_resource, view_resource
@@ -23,26 +23,24 @@ MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024
 
 @blueprint.route(route="jobs/batch", methods=ROUTE_METHODS)
 @blueprint.durable_client_input(client_name="client")
-async def jobs_batch(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def jobs_batch(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """POST: submit many jobs at once."""
     return await dispatch(req, {"POST": lambda: submit_batch(req, client)})
 
 
-async def submit_batch(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def submit_batch(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """200 with {"items": [...]}: per item {"status": 202, "location", "job"} or {"status": 4xx/5xx, "problem"}."""
     settings = get_settings()
-    client_id = admission.client_from_header(req.headers.get(settings.client_id_header), settings.client_id_header)
-    items = batch.check_items(read_json(req, MAX_BATCH_BODY_BYTES))
+    client_id = admission.client_from_header(header(req, settings.client_id_header), settings.client_id_header)
+    items = batch.check_items(await read_json(req, MAX_BATCH_BODY_BYTES))
     clients = await storage_clients(settings)
     results = await batch.submit_batch(client, clients, items, client_id)
     base = base_url(req, settings)
-    answers = [await _answer(result, client, clients, base, req) for result in results]
+    answers = [await _answer(result, client, clients, base) for result in results]
     return json_response({"items": answers}, 200)
 
 
-async def _answer(
-    result: batch.ItemResult, client: Any, clients: StorageClients, base: str, req: func.HttpRequest
-) -> dict[str, Any]:
+async def _answer(result: batch.ItemResult, client: Any, clients: StorageClients, base: str) -> dict[str, Any]:
     if result.submitted is None:
         assert result.error is not None
         problem = problem_from(result.error)

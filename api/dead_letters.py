@@ -6,10 +6,10 @@ import re
 from typing import Any
 
 import azure.durable_functions as df
-import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 from api.app import blueprint
-from api.http import ROUTE_METHODS, dispatch, json_response
+from api.http import ROUTE_METHODS, dispatch, header, json_response, query_params, route_param
 from api.jobs import answer_submission, decode_page_token, encode_page_token, page_limit
 from api.links import base_url, dead_letter_links
 from api.problems import Problem
@@ -24,20 +24,20 @@ _PAGE_KEY = re.compile(r"\d{13}_[A-Za-z0-9._:-]{1,200}")
 
 
 @blueprint.route(route="dead-letters", methods=ROUTE_METHODS)
-async def dead_letters_collection(req: func.HttpRequest) -> func.HttpResponse:
+async def dead_letters_collection(req: Request) -> Response:
     """GET: dead letters, newest first."""
     return await dispatch(req, {"GET": lambda: list_dead_letters(req)})
 
 
 @blueprint.route(route="dead-letters/{record_id}", methods=ROUTE_METHODS)
-async def dead_letter_item(req: func.HttpRequest) -> func.HttpResponse:
+async def dead_letter_item(req: Request) -> Response:
     """GET: one dead letter."""
     return await dispatch(req, {"GET": lambda: get_dead_letter(req)})
 
 
 @blueprint.route(route="dead-letters/{record_id}/replay", methods=ROUTE_METHODS)
 @blueprint.durable_client_input(client_name="client")
-async def dead_letter_replay(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def dead_letter_replay(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """POST: resubmit a failed job's kind, options and input as a new job."""
     return await dispatch(req, {"POST": lambda: replay(req, client)})
 
@@ -47,18 +47,19 @@ def dead_letter_resource(record: DeadLetterRecord, base: str) -> dict[str, Any]:
     return {**record, "links": dead_letter_links(base, record["id"])}
 
 
-def _record_id(req: func.HttpRequest) -> str:
-    record_id = req.route_params.get("record_id") or ""
+def _record_id(req: Request) -> str:
+    record_id = route_param(req, "record_id") or ""
     if not _RECORD_ID.fullmatch(record_id):
         raise Problem(404, "no such dead letter")
     return record_id
 
 
-async def list_dead_letters(req: func.HttpRequest) -> func.HttpResponse:
+async def list_dead_letters(req: Request) -> Response:
     """GET /api/dead-letters?limit=&continuation=."""
     settings = get_settings()
-    limit = page_limit(req.params.get("limit"))
-    token = req.params.get("continuation")
+    params = query_params(req)
+    limit = page_limit(params.get("limit"))
+    token = params.get("continuation")
     after = decode_page_token(token, _PAGE_KEY) if token else None
     page = await replays.list_dead_letters(await storage_clients(settings), limit=limit, after=after)
     base = base_url(req, settings)
@@ -69,17 +70,17 @@ async def list_dead_letters(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(body)
 
 
-async def get_dead_letter(req: func.HttpRequest) -> func.HttpResponse:
+async def get_dead_letter(req: Request) -> Response:
     """GET /api/dead-letters/{id}."""
     settings = get_settings()
     record = await replays.get_dead_letter(await storage_clients(settings), _record_id(req))
     return json_response(dead_letter_resource(record, base_url(req, settings)))
 
 
-async def replay(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def replay(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """POST /api/dead-letters/{id}/replay: 202 + Location of the new job."""
     settings = get_settings()
-    key = check_idempotency_key(req.headers.get("idempotency-key"))
+    key = check_idempotency_key(header(req, "idempotency-key"))
     record_id = _record_id(req)
     clients = await storage_clients(settings)
     submitted = await replays.replay(client, clients, settings, record_id, key)

@@ -8,6 +8,7 @@ from typing import Any
 
 import azure.functions as func
 from azure.core.exceptions import AzureError
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 from api.app import blueprint
 from api.http import OUTAGE_RETRY_AFTER_SECONDS, json_response
@@ -49,7 +50,7 @@ async def _storage_clients() -> StorageClients:
 
 
 @blueprint.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def health(req: func.HttpRequest) -> func.HttpResponse:
+async def health(req: Request) -> Response:
     """200 when storage answers (with queue depths and job counts); 503 when it does not."""
     try:
         clients = await asyncio.wait_for(_storage_clients(), STORAGE_TIMEOUT_SECONDS)

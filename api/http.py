@@ -1,4 +1,10 @@
-"""HTTP plumbing shared by the routes: method dispatch, JSON and problem responses, bounded bodies."""
+"""HTTP plumbing shared by the routes: method dispatch, JSON and problem responses, bounded bodies.
+
+Every HTTP function runs on the HTTP streams feature (`azurefunctions-extensions-http-fastapi`): the host
+proxies the request to the worker's web server, and a function takes the FastAPI `Request` and answers a
+FastAPI `Response`. The helpers here keep what the host used to do for us in the classic model (query
+values joined and emptied ones dropped, route parameters) so every route's contract stays as it was.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,10 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-import azure.functions as func
 from aiohttp import ClientError
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 from api.problems import PROBLEM_CONTENT_TYPE, Problem, problem_from
 from jobs.errors import JobsError, Unavailable, field_error
@@ -20,8 +25,9 @@ from shared.telemetry import log_event
 ROUTE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 """Every route accepts these, so a wrong method gets our 405 problem rather than the host's 404."""
 
-Handler = Callable[[], Awaitable[func.HttpResponse]]
+Handler = Callable[[], Awaitable[Response]]
 OUTAGE_RETRY_AFTER_SECONDS = 5
+JSON_MEDIA_TYPE = "application/json"
 
 
 OUTAGES: tuple[type[BaseException], ...] = (
@@ -34,25 +40,22 @@ OUTAGES: tuple[type[BaseException], ...] = (
 """Storage (or the Durable extension) not answering: the request may succeed later, so 503 + Retry-After."""
 
 
-def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     """A JSON response."""
-    return func.HttpResponse(
-        json.dumps(body), status_code=status, headers=dict(headers or {}), mimetype="application/json"
-    )
+    return Response(json.dumps(body), status_code=status, headers=dict(headers or {}), media_type=JSON_MEDIA_TYPE)
 
 
-def problem_response(problem: Problem, req: func.HttpRequest) -> func.HttpResponse:
+def problem_response(problem: Problem, req: Request) -> Response:
     """The problem as an application/problem+json response."""
     headers = {"Content-Type": PROBLEM_CONTENT_TYPE, **problem.headers}
-    return func.HttpResponse(
-        problem.to_json(instance=urlsplit(req.url).path), status_code=problem.status, headers=headers
-    )
+    return Response(problem.to_json(instance=req.url.path), status_code=problem.status, headers=headers)
 
 
-async def dispatch(req: func.HttpRequest, handlers: Mapping[str, Handler]) -> func.HttpResponse:
+async def dispatch(req: Request, handlers: Mapping[str, Handler]) -> Response:
     """Run the handler for the request's method; every refusal becomes a problem response."""
     method = (req.method or "").upper()
     handler = handlers.get(method)
+    route = req.url.path
     try:
         if handler is None:
             allowed = ", ".join(handlers)
@@ -63,12 +66,12 @@ async def dispatch(req: func.HttpRequest, handlers: Mapping[str, Handler]) -> fu
     except JobsError as error:
         return problem_response(problem_from(error), req)
     except OUTAGES as exc:
-        log_event("api.unavailable", level=logging.WARNING, route=urlsplit(req.url).path, error=type(exc).__name__)
+        log_event("api.unavailable", level=logging.WARNING, route=route, error=type(exc).__name__)
         outage = Unavailable("storage is not answering; retry the request", retry_after=OUTAGE_RETRY_AFTER_SECONDS)
         return problem_response(problem_from(outage), req)
     except Exception as exc:  # a fault of ours: say so without details, log the type only
-        logging.getLogger("longrun").exception("unhandled error in %s %s", method, urlsplit(req.url).path)
-        log_event("api.error", level=logging.ERROR, route=urlsplit(req.url).path, error=type(exc).__name__)
+        logging.getLogger("longrun").exception("unhandled error in %s %s", method, route)
+        log_event("api.error", level=logging.ERROR, route=route, error=type(exc).__name__)
         return problem_response(Problem(500, "an internal error occurred; it has been logged"), req)
 
 
@@ -77,32 +80,70 @@ def is_decimal(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def media_type(req: func.HttpRequest) -> str | None:
+def header(req: Request, name: str) -> str | None:
+    """A request header; a repeated one joined with "," as ASP.NET Core's `StringValues.ToString()` does."""
+    values = req.headers.getlist(name)
+    return ",".join(values) if values else None
+
+
+def query_params(req: Request) -> dict[str, str]:
+    """The query string as the classic host handed it to a Python function, so the routes' contract holds.
+
+    `GrpcMessageConversionExtensions.ToRpcHttp` (Azure/azure-functions-host) joined a repeated name's values
+    with "," (names compare case-insensitively, the first spelling is kept) and dropped a name whose value is
+    empty. With streams the worker sees the raw query string; this keeps `?limit=` meaning "no limit given".
+    """
+    values: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for name, value in req.query_params.multi_items():
+        key = name.lower()
+        names.setdefault(key, name)
+        values.setdefault(key, []).append(value)
+    joined = {names[key]: ",".join(parts) for key, parts in values.items()}
+    return {name: value for name, value in joined.items() if value}
+
+
+def route_param(req: Request, name: str) -> str | None:
+    """A route parameter, as the host matched it (the worker copies the host's route values into the request)."""
+    value = req.path_params.get(name)
+    return str(value) if value is not None else None
+
+
+def media_type(req: Request) -> str | None:
     """The request's media type, lower case, without parameters."""
-    value = req.headers.get("content-type")
+    value = header(req, "content-type")
     return value.split(";")[0].strip().lower() if value else None
 
 
-def body_within(req: func.HttpRequest, limit: int) -> bytes:
-    """The body, refused with 413 before it is read if its declared length is too large."""
-    declared = req.headers.get("content-length")
+async def body_within(req: Request, limit: int) -> bytes:
+    """The body, read as it arrives and refused with 413 as soon as it is over `limit`.
+
+    A declared Content-Length over the limit is refused before a byte is read; a body without one (chunked,
+    which the host streams to the worker) is counted while it is read, so an over-limit body is never held
+    whole in memory.
+    """
+    declared = header(req, "content-length")
     if declared is not None:
         if not is_decimal(declared.strip()):
             raise Problem(400, "invalid Content-Length", errors=[field_error("Content-Length", "must be digits")])
         if int(declared) > limit:
             raise Problem(413, f"the body must be at most {limit} bytes")
-    body = req.get_body() or b""
-    if len(body) > limit:
-        raise Problem(413, f"the body must be at most {limit} bytes")
-    return body
+    parts: list[bytes] = []
+    size = 0
+    async for part in req.stream():
+        size += len(part)
+        if size > limit:
+            raise Problem(413, f"the body must be at most {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)
 
 
-def read_json(req: func.HttpRequest, limit: int, *, optional: bool = False) -> Any:
+async def read_json(req: Request, limit: int, *, optional: bool = False) -> Any:
     """A JSON request body: 415 unless application/json, 413 over `limit`, 400 if malformed."""
-    body = body_within(req, limit)
+    body = await body_within(req, limit)
     if optional and not body.strip():
         return None
-    if media_type(req) != "application/json":
+    if media_type(req) != JSON_MEDIA_TYPE:
         raise Problem(
             415,
             "send the request as application/json",

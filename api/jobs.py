@@ -13,10 +13,21 @@ from typing import Any
 from urllib.parse import urlencode
 
 import azure.durable_functions as df
-import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 from api.app import blueprint
-from api.http import ROUTE_METHODS, body_within, dispatch, is_decimal, json_response, media_type, read_json
+from api.http import (
+    ROUTE_METHODS,
+    body_within,
+    dispatch,
+    header,
+    is_decimal,
+    json_response,
+    media_type,
+    query_params,
+    read_json,
+    route_param,
+)
 from api.links import base_url, jobs_page_url
 from api.problems import Problem, validation_problem
 from api.resource import accepted_response, checked_job_id, job_resource, job_response, poll_seconds, view_resource
@@ -47,21 +58,21 @@ _INDEX_KEY = re.compile(r"\d{13}_[0-9a-f]{32}")
 
 @blueprint.route(route="jobs", methods=ROUTE_METHODS)
 @blueprint.durable_client_input(client_name="client")
-async def jobs_collection(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def jobs_collection(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """POST: submit a job. GET: list jobs, newest first."""
     return await dispatch(req, {"GET": lambda: list_jobs(req, client), "POST": lambda: submit(req, client)})
 
 
 @blueprint.route(route="jobs/{job_id}", methods=ROUTE_METHODS)
 @blueprint.durable_client_input(client_name="client")
-async def job_item(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def job_item(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """GET: the job (202 while it runs). DELETE: ask for cancellation."""
     return await dispatch(req, {"GET": lambda: get_job(req, client), "DELETE": lambda: cancel_job(req, client)})
 
 
 @blueprint.route(route="jobs/{job_id}/result", methods=ROUTE_METHODS)
 @blueprint.durable_client_input(client_name="client")
-async def job_result(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def job_result(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """GET: the full result document once the job is COMPLETED."""
     return await dispatch(req, {"GET": lambda: get_result(req, client)})
 
@@ -69,19 +80,19 @@ async def job_result(req: func.HttpRequest, client: df.DurableOrchestrationClien
 # --- submit -----------------------------------------------------------------------------------------
 
 
-async def submit(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def submit(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """POST /api/jobs: a JSON envelope or a raw CSV/NDJSON body."""
     settings = get_settings()
-    key = check_idempotency_key(req.headers.get("idempotency-key"))
-    client_id = admission.client_from_header(req.headers.get(settings.client_id_header), settings.client_id_header)
+    key = check_idempotency_key(header(req, "idempotency-key"))
+    client_id = admission.client_from_header(header(req, settings.client_id_header), settings.client_id_header)
     content_type = media_type(req)
     raw_types = raw_content_types(settings)
     if content_type in raw_types:
-        request = raw_request(req, settings, content_type, key)
+        request = await raw_request(req, settings, content_type, key)
         request.client = client_id
         clients = await storage_clients(settings)
     elif content_type == JSON_CONTENT_TYPE:
-        body = parse_body_model(read_json(req, settings.max_json_body_bytes))
+        body = parse_body_model(await read_json(req, settings.max_json_body_bytes))
         clients = await storage_clients(settings)
         request = await request_from_body(
             body, settings=settings, clients=clients, idempotency_key=key, source="http", client=client_id
@@ -95,8 +106,8 @@ async def submit(req: func.HttpRequest, client: df.DurableOrchestrationClient) -
 
 
 async def answer_submission(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient, clients: StorageClients, submitted: Submitted
-) -> func.HttpResponse:
+    req: Request, client: df.DurableOrchestrationClient, clients: StorageClients, submitted: Submitted
+) -> Response:
     """202 + Location for a new job, and the same for a repeated request naming an existing one."""
     base = base_url(req, get_settings())
     record = submitted.record
@@ -107,9 +118,9 @@ async def answer_submission(
     return accepted_response(body, record, base)
 
 
-def raw_request(req: func.HttpRequest, settings: Settings, content_type: str, key: str | None) -> JobRequest:
+async def raw_request(req: Request, settings: Settings, content_type: str, key: str | None) -> JobRequest:
     """A raw CSV/NDJSON body: the kind and options come from the query string."""
-    params = dict(req.params)
+    params = query_params(req)
     kind_name = params.get("kind")
     if not kind_name:
         raise validation_problem("the kind query parameter is required", [field_error("kind", "required")])
@@ -120,15 +131,16 @@ def raw_request(req: func.HttpRequest, settings: Settings, content_type: str, ke
     deadline = _deadline_param(params.get("deadline_seconds"))
     priority = admission.check_priority(params.get("priority"))
     options = parse_options(kind, {k: v for k, v in params.items() if k not in RESERVED_QUERY}, prefix="query")
-    if req.headers.get("content-length") is None:
-        # A chunked body reaches a Python function empty (the host does not stream it): never take that
-        # for the input.
+    if header(req, "content-length") is None:
+        # Without a length the size is unknown until the whole body has been read: a raw input must declare
+        # it so that an over-limit body is refused before any of it is read (large inputs go through
+        # /api/uploads). The classic host also handed a chunked body to the function empty.
         raise Problem(
             411,
             "send Content-Length, or upload through /api/uploads",
             errors=[field_error("Content-Length", "required for a raw body (no chunked transfer encoding)")],
         )
-    body = body_within(req, settings.max_raw_body_bytes)
+    body = await body_within(req, settings.max_raw_body_bytes)
     if not body:
         raise validation_problem("the input is empty", [field_error("body", "must not be empty")])
     return JobRequest(
@@ -158,32 +170,32 @@ def _deadline_param(value: str | None) -> int | None:
 # --- poll, result, cancel ------------------------------------------------------------------------------
 
 
-async def get_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def get_job(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """GET /api/jobs/{id}."""
     settings = get_settings()
-    job_id = checked_job_id(req.route_params.get("job_id"))
+    job_id = checked_job_id(route_param(req, "job_id"))
     clients = await storage_clients(settings)
     view = await query.load_job(client, clients.jobs, job_id)
     return job_response(view, base_url(req, settings), await query.queue_place(settings, view))
 
 
-async def get_result(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def get_result(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """GET /api/jobs/{id}/result[?format=]."""
     settings = get_settings()
-    job_id = checked_job_id(req.route_params.get("job_id"))
+    job_id = checked_job_id(route_param(req, "job_id"))
     clients = await storage_clients(settings)
     try:
-        result = await query.get_result(client, clients, settings, job_id, req.params.get("format"))
+        result = await query.get_result(client, clients, settings, job_id, query_params(req).get("format"))
     except NotReady as not_ready:
         headers = {} if not_ready.finished else {"Retry-After": str(poll_seconds(not_ready.created_at))}
         raise Problem(409, not_ready.detail, slug="result-not-ready", headers=headers) from None
-    return func.HttpResponse(result.data, status_code=200, headers={"Content-Type": result.content_type})
+    return Response(result.data, status_code=200, headers={"Content-Type": result.content_type})
 
 
-async def cancel_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def cancel_job(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """DELETE /api/jobs/{id}: 202 when the cancel was requested, 200 for a job that had finished."""
     settings = get_settings()
-    job_id = checked_job_id(req.route_params.get("job_id"))
+    job_id = checked_job_id(route_param(req, "job_id"))
     clients = await storage_clients(settings)
     cancellation = await cancel.cancel_job(client, clients, job_id)
     base = base_url(req, settings)
@@ -221,14 +233,15 @@ def page_limit(value: str | None) -> int:
     return int(value)
 
 
-async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def list_jobs(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """GET /api/jobs?status=&kind=&limit=&continuation=."""
     settings = get_settings()
-    limit = page_limit(req.params.get("limit"))
-    status = req.params.get("status") or None
-    kind = req.params.get("kind") or None
+    params = query_params(req)
+    limit = page_limit(params.get("limit"))
+    status = params.get("status") or None
+    kind = params.get("kind") or None
     query.check_filters(settings, status=status, kind=kind)
-    token = req.params.get("continuation")
+    token = params.get("continuation")
     after = decode_page_token(token) if token else None
     clients = await storage_clients(settings)
     page = await query.list_jobs(client, clients, settings, limit=limit, status=status, kind=kind, after=after)

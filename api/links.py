@@ -7,19 +7,23 @@ management URLs: they carry the system key and point at the backend host.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request
 
 from shared.settings import Settings
 
 
-def base_url(req: func.HttpRequest, settings: Settings) -> str:
-    """The origin links are built on: PUBLIC_BASE_URL, else the request's scheme and host."""
+def base_url(req: Request, settings: Settings) -> str:
+    """The origin links are built on: PUBLIC_BASE_URL, else the scheme and host the client asked for.
+
+    With HTTP streams the host proxies the request to the worker's own web server on loopback, so the
+    request's Host is that server's; the host's forwarder (YARP's default transforms, called by
+    `DefaultHttpProxyService.StartForwarding`) sets X-Forwarded-Host and X-Forwarded-Proto, replacing
+    whatever a client sent, and uvicorn applies X-Forwarded-Proto to the scheme for a loopback peer.
+    """
     if settings.public_base_url:
         return settings.public_base_url.rstrip("/")
-    parts = urlsplit(req.url)
-    return f"{parts.scheme}://{parts.netloc}"
+    host = req.headers.get("x-forwarded-host") or req.url.netloc
+    return f"{req.url.scheme}://{host}"
 
 
 def job_url(base: str, job_id: str) -> str:

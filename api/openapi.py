@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 import kinds
 from api.app import blueprint
@@ -188,6 +188,37 @@ _SCHEMAS: dict[str, Any] = {
             "jobs": {"type": "object", "additionalProperties": {"type": "integer"}},
         },
     },
+    "JobStats": {
+        "type": "object",
+        "description": "Jobs created in the window, bucketed by creation time (as recorded in the Jobs table)",
+        "properties": {
+            "since": {"type": "string", "format": "date-time", "description": "Start of the first bucket"},
+            "until": {"type": "string", "format": "date-time"},
+            "bucket_minutes": {"type": "integer"},
+            "buckets": {"type": "array", "items": _ref("JobStatsBucket")},
+            "totals": _ref("JobStatsBucket"),
+            "jobs_counted_up_to": {
+                "type": ["integer", "null"],
+                "description": "Set when more jobs were created in the window than one request reads (10,000)",
+            },
+        },
+    },
+    "JobStatsBucket": {
+        "type": "object",
+        "properties": {
+            "start": {"type": "string", "format": "date-time", "description": "Buckets only"},
+            "submitted": {"type": "integer"},
+            "completed": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "cancelled": {"type": "integer"},
+            "failure_rate": {"type": ["number", "null"], "description": "failed / finished; null: none finished"},
+            "duration_seconds": {
+                "type": "object",
+                "description": "Of the COMPLETED jobs: created_at to finished_at",
+                "properties": {"mean": {"type": ["number", "null"]}, "max": {"type": ["number", "null"]}},
+            },
+        },
+    },
     "Problem": {
         "type": "object",
         "description": "RFC 9457 problem details",
@@ -342,8 +373,46 @@ _PATHS: dict[str, Any] = {
         }
     },
     "/api/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": {"description": "This document"}}}},
+    "/api/stats": {
+        "get": {
+            "operationId": "jobStats",
+            "summary": "Jobs per bucket over the last hours: submitted, outcomes, durations, failure rate",
+            "parameters": [
+                {
+                    "name": "hours",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 48, "default": 3},
+                },
+                {
+                    "name": "bucket_minutes",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 60, "default": 5},
+                },
+            ],
+            "responses": {"200": _json("The statistics", "JobStats"), "422": _problem("Invalid window")},
+        }
+    },
+    "/api/ui": {
+        "get": {
+            "operationId": "dashboard",
+            "summary": "The web dashboard (HTML; its files under /api/ui/). Anonymous: it asks for the key",
+            "security": [],
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+        }
+    },
+    "/api/docs": {
+        "get": {
+            "operationId": "apiDocs",
+            "summary": "Swagger UI over this document (HTML). Anonymous: it asks for the key",
+            "security": [],
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+        }
+    },
 }
 
+
+_NO_STORAGE = ("/api/health", "/api/openapi.json", "/api/ui", "/api/docs")
+"""Routes that answer without storage (health says 503 its own way)."""
 
 _OUTAGE = _problem("Storage unreachable: retry after Retry-After seconds (answered within ~2 s)")
 _OUTAGE["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
@@ -426,7 +495,7 @@ def _paths(values: dict[str, Any]) -> dict[str, Any]:
     for path, item in copy.deepcopy(_PATHS).items():
         paths[path] = {}
         for method, operation in item.items():
-            if method != "parameters" and path != "/api/health" and path != "/api/openapi.json":
+            if method != "parameters" and path not in _NO_STORAGE:
                 operation = {**operation, "responses": {"503": _OUTAGE, **operation["responses"]}}
             paths[path][method] = operation
     _with_kinds(paths, values)
@@ -458,10 +527,10 @@ def openapi_document(server_url: str, settings: Settings) -> dict[str, Any]:
 
 
 @blueprint.route(route="openapi.json", methods=ROUTE_METHODS)
-async def openapi(req: func.HttpRequest) -> func.HttpResponse:
+async def openapi(req: Request) -> Response:
     """GET: this API's OpenAPI 3.1 document."""
 
-    async def document() -> func.HttpResponse:
+    async def document() -> Response:
         settings = get_settings()
         return json_response(openapi_document(base_url(req, settings), settings))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Response
 
 from api.http import json_response
 from api.links import job_links, job_url
@@ -66,7 +66,7 @@ def retry_after_seconds(record: JobRecord) -> int:
     return poll_seconds(record["created_at"])
 
 
-def job_response(view: JobView, base: str, place: Place | None = None) -> func.HttpResponse:
+def job_response(view: JobView, base: str, place: Place | None = None) -> Response:
     """200 once finished; 202 with Location and Retry-After while the job is pending or running.
 
     A job waiting for admission also shows its place: lane and approximate position (1 = next in its lane).
@@ -79,7 +79,7 @@ def job_response(view: JobView, base: str, place: Place | None = None) -> func.H
     return accepted_response(body, view.record, base)
 
 
-def accepted_response(body: dict[str, Any], record: JobRecord, base: str) -> func.HttpResponse:
+def accepted_response(body: dict[str, Any], record: JobRecord, base: str) -> Response:
     """202 Accepted with the job's Location and when to poll it."""
     headers = {"Location": job_url(base, record["job_id"]), "Retry-After": str(retry_after_seconds(record))}
     return json_response(body, 202, headers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 from api.app import blueprint
 from api.http import ROUTE_METHODS, dispatch, json_response, read_json
@@ -14,7 +14,7 @@ from storage.clients import storage_clients
 
 
 @blueprint.route(route="uploads", methods=ROUTE_METHODS)
-async def uploads_collection(req: func.HttpRequest) -> func.HttpResponse:
+async def uploads_collection(req: Request) -> Response:
     """POST: create an upload and hand out its write-only URL."""
     return await dispatch(req, {"POST": lambda: post_upload(req)})
 
@@ -36,10 +36,10 @@ def _content_type(body: object, settings: Settings) -> str | None:
     return value.lower()
 
 
-async def post_upload(req: func.HttpRequest) -> func.HttpResponse:
+async def post_upload(req: Request) -> Response:
     """201 with the upload's input_ref, its URL and the headers to PUT with."""
     settings = get_settings()
-    content_type = _content_type(read_json(req, 4096, optional=True), settings)
+    content_type = _content_type(await read_json(req, 4096, optional=True), settings)
     upload = await create_upload(await storage_clients(settings), settings, content_type)
     headers = {"x-ms-blob-type": "BlockBlob"}
     if upload.content_type:

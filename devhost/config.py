@@ -66,6 +66,9 @@ class HostConfig:
     # Test-only overrides (environment variables, never set in Azure): the App Service front end's
     # 230 s limit on an HTTP response, and the 10 min a queue listener hides a message it runs.
     http_response_limit: float = 230.0
+    # Kestrel's MaxRequestBodySize as the host sets it: 100 MB (ScriptConstants.DefaultMaxRequestBodySize),
+    # or FUNCTIONS_REQUEST_BODY_SIZE_LIMIT when it parses as a long (HttpRequestBodySizeMiddleware).
+    request_body_limit: int = 104857600
     queue_listener_visibility: float = 600.0
     http_port: int = 7071
     function_keys: dict[str, str] = field(default_factory=dict)
@@ -161,6 +164,7 @@ def load_config(app_dir: Path) -> HostConfig:
     config.worker_thread_count = _thread_count(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT"))
     config.http_response_limit = _positive_seconds("DEVHOST_HTTP_RESPONSE_LIMIT", 230.0)
     config.queue_listener_visibility = _positive_seconds("DEVHOST_QUEUE_LISTENER_VISIBILITY", 600.0)
+    config.request_body_limit = _body_limit(os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"))
     host_section = settings.get("Host") or {}
     config.http_port = int(host_section.get("LocalHttpPort", 7071))
     devhost_section = settings.get("DevHost") or {}
@@ -184,6 +188,23 @@ def _thread_count(value: str | None) -> int:
     if count < 1:
         raise ConfigError("PYTHON_THREADPOOL_THREAD_COUNT must be at least 1")
     return count
+
+
+def _body_limit(value: str | None) -> int:
+    """FUNCTIONS_REQUEST_BODY_SIZE_LIMIT as `HttpRequestBodySizeMiddleware` reads it.
+
+    The host takes it when `long.TryParse` succeeds and otherwise keeps Kestrel's 100 MB default silently;
+    devhost refuses a value it cannot read, so a typo does not go unnoticed locally.
+    """
+    if value is None or not value.strip():
+        return 104857600
+    try:
+        limit = int(value.strip())
+    except ValueError as exc:
+        raise ConfigError(f"FUNCTIONS_REQUEST_BODY_SIZE_LIMIT must be a number of bytes, not {value!r}") from exc
+    if limit < 0:
+        raise ConfigError("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT must not be negative")
+    return limit
 
 
 def _positive_seconds(name: str, default: float) -> float:

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from azure.storage.queue.aio import QueueServiceClient
 
+from devhost import streams
 from devhost.azurite import development_connection_string
 from devhost.config import ConfigError, HostConfig
 from devhost.durable.activities import ActivityDispatcher
@@ -92,7 +93,7 @@ class Host:
         )
         self.engine.activity_sink = self.dispatcher
         self.management = ManagementApi(self.engine, config.hub_name, config.system_key, enforce_auth)
-        self.front = HttpFront(config, specs, self.invoker, self.management, enforce_auth)
+        self.front = HttpFront(config, specs, self.invoker, self.management, enforce_auth, streams=streams.enabled())
         self.queue_service = QueueServiceClient.from_connection_string(self.connection_string)
         origin = f"http://127.0.0.1:{port}"
         binding = lambda: self.management.client_binding(origin, origin)  # noqa: E731
@@ -158,6 +159,7 @@ class Host:
         await self.engine.stop(SHUTDOWN_GRACE)
         if self.runner is not None:
             await self.runner.cleanup()
+        await self.front.proxy.close()
         await self.pool.stop(5.0)
         await self.queue_service.close()
         await self.store.close()

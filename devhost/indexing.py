@@ -99,7 +99,23 @@ def index_functions(app: func.FunctionRegister, route_prefix: str) -> list[Funct
         spec = FunctionSpec(name, str(trigger["type"]), trigger, bindings, function.get_user_function())
         _check(spec)
         specs.append(spec)
+    _check_streams(specs)
     return specs
+
+
+def _check_streams(specs: list[FunctionSpec]) -> None:
+    """With HTTP streams on, every HTTP function must take and answer the extension's types (as the worker)."""
+    from devhost import streams
+
+    try:
+        if not streams.enabled():
+            return
+        for spec in specs:
+            if spec.trigger_type == "httpTrigger":
+                has_return = any(b.get("name") == "$return" for b in spec.bindings)
+                streams.check_http_function(spec.name, spec.user_function, spec.trigger_param, has_return)
+    except streams.StreamsConfigError as exc:
+        raise IndexingError(str(exc)) from exc
 
 
 def _check(spec: FunctionSpec) -> None:

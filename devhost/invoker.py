@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 from devhost.indexing import FunctionSpec
@@ -26,18 +27,33 @@ class FunctionInvoker:
         self.function_timeout = function_timeout
         self.active = 0
 
-    async def invoke(self, spec: FunctionSpec, kind: str, payload: dict[str, Any], detail: str = "") -> Any:
+    async def invoke(
+        self,
+        spec: FunctionSpec,
+        kind: str,
+        payload: dict[str, Any],
+        detail: str = "",
+        *,
+        worker: Any = None,
+        invocation_id: str | None = None,
+        forwarded: Awaitable[Any] | None = None,
+    ) -> Any:
         """Run `spec` with the trigger `payload` ("http", "queue" or "timer"); raise what the function raised.
 
         `functionTimeout` applies as in the host: the call fails with TimeoutError and the worker that
-        ran over is recycled.
+        ran over is recycled. An HTTP stream names its `worker` (the one its request is proxied to) and
+        ends with its `forwarded` response: the host's `InvokeResponse` awaits
+        `EnsureSuccessfulForwardingAsync` before the invocation's result, and fails it when proxying failed.
         """
-        invocation_id = str(uuid.uuid4())
+        invocation_id = invocation_id or str(uuid.uuid4())
         started = time.perf_counter()
         self.active += 1
         outcome = "Succeeded"
         try:
-            return await self.pool.call(spec.name, payload, self.function_timeout, kind=kind)
+            result = await self.pool.call(spec.name, payload, self.function_timeout, kind=kind, worker=worker)
+            if forwarded is not None:
+                await forwarded
+            return result
         except BaseException:
             outcome = "Failed"
             raise

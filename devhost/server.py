@@ -6,17 +6,18 @@ import asyncio
 import hmac
 import json
 import logging
+import uuid
 from typing import Any
 
 from aiohttp import web
 
+from devhost import proxy
 from devhost.config import HostConfig
 from devhost.durable.management import RPC_PREFIX, WEBHOOK_PREFIX, ManagementApi
 from devhost.indexing import FunctionSpec
 from devhost.invoker import FunctionInvoker
 
 log = logging.getLogger("devhost.http")
-MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions host's default request body limit
 # What App Service's front end answers when the app has not responded within 230 s (observed as 500,
 # MicrosoftDocs/azure-docs#94418; the Functions HTTP trigger docs, "Limits", say 502: we answer 500).
 REQUEST_TIMED_OUT = "500 - The request timed out.\r\nThe web server failed to respond within the specified time."
@@ -37,11 +38,15 @@ class HttpFront:
         invoker: FunctionInvoker,
         management: ManagementApi,
         enforce_auth: bool,
+        streams: bool = False,
     ) -> None:
         self.config = config
         self.invoker = invoker
         self.management = management
         self.enforce_auth = enforce_auth
+        # HTTP streams: requests are proxied to the workers' web servers instead of sent over the pipe.
+        self.streams = streams
+        self.proxy = proxy.StreamProxy(config.request_body_limit)
         self.routes = sorted(
             (s for s in specs if s.trigger_type == "httpTrigger" and s.route is not None),
             key=lambda s: -(s.route.literal_weight if s.route else 0),
@@ -51,7 +56,7 @@ class HttpFront:
 
     def build(self) -> web.Application:
         """The aiohttp application with every route the host serves."""
-        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app = web.Application(client_max_size=self.config.request_body_limit)
         app.router.add_route("GET", "/admin/host/status", self.host_status)
         app.router.add_route("*", WEBHOOK_PREFIX + "{tail:.*}", self.management.handle)
         app.router.add_route("*", RPC_PREFIX + "/{tail:.*}", self.management.handle)
@@ -95,12 +100,14 @@ class HttpFront:
         spec, params = chosen
         if not self._authorized(spec, request):
             return _json_error(401, "Unauthorized", "A valid function key is required (x-functions-key or ?code=).")
-        if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
-            return _json_error(413, "Payload Too Large", f"Request bodies are limited to {MAX_REQUEST_BYTES} bytes.")
+        if request.content_length is not None and request.content_length > self.config.request_body_limit:
+            return self._too_large()
+        if self.streams:
+            return await self._stream(request, spec, params, f"{method} {path}")
         try:
             body = await _body(request)
         except web.HTTPRequestEntityTooLarge:
-            return _json_error(413, "Payload Too Large", f"Request bodies are limited to {MAX_REQUEST_BYTES} bytes.")
+            return self._too_large()
         payload: dict[str, Any] = {
             "method": method,
             "url": str(request.url),
@@ -134,6 +141,114 @@ class HttpFront:
             return web.Response(status=500)
         return self._response(result)
 
+    def _too_large(self) -> web.Response:
+        limit = self.config.request_body_limit
+        return _json_error(413, "Payload Too Large", f"Request bodies are limited to {limit} bytes.")
+
+    async def _stream(
+        self, request: web.Request, spec: FunctionSpec, params: dict[str, str], detail: str
+    ) -> web.StreamResponse:
+        """Serve an HTTP function over HTTP streams, as the host does for a worker with `HttpUri`.
+
+        `GrpcWorkerChannel.SendInvocationRequest` starts forwarding the request to the worker's web server
+        (`DefaultHttpProxyService.StartForwarding`) and then sends the invocation, which carries only the
+        route values (`ToRpcHttp` with `HttpUri` and `RequiresRouteParameters`). The client gets the
+        worker's response as it is written, cut at the front end's 230 s like any response (devhost is
+        strict here: a stream is cut even while it is sending); the client leaving ends the proxied
+        request, so the worker's response stream is cancelled.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.http_response_limit
+        worker = await self.invoker.pool.ready_worker()
+        if worker.http_uri is None:
+            log.error("'%s': the worker announced no web server (HttpUri) for HTTP streams", spec.name)
+            return web.Response(status=500)
+        invocation_id = str(uuid.uuid4())
+        overflow = asyncio.Event()
+        forwarded: asyncio.Future[None] = loop.create_future()
+        forwarded.add_done_callback(_retrieve)
+        sending = asyncio.ensure_future(self.proxy.send(request, worker.http_uri, invocation_id, overflow))
+        payload: dict[str, Any] = {"invocation_id": invocation_id, "route_params": params}
+        if spec.client_param:
+            origin = f"{request.scheme}://{request.host}"
+            payload["client"] = self.management.client_binding(origin, origin)
+        invocation = asyncio.ensure_future(
+            self.invoker.invoke(
+                spec, "http", payload, detail=detail, worker=worker, invocation_id=invocation_id, forwarded=forwarded
+            )
+        )
+        # The invocation ends after the response (or with the function, if that is later); the invoker logs it.
+        self._late.add(invocation)
+        invocation.add_done_callback(self._late.discard)
+        invocation.add_done_callback(_retrieve)
+        try:
+            upstream = await asyncio.wait_for(asyncio.shield(sending), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            sending.cancel()
+            sending.add_done_callback(_retrieve)
+            _fail(forwarded, "the front end timed out")
+            log.warning(
+                "'%s' did not answer %s within %.0f s: the front end answers 500, the function runs on.",
+                spec.name,
+                detail,
+                self.config.http_response_limit,
+            )
+            return web.Response(status=500, text=REQUEST_TIMED_OUT, content_type="text/html")
+        except proxy.BodyTooLarge:
+            _fail(forwarded, "the request body was over the limit")
+            return self._too_large()
+        except proxy.ProxyFailed as exc:
+            _fail(forwarded, str(exc))
+            log.warning("'%s': %s", spec.name, exc)
+            return _json_error(502, "Bad Gateway", "The function's web server did not answer.")
+        try:
+            return await self._relay(request, upstream, deadline, forwarded, spec.name)
+        finally:
+            upstream.close()
+            if not forwarded.done():
+                _fail(forwarded, "the response was not relayed")
+
+    async def _relay(
+        self,
+        request: web.Request,
+        upstream: Any,
+        deadline: float,
+        forwarded: asyncio.Future[None],
+        name: str,
+    ) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for header, value in proxy.response_headers(upstream):
+            response.headers.add(header, value)
+        try:
+            await response.prepare(request)
+        except (ConnectionError, RuntimeError):
+            _fail(forwarded, "the client left before the response started")
+            return response
+        pumping = asyncio.ensure_future(proxy.pump(upstream, response))
+        watching = asyncio.ensure_future(proxy.client_gone(request))
+        try:
+            done, _ = await asyncio.wait(
+                {pumping, watching}, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            watching.cancel()
+        if pumping in done and pumping.exception() is None:
+            forwarded.set_result(None)
+            return response
+        pumping.cancel()
+        await asyncio.gather(pumping, return_exceptions=True)
+        if pumping in done:
+            reason = f"the response stream broke off: {type(pumping.exception()).__name__}"
+        elif watching in done:
+            reason = "the client disconnected"
+        else:
+            reason = f"the response was cut at the front end's {self.config.http_response_limit:.0f} s limit"
+            log.warning("'%s': %s.", name, reason)
+        proxy.abort(request)
+        _fail(forwarded, reason)
+        return response
+
     def _route(self, sub: str, method: str) -> tuple[FunctionSpec, dict[str, str]] | None:
         for spec in self.routes:
             assert spec.route is not None
@@ -159,6 +274,18 @@ class HttpFront:
                 continue
             response.headers.add(name, value)
         return response
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # The outcome is read by whoever awaits it, if anyone still does; never "exception never retrieved".
+    if not future.cancelled():
+        future.exception()
+
+
+def _fail(forwarded: asyncio.Future[None], reason: str) -> None:
+    """End the invocation's forwarding as failed (EnsureSuccessfulForwardingAsync throws)."""
+    if not forwarded.done():
+        forwarded.set_exception(proxy.ProxyFailed(f"Failed to proxy request: {reason}"))
 
 
 async def _body(request: web.Request) -> bytes:

@@ -11,6 +11,7 @@ busy activity delays an HTTP call or a replay as it does in Azure.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -68,6 +69,7 @@ def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, thre
     # Ctrl+C reaches the whole process group; the host stops its workers itself (over the pipe, as the
     # real host does over gRPC), so a worker must not die mid-call with a KeyboardInterrupt.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from devhost import streams
     from devhost.indexing import index_functions, load_app
 
     os.chdir(app_dir)
@@ -80,6 +82,13 @@ def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, thre
     send_lock = threading.Lock()
     stopping = asyncio.Event()
     running: set[asyncio.Task[None]] = set()
+    # HTTP streams: the worker starts the extension's web server at init and tells the host its URI.
+    coordinator: streams.HttpCoordinator | None = None
+    http_uri: str | None = None
+    web_server: asyncio.Task[Any] | None = None
+    if streams.enabled():
+        coordinator = streams.HttpCoordinator(loop)
+        http_uri, web_server = streams.start_web_server(loop, coordinator)
 
     def reply(message: tuple[Any, ...]) -> None:
         with send_lock:
@@ -107,8 +116,34 @@ def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, thre
         # A large reply would block the loop while the pipe drains: a pool thread sends it.
         await loop.run_in_executor(None, reply, message)
 
+    async def run_http_stream(call_id: int, spec: Any, payload: Any) -> None:
+        # `_handle__invocation_request` with http_v2 enabled: wait for the proxied request, give it the
+        # host's route values, call the function with it, and hand its answer (or exception) to the web
+        # server, which sends it; the invocation itself returns nothing.
+        assert coordinator is not None
+        invocation_id = payload["invocation_id"]
+        try:
+            request = await coordinator.request(invocation_id)
+            streams.sync_route_params(request, payload["route_params"])
+            kwargs: dict[str, Any] = {spec.trigger_param: request}
+            if spec.client_param:
+                kwargs[spec.client_param] = payload["client"]
+            if spec.is_async:
+                result = await spec.user_function(**kwargs)
+            else:
+                result = await loop.run_in_executor(pool, functools.partial(spec.user_function, **kwargs))
+            coordinator.set_response(invocation_id, result)
+            message: tuple[Any, ...] = (call_id, True, None)
+        except BaseException as exc:
+            coordinator.set_response(invocation_id, exc)
+            message = failure(call_id, exc)
+        await loop.run_in_executor(None, reply, message)
+
     def start_async(call_id: int, spec: Any, kind: str, payload: Any) -> None:
-        task = loop.create_task(run_async(call_id, spec, kind, payload))
+        if kind == "http" and coordinator is not None:
+            task = loop.create_task(run_http_stream(call_id, spec, payload))
+        else:
+            task = loop.create_task(run_async(call_id, spec, kind, payload))
         running.add(task)
         task.add_done_callback(running.discard)
 
@@ -127,16 +162,19 @@ def _worker_main(conn: multiprocessing.connection.Connection, app_dir: str, thre
             spec = functions.get(name)
             if spec is None:
                 reply(failure(call_id, KeyError(f"no function named {name!r} in the worker")))
-            elif spec.is_async:
+            elif spec.is_async or (kind == "http" and coordinator is not None):
                 loop.call_soon_threadsafe(start_async, call_id, spec, kind, payload)
             else:
                 pool.submit(run_sync, call_id, spec, kind, payload)
 
     async def serve() -> None:
-        reply((0, True, "ready"))
+        reply((0, True, {"http_uri": http_uri}))
         await stopping.wait()
         if running:
             await asyncio.wait(list(running))
+        if web_server is not None:
+            web_server.cancel()
+            await asyncio.gather(web_server, return_exceptions=True)
         await close_http_sessions()
 
     threading.Thread(target=read, daemon=True, name="worker-reader").start()
@@ -235,6 +273,8 @@ class _Worker:
     # Pipe writes block until the worker reads (a long history is hundreds of KB): a thread does them,
     # so the event loop serving HTTP never waits on a pipe.
     outbox: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    # The worker's web server for HTTP streams (its `HttpUri` capability), None without streams.
+    http_uri: str | None = None
 
 
 class WorkerPool:
@@ -291,6 +331,7 @@ class WorkerPool:
             except (EOFError, OSError):
                 break
             if call_id == 0:
+                worker.http_uri = payload.get("http_uri") if isinstance(payload, dict) else None
                 loop.call_soon_threadsafe(worker.ready.set)
                 continue
             loop.call_soon_threadsafe(self._resolve, worker, call_id, ok, payload)
@@ -314,14 +355,27 @@ class WorkerPool:
             log.warning("language worker %s exited; starting a new one", worker.process.pid)
             self.workers[self.workers.index(worker)] = self._spawn()
 
-    async def call(self, name: str, payload: Any, timeout: float | None, kind: str = "activity") -> Any:
+    def pick(self) -> _Worker:
+        """The least busy worker (where the next call goes)."""
+        return min(self.workers, key=lambda w: len(w.pending))
+
+    async def ready_worker(self) -> _Worker:
+        """The least busy worker, once it has imported the app (and reported its web server)."""
+        worker = self.pick()
+        await worker.ready.wait()
+        return worker
+
+    async def call(
+        self, name: str, payload: Any, timeout: float | None, kind: str = "activity", worker: _Worker | None = None
+    ) -> Any:
         """Invoke function `name` in the least busy worker and return what the worker answers.
 
         `kind` says how the worker binds `payload` and encodes the result: "activity" (input and output
         JSON text), "orchestrator" (context JSON in, OrchestratorState JSON out), "http" (request dict in,
         response dict out), "queue" and "timer" (trigger dicts in, nothing out).
         """
-        worker = min(self.workers, key=lambda w: len(w.pending))
+        if worker is None:
+            worker = self.pick()
         await worker.ready.wait()
         assert self._loop is not None
         call_id = next(self._ids)

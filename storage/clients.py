@@ -23,7 +23,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 from azure.data.tables.aio import TableClient as AsyncTableClient
 from azure.data.tables.aio import TableServiceClient as AsyncTableServiceClient
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, CorsRule
 from azure.storage.blob import ExponentialRetry as BlobRetry
 from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
 from azure.storage.queue import ExponentialRetry as QueueRetry
@@ -164,6 +164,15 @@ class StorageClients:
     ready: bool = False
 
 
+UPLOAD_CORS_RULE = CorsRule(
+    ["*"],
+    ["PUT"],
+    allowed_headers=["content-type", "x-ms-blob-type", "x-ms-version", "x-ms-client-request-id"],
+    exposed_headers=["etag"],
+    max_age_in_seconds=600,
+)
+"""Browser uploads to the valet-key URL, locally (any origin: Azurite on loopback holds nothing to protect)."""
+
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StorageClients] = weakref.WeakKeyDictionary()
 _locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
@@ -184,6 +193,9 @@ async def _ensure_resources_async(clients: StorageClients) -> None:
             await clients.tables.create_table(table)
         except ResourceExistsError:
             pass
+    # The dashboard PUTs uploads from the browser straight to the SAS URL (another origin): Blob storage
+    # answers the preflight only under a CORS rule. In Azure infra/bicep/modules/storage.bicep sets it.
+    await clients.blobs.set_service_properties(cors=[UPLOAD_CORS_RULE])
 
 
 async def storage_clients(settings: Settings) -> StorageClients:

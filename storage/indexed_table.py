@@ -48,6 +48,11 @@ def older_than(cutoff: datetime) -> str:
     return f"RowKey ge {quote(inverted_time_key(cutoff))}"
 
 
+def newer_than(cutoff: datetime) -> str:
+    """The filter clause of the index rows created at or after `cutoff` (a key range: newer items sort first)."""
+    return f"RowKey le {quote(inverted_time_key(cutoff) + '_~')}"
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where an item's primary row lives, given its id."""

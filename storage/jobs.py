@@ -268,6 +268,28 @@ async def count_by_status(table: AsyncTableClient, cap: int = COUNT_CAP) -> tupl
     return counts, False
 
 
+class JobTimes(TypedDict):
+    """What the statistics need of a job: its kind, status and times."""
+
+    kind: str
+    status: str
+    created_at: str
+    finished_at: str | None
+
+
+async def iter_created_since(table: AsyncTableClient, since: datetime) -> AsyncIterator[JobTimes]:
+    """Jobs created at or after `since`, newest first (one key-range query on the index partition)."""
+    select = ["kind", "status", "created_at", "finished_at"]
+    async for entity in indexed_table.scan_index(table, filters=[indexed_table.newer_than(since)], select=select):
+        finished = entity.get("finished_at")
+        yield {
+            "kind": str(entity.get("kind", "")),
+            "status": str(entity.get("status", "")),
+            "created_at": str(entity["created_at"]),
+            "finished_at": str(finished) if finished else None,
+        }
+
+
 class UploadRecord(TypedDict):
     """An upload the server created (its blob is written by the client)."""
 

@@ -140,6 +140,8 @@ var apiManagementInSubnet = (gatewayType == 'apiManagement') && (apiManagementSk
 var gatewayInSubnet = (gatewayType == 'applicationGateway') || apiManagementInSubnet
 
 var publicBaseUrl = gatewayType == 'apiManagement' ? 'https://${apiManagementName}.azure-api.net/${apiPath}' : appGatewayUrl
+// The dashboard is served by the gateway and uploads from the browser straight to Blob storage (CORS).
+var publicOrigin = gatewayType == 'apiManagement' ? 'https://${apiManagementName}.azure-api.net' : appGatewayUrl
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -190,6 +192,9 @@ module storage 'modules/storage.bicep' = {
     tables: [
       jobsTable
       deadLettersTable
+    ]
+    blobCorsOrigins: [
+      publicOrigin
     ]
     lifecycleRules: [
       {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from jobs.requests import job_id_for
@@ -15,8 +16,14 @@ VECTORS = {"kind": "vector-normalize", "input": {"vector_data": [[3.0, 4.0]]}}
 
 
 def send(conn: str, text: str) -> None:
+    """Send as a producer does: in Azure the queue exists before any producer (infra/bicep creates it), so
+    the test creates it too rather than racing devhost's listener, which creates it when it starts."""
     queue = QueueClient.from_connection_string(conn, INBOX_QUEUE, message_encode_policy=TextBase64EncodePolicy())
     with queue:
+        try:
+            queue.create_queue()
+        except ResourceExistsError:
+            pass
         queue.send_message(text)
 
 

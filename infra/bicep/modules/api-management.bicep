@@ -69,11 +69,24 @@ var operations = [
   { name: 'list-dead-letters', method: 'GET', urlTemplate: '/api/dead-letters', hasId: false }
   { name: 'get-dead-letter', method: 'GET', urlTemplate: '/api/dead-letters/{id}', hasId: true }
   { name: 'replay-dead-letter', method: 'POST', urlTemplate: '/api/dead-letters/{id}/replay', hasId: true }
+  { name: 'job-stats', method: 'GET', urlTemplate: '/api/stats', hasId: false }
+  { name: 'dashboard', method: 'GET', urlTemplate: '/api/ui', hasId: false }
+  { name: 'dashboard-files', method: 'GET', urlTemplate: '/api/ui/{*path}', hasId: false }
+  { name: 'api-docs', method: 'GET', urlTemplate: '/api/docs', hasId: false }
 ]
 
 var idParameter = [
   {
     name: 'id'
+    type: 'string'
+    required: true
+  }
+]
+
+// The dashboard's files: one wildcard operation for everything under /api/ui/.
+var pathParameter = [
+  {
+    name: 'path'
     type: 'string'
     required: true
   }
@@ -187,7 +200,7 @@ resource apiOperations 'Microsoft.ApiManagement/service/apis/operations@2024-05-
     displayName: operation.name
     method: operation.method
     urlTemplate: operation.urlTemplate
-    templateParameters: operation.hasId ? idParameter : []
+    templateParameters: operation.hasId ? idParameter : (contains(operation.urlTemplate, '{*path}') ? pathParameter : [])
   }
 }]
 

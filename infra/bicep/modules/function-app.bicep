@@ -96,7 +96,7 @@ param retentionSchedule string = '0 15 3 * * *'
 @minValue(1024)
 param maxJsonBodyBytes int = 1048576
 
-@description('Optional. Largest raw (CSV) request body in bytes (MAX_RAW_BODY_BYTES). The Functions front end refuses bodies over 100 MB, so more is pointless; bigger inputs go through POST /api/uploads straight to Blob.')
+@description('Optional. Largest raw (CSV) request body in bytes (MAX_RAW_BODY_BYTES). The host limit (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT) is set 1 MiB above it; the app holds a raw body in memory, so more than 100 MB is refused; bigger inputs go through POST /api/uploads straight to Blob.')
 @minValue(1024)
 @maxValue(104857600)
 param maxRawBodyBytes int = 104857600
@@ -214,6 +214,13 @@ var hostSettings = {
   TASK_HUB_NAME: taskHubName
   RETENTION_SCHEDULE: retentionSchedule
   PYTHON_THREADPOOL_THREAD_COUNT: string(threadsPerWorker)
+  // HTTP streams (azurefunctions-extensions-http-fastapi): the worker starts its web server, and the host
+  // proxies HTTP to it, only with init indexing on (host 4.34.1+, which Flex Consumption runs).
+  PYTHON_ENABLE_INIT_INDEXING: '1'
+  // The host's request body limit (Kestrel's MaxRequestBodySize, 100 MB by default) set 1 MiB above the
+  // app's own, so a body over MAX_RAW_BODY_BYTES gets the app's 413 problem (refused on its declared
+  // length, or counted as it streams in) rather than the host's bare 413.
+  FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: string(maxRawBodyBytes + 1048576)
   AzureFunctionsJobHost__extensions__durableTask__maxConcurrentActivityFunctions: string(pythonConcurrency)
   AzureFunctionsJobHost__extensions__durableTask__maxConcurrentOrchestratorFunctions: string(pythonConcurrency)
 }

@@ -36,6 +36,9 @@ param tables array = []
 @maxValue(365)
 param softDeleteRetentionDays int = 7
 
+@description('Optional. Origins (scheme://host) whose browsers may PUT uploads to the valet-key SAS URLs: the gateway that serves the dashboard (/api/ui). Empty: no CORS rule, browsers cannot upload directly.')
+param blobCorsOrigins array = []
+
 @description('Optional. Lifecycle rules, each { name, prefixes: ["container/path/", ...], deleteAfterDays }: blobs under the prefixes are deleted that many days after their last change. Empty: no policy. Use the app\'s own retention plus a margin, so the app purges first and the policy is the safety net.')
 param lifecycleRules array = []
 
@@ -99,6 +102,26 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
     containerDeleteRetentionPolicy: {
       enabled: true
       days: softDeleteRetentionDays
+    }
+    cors: {
+      corsRules: empty(blobCorsOrigins) ? [] : [
+        {
+          allowedOrigins: blobCorsOrigins
+          allowedMethods: [
+            'PUT'
+          ]
+          allowedHeaders: [
+            'content-type'
+            'x-ms-blob-type'
+            'x-ms-version'
+            'x-ms-client-request-id'
+          ]
+          exposedHeaders: [
+            'etag'
+          ]
+          maxAgeInSeconds: 600
+        }
+      ]
     }
   }
 }
