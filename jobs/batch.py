@@ -49,7 +49,7 @@ from storage import jobs as job_store
 from storage.clients import StorageClients
 
 MAX_BATCH_ITEMS = 1000
-START_CONCURRENCY = 32
+START_CONCURRENCY = 100
 """Storage calls and orchestration starts in flight at once for one batch: enough to hide round trips,
 few enough not to starve the instance's other requests."""
 KEY_FIELD = "idempotency_key"
