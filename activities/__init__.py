@@ -1,19 +1,20 @@
 """Blueprint of the activities concern: one thin, named wrapper per step of a job.
 
 Each wrapper unpacks its typed input (shared.contracts) and calls the typed function of its module:
-plan (prepare), chunks, merge, finalize, stop (request and watch), dead_letter. Every step is
-idempotent and takes and returns small JSON dicts.
+plan (prepare), whole_job (prepare, or run a one-chunk job whole), chunks, merge, finalize, stop (request
+and watch), dead_letter. Every step is idempotent and takes and returns small JSON dicts.
 """
 
 import azure.durable_functions as df
 
-from activities import admission, chunks, dead_letter, finalize, merge, plan, stop
+from activities import admission, chunks, dead_letter, finalize, merge, plan, stop, whole_job
 from shared.contracts import (
     CLAIM_ADMISSION,
     DEAD_LETTER_JOB,
     FINALIZE_JOB,
     MERGE_PARTIALS,
     PREPARE_JOB,
+    PREPARE_OR_RUN_JOB,
     PROCESS_CHUNK,
     REQUEST_STOP,
     WATCH_FOR_STOP,
@@ -30,6 +31,7 @@ from shared.contracts import (
     StopInput,
     WatchInput,
     WatchOutput,
+    WholeJobOutput,
 )
 
 blueprint = df.Blueprint()
@@ -40,6 +42,17 @@ blueprint = df.Blueprint()
 def prepare_job(payload: PrepareInput) -> PrepareOutput:
     """Plan the job: see activities.plan.prepare_job."""
     return plan.prepare_job(payload)
+
+
+@blueprint.function_name(PREPARE_OR_RUN_JOB)
+@blueprint.activity_trigger(input_name="payload")
+def prepare_or_run_job(payload: PrepareInput) -> WholeJobOutput:
+    """Plan the job, and run a one-chunk job whole: see activities.whole_job.prepare_or_run_job."""
+    output = whole_job.prepare_or_run_job(payload)
+    ticket = payload.get("admission")
+    if ticket is not None and "outcome" in output:
+        admission.release_admission(payload["job_id"], ticket)  # the job ended in this step: no finalize runs
+    return output
 
 
 @blueprint.function_name(PROCESS_CHUNK)

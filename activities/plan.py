@@ -7,6 +7,7 @@ grow with the plan.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from activities.resources import (
     write_once,
 )
 from activities.stop_marker import StopSignal
-from kinds.base import ByteSource
+from kinds.base import ByteSource, BytesSource
 from shared.contracts import OrchestrationConfig, PrepareInput, PrepareOutput
 from shared.failures import NonRetryableError
 from shared.settings import Settings, get_settings
@@ -46,6 +47,7 @@ class JobPlan(TypedDict):
     deadline_at: str | None
     input_size: int
     input_etag: NotRequired[str | None]
+    input_inline: NotRequired[str]  # a small input that travelled inline (jobs.inline_input), base64
     chunks: list[dict[str, Any]]
 
 
@@ -69,8 +71,16 @@ def forget_plans() -> None:
     _cached_plan.cache_clear()
 
 
-def input_source(settings: Settings, input_ref: str | None, plan: JobPlan | None = None) -> BlobByteSource | None:
-    """The job's input, pinned to the version seen when it was planned (from the plan, or read now)."""
+def input_source(
+    settings: Settings, input_ref: str | None, plan: JobPlan | None = None, inline: str | None = None
+) -> ByteSource | None:
+    """The job's input, pinned to the version seen when it was planned (from the plan, or read now).
+
+    An input that travelled inline (`inline`, or the plan's copy of it) is read from memory: no request.
+    """
+    inline = plan.get("input_inline") if plan is not None else inline
+    if inline is not None:
+        return BytesSource(base64.b64decode(inline))
     if not input_ref:
         return None
     blob = payloads(settings).get_blob_client(input_ref)
@@ -155,7 +165,8 @@ class StoppableSource:
             yield piece
 
 
-def _prepared(config: OrchestrationConfig, chunk_count: int, stopped: bool = False) -> PrepareOutput:
+def prepared_output(config: OrchestrationConfig, chunk_count: int, stopped: bool = False) -> PrepareOutput:
+    """prepare_job's answer: the orchestration's configuration and the plan's chunk count (or that it stopped)."""
     prepared: PrepareOutput = {
         "retry": config["retry"],
         "max_parallel_chunks": config["max_parallel_chunks"],
@@ -182,13 +193,24 @@ def prepare_job(start: PrepareInput) -> PrepareOutput:
     config = orchestration_config(settings)
     if container.get_blob_client(plan_blob_name(job_id)).exists():
         job_store.mark_running(settings, job_id)
-        return _prepared(config, len(load_plan(settings, job_id)["chunks"]))
+        return prepared_output(config, len(load_plan(settings, job_id)["chunks"]))
     should_stop = StopSignal(container, job_id, deadline_at=start.get("deadline_at"))
     if job_has_ended(container, job_id) or should_stop.check_now():
-        return _prepared(config, 0, stopped=True)  # cancelled before planning, or a redelivery after the end
+        return prepared_output(config, 0, stopped=True)  # cancelled before planning, or a redelivery after the end
     job_store.mark_running(settings, job_id)
+    planned = make_plan(settings, start, should_stop)
+    if planned is None:
+        return prepared_output(config, 0, stopped=True)
+    return store_plan(settings, job_id, planned[0])
+
+
+def make_plan(
+    settings: Settings, start: PrepareInput, should_stop: StopSignal
+) -> tuple[JobPlan, ByteSource | None] | None:
+    """The job's plan, computed (not stored), and its input pinned to the version planned; None if told to stop."""
+    job_id = start["job_id"]
     kind = job_kind(settings, start["kind"])
-    source = input_source(settings, start.get("input_ref"))
+    source = input_source(settings, start.get("input_ref"), inline=start.get("input_inline"))
     try:
         options = kind.parse_options(start.get("options") or {})
     except (ValidationError, ValueError) as exc:
@@ -200,7 +222,7 @@ def prepare_job(start: PrepareInput) -> PrepareOutput:
         chunks = kind.plan(watched, options, target, settings.max_chunks_per_job)
     except PlanningStopped:
         log_event("job.planning_stopped", job_id=job_id, kind=start["kind"], bytes=size)
-        return _prepared(config, 0, stopped=True)
+        return None
     plan: JobPlan = {
         "kind": start["kind"],
         "input_ref": start.get("input_ref"),
@@ -208,10 +230,17 @@ def prepare_job(start: PrepareInput) -> PrepareOutput:
         "options": options,
         "deadline_at": start.get("deadline_at"),
         "input_size": size,
-        "input_etag": source.etag if source is not None else None,
+        "input_etag": source.etag if isinstance(source, BlobByteSource) else None,
         "chunks": list(chunks),
     }
-    if not write_once(container, plan_blob_name(job_id), json.dumps(plan).encode()):
+    if "input_inline" in start:
+        plan["input_inline"] = start["input_inline"]
+    return plan, source
+
+
+def store_plan(settings: Settings, job_id: str, plan: JobPlan) -> PrepareOutput:
+    """Write the plan blob once (a concurrent run's plan wins) and answer as prepare_job does."""
+    if not write_once(results(settings), plan_blob_name(job_id), json.dumps(plan).encode()):
         plan = load_plan(settings, job_id)  # a concurrent run planned first; keep its plan
-    log_event("job.planned", job_id=job_id, kind=start["kind"], chunks=len(plan["chunks"]), bytes=size)
-    return _prepared(config, len(plan["chunks"]))
+    log_event("job.planned", job_id=job_id, kind=plan["kind"], chunks=len(plan["chunks"]), bytes=plan["input_size"])
+    return prepared_output(orchestration_config(settings), len(plan["chunks"]))

@@ -30,7 +30,7 @@ from azure.storage.blob.aio import BlobClient
 from pydantic import ValidationError
 
 import kinds
-from jobs import admission, durable
+from jobs import admission, durable, inline_input
 from jobs.errors import (
     IdempotencyConflict,
     InvalidRequest,
@@ -251,8 +251,8 @@ async def _store(clients: StorageClients, request: JobRequest, record: job_store
     matched, so the bytes are the same), unless a failed submission left it and a different request
     reused the key: then it is replaced.
     """
-    if request.input_bytes is None:
-        return
+    if request.input_bytes is None or inline_input.is_inline(request):
+        return  # an upload, a replay, or a small input that travels inline (jobs.inline_input)
     assert record["input_ref"] is not None and request.input_content_type is not None
     blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, record["input_ref"])
     try:
@@ -344,8 +344,13 @@ async def _start_if_never_started(
         return
     await _all(job_store.write_index_row(clients.jobs, record), _store(clients, request, record))
     ticket = await join_lane(clients, record)
-    if await durable.start_unless_exists(client, job_start(record, ticket)):
+    if await durable.start_unless_exists(client, inline_input.with_inline_input(job_start(record, ticket), request)):
         log_event("job.restarted", job_id=record["job_id"], kind=record["kind"])
+
+
+def _claim_checked(request: JobRequest) -> bool:
+    """Whether the posted input goes to a blob under the job's name (inputs too large to travel inline)."""
+    return request.input_bytes is not None and not inline_input.is_inline(request)
 
 
 def _new_record(request: JobRequest, job_id: str, fingerprint: str) -> job_store.JobRecord:
@@ -355,7 +360,7 @@ def _new_record(request: JobRequest, job_id: str, fingerprint: str) -> job_store
         job_id=job_id,
         kind=request.kind,
         created=now,
-        input_ref=job_input_blob_name(job_id) if request.input_bytes is not None else request.input_ref,
+        input_ref=job_input_blob_name(job_id) if _claim_checked(request) else request.input_ref,
         input_content_type=request.input_content_type,
         options=request.options,
         deadline_at=deadline,
@@ -395,7 +400,7 @@ async def submit_job(client: Any, clients: StorageClients, request: JobRequest) 
                 _store(clients, request, record),
             )
         ticket = await join_lane(clients, record)
-        await durable.start(client, job_start(record, ticket))
+        await durable.start(client, inline_input.with_inline_input(job_start(record, ticket), request))
     except QueueFull:
         if written:
             await _undo(clients, record, stored=request.input_bytes is not None)

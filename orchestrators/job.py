@@ -1,4 +1,4 @@
-"""The job orchestration: prepare → process chunks → merge → finalize, for every job kind.
+"""The job orchestration: prepare → process chunks → merge → finalize, for every job kind (one step for one chunk).
 
 Only blob references, counts and small dicts travel through it (claim check), so its history has
 the same size whatever the size of the input. A cancel event interrupts any step, and the deadline
@@ -26,6 +26,7 @@ from orchestrators.steps import (
     run_chunk_waves,
     wait_for_all,
 )
+from orchestrators.whole_job import outcome_of_whole_run, prepare_or_run
 from shared.clock import parse_iso
 from shared.contracts import (
     CANCEL_EVENT,
@@ -33,7 +34,6 @@ from shared.contracts import (
     DEAD_LETTER_JOB,
     FINALIZE_JOB,
     MERGE_PARTIALS,
-    PREPARE_JOB,
     REQUEST_STOP,
     ChunkBatchInput,
     ChunkBatchOutput,
@@ -46,10 +46,10 @@ from shared.contracts import (
     MergeInput,
     MergeOutput,
     Phase,
-    PrepareOutput,
     Progress,
     RetryPolicy,
     StopInput,
+    WholeJobOutput,
 )
 from shared.telemetry import log_event
 
@@ -115,15 +115,16 @@ class _JobRun:
     def _process(self) -> Orchestration:
         job_id = self.job_id
         # Settings reach the orchestrator through this step's output; it is retried with the defaults.
-        prepared: PrepareOutput = yield from call_step(
-            self.context, PREPARE_JOB, self.start, self.policy, "prepare", self.interrupts
-        )
+        # One step plans the job and, when its plan is one chunk, runs it whole (orchestrators.whole_job).
+        prepared: WholeJobOutput = yield from prepare_or_run(self.context, self.start, self.policy, self.interrupts)
         if prepared.get("stopped"):
             raise ChunksStopped()  # planning saw the stop marker or the deadline
         self.policy = policy_from(prepared.get("retry"))
         self.max_parallel = int(prepared.get("max_parallel_chunks", 1))
         self.per_batch = int(prepared.get("chunks_per_sub_orchestration", 50))
         self.total = int(prepared["chunk_count"])
+        if "outcome" in prepared:
+            return self._ran_whole(prepared["outcome"])
         self.progress("processing", 0)
         if self.total <= self.per_batch:
             yield from run_chunk_waves(
@@ -152,6 +153,12 @@ class _JobRun:
             "error": None,
         }
         yield from self._record(outcome)
+        self.progress("done", self.total)
+        self.log("job.completed", status="COMPLETED", duration_ms=self.duration_ms(), chunks=self.total)
+        return outcome
+
+    def _ran_whole(self, outcome: JobOutcome) -> JobOutcome:
+        """The job ran whole in its first step, which recorded the outcome: nothing is left to merge or finalize."""
         self.progress("done", self.total)
         self.log("job.completed", status="COMPLETED", duration_ms=self.duration_ms(), chunks=self.total)
         return outcome
@@ -210,6 +217,10 @@ class _JobRun:
             stop: StopInput = {"job_id": job_id, "reason": reason or "failed"}
             yield from call_step(context, REQUEST_STOP, stop, self.policy, "stop")
             yield from wait_for_all(context, pending)
+            whole = outcome_of_whole_run(pending)
+            if whole is not None:  # the first step completed the job (its one chunk) while the cancel was on its way
+                self.total = 1
+                return self._ran_whole(whole)
             yield from self._record(outcome)
             if error is not None:
                 dead_letter: DeadLetterInput = {"start": self.start, "error": error}

@@ -20,6 +20,8 @@ CHUNK_BATCH_ORCHESTRATOR = "chunk_batch_orchestrator"
 # Activities: the orchestrators call them by these constants, never by typed strings.
 PREPARE_JOB = "prepare_job"
 """PrepareInput (a JobStart) → PrepareOutput: mark RUNNING, validate, write the plan."""
+PREPARE_OR_RUN_JOB = "prepare_or_run_job"
+"""PrepareInput → WholeJobOutput: prepare_job, and a job whose plan is one chunk run whole in the same step."""
 PROCESS_CHUNK = "process_chunk"
 """ChunkInput → ChunkOutput: one chunk into its partial blob."""
 MERGE_PARTIALS = "merge_partials"
@@ -79,6 +81,7 @@ class JobStart(TypedDict):
     options: dict[str, Any]
     deadline_at: str | None  # ISO 8601 UTC; None = no deadline
     submitted_at: str  # ISO 8601 UTC
+    input_inline: NotRequired[str]  # base64 of a small posted input kept inline instead of in a blob (input_ref None)
     admission: NotRequired[AdmissionTicket]  # absent: the job was started without admission control
 
 
@@ -177,6 +180,12 @@ class PrepareOutput(OrchestrationConfig):
 
     chunk_count: int
     stopped: NotRequired[bool]  # planning saw the stop marker or the deadline; there is no plan
+
+
+class WholeJobOutput(PrepareOutput):
+    """Output of prepare_or_run_job: as prepare_job's, with the outcome when the job was run whole (one step)."""
+
+    outcome: NotRequired[JobOutcome]  # COMPLETED and recorded: nothing is left to merge or finalize
 
 
 class ChunkInput(TypedDict):

@@ -359,10 +359,15 @@ def mark_running(settings: Settings, job_id: str) -> None:
         _merge_both(table, job_id, _status_fields(JobStatus.RUNNING, utc_now()))
 
 
-def record_outcome(settings: Settings, job_id: str, outcome: JobOutcome) -> None:
-    """Record a job's final status, summary and error (idempotent)."""
+def record_outcome(
+    settings: Settings, job_id: str, outcome: JobOutcome, progress: tuple[int, int] | None = None
+) -> None:
+    """Record a job's final status, summary and error, and its final progress if known (idempotent).
+
+    With the progress the row is complete: reads of the finished job need not catch it up.
+    """
     with _jobs_table(settings) as table:
-        _merge_both(table, job_id, _status_fields(JobStatus(outcome["status"]), utc_now(), outcome))
+        _merge_both(table, job_id, _status_fields(JobStatus(outcome["status"]), utc_now(), outcome, progress))
 
 
 def iter_finished_before(settings: Settings, cutoff: datetime) -> Iterator[str]:

@@ -45,6 +45,10 @@ def test_the_same_key_with_a_different_request_is_409(devhost, azurite):
     assert footprint(devhost, azurite.connection_string) == before
 
 
+LARGE_VECTORS = {"kind": "vector-normalize", "input": {"vector_data": [[1.0] * 5000]}}
+"""Over jobs.inline_input's threshold: its input goes to one blob, which sixteen duplicates must not multiply."""
+
+
 def test_sixteen_concurrent_duplicates_start_one_job(devhost, azurite):
     key = f"burst-{uuid.uuid4()}"
     job_id = job_id_for(key)
@@ -53,7 +57,7 @@ def test_sixteen_concurrent_duplicates_start_one_job(devhost, azurite):
     def post(_: int) -> httpx.Response:
         with httpx.Client(base_url=devhost.base_url, timeout=30) as client:
             barrier.wait()
-            return client.post("/api/jobs", json=VECTORS, headers={"Idempotency-Key": key})
+            return client.post("/api/jobs", json=LARGE_VECTORS, headers={"Idempotency-Key": key})
 
     with ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(post, range(16)))

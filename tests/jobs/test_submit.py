@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from api.problems import problem_from
 from jobs.errors import Unavailable
+from jobs.inline_input import INLINE_INPUT_MAX_BYTES
 from jobs.requests import JobRequest, job_id_for
 from jobs.submit import submit_job
 from shared.clock import utc_now
@@ -41,9 +43,14 @@ class AcceptingDurable:
         return instance_id
 
 
-def request(key: str | None) -> JobRequest:
+SMALL_INPUT = b'{"vector_data":[[1.0]]}'
+LARGE_INPUT = b'{"vector_data":[[' + b",".join([b"1.0"] * (INLINE_INPUT_MAX_BYTES // 4 + 1)) + b"]]}"
+"""Over the inline threshold: stored in a blob under the job's name (claim check)."""
+
+
+def request(key: str | None, data: bytes = SMALL_INPUT) -> JobRequest:
     return JobRequest(
-        kind="vector-normalize", options={}, deadline_seconds=None, input_bytes=b'{"vector_data":[[1.0]]}',
+        kind="vector-normalize", options={}, deadline_seconds=None, input_bytes=data,
         input_ref=None, input_content_type="application/json", idempotency_key=key, source="http",
     )  # fmt: skip
 
@@ -87,7 +94,7 @@ def test_a_row_whose_submitter_died_before_starting_is_started_by_the_retry(azur
     async def scenario() -> None:
         clients = await storage_clients(settings)
         try:
-            job = request(key)
+            job = request(key, LARGE_INPUT)
             record = job_store.new_job_record(
                 job_id=job_id_for(key), kind=job.kind, created=utc_now() - timedelta(minutes=5),
                 input_ref=job_input_blob_name(job_id_for(key)), input_content_type=job.input_content_type,
@@ -95,7 +102,7 @@ def test_a_row_whose_submitter_died_before_starting_is_started_by_the_retry(azur
             )  # fmt: skip
             assert await job_store.insert_job(clients.jobs, record)  # ...and then the submitter died
             durable = NoInstanceDurable()
-            submitted = await submit_job(durable, clients, request(key))
+            submitted = await submit_job(durable, clients, request(key, LARGE_INPUT))
             assert not submitted.created and durable.started == [record["job_id"]]
             assert count_blobs(azurite.connection_string, prefix=record["input_ref"]) == 1
         finally:
@@ -116,9 +123,45 @@ def test_a_stale_input_left_by_a_failed_submission_is_replaced_by_the_new_reques
             blob = clients.blobs.get_blob_client("payloads", job_input_blob_name(job_id_for(key)))
             await blob.upload_blob(b'{"vector_data":[[9.0]]}', overwrite=True)
             durable = AcceptingDurable()
-            submitted = await submit_job(durable, clients, request(key))
+            submitted = await submit_job(durable, clients, request(key, LARGE_INPUT))
             assert submitted.created and durable.started == [job_id_for(key)]
-            assert await (await blob.download_blob()).readall() == request(key).input_bytes
+            assert await (await blob.download_blob()).readall() == LARGE_INPUT
+        finally:
+            await close_storage_clients()
+
+    asyncio.run(scenario())
+
+
+class RecordingDurable(AcceptingDurable):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[Any] = []
+
+    async def start_new(self, name: str, instance_id: str, client_input: Any) -> str:
+        self.inputs.append(client_input)
+        return await super().start_new(name, instance_id, client_input)
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_a_small_input_travels_inline_and_a_large_one_through_a_blob(azurite, size):
+    """Issue #15: a blob costs a tiny job four storage requests; up to the threshold the input rides in the start."""
+    settings = Settings(AzureWebJobsStorage=azurite.connection_string)
+    data = SMALL_INPUT if size == "small" else LARGE_INPUT
+
+    async def scenario() -> None:
+        clients = await storage_clients(settings)
+        try:
+            durable = RecordingDurable()
+            submitted = await submit_job(durable, clients, request(f"inline-{uuid.uuid4()}", data))
+            (start,) = durable.inputs
+            name = job_input_blob_name(submitted.record["job_id"])
+            if size == "small":
+                assert base64.b64decode(start["input_inline"]) == data and start["input_ref"] is None
+                assert submitted.record["input_ref"] is None
+                assert count_blobs(azurite.connection_string, prefix=name) == 0
+            else:
+                assert "input_inline" not in start and start["input_ref"] == name
+                assert count_blobs(azurite.connection_string, prefix=name) == 1
         finally:
             await close_storage_clients()
 

@@ -26,7 +26,7 @@ from shared.contracts import (
     DEAD_LETTER_JOB,
     FINALIZE_JOB,
     MERGE_PARTIALS,
-    PREPARE_JOB,
+    PREPARE_OR_RUN_JOB,
     PROCESS_CHUNK,
     REQUEST_STOP,
     WATCH_FOR_STOP,
@@ -79,7 +79,7 @@ def worker(
     def respond(task: Task) -> Any:
         if task.name in steps:
             return steps[task.name](task)
-        if task.name == PREPARE_JOB:
+        if task.name == PREPARE_OR_RUN_JOB:
             return plan
         if task.name == PROCESS_CHUNK:
             return {"index": task.input["index"], "partial_ref": f"p{task.input['index']}"}
@@ -137,8 +137,8 @@ def test_a_job_prepares_processes_in_waves_merges_and_finalizes() -> None:
 
     run.drive(worker(chunks=5, steps={PROCESS_CHUNK: chunk}))
     _ends_clean(run)
-    assert run.activity_names() == [PREPARE_JOB, *[PROCESS_CHUNK] * 5, MERGE_PARTIALS, FINALIZE_JOB]
-    assert run.calls(PREPARE_JOB)[0].input == _start()
+    assert run.activity_names() == [PREPARE_OR_RUN_JOB, *[PROCESS_CHUNK] * 5, MERGE_PARTIALS, FINALIZE_JOB]
+    assert run.calls(PREPARE_OR_RUN_JOB)[0].input == _start()
     assert [(t.input["index"], t.input["attempt"]) for t in run.calls(PROCESS_CHUNK)] == [(n, 1) for n in range(5)]
     assert max(in_flight) == 2  # waves of max_parallel_chunks
     assert run.calls(MERGE_PARTIALS)[0].input == {"job_id": JOB_ID, "chunk_count": 5}
@@ -179,7 +179,7 @@ def test_transient_failures_back_off_on_deterministic_timers() -> None:
             return Failure("flaky", "TimeoutError")
         return {"index": task.input["index"], "partial_ref": "p"}
 
-    run = _job().drive(worker(steps={PREPARE_JOB: prepare, PROCESS_CHUNK: chunk}))
+    run = _job().drive(worker(steps={PREPARE_OR_RUN_JOB: prepare, PROCESS_CHUNK: chunk}))
     _ends_clean(run)
     assert _finalized(run)["status"] == "COMPLETED"
     assert _chunk_attempts(run, 1) == [1, 2, 3] and _chunk_attempts(run, 0) == [1]
@@ -238,7 +238,7 @@ def test_a_non_retryable_failure_fails_at_once() -> None:
 
 def test_a_non_retryable_prepare_failure_names_the_step() -> None:
     marked = non_retryable_message("unknown_column", "unknown column(s) 'price'")
-    run = _job().drive(worker(steps={PREPARE_JOB: lambda task: Failure(marked, "NonRetryableError")}))
+    run = _job().drive(worker(steps={PREPARE_OR_RUN_JOB: lambda task: Failure(marked, "NonRetryableError")}))
     _ends_clean(run)
     error = {"type": "unknown_column", "message": "prepare: unknown column(s) 'price'", "attempts": 1}
     assert _finalized(run) == {"status": "FAILED", "error": error}
@@ -262,7 +262,7 @@ def test_a_cancel_during_a_wave_waits_for_the_running_chunks_then_cleans_up() ->
     assert run.calls(REQUEST_STOP) == []  # not scheduled while the wave runs: nothing can overtake it
     run.drive(worker(chunks=4, steps={PROCESS_CHUNK: lambda task: {"index": task.input["index"], "stopped": True}}))
     _ends_clean(run)
-    assert run.activity_names() == [PREPARE_JOB, PROCESS_CHUNK, PROCESS_CHUNK, REQUEST_STOP, FINALIZE_JOB]
+    assert run.activity_names() == [PREPARE_OR_RUN_JOB, PROCESS_CHUNK, PROCESS_CHUNK, REQUEST_STOP, FINALIZE_JOB]
     assert run.calls(REQUEST_STOP)[0].input == {"job_id": JOB_ID, "reason": "cancelled"}
     assert _finalized(run) == {"status": "CANCELLED", "error": None}
 
@@ -316,7 +316,7 @@ def test_a_cancel_event_winning_over_a_watched_backoff_cancels_the_timer_and_wai
 
 def test_a_job_cancelled_before_it_was_planned_runs_no_chunk() -> None:
     stopped = {**_prepared(0), "stopped": True}
-    run = _job().drive(worker(steps={PREPARE_JOB: lambda task: stopped}))
+    run = _job().drive(worker(steps={PREPARE_OR_RUN_JOB: lambda task: stopped}))
     _ends_clean(run)
     assert _finalized(run) == {"status": "CANCELLED", "error": None}
     assert run.calls(PROCESS_CHUNK) == [] and run.calls(MERGE_PARTIALS) == []
@@ -442,3 +442,69 @@ def test_a_chunk_batch_whose_watcher_sees_the_stop_marker_cancels_its_backoff() 
     _ends_clean(run)
     assert run.output == {"stopped": True}
     assert [t.cancelled for t in run.timers()] == [True, True]
+
+
+# --- a one-chunk job run whole in its first step (issue #15) ---------------------------------------------
+
+WHOLE_OUTCOME = {"status": "COMPLETED", **MERGED, "error": None}
+
+
+def _whole() -> dict[str, Any]:
+    return {**_prepared(1), "outcome": WHOLE_OUTCOME}
+
+
+def test_a_job_run_whole_in_its_first_step_ends_with_that_outcome_and_no_other_step() -> None:
+    """One activity and two episodes instead of four and five: the step recorded the outcome itself."""
+    run = _job().drive(worker(steps={PREPARE_OR_RUN_JOB: lambda task: _whole()}))
+    _ends_clean(run)
+    assert run.activity_names() == [PREPARE_OR_RUN_JOB]
+    assert run.output == WHOLE_OUTCOME
+    assert run.custom_status == {"phase": "done", "completed": 1, "total": 1}
+
+
+def test_a_cancel_that_wins_over_a_whole_run_which_completed_keeps_the_completed_outcome() -> None:
+    """The step recorded COMPLETED before the cancel was heard: the job must not turn CANCELLED afterwards."""
+    run = _job()
+    run.drive(worker(), until=lambda r: bool(r.calls(PREPARE_OR_RUN_JOB)))
+    run.episode(run.raise_event(CANCEL_EVENT))
+    assert run.custom_status["phase"] == "cleaning_up"
+    run.drive(worker(steps={PREPARE_OR_RUN_JOB: lambda task: _whole()}))
+    _ends_clean(run)
+    assert run.output == WHOLE_OUTCOME
+    assert run.custom_status == {"phase": "done", "completed": 1, "total": 1}
+    assert run.calls(FINALIZE_JOB) == [] and run.calls(DEAD_LETTER_JOB) == []
+
+
+def test_a_cancel_that_wins_over_a_whole_run_which_stopped_cancels_the_job() -> None:
+    run = _job()
+    run.drive(worker(), until=lambda r: bool(r.calls(PREPARE_OR_RUN_JOB)))
+    run.episode(run.raise_event(CANCEL_EVENT))
+    run.drive(worker(steps={PREPARE_OR_RUN_JOB: lambda task: {**_prepared(0), "stopped": True}}))
+    _ends_clean(run)
+    assert _finalized(run) == {"status": "CANCELLED", "error": None}
+
+
+def test_a_whole_run_completed_as_the_deadline_passed_stays_completed() -> None:
+    """The activity checked the deadline before writing; its completion arriving later must not fail the job."""
+    run = _job(deadline=timedelta(seconds=10))
+
+    def whole(task: Task) -> Any:
+        run.now = max(run.now, START + timedelta(seconds=11))
+        return _whole()
+
+    run.drive(worker(steps={PREPARE_OR_RUN_JOB: whole}))
+    _ends_clean(run)
+    assert run.output == WHOLE_OUTCOME and run.calls(FINALIZE_JOB) == []
+
+
+def test_a_staged_answer_past_the_deadline_still_fails_the_job_as_deadline_exceeded() -> None:
+    run = _job(deadline=timedelta(seconds=10))
+
+    def prepare(task: Task) -> Any:
+        run.now = max(run.now, START + timedelta(seconds=11))
+        return _prepared(3)
+
+    run.drive(worker(steps={PREPARE_OR_RUN_JOB: prepare}))
+    _ends_clean(run)
+    assert _finalized(run)["error"]["type"] == "deadline_exceeded"
+    assert run.calls(PROCESS_CHUNK) == []

@@ -1,0 +1,172 @@
+"""A job whose plan is one chunk, run whole in the step that plans it: no plan or partial blob, one activity.
+
+Most jobs are small. Staged, a one-chunk job pays for four activities (prepare, chunk, merge, finalize),
+five orchestrator episodes and the plan and partial blobs between them; run whole it pays for one
+activity and two episodes, and its storage requests fall to what the work itself needs (docs/benchmarks.md,
+"Cost per job"). The guarantees stay those of the staged steps:
+
+- **idempotent**: the result blob is written with deterministic content and tagged as a whole run, so a
+  redelivery finds it and records the same outcome again; a job that ended otherwise (its stop marker,
+  or a staged result) is not touched;
+- **stop and deadline**: the stop marker and the deadline are checked before planning, by the chunk
+  while it works and again before the result is written; a stopped run answers as a stopped plan does;
+- **failures keep their staged semantics**: a chunk that fails (retryable or not) leaves the plan blob and
+  hands the job to the staged path, whose chunk retries, backoff and error messages apply unchanged;
+- the job's row shows RUNNING only if the run takes longer than RUNNING_MARK_AFTER_SECONDS (a tiny job
+  goes from PENDING to its outcome in one write), and never after its outcome was recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, cast
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from activities.merge import KIND_METADATA
+from activities.plan import (
+    JobPlan,
+    make_plan,
+    orchestration_config,
+    prepare_job,
+    prepared_output,
+    store_plan,
+)
+from activities.resources import (
+    JSON_CONTENT_TYPE,
+    ensure_local_resources,
+    job_kind,
+    plan_blob_name,
+    results,
+    upload_json,
+)
+from activities.stop_marker import StopSignal
+from kinds.base import ByteSource, ChunkStopped
+from shared.contracts import JobOutcome, PrepareInput, PrepareOutput, WholeJobOutput
+from shared.settings import Settings, get_settings
+from shared.telemetry import log_event
+from storage import jobs as job_store
+from storage.names import result_blob_name
+
+WHOLE_METADATA = "whole"
+"""Blob metadata on a result written by a whole run: a redelivery may record its outcome again."""
+
+RUNNING_MARK_AFTER_SECONDS = 1.0
+"""A whole run still working after this long marks its row RUNNING (listings filter on the row's status)."""
+
+
+class _LateRunningMark:
+    """Marks the job RUNNING after a delay unless its outcome comes first; never after the outcome."""
+
+    def __init__(self, settings: Settings, job_id: str, after: float) -> None:
+        self._settings = settings
+        self._job_id = job_id
+        self._lock = threading.Lock()
+        self._finished = False
+        self._timer = threading.Timer(after, self._mark)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _mark(self) -> None:
+        with self._lock:
+            if not self._finished:
+                job_store.mark_running(self._settings, self._job_id)
+
+    def finish(self) -> None:
+        """No mark from now on; waits for one in progress (so it cannot land after the outcome)."""
+        self._timer.cancel()
+        with self._lock:
+            self._finished = True
+
+
+def _outcome(job_id: str, summary: dict[str, Any] | None) -> JobOutcome:
+    return {
+        "status": "COMPLETED",
+        "result_ref": result_blob_name(job_id),
+        "content_type": JSON_CONTENT_TYPE,
+        "summary": summary,
+        "error": None,
+    }
+
+
+def _answer(prepared: PrepareOutput, outcome: JobOutcome | None = None) -> WholeJobOutput:
+    answer = cast(WholeJobOutput, dict(prepared))
+    if outcome is not None:
+        answer["outcome"] = outcome
+    return answer
+
+
+def _earlier_result(settings: Settings, job_id: str) -> tuple[bool, JobOutcome | None]:
+    """Whether the job has a result already, and the outcome if an earlier whole run of this job wrote it."""
+    try:
+        download = results(settings).get_blob_client(result_blob_name(job_id)).download_blob()
+    except ResourceNotFoundError:
+        return False, None
+    metadata = download.properties.metadata or {}
+    if metadata.get(WHOLE_METADATA) != "1" or KIND_METADATA not in metadata:
+        return True, None  # merged by the staged steps: the job is past its work
+    summary = job_kind(settings, metadata[KIND_METADATA]).summarize(json.loads(download.readall()))
+    return True, _outcome(job_id, summary)
+
+
+def _run(
+    settings: Settings, job_id: str, plan: JobPlan, source: ByteSource | None, should_stop: StopSignal
+) -> JobOutcome | None:
+    """Process the one chunk and merge it into the result; None if the job must stop. Raises if the chunk fails."""
+    kind = job_kind(settings, plan["kind"])
+    partial = kind.process_chunk(source, plan["chunks"][0], plan["options"], 1, should_stop)
+    if should_stop.check_now():
+        return None
+    # Through JSON, as a staged partial is stored and read back: the result is the same document either way.
+    result = kind.merge([json.loads(json.dumps(partial))], plan["options"])
+    summary = kind.summarize(result)
+    metadata = {KIND_METADATA: plan["kind"], WHOLE_METADATA: "1"}
+    upload_json(results(settings), result_blob_name(job_id), result, metadata=metadata)
+    return _outcome(job_id, summary)
+
+
+def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
+    """Plan the job; if the plan is one chunk, run it whole and record its outcome, else store the plan.
+
+    Without an `outcome` the answer is prepare_job's, and the orchestrator goes on with the staged steps.
+    """
+    settings = get_settings()
+    ensure_local_resources(settings)
+    job_id = start["job_id"]
+    container = results(settings)
+    config = orchestration_config(settings)
+    if container.get_blob_client(plan_blob_name(job_id)).exists():
+        return _answer(prepare_job(start))  # staged already (an earlier attempt handed over): carry on staged
+    has_result, earlier = _earlier_result(settings, job_id)
+    if earlier is not None:
+        job_store.record_outcome(settings, job_id, earlier, progress=(1, 1))  # it may have crashed before this
+        return _answer(prepared_output(config, 1), earlier)
+    should_stop = StopSignal(container, job_id, deadline_at=start.get("deadline_at"))
+    if has_result or should_stop.check_now():
+        # Cancelled before planning, or a redelivery after the job ended (resources.job_has_ended).
+        return _answer(prepared_output(config, 0, stopped=True))
+    running = _LateRunningMark(settings, job_id, RUNNING_MARK_AFTER_SECONDS)
+    try:
+        planned = make_plan(settings, start, should_stop)
+        if planned is None:
+            return _answer(prepared_output(config, 0, stopped=True))
+        plan, source = planned
+        if len(plan["chunks"]) == 1:
+            try:
+                outcome = _run(settings, job_id, plan, source, should_stop)
+                if outcome is None:
+                    return _answer(prepared_output(config, 0, stopped=True))
+            except ChunkStopped:
+                return _answer(prepared_output(config, 0, stopped=True))
+            except Exception as exc:  # the staged path retries it (or fails it) as it would any chunk
+                log_event("job.whole_run_failed", job_id=job_id, kind=plan["kind"], error=type(exc).__name__)
+            else:
+                running.finish()
+                job_store.record_outcome(settings, job_id, outcome, progress=(1, 1))
+                log_event("job.ran_whole", job_id=job_id, kind=plan["kind"], bytes=plan["input_size"])
+                return _answer(prepared_output(config, 1), outcome)
+    finally:
+        running.finish()
+    job_store.mark_running(settings, job_id)
+    return _answer(store_plan(settings, job_id, plan))
