@@ -21,7 +21,7 @@ from shared.contracts import (
     DEAD_LETTER_JOB,
     FINALIZE_JOB,
     MERGE_PARTIALS,
-    PREPARE_JOB,
+    PREPARE_OR_RUN_JOB,
     PROCESS_CHUNK,
     REQUEST_STOP,
     AdmissionTicket,
@@ -62,7 +62,7 @@ def _claims(answers: list[bool]) -> Any:
 
 
 def _waiting(run: Replay) -> bool:
-    return bool(run.calls(CLAIM_ADMISSION)) and all(t.done for t in run.calls()) and not run.calls(PREPARE_JOB)
+    return bool(run.calls(CLAIM_ADMISSION)) and all(t.done for t in run.calls()) and not run.calls(PREPARE_OR_RUN_JOB)
 
 
 def _ends_clean(run: Replay) -> None:
@@ -78,7 +78,7 @@ def _finalize_input(run: Replay) -> dict[str, Any]:
 def test_a_job_admitted_at_submit_prepares_at_once_and_releases_its_place_at_the_end() -> None:
     run = Replay(job_orchestration, _start(admitted=True), instance_id=JOB_ID).drive(worker(chunks=2))
     _ends_clean(run)
-    assert run.activity_names() == [PREPARE_JOB, PROCESS_CHUNK, PROCESS_CHUNK, MERGE_PARTIALS, FINALIZE_JOB]
+    assert run.activity_names() == [PREPARE_OR_RUN_JOB, PROCESS_CHUNK, PROCESS_CHUNK, MERGE_PARTIALS, FINALIZE_JOB]
     assert _finalize_input(run)["admission"] == _ticket(True)
 
 
@@ -98,7 +98,7 @@ def test_a_waiting_job_is_pending_until_its_admitted_event_then_runs_and_cancels
     assert timer.cancelled
     assert run.activity_names() == [
         CLAIM_ADMISSION,
-        PREPARE_JOB,
+        PREPARE_OR_RUN_JOB,
         PROCESS_CHUNK,
         PROCESS_CHUNK,
         MERGE_PARTIALS,
@@ -112,7 +112,7 @@ def test_a_lost_notice_costs_one_recheck_interval_the_job_claims_again() -> None
     run = Replay(job_orchestration, _start(admitted=False), instance_id=JOB_ID)
     run.drive(worker(chunks=1, steps={CLAIM_ADMISSION: _claims([False, False, True])}))
     _ends_clean(run)
-    assert run.activity_names()[:4] == [CLAIM_ADMISSION, CLAIM_ADMISSION, CLAIM_ADMISSION, PREPARE_JOB]
+    assert run.activity_names()[:4] == [CLAIM_ADMISSION, CLAIM_ADMISSION, CLAIM_ADMISSION, PREPARE_OR_RUN_JOB]
     assert len(run.timers()) == 2 and run.now - START >= timedelta(seconds=2 * RECHECK)
 
 
@@ -125,7 +125,7 @@ def test_an_event_raised_before_the_claim_answers_is_not_lost() -> None:
     run.episode(run.raise_event(ADMITTED_EVENT, {}), run.answer(claim, {"admitted": False, "recheck_seconds": RECHECK}))
     run.drive(worker(chunks=1))
     _ends_clean(run)
-    assert all(timer.cancelled for timer in run.timers()) and run.calls(PREPARE_JOB)
+    assert all(timer.cancelled for timer in run.timers()) and run.calls(PREPARE_OR_RUN_JOB)
     assert run.activity_names().count(CLAIM_ADMISSION) == 1
 
 
@@ -136,7 +136,7 @@ def test_cancel_while_waiting_ends_cancelled_without_preparing_and_releases_the_
     run.episode(run.raise_event(CANCEL_EVENT, {"reason": "client"}))
     run.drive(respond)
     _ends_clean(run)
-    assert PREPARE_JOB not in run.activity_names() and REQUEST_STOP in run.activity_names()
+    assert PREPARE_OR_RUN_JOB not in run.activity_names() and REQUEST_STOP in run.activity_names()
     assert run.timers()[0].cancelled
     finalize = _finalize_input(run)
     assert finalize["outcome"] == {"status": "CANCELLED", "error": None}
@@ -151,7 +151,7 @@ def test_the_deadline_counts_from_submit_and_ends_the_wait_on_time() -> None:
     _ends_clean(run)
     fires = [t.fire_at for t in run.timers()]
     assert fires[-1] == START + timedelta(seconds=90)
-    assert PREPARE_JOB not in run.activity_names()
+    assert PREPARE_OR_RUN_JOB not in run.activity_names()
     outcome = _finalize_input(run)["outcome"]
     assert outcome["status"] == "FAILED" and outcome["error"]["type"] == "deadline_exceeded"
     assert run.calls(DEAD_LETTER_JOB)
