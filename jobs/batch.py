@@ -32,6 +32,7 @@ from jobs.errors import (
     Unavailable,
     field_error,
 )
+from jobs.inline_input import with_inline_input
 from jobs.requests import InboxMessage, JobRequest, check_idempotency_key, job_id_for, parse_body_model
 from jobs.submit import (
     Submitted,
@@ -156,7 +157,12 @@ async def submit_batch(client: Any, clients: StorageClients, raw_items: list[Any
     kept: set[int] = set()
     ready = await _write(clients, requests, records, winners + stranded, results, kept)
     startable = await _join_lanes(clients, records, ready, results, kept)
-    starts = await _bounded([durable.start_unless_exists(client, job_start(records[i], t)) for i, t in startable])
+    starts = await _bounded(
+        [
+            durable.start_unless_exists(client, with_inline_input(job_start(records[i], t), requests[i]))
+            for i, t in startable
+        ]
+    )
     for (index, _), started in zip(startable, starts, strict=True):
         if isinstance(started, BaseException):
             results[index].error = Unavailable("the job could not be started; retry the request")
