@@ -7,6 +7,7 @@ from activities import blueprint as activities_blueprint
 from admission import blueprint as admission_blueprint
 from api import blueprint as api_blueprint
 from intake import blueprint as intake_blueprint
+from intake.webhook_events import blueprint as webhook_events_blueprint
 from maintenance import blueprint as maintenance_blueprint
 from orchestrators import blueprint as orchestrators_blueprint
 
@@ -15,6 +16,7 @@ app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (
     api_blueprint,
     intake_blueprint,
+    webhook_events_blueprint,
     orchestrators_blueprint,
     activities_blueprint,
     maintenance_blueprint,

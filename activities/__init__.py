@@ -7,10 +7,13 @@ and watch), dead_letter. Every step is idempotent and takes and returns small JS
 
 import azure.durable_functions as df
 
-from activities import admission, chunks, dead_letter, finalize, merge, plan, stop, whole_job
+from activities import admission, chunks, dead_letter, finalize, merge, plan, stop, webhooks, whole_job
 from shared.contracts import (
+    ANNOUNCE_JOB_EVENT,
     CLAIM_ADMISSION,
     DEAD_LETTER_JOB,
+    DEAD_LETTER_WEBHOOK,
+    DELIVER_WEBHOOK,
     FINALIZE_JOB,
     MERGE_PARTIALS,
     PREPARE_JOB,
@@ -20,9 +23,12 @@ from shared.contracts import (
     WATCH_FOR_STOP,
     AdmissionClaim,
     AdmissionInput,
+    AnnounceInput,
     ChunkInput,
     ChunkOutput,
     DeadLetterInput,
+    DeliverInput,
+    DeliverOutput,
     FinalizeInput,
     MergeInput,
     MergeOutput,
@@ -31,6 +37,7 @@ from shared.contracts import (
     StopInput,
     WatchInput,
     WatchOutput,
+    WebhookDeadLetterInput,
     WholeJobOutput,
 )
 
@@ -103,3 +110,24 @@ def watch_for_stop(payload: WatchInput) -> WatchOutput:
 def claim_admission(payload: AdmissionInput) -> AdmissionClaim:
     """Claim admission: see activities.admission.claim_admission."""
     return admission.claim_admission(payload["job_id"], payload["ticket"])
+
+
+@blueprint.function_name(ANNOUNCE_JOB_EVENT)
+@blueprint.activity_trigger(input_name="payload")
+def announce_job_event(payload: AnnounceInput) -> str | None:
+    """Enqueue a job's webhook event: see activities.webhooks.announce_job_event."""
+    return webhooks.announce_job_event(payload)
+
+
+@blueprint.function_name(DELIVER_WEBHOOK)
+@blueprint.activity_trigger(input_name="payload")
+def deliver_webhook(payload: DeliverInput) -> DeliverOutput:
+    """One delivery attempt: see activities.webhooks.deliver_webhook."""
+    return webhooks.deliver_webhook(payload["event"], int(payload["attempt"]))
+
+
+@blueprint.function_name(DEAD_LETTER_WEBHOOK)
+@blueprint.activity_trigger(input_name="payload")
+def dead_letter_webhook(payload: WebhookDeadLetterInput) -> str:
+    """Record an undeliverable event: see activities.webhooks.dead_letter_webhook."""
+    return webhooks.dead_letter_webhook(payload["record_id"], payload["event"], payload["error"])

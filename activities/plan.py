@@ -108,6 +108,7 @@ def orchestration_config(settings: Settings) -> OrchestrationConfig:
         },
         "max_parallel_chunks": settings.max_parallel_chunks,
         "chunks_per_sub_orchestration": settings.chunks_per_sub_orchestration,
+        "webhook_progress_seconds": settings.webhook_progress_seconds,
     }
 
 

@@ -1,4 +1,4 @@
-"""Health: storage reachability, intake queue depths and job counts, answered within a few seconds."""
+"""Health: storage reachability, queue depths, job counts and webhook breakers, answered within a few seconds."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from api.app import blueprint
 from api.http import OUTAGE_RETRY_AFTER_SECONDS, json_response
 from jobs.query import job_counts
 from shared.settings import get_settings
+from storage import breakers
 from storage import jobs as job_store
 from storage.clients import StorageClients, storage_clients
-from storage.names import QUEUES
+from storage.names import QUEUES, WEBHOOK_BREAKERS_TABLE
 
 STORAGE_TIMEOUT_SECONDS = 1.5  # a probe must answer even when storage hangs (503 within ~2 s)
 DETAIL_TIMEOUT_SECONDS = 3.0
@@ -40,6 +41,8 @@ async def _details(clients: StorageClients) -> dict[str, Any]:
         "queues": dict(zip(QUEUES, depths, strict=True)),
         "jobs": counts,
         "jobs_counted_up_to": job_store.COUNT_CAP if truncated else None,
+        # Webhook circuit breakers that are open, half-open or counting failures, by callback host.
+        "webhook_breakers": await breakers.list_breakers(clients.tables.get_table_client(WEBHOOK_BREAKERS_TABLE)),
     }
 
 

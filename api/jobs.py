@@ -32,6 +32,7 @@ from api.links import base_url, jobs_page_url
 from api.problems import Problem, validation_problem
 from api.resource import accepted_response, checked_job_id, job_resource, job_response, poll_seconds, view_resource
 from jobs import admission, cancel, query
+from jobs.callbacks import checked_callback
 from jobs.errors import NotReady, field_error
 from jobs.query import state_from_record
 from jobs.requests import (
@@ -45,9 +46,9 @@ from jobs.submit import Submitted, parse_options, raw_content_types, request_fro
 from shared.settings import Settings, get_settings
 from storage.clients import StorageClients, storage_clients
 
-RESERVED_QUERY = ("kind", "deadline_seconds", "priority", "code")
+RESERVED_QUERY = ("kind", "deadline_seconds", "priority", "code", "callback_url", "callback_events")
 """Query parameters of a raw submit that are not the kind's options (`code` is the function key, which
-the host passes on to the function)."""
+the host passes on to the function; `callback_*` carry the webhook callback of a raw body)."""
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
 _INDEX_KEY = re.compile(r"\d{13}_[0-9a-f]{32}")
@@ -90,6 +91,7 @@ async def submit(req: Request, client: df.DurableOrchestrationClient) -> Respons
     if content_type in raw_types:
         request = await raw_request(req, settings, content_type, key)
         request.client = client_id
+        request.callback = await raw_callback(req, settings)
         clients = await storage_clients(settings)
     elif content_type == JSON_CONTENT_TYPE:
         body = parse_body_model(await read_json(req, settings.max_json_body_bytes))
@@ -154,6 +156,19 @@ async def raw_request(req: Request, settings: Settings, content_type: str, key: 
         source="http",
         priority=priority,
     )
+
+
+async def raw_callback(req: Request, settings: Settings) -> dict[str, Any] | None:
+    """The callback of a raw submit: `callback_url` and optional comma-separated `callback_events`."""
+    params = query_params(req)
+    url, events = params.get("callback_url"), params.get("callback_events")
+    if url is None:
+        if events is not None:
+            raise validation_problem("callback_events needs callback_url", [field_error("callback_url", "required")])
+        return None
+    chosen = [event.strip() for event in events.split(",")] if events is not None else None
+    callback = await checked_callback(url, chosen, settings, url_field="callback_url", events_field="callback_events")
+    return dict(callback)
 
 
 def _deadline_param(value: str | None) -> int | None:

@@ -17,6 +17,7 @@ from api.app import blueprint
 from api.http import ROUTE_METHODS, dispatch, json_response
 from api.links import base_url
 from jobs.requests import JSON_CONTENT_TYPE, MAX_DEADLINE_SECONDS
+from shared.contracts import CALLBACK_EVENTS, TERMINAL_EVENTS
 from shared.settings import Settings, get_settings
 
 
@@ -161,7 +162,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "id": {"type": "string"},
-            "source": {"enum": ["job", "poison"]},
+            "source": {"enum": ["job", "poison", "webhook"]},
             "job_id": {"type": ["string", "null"]},
             "kind": {"type": ["string", "null"]},
             "input_ref": {"type": ["string", "null"]},
@@ -170,6 +171,55 @@ _SCHEMAS: dict[str, Any] = {
             "attempts": {"type": "integer"},
             "raw_message": {"type": ["string", "null"]},
             "created_at": {"type": "string", "format": "date-time"},
+            "webhook": {
+                "description": "source webhook: the undelivered event (its URL without userinfo and query)",
+                "type": "object",
+                "properties": {
+                    "webhook_id": {"type": "string"},
+                    "job_id": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "type": {"type": "string"},
+                    "url": {"type": "string"},
+                    "payload": _ref("WebhookEvent"),
+                },
+            },
+        },
+    },
+    "Callback": {
+        "type": "object",
+        "description": (
+            "Where the job's events are POSTed, signed per Standard Webhooks. https only; the host must resolve to "
+            "public addresses (loopback, private, link-local, multicast, reserved and metadata addresses are a 422)."
+        ),
+        "required": ["url"],
+        "additionalProperties": False,
+        "properties": {
+            "url": {"type": "string", "format": "uri", "maxLength": 2000},
+            "events": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"enum": list(CALLBACK_EVENTS)},
+                "default": list(TERMINAL_EVENTS),
+            },
+        },
+    },
+    "WebhookEvent": {
+        "type": "object",
+        "description": "The body of a webhook delivery (the same bytes on every attempt of one event)",
+        "required": ["type", "timestamp", "data"],
+        "properties": {
+            "type": {"enum": [f"job.{event}" for event in CALLBACK_EVENTS]},
+            "timestamp": {"type": "string", "format": "date-time", "description": "When the event happened"},
+            "data": _ref("Job"),
+        },
+    },
+    "WebhookReplay": {
+        "type": "object",
+        "properties": {
+            "dead_letter": _ref("DeadLetter"),
+            "webhook_id": {"type": "string"},
+            "job_id": {"type": "string"},
+            "status": {"const": "redelivering"},
         },
     },
     "DeadLetterPage": {
@@ -186,6 +236,20 @@ _SCHEMAS: dict[str, Any] = {
             "storage": {"type": "string"},
             "queues": {"type": "object", "additionalProperties": {"type": ["integer", "null"]}},
             "jobs": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "webhook_breakers": {
+                "type": "object",
+                "description": "Circuit breakers by callback host:port that are open, half-open or counting failures",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "state": {"enum": ["closed", "open", "half_open"]},
+                        "failures": {"type": "integer"},
+                        "open_until": {"type": "string", "format": "date-time"},
+                        "probe_until": {"type": "string", "format": "date-time"},
+                        "updated_at": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
         },
     },
     "JobStats": {
@@ -250,6 +314,18 @@ _PATHS: dict[str, Any] = {
                 {"name": "kind", "in": "query", "description": "Raw bodies only", "schema": {"type": "string"}},
                 {"name": "priority", "in": "query", "description": "Raw bodies only", "schema": {"enum": _PRIORITIES}},
                 _CLIENT_ID,
+                {
+                    "name": "callback_url",
+                    "in": "query",
+                    "description": "Raw bodies only: the callback's url (JSON envelopes use `callback`)",
+                    "schema": {"type": "string", "format": "uri"},
+                },
+                {
+                    "name": "callback_events",
+                    "in": "query",
+                    "description": "Raw bodies only: comma-separated callback events (default: the terminal ones)",
+                    "schema": {"type": "string", "examples": ["completed,failed"]},
+                },
             ],
             "requestBody": {
                 "required": True,
@@ -262,7 +338,9 @@ _PATHS: dict[str, Any] = {
                 "411": _problem("Raw body without Content-Length (chunked): send the length, or upload"),
                 "413": _problem("Body too large (1 MB JSON, 100 MB raw), or an upload over 5 GiB"),
                 "415": _problem("Unsupported Content-Type"),
-                "422": _problem("Validation failed (an input_ref must name a block blob)"),
+                "422": _problem(
+                    "Validation failed (an input_ref must name a block blob; a callback the app may not call)"
+                ),
                 "429": _TOO_MANY,
                 "503": _problem("The job could not be recorded or started, or storage is unreachable: retry"),
             },
@@ -359,7 +437,14 @@ _PATHS: dict[str, Any] = {
             "operationId": "replayDeadLetter",
             "parameters": [_IDEMPOTENCY_KEY],
             "responses": {
-                "202": _json("The new job", "Job", _POLL_HEADERS),
+                "202": {
+                    "description": (
+                        "A failed job: the new job (Job, Location + Retry-After). A webhook dead letter: its event is "
+                        "delivered again with the same body and webhook-id (WebhookReplay, Location = the event's job)"
+                    ),
+                    "headers": _POLL_HEADERS,
+                    "content": {"application/json": {"schema": {"oneOf": [_ref("Job"), _ref("WebhookReplay")]}}},
+                },
                 "404": _problem("Unknown"),
                 "409": _problem("Not replayable (poison message, or input gone)"),
             },
@@ -411,6 +496,36 @@ _PATHS: dict[str, Any] = {
 }
 
 
+_SIGNATURE_HEADERS = [
+    {"name": "webhook-id", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "msg_<job id>_<event>[_<completed>]: the same on every attempt and replay of the event"},
+    {"name": "webhook-timestamp", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "Unix seconds of this attempt (verifiers refuse it 5 minutes off)"},
+    {"name": "webhook-signature", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "v1,<base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}` with the WEBHOOK_SECRET>"},
+]  # fmt: skip
+
+_WEBHOOKS: dict[str, Any] = {
+    "jobEvent": {
+        "post": {
+            "operationId": "jobEvent",
+            "summary": "A job's event POSTed to its callback (Standard Webhooks)",
+            "description": (
+                "Retried on 5xx, 429 (honouring Retry-After), timeouts and connection errors with the project's "
+                "backoff; never on other 4xx or redirects; then a dead letter (replayable). A circuit breaker per "
+                "host:port stops calls while a receiver keeps failing. Events of one job may arrive out of order."
+            ),
+            "parameters": _SIGNATURE_HEADERS,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WebhookEvent")}}},
+            "responses": {
+                "2XX": {"description": "Delivered"},
+                "4XX": {"description": "Refused: not retried (429: retried)"},
+                "5XX": {"description": "Retried"},
+            },
+        }
+    }
+}
+
 _NO_STORAGE = ("/api/health", "/api/openapi.json", "/api/ui", "/api/docs")
 """Routes that answer without storage (health says 503 its own way)."""
 
@@ -430,6 +545,7 @@ def _kind_request(spec: kinds.KindSpec) -> dict[str, Any]:
         }
     properties["deadline_seconds"] = {"type": "integer", "minimum": 1, "maximum": MAX_DEADLINE_SECONDS}
     properties["priority"] = {"enum": _PRIORITIES, "default": "normal", "description": "The admission lane"}
+    properties["callback"] = _ref("Callback")
     return {**fragment, "additionalProperties": False, "properties": properties}
 
 
@@ -515,6 +631,7 @@ def openapi_document(server_url: str, settings: Settings) -> dict[str, Any]:
         "servers": [{"url": server_url}],
         "security": [{"functionKey": []}, {"functionKeyQuery": []}],
         "paths": _paths(values),
+        "webhooks": _WEBHOOKS,
         "components": {
             "schemas": {**_SCHEMAS, **kind_schemas},
             "securitySchemes": {

@@ -6,6 +6,7 @@ runtime-status enum and its exceptions stay here.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -95,3 +96,32 @@ async def terminate(client: Any, job_id: str, reason: str) -> None:
 async def purge(client: Any, instance_id: str) -> int:
     """Purge an instance's history; how many instances were deleted."""
     return int((await client.purge_instance_history(instance_id)).instances_deleted)
+
+
+async def start_named_unless_exists(client: Any, orchestrator: str, instance_id: str, payload: Any) -> bool:
+    """Start `orchestrator` as `instance_id` unless that instance exists (in any state); True if this call did.
+
+    A finished instance is not started again: for Durable a start on a completed id would run it anew.
+    """
+    if await status(client, instance_id) is not None:
+        return False
+    try:
+        await client.start_new(orchestrator, instance_id=instance_id, client_input=payload)
+    except Exception:
+        if await status(client, instance_id) is not None:
+            return False
+        raise
+    return True
+
+
+async def wait_until_finished(client: Any, instance_id: str, timeout: float, interval: float = 0.25) -> bool:
+    """Poll until the instance has left Pending/Running (or is gone); False if it had not after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        instance = await status(client, instance_id)
+        if instance is None or instance.runtime_status not in ("Pending", "Running", "ContinuedAsNew", "Suspended"):
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(interval)

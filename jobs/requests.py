@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from jobs.callbacks import CallbackBody
 from jobs.errors import IdempotencyKeyMalformed, InvalidRequest, errors_from_validation, field_error
 
 JSON_CONTENT_TYPE = "application/json"
@@ -31,6 +32,7 @@ class SubmitBody(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     deadline_seconds: StrictInt | None = Field(default=None, gt=0, le=MAX_DEADLINE_SECONDS)
     priority: Literal["high", "normal", "low"] = "normal"
+    callback: CallbackBody | None = None  # webhooks: checked in jobs.callbacks
 
 
 class InboxMessage(SubmitBody):
@@ -53,6 +55,7 @@ class JobRequest:
     source: str
     priority: str = "normal"  # the admission lane: high, normal or low
     client: str = "anonymous"  # who submitted it (per-client admission caps)
+    callback: dict[str, Any] | None = None  # a checked Callback (jobs.callbacks), stored with the job
 
     def fingerprint(self) -> str:
         """What makes two requests the same request, whichever door they came through."""
@@ -66,6 +69,8 @@ class JobRequest:
         }
         if self.priority != "normal":
             doc["priority"] = self.priority  # absent for normal, so fingerprints recorded before lanes still match
+        if self.callback is not None:  # only then: fingerprints of requests without one stay as they were
+            doc["callback"] = self.callback
         return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

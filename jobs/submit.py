@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 import kinds
 from jobs import admission, durable, inline_input
+from jobs.callbacks import checked_callback
 from jobs.errors import (
     IdempotencyConflict,
     InvalidRequest,
@@ -191,6 +192,7 @@ async def request_from_body(
     else:
         assert body.input_ref is not None
         input_ref, content_type = await _checked_upload_ref(clients, body.input_ref, kind)
+    callback = body.callback
     return JobRequest(
         kind=body.kind,
         options=options,
@@ -202,6 +204,7 @@ async def request_from_body(
         source=source,
         priority=body.priority,
         client=client,
+        callback=dict(await checked_callback(callback.url, callback.events, settings)) if callback else None,
     )
 
 
@@ -281,6 +284,8 @@ def job_start(record: job_store.JobRecord, ticket: AdmissionTicket | None = None
         "deadline_at": record["deadline_at"],
         "submitted_at": record["created_at"],
     }
+    if record.get("callback"):
+        start["callback"] = record.get("callback")  # type: ignore[typeddict-item]
     if ticket is not None:
         start["admission"] = ticket
     return start
@@ -369,6 +374,7 @@ def _new_record(request: JobRequest, job_id: str, fingerprint: str) -> job_store
         source=request.source,
         priority=request.priority,
         client=request.client,
+        callback=request.callback,
     )
 
 

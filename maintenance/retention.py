@@ -18,12 +18,14 @@ from azure.core.exceptions import ResourceNotFoundError
 from jobs import durable
 from jobs.sweep import sweep_orphans
 from orchestrators.job import chunk_batch_instance_id
+from shared.contracts import TERMINAL_EVENTS
 from shared.settings import Settings
 from shared.telemetry import log_event
 from storage import dead_letters
 from storage import jobs as job_store
 from storage.clients import blob_service, storage_clients
 from storage.names import PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name, job_prefix
+from webhooks.events import delivery_instance_id, webhook_id
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,11 @@ def delete_job_blobs(settings: Settings, job_id: str, keep_input: bool = False) 
 
 
 async def purge_job_history(client: Any, job_id: str) -> int:
-    """Purge the job orchestration's history and its chunk batches' (ids derived from the job id)."""
+    """Purge the job orchestration's history and its chunk batches' and terminal webhook deliveries' (ids derived
+    from the job id)."""
     purged = await durable.purge(client, job_id)
+    for event in TERMINAL_EVENTS:
+        purged += await durable.purge(client, delivery_instance_id(webhook_id(job_id, event)))
     batch = 0
     while True:
         deleted = await durable.purge(client, chunk_batch_instance_id(job_id, batch))

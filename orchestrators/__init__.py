@@ -10,7 +10,8 @@ import azure.durable_functions as df
 
 from orchestrators.chunk_batch import chunk_batch_orchestration
 from orchestrators.job import job_orchestration
-from shared.contracts import CHUNK_BATCH_ORCHESTRATOR, JOB_ORCHESTRATOR
+from orchestrators.webhook import webhook_delivery_orchestration
+from shared.contracts import CHUNK_BATCH_ORCHESTRATOR, JOB_ORCHESTRATOR, WEBHOOK_DELIVERY_ORCHESTRATOR
 
 blueprint = df.Blueprint()
 
@@ -27,3 +28,10 @@ def job_orchestrator(context: df.DurableOrchestrationContext) -> Any:
 def chunk_batch_orchestrator(context: df.DurableOrchestrationContext) -> Any:
     """Run one batch of a job's chunks: see orchestrators.chunk_batch."""
     return (yield from chunk_batch_orchestration(context))
+
+
+@blueprint.function_name(WEBHOOK_DELIVERY_ORCHESTRATOR)
+@blueprint.orchestration_trigger(context_name="context")
+def webhook_delivery_orchestrator(context: df.DurableOrchestrationContext) -> Any:
+    """Deliver one webhook event: see orchestrators.webhook."""
+    return (yield from webhook_delivery_orchestration(context))

@@ -29,12 +29,14 @@ from orchestrators.steps import (
 from orchestrators.whole_job import outcome_of_whole_run, prepare_or_run
 from shared.clock import parse_iso
 from shared.contracts import (
+    ANNOUNCE_JOB_EVENT,
     CANCEL_EVENT,
     CHUNK_BATCH_ORCHESTRATOR,
     DEAD_LETTER_JOB,
     FINALIZE_JOB,
     MERGE_PARTIALS,
     REQUEST_STOP,
+    AnnounceInput,
     ChunkBatchInput,
     ChunkBatchOutput,
     DeadLetterInput,
@@ -75,6 +77,10 @@ class _JobRun:
         deadline_at = parse_iso(str(start["deadline_at"])) if start.get("deadline_at") else None
         # No deadline timer: see orchestrators.steps.Interrupts.
         self.interrupts = Interrupts(cancel=context.wait_for_external_event(CANCEL_EVENT), deadline_at=deadline_at)
+        callback = start.get("callback")
+        self.callback_events: list[str] = list(callback["events"]) if callback else []
+        self.progress_every = 30.0  # seconds between progress webhooks; prepare sends the setting
+        self.progress_sent: tuple[datetime, int] | None = None
 
     def progress(self, phase: Phase, completed: int | None = None) -> None:
         if completed is not None:
@@ -105,7 +111,53 @@ class _JobRun:
             outcome = yield from self._wind_down(self._stop_reason(), None, stopped.pending)
         except StepFailed as failure:
             outcome = yield from self._wind_down(None, failure.error, failure.pending)
+        yield from self._announce(outcome["status"].lower(), outcome)
         return outcome
+
+    def _announce(self, event: str, outcome: JobOutcome | None) -> Orchestration:
+        """Hand the event to the webhook outbox if the callback wants it; a failure never changes the job."""
+        if event not in self.callback_events:
+            return
+        announce: AnnounceInput = {
+            "start": self.start,
+            "event": event,
+            "outcome": outcome,
+            "completed": self.completed,
+            "total": self.total,
+        }
+        try:
+            yield from call_step(self.context, ANNOUNCE_JOB_EVENT, announce, self.policy, f"announce-{event}")
+        except StepFailed as failure:
+            self.log("webhook.announce_failed", type=event, error_type=failure.error["type"])
+
+    def _progressed(self, completed: int) -> Orchestration | None:
+        """Record progress; the step announcing a `progress` webhook when one is due (throttled), else None."""
+        self.progress("processing", completed)
+        if "progress" not in self.callback_events:
+            return None
+        now = self.context.current_utc_datetime
+        if self.progress_sent is not None:
+            sent_at, sent_completed = self.progress_sent
+            if completed <= sent_completed or (now - sent_at).total_seconds() < self.progress_every:
+                return None
+        elif completed == 0:
+            return None
+        self.progress_sent = (now, completed)
+        return self._announce_progress()
+
+    def _announce_progress(self) -> Orchestration:
+        # Raced against the cancel like any step: a cancel during the announcement still stops the job.
+        announce: AnnounceInput = {
+            "start": self.start,
+            "event": "progress",
+            "outcome": None,
+            "completed": self.completed,
+            "total": self.total,
+        }
+        task = self.context.call_activity(ANNOUNCE_JOB_EVENT, announce)
+        yield from race(self.context, task, self.interrupts)
+        if failed(task):
+            self.log("webhook.announce_failed", type="progress")
 
     def _stop_reason(self) -> Interrupt:
         # A step stopped on its own: at the deadline (its clock and ours agree within a check interval)
@@ -122,6 +174,7 @@ class _JobRun:
         self.policy = policy_from(prepared.get("retry"))
         self.max_parallel = int(prepared.get("max_parallel_chunks", 1))
         self.per_batch = int(prepared.get("chunks_per_sub_orchestration", 50))
+        self.progress_every = float(prepared.get("webhook_progress_seconds", self.progress_every))
         self.total = int(prepared["chunk_count"])
         if "outcome" in prepared:
             return self._ran_whole(prepared["outcome"])
@@ -134,7 +187,7 @@ class _JobRun:
                 self.policy,
                 self.max_parallel,
                 self.interrupts,
-                on_progress=lambda done: self.progress("processing", done),
+                on_progress=self._progressed,
             )
         else:
             yield from self._process_in_batches()
@@ -189,7 +242,9 @@ class _JobRun:
             if result.get("stopped"):
                 raise ChunksStopped()
             done += int(result.get("completed", count))
-            self.progress("processing", done)
+            step = self._progressed(done)
+            if step is not None:
+                yield from step
 
     def _record(self, outcome: JobOutcome) -> Orchestration:
         """Remove working blobs and record the outcome in the job store."""

@@ -188,7 +188,7 @@ def run_chunk_waves(
     policy: RetryPolicy,
     max_parallel: int,
     interrupts: Interrupts = NO_INTERRUPTS,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], Orchestration | None] | None = None,
 ) -> Orchestration:
     """Process chunks in waves of at most `max_parallel`; failed chunks back off, then join the next wave.
 
@@ -229,7 +229,9 @@ def run_chunk_waves(
         if stopped:
             raise ChunksStopped()
         if on_progress is not None:
-            on_progress(done)
+            step = on_progress(done)  # may hand back a step to run (the job's progress webhook)
+            if step is not None:
+                yield from step
         if retries:
             # Each chunk's own backoff (its jitter differs); the retries lead the next wave.
             key = context.instance_id

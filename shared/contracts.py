@@ -71,6 +71,13 @@ class JobStatus(StrEnum):
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
+class Callback(TypedDict):
+    """Where a job's events are POSTed (validated at submit; see jobs.callbacks)."""
+
+    url: str
+    events: list[str]  # of CALLBACK_EVENTS
+
+
 class JobStart(TypedDict):
     """Input of the job orchestrator (the instance id is the job id)."""
 
@@ -81,6 +88,7 @@ class JobStart(TypedDict):
     options: dict[str, Any]
     deadline_at: str | None  # ISO 8601 UTC; None = no deadline
     submitted_at: str  # ISO 8601 UTC
+    callback: NotRequired[Callback | None]  # webhooks: see orchestrators.webhook
     input_inline: NotRequired[str]  # base64 of a small posted input kept inline instead of in a blob (input_ref None)
     admission: NotRequired[AdmissionTicket]  # absent: the job was started without admission control
 
@@ -138,7 +146,7 @@ class DeadLetterRecord(TypedDict):
     """One dead letter: a job that failed for good, or a poison intake message."""
 
     id: str
-    source: Literal["job", "poison"]
+    source: Literal["job", "poison", "webhook"]
     job_id: str | None
     kind: str | None
     input_ref: str | None  # kept so the job can be replayed
@@ -149,6 +157,7 @@ class DeadLetterRecord(TypedDict):
     attempts: int
     raw_message: str | None  # poison messages: the message text as received
     created_at: str  # ISO 8601 UTC
+    webhook: NotRequired[WebhookEvent | None]  # webhook dead letters: the event, to deliver it again
 
 
 # The steps of a job: one input and one output shape per activity and sub-orchestration.
@@ -173,6 +182,7 @@ class OrchestrationConfig(TypedDict):
     retry: RetryPolicy
     max_parallel_chunks: int
     chunks_per_sub_orchestration: int
+    webhook_progress_seconds: NotRequired[float]  # at most one `progress` webhook per job this often
 
 
 class PrepareOutput(OrchestrationConfig):
@@ -271,3 +281,84 @@ class ChunkBatchOutput(TypedDict, total=False):
     completed: int
     stopped: bool
     failure: JobError
+
+
+# --- Webhooks: a job's events delivered to its callback (orchestrators.webhook) -------------------------
+
+WEBHOOK_DELIVERY_ORCHESTRATOR = "webhook_delivery_orchestrator"
+"""Delivers one event of a job to its callback, with retries, the breaker and a dead letter; started per event."""
+ANNOUNCE_JOB_EVENT = "announce_job_event"
+"""AnnounceInput → str | None (webhook id): put the job's event on the webhook-events queue (the outbox)."""
+DELIVER_WEBHOOK = "deliver_webhook"
+"""DeliverInput → DeliverOutput: one signed POST to the checked address, through the host's circuit breaker."""
+DEAD_LETTER_WEBHOOK = "dead_letter_webhook"
+"""WebhookDeadLetterInput → str (record id): record an event that could not be delivered."""
+
+CALLBACK_EVENTS = ("completed", "failed", "cancelled", "progress")
+"""The events a callback may subscribe to."""
+TERMINAL_EVENTS = ("completed", "failed", "cancelled")
+"""The default subscription: the job's end."""
+
+
+class WebhookEvent(TypedDict):
+    """One event for one callback; every attempt (and a replay) sends this payload under this webhook id."""
+
+    webhook_id: str  # derived from the job id and the event (msg_<job id>_<event>[_<n>])
+    job_id: str
+    kind: str
+    type: str  # job.completed, job.failed, job.cancelled, job.progress
+    url: str  # the callback URL as submitted (never logged with its userinfo)
+    payload: dict[str, Any]  # {type, timestamp, data: the job resource}: the exact JSON body
+
+
+class AnnounceInput(TypedDict):
+    """Input of announce_job_event."""
+
+    start: JobStart
+    event: str  # one of CALLBACK_EVENTS
+    outcome: JobOutcome | None  # None for progress
+    completed: int
+    total: int
+
+
+class WebhookDeliveryInput(TypedDict):
+    """Input of the webhook delivery orchestration."""
+
+    event: WebhookEvent
+    retry: RetryPolicy
+
+
+class DeliverInput(TypedDict):
+    """Input of deliver_webhook."""
+
+    event: WebhookEvent
+    attempt: int  # 1-based
+
+
+DeliveryVerdict = Literal["delivered", "retry", "rejected", "refused", "breaker_open"]
+
+
+class DeliverOutput(TypedDict):
+    """Output of deliver_webhook: what the receiver (or the guard, or the breaker) said."""
+
+    outcome: DeliveryVerdict
+    status: int | None  # the receiver's HTTP status, if it answered
+    retry_after: float | None  # seconds, from the receiver's Retry-After
+    wait_seconds: float | None  # breaker_open: how long until it may be tried
+    reason: str  # one line, no secrets
+
+
+class WebhookDeadLetterInput(TypedDict):
+    """Input of dead_letter_webhook."""
+
+    record_id: str
+    event: WebhookEvent
+    error: JobError
+
+
+class WebhookDeliveryOutput(TypedDict):
+    """Output of the webhook delivery orchestration."""
+
+    status: Literal["delivered", "dead_lettered"]
+    attempts: int
+    reason: NotRequired[str]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -77,6 +77,22 @@ class Settings(BaseSettings):
     # NCRONTAB (with seconds) of the retention timer; the host reads it as %RETENTION_SCHEDULE%.
     retention_schedule: str = Field(default="0 15 3 * * *", alias="RETENTION_SCHEDULE")
 
+    # Webhooks (callbacks on submit). The secret signs every delivery (Standard Webhooks, `whsec_<base64>`);
+    # in Azure it is a Key Vault reference. Plain http and the allowlist exist for local tests only.
+    webhook_secret: SecretStr | None = Field(default=None, alias="WEBHOOK_SECRET")
+    webhook_allow_http: bool = Field(default=False, alias="WEBHOOK_ALLOW_HTTP")
+    # Comma-separated host names (or IP literals) exempt from the private-address check.
+    webhook_allowed_hosts: str = Field(default="", alias="WEBHOOK_ALLOWED_HOSTS")
+    webhook_breaker_failures: int = Field(default=5, ge=1, le=1000, alias="WEBHOOK_BREAKER_FAILURES")
+    webhook_breaker_open_seconds: float = Field(default=60.0, gt=0, le=86_400, alias="WEBHOOK_BREAKER_OPEN_SECONDS")
+    # At most one `progress` event per job this often (the job orchestration's clock).
+    webhook_progress_seconds: float = Field(default=30.0, gt=0, le=86_400, alias="WEBHOOK_PROGRESS_SECONDS")
+
+    @property
+    def webhook_allowlist(self) -> frozenset[str]:
+        """The allowlisted callback hosts, lower case."""
+        return frozenset(h.strip().lower().strip("[]") for h in self.webhook_allowed_hosts.split(",") if h.strip())
+
     @model_validator(mode="after")
     def _refuse_unsafe_azure_config(self) -> Settings:
         if not _running_in_azure():
@@ -85,6 +101,8 @@ class Settings(BaseSettings):
             raise ValueError("shared-key storage connection strings are not allowed in Azure; use identity")
         if self.enable_simulate_kind:
             raise ValueError("ENABLE_SIMULATE_KIND must be false in Azure")
+        if self.webhook_allow_http:
+            raise ValueError("WEBHOOK_ALLOW_HTTP must be false in Azure: callbacks are https only")
         return self
 
 

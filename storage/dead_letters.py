@@ -33,7 +33,7 @@ DeadLetterPage = Page[DeadLetterRecord]
 
 _FIELDS = (
     "id", "source", "job_id", "kind", "input_ref", "input_content_type", "options",
-    "error_type", "reason", "attempts", "raw_message", "created_at",
+    "error_type", "reason", "attempts", "raw_message", "created_at", "webhook",
 )  # fmt: skip
 
 
@@ -47,7 +47,7 @@ def _fields(record: DeadLetterRecord) -> dict[str, Any]:
         value = record.get(key)
         if value is None:
             continue
-        if key == "options":
+        if key in ("options", "webhook"):
             value = json.dumps(value)
         elif key == "raw_message":
             value = str(value)[:MAX_RAW_MESSAGE_CHARS]
@@ -61,7 +61,8 @@ def _record(entity: dict[str, Any]) -> DeadLetterRecord:
         return str(value) if value is not None else None
 
     options = entity.get("options")
-    return {
+    webhook = entity.get("webhook")
+    record: DeadLetterRecord = {
         "id": str(entity["id"]),
         "source": cast(Any, str(entity["source"])),
         "job_id": text("job_id"),
@@ -75,6 +76,9 @@ def _record(entity: dict[str, Any]) -> DeadLetterRecord:
         "raw_message": text("raw_message"),
         "created_at": str(entity["created_at"]),
     }
+    if isinstance(webhook, str):
+        record["webhook"] = json.loads(webhook)
+    return record
 
 
 def _queue_text(record: DeadLetterRecord) -> str:

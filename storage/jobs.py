@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
@@ -61,6 +61,7 @@ class JobRecord(TypedDict):
     progress: dict[str, int] | None  # {completed, total} once the job finished and someone read it from Durable
     priority: str  # admission lane: high, normal, low
     client: str  # who submitted it (admission's per-client cap)
+    callback: NotRequired[dict[str, Any] | None]  # webhooks: {url, events}, as checked at submit
 
 
 def new_job_record(
@@ -77,6 +78,7 @@ def new_job_record(
     source: str,
     priority: str = "normal",
     client: str = "anonymous",
+    callback: dict[str, Any] | None = None,
 ) -> JobRecord:
     """A PENDING job's record."""
     return {
@@ -99,10 +101,11 @@ def new_job_record(
         "progress": None,
         "priority": priority,
         "client": client,
+        "callback": callback,
     }
 
 
-_JSON_FIELDS = ("options", "summary", "error", "progress")
+_JSON_FIELDS = ("options", "summary", "error", "progress", "callback")
 
 
 def _fields(record: JobRecord) -> dict[str, Any]:
@@ -155,6 +158,7 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "progress": loaded("progress"),
         "priority": str(entity.get("priority") or "normal"),
         "client": str(entity.get("client") or "anonymous"),
+        "callback": loaded("callback"),
     }
 
 

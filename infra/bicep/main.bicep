@@ -102,6 +102,9 @@ param separateTaskHubStorage bool = false
 @description('Optional. True once the azd postdeploy hook has stored the function key in Key Vault (it sets FUNCTION_KEY_IN_KEY_VAULT): later provisions leave that secret alone. Set it by hand only if you ran the hook yourself.')
 param functionKeyInKeyVault bool = false
 
+@description('Optional. True once the azd postdeploy hook has generated the webhook signing secret in Key Vault (it sets WEBHOOK_SECRET_IN_KEY_VAULT): later provisions leave that secret alone.')
+param webhookSecretInKeyVault bool = false
+
 @description('Optional. Alert when more than this percent of finished jobs failed in 15 minutes.')
 @minValue(1)
 @maxValue(100)
@@ -121,8 +124,10 @@ var inboxQueue = 'jobs-inbox'
 var inboxPoisonQueue = 'jobs-inbox-poison'
 var deadLetterQueue = 'jobs-deadletter'
 var admissionsQueue = 'jobs-admitted'
+var webhookEventsQueue = 'webhook-events'
 var jobsTable = 'Jobs'
 var deadLettersTable = 'DeadLetters'
+var webhookBreakersTable = 'WebhookBreakers'
 
 var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
 var deploymentContainer = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
@@ -131,6 +136,7 @@ var apiManagementName = '${abbrs.apiManagementService}${resourceToken}'
 var appGatewayDnsLabel = 'longrun-${resourceToken}'
 var keyVaultName = '${abbrs.keyVaultVaults}${resourceToken}'
 var functionKeySecretName = 'longrun-function-key'
+var webhookSecretName = 'longrun-webhook-secret'
 
 // Known before the gateway exists, so the app's settings and the gateway do not depend on each other.
 var appGatewayUrl = empty(appGatewayHostName) ? 'https://${appGatewayDnsLabel}.${location}.cloudapp.azure.com' : 'https://${appGatewayHostName}'
@@ -188,10 +194,12 @@ module storage 'modules/storage.bicep' = {
       inboxPoisonQueue
       deadLetterQueue
       admissionsQueue
+      webhookEventsQueue
     ]
     tables: [
       jobsTable
       deadLettersTable
+      webhookBreakersTable
     ]
     blobCorsOrigins: [
       publicOrigin
@@ -268,7 +276,8 @@ module network 'modules/network.bicep' = if (gatewayInSubnet) {
   }
 }
 
-module keyVault 'modules/key-vault.bicep' = if (gatewayType == 'apiManagement') {
+// Every gateway type: the app reads its webhook signing secret from here.
+module keyVault 'modules/key-vault.bicep' = {
   name: 'key-vault'
   scope: rg
   params: {
@@ -278,6 +287,10 @@ module keyVault 'modules/key-vault.bicep' = if (gatewayType == 'apiManagement') 
     functionKeySecretName: functionKeySecretName
     functionKeyStored: functionKeyInKeyVault
     placeholderValue: 'not-a-key: the azd postdeploy hook (infra/hooks/postdeploy.sh) writes the function key here'
+    webhookSecretName: webhookSecretName
+    webhookSecretStored: webhookSecretInKeyVault
+    webhookPlaceholderValue: 'not-a-secret: the azd postdeploy hook (infra/hooks/postdeploy.sh) generates the webhook secret here'
+    appPrincipalId: identity.outputs.principalId
     readerPrincipalId: gatewayIdentity.outputs.principalId
     writerPrincipalId: principalId
     writerPrincipalType: principalType
@@ -313,6 +326,7 @@ module functionApp 'modules/function-app.bicep' = {
     threadsPerWorker: threadsPerWorker
     retentionDays: retentionDays
     deadLetterRetentionDays: deadLetterRetentionDays
+    webhookSecretUri: keyVault.outputs.webhookSecretUri
     // Only the gateway reaches the app (docs/deploy.md, "Who can reach the function app"): its subnet,
     // or, for API Management tiers without VNet integration, the weaker AzureCloud service tag.
     allowedCaller: gatewayInSubnet ? {
@@ -406,7 +420,8 @@ output TASK_HUB_NAME string = taskHubName
 output GATEWAY_TYPE string = gatewayType
 output AZURE_GATEWAY_IDENTITY_PRINCIPAL_ID string = gatewayIdentity.outputs.principalId
 // Read by infra/hooks/postdeploy.sh (azd passes outputs to hooks as environment variables).
-output AZURE_KEY_VAULT_NAME string = gatewayType == 'apiManagement' ? keyVaultName : ''
+output AZURE_KEY_VAULT_NAME string = keyVaultName
 output AZURE_KEY_VAULT_FUNCTION_KEY_NAME string = functionKeySecretName
+output AZURE_KEY_VAULT_WEBHOOK_SECRET_NAME string = webhookSecretName
 output AZURE_API_MANAGEMENT_NAME string = gatewayType == 'apiManagement' ? apiManagementName : ''
 output PUBLIC_BASE_URL string = publicBaseUrl

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.infra.templates import ROOT, template
 
 MAIN = template("main")
@@ -23,3 +25,18 @@ def test_timeouts_doc_states_the_defaults_and_our_value() -> None:
     timeout = MAIN["parameters"]["gatewayBackendTimeoutSeconds"]["default"]
     assert f"gatewayBackendTimeoutSeconds = {timeout} s" in doc
     assert f"**{timeout} s**" in doc
+
+
+NOT_DEPLOYED = {"bench", "client", "devhost", "tests"}
+"""Top-level packages that are tools of ours, not code the Functions host runs (.funcignore drops them)."""
+
+
+def test_the_zip_in_the_deploy_doc_holds_every_package_the_app_runs() -> None:
+    """A package missing from the zip imports fine here and fails at the host's indexing in Azure."""
+    doc = (DOCS / "deploy.md").read_text(encoding="utf-8")
+    command = re.search(r"zip -r app\.zip (.*?) -x", doc, flags=re.S)
+    assert command is not None
+    listed = set(command.group(1).replace("\\", " ").split())
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - NOT_DEPLOYED
+    assert packages - listed == set()
+    assert {"function_app.py", "host.json", "requirements.txt", "web"} <= listed

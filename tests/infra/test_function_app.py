@@ -37,6 +37,7 @@ APP_SOURCES = [
     "orchestrators",
     "shared",
     "storage",
+    "webhooks",
 ]
 IDENTITY_STORAGE = {"blobServiceUri", "queueServiceUri", "tableServiceUri", "credential", "clientId"}
 

@@ -122,6 +122,7 @@ def test_the_key_vault_secret_is_a_placeholder_until_the_hook_writes_the_key() -
     assert roles == [
         "subscription_resource_id(Microsoft.Authorization/roleDefinitions, secretsUserRole)",
         "subscription_resource_id(Microsoft.Authorization/roleDefinitions, secretsOfficerRole)",
+        "subscription_resource_id(Microsoft.Authorization/roleDefinitions, secretsUserRole)",  # the app: webhook secret
     ]
 
 

@@ -170,6 +170,27 @@ param retryMaxIntervalSeconds string = '60'
 @maxValue(20)
 param retryMaxAttempts int = 5
 
+@description('Required. Versionless URI of the Key Vault secret that signs webhook deliveries (whsec_...). The app reads it as a Key Vault reference with its user-assigned identity (WEBHOOK_SECRET).')
+param webhookSecretUri string
+
+@description('Optional. Comma-separated callback host names exempt from the private-address check (WEBHOOK_ALLOWED_HOSTS). Empty in production: callbacks must resolve to public addresses.')
+param webhookAllowedHosts string = ''
+
+@description('Optional. Consecutive failed deliveries to one host that open its circuit breaker (WEBHOOK_BREAKER_FAILURES).')
+@minValue(1)
+@maxValue(1000)
+param webhookBreakerFailures int = 5
+
+@description('Optional. Seconds an open circuit breaker keeps deliveries to its host waiting before one probe is let through (WEBHOOK_BREAKER_OPEN_SECONDS).')
+@minValue(1)
+@maxValue(86400)
+param webhookBreakerOpenSeconds int = 60
+
+@description('Optional. Shortest interval in seconds between two progress webhooks of one job (WEBHOOK_PROGRESS_SECONDS).')
+@minValue(1)
+@maxValue(86400)
+param webhookProgressSeconds int = 30
+
 // One worker process per Flex instance, so the real Python concurrency is the thread count.
 var pythonConcurrency = threadsPerWorker
 
@@ -249,6 +270,13 @@ var appSettings = {
   RETRY_MAX_ATTEMPTS: string(retryMaxAttempts)
   RETENTION_DAYS: string(retentionDays)
   DEADLETTER_RETENTION_DAYS: string(deadLetterRetentionDays)
+  // Resolved by the platform with keyVaultReferenceIdentity (below); the secret never appears in a template.
+  WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${webhookSecretUri})'
+  WEBHOOK_ALLOW_HTTP: 'false'
+  WEBHOOK_ALLOWED_HOSTS: webhookAllowedHosts
+  WEBHOOK_BREAKER_FAILURES: string(webhookBreakerFailures)
+  WEBHOOK_BREAKER_OPEN_SECONDS: string(webhookBreakerOpenSeconds)
+  WEBHOOK_PROGRESS_SECONDS: string(webhookProgressSeconds)
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
@@ -284,6 +312,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     // checkov:skip=CKV_AZURE_78: Flex Consumption rejects siteConfig.ftpsState (ARM 51021) and has no FTP endpoint; FTP publishing is off through the basicPublishingCredentialsPolicies 'ftp' below.
     // checkov:skip=CKV_AZURE_213: Flex Consumption does not offer the App Service health check; the gateway probes GET /api/health instead.
     serverFarmId: plan.id
+    // Key Vault references (WEBHOOK_SECRET) are read with the app's user-assigned identity, not a system one.
+    keyVaultReferenceIdentity: identityResourceId
     httpsOnly: true
     publicNetworkAccess: 'Enabled'
     // No ftpsState: Flex Consumption rejects it (ARM error 51021); FTP is off through basicPublishingCredentialsPolicies below.

@@ -1,4 +1,5 @@
-// The Key Vault that holds the function key API Management sends to the app. Provisioning never writes
+// The Key Vault that holds the function key API Management sends to the app, and the secret that signs
+// webhook deliveries (read by the app through a Key Vault reference). Provisioning never writes
 // the key: the azd postdeploy hook (infra/hooks/postdeploy.sh) reads a host key from the deployed app and
 // stores it here. Until then the secret holds a placeholder that says so, so API Management's named value (a
 // Key Vault reference, checked when it is created) resolves on the very first deployment.
@@ -23,6 +24,19 @@ param functionKeyStored bool = false
 @secure()
 @description('Required. Value of the secret until the hook writes the real key: a note for whoever reads the vault, never a valid key of the app.')
 param placeholderValue string
+
+@description('Required. Name of the secret that signs webhook deliveries (Standard Webhooks, whsec_<base64>).')
+param webhookSecretName string
+
+@description('Optional. True once the postdeploy hook has generated the webhook secret (azd sets WEBHOOK_SECRET_IN_KEY_VAULT): provisioning then leaves it alone instead of resetting it to the placeholder.')
+param webhookSecretStored bool = false
+
+@secure()
+@description('Required. Value of the webhook secret until the hook generates it: a note, never a whsec_ secret (the app refuses to sign with it).')
+param webhookPlaceholderValue string
+
+@description('Required. Principal id of the function app\'s identity: it reads the webhook secret through a Key Vault reference (Key Vault Secrets User).')
+param appPrincipalId string
 
 @description('Required. Principal id of the gateway\'s identity: it reads the secret (Key Vault Secrets User).')
 param readerPrincipalId string
@@ -77,6 +91,17 @@ resource placeholder 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!funct
   }
 }
 
+resource webhookPlaceholder 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!webhookSecretStored) {
+  parent: vault
+  name: webhookSecretName
+  // checkov:skip=CKV_AZURE_114: contentType is set below; checkov does not read the body of a conditional (`= if`) resource.
+  // checkov:skip=CKV_AZURE_41: The signing secret does not expire on its own; rotate it with the hook (docs/operations.md).
+  properties: {
+    value: webhookPlaceholderValue
+    contentType: 'text/plain'
+  }
+}
+
 resource readerRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: vault
   name: guid(vault.id, readerPrincipalId, secretsUserRole)
@@ -99,7 +124,29 @@ resource writerRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!
   }
 }
 
+// The app reads the webhook secret and nothing else in the vault (not the gateway's function key).
+resource webhookSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: webhookSecretName
+}
+
+resource appReaderRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: webhookSecret
+  name: guid(vault.id, webhookSecretName, appPrincipalId, secretsUserRole)
+  properties: {
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', secretsUserRole)
+    description: 'Key Vault Secrets User on the webhook signing secret for the longrun function app'
+  }
+  dependsOn: [
+    webhookPlaceholder
+  ]
+}
+
 output name string = vault.name
 output resourceId string = vault.id
 // Versionless: API Management follows the newest version the hook writes.
 output functionKeyUri string = '${vault.properties.vaultUri}secrets/${functionKeySecretName}'
+// Versionless: the app's Key Vault reference follows the newest version the hook writes.
+output webhookSecretUri string = '${vault.properties.vaultUri}secrets/${webhookSecretName}'
