@@ -16,9 +16,11 @@ help:
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
 	@echo "make vendor - copy the dashboard's browser libraries from node_modules into web/vendor/ (part of setup)"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	# The client package and its `longrun` console script (tests/client run .venv/bin/longrun).
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ./client
 	touch $@
 
 # checkov pins its own pycep-parser and friends, so it lives in a virtualenv of its own.

@@ -30,8 +30,16 @@ from api.http import (
 )
 from api.links import base_url, jobs_page_url
 from api.problems import Problem, validation_problem
-from api.resource import accepted_response, checked_job_id, job_resource, job_response, poll_seconds, view_resource
-from jobs import admission, cancel, query
+from api.resource import (
+    accepted_response,
+    checked_job_id,
+    job_resource,
+    job_response,
+    matching_versions,
+    poll_seconds,
+    view_resource,
+)
+from jobs import admission, cancel, events, query
 from jobs.callbacks import checked_callback
 from jobs.errors import NotReady, field_error
 from jobs.query import state_from_record
@@ -186,12 +194,37 @@ def _deadline_param(value: str | None) -> int | None:
 
 
 async def get_job(req: Request, client: df.DurableOrchestrationClient) -> Response:
-    """GET /api/jobs/{id}."""
+    """GET /api/jobs/{id}[?wait=N]: with wait and an If-None-Match naming the current state (long-poll), the
+    answer waits until the state changes or N seconds pass."""
     settings = get_settings()
     job_id = checked_job_id(route_param(req, "job_id"))
+    wait = wait_param(query_params(req).get("wait"))
     clients = await storage_clients(settings)
     view = await query.load_job(client, clients.jobs, job_id)
+    seen = matching_versions(header(req, "if-none-match"))
+    if wait and seen:
+        view = await events.wait_for_change(
+            view,
+            seen,
+            wait,
+            settings.sse_poll_seconds,
+            refresh=events.status_refresh(client, clients.jobs, share_for=settings.sse_poll_seconds / 2),
+            finish=events.resource_refresh(client, clients.jobs, share_for=settings.sse_poll_seconds / 2),
+        )
     return job_response(view, base_url(req, settings), await query.queue_place(settings, view))
+
+
+def wait_param(value: str | None) -> int:
+    """The long-poll wait in seconds (0: answer at once); 400 outside 0..MAX_WAIT_SECONDS."""
+    if value is None:
+        return 0
+    if not is_decimal(value) or int(value) > events.MAX_WAIT_SECONDS:
+        raise Problem(
+            400,
+            f"wait must be an integer from 0 to {events.MAX_WAIT_SECONDS} (seconds)",
+            errors=[field_error("wait", f"an integer from 0 to {events.MAX_WAIT_SECONDS}")],
+        )
+    return int(value)
 
 
 async def get_result(req: Request, client: df.DurableOrchestrationClient) -> Response:

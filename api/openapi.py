@@ -40,6 +40,62 @@ _POLL_HEADERS = {
     "Location": {"description": "Absolute URL of the job", "schema": {"type": "string", "format": "uri"}},
     "Retry-After": {"description": "Seconds to wait before polling again", "schema": {"type": "integer"}},
 }
+_ETAG = {
+    "ETag": {
+        "description": 'Weak tag of the status and progress shown: W/"<version>", the id of the event that reports '
+        "this state on /events. Send it back as If-None-Match with ?wait=N to long-poll.",
+        "schema": {"type": "string", "pattern": '^W/"[0-9]+"$'},
+    }
+}
+_WAIT = {
+    "name": "wait",
+    "in": "query",
+    "description": "Long-poll: with If-None-Match naming the current state, answer once the status or progress "
+    "differs, or after this many seconds; without it, or for a finished job, answer at once. Never 304.",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 60, "default": 0},
+}
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "description": "The ETag last seen (weak comparison; a list is allowed). Only ?wait=N reads it.",
+    "schema": {"type": "string"},
+}
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "description": "The id of the last event received: the stream resumes after it (no repeat, nothing lost).",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+_STATE_EVENT = {
+    "type": "object",
+    "description": "Data of the status and progress events",
+    "required": ["id", "status", "phase", "progress", "updated_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"enum": ["PENDING", "RUNNING"]},
+        "phase": {
+            "enum": ["preparing", "processing", "merging", "finalizing", "cleaning_up", "done", None],
+        },
+        "progress": {
+            "type": "object",
+            "properties": {
+                "completed": {"type": "integer"},
+                "total": {"type": "integer"},
+                "percent": {"type": "number"},
+            },
+        },
+        "updated_at": {"type": "string", "format": "date-time"},
+    },
+}
+_EVENTS_DESCRIPTION = (
+    "Server-Sent Events. First `retry: <ms>`; then `event: status` (first event of a fresh stream, and on a status "
+    "change) and `event: progress` (phase/completed/total changed), each with data JobStateEvent; a comment "
+    "`: ping` after SSE_HEARTBEAT_SECONDS (15) without an event; finally one of `event: completed`, `failed`, "
+    "`cancelled` with the Job resource as GET /api/jobs/{job_id} gives it, and the stream ends. It also ends on "
+    "its own after SSE_MAX_STREAM_SECONDS (90): reconnect with Last-Event-ID. Every event has an `id:` "
+    "(decimal) that grows with the job's state and is the same on every server: 0 PENDING, seq+1 RUNNING, "
+    "1000000000 terminal. Headers: Cache-Control: no-cache, X-Accel-Buffering: no."
+)
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 _LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
 _CONTINUATION = {"name": "continuation", "in": "query", "schema": {"type": "string"}}
@@ -61,6 +117,7 @@ _TOO_MANY = _problem("More than MAX_PENDING_JOBS jobs wait for admission: retry 
 _TOO_MANY["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
 
 _SCHEMAS: dict[str, Any] = {
+    "JobStateEvent": _STATE_EVENT,
     "Job": {
         "type": "object",
         "required": ["id", "kind", "status", "created_at", "updated_at", "progress", "links"],
@@ -252,6 +309,42 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "TaskCreate": {
+        "type": "object",
+        "description": "The reference design's task body (FastAPI + Celery): a vector-normalize job",
+        "required": ["vector_data"],
+        "additionalProperties": False,
+        "properties": {
+            "vector_data": {
+                "description": "One vector (the reference's list of floats) or a list of vectors of equal length",
+                "oneOf": [
+                    {"type": "array", "items": {"type": "number"}},
+                    {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                ],
+            },
+            "metadata": {"type": "object", "description": "Returned as result.metadata_processed"},
+            "duration": {"type": "integer", "minimum": 0, "description": "Accepted and ignored (the reference slept)"},
+            "task_type": {"const": "vector_processing"},
+        },
+    },
+    "TaskAccepted": {
+        "type": "object",
+        "required": ["task_id", "status"],
+        "properties": {"task_id": {"type": "string"}, "status": {"const": "Processing"}},
+    },
+    "TaskStatus": {
+        "type": "object",
+        "required": ["task_id", "status", "result"],
+        "properties": {
+            "task_id": {"type": "string"},
+            "status": {"enum": ["PENDING", "PROGRESS", "SUCCESS", "FAILURE", "REVOKED"]},
+            "result": {
+                "description": "PROGRESS: {current, total, message, job_id}; SUCCESS: the kind's summary (plus "
+                "metadata_processed for vector-normalize); FAILURE: '<error type>: <message>'; otherwise null",
+                "type": ["object", "string", "null"],
+            },
+        },
+    },
     "JobStats": {
         "type": "object",
         "description": "Jobs created in the window, bucketed by creation time (as recorded in the Jobs table)",
@@ -376,9 +469,11 @@ _PATHS: dict[str, Any] = {
         "parameters": [_JOB_ID],
         "get": {
             "operationId": "getJob",
+            "parameters": [_WAIT, _IF_NONE_MATCH],
             "responses": {
-                "200": _json("Finished (COMPLETED, FAILED or CANCELLED)", "Job"),
-                "202": _json("Still PENDING or RUNNING", "Job", _POLL_HEADERS),
+                "200": _json("Finished (COMPLETED, FAILED or CANCELLED)", "Job", _ETAG),
+                "202": _json("Still PENDING or RUNNING", "Job", {**_POLL_HEADERS, **_ETAG}),
+                "400": _problem("wait is not an integer from 0 to 60"),
                 "404": _problem("Unknown job"),
             },
         },
@@ -387,6 +482,23 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json("Already finished: nothing changed", "Job"),
                 "202": _json("Cancellation requested", "Job", _POLL_HEADERS),
+                "404": _problem("Unknown job"),
+            },
+        },
+    },
+    "/api/jobs/{job_id}/events": {
+        "parameters": [_JOB_ID],
+        "get": {
+            "operationId": "streamJobEvents",
+            "summary": "The job's status and progress as Server-Sent Events, until it finishes",
+            "parameters": [_LAST_EVENT_ID],
+            "responses": {
+                "200": {
+                    "description": _EVENTS_DESCRIPTION,
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "204": {"description": "The client saw the job's terminal event already: nothing more to send"},
+                "400": _problem("Last-Event-ID is not an event id"),
                 "404": _problem("Unknown job"),
             },
         },
@@ -447,6 +559,53 @@ _PATHS: dict[str, Any] = {
                 },
                 "404": _problem("Unknown"),
                 "409": _problem("Not replayable (poison message, or input gone)"),
+            },
+        },
+    },
+    "/api/tasks": {
+        "post": {
+            "operationId": "submitTask",
+            "summary": "The reference design's submit: a vector-normalize job, answered in the reference's shape",
+            "parameters": [_IDEMPOTENCY_KEY],
+            "requestBody": {"required": True, "content": {JSON_CONTENT_TYPE: {"schema": _ref("TaskCreate")}}},
+            "responses": {
+                "202": _json("Accepted: poll the Location (GET /api/tasks/{task_id})", "TaskAccepted", _POLL_HEADERS),
+                "400": _problem("Malformed body or header"),
+                "409": _problem("Idempotency key reused for a different request"),
+                "413": _problem("Body over 1 MB"),
+                "415": _problem("Not application/json"),
+                "422": _problem("Validation failed (fields named as in the body: vector_data, metadata, ...)"),
+            },
+        }
+    },
+    "/api/tasks/{task_id}": {
+        "parameters": [{**_JOB_ID, "name": "task_id"}],
+        "get": {
+            "operationId": "getTask",
+            "summary": "The reference design's status: Celery state names; the job is also /api/jobs/{task_id}",
+            "responses": {
+                "200": {
+                    "description": "The task (200 in every state, as the reference answers)",
+                    "headers": {"Retry-After": _POLL_HEADERS["Retry-After"]},
+                    "content": {"application/json": {"schema": _ref("TaskStatus")}},
+                },
+                "404": _problem("Unknown task"),
+            },
+        },
+    },
+    "/api/tasks/{task_id}/stream": {
+        "parameters": [{**_JOB_ID, "name": "task_id"}],
+        "get": {
+            "operationId": "streamTask",
+            "summary": "The reference design's stream: the task's status document as Server-Sent Events",
+            "description": "`data: <TaskStatus>` whenever it changes (read every second), `: ping` after 15 s "
+            "without one; ends after the ready state (SUCCESS, FAILURE, REVOKED) or after 90 s.",
+            "responses": {
+                "200": {
+                    "description": "text/event-stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "404": _problem("Unknown task"),
             },
         },
     },

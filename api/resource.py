@@ -10,6 +10,7 @@ from api.http import json_response
 from api.links import job_links, job_url
 from api.problems import Problem
 from jobs.admission import Place
+from jobs.events import state_version
 from jobs.query import JobView
 from jobs.requests import JOB_ID
 from shared.clock import parse_iso, utc_now
@@ -66,8 +67,27 @@ def retry_after_seconds(record: JobRecord) -> int:
     return poll_seconds(record["created_at"])
 
 
+def entity_tag(view: JobView) -> str:
+    """The ETag of what a client can observe of the job (status and progress): its state's version.
+
+    Weak, because updated_at may move without a visible change; the same version as the job's event ids,
+    so it is the same on every app instance.
+    """
+    return f'W/"{state_version(view.state)}"'
+
+
+def matching_versions(if_none_match: str | None) -> set[int]:
+    """The versions named by an If-None-Match header (weak comparison); tags we never issue match nothing."""
+    versions: set[int] = set()
+    for tag in (if_none_match or "").split(","):
+        opaque = tag.strip().removeprefix("W/")
+        if len(opaque) >= 2 and opaque[0] == opaque[-1] == '"' and opaque[1:-1].isascii() and opaque[1:-1].isdigit():
+            versions.add(int(opaque[1:-1]))
+    return versions
+
+
 def job_response(view: JobView, base: str, place: Place | None = None) -> Response:
-    """200 once finished; 202 with Location and Retry-After while the job is pending or running.
+    """200 once finished; 202 with Location and Retry-After while the job is pending or running; with its ETag.
 
     A job waiting for admission also shows its place: lane and approximate position (1 = next in its lane).
     """
@@ -75,11 +95,13 @@ def job_response(view: JobView, base: str, place: Place | None = None) -> Respon
     if place is not None:
         body["queue"] = {"lane": place.lane, "position": place.position, "approximate": True}
     if view.state.status in FINISHED_STATUSES:
-        return json_response(body, 200)
-    return accepted_response(body, view.record, base)
+        return json_response(body, 200, {"ETag": entity_tag(view)})
+    return accepted_response(body, view.record, base, {"ETag": entity_tag(view)})
 
 
-def accepted_response(body: dict[str, Any], record: JobRecord, base: str) -> Response:
+def accepted_response(
+    body: dict[str, Any], record: JobRecord, base: str, extra_headers: dict[str, str] | None = None
+) -> Response:
     """202 Accepted with the job's Location and when to poll it."""
     headers = {"Location": job_url(base, record["job_id"]), "Retry-After": str(retry_after_seconds(record))}
-    return json_response(body, 202, headers)
+    return json_response(body, 202, {**headers, **(extra_headers or {})})

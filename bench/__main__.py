@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import cost, csv_report, devhost_overhead, history_size, submit_latency
+from bench import cost, csv_report, devhost_overhead, history_size, streams, submit_latency
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     csv_report.main(["--sizes", sizes])
     print(f"\n== history bytes per job ({'1,100' if args.quick else '1,100,1000'} MB)", flush=True)
     history_size.main(["--sizes", "1,100" if args.quick else "1,100,1000"])
+    print("\n== 200 job event streams: cost per stream, job throughput with and without", flush=True)
+    streams.main(["--rounds", "1" if args.quick else "2"])
     print("\n== cost per job (storage transactions, executions, history, bytes; shipped settings)", flush=True)
     cost.main([])
     print("\n(bench.side_by_side, against Celery + Redis, needs redis-server: run it on its own)", flush=True)

@@ -74,6 +74,10 @@ class _JobRun:
         self.per_batch = 1
         self.total = 0
         self.completed = 0
+        self.shown: tuple[Phase, int, int] | None = None  # what the custom status shows
+        # Counts the changes of the custom status. It is derived from the history (a replay makes the same
+        # calls), so every app instance reading the status computes the same event ids from it (jobs/events.py).
+        self.seq = 0
         deadline_at = parse_iso(str(start["deadline_at"])) if start.get("deadline_at") else None
         # No deadline timer: see orchestrators.steps.Interrupts.
         self.interrupts = Interrupts(cancel=context.wait_for_external_event(CANCEL_EVENT), deadline_at=deadline_at)
@@ -85,7 +89,10 @@ class _JobRun:
     def progress(self, phase: Phase, completed: int | None = None) -> None:
         if completed is not None:
             self.completed = completed
-        status: Progress = {"phase": phase, "completed": self.completed, "total": self.total}
+        if (phase, self.completed, self.total) == self.shown:
+            return  # nothing a client could see changed: keep the sequence number
+        self.shown, self.seq = (phase, self.completed, self.total), self.seq + 1
+        status: Progress = {"phase": phase, "completed": self.completed, "total": self.total, "seq": self.seq}
         self.context.set_custom_status(status)
 
     def log(self, event: str, **fields: Any) -> None:

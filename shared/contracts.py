@@ -122,6 +122,7 @@ class Progress(TypedDict):
     phase: Phase
     completed: int
     total: int
+    seq: int  # 1, 2, ...: one more on every change of the above (the event id source of jobs/events.py)
 
 
 class JobError(TypedDict):

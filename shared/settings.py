@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     # How often a waiting job checks its admission itself, should an admission notice be lost.
     admission_recheck_seconds: int = Field(default=60, ge=1, le=3600, alias="ADMISSION_RECHECK_SECONDS")
 
+    # Push: the job event stream and long-poll (jobs/events.py). A stream reads the job's status once per
+    # poll interval, writes a heartbeat comment when it has been quiet that long, and ends on its own before
+    # any gateway or the Functions front end (230 s) would cut it; the client resumes with Last-Event-ID.
+    sse_poll_seconds: float = Field(default=2.0, gt=0, le=30, alias="SSE_POLL_SECONDS")
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0, le=60, alias="SSE_HEARTBEAT_SECONDS")
+    sse_max_stream_seconds: float = Field(default=90.0, gt=0, le=200, alias="SSE_MAX_STREAM_SECONDS")
+
     # Retention
     retention_days: int = Field(default=7, ge=1, alias="RETENTION_DAYS")
     deadletter_retention_days: int = Field(default=30, ge=1, alias="DEADLETTER_RETENTION_DAYS")

@@ -326,6 +326,8 @@ module functionApp 'modules/function-app.bicep' = {
     threadsPerWorker: threadsPerWorker
     retentionDays: retentionDays
     deadLetterRetentionDays: deadLetterRetentionDays
+    // An event stream ends on its own well before the gateway would cut it (docs/timeouts.md).
+    sseMaxStreamSeconds: min(200, max(10, gatewayBackendTimeoutSeconds - 30))
     webhookSecretUri: keyVault.outputs.webhookSecretUri
     // Only the gateway reaches the app (docs/deploy.md, "Who can reach the function app"): its subnet,
     // or, for API Management tiers without VNet integration, the weaker AzureCloud service tag.

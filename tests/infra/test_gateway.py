@@ -83,6 +83,8 @@ def test_api_management_forward_request_uses_the_timeout_parameter() -> None:
     assert render(policy["value"]) == "replace(apiPolicyTemplate, __BACKEND_ID__, backend.name)"
     forward = re.findall(r"<forward-request [^>]*>", template_text)
     assert len(forward) == 1 and 'timeout="${backendTimeoutSeconds}"' in forward[0]
+    # Event streams (GET /api/jobs/{id}/events) pass through unbuffered, or a client sees nothing until they end.
+    assert 'buffer-response="false"' in forward[0]
     assert '<set-backend-service backend-id="__BACKEND_ID__" />' in template_text
 
 

@@ -80,7 +80,9 @@ def test_a_small_input_is_planned_processed_merged_and_tidied(devhost: DevHost) 
     assert state.result_ref is not None
     result = read_json_blob(devhost, RESULTS_CONTAINER, state.result_ref)
     assert result["rows"] == 3000
-    assert status["customStatus"] == {"phase": "done", "completed": state.total, "total": state.total}
+    custom = status["customStatus"]
+    assert {**custom, "seq": None} == {"phase": "done", "completed": state.total, "total": state.total, "seq": None}
+    assert custom["seq"] >= 5  # preparing, processing, merging, finalizing, done: each change numbered
     # Only the result remains: partials and the plan are removed once merged.
     assert list_blobs(devhost, RESULTS_CONTAINER, job_prefix(job_id)) == [state.result_ref]
 

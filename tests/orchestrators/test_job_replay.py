@@ -143,7 +143,7 @@ def test_a_job_prepares_processes_in_waves_merges_and_finalizes() -> None:
     assert max(in_flight) == 2  # waves of max_parallel_chunks
     assert run.calls(MERGE_PARTIALS)[0].input == {"job_id": JOB_ID, "chunk_count": 5}
     assert _finalized(run) == {"status": "COMPLETED", **MERGED, "error": None}
-    assert run.custom_status == {"phase": "done", "completed": 5, "total": 5}
+    assert run.custom_status == {"phase": "done", "completed": 5, "total": 5, "seq": 8}
     assert run.timers() == []
 
 
@@ -384,7 +384,7 @@ def test_large_plans_run_in_chunk_batch_sub_orchestrations_one_after_another() -
     assert [t.input for t in subs] == expected
     assert in_flight == [1, 1, 1] and run.calls(PROCESS_CHUNK) == []
     assert _finalized(run)["status"] == "COMPLETED"
-    assert run.custom_status == {"phase": "done", "completed": 5, "total": 5}
+    assert run.custom_status == {"phase": "done", "completed": 5, "total": 5, "seq": 8}
 
 
 @pytest.mark.parametrize(
@@ -459,7 +459,7 @@ def test_a_job_run_whole_in_its_first_step_ends_with_that_outcome_and_no_other_s
     _ends_clean(run)
     assert run.activity_names() == [PREPARE_OR_RUN_JOB]
     assert run.output == WHOLE_OUTCOME
-    assert run.custom_status == {"phase": "done", "completed": 1, "total": 1}
+    assert run.custom_status == {"phase": "done", "completed": 1, "total": 1, "seq": 2}  # preparing, done
 
 
 def test_a_cancel_that_wins_over_a_whole_run_which_completed_keeps_the_completed_outcome() -> None:
@@ -471,7 +471,7 @@ def test_a_cancel_that_wins_over_a_whole_run_which_completed_keeps_the_completed
     run.drive(worker(steps={PREPARE_OR_RUN_JOB: lambda task: _whole()}))
     _ends_clean(run)
     assert run.output == WHOLE_OUTCOME
-    assert run.custom_status == {"phase": "done", "completed": 1, "total": 1}
+    assert run.custom_status == {"phase": "done", "completed": 1, "total": 1, "seq": 3}  # preparing, cleaning_up, done
     assert run.calls(FINALIZE_JOB) == [] and run.calls(DEAD_LETTER_JOB) == []
 
 

@@ -63,6 +63,7 @@ var operations = [
   { name: 'get-job', method: 'GET', urlTemplate: '/api/jobs/{id}', hasId: true }
   { name: 'cancel-job', method: 'DELETE', urlTemplate: '/api/jobs/{id}', hasId: true }
   { name: 'get-job-result', method: 'GET', urlTemplate: '/api/jobs/{id}/result', hasId: true }
+  { name: 'stream-job-events', method: 'GET', urlTemplate: '/api/jobs/{id}/events', hasId: true }
   { name: 'create-upload', method: 'POST', urlTemplate: '/api/uploads', hasId: false }
   { name: 'health', method: 'GET', urlTemplate: '/api/health', hasId: false }
   { name: 'openapi', method: 'GET', urlTemplate: '/api/openapi.json', hasId: false }
@@ -73,6 +74,10 @@ var operations = [
   { name: 'dashboard', method: 'GET', urlTemplate: '/api/ui', hasId: false }
   { name: 'dashboard-files', method: 'GET', urlTemplate: '/api/ui/{*path}', hasId: false }
   { name: 'api-docs', method: 'GET', urlTemplate: '/api/docs', hasId: false }
+  // The reference design's routes (api/compat.py), for its clients.
+  { name: 'submit-task', method: 'POST', urlTemplate: '/api/tasks', hasId: false }
+  { name: 'get-task', method: 'GET', urlTemplate: '/api/tasks/{id}', hasId: true }
+  { name: 'stream-task', method: 'GET', urlTemplate: '/api/tasks/{id}/stream', hasId: true }
 ]
 
 var idParameter = [
@@ -95,7 +100,8 @@ var pathParameter = [
 // The caller's identity for admission's per-client caps (CLIENT_ID_HEADER, X-Client-Id by default): the
 // subscription, set here and overriding whatever a caller sends, since the Python worker does not see
 // the function key's name (docs/operations.md).
-var apiPolicyTemplate = '<policies><inbound><base /><set-header name="X-Client-Id" exists-action="override"><value>@(context.Subscription?.Id ?? "anonymous")</value></set-header><set-backend-service backend-id="__BACKEND_ID__" /></inbound><backend><forward-request timeout="${backendTimeoutSeconds}" buffer-request-body="false" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
+// buffer-response="false": job event streams (text/event-stream) reach the client as they are written.
+var apiPolicyTemplate = '<policies><inbound><base /><set-header name="X-Client-Id" exists-action="override"><value>@(context.Subscription?.Id ?? "anonymous")</value></set-header><set-backend-service backend-id="__BACKEND_ID__" /></inbound><backend><forward-request timeout="${backendTimeoutSeconds}" buffer-request-body="false" buffer-response="false" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
 
 // 2024-05-01: the first GA api version with the v2 tiers (BasicV2, StandardV2).
 resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {

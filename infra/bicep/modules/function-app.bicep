@@ -170,6 +170,21 @@ param retryMaxIntervalSeconds string = '60'
 @maxValue(20)
 param retryMaxAttempts int = 5
 
+@description('Optional. Seconds between two status reads of one open job event stream or long-poll (SSE_POLL_SECONDS): each read is one Durable status query, so this sets what a watcher costs.')
+@minValue(1)
+@maxValue(30)
+param ssePollSeconds int = 2
+
+@description('Optional. Seconds a job event stream may stay quiet before it sends a `: ping` comment (SSE_HEARTBEAT_SECONDS). Must stay below every idle timeout on the way (gateway, load balancer).')
+@minValue(1)
+@maxValue(60)
+param sseHeartbeatSeconds int = 15
+
+@description('Optional. Seconds after which a job event stream ends on its own and the client resumes with Last-Event-ID (SSE_MAX_STREAM_SECONDS). Must stay below the gateway timeout and the 230 s the Functions front end allows a response.')
+@minValue(10)
+@maxValue(200)
+param sseMaxStreamSeconds int = 90
+
 @description('Required. Versionless URI of the Key Vault secret that signs webhook deliveries (whsec_...). The app reads it as a Key Vault reference with its user-assigned identity (WEBHOOK_SECRET).')
 param webhookSecretUri string
 
@@ -270,6 +285,9 @@ var appSettings = {
   RETRY_MAX_ATTEMPTS: string(retryMaxAttempts)
   RETENTION_DAYS: string(retentionDays)
   DEADLETTER_RETENTION_DAYS: string(deadLetterRetentionDays)
+  SSE_POLL_SECONDS: string(ssePollSeconds)
+  SSE_HEARTBEAT_SECONDS: string(sseHeartbeatSeconds)
+  SSE_MAX_STREAM_SECONDS: string(sseMaxStreamSeconds)
   // Resolved by the platform with keyVaultReferenceIdentity (below); the secret never appears in a template.
   WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${webhookSecretUri})'
   WEBHOOK_ALLOW_HTTP: 'false'
