@@ -1,4 +1,4 @@
-"""Composition root: build the Durable Functions app and register each concern's blueprint."""
+"""Composition root: set up telemetry, build the Durable Functions app and register each concern's blueprint."""
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -10,6 +10,11 @@ from intake import blueprint as intake_blueprint
 from intake.webhook_events import blueprint as webhook_events_blueprint
 from maintenance import blueprint as maintenance_blueprint
 from orchestrators import blueprint as orchestrators_blueprint
+from shared import observability
+
+# Before any function runs: every span, event and metric of this worker process goes where it says.
+# (Tracers and instruments are looked up when used, so importing the blueprints first loses nothing.)
+observability.configure()
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 

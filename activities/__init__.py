@@ -40,6 +40,7 @@ from shared.contracts import (
     WebhookDeadLetterInput,
     WholeJobOutput,
 )
+from shared.tracing import activity_span
 
 blueprint = df.Blueprint()
 
@@ -48,61 +49,69 @@ blueprint = df.Blueprint()
 @blueprint.activity_trigger(input_name="payload")
 def prepare_job(payload: PrepareInput) -> PrepareOutput:
     """Plan the job: see activities.plan.prepare_job."""
-    return plan.prepare_job(payload)
+    with activity_span(PREPARE_JOB, payload):
+        return plan.prepare_job(payload)
 
 
 @blueprint.function_name(PREPARE_OR_RUN_JOB)
 @blueprint.activity_trigger(input_name="payload")
 def prepare_or_run_job(payload: PrepareInput) -> WholeJobOutput:
     """Plan the job, and run a one-chunk job whole: see activities.whole_job.prepare_or_run_job."""
-    output = whole_job.prepare_or_run_job(payload)
-    ticket = payload.get("admission")
-    if ticket is not None and "outcome" in output:
-        admission.release_admission(payload["job_id"], ticket)  # the job ended in this step: no finalize runs
-    return output
+    with activity_span(PREPARE_OR_RUN_JOB, payload):
+        output = whole_job.prepare_or_run_job(payload)
+        ticket = payload.get("admission")
+        if ticket is not None and "outcome" in output:
+            admission.release_admission(payload["job_id"], ticket)  # the job ended in this step: no finalize runs
+        return output
 
 
 @blueprint.function_name(PROCESS_CHUNK)
 @blueprint.activity_trigger(input_name="payload")
 def process_chunk(payload: ChunkInput) -> ChunkOutput:
     """Process one chunk: see activities.chunks.process_chunk."""
-    return chunks.process_chunk(payload["job_id"], int(payload["index"]), int(payload["attempt"]))
+    with activity_span(PROCESS_CHUNK, payload):
+        return chunks.process_chunk(payload["job_id"], int(payload["index"]), int(payload["attempt"]))
 
 
 @blueprint.function_name(MERGE_PARTIALS)
 @blueprint.activity_trigger(input_name="payload")
 def merge_partials(payload: MergeInput) -> MergeOutput:
     """Merge the partials: see activities.merge.merge_partials."""
-    return merge.merge_partials(payload["job_id"], int(payload["chunk_count"]))
+    with activity_span(MERGE_PARTIALS, payload):
+        return merge.merge_partials(payload["job_id"], int(payload["chunk_count"]))
 
 
 @blueprint.function_name(FINALIZE_JOB)
 @blueprint.activity_trigger(input_name="payload")
 def finalize_job(payload: FinalizeInput) -> int:
     """Clean up and record the outcome: see activities.finalize.finalize_job."""
-    return finalize.finalize_job(payload["job_id"], payload["outcome"], payload.get("admission"))
+    with activity_span(FINALIZE_JOB, payload):
+        return finalize.finalize_job(payload["job_id"], payload["outcome"], payload.get("admission"))
 
 
 @blueprint.function_name(REQUEST_STOP)
 @blueprint.activity_trigger(input_name="payload")
 def request_stop(payload: StopInput) -> bool:
     """Write the stop marker: see activities.stop.request_stop."""
-    stop.request_stop(payload["job_id"], str(payload.get("reason", "stop")))
-    return True
+    with activity_span(REQUEST_STOP, payload):
+        stop.request_stop(payload["job_id"], str(payload.get("reason", "stop")))
+        return True
 
 
 @blueprint.function_name(DEAD_LETTER_JOB)
 @blueprint.activity_trigger(input_name="payload")
 def dead_letter_job(payload: DeadLetterInput) -> str:
     """Record a dead letter: see activities.dead_letter.dead_letter_job."""
-    return dead_letter.dead_letter_job(payload["start"], payload["error"])
+    with activity_span(DEAD_LETTER_JOB, payload):
+        return dead_letter.dead_letter_job(payload["start"], payload["error"])
 
 
 @blueprint.function_name(WATCH_FOR_STOP)
 @blueprint.activity_trigger(input_name="payload")
 def watch_for_stop(payload: WatchInput) -> WatchOutput:
     """Watch for the stop marker: see activities.stop.watch_for_stop."""
-    return stop.watch_for_stop(payload["job_id"], float(payload["seconds"]))
+    with activity_span(WATCH_FOR_STOP, payload):
+        return stop.watch_for_stop(payload["job_id"], float(payload["seconds"]))
 
 
 @blueprint.function_name(CLAIM_ADMISSION)

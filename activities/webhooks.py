@@ -26,12 +26,13 @@ from shared.contracts import (
     WebhookEvent,
 )
 from shared.settings import Settings, get_settings
-from shared.telemetry import log_event
+from shared.telemetry import log_event, record_breaker_state, record_webhook_delivery
+from shared.tracing import webhook_delivery_span
 from storage import breakers, dead_letters
 from storage.clients import queue_service
 from storage.names import WEBHOOK_EVENTS_QUEUE
 from webhooks import events, sender
-from webhooks.guard import CallbackRefused, Resolver, check_destination, redacted, resolve_host
+from webhooks.guard import CallbackRefused, Resolver, check_destination, resolve_host
 
 MAX_EVENT_CHARS = 40_000
 """A queue message holds 64 KiB once base64-encoded; an event larger than this drops the job's result summary."""
@@ -56,6 +57,7 @@ def announce_job_event(payload: AnnounceInput) -> str | None:
         utc_now(),
         settings.public_base_url,
     )
+    event["traceparent"] = start.get("traceparent")
     text = json.dumps(event)
     if len(text) > MAX_EVENT_CHARS:
         event["payload"]["data"]["result"] = {"truncated": True}
@@ -84,10 +86,12 @@ def _verdict(
 def _record(settings: Settings, key: str, *, success: bool) -> str:
     """Record the attempt in the breaker; a storage failure here must not turn an answered POST into a retry."""
     try:
-        return breakers.record(settings, key, success=success, now=utc_now())
+        state = breakers.record(settings, key, success=success, now=utc_now())
     except Exception as exc:  # the breaker is advisory: the receiver's answer is what counts
         log_event("webhook.breaker_unrecorded", logging.WARNING, breaker=key, error=type(exc).__name__)
         return "unknown"
+    record_breaker_state(key, state)
+    return state
 
 
 def basic_authorization(url: str) -> dict[str, str]:
@@ -102,15 +106,37 @@ def basic_authorization(url: str) -> dict[str, str]:
 def deliver_webhook(event: WebhookEvent, attempt: int, resolve: Resolver = resolve_host) -> DeliverOutput:
     """One attempt: check the URL again (DNS may have changed), ask the host's breaker, POST signed, record.
 
-    Raises only when the app itself cannot deliver (no WEBHOOK_SECRET, storage away): the orchestration
-    retries that like a failed attempt.
+    The attempt is a span in the job's trace and counts in the webhook delivery metric. Raises only when
+    the app itself cannot deliver (no WEBHOOK_SECRET, storage away): the orchestration retries that like a
+    failed attempt.
     """
+    host = _receiver_host(event["url"])
+    with webhook_delivery_span(
+        event.get("traceparent"), job_id=event["job_id"], event=event["type"], attempt=attempt, receiver_host=host
+    ) as current:
+        verdict = _deliver(event, attempt, resolve)
+        current.set_attribute("webhook.outcome", verdict["outcome"])
+        if verdict["status"] is not None:
+            current.set_attribute("http.response.status_code", verdict["status"])
+    record_webhook_delivery(verdict["outcome"], event=event["type"], status_code=verdict["status"])
+    return verdict
+
+
+def _receiver_host(url: str) -> str:
+    """The receiver's host name alone: what telemetry may carry (a URL's path or query can hold tokens)."""
+    try:
+        return urlsplit(url).hostname or "<none>"
+    except ValueError:
+        return "<invalid url>"
+
+
+def _deliver(event: WebhookEvent, attempt: int, resolve: Resolver) -> DeliverOutput:
     settings = get_settings()
     fields: dict[str, Any] = {"job_id": event["job_id"], "webhook_id": event["webhook_id"], "attempt": attempt}
     try:
         destination = check_destination(event["url"], settings, resolve)
     except CallbackRefused as refused:
-        log_event("webhook.refused", logging.WARNING, url=redacted(event["url"]), reason=str(refused), **fields)
+        log_event("webhook.refused", logging.WARNING, host=_receiver_host(event["url"]), reason=str(refused), **fields)
         return _verdict("refused", f"callback.url {refused}")
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
     if not secret.startswith("whsec_"):

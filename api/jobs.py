@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import azure.durable_functions as df
 from azurefunctions.extensions.http.fastapi import Request, Response
+from opentelemetry.trace import SpanKind
 
 from api.app import blueprint
 from api.http import (
@@ -51,6 +52,8 @@ from jobs.requests import (
     parse_body_model,
 )
 from jobs.submit import Submitted, parse_options, raw_content_types, request_from_body, resolve_kind, submit_job
+from shared import tracing
+from shared.clock import utc_now
 from shared.settings import Settings, get_settings
 from storage.clients import StorageClients, storage_clients
 
@@ -112,6 +115,7 @@ async def submit(req: Request, client: df.DurableOrchestrationClient) -> Respons
         raise Problem(
             415, f"Content-Type must be one of: {accepted}", errors=[field_error("Content-Type", f"one of: {accepted}")]
         )
+    request.traceparent = header(req, "traceparent")  # the caller's trace context (W3C), if it sent one
     return await answer_submission(req, client, clients, await submit_job(client, clients, request))
 
 
@@ -198,6 +202,7 @@ async def get_job(req: Request, client: df.DurableOrchestrationClient) -> Respon
     answer waits until the state changes or N seconds pass."""
     settings = get_settings()
     job_id = checked_job_id(route_param(req, "job_id"))
+    started = utc_now()
     wait = wait_param(query_params(req).get("wait"))
     clients = await storage_clients(settings)
     view = await query.load_job(client, clients.jobs, job_id)
@@ -211,6 +216,17 @@ async def get_job(req: Request, client: df.DurableOrchestrationClient) -> Respon
             refresh=events.status_refresh(client, clients.jobs, share_for=settings.sse_poll_seconds / 2),
             finish=events.resource_refresh(client, clients.jobs, share_for=settings.sse_poll_seconds / 2),
         )
+    # The read joins the job's trace, so support sees the client's polls beside the job's steps.
+    attributes = {"job.id": job_id, "job.status": view.state.status.value}
+    tracing.record_span(
+        "job status read",
+        parent=view.record.get("traceparent"),
+        span_id=None,
+        start=started,
+        end=utc_now(),
+        attributes=attributes,
+        kind=SpanKind.SERVER,
+    )
     return job_response(view, base_url(req, settings), await query.queue_place(settings, view))
 
 

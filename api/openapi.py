@@ -138,6 +138,11 @@ _SCHEMAS: dict[str, Any] = {
                     "approximate": {"const": True},
                 },
             },
+            "trace_id": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{32}$",
+                "description": "W3C trace id of the job's trace (the submitter's traceparent, or a new trace)",
+            },
             "progress": {
                 "type": "object",
                 "properties": {

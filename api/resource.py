@@ -13,6 +13,7 @@ from jobs.admission import Place
 from jobs.events import state_version
 from jobs.query import JobView
 from jobs.requests import JOB_ID
+from shared import tracing
 from shared.clock import parse_iso, utc_now
 from shared.contracts import FINISHED_STATUSES, JobStatus
 from shared.status import JobState
@@ -38,6 +39,9 @@ def job_resource(record: JobRecord, state: JobState, updated_at: str, base: str)
         "links": job_links(base, record["job_id"]),
         "priority": record["priority"],
     }
+    trace_id = tracing.trace_id_of(record.get("traceparent"))
+    if trace_id:
+        resource["trace_id"] = trace_id  # support jumps from the job to its trace (Application Insights, OTLP)
     if record["deadline_at"]:
         resource["deadline_at"] = record["deadline_at"]
     if state.status is JobStatus.COMPLETED:

@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from devhost.telemetry import JobSummaries, OtlpReceiver
 from devhost.workers import close_http_sessions
 
 
@@ -56,6 +57,7 @@ async def _serve(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     app_dir = args.app_dir
     config = load_config(app_dir)
+    receiver = _start_trace_summaries(args.verbose)
     specs = index_functions(load_app(app_dir), config.route_prefix)
     host = Host(
         config,
@@ -76,7 +78,30 @@ async def _serve(args: argparse.Namespace) -> int:
     await stop.wait()
     await host.stop()
     await close_http_sessions()
+    if receiver is not None:
+        receiver.stop()
     return 0
+
+
+def _start_trace_summaries(verbose: bool) -> OtlpReceiver | None:
+    """With --verbose or DEVHOST_TRACE_SUMMARY (and no collector configured): print each job's trace.
+
+    The workers are spawned later and inherit the endpoint, so they export to the receiver on loopback.
+    """
+    wanted = verbose or os.environ.get("DEVHOST_TRACE_SUMMARY", "").strip().lower() in ("1", "true", "yes")
+    if (
+        not wanted
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    ):
+        return None
+    summaries: list[JobSummaries] = []
+    receiver = OtlpReceiver(on_spans=lambda spans: summaries[0].on_spans(spans)).start()
+    summaries.append(JobSummaries(receiver.telemetry))
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
+    os.environ.setdefault("OTEL_BSP_SCHEDULE_DELAY", "500")  # spans reach the summary within a second
+    logging.getLogger("devhost").info("Trace summaries on: workers export OTLP to %s", receiver.endpoint)
+    return receiver
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,8 @@ def read_event(body: bytes) -> WebhookEvent:
     if not isinstance(data, dict) or any(not data.get(key) for key in _EVENT_FIELDS):
         raise ValueError("not a webhook event")
     event: WebhookEvent = {key: data[key] for key in _EVENT_FIELDS}  # type: ignore[assignment]
+    if isinstance(data.get("traceparent"), str):
+        event["traceparent"] = data["traceparent"]  # the job's trace, so the delivery joins it
     return event
 
 

@@ -55,6 +55,7 @@ class JobRequest:
     source: str
     priority: str = "normal"  # the admission lane: high, normal or low
     client: str = "anonymous"  # who submitted it (per-client admission caps)
+    traceparent: str | None = None  # the caller's W3C trace context; not part of the request's identity
     callback: dict[str, Any] | None = None  # a checked Callback (jobs.callbacks), stored with the job
 
     def fingerprint(self) -> str:

@@ -43,6 +43,7 @@ from jobs.errors import (
 )
 from jobs.requests import JSON_CONTENT_TYPE, JobRequest, SubmitBody, job_id_for, key_hash
 from kinds.base import JobKind
+from shared import tracing
 from shared.clock import iso, utc_now
 from shared.contracts import AdmissionTicket, JobStart
 from shared.settings import Settings
@@ -284,6 +285,8 @@ def job_start(record: job_store.JobRecord, ticket: AdmissionTicket | None = None
         "deadline_at": record["deadline_at"],
         "submitted_at": record["created_at"],
     }
+    if record.get("traceparent"):
+        start["traceparent"] = record.get("traceparent")
     if record.get("callback"):
         start["callback"] = record.get("callback")  # type: ignore[typeddict-item]
     if ticket is not None:
@@ -359,6 +362,7 @@ def _claim_checked(request: JobRequest) -> bool:
 
 
 def _new_record(request: JobRequest, job_id: str, fingerprint: str) -> job_store.JobRecord:
+    # The submit span is current (submit_job): its context becomes the job's trace.
     now = utc_now()
     deadline = iso(now + timedelta(seconds=request.deadline_seconds)) if request.deadline_seconds else None
     return job_store.new_job_record(
@@ -374,13 +378,28 @@ def _new_record(request: JobRequest, job_id: str, fingerprint: str) -> job_store
         source=request.source,
         priority=request.priority,
         client=request.client,
+        traceparent=tracing.current_traceparent() or tracing.new_traceparent(),
         callback=request.callback,
     )
 
 
 async def submit_job(client: Any, clients: StorageClients, request: JobRequest) -> Submitted:
-    """Create and start the job, or name the job an earlier request with the same key created."""
+    """Create and start the job, or name the job an earlier request with the same key created.
+
+    Runs in the submit span, a child of the caller's trace context (or the root of a new trace).
+    """
     job_id = job_id_for(request.idempotency_key)
+    attributes = {"job.id": job_id, "job.kind": request.kind, "job.source": request.source}
+    # In Azure the host's request span is current (a child of the caller's traceparent): join it; devhost
+    # has none, so the caller's header is the parent.
+    parent = None if tracing.current_traceparent() else request.traceparent
+    with tracing.span("job submit", parent=parent, attributes=attributes) as span:
+        submitted = await _submit_job(client, clients, request, job_id)
+        span.set_attribute("job.created", submitted.created)
+        return submitted
+
+
+async def _submit_job(client: Any, clients: StorageClients, request: JobRequest, job_id: str) -> Submitted:
     if request.input_bytes is not None and len(request.input_bytes) > BLOCK_BYTES:
         fingerprint = await asyncio.to_thread(request.fingerprint)  # hashing 100 MB must not stall the loop
     else:

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from orchestrators.admission import wait_for_admission
 from orchestrators.retry import DEFAULT_RETRY_POLICY, policy_from
+from orchestrators.spans import JobTrace, job_span
 from orchestrators.steps import (
     ChunksStopped,
     Interrupted,
@@ -27,6 +28,7 @@ from orchestrators.steps import (
     wait_for_all,
 )
 from orchestrators.whole_job import outcome_of_whole_run, prepare_or_run
+from shared import tracing
 from shared.clock import parse_iso
 from shared.contracts import (
     ANNOUNCE_JOB_EVENT,
@@ -97,7 +99,8 @@ class _JobRun:
 
     def log(self, event: str, **fields: Any) -> None:
         if not self.context.is_replaying:
-            log_event(event, job_id=self.job_id, kind=self.start.get("kind"), **fields)
+            with tracing.within(JobTrace.of(self.context).job):  # the event joins the job's trace
+                log_event(event, job_id=self.job_id, kind=self.start.get("kind"), **fields)
 
     def duration_ms(self) -> int:
         return int((self.context.current_utc_datetime - self.started_at).total_seconds() * 1000)
@@ -118,6 +121,7 @@ class _JobRun:
             outcome = yield from self._wind_down(self._stop_reason(), None, stopped.pending)
         except StepFailed as failure:
             outcome = yield from self._wind_down(None, failure.error, failure.pending)
+        job_span(self.context, self.start, self.started_at, outcome)
         yield from self._announce(outcome["status"].lower(), outcome)
         return outcome
 
@@ -237,7 +241,9 @@ class _JobRun:
                 "max_parallel_chunks": self.max_parallel,
             }
             task = self.context.call_sub_orchestrator(
-                CHUNK_BATCH_ORCHESTRATOR, batch_input, chunk_batch_instance_id(self.job_id, batch)
+                CHUNK_BATCH_ORCHESTRATOR,
+                JobTrace.of(self.context).under_job(batch_input),  # the batch's steps join the job's trace
+                chunk_batch_instance_id(self.job_id, batch),
             )
             yield from race(self.context, task, self.interrupts)
             if failed(task):

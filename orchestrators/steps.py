@@ -17,6 +17,7 @@ from typing import Any
 from azure.durable_functions.models.Task import TimerTask
 
 from orchestrators.retry import backoff_seconds
+from orchestrators.spans import JobTrace
 from shared.contracts import (
     PROCESS_CHUNK,
     WATCH_FOR_STOP,
@@ -126,18 +127,25 @@ def call_step(
 ) -> Orchestration:
     """Call `activity` with exponential backoff on durable timers; returns its output or raises StepFailed."""
     attempt = 1
+    trace = JobTrace.of(context)
     while True:
-        task = context.call_activity(activity, payload)
+        started = context.current_utc_datetime
+        task = context.call_activity(activity, trace.with_parent(payload, key, attempt))
         yield from race(context, task, interrupts)
         if not failed(task):
+            trace.step_done(context, activity, key, attempt, started)
             return task.result
         failure = classify_failure(task.result)
+        trace.step_done(context, activity, key, attempt, started, error=failure.error_type)
         if not failure.retryable or attempt >= policy["max_attempts"]:
             error_type = failure.error_type if not failure.retryable else "retries_exhausted"
             raise StepFailed({"type": error_type, "message": f"{key}: {failure.message}", "attempts": attempt})
         delay = backoff_seconds(policy, context.instance_id, key, attempt)
-        timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+        trace.retry_scheduled(context, key, attempt, delay)
+        waiting_from = context.current_utc_datetime
+        timer = context.create_timer(waiting_from + timedelta(seconds=delay))
         yield from race(context, timer, interrupts)
+        trace.backoff_done(context, key, attempt, waiting_from, delay)
         attempt += 1
 
 
@@ -201,12 +209,18 @@ def run_chunk_waves(
     """
     queue = deque((index, 1) for index in indices)
     done = 0
+    trace = JobTrace.of(context)
     while queue:
         interrupts.check(context)  # no new wave once the deadline has passed
         wave = [queue.popleft() for _ in range(min(max_parallel, len(queue)))]
         inputs: list[ChunkInput] = [{"job_id": job_id, "index": index, "attempt": attempt} for index, attempt in wave]
-        tasks = [context.call_activity(PROCESS_CHUNK, chunk) for chunk in inputs]
+        started = context.current_utc_datetime
+        tasks = [
+            context.call_activity(PROCESS_CHUNK, trace.with_parent(chunk, f"chunk-{chunk['index']}", chunk["attempt"]))
+            for chunk in inputs
+        ]
         yield from wait_for_all(context, tasks, interrupts)
+        trace.chunks_done(context, wave, tasks, started)
         retries: list[tuple[int, int]] = []
         error: JobError | None = None
         stopped = False
@@ -236,7 +250,12 @@ def run_chunk_waves(
             # Each chunk's own backoff (its jitter differs); the retries lead the next wave.
             key = context.instance_id
             delays = [backoff_seconds(policy, key, f"chunk-{index}", attempt) for index, attempt in retries]
+            waiting_from = context.current_utc_datetime
+            for (index, attempt), delay in zip(retries, delays, strict=True):
+                trace.retry_scheduled(context, f"chunk-{index}", attempt, delay)
             yield from back_off(context, job_id, delays, interrupts)
+            for (index, attempt), delay in zip(retries, delays, strict=True):
+                trace.backoff_done(context, f"chunk-{index}", attempt, waiting_from, delay)
             queue.extendleft(reversed([(index, attempt + 1) for index, attempt in retries]))
     return done
 
@@ -263,7 +282,7 @@ def back_off(
         yield from wait_for_all(context, timers, interrupts)
         return
     watch: WatchInput = {"job_id": job_id, "seconds": max(delays)}
-    watcher = context.call_activity(WATCH_FOR_STOP, watch)
+    watcher = context.call_activity(WATCH_FOR_STOP, JobTrace.of(context).under_job(watch))
     timers_done = context.task_all(timers)
     winner = yield context.task_any([timers_done, watcher, *interrupts.tasks])
     reason = interrupts.reason_for(winner)

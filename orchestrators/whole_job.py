@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from orchestrators.retry import backoff_seconds
+from orchestrators.spans import JobTrace
 from orchestrators.steps import Interrupted, Interrupts, Orchestration, StepFailed, failed, race
 from shared.contracts import PREPARE_OR_RUN_JOB, JobOutcome, PrepareInput, RetryPolicy
 from shared.failures import classify_failure
@@ -41,8 +42,10 @@ def outcome_of_whole_run(tasks: Sequence[Any]) -> JobOutcome | None:
 def prepare_or_run(context: Any, start: PrepareInput, policy: RetryPolicy, interrupts: Interrupts) -> Orchestration:
     """Call prepare_or_run_job with exponential backoff (as steps.call_step); returns its WholeJobOutput."""
     attempt = 1
+    trace = JobTrace.of(context)
     while True:
-        task = context.call_activity(PREPARE_OR_RUN_JOB, start)
+        started = context.current_utc_datetime
+        task = context.call_activity(PREPARE_OR_RUN_JOB, trace.with_parent(start, "prepare", attempt))
         try:
             yield from race(context, task, interrupts)
         except Interrupted as interrupt:
@@ -50,12 +53,17 @@ def prepare_or_run(context: Any, start: PrepareInput, policy: RetryPolicy, inter
                 return task.result
             raise
         if not failed(task):
+            trace.step_done(context, PREPARE_OR_RUN_JOB, "prepare", attempt, started)
             return task.result
         failure = classify_failure(task.result)
+        trace.step_done(context, PREPARE_OR_RUN_JOB, "prepare", attempt, started, error=failure.error_type)
         if not failure.retryable or attempt >= policy["max_attempts"]:
             error_type = failure.error_type if not failure.retryable else "retries_exhausted"
             raise StepFailed({"type": error_type, "message": f"prepare: {failure.message}", "attempts": attempt})
         delay = backoff_seconds(policy, context.instance_id, "prepare", attempt)
-        timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+        trace.retry_scheduled(context, "prepare", attempt, delay)
+        waiting_from = context.current_utc_datetime
+        timer = context.create_timer(waiting_from + timedelta(seconds=delay))
         yield from race(context, timer, interrupts)
+        trace.backoff_done(context, "prepare", attempt, waiting_from, delay)
         attempt += 1

@@ -88,6 +88,9 @@ class JobStart(TypedDict):
     options: dict[str, Any]
     deadline_at: str | None  # ISO 8601 UTC; None = no deadline
     submitted_at: str  # ISO 8601 UTC
+    # W3C trace context of the submit span (shared.tracing): the job's steps join the submitter's trace.
+    # Absent in jobs started before tracing; every activity input may carry one too (the step's span).
+    traceparent: NotRequired[str | None]
     callback: NotRequired[Callback | None]  # webhooks: see orchestrators.webhook
     input_inline: NotRequired[str]  # base64 of a small posted input kept inline instead of in a blob (input_ref None)
     admission: NotRequired[AdmissionTicket]  # absent: the job was started without admission control
@@ -274,6 +277,7 @@ class ChunkBatchInput(TypedDict):
     count: int
     retry: RetryPolicy
     max_parallel_chunks: int
+    traceparent: NotRequired[str | None]  # the job span's context: the batch's steps are its children
 
 
 class ChunkBatchOutput(TypedDict, total=False):
@@ -310,6 +314,7 @@ class WebhookEvent(TypedDict):
     type: str  # job.completed, job.failed, job.cancelled, job.progress
     url: str  # the callback URL as submitted (never logged with its userinfo)
     payload: dict[str, Any]  # {type, timestamp, data: the job resource}: the exact JSON body
+    traceparent: NotRequired[str | None]  # the job's trace: every delivery attempt is a span in it
 
 
 class AnnounceInput(TypedDict):

@@ -61,6 +61,7 @@ class JobRecord(TypedDict):
     progress: dict[str, int] | None  # {completed, total} once the job finished and someone read it from Durable
     priority: str  # admission lane: high, normal, low
     client: str  # who submitted it (admission's per-client cap)
+    traceparent: NotRequired[str | None]  # W3C context of the submit span: the job's trace (shared.tracing)
     callback: NotRequired[dict[str, Any] | None]  # webhooks: {url, events}, as checked at submit
 
 
@@ -78,10 +79,12 @@ def new_job_record(
     source: str,
     priority: str = "normal",
     client: str = "anonymous",
+    traceparent: str | None = None,
     callback: dict[str, Any] | None = None,
 ) -> JobRecord:
     """A PENDING job's record."""
     return {
+        "traceparent": traceparent,
         "job_id": job_id,
         "kind": kind,
         "status": JobStatus.PENDING.value,
@@ -158,6 +161,7 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "progress": loaded("progress"),
         "priority": str(entity.get("priority") or "normal"),
         "client": str(entity.get("client") or "anonymous"),
+        "traceparent": text("traceparent"),
         "callback": loaded("callback"),
     }
 

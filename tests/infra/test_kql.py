@@ -36,6 +36,9 @@ LOGS_QUERY_TYPE = 0
 APP_INSIGHTS = "microsoft.insights/components"
 # What the portal puts in place of a time range parameter {Name:format}; any value of the right type will do.
 TIME_RANGE_PARAMETER = 4
+# A text parameter {Name} is replaced by what the user typed: a job id, say.
+TEXT_PARAMETER = 1
+TEXT_SAMPLE = "0123456789abcdef0123456789abcdef"
 TIME_RANGE_FORMATS = {
     "grain": "1h",
     "start": "datetime(2026-01-01T00:00:00Z)",
@@ -203,6 +206,8 @@ def fill_parameters(query: str, parameters: dict[str, dict[str, Any]]) -> str:
         if declared is None:
             return match[0]  # not a parameter: left for Kusto to judge
         kind, form = declared.get("type"), match["format"]
+        if kind == TEXT_PARAMETER and form is None:
+            return TEXT_SAMPLE
         assert kind == TIME_RANGE_PARAMETER and form in TIME_RANGE_FORMATS, (
             f"teach test_kql.py how the portal renders {match[0]} (parameter type {kind})"
         )

@@ -1,4 +1,8 @@
-"""Alerts and the workbook exist, are wired to the action group, and query the events the app writes."""
+"""Alerts and the workbook exist, are wired to the action group, and query the events the app writes.
+
+The events are OpenTelemetry log records (shared/telemetry.py): every query reads customDimensions and
+none parses message text.
+"""
 
 from __future__ import annotations
 
@@ -20,18 +24,12 @@ from tests.infra.templates import (
 
 ALERTS = template("alerts")
 WORKBOOK = template("workbook")
-PARSE_KV = "with (pair_delimiter=' ', kv_delimiter='=')"
-# KQL keywords among the event keys of shared/telemetry.py: as parse-kv columns they need ['brackets'].
-KQL_KEYWORDS = ("kind",)
+EVENT = "tostring(customDimensions.event)"
 
 
-def assert_parse_kv_is_valid(query: str) -> None:
-    for declaration in re.findall(r"parse-kv message as \(([^)]*)\)", query):
-        columns = [column.split(":")[0].strip() for column in declaration.split(",")]
-        for keyword in KQL_KEYWORDS:
-            assert keyword not in columns, f"bracket the KQL keyword as ['{keyword}'] in: {declaration}"
-    if "parse-kv" in query:
-        assert PARSE_KV in query
+def assert_reads_fields_not_text(query: str) -> None:
+    assert "parse-kv" not in query and "parse " not in query and "split(message" not in query, query
+    assert "key=value" not in query
 
 
 def log_alerts() -> list[dict[str, Any]]:
@@ -66,18 +64,19 @@ def test_action_group_mails_the_address_from_a_parameter() -> None:
 def test_log_alerts_cover_poison_dead_letters_failure_rate_and_function_errors() -> None:
     by_name = {alert["name"]: alert for alert in log_alerts()}
     assert set(by_name) == {"poison-queue", "dead-letters", "job-failure-rate", "function-errors"}
-    assert by_name["poison-queue"]["query"].startswith('traces | where message startswith "longrun.intake.poison"')
-    assert by_name["dead-letters"]["query"].startswith('traces | where message startswith "longrun.job.deadlettered"')
+    assert by_name["poison-queue"]["query"].startswith(f'traces | where {EVENT} == "intake.poison"')
+    assert by_name["dead-letters"]["query"].startswith(f'traces | where {EVENT} == "job.deadlettered"')
+    assert "trace_id = operation_Id" in by_name["dead-letters"]["query"]  # straight to the job's trace
     assert by_name["poison-queue"]["threshold"] == 0 and by_name["dead-letters"]["threshold"] == 0
     rate = by_name["job-failure-rate"]["query"]
-    assert '"longrun.job.failed"' in rate and '"longrun.job.completed"' in rate
+    assert f"extend event = {EVENT}" in rate and '"job.failed"' in rate and '"job.completed"' in rate
     assert "${jobFailureRatePercent}" in rate and "${jobFailureRateMinimumJobs}" in rate
     # Count aggregation counts result rows: one row per failed invocation, never a summarized table.
     assert by_name["function-errors"]["query"].startswith("requests | where success == false | project")
     for name in ("poison-queue", "dead-letters", "function-errors"):
         assert "summarize" not in by_name[name]["query"], name
     for alert in log_alerts():
-        assert_parse_kv_is_valid(alert["query"])
+        assert_reads_fields_not_text(alert["query"])
 
 
 def test_every_log_alert_runs_on_application_insights_and_notifies_the_action_group() -> None:
@@ -119,7 +118,7 @@ def test_workbook_is_deployed_with_the_queries_file_and_real_resource_ids() -> N
 def test_workbook_shows_jobs_over_time_durations_queues_and_the_slowest_and_failing_jobs() -> None:
     queries = workbook_queries()
     over_time = queries["jobs-over-time"]
-    for event in ("longrun.job.submitted", "longrun.job.completed", "longrun.job.failed"):
+    for event in ("job.submitted", "job.completed", "job.failed"):
         assert f'"{event}"' in over_time
     assert "bin(timestamp, {TimeRange:grain})" in over_time
     assert re.search(
@@ -127,10 +126,39 @@ def test_workbook_shows_jobs_over_time_durations_queues_and_the_slowest_and_fail
         queries["job-duration-percentiles"],
     )
     assert "top 20 by duration_ms desc" in queries["slowest-jobs"]
-    assert "longrun.job.failed" in queries["failing-jobs"] and "longrun.job.deadlettered" in queries["failing-jobs"]
-    assert "longrun.intake.poison" in queries["poison-and-dead-letters"]
+    assert '"job.failed"' in queries["failing-jobs"] and '"job.deadlettered"' in queries["failing-jobs"]
+    assert '"intake.poison"' in queries["poison-and-dead-letters"]
     metrics = [item for item in workbook()["items"] if item["type"] == 10]
     assert [metric["content"]["metrics"][0]["metric"].rsplit("-", 1)[-1] for metric in metrics] == ["QueueMessageCount"]
     for name, query in queries.items():
-        assert query.startswith("traces\n"), name
-        assert_parse_kv_is_valid(query)
+        assert query.startswith(("traces\n", "customMetrics\n", "let job = ")), name
+        assert_reads_fields_not_text(query)
+        if query.startswith("traces\n"):
+            assert f"extend event = {EVENT}" in query, name
+
+
+def test_workbook_has_a_job_timeline_keyed_by_job_id_and_the_apps_metrics() -> None:
+    items = {item["name"]: item for item in workbook()["items"]}
+    (parameter_item,) = items["job-parameter"]["content"]["parameters"]
+    assert parameter_item["name"] == "JobId" and parameter_item["type"] == 1  # free text
+    timeline = items["job-timeline"]["content"]["query"]
+    assert timeline.startswith('let job = "{JobId}";')
+    assert "tostring(customDimensions.job_id) == job" in timeline and "distinct operation_Id" in timeline
+    for table in ("requests", "dependencies"):
+        assert f"({table} | where operation_Id in (job_traces)" in timeline, table
+    assert "(operation_Id in (job_traces) or tostring(customDimensions.job_id) == job)" in timeline
+    assert "order by timestamp asc" in timeline
+    metrics = workbook_queries()["job-metrics"] + workbook_queries()["queue-wait-and-breakers"]
+    for name in (
+        "longrun.jobs.submitted",
+        "longrun.jobs.completed",
+        "longrun.jobs.failed",
+        "longrun.retries",
+        "longrun.dead_letters",
+        "longrun.webhook.deliveries",
+        "longrun.job.queue_wait",
+        "longrun.job.duration",
+        "longrun.chunk.duration",
+        "longrun.webhook.breaker_state",
+    ):
+        assert f'"{name}"' in metrics, name

@@ -1,5 +1,5 @@
 // Alerts wired to one action group: poison intake messages, dead-lettered jobs, the job failure rate and
-// function errors (log queries over the `longrun.<event> key=value` traces of shared/telemetry.py), plus
+// function errors (log queries over the structured events of shared/telemetry.py, no text parsing), plus
 // the storage account's queue backlog. Per-queue depth is not a storage metric (QueueMessageCount is
 // account-wide and hourly); the app's health endpoint reports each queue.
 
@@ -47,11 +47,13 @@ param windowSize string = 'PT15M'
 @description('Optional. How often the log alerts run (ISO 8601 duration).')
 param evaluationFrequency string = 'PT5M'
 
-var poisonQuery = 'traces | where message startswith "longrun.intake.poison" | parse-kv message as (message_id:string) with (pair_delimiter=\' \', kv_delimiter=\'=\') | project timestamp, message_id'
+// The app's events are OpenTelemetry log records: customDimensions.event names the event and the other
+// custom dimensions are its fields (shared/telemetry.py); operation_Id is the job's trace id.
+var poisonQuery = 'traces | where tostring(customDimensions.event) == "intake.poison" | project timestamp, message_id = tostring(customDimensions.message_id)'
 
-var deadLetterQuery = 'traces | where message startswith "longrun.job.deadlettered" | parse-kv message as (job_id:string, [\'kind\']:string, error_type:string) with (pair_delimiter=\' \', kv_delimiter=\'=\') | project timestamp, job_id, kind, error_type'
+var deadLetterQuery = 'traces | where tostring(customDimensions.event) == "job.deadlettered" | project timestamp, job_id = tostring(customDimensions.job_id), [\'kind\'] = tostring(customDimensions.kind), error_type = tostring(customDimensions.error_type), trace_id = operation_Id'
 
-var failureRateQuery = 'traces | where message startswith "longrun.job." | extend event = tostring(split(message, " ")[0]) | where event in ("longrun.job.completed", "longrun.job.failed") | summarize finished = sum(itemCount), failed = sumif(itemCount, event == "longrun.job.failed") | where finished >= ${jobFailureRateMinimumJobs} | extend failure_rate_percent = 100.0 * failed / finished | where failure_rate_percent > ${jobFailureRatePercent}'
+var failureRateQuery = 'traces | extend event = tostring(customDimensions.event) | where event in ("job.completed", "job.failed") | summarize finished = sum(itemCount), failed = sumif(itemCount, event == "job.failed") | where finished >= ${jobFailureRateMinimumJobs} | extend failure_rate_percent = 100.0 * failed / finished | where failure_rate_percent > ${jobFailureRatePercent}'
 
 var functionErrorQuery = 'requests | where success == false | project timestamp, operation_Name, resultCode'
 

@@ -247,6 +247,11 @@ var taskHubStorageSettings = empty(taskHubStorageEndpoints) ? {} : {
 var hostSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // host.json "telemetryMode": "OpenTelemetry": the worker configures the azure-monitor-opentelemetry
+  // distro itself and the host then ships no second copy of its logs; only the app's structured events
+  // (the `longrun` logger) are exported from the worker (shared/observability.py).
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
+  PYTHON_AZURE_MONITOR_LOGGER_NAME: 'longrun'
   TASK_HUB_NAME: taskHubName
   RETENTION_SCHEDULE: retentionSchedule
   PYTHON_THREADPOOL_THREAD_COUNT: string(threadsPerWorker)
