@@ -4,6 +4,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import blueprint as activities_blueprint
+from admission import blueprint as admission_blueprint
 from api import blueprint as api_blueprint
 from intake import blueprint as intake_blueprint
 from intake.webhook_events import blueprint as webhook_events_blueprint
@@ -24,5 +25,6 @@ for blueprint in (
     orchestrators_blueprint,
     activities_blueprint,
     maintenance_blueprint,
+    admission_blueprint,
 ):
     app.register_functions(blueprint)

@@ -7,9 +7,10 @@ and watch), dead_letter. Every step is idempotent and takes and returns small JS
 
 import azure.durable_functions as df
 
-from activities import chunks, dead_letter, finalize, merge, plan, stop, webhooks, whole_job
+from activities import admission, chunks, dead_letter, finalize, merge, plan, stop, webhooks, whole_job
 from shared.contracts import (
     ANNOUNCE_JOB_EVENT,
+    CLAIM_ADMISSION,
     DEAD_LETTER_JOB,
     DEAD_LETTER_WEBHOOK,
     DELIVER_WEBHOOK,
@@ -20,6 +21,8 @@ from shared.contracts import (
     PROCESS_CHUNK,
     REQUEST_STOP,
     WATCH_FOR_STOP,
+    AdmissionClaim,
+    AdmissionInput,
     AnnounceInput,
     ChunkInput,
     ChunkOutput,
@@ -55,7 +58,11 @@ def prepare_job(payload: PrepareInput) -> PrepareOutput:
 def prepare_or_run_job(payload: PrepareInput) -> WholeJobOutput:
     """Plan the job, and run a one-chunk job whole: see activities.whole_job.prepare_or_run_job."""
     with activity_span(PREPARE_OR_RUN_JOB, payload):
-        return whole_job.prepare_or_run_job(payload)
+        output = whole_job.prepare_or_run_job(payload)
+        ticket = payload.get("admission")
+        if ticket is not None and "outcome" in output:
+            admission.release_admission(payload["job_id"], ticket)  # the job ended in this step: no finalize runs
+        return output
 
 
 @blueprint.function_name(PROCESS_CHUNK)
@@ -79,7 +86,7 @@ def merge_partials(payload: MergeInput) -> MergeOutput:
 def finalize_job(payload: FinalizeInput) -> int:
     """Clean up and record the outcome: see activities.finalize.finalize_job."""
     with activity_span(FINALIZE_JOB, payload):
-        return finalize.finalize_job(payload["job_id"], payload["outcome"])
+        return finalize.finalize_job(payload["job_id"], payload["outcome"], payload.get("admission"))
 
 
 @blueprint.function_name(REQUEST_STOP)
@@ -105,6 +112,13 @@ def watch_for_stop(payload: WatchInput) -> WatchOutput:
     """Watch for the stop marker: see activities.stop.watch_for_stop."""
     with activity_span(WATCH_FOR_STOP, payload):
         return stop.watch_for_stop(payload["job_id"], float(payload["seconds"]))
+
+
+@blueprint.function_name(CLAIM_ADMISSION)
+@blueprint.activity_trigger(input_name="payload")
+def claim_admission(payload: AdmissionInput) -> AdmissionClaim:
+    """Claim admission: see activities.admission.claim_admission."""
+    return admission.claim_admission(payload["job_id"], payload["ticket"])
 
 
 @blueprint.function_name(ANNOUNCE_JOB_EVENT)

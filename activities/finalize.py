@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from activities.admission import release_admission
 from activities.plan import forget_plans
 from activities.resources import results
-from shared.contracts import JobOutcome
+from shared.contracts import AdmissionTicket, JobOutcome
 from shared.settings import get_settings
 from storage import jobs as job_store
 from storage.names import job_prefix, result_blob_name, stop_marker_blob_name
@@ -30,8 +31,11 @@ def discard_outputs(job_id: str, keep_result: bool) -> int:
     return deleted
 
 
-def finalize_job(job_id: str, outcome: JobOutcome) -> int:
-    """Remove the job's working blobs (the result too unless it COMPLETED) and record its outcome; idempotent."""
+def finalize_job(job_id: str, outcome: JobOutcome, ticket: AdmissionTicket | None = None) -> int:
+    """Remove the job's working blobs (the result too unless it COMPLETED), record its outcome and release its
+    admission place (every path of a job ends here); idempotent."""
     deleted = discard_outputs(job_id, keep_result=outcome["status"] == "COMPLETED")
     job_store.record_outcome(get_settings(), job_id, outcome)
+    if ticket is not None:
+        release_admission(job_id, ticket)
     return deleted

@@ -3,9 +3,21 @@
 `blueprint` carries every route; importing the resource modules registers them on it.
 """
 
-from api import access_log, compat, dead_letters, events, health, jobs, openapi, stats, uploads, web
+from api import access_log, batch, compat, dead_letters, events, health, jobs, openapi, stats, uploads, web
 from api.app import blueprint
 
 access_log.install()
 
-__all__ = ["blueprint", "compat", "dead_letters", "events", "health", "jobs", "openapi", "stats", "uploads", "web"]
+__all__ = [
+    "batch",
+    "blueprint",
+    "compat",
+    "dead_letters",
+    "events",
+    "health",
+    "jobs",
+    "openapi",
+    "stats",
+    "uploads",
+    "web",
+]

@@ -40,7 +40,7 @@ from api.resource import (
     poll_seconds,
     view_resource,
 )
-from jobs import cancel, events, query
+from jobs import admission, cancel, events, query
 from jobs.callbacks import checked_callback
 from jobs.errors import NotReady, field_error
 from jobs.query import state_from_record
@@ -57,7 +57,7 @@ from shared.clock import utc_now
 from shared.settings import Settings, get_settings
 from storage.clients import StorageClients, storage_clients
 
-RESERVED_QUERY = ("kind", "deadline_seconds", "code", "callback_url", "callback_events")
+RESERVED_QUERY = ("kind", "deadline_seconds", "priority", "code", "callback_url", "callback_events")
 """Query parameters of a raw submit that are not the kind's options (`code` is the function key, which
 the host passes on to the function; `callback_*` carry the webhook callback of a raw body)."""
 DEFAULT_PAGE = 20
@@ -96,16 +96,20 @@ async def submit(req: Request, client: df.DurableOrchestrationClient) -> Respons
     """POST /api/jobs: a JSON envelope or a raw CSV/NDJSON body."""
     settings = get_settings()
     key = check_idempotency_key(header(req, "idempotency-key"))
+    client_id = admission.client_from_header(header(req, settings.client_id_header), settings.client_id_header)
     content_type = media_type(req)
     raw_types = raw_content_types(settings)
     if content_type in raw_types:
         request = await raw_request(req, settings, content_type, key)
+        request.client = client_id
         request.callback = await raw_callback(req, settings)
         clients = await storage_clients(settings)
     elif content_type == JSON_CONTENT_TYPE:
         body = parse_body_model(await read_json(req, settings.max_json_body_bytes))
         clients = await storage_clients(settings)
-        request = await request_from_body(body, settings=settings, clients=clients, idempotency_key=key, source="http")
+        request = await request_from_body(
+            body, settings=settings, clients=clients, idempotency_key=key, source="http", client=client_id
+        )
     else:
         accepted = ", ".join((JSON_CONTENT_TYPE, *raw_types))
         raise Problem(
@@ -139,6 +143,7 @@ async def raw_request(req: Request, settings: Settings, content_type: str, key: 
         accepted = ", ".join(kind.input_content_types)
         raise Problem(415, f"{kind_name} reads {accepted}", errors=[field_error("Content-Type", f"one of: {accepted}")])
     deadline = _deadline_param(params.get("deadline_seconds"))
+    priority = admission.check_priority(params.get("priority"))
     options = parse_options(kind, {k: v for k, v in params.items() if k not in RESERVED_QUERY}, prefix="query")
     if header(req, "content-length") is None:
         # Without a length the size is unknown until the whole body has been read: a raw input must declare
@@ -161,6 +166,7 @@ async def raw_request(req: Request, settings: Settings, content_type: str, key: 
         input_content_type=content_type,
         idempotency_key=key,
         source="http",
+        priority=priority,
     )
 
 
@@ -221,7 +227,7 @@ async def get_job(req: Request, client: df.DurableOrchestrationClient) -> Respon
         attributes=attributes,
         kind=SpanKind.SERVER,
     )
-    return job_response(view, base_url(req, settings))
+    return job_response(view, base_url(req, settings), await query.queue_place(settings, view))
 
 
 def wait_param(value: str | None) -> int:

@@ -106,6 +106,15 @@ _IDEMPOTENCY_KEY = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x20-\\x7E]+$"},
 }
 _STATUSES = ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+_PRIORITIES = ["high", "normal", "low"]
+_CLIENT_ID = {
+    "name": "X-Client-Id",
+    "in": "header",
+    "description": "Who submits (per-client admission caps); set by the gateway in Azure (CLIENT_ID_HEADER)",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._@:-]{1,64}$"},
+}
+_TOO_MANY = _problem("More than MAX_PENDING_JOBS jobs wait for admission: retry after Retry-After; nothing was stored")
+_TOO_MANY["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
 
 _SCHEMAS: dict[str, Any] = {
     "JobStateEvent": _STATE_EVENT,
@@ -119,6 +128,16 @@ _SCHEMAS: dict[str, Any] = {
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
             "deadline_at": {"type": "string", "format": "date-time"},
+            "priority": {"enum": _PRIORITIES, "description": "The job's admission lane"},
+            "queue": {
+                "type": "object",
+                "description": "While the job waits for admission (PENDING): its lane and approximate position",
+                "properties": {
+                    "lane": {"enum": _PRIORITIES},
+                    "position": {"type": "integer", "minimum": 1, "description": "Approximate; 1 = next in its lane"},
+                    "approximate": {"const": True},
+                },
+            },
             "trace_id": {
                 "type": "string",
                 "pattern": "^[0-9a-f]{32}$",
@@ -146,6 +165,42 @@ _SCHEMAS: dict[str, Any] = {
                     "attempts": {"type": "integer"},
                 },
             },
+        },
+    },
+    "BatchRequest": {
+        "type": "object",
+        "required": ["items"],
+        "additionalProperties": False,
+        "properties": {
+            "items": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1000,
+                "description": "Job requests (as POST /api/jobs takes them), each with an optional idempotency_key",
+                "items": {
+                    "allOf": [_ref("JobRequest")],
+                    "properties": {"idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200}},
+                },
+            }
+        },
+    },
+    "BatchResult": {
+        "type": "object",
+        "properties": {
+            "items": {
+                "type": "array",
+                "description": "One result per request item, in order",
+                "items": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {
+                        "status": {"type": "integer", "description": "202 (the job), or the problem's status"},
+                        "location": {"type": "string", "format": "uri"},
+                        "job": _ref("Job"),
+                        "problem": _ref("Problem"),
+                    },
+                },
+            }
         },
     },
     "JobPage": {
@@ -355,6 +410,8 @@ _PATHS: dict[str, Any] = {
             "parameters": [
                 _IDEMPOTENCY_KEY,
                 {"name": "kind", "in": "query", "description": "Raw bodies only", "schema": {"type": "string"}},
+                {"name": "priority", "in": "query", "description": "Raw bodies only", "schema": {"enum": _PRIORITIES}},
+                _CLIENT_ID,
                 {
                     "name": "callback_url",
                     "in": "query",
@@ -382,6 +439,7 @@ _PATHS: dict[str, Any] = {
                 "422": _problem(
                     "Validation failed (an input_ref must name a block blob; a callback the app may not call)"
                 ),
+                "429": _TOO_MANY,
                 "503": _problem("The job could not be recorded or started, or storage is unreachable: retry"),
             },
         },
@@ -396,6 +454,21 @@ _PATHS: dict[str, Any] = {
             ],
             "responses": {"200": _json("A page of jobs", "JobPage"), "422": _problem("Invalid filter")},
         },
+    },
+    "/api/jobs/batch": {
+        "post": {
+            "operationId": "submitJobs",
+            "summary": "Submit up to 1,000 jobs; one result per item, in order (items are independent)",
+            "parameters": [_CLIENT_ID],
+            "requestBody": {"required": True, "content": {JSON_CONTENT_TYPE: {"schema": _ref("BatchRequest")}}},
+            "responses": {
+                "200": _json("Each item's job (as POST /api/jobs answers it) or problem", "BatchResult"),
+                "400": _problem("Malformed JSON"),
+                "413": _problem("Body over 32 MB"),
+                "415": _problem("Not application/json"),
+                "422": _problem("Not {items: [1..1000 requests]}"),
+            },
+        }
     },
     "/api/jobs/{job_id}": {
         "parameters": [_JOB_ID],
@@ -635,6 +708,7 @@ def _kind_request(spec: kinds.KindSpec) -> dict[str, Any]:
             "description": "An upload's input_ref (POST /api/uploads): a block blob of at most 5 GiB",
         }
     properties["deadline_seconds"] = {"type": "integer", "minimum": 1, "maximum": MAX_DEADLINE_SECONDS}
+    properties["priority"] = {"enum": _PRIORITIES, "default": "normal", "description": "The admission lane"}
     properties["callback"] = _ref("Callback")
     return {**fragment, "additionalProperties": False, "properties": properties}
 

@@ -22,6 +22,7 @@ from jobs.errors import (
     MalformedRequest,
     NotFound,
     NotReady,
+    QueueFull,
     TooLarge,
     Unavailable,
     field_error,
@@ -40,6 +41,7 @@ _TITLES = {
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -53,6 +55,7 @@ _SLUGS = {
     413: "content-too-large",
     415: "unsupported-media-type",
     422: "validation-error",
+    429: "too-many-pending-jobs",
     500: "internal-error",
     503: "unavailable",
 }
@@ -134,6 +137,8 @@ def problem_from(error: JobsError) -> Problem:
         return Problem(409, error.detail, slug="result-not-ready")
     if isinstance(error, Conflict):
         return Problem(409, error.detail, slug=error.slug if error.slug != "conflict" else None)
+    if isinstance(error, QueueFull):
+        return Problem(429, error.detail, headers={"Retry-After": str(error.retry_after)})
     if isinstance(error, Unavailable):
         return Problem(503, error.detail, headers={"Retry-After": str(error.retry_after)})
     return Problem(400, error.detail, errors=error.errors)

@@ -9,6 +9,7 @@ from azurefunctions.extensions.http.fastapi import Response
 from api.http import json_response
 from api.links import job_links, job_url
 from api.problems import Problem
+from jobs.admission import Place
 from jobs.events import state_version
 from jobs.query import JobView
 from jobs.requests import JOB_ID
@@ -36,6 +37,7 @@ def job_resource(record: JobRecord, state: JobState, updated_at: str, base: str)
         "updated_at": updated_at,
         "progress": {"completed": state.completed, "total": state.total, "percent": state.percent},
         "links": job_links(base, record["job_id"]),
+        "priority": record["priority"],
     }
     trace_id = tracing.trace_id_of(record.get("traceparent"))
     if trace_id:
@@ -88,9 +90,14 @@ def matching_versions(if_none_match: str | None) -> set[int]:
     return versions
 
 
-def job_response(view: JobView, base: str) -> Response:
-    """200 once finished; 202 with Location and Retry-After while the job is pending or running; with its ETag."""
+def job_response(view: JobView, base: str, place: Place | None = None) -> Response:
+    """200 once finished; 202 with Location and Retry-After while the job is pending or running; with its ETag.
+
+    A job waiting for admission also shows its place: lane and approximate position (1 = next in its lane).
+    """
     body = view_resource(view, base)
+    if place is not None:
+        body["queue"] = {"lane": place.lane, "position": place.position, "approximate": True}
     if view.state.status in FINISHED_STATUSES:
         return json_response(body, 200, {"ETag": entity_tag(view)})
     return accepted_response(body, view.record, base, {"ETag": entity_tag(view)})

@@ -8,26 +8,34 @@ GET /api/dead-letters lists it with its raw text) and, by succeeding, removes it
 The poison trigger must never fail for good: a poison queue has no poison queue of its own, so a
 message it keeps failing on comes back after every visibility timeout, forever. It fails only while
 storage is unreachable (the message then waits for storage to return); anything else is logged.
+
+Backpressure is no failure: when too many jobs wait for admission (QueueFull), the message goes back
+on `jobs-inbox`, invisible for the Retry-After the API would answer, carrying the idempotency key it
+was submitted under (its own, or the one its message id gave it), and the delivery succeeds. Its
+dequeue count starts afresh, so however long the backlog lasts the message is never poisoned, and a
+crash between the two steps leaves two messages with one key: one job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 
 import azure.durable_functions as df
 import azure.functions as func
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.storage.queue import TextBase64EncodePolicy
 
-from intake.messages import POISON_ATTEMPTS, diagnose, read_inbox_message, reason
-from jobs.errors import JobsError
+from intake.messages import KEY_FIELD, POISON_ATTEMPTS, diagnose, read_inbox_message, reason
+from jobs.errors import JobsError, QueueFull
 from jobs.submit import request_from_body, submit_job
 from shared.clock import iso, utc_now
 from shared.contracts import DeadLetterRecord
 from shared.settings import get_settings
 from shared.telemetry import log_event
-from storage.clients import storage_clients
+from storage.clients import StorageClients, storage_clients
 from storage.dead_letters import record_dead_letter
 from storage.names import INBOX_POISON_QUEUE, INBOX_QUEUE
 
@@ -47,14 +55,28 @@ async def intake_job(msg: func.QueueMessage, client: df.DurableOrchestrationClie
     try:
         body, key = read_inbox_message(msg.get_body(), message_id)
         clients = await storage_clients(settings)
-        request = await request_from_body(body, settings=settings, clients=clients, idempotency_key=key, source="queue")
+        request = await request_from_body(
+            body, settings=settings, clients=clients, idempotency_key=key, source="queue", client=INBOX_QUEUE
+        )
         submitted = await submit_job(client, clients, request)
+    except QueueFull as full:
+        await _put_back(clients, msg.get_body(), key, full.retry_after)
+        log_event("intake.deferred", message_id=message_id, retry_after=full.retry_after)
+        return
     except JobsError as error:
         log_event("intake.rejected", message_id=message_id, error=type(error).__name__,
                   dequeue_count=msg.dequeue_count)  # fmt: skip
         raise RuntimeError(reason(error)) from None
     log_event("intake.accepted", message_id=message_id, job_id=submitted.record["job_id"],
               created=submitted.created)  # fmt: skip
+
+
+async def _put_back(clients: StorageClients, raw: bytes, key: str, delay_seconds: int) -> None:
+    """Send the message again, invisible for `delay_seconds`, keyed as it was submitted."""
+    document = json.loads(raw)
+    document[KEY_FIELD] = key
+    queue = clients.queues.get_queue_client(INBOX_QUEUE, message_encode_policy=TextBase64EncodePolicy())
+    await queue.send_message(json.dumps(document), visibility_timeout=delay_seconds)
 
 
 @blueprint.queue_trigger(arg_name="msg", queue_name=INBOX_POISON_QUEUE, connection=STORAGE_CONNECTION)

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from jobs import durable
+from jobs import admission, durable
 from jobs.query import JobView, load_job, start_overdue
+from jobs.submit import admission_ticket
 from shared.contracts import FINISHED_STATUSES, JobStatus
 from shared.status import JobState
 from shared.telemetry import log_event
@@ -44,6 +45,7 @@ async def cancel_job(client: Any, clients: StorageClients, job_id: str) -> Cance
         await durable.request_cancel(client, job_id)
         if instance.not_started and start_overdue(view.record):
             await durable.terminate(client, job_id, "cancelled by the client before it started")
+            await admission.release_async(clients.settings, admission_ticket(view.record)["key"])  # no finalize runs
     log_event("job.cancel_requested", job_id=job_id, kind=view.record["kind"])
     return Cancellation(view, requested=True)
 
@@ -52,5 +54,6 @@ async def _cancel_unstarted(clients: StorageClients, view: JobView) -> JobView:
     """Record a job that has no instance as CANCELLED: nothing else would ever end it."""
     progress = (view.state.completed, view.state.total)
     await job_store.catch_up_status(clients.jobs, view.record, JobStatus.CANCELLED, progress=progress)
+    await admission.release_async(clients.settings, admission_ticket(view.record)["key"])  # its place, if joined
     cancelled = JobState(JobStatus.CANCELLED, *progress)
     return JobView(view.record, cancelled, view.updated_at)

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.clock import iso
-from shared.contracts import CANCEL_EVENT, JOB_ORCHESTRATOR, JobStart
+from shared.contracts import ADMITTED_EVENT, CANCEL_EVENT, JOB_ORCHESTRATOR, JobStart
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,23 @@ async def request_cancel(client: Any, job_id: str) -> bool:
     if await status(client, job_id) is None:
         return False
     await client.raise_event(job_id, CANCEL_EVENT, {"reason": "client"})
+    return True
+
+
+async def announce_admission(client: Any, job_id: str) -> bool:
+    """Raise the admitted event on a waiting job; False if it has no instance (yet, or any more) to receive it.
+
+    An instance that does not exist yet claims its admission itself when it starts; one that has ended
+    needs none.
+    """
+    try:
+        await client.raise_event(job_id, ADMITTED_EVENT, {})
+    except Exception as exc:
+        # The SDK says 404 (no such instance) and 410 (it ended) only in the message of a bare Exception.
+        text = str(exc)
+        if text.startswith("No instance with ID") or "is gone" in text:
+            return False
+        raise
     return True
 
 

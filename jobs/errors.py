@@ -101,3 +101,11 @@ class Unavailable(JobsError):
     def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class QueueFull(JobsError):
+    """More than MAX_PENDING_JOBS wait for admission: the submission is refused and nothing of it is kept."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too many jobs are waiting for admission; retry later")
+        self.retry_after = retry_after

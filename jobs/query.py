@@ -17,10 +17,10 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables.aio import TableClient
 
-from jobs import durable
+from jobs import admission, durable
 from jobs.errors import InvalidRequest, NotFound, NotReady, field_error
 from jobs.requests import JSON_CONTENT_TYPE
-from jobs.submit import resolve_kind, resolve_spec
+from jobs.submit import admission_ticket, resolve_kind, resolve_spec
 from kinds.registry import JSON_FORMAT
 from shared.clock import parse_iso, utc_now
 from shared.contracts import FINISHED_STATUSES, JobStatus
@@ -120,6 +120,13 @@ async def live_view(client: Any, jobs: TableClient, record: job_store.JobRecord)
         return JobView(record, state_from_record(record), record["updated_at"])
     state, updated = await _reconcile(jobs, record, await durable.status(client, record["job_id"]))
     return JobView(record, state, updated)
+
+
+async def queue_place(settings: Settings, view: JobView) -> admission.Place | None:
+    """A waiting job's lane and approximate position (two reads); None unless the job waits for admission."""
+    if view.state.status is not JobStatus.PENDING:
+        return None
+    return await admission.place_async(settings, admission_ticket(view.record)["key"])
 
 
 def check_filters(settings: Settings, *, status: str | None, kind: str | None) -> None:

@@ -7,7 +7,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
@@ -31,6 +31,7 @@ class SubmitBody(BaseModel):
     input_ref: StrictStr | None = Field(default=None, max_length=300)
     options: dict[str, Any] = Field(default_factory=dict)
     deadline_seconds: StrictInt | None = Field(default=None, gt=0, le=MAX_DEADLINE_SECONDS)
+    priority: Literal["high", "normal", "low"] = "normal"
     callback: CallbackBody | None = None  # webhooks: checked in jobs.callbacks
 
 
@@ -52,6 +53,8 @@ class JobRequest:
     input_content_type: str | None
     idempotency_key: str | None
     source: str
+    priority: str = "normal"  # the admission lane: high, normal or low
+    client: str = "anonymous"  # who submitted it (per-client admission caps)
     traceparent: str | None = None  # the caller's W3C trace context; not part of the request's identity
     callback: dict[str, Any] | None = None  # a checked Callback (jobs.callbacks), stored with the job
 
@@ -65,6 +68,8 @@ class JobRequest:
             "input_ref": self.input_ref,
             "input_content_type": self.input_content_type,
         }
+        if self.priority != "normal":
+            doc["priority"] = self.priority  # absent for normal, so fingerprints recorded before lanes still match
         if self.callback is not None:  # only then: fingerprints of requests without one stay as they were
             doc["callback"] = self.callback
         return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -5,9 +5,10 @@ Order matters, so that a refused request stores nothing and starts nothing:
 2. insert the job row (the job id derives from the idempotency key): the single arbiter between
    concurrent duplicates; a loser compares request fingerprints and names the same job (starting it
    if it has no instance: its submitter died between recording and starting), or IdempotencyConflict;
-3. only the winner stores the input blob and starts the orchestration; if that fails, it removes
-   what it stored and the row (within a bounded time: leftovers are the sweeper's), and the request
-   can be retried.
+3. only the winner stores the input blob, joins its admission lane (jobs.admission; QueueFull past
+   MAX_PENDING_JOBS, checked once before anything is written and again when joining) and starts the
+   orchestration; if that fails, it removes what it stored, its place and the row (within a bounded
+   time: leftovers are the sweeper's), and the request can be retried.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from azure.storage.blob.aio import BlobClient
 from pydantic import ValidationError
 
 import kinds
-from jobs import durable, inline_input
+from jobs import admission, durable, inline_input
 from jobs.callbacks import checked_callback
 from jobs.errors import (
     IdempotencyConflict,
     InvalidRequest,
+    QueueFull,
     TooLarge,
     Unavailable,
     errors_from_validation,
@@ -43,10 +45,11 @@ from jobs.requests import JSON_CONTENT_TYPE, JobRequest, SubmitBody, job_id_for,
 from kinds.base import JobKind
 from shared import tracing
 from shared.clock import iso, utc_now
-from shared.contracts import JobStart
+from shared.contracts import AdmissionTicket, JobStart
 from shared.settings import Settings
 from shared.telemetry import log_event
 from storage import jobs as job_store
+from storage.admission import queue_key
 from storage.clients import StorageClients
 from storage.names import PAYLOADS_CONTAINER, job_input_blob_name, upload_blob_name
 
@@ -150,7 +153,13 @@ async def _checked_upload_ref(clients: StorageClients, ref: str, kind: JobKind) 
 
 
 async def request_from_body(
-    body: SubmitBody, *, settings: Settings, clients: StorageClients, idempotency_key: str | None, source: str
+    body: SubmitBody,
+    *,
+    settings: Settings,
+    clients: StorageClients,
+    idempotency_key: str | None,
+    source: str,
+    client: str = admission.ANONYMOUS_CLIENT,
 ) -> JobRequest:
     """Validate a JSON submission (HTTP envelope or inbox message) against its kind."""
     spec = resolve_spec(body.kind, settings)
@@ -194,6 +203,8 @@ async def request_from_body(
         input_content_type=content_type,
         idempotency_key=idempotency_key,
         source=source,
+        priority=body.priority,
+        client=client,
         callback=dict(await checked_callback(callback.url, callback.events, settings)) if callback else None,
     )
 
@@ -256,8 +267,15 @@ async def _store(clients: StorageClients, request: JobRequest, record: job_store
             await _put_input(blob, request.input_bytes, request.input_content_type)
 
 
-def job_start(record: job_store.JobRecord) -> JobStart:
-    """The orchestration's input for a recorded job."""
+def admission_ticket(record: job_store.JobRecord, admitted: bool = False) -> AdmissionTicket:
+    """The job's place in admission control (its queue row's key derives from the record)."""
+    lane = admission.check_priority(record["priority"])
+    key = queue_key(lane, record["created_at"], record["job_id"])
+    return {"lane": lane, "client": record["client"], "key": key, "admitted": admitted}
+
+
+def job_start(record: job_store.JobRecord, ticket: AdmissionTicket | None = None) -> JobStart:
+    """The orchestration's input for a recorded job (with its admission ticket once it joined its lane)."""
     start: JobStart = {
         "job_id": record["job_id"],
         "kind": record["kind"],
@@ -271,7 +289,30 @@ def job_start(record: job_store.JobRecord) -> JobStart:
         start["traceparent"] = record.get("traceparent")
     if record.get("callback"):
         start["callback"] = record.get("callback")  # type: ignore[typeddict-item]
+    if ticket is not None:
+        start["admission"] = ticket
     return start
+
+
+async def join_lane(clients: StorageClients, record: job_store.JobRecord) -> AdmissionTicket:
+    """Join the job's admission lane (idempotent); QueueFull past MAX_PENDING_JOBS."""
+    settings = clients.settings
+    ticket = admission_ticket(record)
+    (joined,) = await admission.enqueue_async(settings, [(ticket, record["job_id"])])
+    if joined == "full":
+        raise QueueFull(admission.retry_after_seconds(settings))
+    ticket["admitted"] = joined == "admitted"
+    return ticket
+
+
+async def refuse_if_full(clients: StorageClients, job_id: str, keyed: bool) -> None:
+    """QueueFull before anything is written when too many jobs wait, unless a keyed retry names an existing job."""
+    settings = clients.settings
+    if await admission.waiting_count_async(settings) < settings.max_pending_jobs:
+        return
+    if keyed and await job_store.get_job(clients.jobs, job_id) is not None:
+        return  # a retry of an accepted job answers as before
+    raise QueueFull(admission.retry_after_seconds(settings))
 
 
 async def _all(*steps: Awaitable[Any]) -> None:
@@ -310,7 +351,8 @@ async def _start_if_never_started(
     if record["status"] != "PENDING" or await durable.status(client, record["job_id"]) is not None:
         return
     await _all(job_store.write_index_row(clients.jobs, record), _store(clients, request, record))
-    if await durable.start_unless_exists(client, inline_input.with_inline_input(job_start(record), request)):
+    ticket = await join_lane(clients, record)
+    if await durable.start_unless_exists(client, inline_input.with_inline_input(job_start(record, ticket), request)):
         log_event("job.restarted", job_id=record["job_id"], kind=record["kind"])
 
 
@@ -334,6 +376,8 @@ def _new_record(request: JobRequest, job_id: str, fingerprint: str) -> job_store
         idempotency_key_hash=key_hash(request.idempotency_key) if request.idempotency_key is not None else None,
         fingerprint=fingerprint,
         source=request.source,
+        priority=request.priority,
+        client=request.client,
         traceparent=tracing.current_traceparent() or tracing.new_traceparent(),
         callback=request.callback,
     )
@@ -361,6 +405,7 @@ async def _submit_job(client: Any, clients: StorageClients, request: JobRequest,
     else:
         fingerprint = request.fingerprint()
     record = _new_record(request, job_id, fingerprint)
+    await refuse_if_full(clients, job_id, keyed=request.idempotency_key is not None)
     written = False
     try:
         if request.idempotency_key is not None:
@@ -379,7 +424,12 @@ async def _submit_job(client: Any, clients: StorageClients, request: JobRequest,
                 job_store.write_index_row(clients.jobs, record),
                 _store(clients, request, record),
             )
-        await durable.start(client, inline_input.with_inline_input(job_start(record), request))
+        ticket = await join_lane(clients, record)
+        await durable.start(client, inline_input.with_inline_input(job_start(record, ticket), request))
+    except QueueFull:
+        if written:
+            await _undo(clients, record, stored=request.input_bytes is not None)
+        raise
     except (IdempotencyConflict, InvalidRequest, Unavailable):
         raise
     except Exception as exc:
@@ -419,7 +469,10 @@ async def _undo(clients: StorageClients, record: job_store.JobRecord, *, stored:
         except ResourceNotFoundError:
             pass
         finally:
-            await job_store.remove_job(clients.jobs, record)
+            try:
+                await admission.release_async(clients.settings, admission_ticket(record)["key"])
+            finally:
+                await job_store.remove_job(clients.jobs, record)
 
     try:
         await asyncio.wait_for(undo(), UNDO_SECONDS)

@@ -6,17 +6,25 @@ purged (retention keys on finished_at) and shows in the health counts. The API n
 for such a job (it answers only once the start succeeded, or once a retry of the same key started it
 itself), so the sweep removes it: its rows and the input stored under its name. A row counts as an
 orphan only after ORPHAN_AFTER, longer than any submitter can live (host.json functionTimeout).
+
+The same holds for admission places (jobs.admission): a place whose job has no instance, or whose
+instance ended without releasing it (terminated, or its cleanup failed for good), would hold a slot
+or a queue position forever; the sweep releases it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from jobs import durable
+from jobs import admission, durable
+from shared.clock import iso
+from shared.settings import Settings
 from shared.telemetry import log_event
+from storage import admission as ledger_store
 from storage import jobs as job_store
 from storage.clients import StorageClients
 from storage.names import PAYLOADS_CONTAINER, job_input_blob_name
@@ -43,4 +51,23 @@ async def sweep_orphans(client: Any, clients: StorageClients, now: datetime) -> 
                 pass
         log_event("job.orphan_removed", job_id=record["job_id"], kind=record["kind"])
         removed += 1
+    await release_stale_places(client, clients.settings, now)
     return removed
+
+
+_ENDED = {"Completed", "Failed", "Terminated", "Canceled"}
+
+
+async def release_stale_places(client: Any, settings: Settings, now: datetime) -> int:
+    """Release the admission places older than ORPHAN_AFTER whose job has no live instance; returns how many."""
+    table = admission.ledger_partition(settings)
+    entries = await asyncio.to_thread(ledger_store.entries_enqueued_before, table, iso(now - ORPHAN_AFTER))
+    released = 0
+    for entry in entries:
+        instance = await durable.status(client, entry.job_id)
+        if instance is not None and instance.runtime_status not in _ENDED:
+            continue  # waiting or running: its own end releases it
+        await admission.release_async(settings, entry.key)
+        log_event("admission.place_released", job_id=entry.job_id, lane=entry.lane)
+        released += 1
+    return released

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
+from orchestrators.admission import wait_for_admission
 from orchestrators.retry import DEFAULT_RETRY_POLICY, policy_from
 from orchestrators.spans import JobTrace, job_span
 from orchestrators.steps import (
@@ -105,9 +106,14 @@ class _JobRun:
         return int((self.context.current_utc_datetime - self.started_at).total_seconds() * 1000)
 
     def run(self) -> Orchestration:
-        self.progress("preparing", 0)
-        self.log("job.started", phase="preparing")
+        ticket = self.start.get("admission")
+        queued = ticket is not None and not ticket.get("admitted")
+        self.progress("queued" if queued else "preparing", 0)
+        self.log("job.started", phase="queued" if queued else "preparing")
         try:
+            if ticket is not None:
+                yield from wait_for_admission(self.context, self.job_id, ticket, self.policy, self.interrupts)
+                self.progress("preparing", 0)
             outcome = yield from self._process()
         except Interrupted as interrupt:
             outcome = yield from self._wind_down(interrupt.reason, None, interrupt.pending)
@@ -256,6 +262,8 @@ class _JobRun:
     def _record(self, outcome: JobOutcome) -> Orchestration:
         """Remove working blobs and record the outcome in the job store."""
         finalize: FinalizeInput = {"job_id": self.job_id, "outcome": outcome}
+        if "admission" in self.start:
+            finalize["admission"] = self.start["admission"]  # released with the outcome, on every path
         yield from call_step(self.context, FINALIZE_JOB, finalize, self.policy, "finalize")
 
     def _wind_down(self, reason: Interrupt | None, error: JobError | None, pending: list[Any]) -> Orchestration:

@@ -35,11 +35,20 @@ DEAD_LETTER_JOB = "dead_letter_job"
 WATCH_FOR_STOP = "watch_for_stop"
 """WatchInput → WatchOutput: wait beside a long backoff for the stop marker."""
 
+CLAIM_ADMISSION = "claim_admission"
+"""AdmissionTicket → AdmissionClaim: admit what can be admitted; is this job admitted?"""
+
 # Events.
 CANCEL_EVENT = "cancel_job"
 """External event raised on the job orchestration when a client asks to cancel it."""
+ADMITTED_EVENT = "job_admitted"
+"""External event raised on a waiting job orchestration once admission control admitted it."""
 
-Phase = Literal["preparing", "processing", "merging", "finalizing", "cleaning_up", "done"]
+Priority = Literal["high", "normal", "low"]
+"""The admission lane of a job."""
+PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
+
+Phase = Literal["queued", "preparing", "processing", "merging", "finalizing", "cleaning_up", "done"]
 """The phases of a job orchestration, in order, as its custom status shows them."""
 
 Interrupt = Literal["cancelled", "deadline"]
@@ -84,6 +93,30 @@ class JobStart(TypedDict):
     traceparent: NotRequired[str | None]
     callback: NotRequired[Callback | None]  # webhooks: see orchestrators.webhook
     input_inline: NotRequired[str]  # base64 of a small posted input kept inline instead of in a blob (input_ref None)
+    admission: NotRequired[AdmissionTicket]  # absent: the job was started without admission control
+
+
+class AdmissionTicket(TypedDict):
+    """A job's place in admission control (storage.admission): its lane, client and queue row."""
+
+    lane: Priority
+    client: str
+    key: str  # RowKey of its queue row
+    admitted: bool  # admitted at submit already: the orchestration need not claim
+
+
+class AdmissionInput(TypedDict):
+    """Input of claim_admission."""
+
+    job_id: str
+    ticket: AdmissionTicket
+
+
+class AdmissionClaim(TypedDict):
+    """Output of claim_admission."""
+
+    admitted: bool
+    recheck_seconds: int  # how long to wait for the admitted event before claiming again
 
 
 class Progress(TypedDict):
@@ -206,6 +239,7 @@ class FinalizeInput(TypedDict):
 
     job_id: str
     outcome: JobOutcome
+    admission: NotRequired[AdmissionTicket]  # released once the outcome is recorded
 
 
 class StopInput(TypedDict):

@@ -55,6 +55,22 @@ class Settings(BaseSettings):
     retry_max_interval_seconds: float = Field(default=60.0, gt=0, alias="RETRY_MAX_INTERVAL_SECONDS")
     retry_max_attempts: int = Field(default=5, ge=1, le=20, alias="RETRY_MAX_ATTEMPTS")
 
+    # The Durable task hub (host.json reads it as %TASK_HUB_NAME%); admission state is kept per task hub.
+    task_hub_name: str = Field(default="longrun", min_length=1, alias="TASK_HUB_NAME")
+
+    # Admission control (jobs/admission.py): how many jobs run at once, per client, and how many may wait.
+    # The defaults admit at once for any ordinary load; lower them to make lanes and caps bite.
+    max_running_jobs: int = Field(default=1000, ge=1, le=100_000, alias="MAX_RUNNING_JOBS")
+    max_running_jobs_per_client: int = Field(default=1000, ge=1, le=100_000, alias="MAX_RUNNING_JOBS_PER_CLIENT")
+    max_pending_jobs: int = Field(default=100_000, ge=1, le=10_000_000, alias="MAX_PENDING_JOBS")
+    # Weighted fair sharing between the lanes, high:normal:low.
+    lane_weights: str = Field(default="6:3:1", pattern=r"^[1-9][0-9]{0,2}:[1-9][0-9]{0,2}:[1-9][0-9]{0,2}$",
+                              alias="LANE_WEIGHTS")  # fmt: skip
+    # The request header naming the client (set by the gateway in Azure; see docs/operations.md).
+    client_id_header: str = Field(default="X-Client-Id", min_length=1, alias="CLIENT_ID_HEADER")
+    # How often a waiting job checks its admission itself, should an admission notice be lost.
+    admission_recheck_seconds: int = Field(default=60, ge=1, le=3600, alias="ADMISSION_RECHECK_SECONDS")
+
     # Push: the job event stream and long-poll (jobs/events.py). A stream reads the job's status once per
     # poll interval, writes a heartbeat comment when it has been quiet that long, and ends on its own before
     # any gateway or the Functions front end (230 s) would cut it; the client resumes with Last-Event-ID.

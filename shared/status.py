@@ -56,7 +56,8 @@ def job_state(runtime_status: str | None, output: Any, custom_status: Any) -> Jo
     if runtime_status in (None, "Pending"):
         return JobState(JobStatus.PENDING, completed, total, phase=phase, seq=seq)
     if runtime_status in _RUNNING:
-        return JobState(JobStatus.RUNNING, completed, total, phase=phase, seq=seq)
+        waiting = isinstance(custom_status, dict) and custom_status.get("phase") == "queued"  # not yet admitted
+        return JobState(JobStatus.PENDING if waiting else JobStatus.RUNNING, completed, total, phase=phase, seq=seq)
     if runtime_status in _CANCELLED:
         return JobState(JobStatus.CANCELLED, completed, total, phase=phase, seq=seq)
     if runtime_status == "Completed" and isinstance(output, dict) and output.get("status") in JobStatus.__members__:

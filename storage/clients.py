@@ -160,6 +160,7 @@ class StorageClients:
     tables: AsyncTableServiceClient
     jobs: AsyncTableClient
     dead_letters: AsyncTableClient
+    settings: Settings  # what they were made from (for the sync clients some steps run in a thread)
     ready: bool = False
 
 
@@ -214,6 +215,7 @@ async def storage_clients(settings: Settings) -> StorageClients:
                 tables=tables,
                 jobs=tables.get_table_client(JOBS_TABLE),
                 dead_letters=tables.get_table_client(DEADLETTERS_TABLE),
+                settings=settings,
             )
             _by_loop[loop] = clients
         if not clients.ready:

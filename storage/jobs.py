@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, NotRequired, TypedDict
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableClient
+from azure.data.tables import TableClient, UpdateMode
 from azure.data.tables.aio import TableClient as AsyncTableClient
 
 from shared.clock import iso, utc_now
@@ -59,6 +59,8 @@ class JobRecord(TypedDict):
     summary: dict[str, Any] | None
     error: JobError | None
     progress: dict[str, int] | None  # {completed, total} once the job finished and someone read it from Durable
+    priority: str  # admission lane: high, normal, low
+    client: str  # who submitted it (admission's per-client cap)
     traceparent: NotRequired[str | None]  # W3C context of the submit span: the job's trace (shared.tracing)
     callback: NotRequired[dict[str, Any] | None]  # webhooks: {url, events}, as checked at submit
 
@@ -75,6 +77,8 @@ def new_job_record(
     idempotency_key_hash: str | None,
     fingerprint: str,
     source: str,
+    priority: str = "normal",
+    client: str = "anonymous",
     traceparent: str | None = None,
     callback: dict[str, Any] | None = None,
 ) -> JobRecord:
@@ -98,6 +102,8 @@ def new_job_record(
         "summary": None,
         "error": None,
         "progress": None,
+        "priority": priority,
+        "client": client,
         "callback": callback,
     }
 
@@ -153,6 +159,8 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "summary": loaded("summary"),
         "error": loaded("error"),
         "progress": loaded("progress"),
+        "priority": str(entity.get("priority") or "normal"),
+        "client": str(entity.get("client") or "anonymous"),
         "traceparent": text("traceparent"),
         "callback": loaded("callback"),
     }
@@ -194,6 +202,15 @@ async def create_job_row(table: AsyncTableClient, record: JobRecord) -> bool:
 async def write_index_row(table: AsyncTableClient, record: JobRecord) -> None:
     """Write the job's index row (it lists the job)."""
     await indexed_table.put(table, (INDEX_PARTITION, record["index_key"]), _fields(record))
+
+
+async def write_index_rows(table: AsyncTableClient, records: list[JobRecord]) -> None:
+    """Write many jobs' index rows: they share the index partition, so 100 go in one Table transaction."""
+    for start in range(0, len(records), 100):
+        operations = [
+            ("upsert", index_entity(record), {"mode": UpdateMode.REPLACE}) for record in records[start : start + 100]
+        ]
+        await table.submit_transaction(operations)
 
 
 async def insert_job(table: AsyncTableClient, record: JobRecord) -> bool:

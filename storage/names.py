@@ -13,6 +13,7 @@ RESULTS_CONTAINER = "results"  # jobs/{job_id}/partials/{n}, jobs/{job_id}/resul
 INBOX_QUEUE = "jobs-inbox"
 INBOX_POISON_QUEUE = "jobs-inbox-poison"
 DEADLETTER_QUEUE = "jobs-deadletter"
+ADMISSIONS_QUEUE = "jobs-admitted"  # one notice per job admitted while it waited (its id)
 WEBHOOK_EVENTS_QUEUE = "webhook-events"  # outbox: a job's events, each starting its delivery orchestration
 
 # Tables
@@ -21,7 +22,7 @@ DEADLETTERS_TABLE = "DeadLetters"
 WEBHOOK_BREAKERS_TABLE = "WebhookBreakers"  # one circuit breaker row per callback host, ETag-guarded
 
 CONTAINERS = (PAYLOADS_CONTAINER, RESULTS_CONTAINER)
-QUEUES = (INBOX_QUEUE, INBOX_POISON_QUEUE, DEADLETTER_QUEUE, WEBHOOK_EVENTS_QUEUE)
+QUEUES = (INBOX_QUEUE, INBOX_POISON_QUEUE, DEADLETTER_QUEUE, ADMISSIONS_QUEUE, WEBHOOK_EVENTS_QUEUE)
 TABLES = (JOBS_TABLE, DEADLETTERS_TABLE, WEBHOOK_BREAKERS_TABLE)
 
 

@@ -123,6 +123,7 @@ var resultsContainer = 'results'
 var inboxQueue = 'jobs-inbox'
 var inboxPoisonQueue = 'jobs-inbox-poison'
 var deadLetterQueue = 'jobs-deadletter'
+var admissionsQueue = 'jobs-admitted'
 var webhookEventsQueue = 'webhook-events'
 var jobsTable = 'Jobs'
 var deadLettersTable = 'DeadLetters'
@@ -192,6 +193,7 @@ module storage 'modules/storage.bicep' = {
       inboxQueue
       inboxPoisonQueue
       deadLetterQueue
+      admissionsQueue
       webhookEventsQueue
     ]
     tables: [

@@ -27,10 +27,13 @@ def count_blobs(conn: str, container: str = PAYLOADS_CONTAINER, prefix: str | No
 
 
 def count_job_rows(conn: str) -> int:
-    """Job and index rows in the Jobs table (uploads excluded)."""
+    """Job and index rows in the Jobs table (uploads and the admission ledger excluded)."""
     with TableServiceClient.from_connection_string(conn) as service:
         try:
-            rows = service.get_table_client(JOBS_TABLE).query_entities("PartitionKey ne 'uploads'", select=["RowKey"])
+            rows = service.get_table_client(JOBS_TABLE).query_entities(
+                "PartitionKey ne 'uploads' and (PartitionKey lt 'admission-' or PartitionKey ge 'admission.')",
+                select=["RowKey"],
+            )
             return sum(1 for _ in rows)
         except ResourceNotFoundError:
             return 0

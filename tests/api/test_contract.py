@@ -170,7 +170,13 @@ def test_health_reports_storage_queue_depths_and_job_counts(devhost):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "ok" and body["storage"] == "ok"
-    assert set(body["queues"]) == {"jobs-inbox", "jobs-inbox-poison", "jobs-deadletter", "webhook-events"}
+    assert set(body["queues"]) == {
+        "jobs-inbox",
+        "jobs-inbox-poison",
+        "jobs-deadletter",
+        "jobs-admitted",
+        "webhook-events",
+    }
     assert all(isinstance(depth, int) for depth in body["queues"].values())
     assert set(body["jobs"]) == {"PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"}
 

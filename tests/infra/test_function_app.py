@@ -27,6 +27,7 @@ MAIN = template("main")
 # Where the app's own code lives (the packages function_app.py registers), for %NAME% binding expressions.
 APP_SOURCES = [
     "function_app.py",
+    "admission",
     "api",
     "activities",
     "intake",

@@ -58,6 +58,7 @@ param backendTimeoutSeconds int = 120
 // One operation per route of the HTTP API (see api/).
 var operations = [
   { name: 'submit-job', method: 'POST', urlTemplate: '/api/jobs', hasId: false }
+  { name: 'submit-jobs-batch', method: 'POST', urlTemplate: '/api/jobs/batch', hasId: false }
   { name: 'list-jobs', method: 'GET', urlTemplate: '/api/jobs', hasId: false }
   { name: 'get-job', method: 'GET', urlTemplate: '/api/jobs/{id}', hasId: true }
   { name: 'cancel-job', method: 'DELETE', urlTemplate: '/api/jobs/{id}', hasId: true }
@@ -96,8 +97,11 @@ var pathParameter = [
   }
 ]
 
+// The caller's identity for admission's per-client caps (CLIENT_ID_HEADER, X-Client-Id by default): the
+// subscription, set here and overriding whatever a caller sends, since the Python worker does not see
+// the function key's name (docs/operations.md).
 // buffer-response="false": job event streams (text/event-stream) reach the client as they are written.
-var apiPolicyTemplate = '<policies><inbound><base /><set-backend-service backend-id="__BACKEND_ID__" /></inbound><backend><forward-request timeout="${backendTimeoutSeconds}" buffer-request-body="false" buffer-response="false" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
+var apiPolicyTemplate = '<policies><inbound><base /><set-header name="X-Client-Id" exists-action="override"><value>@(context.Subscription?.Id ?? "anonymous")</value></set-header><set-backend-service backend-id="__BACKEND_ID__" /></inbound><backend><forward-request timeout="${backendTimeoutSeconds}" buffer-request-body="false" buffer-response="false" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
 
 // 2024-05-01: the first GA api version with the v2 tiers (BasicV2, StandardV2).
 resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {

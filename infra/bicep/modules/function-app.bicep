@@ -125,6 +125,32 @@ param chunksPerSubOrchestration int = 50
 @maxValue(10000)
 param maxChunksPerJob int = 1000
 
+@description('Optional. Jobs past admission (processing) at once over the whole app (MAX_RUNNING_JOBS); the rest wait in their priority lane.')
+@minValue(1)
+@maxValue(100000)
+param maxRunningJobs int = 1000
+
+@description('Optional. Jobs one client may have past admission at once (MAX_RUNNING_JOBS_PER_CLIENT); its others wait in their lane.')
+@minValue(1)
+@maxValue(100000)
+param maxRunningJobsPerClient int = 1000
+
+@description('Optional. Jobs that may wait for admission (MAX_PENDING_JOBS); past it a submit answers 429 with Retry-After.')
+@minValue(1)
+@maxValue(10000000)
+param maxPendingJobs int = 100000
+
+@description('Optional. Weighted fair sharing between the high:normal:low lanes (LANE_WEIGHTS).')
+param laneWeights string = '6:3:1'
+
+@description('Optional. Request header naming the client for per-client caps (CLIENT_ID_HEADER); the gateway must set it and overwrite what clients send.')
+param clientIdHeader string = 'X-Client-Id'
+
+@description('Optional. Seconds a waiting job waits for its admission notice before it checks by itself (ADMISSION_RECHECK_SECONDS).')
+@minValue(1)
+@maxValue(3600)
+param admissionRecheckSeconds int = 60
+
 @description('Optional. Seconds a stopping job waits for its running chunks to see the stop marker before it cleans up (STOP_GRACE_SECONDS).')
 @minValue(1)
 @maxValue(600)
@@ -252,6 +278,12 @@ var appSettings = {
   CHUNKS_PER_SUB_ORCHESTRATION: string(chunksPerSubOrchestration)
   MAX_CHUNKS_PER_JOB: string(maxChunksPerJob)
   STOP_GRACE_SECONDS: string(stopGraceSeconds)
+  MAX_RUNNING_JOBS: string(maxRunningJobs)
+  MAX_RUNNING_JOBS_PER_CLIENT: string(maxRunningJobsPerClient)
+  MAX_PENDING_JOBS: string(maxPendingJobs)
+  LANE_WEIGHTS: laneWeights
+  CLIENT_ID_HEADER: clientIdHeader
+  ADMISSION_RECHECK_SECONDS: string(admissionRecheckSeconds)
   RETRY_FIRST_INTERVAL_SECONDS: retryFirstIntervalSeconds
   RETRY_BACKOFF_COEFFICIENT: retryBackoffCoefficient
   RETRY_MAX_INTERVAL_SECONDS: retryMaxIntervalSeconds

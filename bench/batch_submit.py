@@ -1,0 +1,108 @@
+"""Bulk submission: 1,000 jobs through one POST /api/jobs/batch vs 1,000 POST /api/jobs from 16 clients.
+
+Target (issue #13): the batch takes at most 0.2 of the time of the single submits.
+Run: `.venv/bin/python -m bench.batch_submit [--jobs 1000] [--clients 16]`.
+
+Each way runs against a fresh devhost (its own task hub) on one Azurite on disk, as `make run` uses it,
+so the jobs the first way started do not load the second. The jobs are one-chunk simulate jobs; the
+time measured is the client's: from the first request sent to the last answer received (every job
+recorded, in its admission lane and started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
+
+TARGET_RATIO = 0.2
+
+
+def job(n: int, run: str) -> dict[str, Any]:
+    """One small job with its own idempotency key."""
+    return {"kind": "simulate", "options": {"chunks": 1}, "idempotency_key": f"bench-{run}-{n}"}
+
+
+def singles(base_url: str, jobs: int, clients: int, run: str) -> float:
+    """Seconds for `jobs` POST /api/jobs spread over `clients` concurrent clients."""
+
+    def client_posts(index: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=120) as client:
+            for n in range(index, jobs, clients):
+                item = job(n, run)
+                key = item.pop("idempotency_key")
+                response = client.post("/api/jobs", json=item, headers={"Idempotency-Key": key})
+                assert response.status_code == 202, response.text
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client_posts, range(clients)))
+    return time.perf_counter() - started
+
+
+def one_batch(base_url: str, jobs: int, run: str) -> float:
+    """Seconds for one POST /api/jobs/batch of `jobs` items."""
+    body = json.dumps({"items": [job(n, run) for n in range(jobs)]})
+    with httpx.Client(base_url=base_url, timeout=600) as client:
+        started = time.perf_counter()
+        response = client.post("/api/jobs/batch", content=body, headers={"Content-Type": "application/json"})
+        elapsed = time.perf_counter() - started
+    assert response.status_code == 200, response.text
+    statuses = [item["status"] for item in response.json()["items"]]
+    assert statuses == [202] * jobs, {s: statuses.count(s) for s in set(statuses)}
+    return elapsed
+
+
+def measure(azurite: Azurite, jobs: int, clients: int) -> dict[str, Any]:
+    """Both ways, each against a fresh devhost; the two times and their ratio."""
+    env = {"ENABLE_SIMULATE_KIND": "true"}
+    run = str(time.time_ns())
+    host = DevHost(azurite.connection_string, env=env).start()
+    try:
+        single_seconds = singles(host.base_url, jobs, clients, run)
+    finally:
+        host.stop()
+    host = DevHost(azurite.connection_string, env=env).start()
+    try:
+        batch_seconds = one_batch(host.base_url, jobs, run + "-batch")
+    finally:
+        host.stop()
+    return {
+        "jobs": jobs,
+        "clients": clients,
+        "singles_s": round(single_seconds, 2),
+        "batch_s": round(batch_seconds, 2),
+        "ratio": round(batch_seconds / single_seconds, 3),
+        "target_ratio": TARGET_RATIO,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args(argv)
+    data = tempfile.TemporaryDirectory(prefix="bench-azurite-")
+    azurite = Azurite.start(location=Path(data.name))
+    try:
+        result = measure(azurite, args.jobs, args.clients)
+    finally:
+        azurite.stop()
+        data.cleanup()
+    for key, value in result.items():
+        print(f"{key}: {value}", flush=True)
+    return 0 if result["ratio"] <= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""Admission control: priority lanes, weighted fair sharing, per-client caps and backpressure.
+
+A job joins its lane's queue when it is submitted (or is admitted at once when nobody waits and there
+is room), and its orchestration waits for admission before it prepares. Admission is decided by
+whoever frees or might use capacity: the submitter (room and nobody waiting), the job's own claim
+(a waiting job that starts or rechecks), and the release at every job's end. Each decision is applied
+by one optimistic transaction on the ledger (storage.admission), so any number of app instances may
+decide at once and exactly one of them wins each time; admitted jobs that are already waiting hear of
+it through a notice on the `jobs-admitted` queue, whose trigger raises their `job_admitted` event.
+
+Picking (choose): smooth weighted round-robin between the lanes that have an eligible job (the weights
+are LANE_WEIGHTS, 6:3:1 by default), FIFO within a lane, skipping jobs whose client is at its
+MAX_RUNNING_JOBS_PER_CLIENT; the lanes' credits live in the ledger, so the shares hold across
+decisions made one slot at a time by different instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+from azure.data.tables import TableClient
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+from jobs.errors import InvalidRequest, field_error
+from shared.contracts import PRIORITIES, AdmissionTicket, Priority
+from shared.settings import Settings
+from storage import admission as ledger_store
+from storage.admission import Ledger, Partition, QueueEntry
+from storage.clients import queue_service, table_service
+from storage.names import ADMISSIONS_QUEUE, JOBS_TABLE
+
+DEFAULT_PRIORITY: Priority = "normal"
+ANONYMOUS_CLIENT = "anonymous"
+PEEK_EXTRA = 100
+"""Waiting jobs read beyond the free slots, so jobs of capped clients at a lane's head do not block it."""
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._@:-]{1,64}")
+
+Enqueued = Literal["admitted", "queued", "full"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The admission settings, validated."""
+
+    max_running: int
+    per_client: int
+    max_pending: int
+    weights: Mapping[str, int]
+    recheck_seconds: int
+
+
+def limits_from(settings: Settings) -> Limits:
+    """The limits the settings configure."""
+    weights: dict[str, int] = dict(
+        zip(PRIORITIES, (int(part) for part in settings.lane_weights.split(":")), strict=True)
+    )
+    return Limits(
+        max_running=settings.max_running_jobs,
+        per_client=settings.max_running_jobs_per_client,
+        max_pending=settings.max_pending_jobs,
+        weights=weights,
+        recheck_seconds=settings.admission_recheck_seconds,
+    )
+
+
+def check_priority(value: object, field: str = "priority") -> Priority:
+    """The lane a request names (normal when absent); InvalidRequest for anything else."""
+    if value is None:
+        return DEFAULT_PRIORITY
+    for lane in PRIORITIES:
+        if value == lane:
+            return lane
+    raise InvalidRequest("invalid priority", [field_error(field, "one of: high, normal, low")])
+
+
+def client_from_header(value: str | None, header: str) -> str:
+    """The client a request comes from: the identity header's value, or `anonymous` without one."""
+    if value is None or value == "":
+        return ANONYMOUS_CLIENT
+    if not _CLIENT_ID.fullmatch(value):
+        raise InvalidRequest(
+            "invalid client identity", [field_error(header, "1 to 64 characters: letters, digits and . _ @ : -")]
+        )
+    return value
+
+
+# --- the decision ------------------------------------------------------------------------------------
+
+
+def choose(ledger: Ledger, waiting: Mapping[str, list[QueueEntry]], limits: Limits, free: int) -> list[QueueEntry]:
+    """Pick up to `free` waiting jobs and count them as running in `ledger` (credits included).
+
+    Smooth weighted round-robin: every lane with an eligible job gains its weight, the richest lane
+    is served and pays the sum of the active weights. Over any stretch where the same lanes wait,
+    each gets its weight's share of the slots, and no lane waits more than sum/weight picks.
+    """
+    queues = {lane: list(entries) for lane, entries in waiting.items()}
+    for lane in PRIORITIES:
+        if ledger.pending.get(lane, 0) <= 0:
+            ledger.credit.pop(lane, None)  # an empty lane starts afresh when jobs join it again
+    chosen: list[QueueEntry] = []
+    while free > 0:
+        heads: dict[str, int] = {}
+        for lane in PRIORITIES:
+            for index, entry in enumerate(queues.get(lane, [])):
+                if ledger.clients.get(entry.client, 0) < limits.per_client:
+                    heads[lane] = index
+                    break
+        if not heads:
+            break
+        total = sum(limits.weights[name] for name in heads)
+        for name in heads:
+            ledger.credit[name] = ledger.credit.get(name, 0.0) + limits.weights[name]
+        best = max(heads, key=lambda name: (ledger.credit[name], limits.weights[name]))
+        ledger.credit[best] -= total
+        entry = queues[best].pop(heads[best])
+        _count_admitted(ledger, entry.lane, entry.client, was_waiting=True)
+        chosen.append(entry)
+        free -= 1
+    return chosen
+
+
+def _count_admitted(ledger: Ledger, lane: str, client: str, *, was_waiting: bool) -> None:
+    ledger.running += 1
+    ledger.clients[client] = ledger.clients.get(client, 0) + 1
+    ledger.left[lane] = ledger.left.get(lane, 0) + 1
+    if was_waiting:
+        ledger.pending[lane] = max(0, ledger.pending.get(lane, 0) - 1)
+
+
+def _can_admit_now(ledger: Ledger, client: str, limits: Limits) -> bool:
+    # Only when nobody waits: otherwise the newcomer would overtake the queue and break the shares.
+    return (
+        ledger.waiting == 0
+        and ledger.running < limits.max_running
+        and ledger.clients.get(client, 0) < limits.per_client
+    )
+
+
+# --- the operations (sync: activities and threads of the API) ---------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _client(settings: Settings) -> TableClient:
+    # One client per process: it only pools connections; every decision reads the ledger afresh.
+    return table_service(settings).get_table_client(JOBS_TABLE)
+
+
+def ledger_partition(settings: Settings) -> Partition:
+    """Where the task hub's admission rows live."""
+    return Partition(_client(settings), ledger_store.partition_key(settings.task_hub_name))
+
+
+_table = ledger_partition
+
+
+def enqueue(settings: Settings, ticket: AdmissionTicket, job_id: str) -> Enqueued:
+    """Put a recorded job in its lane (or admit it at once); "full" past MAX_PENDING_JOBS. Idempotent."""
+    return enqueue_many(settings, [(ticket, job_id)])[0]
+
+
+def enqueue_many(settings: Settings, items: list[tuple[AdmissionTicket, str]]) -> list[Enqueued]:
+    """enqueue for many jobs: one transaction per 99 of them (the ledger row is the hundredth)."""
+    table, limits = _table(settings), limits_from(settings)
+    results: list[Enqueued] = []
+    for start in range(0, len(items), ledger_store.MAX_TRANSACTION - 1):
+        chunk = items[start : start + ledger_store.MAX_TRANSACTION - 1]
+        results.extend(_enqueue_chunk(table, limits, chunk))
+    return results
+
+
+def _enqueue_chunk(table: Partition, limits: Limits, chunk: list[tuple[AdmissionTicket, str]]) -> list[Enqueued]:
+    known: dict[int, Enqueued] = {}  # items found enqueued already (a retried submission)
+    checked = False
+
+    def existing(ticket: AdmissionTicket) -> Enqueued | None:
+        entry = ledger_store.read_entry(table, ticket["key"])
+        return None if entry is None else ("admitted" if entry.admitted else "queued")
+
+    def step() -> dict[int, Enqueued] | None:
+        nonlocal checked
+        ledger = ledger_store.read_ledger(table)
+        statuses: dict[int, Enqueued] = {}
+        operations: list[object] = []
+        for index, (ticket, job_id) in enumerate(chunk):
+            if index in known:
+                continue
+            lane, client = ticket["lane"], ticket["client"]
+            if ledger.waiting >= limits.max_pending:
+                statuses[index] = (None if checked else existing(ticket)) or "full"
+                continue
+            ledger.joined[lane] = ledger.joined.get(lane, 0) + 1
+            now = _can_admit_now(ledger, client, limits)
+            if now:
+                _count_admitted(ledger, lane, client, was_waiting=False)
+            else:
+                ledger.pending[lane] = ledger.pending.get(lane, 0) + 1
+            entity = ledger_store.new_entry_entity(table.key, ticket["key"], job_id, client, ledger.joined[lane], now)
+            operations.append(("create", entity))
+            statuses[index] = "admitted" if now else "queued"
+        if not operations or ledger_store.commit(table, [ledger.write_operation(table.key), *operations]) is not None:
+            return statuses
+        if not checked:
+            # Another writer won, or some rows exist (a retried submission): find those once, then go on.
+            checked = True
+            for index, (ticket, _) in enumerate(chunk):
+                found = existing(ticket)
+                if found is not None:
+                    known[index] = found
+        return None
+
+    statuses = ledger_store.optimistic(step)
+    return [known.get(index) or statuses[index] for index in range(len(chunk))]
+
+
+def pump(settings: Settings) -> list[str]:
+    """Admit waiting jobs while there is room; the ids of the jobs this call admitted."""
+    table, limits = _table(settings), limits_from(settings)
+    admitted: list[str] = []
+    while True:
+
+        def step() -> list[str] | None:
+            ledger = ledger_store.read_ledger(table)
+            free = min(limits.max_running - ledger.running, ledger_store.MAX_TRANSACTION - 1)
+            if free <= 0 or ledger.waiting == 0:
+                return []
+            waiting: dict[str, list[QueueEntry]] = {
+                lane: ledger_store.waiting_in_lane(table, lane, free + PEEK_EXTRA)
+                for lane in PRIORITIES
+                if ledger.pending.get(lane, 0) > 0
+            }
+            chosen = choose(ledger, waiting, limits, free)
+            if not chosen:
+                return []
+            operations = [
+                ledger.write_operation(table.key),
+                *(ledger_store.admit_operation(table.key, entry) for entry in chosen),
+            ]
+            if ledger_store.commit(table, operations) is None:
+                return None
+            return [entry.job_id for entry in chosen]
+
+        batch = ledger_store.optimistic(step)
+        admitted.extend(batch)
+        if len(batch) < ledger_store.MAX_TRANSACTION - 1:
+            return admitted
+
+
+def claim(settings: Settings, ticket: AdmissionTicket, job_id: str) -> tuple[bool, list[str]]:
+    """Whether the job is admitted (admitting what can be admitted first), and the other jobs admitted now.
+
+    A job without a queue row was withdrawn (cancelled before it started, or swept): it counts as
+    admitted, and its stop marker ends it at once.
+    """
+    table = _table(settings)
+    entry = ledger_store.read_entry(table, ticket["key"])
+    if entry is None or entry.admitted:
+        return True, []
+    admitted = pump(settings)
+    others = [other for other in admitted if other != job_id]
+    if job_id in admitted:
+        return True, others
+    entry = ledger_store.read_entry(table, ticket["key"])
+    return entry is None or entry.admitted, others
+
+
+def release(settings: Settings, key: str) -> list[str]:
+    """Give up a job's place (its slot if admitted, its queue row if waiting); idempotent. Admits the next jobs
+    and returns their ids."""
+    table = _table(settings)
+
+    def step() -> bool | None:
+        entry = ledger_store.read_entry(table, key)
+        if entry is None:
+            return False
+        ledger = ledger_store.read_ledger(table)
+        if entry.admitted:
+            ledger.running = max(0, ledger.running - 1)
+            ledger.clients[entry.client] = max(0, ledger.clients.get(entry.client, 0) - 1)
+        else:
+            ledger.pending[entry.lane] = max(0, ledger.pending.get(entry.lane, 0) - 1)
+            ledger.left[entry.lane] = ledger.left.get(entry.lane, 0) + 1
+        if (
+            ledger_store.commit(
+                table, [ledger.write_operation(table.key), ledger_store.delete_operation(table.key, entry)]
+            )
+            is None
+        ):
+            return None
+        return True
+
+    ledger_store.optimistic(step)
+    return pump(settings)
+
+
+@dataclass(frozen=True)
+class Place:
+    """A waiting job's place: its lane and approximately how many jobs of the lane are ahead of it, plus one."""
+
+    lane: Priority
+    position: int
+
+
+def place(settings: Settings, key: str) -> Place | None:
+    """The job's place while it waits; None once admitted or withdrawn.
+
+    Approximate: the position counts the jobs that joined the lane before it minus those that left
+    the lane since; a job behind it that was cancelled, or admitted ahead of it because its own client
+    was at its cap, makes the estimate low.
+    """
+    table = _table(settings)
+    entry = ledger_store.read_entry(table, key)
+    if entry is None or entry.admitted:
+        return None
+    ledger = ledger_store.read_ledger(table)
+    return Place(entry.lane, max(1, entry.number - ledger.left.get(entry.lane, 0)))
+
+
+def waiting_count(settings: Settings) -> int:
+    """Jobs waiting over all lanes (one read)."""
+    return ledger_store.read_ledger(_table(settings)).waiting
+
+
+def retry_after_seconds(settings: Settings) -> int:
+    """When a refused submitter should try again: longer the deeper the queue."""
+    return 30 if settings.max_pending_jobs >= 1000 else 10
+
+
+# --- notices -------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _notices(settings: Settings) -> QueueClient:
+    return queue_service(settings).get_queue_client(ADMISSIONS_QUEUE, message_encode_policy=TextBase64EncodePolicy())
+
+
+def notify(settings: Settings, job_ids: list[str]) -> None:
+    """Tell waiting jobs they are admitted: one message each (the trigger raises their event).
+
+    A lost notice (a crash right after the admission) costs only time: the job's own recheck finds it.
+    """
+    for job_id in job_ids:
+        _notices(settings).send_message(job_id)
+
+
+# --- async wrappers for the API (the ledger calls are short and run in a thread) ----------------------
+
+
+async def enqueue_async(settings: Settings, items: list[tuple[AdmissionTicket, str]]) -> list[Enqueued]:
+    """enqueue_many off the event loop."""
+    return await asyncio.to_thread(enqueue_many, settings, items)
+
+
+async def release_async(settings: Settings, key: str) -> None:
+    """release off the event loop; jobs it admits are notified."""
+    admitted = await asyncio.to_thread(release, settings, key)
+    if admitted:
+        await asyncio.to_thread(notify, settings, admitted)
+
+
+async def place_async(settings: Settings, key: str) -> Place | None:
+    """place off the event loop."""
+    return await asyncio.to_thread(place, settings, key)
+
+
+async def waiting_count_async(settings: Settings) -> int:
+    """waiting_count off the event loop."""
+    return await asyncio.to_thread(waiting_count, settings)
