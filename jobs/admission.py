@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
@@ -31,8 +32,10 @@ from shared.contracts import PRIORITIES, AdmissionTicket, Priority
 from shared.settings import Settings
 from storage import admission as ledger_store
 from storage.admission import Ledger, Partition, QueueEntry
-from storage.clients import queue_service, table_service
+from storage.clients import interactive_table_service, queue_service, table_service
 from storage.names import ADMISSIONS_QUEUE, JOBS_TABLE
+
+T = TypeVar("T")
 
 DEFAULT_PRIORITY: Priority = "normal"
 ANONYMOUS_CLIENT = "anonymous"
@@ -145,15 +148,21 @@ def _can_admit_now(ledger: Ledger, client: str, limits: Limits) -> bool:
 # --- the operations (sync: activities and threads of the API) ---------------------------------------
 
 
-@lru_cache(maxsize=4)
-def _client(settings: Settings) -> TableClient:
-    # One client per process: it only pools connections; every decision reads the ledger afresh.
-    return table_service(settings).get_table_client(JOBS_TABLE)
+_FROM_A_REQUEST: ContextVar[bool] = ContextVar("admission_from_a_request", default=False)
+"""Set by the async wrappers below (asyncio.to_thread carries it into the thread): a request's ledger calls
+fail fast like the API's other storage calls, where activities ride a storage restart out."""
+
+
+@lru_cache(maxsize=8)
+def _client(settings: Settings, interactive: bool) -> TableClient:
+    # One client per process and mode: it only pools connections; every decision reads the ledger afresh.
+    service = interactive_table_service(settings) if interactive else table_service(settings)
+    return service.get_table_client(JOBS_TABLE)
 
 
 def ledger_partition(settings: Settings) -> Partition:
     """Where the task hub's admission rows live."""
-    return Partition(_client(settings), ledger_store.partition_key(settings.task_hub_name))
+    return Partition(_client(settings, _FROM_A_REQUEST.get()), ledger_store.partition_key(settings.task_hub_name))
 
 
 _table = ledger_partition
@@ -351,23 +360,32 @@ def notify(settings: Settings, job_ids: list[str]) -> None:
 # --- async wrappers for the API (the ledger calls are short and run in a thread) ----------------------
 
 
+async def _off_the_loop(call: Callable[..., T], *args: Any) -> T:
+    """Run a ledger call in a thread with the request's fail-fast storage client."""
+    token = _FROM_A_REQUEST.set(True)
+    try:
+        return await asyncio.to_thread(call, *args)
+    finally:
+        _FROM_A_REQUEST.reset(token)
+
+
 async def enqueue_async(settings: Settings, items: list[tuple[AdmissionTicket, str]]) -> list[Enqueued]:
     """enqueue_many off the event loop."""
-    return await asyncio.to_thread(enqueue_many, settings, items)
+    return await _off_the_loop(enqueue_many, settings, items)
 
 
 async def release_async(settings: Settings, key: str) -> None:
     """release off the event loop; jobs it admits are notified."""
-    admitted = await asyncio.to_thread(release, settings, key)
+    admitted = await _off_the_loop(release, settings, key)
     if admitted:
         await asyncio.to_thread(notify, settings, admitted)
 
 
 async def place_async(settings: Settings, key: str) -> Place | None:
     """place off the event loop."""
-    return await asyncio.to_thread(place, settings, key)
+    return await _off_the_loop(place, settings, key)
 
 
 async def waiting_count_async(settings: Settings) -> int:
     """waiting_count off the event loop."""
-    return await asyncio.to_thread(waiting_count, settings)
+    return await _off_the_loop(waiting_count, settings)

@@ -18,7 +18,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(os.environ.get("TMPDIR", "/tmp")) / "longrun-web"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     """Debian's Chromium, headless; `make browser` installs it (no browser download by Playwright)."""
     if not CHROMIUM.exists():
