@@ -1,8 +1,10 @@
 """The dashboard (`/api/ui`) and Swagger UI (`/api/docs`): static files from `web/`, served by the app.
 
 The pages hold no data and no key, so their routes are anonymous; every API call the pages make sends
-the function key the user typed (kept in the browser session only). Files come from `web/` (ours) and
-`web/vendor/` (uPlot and swagger-ui-dist, copied from node_modules by `make vendor`; see docs/dashboard.md).
+the key the user typed (kept in the browser session only) in the header API_KEY_HEADER names: the function
+key's x-functions-key, or Ocp-Apim-Subscription-Key behind API Management (a meta tag tells the page).
+Files come from `web/` (ours) and `web/vendor/` (uPlot and swagger-ui-dist, copied from node_modules by
+`make vendor`; see docs/dashboard.md).
 Every answer carries a Content-Security-Policy without inline scripts.
 """
 
@@ -36,6 +38,7 @@ CONTENT_TYPES = {
 
 _PAGES = {"ui": "index.html", "docs": "docs.html"}
 _BASE_MARKER = "{{BASE}}"
+_KEY_HEADER_MARKER = "{{KEY_HEADER}}"
 
 
 def _blob_origin(settings: Settings) -> str | None:
@@ -102,7 +105,9 @@ def _page(name: str, req: Request, settings: Settings) -> Response:
     `docs`, `jobs` resolve under /api/ and `#/jobs` stays on the page."""
     text = (WEB_ROOT / _PAGES[name]).read_text(encoding="utf-8")
     page_path = urlsplit(base_url(req, settings)).path.rstrip("/") + "/api/" + name
-    body = text.replace(_BASE_MARKER, page_path)
+    # The header the pages send the user's key in (web/key.js reads it from a meta tag: no inline script).
+    # API_KEY_HEADER is one of two fixed names (shared/settings.py), so it needs no HTML escaping.
+    body = text.replace(_BASE_MARKER, page_path).replace(_KEY_HEADER_MARKER, settings.api_key_header)
     return Response(
         body, status_code=200, headers={"Content-Type": CONTENT_TYPES[".html"], **security_headers(settings)}
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
                               alias="LANE_WEIGHTS")  # fmt: skip
     # The request header naming the client (set by the gateway in Azure; see docs/operations.md).
     client_id_header: str = Field(default="X-Client-Id", min_length=1, alias="CLIENT_ID_HEADER")
+    # The header the dashboard and Swagger UI send the key the user types in (web/key.js): the function
+    # key's own header, or a gateway's (Ocp-Apim-Subscription-Key behind API Management; main.bicep sets it).
+    api_key_header: Literal["x-functions-key", "Ocp-Apim-Subscription-Key"] = Field(
+        default="x-functions-key", alias="API_KEY_HEADER"
+    )
     # How often a waiting job checks its admission itself, should an admission notice be lost.
     admission_recheck_seconds: int = Field(default=60, ge=1, le=3600, alias="ADMISSION_RECHECK_SECONDS")
 

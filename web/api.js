@@ -1,6 +1,6 @@
-// Calls to the job API: relative to <base href> (the public /api/ path), with the function key when one
-// was given; a 401 asks for the key and retries once.
-import { askForKey, currentKey, forgetKey } from './key.js';
+// Calls to the job API: relative to <base href> (the public /api/ path), with the key when one was given
+// (in the header the page names: x-functions-key, or Ocp-Apim-Subscription-Key behind API Management); a 401 asks for the key and retries once.
+import { askForKey, currentKey, forgetKey, keyHeaderName } from './key.js';
 
 export class ApiError extends Error {
   constructor(status, problem) {
@@ -16,7 +16,7 @@ export function apiUrl(path) {
 
 export function keyHeaders() {
   const key = currentKey();
-  return key ? { 'x-functions-key': key } : {};
+  return key ? { [keyHeaderName()]: key } : {};
 }
 
 async function parse(response) {

@@ -1,7 +1,8 @@
 // The dashboard: a hash-routed single page over the job API (no framework; views below, one per route).
-import { api, ApiError, apiUrl, contract, keyHeaders } from './api.js';
+import { api, ApiError, apiUrl, contract } from './api.js';
 import { renderCharts } from './charts.js';
 import { h, problemText, progressBar, statusBadge, when } from './dom.js';
+import { currentKey, keyQueryName } from './key.js';
 
 const STATUSES = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED'];
 const FINISHED = new Set(['COMPLETED', 'FAILED', 'CANCELLED']);
@@ -258,13 +259,14 @@ async function jobPage(id) {
     await poll();
     return;
   }
-  // Server-sent events where the server has them: EventSource cannot send headers, so the key goes as ?code=.
+  // Server-sent events where the server has them: EventSource cannot send headers, so the key goes in the
+  // query (?code=, or ?subscription-key= behind API Management).
   live.textContent = 'Live: server-sent events.';
   await poll(false);
   if (!last || FINISHED.has(last.status)) return;
   const url = new URL(apiUrl(`jobs/${id}/events`));
-  const key = keyHeaders()['x-functions-key'];
-  if (key) url.searchParams.set('code', key);
+  const key = currentKey();
+  if (key) url.searchParams.set(keyQueryName(), key);
   const source = new EventSource(url);
   onLeave(() => source.close());
   // `status` and `progress` events carry {id, status, phase, progress, updated_at}; the terminal event

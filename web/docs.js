@@ -1,7 +1,7 @@
 // Swagger UI (swagger-ui-dist, vendored) over /api/openapi.json; "Try it out" sends the function key
 // the user typed (sessionStorage only), the same one the dashboard uses.
 import { api } from './api.js';
-import { currentKey } from './key.js';
+import { currentKey, keyHeaderName } from './key.js';
 
 const status = document.getElementById('docs-status');
 
@@ -23,7 +23,7 @@ async function start() {
     validatorUrl: null, // never call the public validator service
     requestInterceptor: (request) => {
       const key = currentKey();
-      if (key) request.headers['x-functions-key'] = key;
+      if (key) request.headers[keyHeaderName()] = key;
       return request;
     },
   });

@@ -320,6 +320,8 @@ module functionApp 'modules/function-app.bicep' = {
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     taskHubName: taskHubName
     publicBaseUrl: publicBaseUrl
+    // Behind API Management the pages send the key the user types as a subscription key (docs/dashboard.md).
+    dashboardCredentialHeader: gatewayType == 'apiManagement' ? 'Ocp-Apim-Subscription-Key' : 'x-functions-key'
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     alwaysReadyDurableInstances: alwaysReadyDurableInstances

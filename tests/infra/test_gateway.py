@@ -22,6 +22,7 @@ from tests.infra.templates import (
     bicep_files,
     decorator,
     evaluate,
+    loop_of,
     module_condition,
     module_params,
     object_entries,
@@ -43,16 +44,34 @@ APIM_HONOURED_SECONDS = 240  # forward-request timeouts above this may not be ho
 HEARTBEAT_SECONDS = 15  # event streams send a heartbeat this often
 
 
-def http_routes() -> set[str]:
+def http_routes(anonymous_only: bool = False) -> set[str]:
     """The HTTP routes the app registers, as /api/<route> with parameter names blanked."""
     app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
     app.register_functions(api_blueprint)
     routes = set()
     for function in app.get_functions():
         trigger = function.get_trigger()
-        if getattr(trigger, "route", None) is not None:
-            routes.add(re.sub(r"\{[^}]*\}", "{}", f"/api/{trigger.route}"))
+        if getattr(trigger, "route", None) is None:
+            continue
+        if anonymous_only and trigger.auth_level != func.AuthLevel.ANONYMOUS:
+            continue
+        routes.add(re.sub(r"\{[^}]*\}", "{}", f"/api/{trigger.route}"))
     return routes
+
+
+def declared(symbol: str) -> dict[str, Any]:
+    """A resource of the API Management module by its symbolic name (a loop's: its body)."""
+    config: dict[str, Any] = APIM["resources"][symbol]["config"]
+    return config["config"] if "loop_type" in config else config
+
+
+def page_paths() -> set[str]:
+    """The paths the subscription-free page APIs expose (the API's suffix below apiPath, then the operation)."""
+    pages = resolve(APIM, "pages")
+    return {
+        re.sub(r"\{[^}]*\}", "{}", f"/api/{pages[op['page']]['suffix']}{op['urlTemplate']}".rstrip("/"))
+        for op in resolve(APIM, "pageOperations")
+    }
 
 
 def test_the_gateway_is_chosen_by_a_parameter() -> None:
@@ -77,7 +96,7 @@ def test_backend_timeout_parameter_stays_within_the_platform_limits() -> None:
 
 
 def test_api_management_forward_request_uses_the_timeout_parameter() -> None:
-    policy = only_resource(APIM, "Microsoft.ApiManagement/service/apis/policies")["properties"]
+    policy = declared("apiPolicy")["properties"]
     assert policy["format"] == "rawxml"
     template_text = resolve(APIM, "apiPolicyTemplate")
     assert render(policy["value"]) == "replace(apiPolicyTemplate, __BACKEND_ID__, backend.name)"
@@ -98,11 +117,11 @@ def test_api_management_adds_the_function_key_from_key_vault() -> None:
     }
     assert render(module_params("apiManagement")["functionKeySecretUri"]) == "keyVault.outputs.functionKeyUri"
     assert render(module_params("apiManagement")["identityClientId"]) == "gatewayIdentity.outputs.clientId"
-    backend = only_resource(APIM, "Microsoft.ApiManagement/service/backends")
+    backend = declared("backend")
     header = object_entries(APIM, backend["properties"]["credentials"]["header"])
     assert header == {"x-functions-key": ["{{${functionKey.name}}}"]}
     assert backend["properties"]["url"] == "https://${functionAppHostName}"
-    api = only_resource(APIM, "Microsoft.ApiManagement/service/apis")["properties"]
+    api = declared("api")["properties"]
     assert api["protocols"] == ["https"]
     assert api["path"] == "apiPath"
 
@@ -154,7 +173,7 @@ def test_the_function_key_is_never_a_plain_parameter_or_an_output() -> None:
 
 
 def test_api_management_publishes_a_product_with_a_subscription() -> None:
-    api = only_resource(APIM, "Microsoft.ApiManagement/service/apis")["properties"]
+    api = declared("api")["properties"]
     assert api["subscriptionRequired"] is True
     product = only_resource(APIM, "Microsoft.ApiManagement/service/products")
     assert product["properties"]["subscriptionRequired"] is True
@@ -284,7 +303,9 @@ def test_application_gateway_needs_its_certificate() -> None:
 def test_api_management_exposes_every_route_the_app_serves() -> None:
     operations = resolve(APIM, "operations")
     exposed = {re.sub(r"\{[^}]*\}", "{}", operation["urlTemplate"]) for operation in operations}
-    assert http_routes() <= exposed
+    assert http_routes() <= exposed | page_paths()
+    # A path is served by one API only: the pages' paths are not operations of `longrun` as well.
+    assert not exposed & page_paths()
     methods = {(operation["method"], operation["urlTemplate"]) for operation in operations}
     for expected in (
         ("POST", "/api/jobs"),
@@ -332,8 +353,9 @@ def test_health_is_not_public() -> None:
     # (the gateway's own probe goes to the backend directly), and the app answers nobody else.
     source_text = (ROOT / "api" / "health.py").read_text(encoding="utf-8")
     assert '"queues"' in source_text and '"jobs"' in source_text
-    api = only_resource(APIM, "Microsoft.ApiManagement/service/apis")["properties"]
+    api = declared("api")["properties"]
     assert api["subscriptionRequired"] is True
+    assert "/api/health" not in page_paths()
     waf = only_resource(APP_GATEWAY, "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies")
     rules = render(waf["properties"]["customRules"])
     assert "name: HealthIsInternal" in rules and "variableName: RequestUri" in rules
@@ -341,5 +363,64 @@ def test_health_is_not_public() -> None:
 
 
 def test_only_https_reaches_the_function_app() -> None:
-    for value in strings_in(APIM, only_resource(APIM, "Microsoft.ApiManagement/service/backends")):
-        assert not value.startswith("http://")
+    for backend in resources(APIM, "Microsoft.ApiManagement/service/backends"):
+        for value in strings_in(APIM, backend):
+            assert not value.startswith("http://")
+
+
+def test_the_static_pages_are_subscription_free_apis_that_serve_nothing_else() -> None:
+    # A browser sends no subscription key when it loads a page or its scripts (docs/dashboard.md): /api/ui,
+    # its files and /api/docs are APIs of their own without a subscription; everything else, the data the
+    # pages read included, stays in `longrun`, which requires one on every operation.
+    assert page_paths() == {"/api/ui", "/api/ui/{}", "/api/docs"}
+    # Only routes the app itself serves anonymously (api/web.py): nothing that needs a key is reachable
+    # without one. /api/health is anonymous at the app (the gateways' probes) but subscription-only here.
+    anonymous = http_routes(anonymous_only=True)
+    assert page_paths() <= anonymous | {"/api/ui"}
+    assert anonymous - page_paths() == {"/api/health"}
+    pages = resolve(APIM, "pages")
+    assert sorted(page["suffix"] for page in pages) == ["docs", "ui"]
+    apis = resources(APIM, "Microsoft.ApiManagement/service/apis")
+    assert len(apis) == 2  # `longrun` and the page loop
+    assert [api["properties"]["subscriptionRequired"] for api in apis] == [True, False]
+    page_api = declared("pageApis")["properties"]
+    assert loop_of(APIM, "pageApis")["array_name"] == "pages"
+    # One API per page prefix, never one at <apiPath>/api that would sit over the data routes.
+    assert page_api["path"] == "${apiPath}/api/${page.suffix}"
+    assert page_api["protocols"] == ["https"]
+    operations = declared("pageApiOperations")
+    assert loop_of(APIM, "pageApiOperations")["array_name"] == "pageOperations"
+    assert operations["properties"]["method"] == "GET"
+    assert render(operations["parent"]) == "pageApis[operation.page]"
+    # Only `longrun` is in the product (its subscription is the one the pages' key is).
+    (link,) = resources(APIM, "Microsoft.ApiManagement/service/products/apis")
+    assert render(link["name"]) == "api.name"
+
+
+def test_the_page_apis_reach_the_app_as_the_longrun_api_does() -> None:
+    # Same policy (forward-request timeout, unbuffered, the client id header), same credentials and TLS
+    # checks as the `longrun` backend, rooted at the page's path; the app adds the CSP and security headers.
+    policy = declared("pageApiPolicies")
+    assert render(policy["parent"]) == "pageApis[index]"
+    assert policy["properties"]["format"] == "rawxml"
+    assert (
+        render(policy["properties"]["value"]) == "replace(apiPolicyTemplate, __BACKEND_ID__, pageBackends[index].name)"
+    )
+    main_backend = declared("backend")["properties"]
+    page_backend = declared("pageBackends")["properties"]
+    assert loop_of(APIM, "pageBackends")["array_name"] == "pages"
+    assert page_backend["url"] == "https://${functionAppHostName}/api/${page.suffix}"
+    assert declared("pageApis")["properties"]["serviceUrl"] == page_backend["url"]
+    for key in ("protocol", "resourceId", "credentials", "tls"):
+        assert page_backend[key] == main_backend[key], key
+
+
+def test_behind_api_management_the_pages_send_the_key_as_a_subscription_key() -> None:
+    from shared.settings import Settings
+
+    allowed = decorator(parameter(template("function-app"), "dashboardCredentialHeader"), "allowed")
+    assert set(allowed) == set(Settings.model_fields["api_key_header"].annotation.__args__)  # type: ignore[union-attr]
+    assert parameter(template("function-app"), "dashboardCredentialHeader")["default"] == "x-functions-key"
+    for gateway, header in (("apiManagement", "Ocp-Apim-Subscription-Key"), ("applicationGateway", "x-functions-key")):
+        params = parameter_values(MAIN, gatewayType=gateway)
+        assert evaluate(MAIN, module_params("functionApp")["dashboardCredentialHeader"], params) == header

@@ -251,7 +251,7 @@ def test_a_key_is_asked_for_behind_enforce_auth_and_kept_in_the_session_only(dev
     # The first call without a key is a 401 the browser reports on its console: that one is expected.
     watched = open_page(ui(host, "#/jobs"), allow=["status of 401"])
     page = watched.page
-    dialog = page.get_by_role("dialog", name="Function key")
+    dialog = page.get_by_role("dialog", name="API key")
     dialog.wait_for()
     dialog.get_by_label("Key").fill(FUNCTION_KEY)
     dialog.get_by_role("button", name="Use key").click()

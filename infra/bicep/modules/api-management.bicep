@@ -1,7 +1,8 @@
 // API Management in front of the function app. The function key never appears in a template: a
 // secret named value refers to a Key Vault secret that the azd postdeploy hook (infra/hooks/postdeploy.sh)
 // fills with a host key of the deployed app; a backend adds it as x-functions-key. Callers authenticate
-// with the subscription key of the `longrun` product, and forward-request waits backendTimeoutSeconds.
+// with the subscription key of the `longrun` product (the static pages alone are subscription-free, see
+// `pages`), and forward-request waits backendTimeoutSeconds.
 // On StandardV2 the service's outbound traffic leaves through subnetResourceId (VNet integration), so
 // the function app can admit that subnet alone.
 
@@ -71,13 +72,28 @@ var operations = [
   { name: 'get-dead-letter', method: 'GET', urlTemplate: '/api/dead-letters/{id}', hasId: true }
   { name: 'replay-dead-letter', method: 'POST', urlTemplate: '/api/dead-letters/{id}/replay', hasId: true }
   { name: 'job-stats', method: 'GET', urlTemplate: '/api/stats', hasId: false }
-  { name: 'dashboard', method: 'GET', urlTemplate: '/api/ui', hasId: false }
-  { name: 'dashboard-files', method: 'GET', urlTemplate: '/api/ui/{*path}', hasId: false }
-  { name: 'api-docs', method: 'GET', urlTemplate: '/api/docs', hasId: false }
   // The reference design's routes (api/compat.py), for its clients.
   { name: 'submit-task', method: 'POST', urlTemplate: '/api/tasks', hasId: false }
   { name: 'get-task', method: 'GET', urlTemplate: '/api/tasks/{id}', hasId: true }
   { name: 'stream-task', method: 'GET', urlTemplate: '/api/tasks/{id}/stream', hasId: true }
+]
+
+// The pages (api/web.py): static, data-free, and loaded by a browser that sends no subscription key with a
+// page or its scripts, so they live in subscription-free APIs of their own, one per path prefix
+// (<apiPath>/api/ui, <apiPath>/api/docs), which the gateway prefers to the `longrun` API as the longer
+// matching suffix. Each prefix is its own API, not one at <apiPath>/api, so that no data route can ever fall
+// under a subscription-free API. The pages' own API calls (openapi.json, jobs, ...) still go to `longrun`
+// with the key the user types, sent as Ocp-Apim-Subscription-Key (API_KEY_HEADER, function-app.bicep).
+var pages = [
+  { name: 'longrun-ui', displayName: 'longrun dashboard (static pages)', suffix: 'ui' }
+  { name: 'longrun-docs', displayName: 'longrun API docs (static page)', suffix: 'docs' }
+]
+
+// GET only; `page` indexes `pages`. '/' is the page itself, '/{*path}' the dashboard's files (ui/app.js, ...).
+var pageOperations = [
+  { name: 'dashboard', page: 0, urlTemplate: '/' }
+  { name: 'dashboard-files', page: 0, urlTemplate: '/{*path}' }
+  { name: 'api-docs', page: 1, urlTemplate: '/' }
 ]
 
 var idParameter = [
@@ -88,7 +104,7 @@ var idParameter = [
   }
 ]
 
-// The dashboard's files: one wildcard operation for everything under /api/ui/.
+// The dashboard's files: one wildcard operation for everything under /api/ui/ (pageOperations).
 var pathParameter = [
   {
     name: 'path'
@@ -206,7 +222,66 @@ resource apiOperations 'Microsoft.ApiManagement/service/apis/operations@2024-05-
     displayName: operation.name
     method: operation.method
     urlTemplate: operation.urlTemplate
-    templateParameters: operation.hasId ? idParameter : (contains(operation.urlTemplate, '{*path}') ? pathParameter : [])
+    templateParameters: operation.hasId ? idParameter : []
+  }
+}]
+
+// The same backend as `longrun` (its function key from Key Vault, TLS checks) rooted at the page's path,
+// so /<apiPath>/api/ui/app.js reaches https://<app>/api/ui/app.js.
+resource pageBackends 'Microsoft.ApiManagement/service/backends@2024-05-01' = [for page in pages: {
+  parent: apim
+  name: '${backend.name}-${page.suffix}'
+  properties: {
+    protocol: 'http'
+    url: 'https://${functionAppHostName}/api/${page.suffix}'
+    resourceId: '${environment().resourceManager}${substring(functionAppResourceId, 1)}'
+    credentials: {
+      header: {
+        'x-functions-key': [
+          '{{${functionKey.name}}}'
+        ]
+      }
+    }
+    tls: {
+      validateCertificateChain: true
+      validateCertificateName: true
+    }
+  }
+}]
+
+resource pageApis 'Microsoft.ApiManagement/service/apis@2024-05-01' = [for page in pages: {
+  parent: apim
+  name: page.name
+  properties: {
+    displayName: page.displayName
+    path: '${apiPath}/api/${page.suffix}'
+    protocols: [
+      'https'
+    ]
+    serviceUrl: 'https://${functionAppHostName}/api/${page.suffix}'
+    // The one place without a subscription: these paths serve files from web/ and nothing else.
+    subscriptionRequired: false
+  }
+}]
+
+// The same policy as `longrun` (forward-request timeout; the app adds its CSP and security headers).
+resource pageApiPolicies 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = [for (page, index) in pages: {
+  parent: pageApis[index]
+  name: 'policy'
+  properties: {
+    format: 'rawxml'
+    value: replace(apiPolicyTemplate, '__BACKEND_ID__', pageBackends[index].name)
+  }
+}]
+
+resource pageApiOperations 'Microsoft.ApiManagement/service/apis/operations@2024-05-01' = [for operation in pageOperations: {
+  parent: pageApis[operation.page]
+  name: operation.name
+  properties: {
+    displayName: operation.name
+    method: 'GET'
+    urlTemplate: operation.urlTemplate
+    templateParameters: contains(operation.urlTemplate, '{*path}') ? pathParameter : []
   }
 }]
 

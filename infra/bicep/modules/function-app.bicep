@@ -146,6 +146,13 @@ param laneWeights string = '6:3:1'
 @description('Optional. Request header naming the client for per-client caps (CLIENT_ID_HEADER); the gateway must set it and overwrite what clients send.')
 param clientIdHeader string = 'X-Client-Id'
 
+@description('Optional. Header the dashboard and Swagger UI send the key the user types in (API_KEY_HEADER): x-functions-key, or Ocp-Apim-Subscription-Key behind API Management, whose `longrun` API asks for a subscription key.')
+@allowed([
+  'x-functions-key'
+  'Ocp-Apim-Subscription-Key'
+])
+param dashboardCredentialHeader string = 'x-functions-key'
+
 @description('Optional. Seconds a waiting job waits for its admission notice before it checks by itself (ADMISSION_RECHECK_SECONDS).')
 @minValue(1)
 @maxValue(3600)
@@ -283,6 +290,7 @@ var appSettings = {
   MAX_PENDING_JOBS: string(maxPendingJobs)
   LANE_WEIGHTS: laneWeights
   CLIENT_ID_HEADER: clientIdHeader
+  API_KEY_HEADER: dashboardCredentialHeader
   ADMISSION_RECHECK_SECONDS: string(admissionRecheckSeconds)
   RETRY_FIRST_INTERVAL_SECONDS: retryFirstIntervalSeconds
   RETRY_BACKOFF_COEFFICIENT: retryBackoffCoefficient
