@@ -115,26 +115,40 @@ def media_type(req: Request) -> str | None:
     return value.split(";")[0].strip().lower() if value else None
 
 
-async def body_within(req: Request, limit: int) -> bytes:
-    """The body, read as it arrives and refused with 413 as soon as it is over `limit`.
+DRAIN_BYTES = 8 * 1024 * 1024
+"""An over-limit body up to this size is read to its end (and dropped) before the 413: answering while the
+client is still sending closes the connection under it, and the client (or the host's proxy) then reports a
+reset instead of our problem. Anything larger is cut at once: reading it would cost more than a reset."""
 
-    A declared Content-Length over the limit is refused before a byte is read; a body without one (chunked,
-    which the host streams to the worker) is counted while it is read, so an over-limit body is never held
-    whole in memory.
+
+async def body_within(req: Request, limit: int) -> bytes:
+    """The body, read as it arrives and refused with 413 once it is over `limit`; never held whole when over.
+
+    A declared Content-Length over DRAIN_BYTES is refused before a byte is read; a smaller over-limit body,
+    declared or counted while it streams (chunked), is read to its end or DRAIN_BYTES without being kept.
     """
     declared = header(req, "content-length")
+    declared_size: int | None = None
     if declared is not None:
         if not is_decimal(declared.strip()):
             raise Problem(400, "invalid Content-Length", errors=[field_error("Content-Length", "must be digits")])
-        if int(declared) > limit:
+        declared_size = int(declared)
+        if declared_size > limit and declared_size > DRAIN_BYTES:
             raise Problem(413, f"the body must be at most {limit} bytes")
+    over = declared_size is not None and declared_size > limit
     parts: list[bytes] = []
     size = 0
     async for part in req.stream():
         size += len(part)
-        if size > limit:
-            raise Problem(413, f"the body must be at most {limit} bytes")
+        if over or size > limit:
+            over = True
+            parts.clear()
+            if size > DRAIN_BYTES:
+                break
+            continue
         parts.append(part)
+    if over:
+        raise Problem(413, f"the body must be at most {limit} bytes")
     return b"".join(parts)
 
 

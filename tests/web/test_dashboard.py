@@ -94,8 +94,9 @@ def test_submit_through_the_form_and_watch_the_job_finish(devhost, open_page, br
     page.get_by_label("Status").select_option("FAILED")
     page.wait_for_url(re.compile(r"status=FAILED"))
     page.locator(f"tr[data-job='{job_id}']").wait_for(state="detached")
+    # A function, not an expression: Playwright evals expressions in the page, which the page's CSP forbids.
     page.wait_for_function(
-        "document.querySelectorAll('tr[data-job]').length > 0"
+        "() => document.querySelectorAll('tr[data-job]').length > 0"
         " || document.querySelector('main p[role=status]')?.textContent === 'No jobs match.'"
     )
     assert page.locator(f"tr[data-job='{job_id}']").count() == 0
