@@ -108,6 +108,10 @@ class StreamProxy:
         headers["X-Forwarded-Proto"] = request.scheme
         headers["X-Forwarded-Host"] = request.host
         headers[INVOCATION_ID_HEADER] = invocation_id
+        # A fresh connection per request (see `session`), but never "Connection: close", which aiohttp would
+        # add for it: SocketsHttpHandler does not send it, and a worker told to close shuts its socket on an
+        # unread body once it has answered early (a 413), so the reset would eat the answer (a 502 here).
+        headers["Connection"] = "keep-alive"
         return headers
 
     async def _body(self, request: web.Request, overflow: asyncio.Event) -> AsyncIterator[bytes]:

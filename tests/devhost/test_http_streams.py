@@ -114,6 +114,8 @@ def test_route_values_query_and_forwarded_host_reach_the_function(stream_host: D
     # YARP sets X-Forwarded-Host from the request's Host, replacing what a client sent.
     assert body["forwarded_host"] == f"127.0.0.1:{stream_host.port}"
     assert body["invocation_header"] is True
+    # Hop-by-hop: never the client's, and never "close" (SocketsHttpHandler does not send it).
+    assert body["connection"] != "close"
     # Route constraints and methods are the host's, as without streams.
     assert stream_host.client.get("/api/items/abc").status_code == 404
     assert stream_host.client.post("/api/items/42").status_code == 404
@@ -144,6 +146,21 @@ def test_a_chunked_upload_reaches_the_function_as_it_is_sent(stream_host: DevHos
     response = stream_host.client.post("/api/upload", content=chunks())
     assert response.status_code == 200, response.text
     assert response.json()["bytes"] == 8 * 4096
+
+
+def test_an_answer_given_before_the_body_is_sent_reaches_the_client(stream_host: DevHost) -> None:
+    """A function that answers early (its own 413) while the client still sends: the client gets that answer,
+    every time. A worker told "Connection: close" would shut its socket on the unread body and the reset
+    would eat the answer (the 502 CI saw); YARP's pooled SocketsHttpHandler never asks it to."""
+
+    def endless() -> Iterator[bytes]:
+        for _ in range(4_000):  # 16 MB
+            yield b"y" * 4096
+
+    for _ in range(5):
+        response = stream_host.client.post("/api/refuse", content=endless())
+        assert response.status_code == 413, response.text
+        assert response.json() == {"refused": True}
 
 
 def test_the_body_limit_holds_for_declared_and_chunked_bodies(stream_factory: Any) -> None:

@@ -42,6 +42,12 @@ async def upload(req: Request) -> JSONResponse:
     return JSONResponse({"bytes": size, "parts": parts})
 
 
+@app.route(route="refuse", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def refuse(req: Request) -> JSONResponse:
+    # Answers before the body has arrived, as an app's own size limit does.
+    return JSONResponse({"refused": True}, status_code=413)
+
+
 @app.route(route="items/{id:int}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def item(req: Request) -> JSONResponse:
     return JSONResponse(
@@ -51,6 +57,7 @@ async def item(req: Request) -> JSONResponse:
             "path": req.url.path,
             "forwarded_host": req.headers.get("x-forwarded-host"),
             "invocation_header": req.headers.get("x-ms-invocation-id") is not None,
+            "connection": req.headers.get("connection"),
         }
     )
 
