@@ -16,7 +16,7 @@ from devhost.config import ConfigError, HostConfig
 from devhost.durable.activities import ActivityDispatcher
 from devhost.durable.engine import OrchestrationEngine
 from devhost.durable.management import ManagementApi
-from devhost.durable.store import TaskHubStore
+from devhost.durable.store import CLIENT_OPTIONS, TaskHubStore
 from devhost.durable.timings import DurableTimings
 from devhost.indexing import FunctionSpec
 from devhost.invoker import FunctionInvoker
@@ -44,6 +44,20 @@ def storage_connection_string() -> str:
     return value
 
 
+def _untraced_host_sdk() -> None:
+    """Keep the host's own storage calls out of the app's tracing.
+
+    The host imported the app only to index it, and the app's import turned on azure-core's OpenTelemetry
+    tracing process-wide (shared/observability.py, meant for the worker): every storage call of the
+    Durable backend then built a span, about a tenth of the host's CPU per job. The real host is .NET and
+    reports no spans into the app's traces; the app's own calls are traced in the workers, which are
+    spawned fresh and configure themselves.
+    """
+    from azure.core.settings import settings
+
+    settings.tracing_enabled = False
+
+
 class Host:
     """One Functions host: storage, language workers, Durable dispatchers, HTTP, queue and timer triggers."""
 
@@ -57,6 +71,7 @@ class Host:
         timers: bool,
         verbose: bool,
     ) -> None:
+        _untraced_host_sdk()
         self.config = config
         self.specs = specs
         self.port = port
@@ -94,7 +109,7 @@ class Host:
         self.engine.activity_sink = self.dispatcher
         self.management = ManagementApi(self.engine, config.hub_name, config.system_key, enforce_auth)
         self.front = HttpFront(config, specs, self.invoker, self.management, enforce_auth, streams=streams.enabled())
-        self.queue_service = QueueServiceClient.from_connection_string(self.connection_string)
+        self.queue_service = QueueServiceClient.from_connection_string(self.connection_string, **CLIENT_OPTIONS)
         origin = f"http://127.0.0.1:{port}"
         binding = lambda: self.management.client_binding(origin, origin)  # noqa: E731
         self.listeners = [

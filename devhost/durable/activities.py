@@ -48,11 +48,19 @@ class ActivityDispatcher:
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self.reserved = 0  # slots promised to work items being sent with a lease
         self.wake_event = asyncio.Event()
+        # Whether work items may be waiting in the queue for a free slot: one was sent without a lease, or
+        # the last receive was full. Only then does a finished activity poll at once; otherwise the queue is
+        # polled on the backoff alone, as DTFx's work-item dispatcher does (every completion used to poll
+        # an empty queue, about two receives per job).
+        self.backlog = True
+        self._backlog_marks = 0
         self.running = False
         self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """New work items are in the queue: poll now."""
+        self.backlog = True
+        self._backlog_marks += 1
         self.wake_event.set()
 
     def reserve(self) -> bool:
@@ -89,14 +97,17 @@ class ActivityDispatcher:
             if free <= 0:
                 await self._sleep(1.0)
                 continue
+            wanted, marks = min(32, free), self._backlog_marks
             try:
-                messages = await self.store.receive(
-                    self.store.workitems, min(32, free), self.timings.work_item_visibility
-                )
+                messages = await self.store.receive(self.store.workitems, wanted, self.timings.work_item_visibility)
             except AzureError as exc:
                 log.warning("work-item queue: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
+            if len(messages) < wanted and marks == self._backlog_marks:
+                self.backlog = False  # the queue had no more than this (nothing was sent since we asked)
+            elif len(messages) == wanted:
+                self.backlog = True
             for message in messages:
                 if message.message_id in self.inflight:
                     continue
@@ -125,7 +136,8 @@ class ActivityDispatcher:
                 pass
         finally:
             self.inflight.pop(message.message_id, None)
-            self.wake_event.set()
+            if self.backlog or not self.running:
+                self.wake_event.set()  # a slot is free for a work item known to be waiting
 
     async def _renew(self, message: QueuedMessage) -> None:
         while True:

@@ -179,6 +179,10 @@ class Checkpointer:
         await self._notify_parent(state, status, result)
         log.warning("orchestration %s: finished the %s checkpoint a crash interrupted", state.instance_id, status.name)
 
+    def seed(self, state: InstanceState) -> None:
+        """Cache the state of an instance this host has just started, as `load` would read it back."""
+        self._remember(state)
+
     def forget(self, instance_id: str) -> None:
         """Drop the cached state: the next episode reads it from storage."""
         self.cache.pop(instance_id, None)
@@ -280,9 +284,9 @@ class Checkpointer:
         self, state: InstanceState, outgoing: list[Outgoing], output: str | None = None, completed: bool = False
     ) -> None:
         """Messages first, then history, then the instance row (the DurableTask.AzureStorage order)."""
-        await asyncio.gather(*(self._send(state, item) for item in outgoing))
-        if any(item.kind == "activity" for item in outgoing) and self.activity_sink is not None:
-            self.activity_sink.wake()
+        queued = await asyncio.gather(*(self._send(state, item) for item in outgoing))
+        if any(queued) and self.activity_sink is not None:
+            self.activity_sink.wake()  # work items without a slot wait in the queue: poll for them
         assert state.execution_id is not None
         history = self.store.append_history(
             state.instance_id, state.execution_id, state.persisted, state.history[state.persisted :], len(state.history)
@@ -309,18 +313,22 @@ class Checkpointer:
         state.persisted = len(state.history)
         self._remember(state)
 
-    async def _send(self, state: InstanceState, item: Outgoing) -> None:
+    async def _send(self, state: InstanceState, item: Outgoing) -> bool:
+        """Send one outgoing item; True for a work item left in the queue for the poller."""
         if item.kind == "activity":
             sink = self.activity_sink
             if sink is not None and sink.reserve():
+                leased = None
                 try:
                     leased = await self.store.send_workitem(
                         state.instance_id, state.execution_id, item.event, lease=self.work_item_lease
                     )
                 finally:
                     sink.deliver(leased if self.router.running else None)
-            else:
-                await self.store.send_workitem(state.instance_id, state.execution_id, item.event)
+                # Leased but not run here (the host is stopping): it comes back when the lease lapses.
+                return False
+            await self.store.send_workitem(state.instance_id, state.execution_id, item.event)
+            return True
         elif item.kind == "timer":
             assert item.fire_at is not None
             fired = event(
@@ -342,6 +350,7 @@ class Checkpointer:
                 },
                 allow_running=True,
             )
+        return False
 
     async def _notify_parent(self, state: InstanceState, status: OrchestrationStatus, result: str | None) -> None:
         parent = (state.started or {}).get("ParentInstance")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from devhost.durable.checkpoint import ACTIVE, FINISHED, Checkpointer
+from devhost.durable.checkpoint import ACTIVE, FINISHED, Checkpointer, InstanceState
 from devhost.durable.dispatcher import Dispatcher
 from devhost.durable.history import Event, EventType, event, utcnow
 from devhost.durable.store import TaskHubStore
@@ -94,6 +94,13 @@ class Control:
             merge=False,
         )
         if leased is not None and self.dispatcher.running:
+            if existing is None or existing.get("RuntimeStatus") in FINISHED:
+                # What the first episode would read back (a Pending row of this execution and no history of
+                # it): known here, so it skips a history query and a row read. An instance that may still
+                # be running (a restarted sub-orchestration) is read from storage as before.
+                self.checkpoints.seed(
+                    InstanceState(instance_id, execution_id, name, [], 0, "Pending", now, custom_status="null")
+                )
             self.dispatcher.dispatch([leased])
         return execution_id
 

@@ -1,0 +1,149 @@
+"""devhost's own storage traffic per job (issue #15): the cuts keep what is written, and what is read.
+
+- a history batch built by hand (`TaskHubStore._replace_all`) stores exactly what the SDK's
+  `submit_transaction` stores, and a batch the service refuses raises the SDK's own error;
+- an instance this host starts is not read back before its first episode (no history query, one row read:
+  the existence check `DurableClient.StartNewAsync` makes too), and still runs and completes;
+- a finished activity does not poll an empty work-item queue (the poller backs off as DTFx's does), yet a
+  work item that waited for a slot runs as soon as one frees.
+Counted at the wire with the counting proxy of `bench/storage_meter.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from azure.data.tables import TableTransactionError, UpdateMode
+
+from bench.storage_meter import MeteredStorage
+from devhost.azurite import development_connection_string
+from devhost.durable.store import TaskHubStore
+from devhost.testing.azurite import Azurite, free_port
+from devhost.testing.harness import DevHost
+from tests.devhost.conftest import MANAGEMENT, SAMPLE_APP, sample_env, start_orchestration
+
+
+def _rows(pk: str) -> list[dict[str, object]]:
+    now = datetime.now(UTC)
+    events = [
+        {
+            "PartitionKey": pk,
+            "RowKey": f"{i:016X}",
+            "ExecutionId": "e1",
+            "EventType": "TaskScheduled",
+            "_Timestamp": now,
+            "EventId": i,
+            "Ratio": 1.5,
+            "IsPlayed": True,
+            "Input": "[\"caf\\u00e9 \u2603 'quoted'\"]",
+        }
+        for i in range(3)
+    ]
+    return [*events, {"PartitionKey": pk, "RowKey": "sentinel", "EventCount": 3, "CheckpointCompletedTimestamp": now}]
+
+
+async def _compare_batches(azurite: Azurite) -> None:
+    store = TaskHubStore(azurite.connection_string, "t" + uuid.uuid4().hex[:12], 4)
+    try:
+        await store.create_if_missing()
+        mine, theirs = "it's^0mine", "it's^0theirs"  # a quote and a sanitized slash in the key
+        await store._replace_all(store.history, _rows(mine))
+        await store.history.submit_transaction([("upsert", r, {"mode": UpdateMode.REPLACE}) for r in _rows(theirs)])
+
+        async def read(pk: str) -> list[dict[str, object]]:
+            escaped = pk.replace("'", "''")
+            rows = [dict(e) async for e in store.history.query_entities(f"PartitionKey eq '{escaped}'")]
+            for row in rows:
+                row.pop("PartitionKey")
+                row.pop("_Timestamp", None)
+                row.pop("CheckpointCompletedTimestamp", None)
+            return sorted(rows, key=lambda r: str(r["RowKey"]))
+
+        assert await read(mine) == await read(theirs)
+        assert len(await read(mine)) == 4
+        # A second write replaces the rows (an upsert batch, as the SDK's).
+        changed = _rows(mine)
+        changed[0]["Input"] = "replaced"
+        del changed[0]["Ratio"]
+        await store._replace_all(store.history, changed)
+        first = (await read(mine))[0]
+        assert first["Input"] == "replaced" and "Ratio" not in first
+        # Refused by the service (a '/' in a key): the SDK's error, and nothing was written.
+        with pytest.raises(TableTransactionError):
+            await store._replace_all(store.history, _rows("refused/key"))
+        assert await read("refused/key") == []
+        with pytest.raises(ValueError, match="one partition"):
+            await store._replace_all(store.history, [*_rows("a")[:1], *_rows("b")[:1]])
+    finally:
+        await store.close()
+
+
+def test_a_hand_built_history_batch_stores_what_the_sdk_stores(azurite: Azurite) -> None:
+    """The $batch request of azure-data-tables' `TableClient.submit_transaction` (aio/_base_client_async.py,
+    `_batch_send`), sent through the same signed pipeline; the rows read back are the same."""
+    asyncio.run(_compare_batches(azurite))
+
+
+@pytest.fixture
+def metered_host(azurite: Azurite) -> Iterator[tuple[DevHost, MeteredStorage]]:
+    listen = (free_port(), free_port(), free_port())
+    env = sample_env(DEVHOST_PARTITION_LEASE="0")
+    host = DevHost(development_connection_string(listen), env=env, args=["--app-dir", str(SAMPLE_APP)])
+    storage = MeteredStorage((azurite.blob_port, azurite.queue_port, azurite.table_port), listen, host.task_hub)
+    storage.start()
+    try:
+        host.start()
+        yield host, storage
+    finally:
+        host.stop(timeout=20)
+        storage.stop()
+
+
+def _wait_completed(host: DevHost, instance_id: str, timeout: float = 60.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = host.client.get(f"{MANAGEMENT}/instances/{instance_id}")
+        if response.status_code == 200:
+            body: dict[str, object] = response.json()
+            return body
+        time.sleep(0.05)
+    raise TimeoutError(instance_id)
+
+
+def _durable(counts: Counter[tuple[str, str, str]]) -> Counter[str]:
+    return Counter({f"{service}/{op}": n for (service, owner, op), n in counts.items() if owner == "durable"})
+
+
+def test_a_started_instance_is_not_read_back_and_completions_do_not_poll_an_empty_queue(
+    metered_host: tuple[DevHost, MeteredStorage],
+) -> None:
+    """A sequence of 60 no-op activities started here completes with no history query at all, and with
+    far fewer receives than completions: the receives are the idle pollers' (measured first), not one per
+    completion as before. The fan-out runs work items that waited in the queue for a slot (16 slots)."""
+    host, storage = metered_host
+    _wait_completed(host, start_orchestration(host, "sequence_noop", 2))  # warm the workers
+    time.sleep(2.0)
+    idle_from, idle_started = storage.meter.snapshot(), time.monotonic()
+    time.sleep(3.0)
+    idle_rate = sum(_durable(storage.meter.snapshot() - idle_from).values()) / (time.monotonic() - idle_started)
+    before, started = storage.meter.snapshot(), time.monotonic()
+    instance_id = start_orchestration(host, "sequence_noop", 60)
+    status = _wait_completed(host, instance_id, timeout=120)
+    elapsed = time.monotonic() - started
+    during = _durable(storage.meter.snapshot() - before)
+    assert status["runtimeStatus"] == "Completed" and status["output"] == 60, status
+    assert during["table/QueryEntities"] == 0, during
+    assert during["queue/PutMessage"] >= 61, during  # the start and 60 work items: each still goes to the queue
+    allowed = idle_rate * elapsed * 1.5 + 5
+    assert allowed < 60, f"too slow to tell ({elapsed:.1f} s at {idle_rate:.1f} idle requests/s)"
+    assert during["queue/GetMessages"] <= allowed, (during, elapsed, idle_rate)
+
+    fan_out = start_orchestration(host, "fan_out", 40)
+    result = _wait_completed(host, fan_out, timeout=120)
+    assert result["runtimeStatus"] == "Completed", result
