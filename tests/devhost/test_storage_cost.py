@@ -17,11 +17,12 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import pytest
 from azure.data.tables import TableTransactionError, UpdateMode
 
-from bench.storage_meter import MeteredStorage
+from bench.storage_meter import Meter, MeteredStorage
 from devhost.azurite import development_connection_string
 from devhost.durable.store import TaskHubStore
 from devhost.testing.azurite import Azurite, free_port
@@ -90,12 +91,29 @@ def test_a_hand_built_history_batch_stores_what_the_sdk_stores(azurite: Azurite)
     asyncio.run(_compare_batches(azurite))
 
 
+class WorkItemMeter(Meter):
+    """The counting proxy's meter, also counting receives from the task hub's work-item queue alone."""
+
+    work_item_receives = 0
+
+    def record(self, service: str, method: str, target: str, body: bytes, size: int) -> None:
+        """Count one request."""
+        super().record(service, method, target, body, size)
+        path = urlsplit(target).path
+        if service == "queue" and method == "GET" and path.endswith("-workitems/messages"):
+            with self.lock:
+                self.work_item_receives += 1
+
+
 @pytest.fixture
 def metered_host(azurite: Azurite) -> Iterator[tuple[DevHost, MeteredStorage]]:
     listen = (free_port(), free_port(), free_port())
     env = sample_env(DEVHOST_PARTITION_LEASE="0")
     host = DevHost(development_connection_string(listen), env=env, args=["--app-dir", str(SAMPLE_APP)])
     storage = MeteredStorage((azurite.blob_port, azurite.queue_port, azurite.table_port), listen, host.task_hub)
+    storage.meter = WorkItemMeter(host.task_hub)
+    for proxy in storage.proxies:
+        proxy.meter = storage.meter
     storage.start()
     try:
         host.start()
@@ -123,27 +141,28 @@ def _durable(counts: Counter[tuple[str, str, str]]) -> Counter[str]:
 def test_a_started_instance_is_not_read_back_and_completions_do_not_poll_an_empty_queue(
     metered_host: tuple[DevHost, MeteredStorage],
 ) -> None:
-    """A sequence of 60 no-op activities started here completes with no history query at all, and with
-    far fewer receives than completions: the receives are the idle pollers' (measured first), not one per
-    completion as before. The fan-out runs work items that waited in the queue for a slot (16 slots)."""
+    """A sequence of 60 no-op activities started here completes with no history query at all, and the
+    work-item queue is received from on the poller's backoff (at most once a second here, the sample's
+    `maxQueuePollingInterval`), not once per completion as before. The fan-out then runs work items that
+    waited in the queue for a slot (16 slots for 40 items)."""
     host, storage = metered_host
+    meter = storage.meter
+    assert isinstance(meter, WorkItemMeter)
     _wait_completed(host, start_orchestration(host, "sequence_noop", 2))  # warm the workers
-    time.sleep(2.0)
-    idle_from, idle_started = storage.meter.snapshot(), time.monotonic()
-    time.sleep(3.0)
-    idle_rate = sum(_durable(storage.meter.snapshot() - idle_from).values()) / (time.monotonic() - idle_started)
-    before, started = storage.meter.snapshot(), time.monotonic()
+    before, receives_before, started = meter.snapshot(), meter.work_item_receives, time.monotonic()
     instance_id = start_orchestration(host, "sequence_noop", 60)
     status = _wait_completed(host, instance_id, timeout=120)
     elapsed = time.monotonic() - started
-    during = _durable(storage.meter.snapshot() - before)
+    during = _durable(meter.snapshot() - before)
+    receives = meter.work_item_receives - receives_before
     assert status["runtimeStatus"] == "Completed" and status["output"] == 60, status
     assert during["table/QueryEntities"] == 0, during
     assert during["queue/PutMessage"] >= 61, during  # the start and 60 work items: each still goes to the queue
-    allowed = idle_rate * elapsed * 1.5 + 5
-    assert allowed < 60, f"too slow to tell ({elapsed:.1f} s at {idle_rate:.1f} idle requests/s)"
-    assert during["queue/GetMessages"] <= allowed, (during, elapsed, idle_rate)
+    # Backoff from 50 ms doubling to 1 s after the warm-up's last activity, then once a second.
+    allowed = 6 + elapsed * 1.2
+    assert allowed < 60, f"too slow to tell: {elapsed:.1f} s"
+    assert receives <= allowed, (receives, elapsed)
 
     fan_out = start_orchestration(host, "fan_out", 40)
     result = _wait_completed(host, fan_out, timeout=120)
-    assert result["runtimeStatus"] == "Completed", result
+    assert result["runtimeStatus"] == "Completed" and result["output"] == sum(range(40)), result
