@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, Self, TypeVar
 
 LOOPBACK = "127.0.0.1"
@@ -42,6 +43,16 @@ async def pump(
         pass  # the peer went away: the connection ends as it would without the proxy
 
 
+@dataclass(frozen=True)
+class Connection:
+    """One client connection, and the upstream connection opened for it."""
+
+    client_reader: asyncio.StreamReader
+    client_writer: asyncio.StreamWriter
+    upstream_reader: asyncio.StreamReader
+    upstream_writer: asyncio.StreamWriter
+
+
 class LoopbackProxy:
     """One listening port on 127.0.0.1 forwarding each connection to one upstream port on 127.0.0.1."""
 
@@ -65,19 +76,13 @@ class LoopbackProxy:
         except OSError:
             self._upstream_refused(client_writer)
             return
-        await self._carry(client_reader, client_writer, upstream_reader, upstream_writer)
+        await self._carry(Connection(client_reader, client_writer, upstream_reader, upstream_writer))
 
     def _upstream_refused(self, client_writer: asyncio.StreamWriter) -> None:
         """The upstream is down: end the client's connection (subclasses choose how)."""
         client_writer.close()
 
-    async def _carry(
-        self,
-        client_reader: asyncio.StreamReader,
-        client_writer: asyncio.StreamWriter,
-        upstream_reader: asyncio.StreamReader,
-        upstream_writer: asyncio.StreamWriter,
-    ) -> None:
+    async def _carry(self, connection: Connection) -> None:
         """Forward one connection both ways until either side ends it."""
         raise NotImplementedError
 

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from bench.loopback_proxy import LoopbackProxy, ProxyThread, pump
+from bench.loopback_proxy import Connection, LoopbackProxy, ProxyThread, pump
 
 Key = tuple[str, str, str]  # (service, owner, operation)
 
@@ -166,14 +166,10 @@ class CountingProxy(LoopbackProxy):
         self.service = service
         self.meter = meter
 
-    async def _carry(
-        self,
-        client_reader: asyncio.StreamReader,
-        client_writer: asyncio.StreamWriter,
-        upstream_reader: asyncio.StreamReader,
-        upstream_writer: asyncio.StreamWriter,
-    ) -> None:
-        back = asyncio.create_task(self._answers(upstream_reader, client_writer))
+    async def _carry(self, connection: Connection) -> None:
+        client_reader, client_writer = connection.client_reader, connection.client_writer
+        upstream_writer = connection.upstream_writer
+        back = asyncio.create_task(self._answers(connection.upstream_reader, client_writer))
         try:
             while True:
                 head = await client_reader.readuntil(b"\r\n\r\n")

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bench.loopback_proxy import LoopbackProxy, ProxyThread, pump
+from bench.loopback_proxy import Connection, LoopbackProxy, ProxyThread, pump
 
 Sever = Literal["drop", "reset"]
 
@@ -125,18 +125,13 @@ class FaultProxy(LoopbackProxy):
         self.counters.upstream_refused += 1
         _abort(client_writer, "reset")
 
-    async def _carry(
-        self,
-        client_reader: asyncio.StreamReader,
-        client_writer: asyncio.StreamWriter,
-        upstream_reader: asyncio.StreamReader,
-        upstream_writer: asyncio.StreamWriter,
-    ) -> None:
+    async def _carry(self, connection: Connection) -> None:
+        client_writer, upstream_writer = connection.client_writer, connection.upstream_writer
         link = _Link(client_writer, upstream_writer)
         self._links.add(link)
         link.tasks = [
-            asyncio.create_task(self._pump(client_reader, upstream_writer, link)),
-            asyncio.create_task(self._pump(upstream_reader, client_writer, link)),
+            asyncio.create_task(self._pump(connection.client_reader, upstream_writer, link)),
+            asyncio.create_task(self._pump(connection.upstream_reader, client_writer, link)),
         ]
         flaky = self._flaky
         if flaky is not None and time.monotonic() < flaky.until and self._random.random() < flaky.probability:
