@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 import httpx
 
@@ -21,7 +21,7 @@ from longrun_client import wire
 from longrun_client.errors import ConnectionFailed, parse_retry_after
 from longrun_client.models import Health, JobStatus
 from longrun_client.retry import RETRY_STATUSES, RetryPolicy
-from longrun_client.uploads import DEFAULT_BLOCK_BYTES, DEFAULT_CONCURRENCY
+from longrun_client.uploads import DEFAULT_BLOCK_BYTES, DEFAULT_CONCURRENCY, UploadProgress
 
 DEFAULT_URL = "http://127.0.0.1:7071"
 PAGE_SIZE = 50
@@ -136,30 +136,38 @@ class Submission:
         return {"headers": self.headers, "json": body}
 
 
-def plan_submit(
-    kind: str,
-    input: Any,  # noqa: A002 - the API's member name
-    *,
-    options: Mapping[str, Any] | None,
-    file: str | os.PathLike[str] | None,
-    content_type: str | None,
-    idempotency_key: str | None,
-    deadline_seconds: int | None,
-    callback: Mapping[str, Any] | None,
-    max_inline_bytes: int,
-) -> Submission:
+class SubmitOptions(TypedDict, total=False):
+    """The keyword arguments of both clients' `submit(kind, input=None, **options)` (docs/client.md)."""
+
+    options: Mapping[str, Any] | None
+    """The kind's options."""
+    file: str | os.PathLike[str] | None
+    """A file to submit instead of `input`: posted when small, else uploaded to Blob storage."""
+    content_type: str | None
+    """The file's media type, when its extension does not tell."""
+    idempotency_key: str | None
+    """Names the job across retries and resubmits (a fresh key is generated when not given)."""
+    deadline_seconds: int | None
+    callback: Mapping[str, Any] | None
+    """Where the server POSTs the job's events (webhooks)."""
+    upload_progress: UploadProgress | None
+    """Called with (bytes sent, total) while a file uploads."""
+
+
+def plan_submit(kind: str, input: Any, given: SubmitOptions, max_inline_bytes: int) -> Submission:  # noqa: A002
     """How to submit: inline JSON `input`; a small file in the POST (as JSON, or raw); a larger one uploaded.
 
     Every submit carries an Idempotency-Key (a fresh one unless given), so a retry names the same job.
     """
+    file, callback = given.get("file"), given.get("callback")
     if input is not None and file is not None:
         raise ValueError("give input or file, not both")
-    headers = {"Idempotency-Key": idempotency_key or wire.new_idempotency_key()}
-    plan = Submission(kind, input, options, deadline_seconds, callback, headers)
+    headers = {"Idempotency-Key": given.get("idempotency_key") or wire.new_idempotency_key()}
+    plan = Submission(kind, input, given.get("options"), given.get("deadline_seconds"), callback, headers)
     if file is None:
         return plan
     path = Path(file)
-    media_type = wire.content_type_of(path, content_type)
+    media_type = wire.content_type_of(path, given.get("content_type"))
     size = path.stat().st_size
     if media_type == wire.JSON and size <= min(max_inline_bytes, wire.MAX_JSON_ENVELOPE_BYTES):
         return dataclasses.replace(plan, read=path, media_type=media_type)
@@ -231,13 +239,3 @@ def result_value(response: httpx.Response) -> Any:
 def partial_path(target: Path) -> Path:
     """Where a result streams to before it is renamed to `target`: never half a result under the real name."""
     return target.with_name(target.name + ".part")
-
-
-def lacks_event_streams(response: httpx.Response) -> bool:
-    """A 404 on the events URL: a server without streams, so this client polls from now on."""
-    return response.status_code == 404
-
-
-def is_event_stream(response: httpx.Response) -> bool:
-    """Whether the events URL answered with a stream to follow."""
-    return response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", "")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 import httpx_sse
@@ -19,7 +19,7 @@ import httpx_sse
 from longrun_client import _core, wire
 from longrun_client._core import PAGE_SIZE
 from longrun_client.errors import ProblemError
-from longrun_client.handle import EventResume, JobFields, ProgressCallback, WaitClock, events_url
+from longrun_client.handle import EventResume, JobFields, ProgressCallback, WaitClock
 from longrun_client.models import DeadLetter, Health, JobSnapshot, JobStatus, UploadTicket
 from longrun_client.uploads import UploadProgress, upload_file
 
@@ -27,10 +27,7 @@ from longrun_client.uploads import UploadProgress, upload_file
 class AsyncJob(JobFields):
     """A submitted job, for asyncio code: refresh, wait, read and cancel it."""
 
-    def __init__(self, client: AsyncLongrunClient, answer: wire.Accepted) -> None:
-        self._client = client
-        self._location = answer.location
-        self._answered(answer)
+    _client: AsyncLongrunClient
 
     async def refresh(self) -> AsyncJob:
         """Read the job again (GET its Location)."""
@@ -57,29 +54,20 @@ class AsyncJob(JobFields):
         """Follow the event stream to its terminal event; False to fall back to polling."""
         stream = EventResume()
         while True:
-            timeout = clock.stream_timeout(self._snapshot)
-            url = events_url(self._location)
             try:
-                async with httpx_sse.aconnect_sse(
-                    self._client._http, "GET", url, headers=stream.headers(), timeout=timeout
-                ) as source:
-                    if _core.lacks_event_streams(source.response):
-                        self._client.events = False
-                    if not _core.is_event_stream(source.response):
+                async with httpx_sse.aconnect_sse(self._client._http, **self._stream_request(clock, stream)) as source:
+                    if not self._stream_opened(source.response):
                         return False
                     async for event in source.aiter_sse():
                         if self._on_event(clock, stream, event):
                             return True
             except httpx.TimeoutException:
-                if clock.expired():
-                    raise clock.timed_out(self._snapshot) from None
+                clock.raise_if_expired(self._snapshot)
             except (httpx.TransportError, httpx_sse.SSEError):
                 return False
             await self._poll(clock)
-            if self.finished:
-                return True
-            if not stream.worth_resuming():
-                return False
+            if self.finished or not stream.worth_resuming():
+                return self.finished
 
     async def result(self, format: str | None = None) -> Any:  # noqa: A002 - the API's parameter name
         """The full result document (parsed JSON), or the rendered bytes for `format`."""
@@ -142,26 +130,11 @@ class AsyncLongrunClient(_core.ClientSettings[httpx.AsyncClient]):
             await response.aclose()
             await asyncio.sleep(delay)
 
-    async def submit(
-        self,
-        kind: str,
-        input: Any = None,  # noqa: A002 - the API's member name
-        *,
-        options: Mapping[str, Any] | None = None,
-        file: str | os.PathLike[str] | None = None,
-        content_type: str | None = None,
-        idempotency_key: str | None = None,
-        deadline_seconds: int | None = None,
-        callback: Mapping[str, Any] | None = None,
-        upload_progress: UploadProgress | None = None,
-    ) -> AsyncJob:
+    async def submit(self, kind: str, input: Any = None, **given: Unpack[_core.SubmitOptions]) -> AsyncJob:  # noqa: A002
         """Submit a job: inline JSON `input`, or a `file` (posted when small, else uploaded); see LongrunClient."""
-        plan = _core.plan_submit(
-            kind, input, options=options, file=file, content_type=content_type, idempotency_key=idempotency_key,
-            deadline_seconds=deadline_seconds, callback=callback, max_inline_bytes=self.max_inline_bytes,
-        )  # fmt: skip
+        plan = _core.plan_submit(kind, input, given, self.max_inline_bytes)
         if plan.upload is not None:
-            ticket = await self.upload(plan.upload, plan.media_type, progress=upload_progress)
+            ticket = await self.upload(plan.upload, plan.media_type, progress=given.get("upload_progress"))
             return await self._submit(plan.by_reference(ticket.input_ref))
         content = None if plan.read is None else await asyncio.to_thread(plan.read.read_bytes)
         return await self._submit(plan.request(content))

@@ -13,6 +13,7 @@ import httpx
 from httpx_sse import ServerSentEvent
 
 from longrun_client import wire
+from longrun_client._core import ClientSettings
 from longrun_client.errors import WaitTimeout
 from longrun_client.models import JobError, JobSnapshot, JobStatus, Progress
 
@@ -32,9 +33,15 @@ ProgressCallback = Callable[[JobSnapshot], None]
 class JobFields:
     """A job's last known state; subclasses add the calls that refresh and act on it."""
 
+    _client: ClientSettings[Any]
     _snapshot: JobSnapshot
     _location: str
     _retry_after: float | None
+
+    def __init__(self, client: ClientSettings[Any], answer: wire.Accepted) -> None:
+        self._client = client
+        self._location = answer.location
+        self._answered(answer)
 
     @property
     def snapshot(self) -> JobSnapshot:
@@ -98,6 +105,21 @@ class JobFields:
         url = self._snapshot.links.get("result") or self._location.rstrip("/") + "/result"
         return f"{url}?{httpx.QueryParams({'format': format})}" if format else url
 
+    def _stream_request(self, clock: WaitClock, stream: EventResume) -> dict[str, Any]:
+        """The next event stream's GET: resuming after the last event seen, never outlasting the wait."""
+        return {
+            "method": "GET",
+            "url": events_url(self._location),
+            "headers": stream.headers(),
+            "timeout": clock.stream_timeout(self._snapshot),
+        }
+
+    def _stream_opened(self, response: httpx.Response) -> bool:
+        """Whether the events URL answered with a stream to follow (else the wait polls)."""
+        if response.status_code == 404:
+            self._client.events = False  # a server without streams: this client polls from now on
+        return response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", "")
+
     def _on_event(self, clock: WaitClock, stream: EventResume, event: ServerSentEvent) -> bool:
         """Take one server-sent event into the snapshot; True when it was the terminal one."""
         stream.seen(event.id)
@@ -129,6 +151,11 @@ class WaitClock:
     def timed_out(self, snapshot: JobSnapshot) -> WaitTimeout:
         """The error a wait past its deadline raises (the job runs on)."""
         return WaitTimeout(snapshot, self.timeout or 0.0)
+
+    def raise_if_expired(self, snapshot: JobSnapshot) -> None:
+        """After a read timed out: WaitTimeout if the wait's own deadline has passed (else the caller reconnects)."""
+        if self.expired():
+            raise self.timed_out(snapshot) from None
 
     def _remaining(self, snapshot: JobSnapshot) -> float | None:
         if self.deadline is None:

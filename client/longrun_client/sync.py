@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 import httpx_sse
@@ -19,7 +19,7 @@ import httpx_sse
 from longrun_client import _core, wire
 from longrun_client._core import DEFAULT_URL, PAGE_SIZE
 from longrun_client.errors import ProblemError
-from longrun_client.handle import EventResume, JobFields, ProgressCallback, WaitClock, events_url
+from longrun_client.handle import EventResume, JobFields, ProgressCallback, WaitClock
 from longrun_client.models import DeadLetter, Health, JobSnapshot, JobStatus, UploadTicket
 from longrun_client.uploads import UploadProgress, upload_file
 
@@ -29,10 +29,7 @@ __all__ = ["DEFAULT_URL", "PAGE_SIZE", "Job", "LongrunClient"]
 class Job(JobFields):
     """A submitted job: its last known state, and the calls that refresh, wait for, read and cancel it."""
 
-    def __init__(self, client: LongrunClient, answer: wire.Accepted) -> None:
-        self._client = client
-        self._location = answer.location
-        self._answered(answer)
+    _client: LongrunClient
 
     def refresh(self) -> Job:
         """Read the job again (GET its Location)."""
@@ -61,29 +58,19 @@ class Job(JobFields):
         """Follow the job's event stream to its terminal event; False to fall back to polling."""
         stream = EventResume()
         while True:
-            timeout = clock.stream_timeout(self._snapshot)
-            url = events_url(self._location)
             try:
-                with httpx_sse.connect_sse(
-                    self._client._http, "GET", url, headers=stream.headers(), timeout=timeout
-                ) as source:
-                    if _core.lacks_event_streams(source.response):
-                        self._client.events = False
-                    if not _core.is_event_stream(source.response):
+                with httpx_sse.connect_sse(self._client._http, **self._stream_request(clock, stream)) as source:
+                    if not self._stream_opened(source.response):
                         return False
                     if any(self._on_event(clock, stream, event) for event in source.iter_sse()):
                         return True
             except httpx.TimeoutException:
-                if clock.expired():
-                    raise clock.timed_out(self._snapshot) from None
+                clock.raise_if_expired(self._snapshot)
             except (httpx.TransportError, httpx_sse.SSEError):
                 return False
-            # The stream ended without a terminal event: if the job has ended, say so; else resume or poll.
-            self._poll(clock)
-            if self.finished:
-                return True
-            if not stream.worth_resuming():
-                return False
+            self._poll(clock)  # the stream ended without a terminal event: has the job?
+            if self.finished or not stream.worth_resuming():
+                return self.finished
 
     def result(self, format: str | None = None) -> Any:  # noqa: A002 - the API's parameter name
         """The full result document (parsed JSON), or the rendered bytes for `format` (e.g. "csv")."""
@@ -149,30 +136,15 @@ class LongrunClient(_core.ClientSettings[httpx.Client]):
             response.close()
             time.sleep(delay)
 
-    def submit(
-        self,
-        kind: str,
-        input: Any = None,  # noqa: A002 - the API's member name
-        *,
-        options: Mapping[str, Any] | None = None,
-        file: str | os.PathLike[str] | None = None,
-        content_type: str | None = None,
-        idempotency_key: str | None = None,
-        deadline_seconds: int | None = None,
-        callback: Mapping[str, Any] | None = None,
-        upload_progress: UploadProgress | None = None,
-    ) -> Job:
+    def submit(self, kind: str, input: Any = None, **given: Unpack[_core.SubmitOptions]) -> Job:  # noqa: A002
         """Submit a job: inline JSON `input`, or a `file` (posted when small, else uploaded to Blob storage).
 
-        Retried on connection errors and 503 under an idempotency key (a fresh one unless given), so a
-        retry names the same job.
+        The keyword arguments: `_core.SubmitOptions`. Retried on connection errors and 503 under an idempotency
+        key (a fresh one unless given), so a retry names the same job.
         """
-        plan = _core.plan_submit(
-            kind, input, options=options, file=file, content_type=content_type, idempotency_key=idempotency_key,
-            deadline_seconds=deadline_seconds, callback=callback, max_inline_bytes=self.max_inline_bytes,
-        )  # fmt: skip
+        plan = _core.plan_submit(kind, input, given, self.max_inline_bytes)
         if plan.upload is not None:
-            ticket = self.upload(plan.upload, plan.media_type, progress=upload_progress)
+            ticket = self.upload(plan.upload, plan.media_type, progress=given.get("upload_progress"))
             return self._submit(plan.by_reference(ticket.input_ref))
         return self._submit(plan.request(None if plan.read is None else plan.read.read_bytes()))
 

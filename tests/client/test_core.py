@@ -7,12 +7,22 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
 
 from longrun_client import ConnectionFailed, JobStatus, ProblemError, RetryPolicy, WaitTimeout
-from longrun_client._core import Attempts, Pages, health_of, jobs_query, listed_job, plan_submit, replay_request
+from longrun_client._core import (
+    Attempts,
+    Pages,
+    SubmitOptions,
+    health_of,
+    jobs_query,
+    listed_job,
+    plan_submit,
+    replay_request,
+)
 from longrun_client.handle import MAX_EMPTY_STREAMS, EventResume, WaitClock
 from longrun_client.models import JobSnapshot
 from tests.client.test_events_and_retries import RUNNING
@@ -21,12 +31,9 @@ URL = "http://gw/longrun/api/jobs"
 
 
 def plan(file: Path | None = None, **given):
-    arguments = {
-        "options": {"group_by": "region"}, "file": file, "content_type": None, "idempotency_key": None,
-        "deadline_seconds": None, "callback": None, "max_inline_bytes": 100,
-    }  # fmt: skip
     input_document = given.pop("input", None)
-    return plan_submit("csv-report", input_document, **{**arguments, **given})
+    options = cast(SubmitOptions, {"options": {"group_by": "region"}, "file": file, **given})
+    return plan_submit("csv-report", input_document, options, max_inline_bytes=100)
 
 
 def test_inline_input_is_one_json_envelope_under_a_fresh_idempotency_key():
