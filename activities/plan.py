@@ -173,6 +173,7 @@ def prepared_output(config: OrchestrationConfig, chunk_count: int, stopped: bool
         "max_parallel_chunks": config["max_parallel_chunks"],
         "chunks_per_sub_orchestration": config["chunks_per_sub_orchestration"],
         "chunk_count": chunk_count,
+        "tail": "complete",  # this code registers complete_job: the orchestration may end in one step
     }
     if stopped:
         prepared["stopped"] = True
