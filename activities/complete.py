@@ -32,6 +32,7 @@ def complete_job(job_id: str, chunk_count: int, ticket: AdmissionTicket | None =
     progress and release the admission place; {"stopped": True} (nothing written) if told to stop first."""
     settings = get_settings()
     merged = merged_already(settings, job_id)
+    index_key: str | None = None  # unknown on a retry that found the result: the row is read instead
     if merged is None:
         container = results(settings)
         try:
@@ -44,6 +45,7 @@ def complete_job(job_id: str, chunk_count: int, ticket: AdmissionTicket | None =
         if StopSignal(container, job_id, deadline_at=plan.get("deadline_at")).check_now():
             return {"stopped": True}
         merged = write_result(settings, job_id, plan, result)
+        index_key = plan.get("index_key")
     outcome: JobOutcome = {
         "status": "COMPLETED",
         "result_ref": merged["result_ref"],
@@ -51,5 +53,5 @@ def complete_job(job_id: str, chunk_count: int, ticket: AdmissionTicket | None =
         "summary": merged["summary"],
         "error": None,
     }
-    finalize_job(job_id, outcome, ticket, progress=(chunk_count, chunk_count))
+    finalize_job(job_id, outcome, ticket, progress=(chunk_count, chunk_count), index_key=index_key)
     return {"outcome": outcome}
