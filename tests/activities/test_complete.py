@@ -20,12 +20,13 @@ from activities.chunks import process_chunk
 from activities.complete import complete_job
 from activities.finalize import finalize_job
 from activities.merge import merge_partials
-from activities.plan import prepare_job
+from activities.plan import load_plan, prepare_job
 from activities.resources import plan_blob_name
 from activities.stop import request_stop
 from devhost.testing.azurite import Azurite
 from shared.clock import parse_iso, utc_now
 from shared.contracts import JobStart
+from shared.settings import get_settings
 from storage import jobs as job_store
 from storage.names import JOBS_TABLE, PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name, job_prefix
 from tests.orchestrators.helpers import job_start
@@ -79,6 +80,8 @@ def test_complete_merges_records_the_outcome_with_its_progress_and_cleans_up(
     twin_id, twin_count = _staged(blobs, azurite)
     merged = merge_partials(twin_id, twin_count)  # the two-step tail, for comparison
 
+    # prepare kept the row's index key in the plan, so the outcome is recorded without reading the row first
+    assert load_plan(get_settings(), job_id).get("index_key") == _row(azurite, job_id)["index_key"]
     answer = complete_job(job_id, count)
     outcome = answer.get("outcome")
     assert outcome is not None and "stopped" not in answer
