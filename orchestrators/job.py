@@ -297,10 +297,12 @@ class _JobRun:
         finalize: FinalizeInput = {"job_id": self.job_id, "outcome": outcome}
         if "admission" in self.start:
             finalize["admission"] = self.start["admission"]  # released with the outcome, on every path
-        if self.one_tail_step:
+        if self.one_tail_step and outcome.get("error") is None:
             # The final progress with the outcome: a read of the ended job then needs neither Durable's
             # status nor a catch-up write (jobs.query). Only on histories that know the new tail, so an
-            # older orchestration's replayed finalize input stays the one it recorded.
+            # older orchestration's replayed finalize input stays the one it recorded; and not for a
+            # failure, whose row must not read as finished (from the row alone) before its dead letter
+            # is recorded: until then the read asks Durable, which shows the job running.
             finalize["progress"] = [self.completed, self.total]
         yield from call_step(self.context, FINALIZE_JOB, finalize, self.policy, "finalize")
 

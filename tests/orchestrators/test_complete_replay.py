@@ -99,6 +99,8 @@ def test_complete_exhausting_its_retries_fails_and_dead_letters_the_job() -> Non
     assert len(run.calls(COMPLETE_JOB)) == POLICY["max_attempts"]
     assert run.output["status"] == "FAILED" and run.output["error"]["type"] == "retries_exhausted"
     assert run.activity_names()[-3:] == [REQUEST_STOP, FINALIZE_JOB, DEAD_LETTER_JOB]
+    # No final progress for a failure: its row must not read as finished before the dead letter exists.
+    assert "progress" not in run.calls(FINALIZE_JOB)[0].input
 
 
 def test_complete_that_saw_the_stop_marker_cancels_the_job_with_its_final_progress() -> None:
