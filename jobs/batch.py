@@ -159,7 +159,8 @@ async def submit_batch(client: Any, clients: StorageClients, raw_items: list[Any
     startable = await _join_lanes(clients, records, ready, results, kept)
     starts = await _bounded(
         [
-            durable.start_unless_exists(client, with_inline_input(job_start(records[i], t), requests[i]))
+            # Winners' rows are new and stranded jobs were just found without an instance: start without asking.
+            durable.start_absent(client, with_inline_input(job_start(records[i], t), requests[i]))
             for i, t in startable
         ]
     )
