@@ -16,8 +16,11 @@ from azure.storage.blob import BlobClient
 
 from kinds.base import NonRetryableError
 
-STREAM_PIECE_BYTES = 8 * 1024 * 1024
-"""One ranged GET; at most two pieces are held at once (the one parsed and the one prefetched)."""
+STREAM_PIECE_BYTES = 4 * 1024 * 1024
+"""One ranged GET; at most two pieces are held at once (the one parsed and the one prefetched).
+
+4 MiB: 8 chunks in flight on one instance hold 64 MB of pieces (128 MB with 8 MiB pieces), and a GET of
+4 MiB still takes far longer than the round trip it adds."""
 
 
 class BlobByteSource:
