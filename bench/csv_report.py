@@ -11,7 +11,8 @@ The devhost runs a 1 MB job first (warm-up); its wall time is reported as `first
 The job's result is checked against the reference (rows, group counts, sums within 1e-9 relative).
 Also measured: the idle devhost's PSS after the warm-up, each process's peak PSS during the job, and the
 side-by-side reference's computation (`bench.celery_peer.csv_group_by`: pyarrow reading the whole file with
-its threads, in this process) for `ratio_to_pyarrow`, without its HTTP upload.
+its threads, in this process) for `ratio_to_pyarrow`, without its HTTP upload, and the CPU seconds the job
+cost the devhost, its workers and Azurite (`cpu_s`, upload included) against the reference's (`pyarrow_reference_cpu_s`).
 
 `--shipped` runs the devhost with the settings `make run` uses (local.settings.sample.json and host.json:
 2 worker processes x 4 threads, 8 MiB chunks), the ones issue #15's memory target is read with; by default
@@ -252,8 +253,9 @@ def run_job(host: DevHost, path: Path, timeout: float) -> dict[str, Any]:
     return {"job": job, "result": result, "upload_s": uploaded - started, "total_s": finished - started}
 
 
-def pyarrow_reference_s(path: Path) -> float:
-    """Seconds the side-by-side reference's task takes here: pyarrow over the whole file with its own threads.
+def pyarrow_reference_s(path: Path) -> tuple[float, float]:
+    """Seconds and CPU seconds the side-by-side reference's task takes here: pyarrow over the whole file with
+    its own threads.
 
     The computation of `bench.celery_peer.csv_group_by` (that module needs Celery, which lives in the peer's
     virtualenv only), timed in this process once the file is in the page cache.
@@ -264,7 +266,7 @@ def pyarrow_reference_s(path: Path) -> float:
 
     number = r"^[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*$"
     path.read_bytes()  # page cache, as the reference's freshly written blob is
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     columns = [GROUP_BY, *METRICS]
     table = pacsv.read_csv(
         path,
@@ -279,7 +281,25 @@ def pyarrow_reference_s(path: Path) -> float:
                              pa.float64())  # fmt: skip
         aggregations += [(name, "count"), (name, "sum"), (name, "min"), (name, "max")]
     pa.table(data).group_by("g").aggregate(aggregations).to_pylist()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu_started
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of processes and their descendants so far (the living ones)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+    return total
 
 
 def _mib(value: int) -> float:
@@ -292,7 +312,7 @@ def measure(size_mb: int, env: dict[str, str], timeout: float, shipped: bool = F
     started = time.perf_counter()
     reference = reference_report(path)
     reference_s = time.perf_counter() - started
-    pyarrow_s = pyarrow_reference_s(path)
+    pyarrow_s, pyarrow_cpu_s = pyarrow_reference_s(path)
 
     with tempfile.TemporaryDirectory(prefix="longrun-azurite-") as location:
         azurite = Azurite.start(location=Path(location))
@@ -305,8 +325,12 @@ def measure(size_mb: int, env: dict[str, str], timeout: float, shipped: bool = F
             time.sleep(1.0)
             with MemorySampler(host.process.pid) as idle:
                 time.sleep(1.0)
+            assert azurite.process is not None
+            stack = [host.process.pid, azurite.process.pid]
+            cpu_before = cpu_seconds(stack)
             with MemorySampler(host.process.pid) as sampler:
                 run = run_job(host, path, timeout)
+            cpu_s = cpu_seconds(stack) - cpu_before
         finally:
             host.stop(timeout=30)
             azurite.stop()
@@ -325,6 +349,8 @@ def measure(size_mb: int, env: dict[str, str], timeout: float, shipped: bool = F
         "first_job_s": round(first_job_s, 2),
         "pyarrow_reference_s": round(pyarrow_s, 2),
         "ratio_to_pyarrow": round(run["total_s"] / pyarrow_s, 3),
+        "cpu_s": round(cpu_s, 2),  # devhost, its workers and Azurite, upload included
+        "pyarrow_reference_cpu_s": round(pyarrow_cpu_s, 2),
         "peak_pss_mb": _mib(sampler.peak_bytes),
         "peak_rss_sum_mb": _mib(sampler.peak_rss_bytes),
         "idle_pss_mb": _mib(idle.peak_bytes),
@@ -354,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(processing only {figure['ratio_processing_only']}; target <= {RATIO_TARGET}, "
             f"stretch <= {RATIO_STRETCH}); peak memory {figure['peak_pss_mb']} MB PSS (target <= {MEMORY_TARGET_MB}; "
             f"RSS sum {figure['peak_rss_sum_mb']} MB; idle {figure['idle_pss_mb']} MB); "
-            f"pyarrow reference {figure['pyarrow_reference_s']} s -> ratio {figure['ratio_to_pyarrow']}",
+            f"pyarrow reference {figure['pyarrow_reference_s']} s -> ratio {figure['ratio_to_pyarrow']}; "
+            f"CPU {figure['cpu_s']} s (pyarrow {figure['pyarrow_reference_cpu_s']} s)",
             flush=True,
         )
     settings = env if args.shipped else {**BENCH_ENV, **env}
