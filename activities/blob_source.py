@@ -22,6 +22,11 @@ STREAM_PIECE_BYTES = 4 * 1024 * 1024
 4 MiB: 8 chunks in flight on one instance hold 64 MB of pieces (128 MB with 8 MiB pieces), and a GET of
 4 MiB still takes far longer than the round trip it adds."""
 
+PLANNING_PIECE_BYTES = 16 * 1024 * 1024
+"""Pieces of the planning pass: one stream per job, on its critical path (no chunk starts before it ends),
+so larger pieces pay fewer round trips: 100 MB from Azurite in 0.24 s against 0.32 s (8 MiB) and 0.60 s
+(4 MiB)."""
+
 
 class BlobByteSource:
     """Random and sequential access to one blob without ever holding it whole."""

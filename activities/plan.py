@@ -18,7 +18,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobType
 from pydantic import ValidationError
 
-from activities.blob_source import BlobByteSource
+from activities.blob_source import PLANNING_PIECE_BYTES, STREAM_PIECE_BYTES, BlobByteSource
 from activities.resources import (
     ensure_local_resources,
     job_has_ended,
@@ -73,11 +73,16 @@ def forget_plans() -> None:
 
 
 def input_source(
-    settings: Settings, input_ref: str | None, plan: JobPlan | None = None, inline: str | None = None
+    settings: Settings,
+    input_ref: str | None,
+    plan: JobPlan | None = None,
+    inline: str | None = None,
+    piece_bytes: int = STREAM_PIECE_BYTES,
 ) -> ByteSource | None:
     """The job's input, pinned to the version seen when it was planned (from the plan, or read now).
 
     An input that travelled inline (`inline`, or the plan's copy of it) is read from memory: no request.
+    `piece_bytes`: what one ranged GET of a stream reads (two are held at once).
     """
     inline = plan.get("input_inline") if plan is not None else inline
     if inline is not None:
@@ -87,7 +92,7 @@ def input_source(
     blob = payloads(settings).get_blob_client(input_ref)
     if plan is not None:
         # Size and version known from the plan: no request per chunk.
-        return BlobByteSource(blob, plan["input_size"], etag=plan.get("input_etag"))
+        return BlobByteSource(blob, plan["input_size"], piece_bytes, etag=plan.get("input_etag"))
     try:
         properties = blob.get_blob_properties()
     except ResourceNotFoundError as exc:
@@ -95,7 +100,7 @@ def input_source(
     if properties.blob_type != BlobType.BLOCKBLOB:
         # A page blob can declare a terabyte of zeros; the API accepts block blobs only, and so do the steps.
         raise NonRetryableError("invalid_input", "the job's input must be a block blob")
-    return BlobByteSource(blob, int(properties.size), etag=properties.etag)
+    return BlobByteSource(blob, int(properties.size), piece_bytes, etag=properties.etag)
 
 
 def orchestration_config(settings: Settings) -> OrchestrationConfig:
@@ -233,7 +238,9 @@ def make_plan(
     """The job's plan, computed (not stored), and its input pinned to the version planned; None if told to stop."""
     job_id = start["job_id"]
     kind = job_kind(settings, start["kind"])
-    source = input_source(settings, start.get("input_ref"), inline=start.get("input_inline"))
+    source = input_source(
+        settings, start.get("input_ref"), inline=start.get("input_inline"), piece_bytes=PLANNING_PIECE_BYTES
+    )
     try:
         options = kind.parse_options(start.get("options") or {})
     except (ValidationError, ValueError) as exc:

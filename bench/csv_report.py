@@ -12,7 +12,8 @@ The job's result is checked against the reference (rows, group counts, sums with
 Also measured: the idle devhost's PSS after the warm-up, each process's peak PSS during the job, and the
 side-by-side reference's computation (`bench.celery_peer.csv_group_by`: pyarrow reading the whole file with
 its threads, in this process) for `ratio_to_pyarrow`, without its HTTP upload, and the CPU seconds the job
-cost the devhost, its workers and Azurite (`cpu_s`, upload included) against the reference's (`pyarrow_reference_cpu_s`).
+cost the devhost, its workers and Azurite (`cpu_s`, upload included) against the reference's
+(`pyarrow_reference_cpu_s`).
 
 `--shipped` runs the devhost with the settings `make run` uses (local.settings.sample.json and host.json:
 2 worker processes x 4 threads, 8 MiB chunks), the ones issue #15's memory target is read with; by default
