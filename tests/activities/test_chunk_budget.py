@@ -1,4 +1,5 @@
-"""Chunks in flight bounded by the input bytes they read (MAX_CHUNK_BYTES_IN_FLIGHT), decided when planning.
+"""What a job holds at once: chunks in flight bounded by the input bytes they read (MAX_CHUNK_BYTES_IN_FLIGHT,
+decided when planning), and the merge reading its partials a few at a time.
 
 The orchestrator must not read settings or measure memory (it replays), so prepare decides how many chunks
 run at once and hands the number over in its output, which the history records; a redelivered prepare
@@ -7,14 +8,17 @@ reads it back from the plan.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
+from activities.merge import READ_AHEAD, partials_in_order
 from activities.plan import chunks_in_flight, load_plan, prepare_job
 from shared.settings import Settings, get_settings
-from storage.names import PAYLOADS_CONTAINER, job_input_blob_name
+from storage.names import PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name, partial_blob_name
 from tests.orchestrators.helpers import job_start
 
 MIB = 1024 * 1024
@@ -77,3 +81,19 @@ def test_chunks_grown_by_the_per_job_cap_count_at_their_planned_size(
     prepared = prepare_job(job_start(job_id, "csv-report", {"group_by": "g"}, ref))
     assert prepared["chunk_count"] == 4
     assert prepared["max_parallel_chunks"] == 1  # 6144 // 3.8 KB
+
+
+def test_the_merge_reads_partials_ahead_but_hands_them_over_in_chunk_order(blobs: BlobServiceClient) -> None:
+    job_id = uuid.uuid4().hex
+    container = blobs.get_container_client(RESULTS_CONTAINER)
+    count = 3 * READ_AHEAD + 1
+    for index in reversed(range(count)):
+        container.upload_blob(partial_blob_name(job_id, index), json.dumps({"partial": {"index": index}}))
+    read = partials_in_order(get_settings(), job_id, count)
+    assert [partial["index"] for partial in read] == list(range(count))
+
+    container.delete_blob(partial_blob_name(job_id, READ_AHEAD + 2))
+    read = partials_in_order(get_settings(), job_id, count)
+    assert [next(read)["index"] for _ in range(READ_AHEAD + 2)] == list(range(READ_AHEAD + 2))
+    with pytest.raises(ResourceNotFoundError):
+        next(read)  # a missing partial fails the merge where it belongs, not before
