@@ -36,6 +36,39 @@ def _json(description: str, schema: str, headers: dict[str, Any] | None = None) 
     return response
 
 
+def _with_retry_after(problem: dict[str, Any]) -> dict[str, Any]:
+    """A problem answer that tells when to try again."""
+    return {**problem, "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
+
+
+def _page_of(schema: str) -> dict[str, Any]:
+    """A page of a listing: its items, and the continuation token of the next page (null on the last)."""
+    return {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": _ref(schema)},
+            "continuation": {"type": ["string", "null"]},
+        },
+    }
+
+
+def _event_stream(description: str) -> dict[str, Any]:
+    """A 200 answer of Server-Sent Events."""
+    return {"description": description, "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+
+
+def _html_page(operation_id: str, summary: str) -> dict[str, Any]:
+    """A page of the web UI: anonymous (the page asks for the key its API calls send)."""
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "security": [],
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+        }
+    }
+
+
 _POLL_HEADERS = {
     "Location": {"description": "Absolute URL of the job", "schema": {"type": "string", "format": "uri"}},
     "Retry-After": {"description": "Seconds to wait before polling again", "schema": {"type": "integer"}},
@@ -66,6 +99,14 @@ _LAST_EVENT_ID = {
     "description": "The id of the last event received: the stream resumes after it (no repeat, nothing lost).",
     "schema": {"type": "string", "pattern": "^[0-9]+$"},
 }
+_PROGRESS = {
+    "type": "object",
+    "properties": {
+        "completed": {"type": "integer"},
+        "total": {"type": "integer"},
+        "percent": {"type": "number"},
+    },
+}
 _STATE_EVENT = {
     "type": "object",
     "description": "Data of the status and progress events",
@@ -76,14 +117,7 @@ _STATE_EVENT = {
         "phase": {
             "enum": ["preparing", "processing", "merging", "finalizing", "cleaning_up", "done", None],
         },
-        "progress": {
-            "type": "object",
-            "properties": {
-                "completed": {"type": "integer"},
-                "total": {"type": "integer"},
-                "percent": {"type": "number"},
-            },
-        },
+        "progress": _PROGRESS,
         "updated_at": {"type": "string", "format": "date-time"},
     },
 }
@@ -99,6 +133,7 @@ _EVENTS_DESCRIPTION = (
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 _LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
 _CONTINUATION = {"name": "continuation", "in": "query", "schema": {"type": "string"}}
+_RECORD_ID = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -113,8 +148,9 @@ _CLIENT_ID = {
     "description": "Who submits (per-client admission caps); set by the gateway in Azure (CLIENT_ID_HEADER)",
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9._@:-]{1,64}$"},
 }
-_TOO_MANY = _problem("More than MAX_PENDING_JOBS jobs wait for admission: retry after Retry-After; nothing was stored")
-_TOO_MANY["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+_TOO_MANY = _with_retry_after(
+    _problem("More than MAX_PENDING_JOBS jobs wait for admission: retry after Retry-After; nothing was stored")
+)
 
 _SCHEMAS: dict[str, Any] = {
     "JobStateEvent": _STATE_EVENT,
@@ -143,14 +179,7 @@ _SCHEMAS: dict[str, Any] = {
                 "pattern": "^[0-9a-f]{32}$",
                 "description": "W3C trace id of the job's trace (the submitter's traceparent, or a new trace)",
             },
-            "progress": {
-                "type": "object",
-                "properties": {
-                    "completed": {"type": "integer"},
-                    "total": {"type": "integer"},
-                    "percent": {"type": "number"},
-                },
-            },
+            "progress": _PROGRESS,
             "links": {
                 "type": "object",
                 "properties": {k: {"type": "string", "format": "uri"} for k in ("self", "result", "cancel")},
@@ -203,13 +232,7 @@ _SCHEMAS: dict[str, Any] = {
             }
         },
     },
-    "JobPage": {
-        "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": _ref("Job")},
-            "continuation": {"type": ["string", "null"]},
-        },
-    },
+    "JobPage": _page_of("Job"),
     "Upload": {
         "type": "object",
         "properties": {
@@ -284,13 +307,7 @@ _SCHEMAS: dict[str, Any] = {
             "status": {"const": "redelivering"},
         },
     },
-    "DeadLetterPage": {
-        "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": _ref("DeadLetter")},
-            "continuation": {"type": ["string", "null"]},
-        },
-    },
+    "DeadLetterPage": _page_of("DeadLetter"),
     "Health": {
         "type": "object",
         "properties": {
@@ -498,10 +515,7 @@ _PATHS: dict[str, Any] = {
             "summary": "The job's status and progress as Server-Sent Events, until it finishes",
             "parameters": [_LAST_EVENT_ID],
             "responses": {
-                "200": {
-                    "description": _EVENTS_DESCRIPTION,
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                },
+                "200": _event_stream(_EVENTS_DESCRIPTION),
                 "204": {"description": "The client saw the job's terminal event already: nothing more to send"},
                 "400": _problem("Last-Event-ID is not an event id"),
                 "404": _problem("Unknown job"),
@@ -542,14 +556,14 @@ _PATHS: dict[str, Any] = {
         }
     },
     "/api/dead-letters/{record_id}": {
-        "parameters": [{"name": "record_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "parameters": [_RECORD_ID],
         "get": {
             "operationId": "getDeadLetter",
             "responses": {"200": _json("The dead letter", "DeadLetter"), "404": _problem("Unknown")},
         },
     },
     "/api/dead-letters/{record_id}/replay": {
-        "parameters": [{"name": "record_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "parameters": [_RECORD_ID],
         "post": {
             "operationId": "replayDeadLetter",
             "parameters": [_IDEMPOTENCY_KEY],
@@ -606,10 +620,7 @@ _PATHS: dict[str, Any] = {
             "description": "`data: <TaskStatus>` whenever it changes (read every second), `: ping` after 15 s "
             "without one; ends after the ready state (SUCCESS, FAILURE, REVOKED) or after 90 s.",
             "responses": {
-                "200": {
-                    "description": "text/event-stream",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                },
+                "200": _event_stream("text/event-stream"),
                 "404": _problem("Unknown task"),
             },
         },
@@ -641,22 +652,10 @@ _PATHS: dict[str, Any] = {
             "responses": {"200": _json("The statistics", "JobStats"), "422": _problem("Invalid window")},
         }
     },
-    "/api/ui": {
-        "get": {
-            "operationId": "dashboard",
-            "summary": "The web dashboard (HTML; its files under /api/ui/). Anonymous: it asks for the key",
-            "security": [],
-            "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
-        }
-    },
-    "/api/docs": {
-        "get": {
-            "operationId": "apiDocs",
-            "summary": "Swagger UI over this document (HTML). Anonymous: it asks for the key",
-            "security": [],
-            "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
-        }
-    },
+    "/api/ui": _html_page(
+        "dashboard", "The web dashboard (HTML; its files under /api/ui/). Anonymous: it asks for the key"
+    ),
+    "/api/docs": _html_page("apiDocs", "Swagger UI over this document (HTML). Anonymous: it asks for the key"),
 }
 
 
@@ -693,8 +692,7 @@ _WEBHOOKS: dict[str, Any] = {
 _NO_STORAGE = ("/api/health", "/api/openapi.json", "/api/ui", "/api/docs")
 """Routes that answer without storage (health says 503 its own way)."""
 
-_OUTAGE = _problem("Storage unreachable: retry after Retry-After seconds (answered within ~2 s)")
-_OUTAGE["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+_OUTAGE = _with_retry_after(_problem("Storage unreachable: retry after Retry-After seconds (answered within ~2 s)"))
 
 
 def _kind_request(spec: kinds.KindSpec) -> dict[str, Any]:

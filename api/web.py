@@ -6,10 +6,14 @@ key's x-functions-key, or Ocp-Apim-Subscription-Key behind API Management (a met
 Files come from `web/` (ours) and `web/vendor/` (uPlot and swagger-ui-dist, copied from node_modules by
 `make vendor`; see docs/dashboard.md).
 Every answer carries a Content-Security-Policy without inline scripts.
+
+What the pages share (the head's meta tags, the key dialog) is written once in `web/partials/` and put in
+place when a page is served (`{{include NAME}}` on a line of its own); partials are not served by themselves.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,6 +29,7 @@ from storage.clients import connection_string
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 VENDOR_DIR = WEB_ROOT / "vendor"
+PARTIALS_DIR = WEB_ROOT / "partials"
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -39,6 +44,19 @@ CONTENT_TYPES = {
 _PAGES = {"ui": "index.html", "docs": "docs.html"}
 _BASE_MARKER = "{{BASE}}"
 _KEY_HEADER_MARKER = "{{KEY_HEADER}}"
+_INCLUDE = re.compile(r"^([ \t]*)\{\{include ([a-z0-9-]+\.html)\}\}$", re.M)
+
+
+def _include(match: re.Match[str]) -> str:
+    """One partial, indented as the line that names it."""
+    indent, name = match.group(1), match.group(2)
+    fragment = (PARTIALS_DIR / name).read_text(encoding="utf-8")
+    return "\n".join(indent + line if line else line for line in fragment.rstrip("\n").split("\n"))
+
+
+def page_template(name: str) -> str:
+    """A page's HTML with its partials in place (its markers for the base path and key header still in it)."""
+    return _INCLUDE.sub(_include, (WEB_ROOT / _PAGES[name]).read_text(encoding="utf-8"))
 
 
 def _blob_origin(settings: Settings) -> str | None:
@@ -89,7 +107,7 @@ def resolve_asset(relative: str) -> Path:
     """The file under web/ that `relative` names; 404 for anything outside it or of a type not served."""
     if not relative or "\\" in relative or any(part in ("", ".", "..") for part in relative.split("/")):
         raise Problem(404, "no such file")
-    if any(part.startswith(".") for part in relative.split("/")):
+    if any(part.startswith(".") for part in relative.split("/")) or relative.startswith("partials/"):
         raise Problem(404, "no such file")
     path = (WEB_ROOT / relative).resolve()
     if not path.is_relative_to(WEB_ROOT) or path.suffix not in CONTENT_TYPES or not path.is_file():
@@ -103,7 +121,7 @@ def resolve_asset(relative: str) -> Path:
 def _page(name: str, req: Request, settings: Settings) -> Response:
     """A page, with <base href> set to its own public path (e.g. /longrun/api/ui behind a gateway): `ui/app.js`,
     `docs`, `jobs` resolve under /api/ and `#/jobs` stays on the page."""
-    text = (WEB_ROOT / _PAGES[name]).read_text(encoding="utf-8")
+    text = page_template(name)
     page_path = urlsplit(base_url(req, settings)).path.rstrip("/") + "/api/" + name
     # The header the pages send the user's key in (web/key.js reads it from a meta tag: no inline script).
     # API_KEY_HEADER is one of two fixed names (shared/settings.py), so it needs no HTML escaping.

@@ -4,7 +4,8 @@ Azure bills storage per transaction (a REST request; an entity group transaction
 counting requests at the wire counts what Azure would bill, whoever makes them: the app's own storage
 calls, the Durable backend's queue polling, table writes and partition leases (devhost emulates
 DurableTask.AzureStorage), and the host's trigger polling. One asyncio proxy per Azurite port, on loopback,
-on one event loop in a daemon thread; the host is pointed at the proxies instead of Azurite.
+on one event loop in a daemon thread (bench/loopback_proxy.py, shared with the chaos suite's fault proxy);
+the host is pointed at the proxies instead of Azurite.
 
 Owners, from the resource a request names:
 - `durable`: the task hub's tables (`<hub>History`, `<hub>Instances`), queues (`<hub>-control-NN`,
@@ -21,10 +22,10 @@ import contextlib
 import re
 import threading
 from collections import Counter
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from bench.loopback_proxy import Connection, LoopbackProxy, ProxyThread, pump
 
 Key = tuple[str, str, str]  # (service, owner, operation)
 
@@ -157,32 +158,18 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
             return bytes(raw)
 
 
-class CountingProxy:
+class CountingProxy(LoopbackProxy):
     """One loopback port forwarding to one Azurite port, counting each HTTP request on the way."""
 
     def __init__(self, service: str, listen_port: int, upstream_port: int, meter: Meter) -> None:
+        super().__init__(listen_port, upstream_port)
         self.service = service
-        self.listen_port = listen_port
-        self.upstream_port = upstream_port
         self.meter = meter
-        self._server: asyncio.Server | None = None
 
-    async def start(self) -> None:
-        """Listen on 127.0.0.1 only."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port, reuse_address=True)
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._server is not None:
-            self._server.close()
-
-    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            client_writer.close()
-            return
-        back = asyncio.create_task(self._pump(upstream_reader, client_writer))
+    async def _carry(self, connection: Connection) -> None:
+        client_reader, client_writer = connection.client_reader, connection.client_writer
+        upstream_writer = connection.upstream_writer
+        back = asyncio.create_task(self._answers(connection.upstream_reader, client_writer))
         try:
             while True:
                 head = await client_reader.readuntil(b"\r\n\r\n")
@@ -205,43 +192,22 @@ class CountingProxy:
             client_writer.close()
 
     @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Azurite's answers back to the host, as they come (they are not counted: requests are billed)."""
         try:
-            while data := await reader.read(64 * 1024):
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
+            await pump(reader, writer)
         finally:
             writer.close()
 
 
-class MeteredStorage:
+class MeteredStorage(ProxyThread[CountingProxy]):
     """Three counting proxies (blob, queue, table) on one event loop in a daemon thread."""
 
     def __init__(self, upstream: tuple[int, int, int], listen: tuple[int, int, int], hub: str) -> None:
         """Proxy `listen` ports (blob, queue, table) to the `upstream` Azurite ports, counting for task hub `hub`."""
         self.meter = Meter(hub)
-        self.proxies = [
+        proxies = [
             CountingProxy(service, port, up, self.meter)
             for service, port, up in zip(("blob", "queue", "table"), listen, upstream, strict=True)
         ]
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
-
-    def start(self) -> MeteredStorage:
-        """Start listening."""
-        self._thread.start()
-        for proxy in self.proxies:
-            self._call(proxy.start())
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and the loop."""
-        for proxy in self.proxies:
-            self._call(proxy.stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        super().__init__(proxies, name="storage-meter")

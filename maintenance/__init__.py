@@ -1,9 +1,12 @@
 """Blueprint of the maintenance concern: the daily retention timer and the orphan sweep."""
 
+import asyncio
+
 import azure.durable_functions as df
 import azure.functions as func
 
 from jobs.sweep import sweep_orphans
+from maintenance.poison import drain_poison_queues
 from maintenance.retention import apply_retention
 from shared.clock import utc_now
 from shared.settings import get_settings
@@ -29,5 +32,8 @@ async def apply_retention_timer(timer: func.TimerRequest, client: df.DurableOrch
 @blueprint.timer_trigger(schedule=SWEEP_SCHEDULE, arg_name="timer", run_on_startup=False)
 @blueprint.durable_client_input(client_name="client")
 async def sweep_orphans_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
-    """Remove jobs that were recorded but never started (their submitter died in between)."""
-    await sweep_orphans(client, await storage_clients(get_settings()), utc_now())
+    """Remove jobs that were recorded but never started (their submitter died in between), then empty the
+    outboxes' poison queues (maintenance.poison)."""
+    settings = get_settings()
+    await sweep_orphans(client, await storage_clients(settings), utc_now())
+    await asyncio.to_thread(drain_poison_queues, settings)

@@ -92,6 +92,43 @@ async function overview() {
 
 // --- jobs: list with filters, live ----------------------------------------------------------------------
 
+/**
+ * A table filled one API page at a time: "Load more" follows the continuation, `load(null)` (re)reads the
+ * first page. `query(token)` is the API path of a page; `row(item)` its table row.
+ */
+function pagedTable({ className, caption, columns, query, row, empty }) {
+  const body = h('tbody');
+  const table = h('div', { class: 'table-wrap' }, h('table', { class: className },
+    h('caption', { class: 'visually-hidden' }, caption),
+    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col' }, c)))),
+    body));
+  const message = h('p', { role: 'status' });
+  const more = h('button', { type: 'button', hidden: true }, 'Load more');
+  let continuation = null;
+  let pages = 1;
+  async function load(token) {
+    try {
+      const { body: page } = await api(query(token));
+      if (!token) body.replaceChildren();
+      body.append(...page.items.map(row));
+      continuation = page.continuation;
+      more.hidden = !continuation;
+      message.textContent = body.children.length ? '' : empty;
+    } catch (error) {
+      message.replaceChildren(errorBox(error));
+    }
+  }
+  more.addEventListener('click', () => { pages += 1; load(continuation); });
+  return { table, message, more, load, onFirstPage: () => pages === 1 };
+}
+
+/** The API path of one page of a listing (`path` with its filters, and the continuation of a later page). */
+function pageQuery(path, filters, token) {
+  const q = new URLSearchParams({ limit: '20', ...filters });
+  if (token) q.set('continuation', token);
+  return `${path}?${q}`;
+}
+
 function jobRow(job) {
   return h('tr', { 'data-job': job.id },
     h('td', { 'data-label': 'Job' }, h('a', { href: `#/jobs/${job.id}` }, job.id.slice(0, 12) + '…')),
@@ -120,40 +157,16 @@ async function jobList(params) {
   const filters = h('form', { class: 'filters', role: 'search', onsubmit: (e) => { e.preventDefault(); applyFilters(); } },
     h('label', { for: 'filter-status' }, 'Status'), statusSelect,
     h('label', { for: 'filter-kind' }, 'Kind'), kindSelect);
-  const body = h('tbody');
-  const table = h('div', { class: 'table-wrap' }, h('table', { class: 'jobs' },
-    h('caption', { class: 'visually-hidden' }, 'Jobs, newest first'),
-    h('thead', {}, h('tr', {}, ['Job', 'Kind', 'Status', 'Progress', 'Created', 'Updated'].map((c) => h('th', { scope: 'col' }, c)))),
-    body));
-  const message = h('p', { role: 'status' });
-  const more = h('button', { type: 'button', hidden: true }, 'Load more');
-  show('Jobs', filters, message, table, more);
-
-  let continuation = null;
-  let pages = 1;
-  const query = (token) => {
-    const q = new URLSearchParams({ limit: '20' });
-    if (status) q.set('status', status);
-    if (kind) q.set('kind', kind);
-    if (token) q.set('continuation', token);
-    return `jobs?${q}`;
-  };
-  async function load(token) {
-    try {
-      const { body: page } = await api(query(token));
-      if (!token) body.replaceChildren();
-      body.append(...page.items.map(jobRow));
-      continuation = page.continuation;
-      more.hidden = !continuation;
-      message.textContent = body.children.length ? '' : 'No jobs match.';
-    } catch (error) {
-      message.replaceChildren(errorBox(error));
-    }
-  }
-  more.addEventListener('click', () => { pages += 1; load(continuation); });
-  await load(null);
+  const listed = { ...(status && { status }), ...(kind && { kind }) };
+  const list = pagedTable({
+    className: 'jobs', caption: 'Jobs, newest first',
+    columns: ['Job', 'Kind', 'Status', 'Progress', 'Created', 'Updated'],
+    query: (token) => pageQuery('jobs', listed, token), row: jobRow, empty: 'No jobs match.',
+  });
+  show('Jobs', filters, list.message, list.table, list.more);
+  await list.load(null);
   // Live status: refresh the first page while no further page was loaded (the rows would shift under the reader).
-  every(3000, () => { if (pages === 1 && !document.hidden) load(null); });
+  every(3000, () => { if (list.onFirstPage() && !document.hidden) list.load(null); });
 }
 
 // --- one job: live progress, timeline, result, cancel ---------------------------------------------------
@@ -400,14 +413,13 @@ async function submitPage() {
 // --- dead letters: list and replay ------------------------------------------------------------------------
 
 async function deadLetters() {
-  const body = h('tbody');
-  const message = h('p', { role: 'status' });
-  const more = h('button', { type: 'button', hidden: true }, 'Load more');
-  show('Dead letters', message, h('div', { class: 'table-wrap' }, h('table', { class: 'dead-letters' },
-    h('caption', { class: 'visually-hidden' }, 'Dead letters, newest first'),
-    h('thead', {}, h('tr', {}, ['Recorded', 'Source', 'Kind', 'Error', 'Attempts', 'Job', ''].map((c) => h('th', { scope: 'col' }, c)))),
-    body)), more);
-  let continuation = null;
+  const list = pagedTable({
+    className: 'dead-letters', caption: 'Dead letters, newest first',
+    columns: ['Recorded', 'Source', 'Kind', 'Error', 'Attempts', 'Job', ''],
+    query: (token) => pageQuery('dead-letters', {}, token), row, empty: 'No dead letters.',
+  });
+  const { message } = list;
+  show('Dead letters', message, list.table, list.more);
   async function replay(record, button) {
     button.disabled = true;
     try {
@@ -430,19 +442,7 @@ async function deadLetters() {
       h('td', { 'data-label': 'Job' }, record.job_id ? h('a', { href: `#/jobs/${record.job_id}` }, record.job_id.slice(0, 12) + '…') : '—'),
       h('td', {}, button));
   }
-  async function load(token) {
-    try {
-      const { body: page } = await api(`dead-letters?limit=20${token ? `&continuation=${encodeURIComponent(token)}` : ''}`);
-      body.append(...page.items.map(row));
-      continuation = page.continuation;
-      more.hidden = !continuation;
-      message.textContent = body.children.length ? '' : 'No dead letters.';
-    } catch (error) {
-      message.replaceChildren(errorBox(error));
-    }
-  }
-  more.addEventListener('click', () => load(continuation));
-  await load(null);
+  await list.load(null);
 }
 
 // --- routing ----------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ gets ECONNRESET). A flaky window does the same to new connections at random for 
 optional delay holds every forwarded block back. When the upstream (Azurite) is down, a new connection
 is reset at once, which the client sees as it would see a refused connection.
 
-The proxies run on one event loop in a daemon thread (`ProxyGroup`), so the suite can drive them from
-its own threads.
+The forwarding and the event-loop thread (`ProxyGroup`, driven from the suite's own threads) are
+bench/loopback_proxy.py's, shared with the storage meter; this module adds the faults.
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ import contextlib
 import random
 import socket
 import struct
-import threading
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from bench.loopback_proxy import Connection, LoopbackProxy, ProxyThread, pump
 
 Sever = Literal["drop", "reset"]
-
-_BLOCK = 64 * 1024
 
 
 @dataclass
@@ -68,27 +66,20 @@ def _abort(writer: asyncio.StreamWriter, kind: Sever) -> None:
         writer.close()
 
 
-class FaultProxy:
-    """One listening port forwarding to one upstream port, both on 127.0.0.1."""
+class FaultProxy(LoopbackProxy):
+    """One listening port forwarding to one upstream port, both on 127.0.0.1, severing on command."""
 
     def __init__(self, listen_port: int, upstream_port: int, max_delay: float = 0.0, seed: int | None = None) -> None:
-        self.listen_port = listen_port
-        self.upstream_port = upstream_port
+        super().__init__(listen_port, upstream_port)
         self.max_delay = max_delay
         self.counters = ProxyCounters()
         self._random = random.Random(seed)
         self._links: set[_Link] = set()
         self._flaky: _Flaky | None = None
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        """Listen on 127.0.0.1:`listen_port` (loopback only)."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port, reuse_address=True)
 
     async def stop(self) -> None:
         """Stop listening and close every connection."""
-        if self._server is not None:
-            self._server.close()
+        await super().stop()
         for link in list(self._links):
             self._cut(link, "drop")
         if self._server is not None:
@@ -127,17 +118,20 @@ class FaultProxy:
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.counters.connections += 1
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            self.counters.upstream_refused += 1
-            _abort(client_writer, "reset")
-            return
+        await super()._serve(client_reader, client_writer)
+
+    def _upstream_refused(self, client_writer: asyncio.StreamWriter) -> None:
+        # Reset at once: the client sees what it would see of a refused connection.
+        self.counters.upstream_refused += 1
+        _abort(client_writer, "reset")
+
+    async def _carry(self, connection: Connection) -> None:
+        client_writer, upstream_writer = connection.client_writer, connection.upstream_writer
         link = _Link(client_writer, upstream_writer)
         self._links.add(link)
         link.tasks = [
-            asyncio.create_task(self._pump(client_reader, upstream_writer, link)),
-            asyncio.create_task(self._pump(upstream_reader, client_writer, link)),
+            asyncio.create_task(self._pump(connection.client_reader, upstream_writer, link)),
+            asyncio.create_task(self._pump(connection.upstream_reader, client_writer, link)),
         ]
         flaky = self._flaky
         if flaky is not None and time.monotonic() < flaky.until and self._random.random() < flaky.probability:
@@ -152,18 +146,14 @@ class FaultProxy:
         await asyncio.sleep(self._random.uniform(0, flaky.max_after))
         self._cut(link, flaky.kind)
 
+    async def _delay(self) -> None:
+        await asyncio.sleep(self._random.uniform(0, self.max_delay))
+
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link) -> None:
         try:
-            while not link.severed:
-                data = await reader.read(_BLOCK)
-                if not data:
-                    break
-                if self.max_delay > 0:
-                    await asyncio.sleep(self._random.uniform(0, self.max_delay))
-                writer.write(data)
-                await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
+            await pump(
+                reader, writer, carrying=lambda: not link.severed, pace=self._delay if self.max_delay > 0 else None
+            )
         finally:
             # One side ended: pass the end of stream on, so HTTP keep-alive behaves as without the proxy.
             if not link.severed and writer.can_write_eof():
@@ -171,34 +161,15 @@ class FaultProxy:
                     writer.write_eof()
 
 
-class ProxyGroup:
+class ProxyGroup(ProxyThread[FaultProxy]):
     """Several FaultProxy instances on one event loop in a daemon thread, driven from other threads."""
 
     def __init__(self, routes: list[tuple[int, int]], max_delay: float = 0.0, seed: int | None = None) -> None:
-        self.proxies = [
+        proxies = [
             FaultProxy(listen, upstream, max_delay, None if seed is None else seed + i)
             for i, (listen, upstream) in enumerate(routes)
         ]
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="chaos-proxy", daemon=True)
-
-    def _call(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
-
-    def start(self) -> ProxyGroup:
-        """Start the loop and every proxy."""
-        self._thread.start()
-        for proxy in self.proxies:
-            self._call(proxy.start())
-        return self
-
-    def stop(self) -> None:
-        """Stop every proxy and the loop."""
-        for proxy in self.proxies:
-            with contextlib.suppress(Exception):
-                self._call(proxy.stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        super().__init__(proxies, name="chaos-proxy")
 
     def sever_all(self, kind: Sever, fraction: float = 1.0) -> int:
         """Sever open connections on every proxy; returns how many."""

@@ -1,50 +1,39 @@
-"""LongrunClient: the job API from blocking Python code (httpx)."""
+"""LongrunClient: the job API from blocking Python code (httpx).
+
+Only the I/O lives here; what to send, when to retry and how to read answers is in _core.py and handle.py,
+shared with the asyncio client (aio.py).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 import httpx_sse
 
-from longrun_client import wire
-from longrun_client.errors import ConnectionFailed, ProblemError, WaitTimeout, parse_retry_after
-from longrun_client.handle import (
-    EVENTS_READ_TIMEOUT_SECONDS,
-    MAX_EMPTY_STREAMS,
-    JobFields,
-    ProgressCallback,
-    apply_event,
-    events_url,
-)
+from longrun_client import _core, wire
+from longrun_client._core import DEFAULT_URL, PAGE_SIZE
+from longrun_client.errors import ProblemError
+from longrun_client.handle import EventResume, JobFields, ProgressCallback, WaitClock
 from longrun_client.models import DeadLetter, Health, JobSnapshot, JobStatus, UploadTicket
-from longrun_client.retry import RETRY_STATUSES, RetryPolicy
-from longrun_client.uploads import DEFAULT_BLOCK_BYTES, DEFAULT_CONCURRENCY, UploadProgress, upload_file
+from longrun_client.uploads import UploadProgress, upload_file
 
-DEFAULT_URL = "http://127.0.0.1:7071"
-PAGE_SIZE = 50
+__all__ = ["DEFAULT_URL", "PAGE_SIZE", "Job", "LongrunClient"]
 
 
 class Job(JobFields):
     """A submitted job: its last known state, and the calls that refresh, wait for, read and cancel it."""
 
-    def __init__(self, client: LongrunClient, answer: wire.Accepted) -> None:
-        self._client = client
-        self._snapshot = JobSnapshot.from_json(answer.body)
-        self._location = answer.location
-        self._retry_after = answer.retry_after
+    _client: LongrunClient
 
     def refresh(self) -> Job:
         """Read the job again (GET its Location)."""
-        answer = wire.job_answer(self._client._send("GET", self._location, idempotent=True))
-        self._snapshot = JobSnapshot.from_json(answer.body)
-        self._retry_after = answer.retry_after
+        self._answered(wire.job_answer(self._client._send("GET", self._location, idempotent=True)))
         return self
 
     def wait(self, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> Job:
@@ -52,81 +41,40 @@ class Job(JobFields):
 
         Raises WaitTimeout after `timeout` seconds; the job keeps running. `on_progress` gets each new state.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if on_progress is not None:
-            on_progress(self._snapshot)
-        if not self.finished and self._client.events and self._wait_events(deadline, timeout, on_progress):
+        clock = WaitClock(timeout, on_progress, self._snapshot)
+        if not self.finished and self._client.events and self._wait_events(clock):
             return self
         while not self.finished:
-            delay = self._retry_after if self._retry_after is not None else 1.0
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise WaitTimeout(self._snapshot, timeout or 0.0)
-                delay = min(delay, remaining)
-            time.sleep(delay)
-            before = self._snapshot
-            self.refresh()
-            if on_progress is not None and self._snapshot != before:
-                on_progress(self._snapshot)
+            time.sleep(clock.poll_delay(self._snapshot, self._retry_after))
+            self._poll(clock)
         return self
 
-    def _wait_events(self, deadline: float | None, timeout: float | None, on_progress: ProgressCallback | None) -> bool:
+    def _poll(self, clock: WaitClock) -> None:
+        before = self._snapshot
+        self.refresh()
+        clock.changed(before, self._snapshot)
+
+    def _wait_events(self, clock: WaitClock) -> bool:
         """Follow the job's event stream to its terminal event; False to fall back to polling."""
-        last_event_id: str | None = None
-        empty_streams = 0
-        http = self._client._http
+        stream = EventResume()
         while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise WaitTimeout(self._snapshot, timeout or 0.0)
-            read = EVENTS_READ_TIMEOUT_SECONDS if remaining is None else min(remaining, EVENTS_READ_TIMEOUT_SECONDS)
-            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-            resumed_from = last_event_id
             try:
-                with httpx_sse.connect_sse(
-                    http, "GET", events_url(self._location), headers=headers, timeout=httpx.Timeout(10.0, read=read)
-                ) as source:
-                    response = source.response
-                    if response.status_code == 404:
-                        self._client.events = False  # a server without streams: poll from now on
+                with httpx_sse.connect_sse(self._client._http, **self._stream_request(clock, stream)) as source:
+                    if not self._stream_opened(source.response):
                         return False
-                    if response.status_code != 200 or "text/event-stream" not in response.headers.get(
-                        "content-type", ""
-                    ):
-                        return False
-                    for event in source.iter_sse():
-                        if event.id:
-                            last_event_id = event.id
-                        before = self._snapshot
-                        self._snapshot, terminal = apply_event(self._snapshot, event.event, event.data)
-                        if on_progress is not None and self._snapshot != before:
-                            on_progress(self._snapshot)
-                        if terminal:
-                            return True
+                    if any(self._on_event(clock, stream, event) for event in source.iter_sse()):
+                        return True
             except httpx.TimeoutException:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise WaitTimeout(self._snapshot, timeout or 0.0) from None
+                clock.raise_if_expired(self._snapshot)
             except (httpx.TransportError, httpx_sse.SSEError):
                 return False
-            # The stream ended without a terminal event (servers end streams before the platform's response
-            # limit): if the job has ended, say so; if streams keep ending empty, poll; else resume after
-            # the last event seen.
-            before = self._snapshot
-            self.refresh()
-            if on_progress is not None and self._snapshot != before:
-                on_progress(self._snapshot)
-            if self.finished:
-                return True
-            empty_streams = 0 if last_event_id != resumed_from else empty_streams + 1
-            if empty_streams >= MAX_EMPTY_STREAMS:
-                return False
+            self._poll(clock)  # the stream ended without a terminal event: has the job?
+            if self.finished or not stream.worth_resuming():
+                return self.finished
 
     def result(self, format: str | None = None) -> Any:  # noqa: A002 - the API's parameter name
         """The full result document (parsed JSON), or the rendered bytes for `format` (e.g. "csv")."""
-        response = self._client._send("GET", self._result_url(format), idempotent=True)
-        wire.checked(response)
-        return json.loads(response.content) if wire.is_json(response) else response.content
+        return _core.result_value(self._client._send("GET", self._result_url(format), idempotent=True))
 
     def result_to(self, path: str | os.PathLike[str], format: str | None = None) -> Path:  # noqa: A002
         """Stream the result into a file; returns its path."""
@@ -136,11 +84,11 @@ class Job(JobFields):
             if wire.is_problem(response):
                 response.read()
                 raise ProblemError.from_response(response)
-            partial = target.with_name(target.name + ".part")
+            partial = _core.partial_path(target)
             with open(partial, "wb") as out:
                 for block in response.iter_bytes():
                     out.write(block)
-            partial.replace(target)  # never leave half a result under the real name
+            partial.replace(target)
         finally:
             response.close()
         return target
@@ -151,40 +99,16 @@ class Job(JobFields):
         self._snapshot = JobSnapshot.from_json(answer.body)
         return self
 
-    def _result_url(self, format: str | None) -> str:  # noqa: A002
-        url = self._snapshot.links.get("result") or self._location.rstrip("/") + "/result"
-        return f"{url}?{httpx.QueryParams({'format': format})}" if format else url
 
-
-class LongrunClient:
+class LongrunClient(_core.ClientSettings[httpx.Client]):
     """The longrun job API.
 
     `base_url` is where `/api/...` is served, with a gateway's path prefix if any
     (e.g. https://api.example.com/longrun); `key` is sent as `x-functions-key`.
     """
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        *,
-        key: str | None = None,
-        timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
-        events: bool = True,
-        max_inline_bytes: int = wire.DEFAULT_MAX_INLINE_BYTES,
-        upload_block_bytes: int = DEFAULT_BLOCK_BYTES,
-        upload_concurrency: int = DEFAULT_CONCURRENCY,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        all_headers = {"User-Agent": "longrun-client/0.1", **(headers or {})}
-        if key:
-            all_headers["x-functions-key"] = key
-        self._http = httpx.Client(base_url=base_url.rstrip("/") + "/", timeout=timeout, headers=all_headers)
-        self.retry = retry or RetryPolicy()
-        self.events = events
-        self.max_inline_bytes = max_inline_bytes
-        self.upload_block_bytes = upload_block_bytes
-        self.upload_concurrency = upload_concurrency
+    def _open(self, *, base_url: str, timeout: float, headers: dict[str, str]) -> httpx.Client:
+        return httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
 
     def __enter__(self) -> LongrunClient:
         return self
@@ -196,88 +120,42 @@ class LongrunClient:
         """Close the connection pool."""
         self._http.close()
 
-    # --- transport --------------------------------------------------------------------------------------
-
     def _send(self, method: str, url: str, *, idempotent: bool, stream: bool = False, **kwargs: Any) -> httpx.Response:
         """One call, tried again on connection errors and 429/502/503/504 when `idempotent`."""
-        attempt = 0
+        attempts = _core.Attempts(self.retry, idempotent)
         while True:
             request = self._http.build_request(method, url, **kwargs)
             try:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                if not (idempotent and self.retry.should_retry(attempt)):
-                    raise ConnectionFailed(f"{method} {request.url}: {type(exc).__name__}: {exc}") from exc
-                time.sleep(self.retry.delay(attempt, None))
-                attempt += 1
+                time.sleep(attempts.after_error(request, exc))
                 continue
-            if idempotent and response.status_code in RETRY_STATUSES and self.retry.should_retry(attempt):
-                response.close()
-                time.sleep(self.retry.delay(attempt, parse_retry_after(response.headers.get("retry-after"))))
-                attempt += 1
-                continue
-            return response
+            delay = attempts.after_response(response)
+            if delay is None:
+                return response
+            response.close()
+            time.sleep(delay)
 
-    # --- jobs -------------------------------------------------------------------------------------------
-
-    def submit(
-        self,
-        kind: str,
-        input: Any = None,  # noqa: A002 - the API's member name
-        *,
-        options: Mapping[str, Any] | None = None,
-        file: str | os.PathLike[str] | None = None,
-        content_type: str | None = None,
-        idempotency_key: str | None = None,
-        deadline_seconds: int | None = None,
-        callback: Mapping[str, Any] | None = None,
-        upload_progress: UploadProgress | None = None,
-    ) -> Job:
+    def submit(self, kind: str, input: Any = None, **given: Unpack[_core.SubmitOptions]) -> Job:  # noqa: A002
         """Submit a job: inline JSON `input`, or a `file` (posted when small, else uploaded to Blob storage).
 
-        Retried on connection errors and 503 under an idempotency key (a fresh one unless given), so a
-        retry names the same job.
+        The keyword arguments: `_core.SubmitOptions`. Retried on connection errors and 503 under an idempotency
+        key (a fresh one unless given), so a retry names the same job.
         """
-        if input is not None and file is not None:
-            raise ValueError("give input or file, not both")
-        key = idempotency_key or wire.new_idempotency_key()
-        headers = {"Idempotency-Key": key}
-        if file is None:
-            body = wire.envelope(
-                kind, input=input, options=options, deadline_seconds=deadline_seconds, callback=callback
-            )
-            return self._submit(headers=headers, json=body)
-        path = Path(file)
-        media_type = wire.content_type_of(path, content_type)
-        size = path.stat().st_size
-        if media_type == wire.JSON and size <= min(self.max_inline_bytes, wire.MAX_JSON_ENVELOPE_BYTES):
-            document = json.loads(path.read_bytes())
-            body = wire.envelope(
-                kind, input=document, options=options, deadline_seconds=deadline_seconds, callback=callback
-            )
-            return self._submit(headers=headers, json=body)
-        if media_type != wire.JSON and size <= self.max_inline_bytes and callback is None:
-            # A raw body (CSV, NDJSON) with the kind and options in the query; it cannot carry a callback.
-            return self._submit(
-                headers={**headers, "Content-Type": media_type},
-                params=wire.raw_params(kind, options, deadline_seconds),
-                content=path.read_bytes(),
-            )
-        ticket = self.upload(path, media_type, progress=upload_progress)
-        body = wire.envelope(
-            kind, input_ref=ticket.input_ref, options=options, deadline_seconds=deadline_seconds, callback=callback
-        )
-        return self._submit(headers=headers, json=body)
+        plan = _core.plan_submit(kind, input, given, self.max_inline_bytes)
+        if plan.upload is not None:
+            ticket = self.upload(plan.upload, plan.media_type, progress=given.get("upload_progress"))
+            return self._submit(plan.by_reference(ticket.input_ref))
+        return self._submit(plan.request(None if plan.read is None else plan.read.read_bytes()))
 
-    def _submit(self, **kwargs: Any) -> Job:
-        return Job(self, wire.job_answer(self._send("POST", "api/jobs", idempotent=True, **kwargs)))
+    def _submit(self, request: dict[str, Any]) -> Job:
+        return Job(self, wire.job_answer(self._send("POST", "api/jobs", idempotent=True, **request)))
 
     def upload(
         self, file: str | os.PathLike[str], content_type: str, progress: UploadProgress | None = None
     ) -> UploadTicket:
         """Upload a file through /api/uploads (parallel block upload); returns the ticket whose input_ref to submit."""
-        # An unused upload costs nothing (retention removes it), so creating one is safe to retry.
-        response = self._send("POST", "api/uploads", idempotent=True, json={"content_type": content_type})
+        response = self._send("POST", "api/uploads", idempotent=True, **_core.upload_request(content_type))
         ticket = UploadTicket.from_json(wire.json_body(response))
         upload_file(
             ticket, Path(file), content_type,
@@ -293,13 +171,8 @@ class LongrunClient:
         self, *, status: str | JobStatus | None = None, kind: str | None = None, page_size: int = PAGE_SIZE
     ) -> Iterator[Job]:
         """Every job, newest first, following continuation pages as the iteration goes."""
-        params: dict[str, str] = {"limit": str(page_size)}
-        if status:
-            params["status"] = str(status.value if isinstance(status, JobStatus) else status)
-        if kind:
-            params["kind"] = kind
-        for item in self._pages("api/jobs", params):
-            yield Job(self, wire.Accepted(item, item.get("links", {}).get("self") or wire.job_path(item["id"]), None))
+        for item in self._pages("api/jobs", _core.jobs_query(status, kind, page_size)):
+            yield Job(self, _core.listed_job(item))
 
     def dead_letters(self, *, page_size: int = PAGE_SIZE) -> Iterator[DeadLetter]:
         """Every dead letter, newest first."""
@@ -307,25 +180,16 @@ class LongrunClient:
             yield DeadLetter.from_json(item)
 
     def _pages(self, path: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        continuation: str | None = None
-        while True:
-            query = {**params, **({"continuation": continuation} if continuation else {})}
-            page = wire.json_body(self._send("GET", path, idempotent=True, params=query))
-            yield from page.get("items") or []
-            continuation = page.get("continuation")
-            if not continuation:
-                return
+        pages = _core.Pages(params)
+        while not pages.done:
+            yield from pages.items(self._send("GET", path, idempotent=True, params=pages.query))
 
     def replay(self, dead_letter_id: str, *, idempotency_key: str | None = None) -> Job:
         """Submit a failed job's kind, options and input again as a new job."""
-        headers = {"Idempotency-Key": idempotency_key or wire.new_idempotency_key()}
-        path = f"api/dead-letters/{dead_letter_id}/replay"
-        return Job(self, wire.job_answer(self._send("POST", path, idempotent=True, headers=headers)))
+        path, request = _core.replay_request(dead_letter_id, idempotency_key)
+        return Job(self, wire.job_answer(self._send("POST", path, idempotent=True, **request)))
 
     def health(self) -> Health:
         """Storage reachability, queue depths and job counts; a 503 answer is returned, not raised."""
         # Not retried on 503: the caller asks exactly whether the service is up now.
-        response = self._send("GET", "api/health", idempotent=False)
-        if response.status_code == 503 and wire.is_json(response):
-            return Health.from_json(response.json())
-        return Health.from_json(wire.json_body(response))
+        return _core.health_of(self._send("GET", "api/health", idempotent=False))

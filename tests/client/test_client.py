@@ -132,6 +132,30 @@ def test_async_client_end_to_end(devhost: DevHost, tmp_path):
     asyncio.run(scenario())
 
 
+def test_the_async_client_retries_and_polls_as_the_blocking_one_does(devhost: DevHost, gateway_factory):
+    """The shared decisions (_core.Attempts, handle.WaitClock) driven by the asyncio I/O: a 503 and a dropped
+    connection retried under one idempotency key, a wait by polling alone, health not retried."""
+    gateway = gateway_factory(devhost.base_url)
+    gateway.relative_locations = True  # so that the polls, too, go through the gateway
+
+    async def scenario() -> None:
+        async with AsyncLongrunClient(gateway.url, retry=FAST_RETRY, events=False) as client:
+            gateway.fail_next("503", "drop")
+            job = await client.submit("simulate", options={"chunks": 2})
+            posts = gateway.requests("POST", "/api/jobs")
+            assert [p.answered for p in posts] == ["503", "drop", "forwarded"]
+            assert len({p.headers["idempotency-key"] for p in posts}) == 1
+            assert (await job.wait(timeout=60)).status is JobStatus.COMPLETED
+            assert not gateway.requests("GET", "/events")  # events=False: polled
+            assert len(gateway.requests("GET", f"/api/jobs/{job.id}")) >= 1
+            gateway.fail_next("503")
+            with pytest.raises(ProblemError) as down:
+                await client.health()
+            assert down.value.status == 503 and len(gateway.requests("GET", "/api/health")) == 1
+
+    asyncio.run(scenario())
+
+
 def test_function_key_path_prefix_and_relative_locations(devhost_factory, gateway_factory):
     gateway = gateway_factory(prefix="/longrun")
     gateway.relative_locations = True

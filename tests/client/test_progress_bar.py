@@ -49,10 +49,11 @@ def run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 120) 
 
 
 def test_watch_shows_a_live_progress_bar_in_a_terminal(devhost_factory):
-    # Two chunks at a time: six one-second chunks take three rounds, long enough to see the counts move.
-    host = devhost_factory(env={"MAX_PARALLEL_CHUNKS": "2"})
+    # One chunk at a time: six 1.5 s chunks take 9 s, long enough to see the counts move even when a loaded
+    # machine takes seconds to start the CLI (with 3 s in all, the job was over before `watch` looked).
+    host = devhost_factory(env={"MAX_PARALLEL_CHUNKS": "1"})
     with LongrunClient(host.base_url) as client:
-        job = client.submit("simulate", options={"chunks": 6, "chunk_seconds": 1})
+        job = client.submit("simulate", options={"chunks": 6, "chunk_seconds": 1.5})
     env = cli_env(host.base_url, TERM="xterm-256color")
     env.pop("NO_COLOR")
     env.pop("COLUMNS")

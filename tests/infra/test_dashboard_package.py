@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from api.web import page_template
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -18,8 +20,8 @@ def makefile_vendor_files() -> set[str]:
 
 def page_references() -> set[str]:
     found = set()
-    for page in ("index.html", "docs.html"):
-        html = (ROOT / "web" / page).read_text(encoding="utf-8")
+    for page in ("ui", "docs"):
+        html = page_template(page)  # as served: with the partials the pages share (web/partials/)
         found |= {f"web/{ref[len('ui/') :]}" for ref in re.findall(r'(?:src|href)="(ui/[^"]+)"', html)}
     return found
 

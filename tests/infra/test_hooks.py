@@ -1,88 +1,52 @@
 """The azd postdeploy hook wires the function key into Key Vault without ever showing it.
 
-The hook runs against a stand-in `az` and `azd` on PATH (Azure itself is the one thing these tests may not
-reach): the stand-ins record every command line and answer like the real CLIs (`az functionapp keys list`
-prints the key with --output tsv, `keys set` creates it, `keyvault secret set --file` reads the file).
+The hook runs against a stand-in `az` and `azd` on PATH (tests/infra/azd_hooks.py; Azure itself is the one
+thing these tests may not reach): they record every command line and answer like the real CLIs (`az
+functionapp keys list` prints the key with --output tsv, `keys set` creates it, `keyvault secret set --file`
+reads the file).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.infra import azd_hooks
+from tests.infra.azd_hooks import calls
 from tests.infra.templates import ROOT
 
 HOOK = ROOT / "infra" / "hooks" / "postdeploy.sh"
 KEY = "Zx9-function-key-value-from-the-host=="
 
-FAKE_AZ = r"""#!/bin/sh
-echo "az $*" >> "$RECORD/calls"
-case "$*" in
-  "functionapp keys list"*)
+AZ_ANSWERS = r"""  "functionapp keys list"*)
     n=$(cat "$RECORD/list-count" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$RECORD/list-count"
     if [ "$n" -le "${FAIL_LISTS:-0}" ]; then echo "ERROR: Bad Request (host not started)" >&2; exit 1; fi
     [ -f "$RECORD/key" ] && cat "$RECORD/key"; exit 0 ;;
   "functionapp keys set"*)
     printf '%s\n' "$KEY_VALUE" > "$RECORD/key"; cat "$RECORD/key"; exit 0 ;;
-  "keyvault secret set"*)
-    file=$(echo "$*" | sed -n 's/.*--file \([^ ]*\).*/\1/p'); cp "$file" "$RECORD/secret"; exit 0 ;;
   "apim show"*)
     echo "/subscriptions/s/resourceGroups/rg-test/providers/Microsoft.ApiManagement/service/apim-x"; exit 0 ;;
-  "rest"*) exit 0 ;;
-esac
-echo "unexpected az call: $*" >&2; exit 2
 """
-FAKE_AZD = """#!/bin/sh
-echo "azd $*" >> "$RECORD/calls"
-"""
+OUTPUTS = {
+    "GATEWAY_TYPE": "apiManagement",
+    "AZURE_RESOURCE_GROUP": "rg-test",
+    "AZURE_FUNCTION_APP_NAME": "func-x",
+    "AZURE_KEY_VAULT_NAME": "kv-x",
+    "AZURE_KEY_VAULT_FUNCTION_KEY_NAME": "longrun-function-key",
+    "AZURE_API_MANAGEMENT_NAME": "apim-x",
+}
 
 
 def run_hook(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    for name, text in (("az", FAKE_AZ), ("azd", FAKE_AZD)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    record = tmp_path / "record"
-    record.mkdir(exist_ok=True)
-    environment = {
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "RECORD": str(record),
-        "KEY_VALUE": KEY,
-        "GATEWAY_TYPE": "apiManagement",
-        "AZURE_RESOURCE_GROUP": "rg-test",
-        "AZURE_FUNCTION_APP_NAME": "func-x",
-        "AZURE_KEY_VAULT_NAME": "kv-x",
-        "AZURE_KEY_VAULT_FUNCTION_KEY_NAME": "longrun-function-key",
-        "AZURE_API_MANAGEMENT_NAME": "apim-x",
-        "POSTDEPLOY_PAUSE_SECONDS": "0",
-        **env,
-    }
-    return subprocess.run(["sh", str(HOOK)], env=environment, capture_output=True, text=True, timeout=60, check=False)
-
-
-def calls(tmp_path: Path) -> str:
-    return (tmp_path / "record" / "calls").read_text()
+    settings = {"KEY_VALUE": KEY, "POSTDEPLOY_PAUSE_SECONDS": "0"}
+    return azd_hooks.run_hook(HOOK, tmp_path, AZ_ANSWERS, {**OUTPUTS, **settings, **env})
 
 
 def test_azure_yaml_runs_the_hook_after_deploy() -> None:
-    text = (ROOT / "azure.yaml").read_text(encoding="utf-8")
-    assert re.search(
-        r"^hooks:\n(  #.*\n)?  postdeploy:\n    posix:\n      shell: sh\n      run: infra/hooks/postdeploy.sh$",
-        text,
-        re.M,
-    )
-    assert HOOK.stat().st_mode & stat.S_IXUSR
-    assert subprocess.run(["sh", "-n", str(HOOK)], check=False).returncode == 0
-    # The outputs the hook reads are outputs of main.bicep (azd hands them to hooks as variables).
-    main = (ROOT / "infra" / "bicep" / "main.bicep").read_text()
-    for name in set(re.findall(r"\$\{(AZURE_[A-Z_]+|GATEWAY_TYPE)", HOOK.read_text())):
-        assert f"output {name} " in main, name
+    azd_hooks.assert_azure_yaml_runs(HOOK, "postdeploy", outputs=r"AZURE_[A-Z_]+|GATEWAY_TYPE")
 
 
 def test_the_key_goes_to_key_vault_and_nowhere_else(tmp_path: Path) -> None:

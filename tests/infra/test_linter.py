@@ -32,6 +32,10 @@ CHECKED_ERROR_RULES = {
 }
 
 
+each_template = pytest.mark.parametrize("path", bicep_files(), ids=lambda path: path.name)
+"""A rule checked on every Bicep file, one test per file."""
+
+
 def name_of(path: Path) -> str:
     return "main" if path.name == "main.bicep" else path.stem
 
@@ -42,43 +46,43 @@ def test_every_error_level_rule_is_checked() -> None:
     assert errors == set(CHECKED_ERROR_RULES)
 
 
-@pytest.mark.parametrize("path", bicep_files(), ids=lambda path: path.name)
+@each_template
 def test_no_hardcoded_environment_urls(path: Path) -> None:
     assert bicep_lint.hardcoded_hosts(path.read_text(encoding="utf-8")) == []
 
 
-@pytest.mark.parametrize("path", bicep_files(), ids=lambda path: path.name)
+@each_template
 def test_parameters_named_like_secrets_are_secure(path: Path) -> None:
     assert bicep_lint.insecure_secret_params(template(name_of(path))) == []
 
 
-@pytest.mark.parametrize("path", bicep_files(), ids=lambda path: path.name)
+@each_template
 def test_secure_parameters_have_no_literal_defaults(path: Path) -> None:
     assert bicep_lint.secure_params_with_defaults(template(name_of(path))) == []
 
 
-@pytest.mark.parametrize("path", bicep_files(), ids=lambda path: path.name)
+@each_template
 def test_outputs_hold_no_secrets(path: Path) -> None:
     assert bicep_lint.secret_outputs(template(name_of(path))) == []
 
 
-@pytest.mark.parametrize("path", bicep_files(), ids=lambda path: path.name)
+@each_template
 def test_no_hardcoded_locations(path: Path) -> None:
     assert bicep_lint.hardcoded_locations(template(name_of(path))) == []
 
 
-@pytest.mark.parametrize("path", bicep_files(), ids=lambda path: path.name)
+@each_template
 def test_no_literal_admin_user_names(path: Path) -> None:
     assert bicep_lint.literal_properties(template(name_of(path)), "adminUsername") == []
 
 
-@pytest.mark.parametrize("path", bicep_files(), ids=lambda path: path.name)
+@each_template
 def test_no_command_to_execute(path: Path) -> None:
     # protect-commandtoexecute-secrets is about VM extensions: none here, and none may appear unprotected.
     assert bicep_lint.keys_anywhere(template(name_of(path)), "commandToExecute") == []
 
 
-@pytest.mark.parametrize("path", bicep_files(), ids=lambda path: path.name)
+@each_template
 def test_no_nested_deployment_resources(path: Path) -> None:
     # secure-params-in-nested-deploy concerns Microsoft.Resources/deployments with outer scope; modules
     # compile to inner-scoped deployments, so only a hand-written deployments resource could break it.

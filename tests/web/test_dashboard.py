@@ -14,18 +14,10 @@ import time
 import pytest
 
 from tests.api.probes import FUNCTION_KEY
-from tests.web.conftest import take_screenshot
+from tests.web.pages import assert_not_blank, enter_key, try_it_out, ui, wait_for_status
 
 pytestmark = pytest.mark.slow
 FINISHED = re.compile(r"COMPLETED|FAILED|CANCELLED")
-
-
-def ui(devhost, fragment: str = "") -> str:
-    return f"{devhost.base_url}/api/ui{fragment}"
-
-
-def wait_for_status(page, status: str, timeout: float = 60_000) -> None:
-    page.locator(".summary .badge", has_text=status).wait_for(timeout=timeout)
 
 
 def test_pages_are_served_with_a_strict_csp_and_nothing_outside_web(devhost):
@@ -41,6 +33,8 @@ def test_pages_are_served_with_a_strict_csp_and_nothing_outside_web(devhost):
     assert re.search(r"connect-src 'self' http://127\.0\.0\.1:\d+(;|$)", csp), csp
     assert '<base href="/api/ui">' in page.text
     assert "<script>" not in page.text  # no inline script anywhere
+    assert "{{" not in page.text  # every shared part (web/partials/) and marker filled in
+    assert page.text.count('<dialog id="key-dialog"') == 1
     for path, content_type in (
         ("/api/ui/app.js", "text/javascript"),
         ("/api/ui/style.css", "text/css"),
@@ -53,6 +47,7 @@ def test_pages_are_served_with_a_strict_csp_and_nothing_outside_web(devhost):
         assert "content-security-policy" in response.headers
     docs = client.get("/api/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text
+    assert "{{" not in docs.text and docs.text.count('<dialog id="key-dialog"') == 1
     for path in (
         "/api/ui/../function_app.py",
         "/api/ui/%2e%2e/function_app.py",
@@ -60,6 +55,7 @@ def test_pages_are_served_with_a_strict_csp_and_nothing_outside_web(devhost):
         "/api/ui/vendor/uplot/LICENSE",  # a type we do not serve
         "/api/ui/.hidden.js",
         "/api/ui/nothing.js",
+        "/api/ui/partials/key-dialog.html",  # a fragment of the pages, not a document of its own
     ):
         assert client.get(path).status_code == 404, path
     assert client.post("/api/ui").status_code == 405
@@ -84,8 +80,7 @@ def test_submit_through_the_form_and_watch_the_job_finish(devhost, open_page, br
         page.get_by_role("button", name="Download result (JSON)").click()
     download = download_info.value
     assert json.loads(open(download.path()).read()) == devhost.client.get(f"/api/jobs/{job_id}/result").json()
-    shot = take_screenshot(browser, page, "job-completed")
-    assert shot["colours"] > 20 and shot["variance"] > 100, shot
+    assert_not_blank(browser, page, "job-completed")
 
     # The list shows it, filtered by kind and status.
     page.goto(ui(devhost, "#/jobs?status=COMPLETED&kind=simulate"))
@@ -179,8 +174,7 @@ def test_overview_shows_health_queue_depths_and_charts(devhost, open_page, brows
     page.locator(".charts canvas").nth(2).wait_for()
     assert page.locator(".charts canvas").count() == 3
     assert re.search(r"[1-9]\d* submitted", page.locator("#stats-totals").inner_text())
-    shot = take_screenshot(browser, page, "overview")
-    assert shot["colours"] > 20 and shot["variance"] > 100, shot
+    assert_not_blank(browser, page, "overview")
 
 
 def test_phone_viewport(devhost, open_page, browser):
@@ -192,8 +186,9 @@ def test_phone_viewport(devhost, open_page, browser):
             page.locator("tr[data-job]").first.wait_for()
         # Nothing wider than the screen: no sideways scrolling of the page.
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), fragment
-        shot = take_screenshot(browser, page, f"phone{fragment.replace('#/', '-') or '-overview'}")
-        assert shot["width"] == 390 and shot["colours"] > 10 and shot["variance"] > 50, shot
+        name = f"phone{fragment.replace('#/', '-') or '-overview'}"
+        shot = assert_not_blank(browser, page, name, colours=10, variance=50)
+        assert shot["width"] == 390, shot
 
 
 def test_keyboard_only(devhost, open_page):
@@ -234,16 +229,9 @@ def test_keyboard_only(devhost, open_page):
 
 def test_swagger_ui_try_it_out(devhost, open_page, browser):
     page = open_page(f"{devhost.base_url}/api/docs").page
-    operation = page.locator("#operations-default-health")
-    operation.locator(".opblock-summary").first.click()
-    page.get_by_role("button", name="Try it out").click()
-    page.get_by_role("button", name="Execute").click()
-    response = page.locator(".live-responses-table tbody .response-col_status").first
-    response.wait_for()
-    assert response.inner_text().strip() == "200"
+    assert try_it_out(page, "health") == "200"
     assert '"storage": "ok"' in page.locator(".live-responses-table .microlight").first.inner_text()
-    shot = take_screenshot(browser, page, "swagger")
-    assert shot["colours"] > 20 and shot["variance"] > 100, shot
+    assert_not_blank(browser, page, "swagger")
 
 
 def test_a_key_is_asked_for_behind_enforce_auth_and_kept_in_the_session_only(devhost_factory, open_page):
@@ -252,21 +240,12 @@ def test_a_key_is_asked_for_behind_enforce_auth_and_kept_in_the_session_only(dev
     # The first call without a key is a 401 the browser reports on its console: that one is expected.
     watched = open_page(ui(host, "#/jobs"), allow=["status of 401"])
     page = watched.page
-    dialog = page.get_by_role("dialog", name="API key")
-    dialog.wait_for()
-    dialog.get_by_label("Key").fill(FUNCTION_KEY)
-    dialog.get_by_role("button", name="Use key").click()
+    assert enter_key(page, FUNCTION_KEY) == "x-functions-key"
     page.locator("tr[data-job]").first.wait_for()
     assert page.evaluate("sessionStorage.getItem('longrun.functionKey')") == FUNCTION_KEY
     assert page.evaluate("localStorage.length") == 0
     assert page.evaluate("document.cookie") == ""
     # Swagger UI in the same tab reuses the key for the document and for "Try it out".
     page.goto(f"{host.base_url}/api/docs")
-    operation = page.locator("#operations-default-listJobs")
-    operation.locator(".opblock-summary").first.click()
-    page.get_by_role("button", name="Try it out").click()
-    page.get_by_role("button", name="Execute").click()
-    response = page.locator(".live-responses-table tbody .response-col_status").first
-    response.wait_for()
-    assert response.inner_text().strip() == "200"
+    assert try_it_out(page, "listJobs") == "200"
     assert all("401" in e for e in watched.errors), watched.errors

@@ -1,0 +1,107 @@
+"""The outboxes' poison queues are emptied by the orphan sweep (maintenance.poison), none left unseen.
+
+The host moves a message it failed `maxDequeueCount` times to `<queue>-poison`
+(Azure/azure-sdk-for-net, Microsoft.Azure.WebJobs.Extensions.Storage.Queues `QueueProcessor.
+CopyMessageToPoisonQueueAsync`, which creates the poison queue on first use). An undeliverable job event
+becomes a replayable webhook dead letter; anything else on that queue a poison dead letter; a poisoned
+admission notice is dropped (the job's recheck covers it).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+from activities.resources import ensure_local_resources
+from devhost.testing.azurite import Azurite
+from devhost.testing.harness import DevHost
+from maintenance.poison import ADMISSIONS_POISON_QUEUE, WEBHOOK_EVENTS_POISON_QUEUE, drain_poison_queues
+from shared.settings import get_settings
+from tests.api.probes import queue_messages
+from tests.conftest import DEFAULT_TEST_ENV
+from tests.webhooks.receiver import Receiver
+from tests.webhooks.test_delivery import WEBHOOK_ENV
+
+
+@pytest.fixture
+def settings(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    get_settings.cache_clear()
+    ensure_local_resources(get_settings())  # the timer's orphan sweep runs first and ensures them (storage_clients)
+    yield
+    get_settings.cache_clear()
+
+
+def _poison(azurite: Azurite, queue_name: str, text: str) -> None:
+    queue = QueueClient.from_connection_string(
+        azurite.connection_string, queue_name, message_encode_policy=TextBase64EncodePolicy()
+    )
+    with queue:
+        try:
+            queue.create_queue()
+        except Exception:  # noqa: BLE001, S110 - it exists already
+            pass
+        queue.send_message(text)
+
+
+def _event(job_id: str, url: str) -> dict[str, object]:
+    payload = {
+        "type": "job.completed",
+        "timestamp": "2026-12-01T00:00:00Z",
+        "data": {"id": job_id, "status": "COMPLETED"},
+    }
+    return {
+        "webhook_id": f"msg_{job_id}_completed",
+        "job_id": job_id,
+        "kind": "simulate",
+        "type": "job.completed",
+        "url": url,
+        "payload": payload,
+    }
+
+
+def test_an_empty_sweep_finds_no_poison_queues(azurite: Azurite, settings: None) -> None:
+    """No poison queue exists before the host's first poisoned message: the sweep finds nothing and fails not."""
+    counts = drain_poison_queues(get_settings())
+    assert counts == {WEBHOOK_EVENTS_POISON_QUEUE: 0, ADMISSIONS_POISON_QUEUE: 0}
+
+
+def test_a_poisoned_job_event_becomes_a_webhook_dead_letter_that_replays(
+    azurite: Azurite, settings: None, devhost_factory: object
+) -> None:
+    receiver = Receiver().start()
+    try:
+        host: DevHost = devhost_factory(env={**DEFAULT_TEST_ENV, **WEBHOOK_ENV})  # type: ignore[operator]
+        job_id = uuid.uuid4().hex
+        event = _event(job_id, receiver.url())
+        _poison(azurite, WEBHOOK_EVENTS_POISON_QUEUE, json.dumps(event))
+        _poison(azurite, WEBHOOK_EVENTS_POISON_QUEUE, "not an event " + job_id)
+        _poison(azurite, ADMISSIONS_POISON_QUEUE, job_id)
+
+        counts = drain_poison_queues(get_settings())
+
+        assert counts == {WEBHOOK_EVENTS_POISON_QUEUE: 2, ADMISSIONS_POISON_QUEUE: 1}
+        for queue_name in (WEBHOOK_EVENTS_POISON_QUEUE, ADMISSIONS_POISON_QUEUE):
+            assert queue_messages(azurite.connection_string, queue_name) == 0
+        letters = host.client.get("/api/dead-letters", params={"limit": 100}).json()["items"]
+        [webhook] = [item for item in letters if item["job_id"] == job_id]
+        assert webhook["source"] == "webhook" and webhook["error_type"] == "poison_message"
+        [other] = [item for item in letters if (item["raw_message"] or "").endswith(job_id)]
+        assert other["source"] == "poison"
+
+        # Replayed like any undelivered event: the same webhook-id and body, signed.
+        response = host.client.post(f"/api/dead-letters/{webhook['id']}/replay")
+        assert response.status_code == 202, response.text
+        [delivery] = receiver.wait_for(lambda got: len(got) >= 1, timeout=60)
+        assert delivery.status == 200 and delivery.verified
+        assert delivery.headers["webhook-id"] == event["webhook_id"]
+        assert delivery.json == event["payload"]
+
+        # A second sweep finds nothing: every message was recorded once and removed.
+        assert drain_poison_queues(get_settings()) == {WEBHOOK_EVENTS_POISON_QUEUE: 0, ADMISSIONS_POISON_QUEUE: 0}
+    finally:
+        receiver.stop()
