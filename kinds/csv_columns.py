@@ -35,7 +35,7 @@ BLOCK_BYTES = 1024 * 1024
 
 What a chunk holds grows with it (the block, its columns, the numpy arrays of a block's rows: about 10x the
 block), and 8 chunks run at once per instance: 1 MiB blocks hold about a third of what 4 MiB blocks did,
-at the same speed (docs/benchmarks.md, "csv-report memory")."""
+at the same speed (docs/benchmarks.md, "csv-report memory and speed with the shipped settings")."""
 
 DECIMAL_PATTERN = r"^[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*$"
 """A decimal number (RE2 syntax): sign, digits with optional fraction or a fraction alone, exponent, spaces
