@@ -1,16 +1,19 @@
 """Blueprint of the activities concern: one thin, named wrapper per step of a job.
 
 Each wrapper unpacks its typed input (shared.contracts) and calls the typed function of its module:
-plan (prepare), whole_job (prepare, or run a one-chunk job whole), chunks, merge, finalize, stop (request
-and watch), dead_letter. Every step is idempotent and takes and returns small JSON dicts.
+plan (prepare), whole_job (prepare, or run a one-chunk job whole), chunks, complete (merge and finalize in
+one step), merge and finalize (their own steps for histories that scheduled them, and finalize for every job
+that did not complete), stop (request and watch), dead_letter. Every step is idempotent and takes and
+returns small JSON dicts.
 """
 
 import azure.durable_functions as df
 
-from activities import admission, chunks, dead_letter, finalize, merge, plan, stop, webhooks, whole_job
+from activities import admission, chunks, complete, dead_letter, finalize, merge, plan, stop, webhooks, whole_job
 from shared.contracts import (
     ANNOUNCE_JOB_EVENT,
     CLAIM_ADMISSION,
+    COMPLETE_JOB,
     DEAD_LETTER_JOB,
     DEAD_LETTER_WEBHOOK,
     DELIVER_WEBHOOK,
@@ -26,6 +29,8 @@ from shared.contracts import (
     AnnounceInput,
     ChunkInput,
     ChunkOutput,
+    CompleteInput,
+    CompleteOutput,
     DeadLetterInput,
     DeliverInput,
     DeliverOutput,
@@ -73,6 +78,14 @@ def process_chunk(payload: ChunkInput) -> ChunkOutput:
         return chunks.process_chunk(payload["job_id"], int(payload["index"]), int(payload["attempt"]))
 
 
+@blueprint.function_name(COMPLETE_JOB)
+@blueprint.activity_trigger(input_name="payload")
+def complete_job(payload: CompleteInput) -> CompleteOutput:
+    """Merge the partials and record the job COMPLETED: see activities.complete.complete_job."""
+    with activity_span(COMPLETE_JOB, payload):
+        return complete.complete_job(payload["job_id"], int(payload["chunk_count"]), payload.get("admission"))
+
+
 @blueprint.function_name(MERGE_PARTIALS)
 @blueprint.activity_trigger(input_name="payload")
 def merge_partials(payload: MergeInput) -> MergeOutput:
@@ -86,7 +99,9 @@ def merge_partials(payload: MergeInput) -> MergeOutput:
 def finalize_job(payload: FinalizeInput) -> int:
     """Clean up and record the outcome: see activities.finalize.finalize_job."""
     with activity_span(FINALIZE_JOB, payload):
-        return finalize.finalize_job(payload["job_id"], payload["outcome"], payload.get("admission"))
+        progress = payload.get("progress")
+        final = (int(progress[0]), int(progress[1])) if progress else None
+        return finalize.finalize_job(payload["job_id"], payload["outcome"], payload.get("admission"), final)
 
 
 @blueprint.function_name(REQUEST_STOP)

@@ -15,7 +15,7 @@ from typing import Any
 
 from activities.plan import input_source, load_plan
 from activities.resources import job_has_ended, job_kind, results, write_once
-from activities.stop_marker import StopSignal
+from activities.stop_marker import CHECK_INTERVAL_SECONDS, StopSignal
 from kinds.base import ChunkStopped
 from shared.contracts import ChunkOutput
 from shared.failures import NonRetryableError
@@ -39,7 +39,8 @@ def process_chunk(job_id: str, index: int, attempt: int) -> ChunkOutput:
             return stopped  # redelivered after the job ended: its plan is gone, and so is any need
         raise
     should_stop = StopSignal(container, job_id, deadline_at=plan.get("deadline_at"))
-    if should_stop.check_now():
+    # The chunks of a wave start together: one of them in this process asks, the others use its answer.
+    if should_stop.check_now(fresh_within=CHECK_INTERVAL_SECONDS):
         return stopped
     kind = job_kind(settings, plan["kind"])
     source = input_source(settings, plan["input_ref"], plan)

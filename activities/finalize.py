@@ -31,11 +31,18 @@ def discard_outputs(job_id: str, keep_result: bool) -> int:
     return deleted
 
 
-def finalize_job(job_id: str, outcome: JobOutcome, ticket: AdmissionTicket | None = None) -> int:
-    """Remove the job's working blobs (the result too unless it COMPLETED), record its outcome and release its
-    admission place (every path of a job ends here); idempotent."""
+def finalize_job(
+    job_id: str,
+    outcome: JobOutcome,
+    ticket: AdmissionTicket | None = None,
+    progress: tuple[int, int] | None = None,
+    index_key: str | None = None,
+) -> int:
+    """Remove the job's working blobs (the result too unless it COMPLETED), record its outcome (and final
+    progress, if given; without reading the row if its `index_key` is known) and release its admission place
+    (every path of a job ends here); idempotent."""
     deleted = discard_outputs(job_id, keep_result=outcome["status"] == "COMPLETED")
-    job_store.record_outcome(get_settings(), job_id, outcome)
+    job_store.record_outcome(get_settings(), job_id, outcome, progress=progress, index_key=index_key)
     if ticket is not None:
         release_admission(job_id, ticket)
     return deleted

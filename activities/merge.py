@@ -15,7 +15,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from activities.chunks import read_partial
-from activities.plan import load_plan
+from activities.plan import JobPlan, load_plan
 from activities.resources import JSON_CONTENT_TYPE, job_kind, results, upload_json
 from shared.contracts import MergeOutput
 from shared.settings import Settings, get_settings
@@ -47,20 +47,29 @@ def partials_in_order(settings: Settings, job_id: str, count: int) -> Iterator[A
 def merge_partials(job_id: str, chunk_count: int) -> MergeOutput:
     """Merge the partials (read by their deterministic names, in order) into the result blob; idempotent."""
     settings = get_settings()
-    merged = _merged_already(settings, job_id)
+    merged = merged_already(settings, job_id)
     if merged is not None:
         return merged
     plan = load_plan(settings, job_id)
+    return write_result(settings, job_id, plan, merge_result(settings, job_id, chunk_count, plan))
+
+
+def merge_result(settings: Settings, job_id: str, chunk_count: int, plan: JobPlan) -> Any:
+    """The job's result: its partials merged by its kind (computed, not written)."""
     kind = job_kind(settings, plan["kind"])
-    result = kind.merge(partials_in_order(settings, job_id, chunk_count), plan["options"])
-    summary = kind.summarize(result)
+    return kind.merge(partials_in_order(settings, job_id, chunk_count), plan["options"])
+
+
+def write_result(settings: Settings, job_id: str, plan: JobPlan, result: Any) -> MergeOutput:
+    """Write the merged result blob, tagged with its kind; returns what merge_partials answers."""
+    summary = job_kind(settings, plan["kind"]).summarize(result)
     name = result_blob_name(job_id)
     # Deterministic content: a concurrent re-run overwriting with the same bytes is harmless.
     upload_json(results(settings), name, result, metadata={KIND_METADATA: plan["kind"]})
     return {"result_ref": name, "content_type": JSON_CONTENT_TYPE, "summary": summary}
 
 
-def _merged_already(settings: Settings, job_id: str) -> MergeOutput | None:
+def merged_already(settings: Settings, job_id: str) -> MergeOutput | None:
     """The output of an earlier merge of this job, rebuilt from its result blob (None if there is none)."""
     name = result_blob_name(job_id)
     try:

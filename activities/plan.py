@@ -49,6 +49,7 @@ class JobPlan(TypedDict):
     input_etag: NotRequired[str | None]
     input_inline: NotRequired[str]  # a small input that travelled inline (jobs.inline_input), base64
     max_parallel_chunks: NotRequired[int]  # chunks in flight (chunks_in_flight); plans before it: the setting
+    index_key: NotRequired[str]  # the job row's index key (storage.jobs), absent for a job without a row
     chunks: list[dict[str, Any]]
 
 
@@ -199,6 +200,7 @@ def prepared_output(
         "max_parallel_chunks": config["max_parallel_chunks"] if parallel is None else int(parallel),
         "chunks_per_sub_orchestration": config["chunks_per_sub_orchestration"],
         "chunk_count": chunk_count,
+        "tail": "complete",  # this code registers complete_job: the orchestration may end in one step
     }
     if stopped:
         prepared["stopped"] = True
@@ -225,11 +227,11 @@ def prepare_job(start: PrepareInput) -> PrepareOutput:
     should_stop = StopSignal(container, job_id, deadline_at=start.get("deadline_at"))
     if job_has_ended(container, job_id) or should_stop.check_now():
         return prepared_output(config, 0, stopped=True)  # cancelled before planning, or a redelivery after the end
-    job_store.mark_running(settings, job_id)
+    index_key = job_store.mark_running(settings, job_id)
     planned = make_plan(settings, start, should_stop)
     if planned is None:
         return prepared_output(config, 0, stopped=True)
-    return store_plan(settings, job_id, planned[0])
+    return store_plan(settings, job_id, planned[0], index_key)
 
 
 def make_plan(
@@ -274,8 +276,14 @@ def make_plan(
     return plan, source
 
 
-def store_plan(settings: Settings, job_id: str, plan: JobPlan) -> PrepareOutput:
-    """Write the plan blob once (a concurrent run's plan wins) and answer as prepare_job does."""
+def store_plan(settings: Settings, job_id: str, plan: JobPlan, index_key: str | None = None) -> PrepareOutput:
+    """Write the plan blob once (a concurrent run's plan wins) and answer as prepare_job does.
+
+    `index_key` (the job row's, read by mark_running) lets the last step record the outcome without reading
+    the row again.
+    """
+    if index_key is not None:
+        plan["index_key"] = index_key
     if not write_once(results(settings), plan_blob_name(job_id), json.dumps(plan).encode()):
         plan = load_plan(settings, job_id)  # a concurrent run planned first; keep its plan
     log_event("job.planned", job_id=job_id, kind=plan["kind"], chunks=len(plan["chunks"]), bytes=plan["input_size"])

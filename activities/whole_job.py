@@ -168,5 +168,5 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
                 return _answer(prepared_output(config, 1), outcome)
     finally:
         running.finish()
-    job_store.mark_running(settings, job_id)
-    return _answer(store_plan(settings, job_id, plan))
+    index_key = job_store.mark_running(settings, job_id)
+    return _answer(store_plan(settings, job_id, plan, index_key))

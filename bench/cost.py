@@ -13,7 +13,7 @@ each job is read once (`GET /api/jobs/{id}` and its result). Per job:
 - history rows and bytes, and bytes left stored (blobs of the job, its table rows);
 - the bill at the prices in PRICES.
 
-Run: `.venv/bin/python -m bench.cost [--tiny 40] [--mb1 10] [--mb100 1] [--json out.json]`.
+Run: `.venv/bin/python -m bench.cost [--tiny 40] [--small 0] [--mb1 10] [--mb100 1] [--json out.json]`.
 """
 
 from __future__ import annotations
@@ -161,6 +161,15 @@ def _submit_tiny(stack: Stack) -> str:
     return str(response.json()["id"])
 
 
+def _submit_small(stack: Stack) -> str:
+    # The side-by-side's small job (bench/side_by_side.py): two chunks, so it runs staged.
+    body = {"kind": "simulate", "options": {"chunks": 2, "chunk_seconds": 0.05}}
+    response = stack.call("POST", "/api/jobs", json=body)
+    if response.status_code != 202:
+        raise RuntimeError(f"submit answered {response.status_code}: {response.text}")
+    return str(response.json()["id"])
+
+
 def _submit_csv_raw(stack: Stack, data: bytes) -> str:
     params = {"kind": "csv-report", "group_by": OPTIONS["group_by"], "metrics": ",".join(OPTIONS["metrics"])}
     response = stack.call("POST", "/api/jobs", params=params, content=data, headers={"Content-Type": "text/csv"})
@@ -300,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the workloads and print (and optionally write) the figures."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tiny", type=int, default=40, help="tiny inline vector-normalize jobs")
+    parser.add_argument("--small", type=int, default=0, help="small staged simulate jobs (2 chunks x 0.05 s)")
     parser.add_argument("--mb1", type=int, default=10, help="1 MB csv-report jobs posted raw")
     parser.add_argument("--mb100", type=int, default=1, help="100 MB csv-report jobs through an upload")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE over the shipped settings")
@@ -317,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         results["idle_per_day"] = round(sum(idle.values()) * 86400)
         print(f"idle host: {sum(idle.values()):.2f} transactions/s {results['idle_per_second']}", flush=True)
         workloads: list[tuple[str, int, Any]] = [("tiny inline vector-normalize", args.tiny, _submit_tiny)]
+        if args.small:
+            workloads.append(("small simulate, 2 chunks (staged)", args.small, _submit_small))
         if args.mb1:
             data = generate_csv(1).read_bytes()
             workloads.append(("1 MB csv-report, raw POST", args.mb1, lambda s: _submit_csv_raw(s, data)))

@@ -17,21 +17,24 @@ decisions made one slot at a time by different instances.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
+import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from jobs.errors import InvalidRequest, field_error
+from jobs.group_commit import GroupCommit, SingleFlight
 from shared.contracts import PRIORITIES, AdmissionTicket, Priority
 from shared.settings import Settings
 from storage import admission as ledger_store
-from storage.admission import Ledger, Partition, QueueEntry
+from storage.admission import Ledger, LedgerBusy, Partition, QueueEntry
 from storage.clients import interactive_table_service, queue_service, table_service
 from storage.names import ADMISSIONS_QUEUE, JOBS_TABLE
 
@@ -168,40 +171,86 @@ def ledger_partition(settings: Settings) -> Partition:
 _table = ledger_partition
 
 
-def enqueue(settings: Settings, ticket: AdmissionTicket, job_id: str) -> Enqueued:
-    """Put a recorded job in its lane (or admit it at once); "full" past MAX_PENDING_JOBS. Idempotent."""
-    return enqueue_many(settings, [(ticket, job_id)])[0]
+# Group commit (jobs.group_commit): every enqueue and release of one process goes through one group per
+# partition and client mode, so concurrent callers share ledger transactions instead of colliding on the
+# row; a request's group uses the fail-fast client and fails what waits when storage is down.
 
 
-def enqueue_many(settings: Settings, items: list[tuple[AdmissionTicket, str]]) -> list[Enqueued]:
-    """enqueue for many jobs: one transaction per 99 of them (the ledger row is the hundredth)."""
-    table, limits = _table(settings), limits_from(settings)
-    results: list[Enqueued] = []
-    for start in range(0, len(items), ledger_store.MAX_TRANSACTION - 1):
-        chunk = items[start : start + ledger_store.MAX_TRANSACTION - 1]
-        results.extend(_enqueue_chunk(table, limits, chunk))
-    return results
+@dataclass(eq=False)
+class _Join:
+    """A job to put in its lane."""
+
+    ticket: AdmissionTicket
+    job_id: str
+    found: Enqueued | None = None  # its queue row exists already (a retried submission)
+    checked: bool = False  # its row was looked for
 
 
-def _enqueue_chunk(table: Partition, limits: Limits, chunk: list[tuple[AdmissionTicket, str]]) -> list[Enqueued]:
-    known: dict[int, Enqueued] = {}  # items found enqueued already (a retried submission)
-    checked = False
+@dataclass(eq=False)
+class _Leave:
+    """A job's place to give up, with its queue row as last read (None: gone already)."""
 
-    def existing(ticket: AdmissionTicket) -> Enqueued | None:
-        entry = ledger_store.read_entry(table, ticket["key"])
+    key: str
+    entry: QueueEntry | None
+    stale: bool = False  # the row changed since: read it again before deciding
+
+
+_Change = _Join | _Leave
+_Outcome = Enqueued | bool  # a join's status; a leave: whether a pump may admit someone now
+
+
+def _row_key(change: _Change) -> str:
+    return change.ticket["key"] if isinstance(change, _Join) else change.key
+
+
+def _decide(table: Partition, limits: Limits, changes: list[_Change]) -> list[_Outcome]:
+    """Apply every change in one ledger transaction (optimistic: read, decide, commit If-Match, repeat).
+
+    When the transaction fails, storage names the operation that failed it: the ledger (another writer
+    won: read again after a jittered pause) or one caller's row (a join whose row exists: a retried
+    submission; a leave whose row was admitted or withdrawn meanwhile: read it again, at once).
+    """
+
+    def existing(join: _Join) -> Enqueued | None:
+        join.checked = True
+        entry = ledger_store.read_entry(table, join.ticket["key"])
         return None if entry is None else ("admitted" if entry.admitted else "queued")
 
-    def step() -> dict[int, Enqueued] | None:
-        nonlocal checked
+    for attempt in range(ledger_store.ATTEMPTS):
+        for change in changes:
+            if isinstance(change, _Leave) and change.stale:
+                change.entry, change.stale = ledger_store.read_entry(table, change.key), False
         ledger = ledger_store.read_ledger(table)
-        statuses: dict[int, Enqueued] = {}
-        operations: list[object] = []
-        for index, (ticket, job_id) in enumerate(chunk):
-            if index in known:
+        outcomes: list[_Outcome | None] = [None] * len(changes)
+        operations: list[Any] = [None]  # the ledger's write goes first, once every change is counted
+        owners: list[int] = [-1]
+        # Leaves first: a slot given back can take a newcomer in the same transaction.
+        for index, change in enumerate(changes):
+            if not isinstance(change, _Leave):
                 continue
-            lane, client = ticket["lane"], ticket["client"]
+            entry = change.entry
+            if entry is None:
+                outcomes[index] = True  # gone already: an earlier attempt may not have pumped, so pump
+                continue
+            if entry.admitted:
+                ledger.running = max(0, ledger.running - 1)
+                ledger.clients[entry.client] = max(0, ledger.clients.get(entry.client, 0) - 1)
+            else:
+                ledger.pending[entry.lane] = max(0, ledger.pending.get(entry.lane, 0) - 1)
+                ledger.left[entry.lane] = ledger.left.get(entry.lane, 0) + 1
+            operations.append(ledger_store.delete_operation(table.key, entry))
+            owners.append(index)
+        for index, change in enumerate(changes):
+            if not isinstance(change, _Join):
+                continue
+            if change.found is not None:
+                outcomes[index] = change.found
+                continue
+            lane, client = change.ticket["lane"], change.ticket["client"]
             if ledger.waiting >= limits.max_pending:
-                statuses[index] = (None if checked else existing(ticket)) or "full"
+                found = None if change.checked else existing(change)
+                outcomes[index] = found or "full"
+                change.found = found
                 continue
             ledger.joined[lane] = ledger.joined.get(lane, 0) + 1
             now = _can_admit_now(ledger, client, limits)
@@ -209,22 +258,68 @@ def _enqueue_chunk(table: Partition, limits: Limits, chunk: list[tuple[Admission
                 _count_admitted(ledger, lane, client, was_waiting=False)
             else:
                 ledger.pending[lane] = ledger.pending.get(lane, 0) + 1
-            entity = ledger_store.new_entry_entity(table.key, ticket["key"], job_id, client, ledger.joined[lane], now)
-            operations.append(("create", entity))
-            statuses[index] = "admitted" if now else "queued"
-        if not operations or ledger_store.commit(table, [ledger.write_operation(table.key), *operations]) is not None:
-            return statuses
-        if not checked:
-            # Another writer won, or some rows exist (a retried submission): find those once, then go on.
-            checked = True
-            for index, (ticket, _) in enumerate(chunk):
-                found = existing(ticket)
-                if found is not None:
-                    known[index] = found
-        return None
+            key, number = change.ticket["key"], ledger.joined[lane]
+            operations.append(
+                ("create", ledger_store.new_entry_entity(table.key, key, change.job_id, client, number, now))
+            )
+            owners.append(index)
+            outcomes[index] = "admitted" if now else "queued"
+        if len(operations) == 1:
+            return _settled(outcomes)
+        operations[0] = ledger.write_operation(table.key)
+        failed = ledger_store.commit_at(table, operations)
+        if failed is None:
+            # Whether jobs wait that a slot given back could admit: else the leaves need no pump.
+            room = ledger.waiting > 0 and ledger.running < limits.max_running
+            return _settled([room if isinstance(change, _Leave) else outcomes[n] for n, change in enumerate(changes)])
+        if 0 < failed < len(owners):
+            change = changes[owners[failed]]
+            if isinstance(change, _Join):
+                change.found = existing(change)  # None: the row went meanwhile; the next attempt creates it
+            else:
+                change.stale = True
+            continue  # a row, not a writer: decide again at once
+        if failed == -1:
+            # The service did not say which: look at every row once, as a lone caller would.
+            for change in changes:
+                if isinstance(change, _Join) and not change.checked:
+                    change.found = existing(change)
+                elif isinstance(change, _Leave):
+                    change.stale = True
+        # Jittered, growing pauses, so writers that collided do not collide again in lockstep.
+        time.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** min(attempt, 6))))  # noqa: S311 - jitter only
+    raise LedgerBusy("the admission ledger is too busy; retry")
 
-    statuses = ledger_store.optimistic(step)
-    return [known.get(index) or statuses[index] for index in range(len(chunk))]
+
+def _settled(outcomes: list[_Outcome | None]) -> list[_Outcome]:
+    settled = [outcome for outcome in outcomes if outcome is not None]
+    assert len(settled) == len(outcomes), "every change was decided"
+    return settled
+
+
+@lru_cache(maxsize=8)
+def _group(settings: Settings, interactive: bool) -> GroupCommit[_Change, _Outcome]:
+    table, limits = (
+        Partition(_client(settings, interactive), ledger_store.partition_key(settings.task_hub_name)),
+        limits_from(settings),
+    )
+    return GroupCommit(
+        lambda changes: _decide(table, limits, changes),
+        max_items=ledger_store.MAX_TRANSACTION - 1,  # the ledger row is the hundredth
+        key=_row_key,
+        fail_waiting=interactive,
+    )
+
+
+def enqueue(settings: Settings, ticket: AdmissionTicket, job_id: str) -> Enqueued:
+    """Put a recorded job in its lane (or admit it at once); "full" past MAX_PENDING_JOBS. Idempotent."""
+    return enqueue_many(settings, [(ticket, job_id)])[0]
+
+
+def enqueue_many(settings: Settings, items: list[tuple[AdmissionTicket, str]]) -> list[Enqueued]:
+    """enqueue for many jobs: in ledger transactions of up to 99 rows, shared with concurrent callers."""
+    outcomes = _group(settings, _FROM_A_REQUEST.get()).submit([_Join(ticket, job_id) for ticket, job_id in items])
+    return [cast(Enqueued, outcome) for outcome in outcomes]  # a join's outcome is its status
 
 
 def pump(settings: Settings) -> list[str]:
@@ -281,30 +376,11 @@ def claim(settings: Settings, ticket: AdmissionTicket, job_id: str) -> tuple[boo
 def release(settings: Settings, key: str) -> list[str]:
     """Give up a job's place (its slot if admitted, its queue row if waiting); idempotent. Admits the next jobs
     and returns their ids."""
-    table = _table(settings)
-
-    def step() -> bool | None:
-        entry = ledger_store.read_entry(table, key)
-        if entry is None:
-            return False
-        ledger = ledger_store.read_ledger(table)
-        if entry.admitted:
-            ledger.running = max(0, ledger.running - 1)
-            ledger.clients[entry.client] = max(0, ledger.clients.get(entry.client, 0) - 1)
-        else:
-            ledger.pending[entry.lane] = max(0, ledger.pending.get(entry.lane, 0) - 1)
-            ledger.left[entry.lane] = ledger.left.get(entry.lane, 0) + 1
-        if (
-            ledger_store.commit(
-                table, [ledger.write_operation(table.key), ledger_store.delete_operation(table.key, entry)]
-            )
-            is None
-        ):
-            return None
-        return True
-
-    ledger_store.optimistic(step)
-    return pump(settings)
+    entry = ledger_store.read_entry(_table(settings), key)  # read here, so concurrent callers read in parallel
+    if entry is None:
+        return pump(settings)  # gone: an earlier attempt released it but may have died before its pump
+    (room,) = _group(settings, _FROM_A_REQUEST.get()).submit([_Leave(key, entry)])
+    return pump(settings) if room else []
 
 
 @dataclass(frozen=True)
@@ -330,9 +406,16 @@ def place(settings: Settings, key: str) -> Place | None:
     return Place(entry.lane, max(1, entry.number - ledger.left.get(entry.lane, 0)))
 
 
+@lru_cache(maxsize=8)
+def _waiting_reads(settings: Settings, interactive: bool) -> SingleFlight[int]:
+    table = Partition(_client(settings, interactive), ledger_store.partition_key(settings.task_hub_name))
+    return SingleFlight(lambda: ledger_store.read_ledger(table).waiting)
+
+
 def waiting_count(settings: Settings) -> int:
-    """Jobs waiting over all lanes (one read)."""
-    return ledger_store.read_ledger(_table(settings)).waiting
+    """Jobs waiting over all lanes (one read, shared with the callers that ask while it is in flight:
+    backpressure is approximate by design, and joining a lane checks MAX_PENDING_JOBS again exactly)."""
+    return _waiting_reads(settings, _FROM_A_REQUEST.get()).get()
 
 
 def retry_after_seconds(settings: Settings) -> int:

@@ -9,7 +9,9 @@ submits:
    be grouped); a keyed item whose row exists names the earlier job (or conflicts), as in a single submit;
 4. the winners' index rows go in Table transactions of 100, their inputs in parallel, their admission
    places in ledger transactions of 99 (jobs.admission.enqueue_many);
-5. the orchestrations start in parallel, at most START_CONCURRENCY at a time.
+5. the orchestrations start in parallel (without asking Durable first: jobs.durable.start_absent).
+Steps 3-5 run per chunk of 99 items, CHUNKS_IN_FLIGHT chunks at a time, so one chunk's starts overlap the
+next one's rows; the room left under MAX_PENDING_JOBS is still handed out in item order.
 A failure of one item undoes that item only. A retry of the whole batch with the same keys creates
 nothing twice: every keyed job it recorded before is found by its arbiter row and finished (started,
 if the first attempt died before starting it) as a single retry would (jobs.submit._start_if_never_started).
@@ -53,6 +55,11 @@ MAX_BATCH_ITEMS = 1000
 START_CONCURRENCY = 100
 """Storage calls and orchestration starts in flight at once for one batch: enough to hide round trips,
 few enough not to starve the instance's other requests."""
+CHUNK_ITEMS = 99
+"""Items per pipelined chunk: one index-row transaction and one admission ledger round each."""
+CHUNKS_IN_FLIGHT = 3
+"""Chunks under way at once: enough to keep rows, ledger and starts overlapping, with about START_CONCURRENCY
+storage calls in flight."""
 KEY_FIELD = "idempotency_key"
 
 T = TypeVar("T")
@@ -135,19 +142,57 @@ async def submit_batch(client: Any, clients: StorageClients, raw_items: list[Any
     room = settings.max_pending_jobs - await admission.waiting_count_async(settings)  # once for the batch
     records = {i: _new_record(r, job_id_for(r.idempotency_key), r.fingerprint()) for i, r in requests.items()}
 
-    # The arbiters, in parallel: each job row is its own partition.
+    # Pipelined in chunks of 99 (one index transaction and one ledger round each): while one chunk's jobs
+    # start, the next one's rows are written, so the app, Durable and storage work at once instead of in turns.
+    order = list(records)
+    chunks = [order[start : start + CHUNK_ITEMS] for start in range(0, len(order), CHUNK_ITEMS)]
+    turns = [asyncio.Event() for _ in chunks]
+    left = [room]
+    gate = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
+
+    async def chunk(number: int, indices: list[int]) -> None:
+        async with gate:
+            await _submit_chunk(client, clients, requests, records, indices, results, left, turns, number)
+
+    await asyncio.gather(*(chunk(number, indices) for number, indices in enumerate(chunks)))
+    log_event(
+        "jobs.batch", items=len(raw_items), created=sum(1 for r in results if r.submitted and r.submitted.created)
+    )
+    return results
+
+
+async def _submit_chunk(
+    client: Any,
+    clients: StorageClients,
+    requests: dict[int, JobRequest],
+    records: dict[int, job_store.JobRecord],
+    indices: list[int],
+    results: list[ItemResult],
+    left: list[int],
+    turns: list[asyncio.Event],
+    number: int,
+) -> None:
+    """Record, place and start one chunk of the batch; `left` is the room still free, handed out in item order
+    (each chunk waits for the turn of the one before it)."""
+    settings = clients.settings
     winners: list[int] = []
     losers: list[int] = []
-    created = await _bounded([job_store.create_job_row(clients.jobs, records[i]) for i in records])
-    for index, won in zip(list(records), created, strict=True):
-        if isinstance(won, BaseException):
-            fail(index, won)
-        else:
-            (winners if won else losers).append(index)
-    stranded = await _earlier(client, clients, requests, records, losers, results)
-
-    # Items past the room left are refused before anything else is written (their rows are undone below).
-    undo = set(winners[max(room, 0) :])
+    try:
+        # The arbiters, in parallel: each job row is its own partition.
+        created = await _bounded([job_store.create_job_row(clients.jobs, records[i]) for i in indices])
+        for index, won in zip(indices, created, strict=True):
+            if isinstance(won, BaseException):
+                results[index].error = _error(won)
+            else:
+                (winners if won else losers).append(index)
+        stranded = await _earlier(client, clients, requests, records, losers, results)
+        if number > 0:
+            await turns[number - 1].wait()
+        # Items past the room left are refused before anything else is written (their rows are undone below).
+        undo = set(winners[max(left[0], 0) :])
+        left[0] -= len(winners) - len(undo)
+    finally:
+        turns[number].set()
     for index in undo:
         results[index].error = QueueFull(admission.retry_after_seconds(settings))
     winners = [i for i in winners if i not in undo]
@@ -159,7 +204,8 @@ async def submit_batch(client: Any, clients: StorageClients, raw_items: list[Any
     startable = await _join_lanes(clients, records, ready, results, kept)
     starts = await _bounded(
         [
-            durable.start_unless_exists(client, with_inline_input(job_start(records[i], t), requests[i]))
+            # Winners' rows are new and stranded jobs were just found without an instance: start without asking.
+            durable.start_absent(client, with_inline_input(job_start(records[i], t), requests[i]))
             for i, t in startable
         ]
     )
@@ -175,10 +221,6 @@ async def submit_batch(client: Any, clients: StorageClients, raw_items: list[Any
 
     # Undo what refused winners wrote (bounded, as for a single submit; leftovers are the sweeper's).
     await _bounded([_undo(clients, records[i], stored=requests[i].input_bytes is not None) for i in sorted(undo)])
-    log_event(
-        "jobs.batch", items=len(raw_items), created=sum(1 for r in results if r.submitted and r.submitted.created)
-    )
-    return results
 
 
 async def _write(

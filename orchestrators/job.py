@@ -1,4 +1,7 @@
-"""The job orchestration: prepare → process chunks → merge → finalize, for every job kind (one step for one chunk).
+"""The job orchestration: prepare → process chunks → complete (merge and record), for every job kind.
+
+A job of one chunk runs whole in its first step (orchestrators.whole_job); orchestrations whose history
+predates complete_job keep their merge → finalize tail (prepare's answer says which, see `_process`).
 
 Only blob references, counts and small dicts travel through it (claim check), so its history has
 the same size whatever the size of the input. A cancel event interrupts any step, and the deadline
@@ -24,16 +27,18 @@ from orchestrators.steps import (
     call_step,
     failed,
     race,
+    recorded_outcome,
     run_chunk_waves,
     wait_for_all,
 )
-from orchestrators.whole_job import outcome_of_whole_run, prepare_or_run
+from orchestrators.whole_job import prepare_or_run
 from shared import tracing
 from shared.clock import parse_iso
 from shared.contracts import (
     ANNOUNCE_JOB_EVENT,
     CANCEL_EVENT,
     CHUNK_BATCH_ORCHESTRATOR,
+    COMPLETE_JOB,
     DEAD_LETTER_JOB,
     FINALIZE_JOB,
     MERGE_PARTIALS,
@@ -41,6 +46,8 @@ from shared.contracts import (
     AnnounceInput,
     ChunkBatchInput,
     ChunkBatchOutput,
+    CompleteInput,
+    CompleteOutput,
     DeadLetterInput,
     FinalizeInput,
     Interrupt,
@@ -87,6 +94,7 @@ class _JobRun:
         self.callback_events: list[str] = list(callback["events"]) if callback else []
         self.progress_every = 30.0  # seconds between progress webhooks; prepare sends the setting
         self.progress_sent: tuple[datetime, int] | None = None
+        self.one_tail_step = False  # set from prepare's answer (its `tail`)
 
     def progress(self, phase: Phase, completed: int | None = None) -> None:
         if completed is not None:
@@ -187,6 +195,9 @@ class _JobRun:
         self.per_batch = int(prepared.get("chunks_per_sub_orchestration", 50))
         self.progress_every = float(prepared.get("webhook_progress_seconds", self.progress_every))
         self.total = int(prepared["chunk_count"])
+        # The history decides the tail: a prepare answered before complete_job existed has no `tail`, and
+        # that orchestration goes on scheduling what it scheduled when it first ran (docs/architecture.md).
+        self.one_tail_step = prepared.get("tail") == "complete"
         if "outcome" in prepared:
             return self._ran_whole(prepared["outcome"])
         self.progress("processing", 0)
@@ -204,7 +215,31 @@ class _JobRun:
             yield from self._process_in_batches()
 
         self.progress("merging", self.total)
-        merge: MergeInput = {"job_id": job_id, "chunk_count": self.total}
+        if self.one_tail_step:
+            outcome = yield from self._complete()
+        else:
+            outcome = yield from self._merge_and_finalize()
+        self.progress("done", self.total)
+        self.log("job.completed", status="COMPLETED", duration_ms=self.duration_ms(), chunks=self.total)
+        return outcome
+
+    def _complete(self) -> Orchestration:
+        """Merge and record the outcome in one step (activities.complete): one activity and one episode fewer."""
+        complete: CompleteInput = {"job_id": self.job_id, "chunk_count": self.total}
+        if "admission" in self.start:
+            complete["admission"] = self.start["admission"]  # released with the outcome
+        # Raced against the cancel like merge was; if it completes the job meanwhile, the wind-down keeps
+        # that outcome (recorded_outcome), as it does for a whole run.
+        completed: CompleteOutput = yield from call_step(
+            self.context, COMPLETE_JOB, complete, self.policy, "complete", self.interrupts
+        )
+        if "outcome" not in completed:
+            raise ChunksStopped()  # the stop marker or the deadline came before the result was written
+        return completed["outcome"]
+
+    def _merge_and_finalize(self) -> Orchestration:
+        """The tail before complete_job: kept for orchestrations whose history scheduled these two steps."""
+        merge: MergeInput = {"job_id": self.job_id, "chunk_count": self.total}
         merged: MergeOutput = yield from call_step(
             self.context, MERGE_PARTIALS, merge, self.policy, "merge", self.interrupts
         )
@@ -217,8 +252,6 @@ class _JobRun:
             "error": None,
         }
         yield from self._record(outcome)
-        self.progress("done", self.total)
-        self.log("job.completed", status="COMPLETED", duration_ms=self.duration_ms(), chunks=self.total)
         return outcome
 
     def _ran_whole(self, outcome: JobOutcome) -> JobOutcome:
@@ -264,6 +297,13 @@ class _JobRun:
         finalize: FinalizeInput = {"job_id": self.job_id, "outcome": outcome}
         if "admission" in self.start:
             finalize["admission"] = self.start["admission"]  # released with the outcome, on every path
+        if self.one_tail_step and outcome.get("error") is None:
+            # The final progress with the outcome: a read of the ended job then needs neither Durable's
+            # status nor a catch-up write (jobs.query). Only on histories that know the new tail, so an
+            # older orchestration's replayed finalize input stays the one it recorded; and not for a
+            # failure, whose row must not read as finished (from the row alone) before its dead letter
+            # is recorded: until then the read asks Durable, which shows the job running.
+            finalize["progress"] = [self.completed, self.total]
         yield from call_step(self.context, FINALIZE_JOB, finalize, self.policy, "finalize")
 
     def _wind_down(self, reason: Interrupt | None, error: JobError | None, pending: list[Any]) -> Orchestration:
@@ -285,10 +325,13 @@ class _JobRun:
             stop: StopInput = {"job_id": job_id, "reason": reason or "failed"}
             yield from call_step(context, REQUEST_STOP, stop, self.policy, "stop")
             yield from wait_for_all(context, pending)
-            whole = outcome_of_whole_run(pending)
-            if whole is not None:  # the first step completed the job (its one chunk) while the cancel was on its way
-                self.total = 1
-                return self._ran_whole(whole)
+            ended = recorded_outcome(pending)
+            if ended is not None:
+                # The step the cancel raced (a whole run, or complete_job) completed the job meanwhile: its
+                # outcome is recorded and stands.
+                if self.total == 0:
+                    self.total = 1  # a whole run: the cancel won before its answer told the chunk count
+                return self._ran_whole(ended)
             yield from self._record(outcome)
             if error is not None:
                 dead_letter: DeadLetterInput = {"start": self.start, "error": error}

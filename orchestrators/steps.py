@@ -24,6 +24,7 @@ from shared.contracts import (
     ChunkInput,
     Interrupt,
     JobError,
+    JobOutcome,
     RetryPolicy,
     WatchInput,
 )
@@ -117,6 +118,26 @@ def cancel_timers(tasks: Sequence[Any]) -> list[Any]:
     return running
 
 
+def outcome_of(task: Any) -> JobOutcome | None:
+    """The outcome a step that may end the job recorded (its output's `outcome`), if it completed with one."""
+    if not task.is_completed or failed(task) or not isinstance(task.result, dict):
+        return None
+    outcome = task.result.get("outcome")
+    return outcome if isinstance(outcome, dict) else None  # type: ignore[return-value]
+
+
+def recorded_outcome(tasks: Sequence[Any]) -> JobOutcome | None:
+    """The outcome recorded by a step among `tasks` that completed the job (a whole run, complete_job), if any.
+
+    Such a step recorded COMPLETED before answering; an interrupt that raced it must not turn the job back.
+    """
+    for task in tasks:
+        outcome = outcome_of(task)
+        if outcome is not None:
+            return outcome
+    return None
+
+
 def call_step(
     context: Any,
     activity: str,
@@ -125,13 +146,24 @@ def call_step(
     key: str,
     interrupts: Interrupts = NO_INTERRUPTS,
 ) -> Orchestration:
-    """Call `activity` with exponential backoff on durable timers; returns its output or raises StepFailed."""
+    """Call `activity` with exponential backoff on durable timers; returns its output or raises StepFailed.
+
+    A step whose output carries an `outcome` recorded the job COMPLETED after checking the deadline itself
+    (activities.whole_job, activities.complete), so a deadline that passed while its answer was on its
+    way does not interrupt it: the output is returned, and the COMPLETED row never turns FAILED.
+    """
     attempt = 1
     trace = JobTrace.of(context)
     while True:
         started = context.current_utc_datetime
         task = context.call_activity(activity, trace.with_parent(payload, key, attempt))
-        yield from race(context, task, interrupts)
+        try:
+            yield from race(context, task, interrupts)
+        except Interrupted as interrupt:
+            if interrupt.reason == "deadline" and outcome_of(task) is not None:
+                trace.step_done(context, activity, key, attempt, started)
+                return task.result
+            raise
         if not failed(task):
             trace.step_done(context, activity, key, attempt, started)
             return task.result

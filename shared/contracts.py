@@ -28,6 +28,8 @@ MERGE_PARTIALS = "merge_partials"
 """MergeInput → MergeOutput: the partials into the result blob."""
 FINALIZE_JOB = "finalize_job"
 """FinalizeInput → int (blobs deleted): remove working blobs, record the outcome."""
+COMPLETE_JOB = "complete_job"
+"""CompleteInput → CompleteOutput: merge_partials and finalize_job as COMPLETED in one step (the staged tail)."""
 REQUEST_STOP = "request_stop"
 """StopInput → bool: write the stop marker that running chunks poll."""
 DEAD_LETTER_JOB = "dead_letter_job"
@@ -187,6 +189,9 @@ class OrchestrationConfig(TypedDict):
     max_parallel_chunks: int
     chunks_per_sub_orchestration: int
     webhook_progress_seconds: NotRequired[float]  # at most one `progress` webhook per job this often
+    # Which tail a staged job runs: "complete" = one complete_job step. Absent (histories recorded before it
+    # existed): merge_partials then finalize_job, so an orchestration in flight replays the actions it recorded.
+    tail: NotRequired[Literal["complete"]]
 
 
 class PrepareOutput(OrchestrationConfig):
@@ -234,12 +239,29 @@ class MergeOutput(TypedDict):
     summary: dict[str, Any] | None
 
 
+class CompleteInput(TypedDict):
+    """Input of complete_job: merge the job's partials and record it COMPLETED (with its final progress)."""
+
+    job_id: str
+    chunk_count: int
+    admission: NotRequired[AdmissionTicket]  # released once the outcome is recorded
+
+
+class CompleteOutput(TypedDict):
+    """Output of complete_job: the outcome it recorded, or stopped (stop marker or deadline seen before the
+    result was written; nothing was recorded and the job winds down as after a stopped chunk)."""
+
+    outcome: NotRequired[JobOutcome]
+    stopped: NotRequired[bool]
+
+
 class FinalizeInput(TypedDict):
     """Input of finalize_job: the outcome to record (its status decides whether the result blob stays)."""
 
     job_id: str
     outcome: JobOutcome
     admission: NotRequired[AdmissionTicket]  # released once the outcome is recorded
+    progress: NotRequired[list[int]]  # [completed, total] as the orchestration ends: recorded with the outcome
 
 
 class StopInput(TypedDict):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -237,6 +238,28 @@ def commit(part: Partition, operations: Iterable[Any]) -> str | None:
         raise
     first = results[0] if results else {}
     return str(first.get("etag", "")) if isinstance(first, dict) else ""
+
+
+_FAILED_AT = re.compile(r"(\d+):")
+
+
+def commit_at(part: Partition, operations: Iterable[Any]) -> int | None:
+    """Submit one entity group transaction; None if it was applied, else the index of the operation that
+    failed it (a changed ETag, a row that appeared or vanished), or -1 when the service did not say.
+
+    Storage names the failing operation in the error message ("1:The specified entity already exists.",
+    Azurite alike), so a group of many callers' rows learns which one to look at instead of re-reading all.
+    """
+    try:
+        part.table.submit_transaction(list(operations))
+    except HttpResponseError as exc:
+        if exc.status_code not in (404, 409, 412):
+            raise
+        # TableTransactionError.index defaults to 0 when the message has none: parse it ourselves, so an
+        # unnamed failure is not mistaken for the first operation's.
+        match = _FAILED_AT.match(str(getattr(exc, "message", "") or ""))
+        return int(match.group(1)) if match else -1
+    return None
 
 
 def optimistic(step: Callable[[], T | None]) -> T:

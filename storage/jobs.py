@@ -364,30 +364,45 @@ def _jobs_table(settings: Settings) -> TableClient:
     return table_service(settings).get_table_client(JOBS_TABLE)
 
 
-def _merge_both(table: TableClient, job_id: str, fields: dict[str, Any]) -> None:
-    entity = indexed_table.read_sync(table, LAYOUT.primary(job_id))
-    if entity is None:
-        return  # not submitted through the API (e.g. started by a test); nothing to index
-    if fields.get("status") == JobStatus.RUNNING.value and entity.get("status") in FINISHED_STATUSES:
-        return  # a late or replayed mark_running must not reopen a finished job
-    indexed_table.merge_sync(table, reversed(LAYOUT.rows(job_id, str(entity["index_key"]))), fields)
+def _merge_both(table: TableClient, job_id: str, fields: dict[str, Any], index_key: str | None = None) -> str | None:
+    """Merge `fields` into both rows; returns the job's index key (None if it has no row).
+
+    The job row is read first for its index key, and so that RUNNING never reopens a finished job. A caller
+    that knows the index key and writes a finished status needs neither: the two rows are merged at once
+    (each only if it still exists). They are in different partitions, so no one transaction takes both.
+    """
+    if index_key is None or fields.get("status") == JobStatus.RUNNING.value:
+        entity = indexed_table.read_sync(table, LAYOUT.primary(job_id))
+        if entity is None:
+            return None  # not submitted through the API (e.g. started by a test); nothing to index
+        if fields.get("status") == JobStatus.RUNNING.value and entity.get("status") in FINISHED_STATUSES:
+            return str(entity["index_key"])  # a late or replayed mark_running must not reopen a finished job
+        index_key = str(entity["index_key"])
+    indexed_table.merge_sync(table, reversed(LAYOUT.rows(job_id, index_key)), fields)
+    return index_key
 
 
-def mark_running(settings: Settings, job_id: str) -> None:
-    """Record that the job's orchestration started working (idempotent)."""
+def mark_running(settings: Settings, job_id: str) -> str | None:
+    """Record that the job's orchestration started working (idempotent); returns its index key if it has a row."""
     with _jobs_table(settings) as table:
-        _merge_both(table, job_id, _status_fields(JobStatus.RUNNING, utc_now()))
+        return _merge_both(table, job_id, _status_fields(JobStatus.RUNNING, utc_now()))
 
 
 def record_outcome(
-    settings: Settings, job_id: str, outcome: JobOutcome, progress: tuple[int, int] | None = None
+    settings: Settings,
+    job_id: str,
+    outcome: JobOutcome,
+    progress: tuple[int, int] | None = None,
+    index_key: str | None = None,
 ) -> None:
     """Record a job's final status, summary and error, and its final progress if known (idempotent).
 
-    With the progress the row is complete: reads of the finished job need not catch it up.
+    With the progress the row is complete: reads of the finished job need not catch it up. With the index
+    key (kept in the plan since prepare read the row) the row is not read first.
     """
     with _jobs_table(settings) as table:
-        _merge_both(table, job_id, _status_fields(JobStatus(outcome["status"]), utc_now(), outcome, progress))
+        fields = _status_fields(JobStatus(outcome["status"]), utc_now(), outcome, progress)
+        _merge_both(table, job_id, fields, index_key)
 
 
 def iter_finished_before(settings: Settings, cutoff: datetime) -> Iterator[str]:

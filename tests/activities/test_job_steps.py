@@ -65,7 +65,7 @@ def test_an_input_overwritten_during_its_job_fails_the_job_instead_of_mixing_ver
 def test_stop_signal_sees_the_marker_within_its_cache_interval(blobs: BlobServiceClient) -> None:
     job_id = uuid.uuid4().hex
     results = blobs.get_container_client(RESULTS_CONTAINER)
-    should_stop = StopSignal(results, job_id, interval=0.2)
+    should_stop = StopSignal(results, job_id, interval=0.2, max_interval=0.2)  # no backoff: test_stop_marker.py
     assert should_stop() is False
     write_stop_marker(results, job_id, "cancelled")
     assert should_stop() is False  # cached: a check costs one request per interval, not per row batch

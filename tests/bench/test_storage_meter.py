@@ -18,7 +18,10 @@ HUB = "MeterHub"
 
 
 @pytest.fixture
-def metered(azurite: Azurite) -> Iterator[tuple[MeteredStorage, str]]:
+def metered() -> Iterator[tuple[MeteredStorage, str]]:
+    # An Azurite of its own: the session's holds the app's queues and containers already (CreateQueue would
+    # answer 409 there, and count differently).
+    azurite = Azurite.start()
     upstream = (azurite.blob_port, azurite.queue_port, azurite.table_port)
     listen = (free_port(), free_port(), free_port())
     storage = MeteredStorage(upstream, listen, HUB).start()
@@ -26,6 +29,7 @@ def metered(azurite: Azurite) -> Iterator[tuple[MeteredStorage, str]]:
         yield storage, development_connection_string(listen)
     finally:
         storage.stop()
+        azurite.stop()
 
 
 def test_each_request_is_forwarded_and_counted_once_by_owner(metered: tuple[MeteredStorage, str]) -> None:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from activities.resources import ensure_local_resources
@@ -42,8 +43,8 @@ def _poison(azurite: Azurite, queue_name: str, text: str) -> None:
     )
     with queue:
         try:
-            queue.create_queue()
-        except Exception:  # noqa: BLE001, S110 - it exists already
+            queue.create_queue()  # as the host does when it moves its first poison message
+        except ResourceExistsError:
             pass
         queue.send_message(text)
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from devhost.testing.harness import DevHost
 from jobs.requests import job_id_for
-from storage.names import INBOX_POISON_QUEUE, INBOX_QUEUE
+from storage.admission import Ledger, Partition, QueueEntry, entries_enqueued_before, partition_key, read_ledger
+from storage.names import INBOX_POISON_QUEUE, INBOX_QUEUE, JOBS_TABLE
 from tests.api.probes import count_job_rows
 
 SLOW = {"chunks": 2, "chunk_seconds": 60}  # runs until cancelled, for any test here
@@ -170,3 +173,40 @@ def test_pending_jobs_can_be_cancelled_and_their_deadline_counts_from_submit(dev
     # Every place was given back: a new job is admitted at once.
     fresh = accepted(submit(host, {"chunks": 1}))
     assert host.wait_for_job(f"/api/jobs/{fresh}", timeout=30).json()["status"] == "COMPLETED"
+
+
+def _ledger_and_rows(conn: str, task_hub: str) -> tuple[Ledger, list[QueueEntry]]:
+    table = TableServiceClient.from_connection_string(conn).get_table_client(JOBS_TABLE)
+    part = Partition(table, partition_key(task_hub))
+    return read_ledger(part), entries_enqueued_before(part, "9999")
+
+
+def test_concurrent_single_submits_are_each_counted_once_in_the_ledger(devhost_factory, azurite):
+    """16 clients submit at once (their ledger changes ride in shared transactions: jobs.group_commit), some
+    retrying with the same key: every job gets exactly one queue row, the ledger's counters equal the rows,
+    as many run as MAX_RUNNING_JOBS allows, the rest wait, and cancelling all gives every place back."""
+    host = devhost_factory(env={"MAX_RUNNING_JOBS": "4"})
+
+    def post(n: int) -> str:
+        headers = {"Idempotency-Key": f"concurrent-{host.task_hub}-{n % 24}"}  # 8 of 32 are retries
+        response = host.client.post("/api/jobs", json={"kind": "simulate", "options": SLOW}, headers=headers)
+        return accepted(response)
+
+    with ThreadPoolExecutor(16) as pool:
+        job_ids = set(pool.map(post, range(32)))
+    assert len(job_ids) == 24
+
+    ledger, rows = _ledger_and_rows(azurite.connection_string, host.task_hub)
+    assert sorted(row.job_id for row in rows) == sorted(job_ids)  # one row each: none twice, none forgotten
+    admitted = [row.job_id for row in rows if row.admitted]
+    assert ledger.running == len(admitted) == 4
+    assert ledger.pending == {"normal": 20} and ledger.joined == {"normal": 24}
+    wait_until(lambda: sorted(status(host, j) for j in job_ids) == ["PENDING"] * 20 + ["RUNNING"] * 4,
+               what="4 jobs running, 20 waiting")  # fmt: skip
+    assert {j for j in job_ids if status(host, j) == "RUNNING"} == set(admitted)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda j: host.client.delete(f"/api/jobs/{j}"), job_ids))
+    wait_until(lambda: all(status(host, j) == "CANCELLED" for j in job_ids), timeout=120, what="all cancelled")
+    ledger, rows = _ledger_and_rows(azurite.connection_string, host.task_hub)
+    assert rows == [] and ledger.running == 0 and ledger.waiting == 0

@@ -213,7 +213,8 @@ def test_cancel_stops_running_chunks_and_removes_partials(devhost: DevHost) -> N
     status = wait_finished(devhost, job_id, timeout=20)
     state = _state(status)
     assert state.status is JobStatus.CANCELLED, status
-    assert _seconds_between(status["createdTime"], status["lastUpdatedTime"]) < 15
+    # Well before the 30 s a chunk takes: the deadline cut the work (the margin is for a loaded machine).
+    assert _seconds_between(status["createdTime"], status["lastUpdatedTime"]) < 25
     leftovers = [name for name in list_blobs(devhost, RESULTS_CONTAINER, job_prefix(job_id)) if "/partials/" in name]
     assert leftovers == []
 
@@ -226,7 +227,8 @@ def test_the_deadline_fails_the_job_and_stops_its_chunks(devhost: DevHost) -> No
     state = _state(status)
     assert state.status is JobStatus.FAILED, status
     assert state.error is not None and state.error["type"] == "deadline_exceeded"
-    assert _seconds_between(status["createdTime"], status["lastUpdatedTime"]) < 15
+    # Well before the 30 s a chunk takes: the deadline cut the work (the margin is for a loaded machine).
+    assert _seconds_between(status["createdTime"], status["lastUpdatedTime"]) < 25
     assert [n for n in list_blobs(devhost, RESULTS_CONTAINER, job_prefix(job_id)) if "/partials/" in n] == []
     assert _dead_letter(devhost, job_id)["error_type"] == "deadline_exceeded"
 
@@ -301,4 +303,5 @@ def test_a_deadline_shorter_than_the_work_still_fails_the_job_with_long_timer_li
     state = _state(status)
     assert state.status is JobStatus.FAILED and state.error is not None
     assert state.error["type"] == "deadline_exceeded"
-    assert _seconds_between(status["createdTime"], status["lastUpdatedTime"]) < 15
+    # Well before the 30 s a chunk takes: the deadline cut the work (the margin is for a loaded machine).
+    assert _seconds_between(status["createdTime"], status["lastUpdatedTime"]) < 25

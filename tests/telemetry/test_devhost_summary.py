@@ -35,7 +35,7 @@ def test_devhost_prints_a_summary_of_each_jobs_trace(devhost_factory: Callable[.
         "step prepare",
         "activity prepare_or_run_job",
         "step chunk-1",
-        "activity merge_partials",
+        "activity complete_job",
     ):
         assert re.search(rf"^\s+{re.escape(line)}.*\d+\.\d ms", summary, re.MULTILINE), (line, summary[:2000])
 

@@ -1,0 +1,109 @@
+"""jobs.group_commit on its own: threads of one process share rounds, each caller gets its own outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from jobs.group_commit import GroupCommit, SingleFlight
+
+
+def test_items_submitted_while_a_round_is_in_flight_ride_in_the_next_one_and_each_gets_its_own_outcome():
+    rounds: list[list[int]] = []
+    in_flight = threading.Lock()
+
+    def apply(items: list[int]) -> list[int]:
+        assert in_flight.acquire(blocking=False), "two rounds at once"
+        try:
+            rounds.append(list(items))
+            time.sleep(0.02)  # a storage round trip
+            return [item * 10 for item in items]
+        finally:
+            in_flight.release()
+
+    group: GroupCommit[int, int] = GroupCommit(apply, max_items=5, key=str)
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda n: group.submit([n])[0], range(64)))
+    assert answers == [n * 10 for n in range(64)]
+    applied = [item for items in rounds for item in items]
+    assert sorted(applied) == list(range(64))  # every item applied exactly once
+    assert all(len(items) <= 5 for items in rounds)
+    assert len(rounds) < 40, f"{len(rounds)} rounds for 64 items: nothing was combined"
+    assert group.rounds == len(rounds)
+
+
+def test_a_round_never_carries_one_key_twice():
+    seen: list[list[str]] = []
+
+    def apply(items: list[str]) -> list[str]:
+        seen.append(list(items))
+        return [item.upper() for item in items]
+
+    group: GroupCommit[str, str] = GroupCommit(apply, max_items=10, key=lambda item: item)
+    assert group.submit(["a", "a", "b"]) == ["A", "A", "B"]
+    assert seen == [["a", "b"], ["a"]]  # one transaction must not touch a row twice
+
+
+def test_without_fail_waiting_a_failed_round_fails_only_the_callers_it_carried():
+    gate = threading.Event()
+
+    def apply(items: list[str]) -> list[str]:
+        gate.wait(5)
+        if "bad" in items:
+            raise RuntimeError("storage said no")
+        return [item.upper() for item in items]
+
+    group: GroupCommit[str, str] = GroupCommit(apply, max_items=1, key=lambda item: item)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(group.submit, ["x"])
+        time.sleep(0.1)  # "x" is in flight: the next two wait, each for a round of its own
+        bad = pool.submit(group.submit, ["bad"])
+        time.sleep(0.05)
+        other = pool.submit(group.submit, ["y"])
+        time.sleep(0.1)
+        gate.set()
+        assert first.result(5) == ["X"]
+        with pytest.raises(RuntimeError):
+            bad.result(5)
+        assert other.result(5) == ["Y"]
+
+
+def test_with_fail_waiting_an_outage_fails_every_waiting_caller_at_once():
+    calls = 0
+    gate = threading.Event()
+
+    def apply(items: list[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        gate.wait(5)
+        raise ConnectionError("storage is down")
+
+    group: GroupCommit[int, int] = GroupCommit(apply, max_items=2, key=str, fail_waiting=True)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(group.submit, [n]) for n in range(8)]
+        time.sleep(0.2)
+        gate.set()
+        for future in futures:
+            assert isinstance(future.exception(5), ConnectionError)
+    assert calls == 1  # the waiting callers did not each try again behind the outage
+
+
+def test_callers_arriving_while_a_read_is_in_flight_share_it():
+    gate = threading.Event()
+    answers = iter(range(100))
+
+    def read() -> int:
+        gate.wait(5)
+        return next(answers)
+
+    shared: SingleFlight[int] = SingleFlight(read)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(shared.get) for _ in range(8)]
+        time.sleep(0.2)
+        gate.set()
+        assert [future.result(5) for future in futures] == [0] * 8
+    assert shared.reads == 1
+    assert shared.get() == 1  # a caller after the read reads afresh
