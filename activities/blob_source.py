@@ -17,7 +17,16 @@ from azure.storage.blob import BlobClient
 from kinds.base import NonRetryableError
 
 STREAM_PIECE_BYTES = 8 * 1024 * 1024
-"""One ranged GET; at most two pieces are held at once (the one parsed and the one prefetched)."""
+"""One ranged GET; at most two pieces are held at once (the one parsed and the one prefetched).
+
+Not smaller: a chunk's memory is mostly its Arrow blocks and arrays (kinds.csv_columns.BLOCK_BYTES), and
+Azurite spends 2.5 times the CPU serving 100 MB in 4 MiB ranges as in 8 MiB ones (0.6 against 0.25 s),
+on the two cores the chunks share with it."""
+
+PLANNING_PIECE_BYTES = 16 * 1024 * 1024
+"""Pieces of the planning pass: one stream per job, on its critical path (no chunk starts before it ends),
+so larger pieces pay fewer round trips: 100 MB from Azurite in 0.24 s against 0.32 s (8 MiB) and 0.60 s
+(4 MiB), and with less of Azurite's CPU (0.18 s against 0.25 s)."""
 
 
 class BlobByteSource:

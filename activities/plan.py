@@ -18,7 +18,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobType
 from pydantic import ValidationError
 
-from activities.blob_source import BlobByteSource
+from activities.blob_source import PLANNING_PIECE_BYTES, STREAM_PIECE_BYTES, BlobByteSource
 from activities.resources import (
     ensure_local_resources,
     job_has_ended,
@@ -29,7 +29,7 @@ from activities.resources import (
     write_once,
 )
 from activities.stop_marker import StopSignal
-from kinds.base import ByteSource, BytesSource
+from kinds.base import ByteSource, BytesSource, chunk_size_bytes
 from shared.contracts import OrchestrationConfig, PrepareInput, PrepareOutput
 from shared.failures import NonRetryableError
 from shared.settings import Settings, get_settings
@@ -48,6 +48,7 @@ class JobPlan(TypedDict):
     input_size: int
     input_etag: NotRequired[str | None]
     input_inline: NotRequired[str]  # a small input that travelled inline (jobs.inline_input), base64
+    max_parallel_chunks: NotRequired[int]  # chunks in flight (chunks_in_flight); plans before it: the setting
     index_key: NotRequired[str]  # the job row's index key (storage.jobs), absent for a job without a row
     chunks: list[dict[str, Any]]
 
@@ -73,11 +74,16 @@ def forget_plans() -> None:
 
 
 def input_source(
-    settings: Settings, input_ref: str | None, plan: JobPlan | None = None, inline: str | None = None
+    settings: Settings,
+    input_ref: str | None,
+    plan: JobPlan | None = None,
+    inline: str | None = None,
+    piece_bytes: int = STREAM_PIECE_BYTES,
 ) -> ByteSource | None:
     """The job's input, pinned to the version seen when it was planned (from the plan, or read now).
 
     An input that travelled inline (`inline`, or the plan's copy of it) is read from memory: no request.
+    `piece_bytes`: what one ranged GET of a stream reads (two are held at once).
     """
     inline = plan.get("input_inline") if plan is not None else inline
     if inline is not None:
@@ -87,7 +93,7 @@ def input_source(
     blob = payloads(settings).get_blob_client(input_ref)
     if plan is not None:
         # Size and version known from the plan: no request per chunk.
-        return BlobByteSource(blob, plan["input_size"], etag=plan.get("input_etag"))
+        return BlobByteSource(blob, plan["input_size"], piece_bytes, etag=plan.get("input_etag"))
     try:
         properties = blob.get_blob_properties()
     except ResourceNotFoundError as exc:
@@ -95,7 +101,7 @@ def input_source(
     if properties.blob_type != BlobType.BLOCKBLOB:
         # A page blob can declare a terabyte of zeros; the API accepts block blobs only, and so do the steps.
         raise NonRetryableError("invalid_input", "the job's input must be a block blob")
-    return BlobByteSource(blob, int(properties.size), etag=properties.etag)
+    return BlobByteSource(blob, int(properties.size), piece_bytes, etag=properties.etag)
 
 
 def orchestration_config(settings: Settings) -> OrchestrationConfig:
@@ -111,6 +117,20 @@ def orchestration_config(settings: Settings) -> OrchestrationConfig:
         "chunks_per_sub_orchestration": settings.chunks_per_sub_orchestration,
         "webhook_progress_seconds": settings.webhook_progress_seconds,
     }
+
+
+def chunks_in_flight(settings: Settings, input_size: int, chunk_bytes: int) -> int:
+    """How many chunks of `chunk_bytes` one job runs at once: MAX_PARALLEL_CHUNKS, fewer if they would hold
+    more than MAX_CHUNK_BYTES_IN_FLIGHT of the input (never fewer than one).
+
+    Decided when the job is planned and handed to the orchestrator in prepare's output, so a replay reads
+    the same number from its history. A chunk is counted at its planned size (its range ends at the first
+    row boundary past it, a row longer at most). A job without input bytes (simulate) is not limited by them.
+    """
+    if input_size <= 0:
+        return settings.max_parallel_chunks
+    counted = max(1, min(chunk_bytes, input_size))
+    return max(1, min(settings.max_parallel_chunks, settings.max_chunk_bytes_in_flight // counted))
 
 
 def wave_aligned_target(size: int, target_chunk_bytes: int, max_parallel: int) -> int:
@@ -167,11 +187,17 @@ class StoppableSource:
             yield piece
 
 
-def prepared_output(config: OrchestrationConfig, chunk_count: int, stopped: bool = False) -> PrepareOutput:
-    """prepare_job's answer: the orchestration's configuration and the plan's chunk count (or that it stopped)."""
+def prepared_output(
+    config: OrchestrationConfig, chunk_count: int, stopped: bool = False, plan: JobPlan | None = None
+) -> PrepareOutput:
+    """prepare_job's answer: the orchestration's configuration and the plan's chunk count (or that it stopped).
+
+    The chunks in flight are the plan's (bounded by the bytes they read), the setting's for a plan without.
+    """
+    parallel = plan.get("max_parallel_chunks") if plan is not None else None
     prepared: PrepareOutput = {
         "retry": config["retry"],
-        "max_parallel_chunks": config["max_parallel_chunks"],
+        "max_parallel_chunks": config["max_parallel_chunks"] if parallel is None else int(parallel),
         "chunks_per_sub_orchestration": config["chunks_per_sub_orchestration"],
         "chunk_count": chunk_count,
         "tail": "complete",  # this code registers complete_job: the orchestration may end in one step
@@ -196,7 +222,8 @@ def prepare_job(start: PrepareInput) -> PrepareOutput:
     config = orchestration_config(settings)
     if container.get_blob_client(plan_blob_name(job_id)).exists():
         job_store.mark_running(settings, job_id)
-        return prepared_output(config, len(load_plan(settings, job_id)["chunks"]))
+        plan = load_plan(settings, job_id)
+        return prepared_output(config, len(plan["chunks"]), plan=plan)
     should_stop = StopSignal(container, job_id, deadline_at=start.get("deadline_at"))
     if job_has_ended(container, job_id) or should_stop.check_now():
         return prepared_output(config, 0, stopped=True)  # cancelled before planning, or a redelivery after the end
@@ -213,13 +240,20 @@ def make_plan(
     """The job's plan, computed (not stored), and its input pinned to the version planned; None if told to stop."""
     job_id = start["job_id"]
     kind = job_kind(settings, start["kind"])
-    source = input_source(settings, start.get("input_ref"), inline=start.get("input_inline"))
+    source = input_source(
+        settings, start.get("input_ref"), inline=start.get("input_inline"), piece_bytes=PLANNING_PIECE_BYTES
+    )
     try:
         options = kind.parse_options(start.get("options") or {})
     except (ValidationError, ValueError) as exc:
         raise NonRetryableError("invalid_options", " ".join(str(exc).split())[:300]) from exc
     size = source.size if source is not None else 0
-    target = wave_aligned_target(size, settings.chunk_target_bytes, settings.max_parallel_chunks)
+    # Waves of the chunks in flight, whose count the bytes they read may lower: the target is aligned to
+    # the count its own size allows, and a larger planned size (the per-job chunk cap) lowers it further.
+    parallel = chunks_in_flight(settings, size, settings.chunk_target_bytes)
+    target = wave_aligned_target(size, settings.chunk_target_bytes, parallel)
+    planned_bytes = chunk_size_bytes(size, target, settings.max_chunks_per_job) if size > 0 else target
+    parallel = min(parallel, chunks_in_flight(settings, size, planned_bytes))
     try:
         watched = StoppableSource(source, should_stop) if source is not None else None
         chunks = kind.plan(watched, options, target, settings.max_chunks_per_job)
@@ -234,6 +268,7 @@ def make_plan(
         "deadline_at": start.get("deadline_at"),
         "input_size": size,
         "input_etag": source.etag if isinstance(source, BlobByteSource) else None,
+        "max_parallel_chunks": parallel,
         "chunks": list(chunks),
     }
     if "input_inline" in start:
@@ -252,4 +287,4 @@ def store_plan(settings: Settings, job_id: str, plan: JobPlan, index_key: str | 
     if not write_once(results(settings), plan_blob_name(job_id), json.dumps(plan).encode()):
         plan = load_plan(settings, job_id)  # a concurrent run planned first; keep its plan
     log_event("job.planned", job_id=job_id, kind=plan["kind"], chunks=len(plan["chunks"]), bytes=plan["input_size"])
-    return prepared_output(orchestration_config(settings), len(plan["chunks"]))
+    return prepared_output(orchestration_config(settings), len(plan["chunks"]), plan=plan)

@@ -9,8 +9,17 @@ For each size (100 MB by default, 1 GB with `--sizes 100,1000`) on a generated C
   devhost's process tree (host + workers; target ≤ 512 MB) sampled every 100 ms.
 The devhost runs a 1 MB job first (warm-up); its wall time is reported as `first_job_s`.
 The job's result is checked against the reference (rows, group counts, sums within 1e-9 relative).
+Also measured: the idle devhost's PSS after the warm-up, each process's peak PSS during the job, and the
+side-by-side reference's computation (`bench.celery_peer.csv_group_by`: pyarrow reading the whole file with
+its threads, in this process) for `ratio_to_pyarrow`, without its HTTP upload, and the CPU seconds the job
+cost the devhost, its workers and Azurite (`cpu_s`, upload included) against the reference's
+(`pyarrow_reference_cpu_s`).
 
-Run: `.venv/bin/python -m bench.csv_report [--sizes 100[,1000]] [--env KEY=VALUE ...]`.
+`--shipped` runs the devhost with the settings `make run` uses (local.settings.sample.json and host.json:
+2 worker processes x 4 threads, 8 MiB chunks), the ones issue #15's memory target is read with; by default
+the devhost runs with BENCH_ENV (one process with two threads, 16 MiB chunks).
+
+Run: `.venv/bin/python -m bench.csv_report [--sizes 100[,1000]] [--shipped] [--env KEY=VALUE ...]`.
 """
 
 from __future__ import annotations
@@ -170,6 +179,7 @@ class MemorySampler:
     interval: float = 0.1
     peak_bytes: int = 0
     peak_rss_bytes: int = 0
+    peak_by_process: dict[str, int] = field(default_factory=dict)  # "pid name" -> peak PSS in bytes
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -184,10 +194,12 @@ class MemorySampler:
                 for process in [root, *root.children(recursive=True)]:
                     try:
                         memory = process.memory_full_info()
+                        name = f"{process.pid} {process.name()}"
                     except psutil.NoSuchProcess:
                         continue
                     total += memory.pss
                     total_rss += memory.rss
+                    self.peak_by_process[name] = max(self.peak_by_process.get(name, 0), memory.pss)
             except psutil.NoSuchProcess:
                 return
             self.peak_bytes = max(self.peak_bytes, total)
@@ -242,22 +254,84 @@ def run_job(host: DevHost, path: Path, timeout: float) -> dict[str, Any]:
     return {"job": job, "result": result, "upload_s": uploaded - started, "total_s": finished - started}
 
 
-def measure(size_mb: int, env: dict[str, str], timeout: float) -> dict[str, Any]:
+def pyarrow_reference_s(path: Path) -> tuple[float, float]:
+    """Seconds and CPU seconds the side-by-side reference's task takes here: pyarrow over the whole file with
+    its own threads.
+
+    The computation of `bench.celery_peer.csv_group_by` (that module needs Celery, which lives in the peer's
+    virtualenv only), timed in this process once the file is in the page cache.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    number = r"^[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*$"
+    path.read_bytes()  # page cache, as the reference's freshly written blob is
+    started, cpu_started = time.perf_counter(), time.process_time()
+    columns = [GROUP_BY, *METRICS]
+    table = pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=dict.fromkeys(columns, pa.string())),
+    )
+    data: dict[str, Any] = {"g": table[GROUP_BY]}
+    aggregations: list[Any] = [("g", "count")]
+    for name in METRICS:
+        cells = table[name]
+        data[name] = pc.cast(pc.utf8_trim(pc.if_else(pc.match_substring_regex(cells, number), cells, None), " \t"),
+                             pa.float64())  # fmt: skip
+        aggregations += [(name, "count"), (name, "sum"), (name, "min"), (name, "max")]
+    pa.table(data).group_by("g").aggregate(aggregations).to_pylist()
+    return time.perf_counter() - started, time.process_time() - cpu_started
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of processes and their descendants so far (the living ones)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+    return total
+
+
+def _mib(value: int) -> float:
+    return round(value / 1024 / 1024, 1)
+
+
+def measure(size_mb: int, env: dict[str, str], timeout: float, shipped: bool = False) -> dict[str, Any]:
     path = generate_csv(size_mb)
     size = path.stat().st_size
     started = time.perf_counter()
     reference = reference_report(path)
     reference_s = time.perf_counter() - started
+    pyarrow_s, pyarrow_cpu_s = pyarrow_reference_s(path)
 
     with tempfile.TemporaryDirectory(prefix="longrun-azurite-") as location:
         azurite = Azurite.start(location=Path(location))
-        host = DevHost(azurite.connection_string, env={**APP_TEST_ENV, **BENCH_ENV, **env})
+        host_env = env if shipped else {**APP_TEST_ENV, **BENCH_ENV, **env}
+        host = DevHost(azurite.connection_string, env=host_env)
         try:
             host.start()
             assert host.process is not None
             first_job_s = run_job(host, generate_csv(WARM_UP_MB), timeout)["total_s"]
+            time.sleep(1.0)
+            with MemorySampler(host.process.pid) as idle:
+                time.sleep(1.0)
+            assert azurite.process is not None
+            stack = [host.process.pid, azurite.process.pid]
+            cpu_before = cpu_seconds(stack)
             with MemorySampler(host.process.pid) as sampler:
                 run = run_job(host, path, timeout)
+            cpu_s = cpu_seconds(stack) - cpu_before
         finally:
             host.stop(timeout=30)
             azurite.stop()
@@ -274,8 +348,15 @@ def measure(size_mb: int, env: dict[str, str], timeout: float) -> dict[str, Any]
         "ratio": round(ratio, 3),
         "ratio_processing_only": round((run["total_s"] - run["upload_s"]) / reference_s, 3),
         "first_job_s": round(first_job_s, 2),
-        "peak_pss_mb": round(sampler.peak_bytes / 1024 / 1024, 1),
-        "peak_rss_sum_mb": round(sampler.peak_rss_bytes / 1024 / 1024, 1),
+        "pyarrow_reference_s": round(pyarrow_s, 2),
+        "ratio_to_pyarrow": round(run["total_s"] / pyarrow_s, 3),
+        "cpu_s": round(cpu_s, 2),  # devhost, its workers and Azurite, upload included
+        "pyarrow_reference_cpu_s": round(pyarrow_cpu_s, 2),
+        "peak_pss_mb": _mib(sampler.peak_bytes),
+        "peak_rss_sum_mb": _mib(sampler.peak_rss_bytes),
+        "idle_pss_mb": _mib(idle.peak_bytes),
+        "peak_pss_by_process_mb": {name: _mib(value) for name, value in sampler.peak_by_process.items()},
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "meets_ratio_target": ratio <= RATIO_TARGET,
         "meets_memory_target": sampler.peak_bytes / 1024 / 1024 <= MEMORY_TARGET_MB,
     }
@@ -286,11 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100", help="comma-separated sizes in MB (default 100; e.g. 100,1000)")
     parser.add_argument("--env", action="append", default=[], help="extra devhost setting KEY=VALUE")
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--shipped", action="store_true", help="the settings make run uses, not BENCH_ENV")
     args = parser.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.env)
     figures = []
     for size in (int(part) for part in args.sizes.split(",") if part.strip()):
-        figure = measure(size, env, args.timeout)
+        figure = measure(size, env, args.timeout, args.shipped)
         figures.append(figure)
         print(
             f"csv-report {figure['size_mb']} MB ({figure['rows']} rows, {figure['chunks']} chunks): "
@@ -298,10 +380,17 @@ def main(argv: list[str] | None = None) -> int:
             f"one process {figure['reference_s']} s -> ratio {figure['ratio']} "
             f"(processing only {figure['ratio_processing_only']}; target <= {RATIO_TARGET}, "
             f"stretch <= {RATIO_STRETCH}); peak memory {figure['peak_pss_mb']} MB PSS (target <= {MEMORY_TARGET_MB}; "
-            f"RSS sum {figure['peak_rss_sum_mb']} MB)",
+            f"RSS sum {figure['peak_rss_sum_mb']} MB; idle {figure['idle_pss_mb']} MB); "
+            f"pyarrow reference {figure['pyarrow_reference_s']} s -> ratio {figure['ratio_to_pyarrow']}; "
+            f"CPU {figure['cpu_s']} s (pyarrow {figure['pyarrow_reference_cpu_s']} s)",
             flush=True,
         )
-    print(json.dumps({"benchmark": "csv_report", "settings": {**BENCH_ENV, **env}, "figures": figures}, indent=2))
+    settings = env if args.shipped else {**BENCH_ENV, **env}
+    print(
+        json.dumps(
+            {"benchmark": "csv_report", "shipped": args.shipped, "settings": settings, "figures": figures}, indent=2
+        )
+    )
     return 0
 
 

@@ -16,7 +16,8 @@ Every test runs on longrun, then on the reference:
    peak PSS (host and workers); the row counts are cross-checked.
 The last lines are the ratios longrun / reference.
 
-Run: `.venv/bin/python -m bench.side_by_side [--jobs 500] [--csv-mb 100] [--json out.json]`.
+Run: `.venv/bin/python -m bench.side_by_side [--jobs 500] [--csv-mb 100] [--csv-only] [--json out.json]`
+(`--csv-only`: the CSV test alone, after the warm-up).
 """
 
 from __future__ import annotations
@@ -316,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--submits", type=int, default=320, help="paced submits for the latency test")
     parser.add_argument("--csv-mb", type=int, default=100, help="0 skips the CSV test")
+    parser.add_argument("--csv-only", action="store_true", help="skip the submit and throughput tests")
     parser.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "longrun-peer-venv")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--json", type=Path)
@@ -336,10 +338,10 @@ def main(argv: list[str] | None = None) -> int:
             ]
             for system in systems:  # warm-up: imports, connections
                 wait_all(system, [system.submit_small(1, 0.0) for _ in range(4)], args.timeout)
-            for system in systems:
+            for system in [] if args.csv_only else systems:
                 figures[system.name]["submit"] = submit_latency(system, args.submits)
                 print(system.name, "submit", figures[system.name]["submit"], flush=True)
-            for system in systems:
+            for system in [] if args.csv_only else systems:
                 figures[system.name]["throughput"] = throughput(system, args.jobs, args.timeout)
                 print(system.name, "throughput", figures[system.name]["throughput"], flush=True)
             if args.csv_mb:
@@ -354,12 +356,14 @@ def main(argv: list[str] | None = None) -> int:
             if reference is not None:
                 reference.stop()
     mine, peer = figures["longrun"], figures["celery"]
-    ratios = {
-        "submit_p50": ratio(mine["submit"]["p50_ms"], peer["submit"]["p50_ms"]),
-        "submit_p99": ratio(mine["submit"]["p99_ms"], peer["submit"]["p99_ms"]),
-        "throughput": ratio(mine["throughput"]["jobs_per_s"], peer["throughput"]["jobs_per_s"]),
-        "cpu_per_job": ratio(mine["throughput"]["cpu_s_per_job"], peer["throughput"]["cpu_s_per_job"]),
-    }
+    ratios = {}
+    if not args.csv_only:
+        ratios = {
+            "submit_p50": ratio(mine["submit"]["p50_ms"], peer["submit"]["p50_ms"]),
+            "submit_p99": ratio(mine["submit"]["p99_ms"], peer["submit"]["p99_ms"]),
+            "throughput": ratio(mine["throughput"]["jobs_per_s"], peer["throughput"]["jobs_per_s"]),
+            "cpu_per_job": ratio(mine["throughput"]["cpu_s_per_job"], peer["throughput"]["cpu_s_per_job"]),
+        }
     if args.csv_mb:
         if mine["csv"]["rows"] != peer["csv"]["rows"]:
             print(f"rows differ: longrun {mine['csv']['rows']}, reference {peer['csv']['rows']}", flush=True)

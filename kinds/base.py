@@ -6,6 +6,7 @@ Kinds work over a `ByteSource` and know nothing of Azure or Durable. The activit
 from __future__ import annotations
 
 import codecs
+import ctypes
 import io
 import math
 import os
@@ -20,6 +21,28 @@ from shared.failures import parse_non_retryable as parse_non_retryable
 
 STREAM_BLOCK_BYTES = 4 * 1024 * 1024
 """Size of the blocks `stream` yields: large enough for C-speed scans, small enough for flat memory."""
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+LARGE_ALLOCATION_BYTES = 1024 * 1024
+"""Allocations of at least this size are mapped (and unmapped when freed) by the C heap, see below."""
+
+
+def map_large_allocations() -> bool:
+    """Make the C heap map every allocation of LARGE_ALLOCATION_BYTES or more, returning it to the OS when freed.
+
+    glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB), after which the
+    MB-sized blocks a chunk streams (blob pieces, the bytes Arrow reads) come from per-thread arenas that
+    keep them. With four chunks on four threads of one process that is the difference between +173 MB and
+    +83 MB at the peak, +86 MB and +15 MB after (measured with 8 MiB pieces). Mapping a block costs a
+    system call and its page faults, nothing next to parsing it. Process-wide and idempotent; False where
+    the C library is not glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION_BYTES))
 
 
 @runtime_checkable

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     chunks_per_sub_orchestration: int = Field(default=50, ge=1, le=200, alias="CHUNKS_PER_SUB_ORCHESTRATION")
     # Bigger inputs get bigger chunks rather than more of them, so a job's history has a bounded size.
     max_chunks_per_job: int = Field(default=1000, ge=1, le=10_000, alias="MAX_CHUNKS_PER_JOB")
+    # Input bytes one job may have in chunks at once: with 8 MiB chunks, 4 of them (activities.plan.
+    # chunks_in_flight). What a chunk holds in memory grows with the bytes it reads, so this bounds a job's
+    # memory where MAX_PARALLEL_CHUNKS alone bounds its count; jobs without an input are not limited by it.
+    max_chunk_bytes_in_flight: int = Field(default=32 * 1024 * 1024, ge=1024, alias="MAX_CHUNK_BYTES_IN_FLIGHT")
 
     # Retries (exponential backoff with deterministic jitter, on durable timers)
     retry_first_interval_seconds: float = Field(default=1.0, gt=0, alias="RETRY_FIRST_INTERVAL_SECONDS")

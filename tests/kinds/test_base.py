@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pathlib
 import pickle
+import subprocess
+import sys
 
 import pytest
 
+from devhost.testing.azurite import ROOT
 from kinds.base import (
     ByteSource,
     BytesSource,
@@ -64,3 +67,40 @@ def test_non_retryable_error_text_carries_its_type() -> None:
 )
 def test_chunk_size(size: int, target: int, max_chunks: int, expected: int) -> None:
     assert chunk_size_bytes(size, target, max_chunks) == expected
+
+
+_FREED_BLOCKS = """
+import sys, threading
+from kinds.base import map_large_allocations
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS"))
+
+if sys.argv[1] == "mapped":
+    assert map_large_allocations()
+
+def chunk():  # on a thread of its own, as activities run
+    big = b"x" * (16 << 20)  # a 16 MiB planning piece, freed: glibc would raise its mmap threshold to it
+    del big
+    pieces = [b"y" * (2 << 20) for _ in range(40)]  # 80 MB streamed in 2 MiB blocks
+    del pieces
+
+before = rss_mb()
+thread = threading.Thread(target=chunk)
+thread.start()
+thread.join()
+print(rss_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_large_blocks_a_chunk_frees_go_back_to_the_os_at_once() -> None:
+    def kept_mb(mode: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", _FREED_BLOCKS, mode], capture_output=True, text=True, check=True, cwd=ROOT
+        )
+        return int(run.stdout.strip())
+
+    assert kept_mb("default") >= 16  # the arena keeps what the threshold no longer maps
+    assert kept_mb("mapped") <= 4

@@ -67,3 +67,26 @@ def test_json_form_is_short_for_ordinary_sums() -> None:
     assert to_json(0) == {"mantissa": "0", "exponent": 0}
     with pytest.raises(ValueError):
         from_json({"mantissa": "1", "exponent": -2000})
+
+
+@pytest.mark.parametrize(("values_limit", "cells_limit"), [(1 << 36, 1 << 18), (50, 1 << 18), (1 << 36, 8)])
+def test_sums_carried_between_blocks_stay_exact_when_folded_early_or_late(
+    monkeypatch: pytest.MonkeyPatch, values_limit: int, cells_limit: int
+) -> None:
+    # Blocks add into int64 accumulators per exponent; they fold into Python integers when read, or sooner
+    # when they could overflow (values) or grow too large (cells): every way gives the same exact sums.
+    monkeypatch.setattr(group_sums, "_PENDING_VALUES_LIMIT", values_limit)
+    monkeypatch.setattr(group_sums, "_PENDING_CELLS_LIMIT", cells_limit)
+    rng = np.random.default_rng(11)
+    sums = GroupSums()
+    everything: list[tuple[int, float]] = []
+    for block in range(12):
+        count = int(rng.integers(1, 40))
+        groups = rng.integers(0, 3 + 2 * block, count).astype(np.int64)  # groups appear over the blocks
+        values = rng.normal(0, 1e3, count) * 10.0 ** rng.integers(-30, 30, count)
+        sums.add(groups, values)
+        everything.extend(zip(groups.tolist(), values.tolist(), strict=True))
+        if block == 5:
+            assert sums.units(0) == sum(units_of(v) for g, v in everything if g == 0)  # a read mid-way
+    for group in range(3 + 2 * 11):
+        assert sums.units(group) == sum(units_of(v) for g, v in everything if g == group)

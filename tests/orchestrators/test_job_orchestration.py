@@ -98,6 +98,25 @@ def test_at_most_max_parallel_chunks_run_at_once(devhost_factory: Any) -> None:
     assert _max_overlap(intervals) == 3
 
 
+def test_chunks_in_flight_are_bounded_by_the_input_bytes_they_read(devhost_factory: Any) -> None:
+    # 4 KiB chunks (CHUNK_TARGET_BYTES) and a budget of 8 KiB: two at a time where the count allows six.
+    host = devhost_factory(env={"MAX_PARALLEL_CHUNKS": "6", "MAX_CHUNK_BYTES_IN_FLIGHT": "8192"})
+    job_id = new_job_id()
+    data = b"group,value\n" + b"".join(f"g{n % 7},{n}\n".encode() for n in range(3000))  # 21 KB
+    ref = put_input(host, job_id, data)
+    start_orchestration(host, job_start(job_id, "csv-report", {"group_by": "group"}, input_ref=ref))
+    status = wait_finished(host, job_id)
+    assert _state(status).status is JobStatus.COMPLETED, status
+    intervals = _activity_intervals(status, "process_chunk")
+    assert len(intervals) == 6  # 6 chunks of 3.6 KB: whole waves of two
+    assert _max_overlap(intervals) == 2
+    # A job without an input is bounded by the count alone.
+    job_id = new_job_id()
+    start_orchestration(host, job_start(job_id, "simulate", {"chunks": 6, "chunk_seconds": 0.3}))
+    status = wait_finished(host, job_id)
+    assert _max_overlap(_activity_intervals(status, "process_chunk")) == 6
+
+
 def test_large_plans_run_in_chunk_batch_sub_orchestrations(devhost_factory: Any) -> None:
     host = devhost_factory(env={"MAX_PARALLEL_CHUNKS": "4", "CHUNKS_PER_SUB_ORCHESTRATION": "5"})
     job_id = new_job_id()

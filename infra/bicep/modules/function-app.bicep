@@ -115,6 +115,10 @@ param maxParallelChunks int = 8
 @minValue(1024)
 param chunkTargetBytes int = 8388608
 
+@description('Optional. Input bytes one job may have in chunks at once (MAX_CHUNK_BYTES_IN_FLIGHT): fewer chunks than maxParallelChunks run when theirs would exceed it, which bounds a job\'s memory.')
+@minValue(1024)
+param maxChunkBytesInFlight int = 33554432
+
 @description('Optional. Chunks per sub-orchestration (CHUNKS_PER_SUB_ORCHESTRATION): bounds each history Python replays.')
 @minValue(1)
 @maxValue(200)
@@ -282,6 +286,7 @@ var appSettings = {
   ENABLE_SIMULATE_KIND: 'false'
   MAX_PARALLEL_CHUNKS: string(maxParallelChunks)
   CHUNK_TARGET_BYTES: string(chunkTargetBytes)
+  MAX_CHUNK_BYTES_IN_FLIGHT: string(maxChunkBytesInFlight)
   CHUNKS_PER_SUB_ORCHESTRATION: string(chunksPerSubOrchestration)
   MAX_CHUNKS_PER_JOB: string(maxChunksPerJob)
   STOP_GRACE_SECONDS: string(stopGraceSeconds)
