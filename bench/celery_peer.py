@@ -22,9 +22,10 @@ from celery.result import AsyncResult  # type: ignore[import-not-found]
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 
+from bench import arrow_group_by
+
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 BLOB_DIR = Path(os.environ.get("PEER_BLOB_DIR", "/tmp/longrun-peer-blobs"))
-NUMBER = r"^[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*$"
 
 celery = Celery("peer", broker=REDIS_URL, backend=REDIS_URL)
 celery.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
@@ -43,28 +44,9 @@ def merge(values: list[int]) -> dict[str, int]:
 
 @celery.task(name="csv_group_by")
 def csv_group_by(path: str, group_by: str, metrics: list[str]) -> dict[str, Any]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
-    columns = [group_by, *metrics]
-    table = pacsv.read_csv(
-        path,
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=dict.fromkeys(columns, pa.string())),
-    )
-    data: dict[str, Any] = {"g": table[group_by]}
-    aggregations: list[Any] = [("g", "count")]
-    for name in metrics:
-        cells = table[name]
-        numbers = pc.cast(
-            pc.utf8_trim(pc.if_else(pc.match_substring_regex(cells, NUMBER), cells, None), " \t"), pa.float64()
-        )
-        data[name] = numbers
-        aggregations += [(name, "count"), (name, "sum"), (name, "min"), (name, "max")]
-    groups = pa.table(data).group_by("g").aggregate(aggregations).to_pylist()
+    rows, groups = arrow_group_by.group_by(path, group_by, metrics)
     Path(path).unlink(missing_ok=True)
-    return {"rows": table.num_rows, "groups": {row["g"]: row["g_count"] for row in groups}}
+    return {"rows": rows, "groups": {row["g"]: row["g_count"] for row in groups}}
 
 
 api = FastAPI(title="Celery + Redis reference")

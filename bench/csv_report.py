@@ -42,6 +42,7 @@ import httpx
 import psutil
 from azure.storage.blob import BlobClient
 
+from bench import arrow_group_by
 from devhost.testing.azurite import Azurite
 from devhost.testing.harness import APP_TEST_ENV, DevHost
 
@@ -256,32 +257,12 @@ def run_job(host: DevHost, path: Path, timeout: float) -> dict[str, Any]:
 
 def pyarrow_reference_s(path: Path) -> tuple[float, float]:
     """Seconds and CPU seconds the side-by-side reference's task takes here: pyarrow over the whole file with
-    its own threads.
-
-    The computation of `bench.celery_peer.csv_group_by` (that module needs Celery, which lives in the peer's
-    virtualenv only), timed in this process once the file is in the page cache.
+    its own threads (`bench.arrow_group_by`, which the Celery peer's task runs), timed in this process once
+    the file is in the page cache.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
-    number = r"^[ \t]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*$"
     path.read_bytes()  # page cache, as the reference's freshly written blob is
     started, cpu_started = time.perf_counter(), time.process_time()
-    columns = [GROUP_BY, *METRICS]
-    table = pacsv.read_csv(
-        path,
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=dict.fromkeys(columns, pa.string())),
-    )
-    data: dict[str, Any] = {"g": table[GROUP_BY]}
-    aggregations: list[Any] = [("g", "count")]
-    for name in METRICS:
-        cells = table[name]
-        data[name] = pc.cast(pc.utf8_trim(pc.if_else(pc.match_substring_regex(cells, number), cells, None), " \t"),
-                             pa.float64())  # fmt: skip
-        aggregations += [(name, "count"), (name, "sum"), (name, "min"), (name, "max")]
-    pa.table(data).group_by("g").aggregate(aggregations).to_pylist()
+    arrow_group_by.group_by(str(path), GROUP_BY, list(METRICS))
     return time.perf_counter() - started, time.process_time() - cpu_started
 
 

@@ -54,13 +54,7 @@ async def start_unless_exists(client: Any, start_input: JobStart) -> bool:
     """
     if await status(client, start_input["job_id"]) is not None:
         return False
-    try:
-        await start(client, start_input)
-    except Exception:
-        if await status(client, start_input["job_id"]) is not None:
-            return False
-        raise
-    return True
+    return await start_absent(client, start_input)
 
 
 async def start_absent(client: Any, start_input: JobStart) -> bool:
