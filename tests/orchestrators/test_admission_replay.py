@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Any
 
 from orchestrators.job import job_orchestration
-from shared.clock import iso
 from shared.contracts import (
     ADMITTED_EVENT,
     CANCEL_EVENT,
@@ -30,6 +29,7 @@ from shared.contracts import (
 from shared.status import job_state
 from tests.orchestrators.replay import START, Replay, Task
 from tests.orchestrators.test_job_replay import JOB_ID, worker
+from tests.orchestrators.test_job_replay import _start as job_replay_start
 
 RECHECK = 60
 
@@ -39,16 +39,7 @@ def _ticket(admitted: bool) -> AdmissionTicket:
 
 
 def _start(admitted: bool, deadline: timedelta | None = None) -> JobStart:
-    return {
-        "job_id": JOB_ID,
-        "kind": "simulate",
-        "input_ref": None,
-        "input_content_type": None,
-        "options": {},
-        "deadline_at": iso(START + deadline) if deadline is not None else None,
-        "submitted_at": iso(START),
-        "admission": _ticket(admitted),
-    }
+    return {**job_replay_start(deadline), "admission": _ticket(admitted)}
 
 
 def _claims(answers: list[bool]) -> Any:
