@@ -122,6 +122,8 @@ def runs_whole(settings: Settings, plan: JobPlan) -> bool:
     chunks = plan["chunks"]
     if len(chunks) == 1:
         return True
+    if settings.whole_run_max_seconds <= 0:
+        return False  # switched off: even a kind that estimates no work at all runs staged
     if len(chunks) > int(plan.get("max_parallel_chunks", settings.max_parallel_chunks)):
         return False  # staged, more than one wave would wait for another: never faster whole
     estimate = job_kind(settings, plan["kind"]).work_seconds(plan["input_size"], chunks, plan["options"])

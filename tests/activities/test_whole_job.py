@@ -239,3 +239,15 @@ def test_a_cancel_between_the_chunks_of_a_whole_run_writes_no_result(whole_runs:
         cancel.join()
     assert answer.get("stopped") is True and "outcome" not in answer
     assert result_blob_name(start["job_id"]) not in _names(whole_runs, start["job_id"])
+
+
+def test_whole_run_max_seconds_0_runs_only_one_chunk_jobs_whole(
+    blobs: BlobServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0 switches it off, even for chunks that are estimated at no work at all (the test settings rely on it)."""
+    monkeypatch.setenv("ENABLE_SIMULATE_KIND", "true")
+    get_settings.cache_clear()
+    assert get_settings().whole_run_max_seconds == 0
+    start = job_start(uuid.uuid4().hex, "simulate", {"chunks": 2}, None)
+    answer = prepare_or_run_job(start)
+    assert "outcome" not in answer and answer["chunk_count"] == 2
