@@ -169,7 +169,7 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
     has_result, earlier, chunks = _earlier_result(settings, job_id)
     if earlier is not None:
         # It may have crashed before recording this.
-        job_store.record_outcome(settings, job_id, earlier, progress=(chunks, chunks))
+        job_store.record_outcome(settings, job_id, earlier, (chunks, chunks), start.get("index_key"))
         return _answer(prepared_output(config, chunks), earlier)
     should_stop = StopSignal(container, job_id, deadline_at=start.get("deadline_at"))
     if has_result or should_stop.check_now():
@@ -193,7 +193,7 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
             else:
                 running.finish()
                 count = len(plan["chunks"])
-                job_store.record_outcome(settings, job_id, outcome, progress=(count, count))
+                job_store.record_outcome(settings, job_id, outcome, (count, count), start.get("index_key"))
                 log_event("job.ran_whole", job_id=job_id, kind=plan["kind"], bytes=plan["input_size"], chunks=count)
                 return _answer(prepared_output(config, count), outcome)
     finally:
