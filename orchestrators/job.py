@@ -1,7 +1,8 @@
 """The job orchestration: prepare → process chunks → complete (merge and record), for every job kind.
 
-A small job (one chunk, or a few chunks of little work) runs whole in its first step (orchestrators.whole_job); orchestrations whose history
-predates complete_job keep their merge → finalize tail (prepare's answer says which, see `_process`).
+A small job (one chunk, or a few chunks of little work) runs whole in its first step
+(orchestrators.whole_job); orchestrations whose history predates complete_job keep their merge → finalize
+tail (prepare's answer says which, see `_process`).
 
 Only blob references, counts and small dicts travel through it (claim check), so its history has
 the same size whatever the size of the input. A cancel event interrupts any step, and the deadline
