@@ -1,7 +1,7 @@
 """Blueprint of the activities concern: one thin, named wrapper per step of a job.
 
 Each wrapper unpacks its typed input (shared.contracts) and calls the typed function of its module:
-plan (prepare), whole_job (prepare, or run a one-chunk job whole), chunks, complete (merge and finalize in
+plan (prepare), whole_job (prepare, or run a small job whole), chunks, complete (merge and finalize in
 one step), merge and finalize (their own steps for histories that scheduled them, and finalize for every job
 that did not complete), stop (request and watch), dead_letter. Every step is idempotent and takes and
 returns small JSON dicts.
@@ -61,7 +61,7 @@ def prepare_job(payload: PrepareInput) -> PrepareOutput:
 @blueprint.function_name(PREPARE_OR_RUN_JOB)
 @blueprint.activity_trigger(input_name="payload")
 def prepare_or_run_job(payload: PrepareInput) -> WholeJobOutput:
-    """Plan the job, and run a one-chunk job whole: see activities.whole_job.prepare_or_run_job."""
+    """Plan the job, and run a small job whole: see activities.whole_job.prepare_or_run_job."""
     with activity_span(PREPARE_OR_RUN_JOB, payload):
         output = whole_job.prepare_or_run_job(payload)
         ticket = payload.get("admission")

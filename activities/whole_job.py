@@ -1,9 +1,12 @@
-"""A job whose plan is one chunk, run whole in the step that plans it: no plan or partial blob, one activity.
+"""A small job run whole in the step that plans it: no plan or partial blob, one activity.
 
-Most jobs are small. Staged, a one-chunk job pays for four activities (prepare, chunk, merge, finalize),
-five orchestrator episodes and the plan and partial blobs between them; run whole it pays for one
-activity and two episodes, and its storage requests fall to what the work itself needs (docs/benchmarks.md,
-"Cost per job"). The guarantees stay those of the staged steps:
+Most jobs are small. Staged, a one-chunk job pays for three activities (prepare, chunk, complete), four
+orchestrator episodes and the plan and partial blobs between them, and every further chunk an activity, its
+messages and a partial; run whole it pays for one activity and two episodes, and its storage requests fall
+to what the work itself needs (docs/benchmarks.md, "Cost per job"). A plan runs whole when it is one chunk,
+or when it fits in one wave of chunks and its kind estimates all of its work at WHOLE_RUN_MAX_SECONDS or
+less (`JobKind.work_seconds`): below that, spreading the chunks over activities costs more than it saves.
+The chunks then run one after another in this activity. The guarantees stay those of the staged steps:
 
 - **idempotent**: the result blob is written with deterministic content and tagged as a whole run, so a
   redelivery finds it and records the same outcome again; a job that ended otherwise (its stop marker,
@@ -11,7 +14,8 @@ activity and two episodes, and its storage requests fall to what the work itself
 - **stop and deadline**: the stop marker and the deadline are checked before planning, by the chunk
   while it works and again before the result is written; a stopped run answers as a stopped plan does;
 - **failures keep their staged semantics**: a chunk that fails (retryable or not) leaves the plan blob and
-  hands the job to the staged path, whose chunk retries, backoff and error messages apply unchanged;
+  hands the job to the staged path, whose chunk retries, backoff and error messages apply unchanged (every
+  chunk then runs staged, those that had succeeded here too: nothing of a failed whole run is kept);
 - the job's row shows RUNNING only if the run takes longer than RUNNING_MARK_AFTER_SECONDS (a tiny job
   goes from PENDING to its outcome in one write), and never after its outcome was recorded.
 """
@@ -50,7 +54,8 @@ from storage import jobs as job_store
 from storage.names import result_blob_name
 
 WHOLE_METADATA = "whole"
-"""Blob metadata on a result written by a whole run: a redelivery may record its outcome again."""
+"""Blob metadata on a result written by a whole run, its value the chunk count: a redelivery may record its
+outcome again (with that progress)."""
 
 RUNNING_MARK_AFTER_SECONDS = 1.0
 """A whole run still working after this long marks its row RUNNING (listings filter on the row's status)."""
@@ -97,37 +102,60 @@ def _answer(prepared: PrepareOutput, outcome: JobOutcome | None = None) -> Whole
     return answer
 
 
-def _earlier_result(settings: Settings, job_id: str) -> tuple[bool, JobOutcome | None]:
-    """Whether the job has a result already, and the outcome if an earlier whole run of this job wrote it."""
+def _earlier_result(settings: Settings, job_id: str) -> tuple[bool, JobOutcome | None, int]:
+    """Whether the job has a result already, the outcome if an earlier whole run of this job wrote it, and that
+    run's chunk count."""
     try:
         download = results(settings).get_blob_client(result_blob_name(job_id)).download_blob()
     except ResourceNotFoundError:
-        return False, None
+        return False, None, 0
     metadata = download.properties.metadata or {}
-    if metadata.get(WHOLE_METADATA) != "1" or KIND_METADATA not in metadata:
-        return True, None  # merged by the staged steps: the job is past its work
+    chunks = metadata.get(WHOLE_METADATA, "")
+    if not chunks.isdigit() or int(chunks) < 1 or KIND_METADATA not in metadata:
+        return True, None, 0  # merged by the staged steps: the job is past its work
     summary = job_kind(settings, metadata[KIND_METADATA]).summarize(json.loads(download.readall()))
-    return True, _outcome(job_id, summary)
+    return True, _outcome(job_id, summary), int(chunks)
+
+
+def runs_whole(settings: Settings, plan: JobPlan) -> bool:
+    """Whether the plan runs whole: one chunk, or one wave of chunks whose kind estimates them as small."""
+    chunks = plan["chunks"]
+    if len(chunks) == 1:
+        return True
+    if settings.whole_run_max_seconds <= 0:
+        return False  # switched off: even a kind that estimates no work at all runs staged
+    if len(chunks) > int(plan.get("max_parallel_chunks", settings.max_parallel_chunks)):
+        return False  # staged, more than one wave would wait for another: never faster whole
+    estimate = job_kind(settings, plan["kind"]).work_seconds(plan["input_size"], chunks, plan["options"])
+    return estimate is not None and estimate <= settings.whole_run_max_seconds
 
 
 def _run(
     settings: Settings, job_id: str, plan: JobPlan, source: ByteSource | None, should_stop: StopSignal
 ) -> JobOutcome | None:
-    """Process the one chunk and merge it into the result; None if the job must stop. Raises if the chunk fails."""
+    """Process the chunks one after another and merge them into the result; None if the job must stop.
+
+    Raises if a chunk fails.
+    """
     kind = job_kind(settings, plan["kind"])
-    partial = kind.process_chunk(source, plan["chunks"][0], plan["options"], 1, should_stop)
-    if should_stop.check_now():
+    partials: list[dict[str, Any]] = []
+    for chunk in plan["chunks"]:
+        # Through JSON, as a staged partial is stored and read back: the result is the same document either way.
+        partial = kind.process_chunk(source, chunk, plan["options"], 1, should_stop)
+        partials.append(json.loads(json.dumps(partial)))
+        if should_stop():  # between chunks: storage asked at most once per check interval
+            return None
+    if should_stop.check_now():  # before the result is written: ask storage now
         return None
-    # Through JSON, as a staged partial is stored and read back: the result is the same document either way.
-    result = kind.merge([json.loads(json.dumps(partial))], plan["options"])
+    result = kind.merge(partials, plan["options"])
     summary = kind.summarize(result)
-    metadata = {KIND_METADATA: plan["kind"], WHOLE_METADATA: "1"}
+    metadata = {KIND_METADATA: plan["kind"], WHOLE_METADATA: str(len(partials))}
     upload_json(results(settings), result_blob_name(job_id), result, metadata=metadata)
     return _outcome(job_id, summary)
 
 
 def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
-    """Plan the job; if the plan is one chunk, run it whole and record its outcome, else store the plan.
+    """Plan the job; if the plan runs whole (`runs_whole`), run it and record its outcome, else store the plan.
 
     Without an `outcome` the answer is prepare_job's, and the orchestrator goes on with the staged steps.
     """
@@ -138,10 +166,11 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
     config = orchestration_config(settings)
     if container.get_blob_client(plan_blob_name(job_id)).exists():
         return _answer(prepare_job(start))  # staged already (an earlier attempt handed over): carry on staged
-    has_result, earlier = _earlier_result(settings, job_id)
+    has_result, earlier, chunks = _earlier_result(settings, job_id)
     if earlier is not None:
-        job_store.record_outcome(settings, job_id, earlier, progress=(1, 1))  # it may have crashed before this
-        return _answer(prepared_output(config, 1), earlier)
+        # It may have crashed before recording this.
+        job_store.record_outcome(settings, job_id, earlier, (chunks, chunks), start.get("index_key"))
+        return _answer(prepared_output(config, chunks), earlier)
     should_stop = StopSignal(container, job_id, deadline_at=start.get("deadline_at"))
     if has_result or should_stop.check_now():
         # Cancelled before planning, or a redelivery after the job ended (resources.job_has_ended).
@@ -152,7 +181,7 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
         if planned is None:
             return _answer(prepared_output(config, 0, stopped=True))
         plan, source = planned
-        if len(plan["chunks"]) == 1:
+        if runs_whole(settings, plan):
             try:
                 outcome = _run(settings, job_id, plan, source, should_stop)
                 if outcome is None:
@@ -163,9 +192,10 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
                 log_event("job.whole_run_failed", job_id=job_id, kind=plan["kind"], error=type(exc).__name__)
             else:
                 running.finish()
-                job_store.record_outcome(settings, job_id, outcome, progress=(1, 1))
-                log_event("job.ran_whole", job_id=job_id, kind=plan["kind"], bytes=plan["input_size"])
-                return _answer(prepared_output(config, 1), outcome)
+                count = len(plan["chunks"])
+                job_store.record_outcome(settings, job_id, outcome, (count, count), start.get("index_key"))
+                log_event("job.ran_whole", job_id=job_id, kind=plan["kind"], bytes=plan["input_size"], chunks=count)
+                return _answer(prepared_output(config, count), outcome)
     finally:
         running.finish()
     index_key = job_store.mark_running(settings, job_id)

@@ -284,6 +284,7 @@ def job_start(record: job_store.JobRecord, ticket: AdmissionTicket | None = None
         "options": record["options"],
         "deadline_at": record["deadline_at"],
         "submitted_at": record["created_at"],
+        "index_key": record["index_key"],
     }
     if record.get("traceparent"):
         start["traceparent"] = record.get("traceparent")

@@ -10,7 +10,7 @@ import ctypes
 import io
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
@@ -268,6 +268,14 @@ class JobKind(Protocol):
         should_stop: Callable[[], bool],
     ) -> dict[str, Any]:
         """The JSON-native partial result of one chunk; raises ChunkStopped when `should_stop()` is true."""
+        ...
+
+    def work_seconds(self, input_size: int, chunks: Sequence[dict[str, Any]], options: dict[str, Any]) -> float | None:
+        """About how long one worker thread needs for all of `chunks`; None if the kind cannot tell.
+
+        A job of several chunks estimated at WHOLE_RUN_MAX_SECONDS or less runs whole in its first step
+        (activities.whole_job): below that, an activity per chunk costs more than the work it spreads.
+        """
         ...
 
     def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:

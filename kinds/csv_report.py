@@ -20,7 +20,7 @@ import io
 import json
 import re
 import sys
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -58,6 +58,10 @@ _FIRST_CHARS = frozenset("0123456789+-.")
 _LAST_CHARS = frozenset("0123456789.")
 
 _STATS = ("count", "sum", "min", "max", "mean")
+
+WORK_BYTES_PER_SECOND = 20_000_000
+"""What one worker thread reports per second, measured on this project's 2-core machine (16 MB in 0.8 s,
+two metrics with exact sums); an estimate for running small jobs whole, on the slow side."""
 
 ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
@@ -319,6 +323,10 @@ class CsvReport:
         rows = RowRange(start, end, columns, group_index, metric_indices)
         totals = aggregate_range(source, rows, should_stop)
         return {"index": chunk.get("index"), "rows": totals.rows, "groups": totals.groups()}
+
+    def work_seconds(self, input_size: int, chunks: Sequence[dict[str, Any]], options: dict[str, Any]) -> float | None:
+        """Proportional to the input's size."""
+        return input_size / WORK_BYTES_PER_SECOND
 
     def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         """The report: row count and, per group, its row count and per-metric count/sum/min/max/mean."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -108,6 +108,10 @@ class Simulate:
                 break
             time.sleep(min(_SLEEP_STEP_SECONDS, remaining))
         return {"index": index, "value": chunk_checksum(index), "attempt": attempt}
+
+    def work_seconds(self, input_size: int, chunks: Sequence[dict[str, Any]], options: dict[str, Any]) -> float | None:
+        """Each chunk sleeps `chunk_seconds`."""
+        return len(chunks) * SimulateOptions.model_validate(options).chunk_seconds
 
     def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         """Chunk count and checksum: a chunk counted twice or missed changes the checksum."""

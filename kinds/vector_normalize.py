@@ -10,7 +10,7 @@ import codecs
 import io
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator, model_validator
@@ -21,6 +21,9 @@ NAME = "vector-normalize"
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+
+WORK_BYTES_PER_SECOND = 10_000_000
+"""NDJSON one worker thread normalizes per second (measured: 4 MB of 16-component vectors in 0.4 s)."""
 
 VECTORS_PER_STOP_CHECK = 2048
 _MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
@@ -284,6 +287,10 @@ class VectorNormalize:
             "zero_vectors": zero_vectors,
             "metadata": metadata,
         }
+
+    def work_seconds(self, input_size: int, chunks: Sequence[dict[str, Any]], options: dict[str, Any]) -> float | None:
+        """Proportional to the input's size."""
+        return input_size / WORK_BYTES_PER_SECOND
 
     def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         """All normalized vectors in input order, with counts and the metadata."""

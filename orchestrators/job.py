@@ -1,6 +1,6 @@
 """The job orchestration: prepare → process chunks → complete (merge and record), for every job kind.
 
-A job of one chunk runs whole in its first step (orchestrators.whole_job); orchestrations whose history
+A small job (one chunk, or a few chunks of little work) runs whole in its first step (orchestrators.whole_job); orchestrations whose history
 predates complete_job keep their merge → finalize tail (prepare's answer says which, see `_process`).
 
 Only blob references, counts and small dicts travel through it (claim check), so its history has
@@ -186,7 +186,7 @@ class _JobRun:
     def _process(self) -> Orchestration:
         job_id = self.job_id
         # Settings reach the orchestrator through this step's output; it is retried with the defaults.
-        # One step plans the job and, when its plan is one chunk, runs it whole (orchestrators.whole_job).
+        # One step plans the job and, when its plan is small, runs it whole (orchestrators.whole_job).
         prepared: WholeJobOutput = yield from prepare_or_run(self.context, self.start, self.policy, self.interrupts)
         if prepared.get("stopped"):
             raise ChunksStopped()  # planning saw the stop marker or the deadline

@@ -1,4 +1,4 @@
-"""The job orchestration's first step: prepare the job, or run a one-chunk job whole (activities.whole_job).
+"""The job orchestration's first step: prepare the job, or run a small job whole (activities.whole_job).
 
 A job run whole completes in that step: its outcome is recorded and its result written by the activity,
 so the orchestration only returns it. Two rules keep that consistent with the staged path (the staged

@@ -96,6 +96,9 @@ class JobStart(TypedDict):
     callback: NotRequired[Callback | None]  # webhooks: see orchestrators.webhook
     input_inline: NotRequired[str]  # base64 of a small posted input kept inline instead of in a blob (input_ref None)
     admission: NotRequired[AdmissionTicket]  # absent: the job was started without admission control
+    # The job row's index key (storage.jobs): a job run whole records its outcome without reading the row
+    # first. Absent in jobs started before it, and for jobs without a row (tests starting orchestrations).
+    index_key: NotRequired[str]
 
 
 class AdmissionTicket(TypedDict):

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # chunks_in_flight). What a chunk holds in memory grows with the bytes it reads, so this bounds a job's
     # memory where MAX_PARALLEL_CHUNKS alone bounds its count; jobs without an input are not limited by it.
     max_chunk_bytes_in_flight: int = Field(default=32 * 1024 * 1024, ge=1024, alias="MAX_CHUNK_BYTES_IN_FLIGHT")
+    # A job of several chunks whose kind estimates its work at this many seconds or less runs whole in its
+    # first step (activities.whole_job); one-chunk jobs always do. 0: only one-chunk jobs.
+    whole_run_max_seconds: float = Field(default=0.5, ge=0, le=60, alias="WHOLE_RUN_MAX_SECONDS")
 
     # Retries (exponential backoff with deterministic jitter, on durable timers)
     retry_first_interval_seconds: float = Field(default=1.0, gt=0, alias="RETRY_FIRST_INTERVAL_SECONDS")

@@ -59,9 +59,17 @@ BACKGROUND_CONNECT_SECONDS = 10.0
 BACKGROUND_READ_SECONDS = 60.0
 
 
+# Storage is reached directly (or over the VNet's private endpoints), never through an environment proxy
+# or with ~/.netrc credentials; with the transports' default (requests' and aiohttp's trust_env) every
+# request looks both up again: two stat calls and the proxy variables per storage request, about 5 % of an
+# activity's samples (docs/benchmarks.md, "devhost's own cost per job").
+_TRANSPORT: dict[str, Any] = {"use_env_settings": False}
+
+
 def _interactive_options(service: str) -> dict[str, Any]:
     """One immediate retry (a dropped pooled connection), no backoff: an outage answers 503 within ~2 s."""
     timeouts: dict[str, Any] = {
+        **_TRANSPORT,
         "connection_timeout": INTERACTIVE_CONNECT_SECONDS,
         "read_timeout": INTERACTIVE_READ_SECONDS,
     }
@@ -74,6 +82,7 @@ def _interactive_options(service: str) -> dict[str, Any]:
 def _background_options(service: str) -> dict[str, Any]:
     """Five retries over about a minute (2+2, 2+4, 2+8, ... s): a storage restart is ridden out."""
     timeouts: dict[str, Any] = {
+        **_TRANSPORT,
         "connection_timeout": BACKGROUND_CONNECT_SECONDS,
         "read_timeout": BACKGROUND_READ_SECONDS,
     }

@@ -16,6 +16,7 @@ from shared.settings import get_settings
 def blobs(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[BlobServiceClient]:
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.setenv("CHUNK_TARGET_BYTES", "1024")
+    monkeypatch.setenv("WHOLE_RUN_MAX_SECONDS", "0")  # the 1 KB chunks of these tests would all run whole
     get_settings.cache_clear()
     ensure_local_resources(get_settings())
     yield BlobServiceClient.from_connection_string(azurite.connection_string)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import threading
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -21,6 +25,7 @@ from activities.plan import prepare_job
 from activities.resources import plan_blob_name
 from activities.stop import request_stop
 from activities.whole_job import WHOLE_METADATA, prepare_or_run_job
+from kinds.simulate import expected_checksum
 from shared.contracts import JobError, JobStart
 from shared.settings import get_settings
 from storage.names import PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name, job_prefix, result_blob_name
@@ -146,3 +151,103 @@ def test_a_dead_letter_keeps_an_inline_input_in_a_blob_for_the_replay(blobs: Blo
     blob = blobs.get_container_client(PAYLOADS_CONTAINER).get_blob_client(job_input_blob_name(start["job_id"]))
     assert blob.download_blob().readall() == SMALL
     assert blob.get_blob_properties().content_settings.content_type == "text/csv"
+
+
+# --- a small job of several chunks (WHOLE_RUN_MAX_SECONDS) ----------------------------------------------
+
+
+@pytest.fixture
+def whole_runs(blobs: BlobServiceClient, monkeypatch: pytest.MonkeyPatch) -> Iterator[BlobServiceClient]:
+    """The shipped WHOLE_RUN_MAX_SECONDS (0.5 s) with two chunks in flight, and the simulate kind."""
+    monkeypatch.setenv("WHOLE_RUN_MAX_SECONDS", "0.5")
+    monkeypatch.setenv("MAX_PARALLEL_CHUNKS", "4")
+    monkeypatch.setenv("ENABLE_SIMULATE_KIND", "true")
+    get_settings.cache_clear()
+    yield blobs
+    get_settings.cache_clear()
+
+
+def test_a_small_job_of_several_chunks_runs_whole_to_the_staged_result(whole_runs: BlobServiceClient) -> None:
+    """A few 1 KB chunks of csv-report (well under 0.5 s of estimated work) in one step, the same document."""
+    data = SMALL + SMALL[4:] * 7  # one header, 320 rows: 3 chunks of 1 KB
+    whole, staged = _job(whole_runs, data), _job(whole_runs, data)
+    answer = prepare_or_run_job(whole)
+    outcome = answer.get("outcome")
+    assert outcome is not None and outcome["status"] == "COMPLETED"
+    chunks = answer["chunk_count"]
+    assert 1 < chunks <= 4
+    assert _names(whole_runs, whole["job_id"]) == [result_blob_name(whole["job_id"])]  # no plan, no partials
+    blob = whole_runs.get_container_client(RESULTS_CONTAINER).get_blob_client(result_blob_name(whole["job_id"]))
+    assert blob.get_blob_properties().metadata.get(WHOLE_METADATA) == str(chunks)
+
+    get_settings.cache_clear()
+    os.environ["WHOLE_RUN_MAX_SECONDS"] = "0"  # the same input staged (monkeypatch restores it)
+    staged_answer = prepare_or_run_job(staged)
+    assert "outcome" not in staged_answer and staged_answer["chunk_count"] == chunks
+    for index in range(chunks):
+        process_chunk(staged["job_id"], index, 1)
+    merged = merge_partials(staged["job_id"], chunks)
+    assert _result(whole_runs, whole["job_id"]) == _result(whole_runs, staged["job_id"])
+    assert outcome["summary"] == merged["summary"]
+
+
+def test_a_redelivered_whole_run_of_several_chunks_answers_its_chunk_count(whole_runs: BlobServiceClient) -> None:
+    """The chunk count, kept on the result, is the progress the redelivery records (n of n, not 1 of 1)."""
+    start = job_start(uuid.uuid4().hex, "simulate", {"chunks": 3}, None)
+    first = prepare_or_run_job(start)
+    assert first.get("outcome") is not None and first["chunk_count"] == 3
+    assert first["outcome"]["summary"] == {"chunks": 3, "checksum": expected_checksum(3)}
+    again = prepare_or_run_job(start)
+    assert again == first
+
+
+@pytest.mark.parametrize(
+    ("options", "runs_whole"),
+    [
+        ({"chunks": 4, "chunk_seconds": 0.1}, True),  # 0.4 s of work, one wave of 4
+        ({"chunks": 4, "chunk_seconds": 0.2}, False),  # 0.8 s: spread over activities
+        ({"chunks": 5}, False),  # no work at all, but more than one wave of 4
+    ],
+)
+def test_only_small_work_in_one_wave_runs_whole(
+    whole_runs: BlobServiceClient, options: dict[str, Any], runs_whole: bool
+) -> None:
+    start = job_start(uuid.uuid4().hex, "simulate", options, None)
+    answer = prepare_or_run_job(start)
+    assert ("outcome" in answer) is runs_whole
+    assert answer["chunk_count"] == options["chunks"]
+    assert (plan_blob_name(start["job_id"]) in _names(whole_runs, start["job_id"])) is not runs_whole
+
+
+def test_a_failing_chunk_of_a_whole_run_hands_every_chunk_to_the_staged_steps(whole_runs: BlobServiceClient) -> None:
+    start = job_start(uuid.uuid4().hex, "simulate", {"chunks": 3, "transient_failures": 1}, None)
+    answer = prepare_or_run_job(start)
+    assert "outcome" not in answer and answer["chunk_count"] == 3
+    assert _names(whole_runs, start["job_id"]) == [plan_blob_name(start["job_id"])]  # no result, no partial
+    for index in range(3):
+        assert process_chunk(start["job_id"], index, 2)["partial_ref"]
+
+
+def test_a_cancel_between_the_chunks_of_a_whole_run_writes_no_result(whole_runs: BlobServiceClient) -> None:
+    """The marker, written while the first of three chunks sleeps, is seen before the result is written."""
+    start = job_start(uuid.uuid4().hex, "simulate", {"chunks": 3, "chunk_seconds": 0.15}, None)
+    cancel = threading.Timer(0.05, request_stop, args=(start["job_id"], "cancelled"))
+    cancel.start()
+    try:
+        answer = prepare_or_run_job(start)
+    finally:
+        cancel.join()
+    assert answer.get("stopped") is True and "outcome" not in answer
+    assert result_blob_name(start["job_id"]) not in _names(whole_runs, start["job_id"])
+
+
+def test_whole_run_max_seconds_0_runs_only_one_chunk_jobs_whole(
+    blobs: BlobServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0 switches it off, even for chunks that are estimated at no work at all (the test settings rely on it)."""
+    monkeypatch.setenv("ENABLE_SIMULATE_KIND", "true")
+    get_settings.cache_clear()
+    assert get_settings().whole_run_max_seconds == 0
+    start = job_start(uuid.uuid4().hex, "simulate", {"chunks": 2}, None)
+    answer = prepare_or_run_job(start)
+    assert "outcome" not in answer and answer["chunk_count"] == 2

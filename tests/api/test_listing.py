@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from azure.data.tables import TableServiceClient
+
 from devhost.testing.harness import DevHost
+from storage.indexed_table import INDEX_PARTITION
+from storage.jobs import LAYOUT
+from storage.names import JOBS_TABLE
 from tests.api.probes import eventually, instances
 
 
@@ -29,3 +35,20 @@ def _listed(devhost: DevHost, job_id: str) -> dict[str, Any]:
     [item] = [item for item in items if item["id"] == job_id]
     found: dict[str, Any] = item
     return found
+
+
+def test_a_job_run_whole_records_its_outcome_in_both_rows(devhost: DevHost) -> None:
+    """The submit hands the row's index key to the orchestration, and the whole run merges both rows with it
+    instead of reading the job row first: the index row (what listings read) must still get the outcome."""
+    submitted = devhost.client.post("/api/jobs", json={"kind": "simulate", "options": {"chunks": 1}})
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    # Wait on Durable, not on the job resource: reading the job could catch its rows up.
+    eventually(lambda: [i for i in instances(devhost, instanceIdPrefix=job_id) if i["runtimeStatus"] == "Completed"],
+               timeout=60, interval=0.3)  # fmt: skip
+    table = TableServiceClient.from_connection_string(devhost.connection_string).get_table_client(JOBS_TABLE)
+    row = table.get_entity(*LAYOUT.primary(job_id))
+    index_row = table.get_entity(INDEX_PARTITION, str(row["index_key"]))
+    for entity in (row, index_row):
+        assert entity["status"] == "COMPLETED", dict(entity)
+        assert json.loads(entity["progress"]) == {"completed": 1, "total": 1}, dict(entity)

@@ -10,10 +10,12 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from azure.data.tables import TableServiceClient
 
 from devhost.testing.azurite import Azurite
 from devhost.testing.harness import DevHost
@@ -198,3 +200,31 @@ def test_a_sigkill_during_a_csv_report_still_yields_the_exact_result(azurite: Az
 def test_job_summaries_stay_small(devhost: DevHost) -> None:
     job = finished(devhost, submit_json(devhost.client, {"kind": "simulate", "options": {"chunks": 2}}))
     assert len(json.dumps(job["result"])) < 2048
+
+
+def _scheduled(host: DevHost, job_id: str) -> list[str]:
+    """The activities the job's orchestration scheduled, from its history (the job id is the instance id)."""
+    history = TableServiceClient.from_connection_string(host.connection_string).get_table_client(
+        f"{host.task_hub}History"
+    )
+    rows = history.query_entities("PartitionKey eq @id and EventType eq 'TaskScheduled'", parameters={"id": job_id})
+    return sorted(str(row["Name"]) for row in rows)
+
+
+def test_a_small_job_of_several_chunks_is_one_step_and_a_larger_one_is_staged(
+    devhost_factory: Callable[..., DevHost],
+) -> None:
+    """WHOLE_RUN_MAX_SECONDS as shipped (0.5 s): 3 chunks x 0.05 s run whole in one activity; 3 x 0.3 s spread."""
+    host = devhost_factory(env={"WHOLE_RUN_MAX_SECONDS": "0.5"})
+    small = finished(
+        host, submit_json(host.client, {"kind": "simulate", "options": {"chunks": 3, "chunk_seconds": 0.05}})
+    )
+    larger = finished(
+        host, submit_json(host.client, {"kind": "simulate", "options": {"chunks": 3, "chunk_seconds": 0.3}})
+    )
+    for job in (small, larger):
+        assert job["status"] == "COMPLETED", job
+        assert job["result"] == {"chunks": 3, "checksum": expected_checksum(3)}
+        assert job["progress"] == {"completed": 3, "total": 3, "percent": 100.0}
+    assert _scheduled(host, small["id"]) == ["prepare_or_run_job"]
+    assert _scheduled(host, larger["id"]) == ["complete_job", "prepare_or_run_job", *["process_chunk"] * 3]

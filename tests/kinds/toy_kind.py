@@ -6,7 +6,7 @@ kind needs nothing outside its own module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,6 +66,10 @@ class LineCount:
         if options.get("skip_blank"):
             lines = [line for line in lines if line.strip()]
         return {"index": chunk["index"], "lines": len(lines)}
+
+    def work_seconds(self, input_size: int, chunks: Sequence[dict[str, Any]], options: dict[str, Any]) -> float | None:
+        """No estimate: a job of several chunks runs staged."""
+        return None
 
     def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         """The total."""

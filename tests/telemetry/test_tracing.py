@@ -5,6 +5,9 @@ metrics the admission and webhooks branches record through shared.telemetry."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from devhost.testing.azurite import ROOT
 from shared import telemetry, tracing
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -147,3 +151,22 @@ def test_only_a_loopback_collector_is_used() -> None:
     )
     for remote in ("https://collector.example.com", "http://10.0.0.5:4318", "http://127.0.0.1.example.com", "nonsense"):
         assert not is_loopback(remote), remote
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "mode", "sdk_tracing"),
+    [("", "none", "None"), ("http://127.0.0.1:9", "otlp", "OpenTelemetrySpan")],
+)
+def test_storage_calls_are_traced_only_when_the_spans_go_somewhere(endpoint: str, mode: str, sdk_tracing: str) -> None:
+    """Without an exporter azure-core's spans cost CPU per storage call and reach no one (a fresh process:
+    the global providers can be set once)."""
+    script = (
+        "from shared import observability; print(observability.configure());"
+        "from azure.core.settings import settings; t = settings.tracing_implementation();"
+        "print(t.__name__ if t else None)"
+    )
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+    env.pop("APPLICATIONINSIGHTS_CONNECTION_STRING", None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [mode, sdk_tracing]

@@ -119,6 +119,9 @@ param chunkTargetBytes int = 8388608
 @minValue(1024)
 param maxChunkBytesInFlight int = 33554432
 
+@description('Optional. A job of several chunks whose kind estimates its work at this many seconds or less runs whole in one activity (WHOLE_RUN_MAX_SECONDS, a decimal string; "0": only one-chunk jobs do).')
+param wholeRunMaxSeconds string = '0.5'
+
 @description('Optional. Chunks per sub-orchestration (CHUNKS_PER_SUB_ORCHESTRATION): bounds each history Python replays.')
 @minValue(1)
 @maxValue(200)
@@ -287,6 +290,7 @@ var appSettings = {
   MAX_PARALLEL_CHUNKS: string(maxParallelChunks)
   CHUNK_TARGET_BYTES: string(chunkTargetBytes)
   MAX_CHUNK_BYTES_IN_FLIGHT: string(maxChunkBytesInFlight)
+  WHOLE_RUN_MAX_SECONDS: wholeRunMaxSeconds
   CHUNKS_PER_SUB_ORCHESTRATION: string(chunksPerSubOrchestration)
   MAX_CHUNKS_PER_JOB: string(maxChunksPerJob)
   STOP_GRACE_SECONDS: string(stopGraceSeconds)
