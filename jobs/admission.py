@@ -17,8 +17,10 @@ decisions made one slot at a time by different instances.
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -171,6 +173,57 @@ def ledger_partition(settings: Settings) -> Partition:
 _table = ledger_partition
 
 
+LEDGER_MEMO_SECONDS = 1.0
+"""How long a process builds on the ledger as it last read or wrote it instead of reading it again."""
+
+
+class _LedgerMemo:
+    """The ledger row as this process last read or wrote it, with its ETag.
+
+    A submit used to read the ledger twice (the backpressure check, then the join) before its transaction;
+    now both start from what the last read or commit of this process left, when that is recent. Nothing is
+    decided on it alone: a transaction built on it replaces the ledger If-Match its ETag, so a copy another
+    writer made stale costs one refused transaction and a read, and a join it would call "full" is decided
+    again on a fresh read (_decide); a backpressure check trusts it only to let a submit through
+    (has_room), which the join then checks exactly.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ledger: Ledger | None = None
+        self._at = 0.0
+
+    def remember(self, ledger: Ledger) -> None:
+        """Keep a copy of `ledger` (as read, or as a committed transaction left it)."""
+        kept = copy.deepcopy(ledger)
+        with self._lock:
+            self._ledger, self._at = kept, time.monotonic()
+
+    def recall(self) -> Ledger | None:
+        """A copy of the ledger as last seen, if that was within LEDGER_MEMO_SECONDS."""
+        with self._lock:
+            ledger, at = self._ledger, self._at
+        if ledger is None or time.monotonic() - at > LEDGER_MEMO_SECONDS:
+            return None
+        return copy.deepcopy(ledger)
+
+    def forget(self) -> None:
+        """Drop the copy (another writer changed the ledger since)."""
+        with self._lock:
+            self._ledger = None
+
+
+@lru_cache(maxsize=8)
+def _memo(settings: Settings) -> _LedgerMemo:
+    return _LedgerMemo()  # one per task hub's partition and process, shared by requests and activities
+
+
+def _read_ledger(table: Partition, memo: _LedgerMemo) -> Ledger:
+    ledger = ledger_store.read_ledger(table)
+    memo.remember(ledger)
+    return ledger
+
+
 # Group commit (jobs.group_commit): every enqueue and release of one process goes through one group per
 # partition and client mode, so concurrent callers share ledger transactions instead of colliding on the
 # row; a request's group uses the fail-fast client and fails what waits when storage is down.
@@ -203,12 +256,14 @@ def _row_key(change: _Change) -> str:
     return change.ticket["key"] if isinstance(change, _Join) else change.key
 
 
-def _decide(table: Partition, limits: Limits, changes: list[_Change]) -> list[_Outcome]:
+def _decide(table: Partition, limits: Limits, changes: list[_Change], memo: _LedgerMemo) -> list[_Outcome]:
     """Apply every change in one ledger transaction (optimistic: read, decide, commit If-Match, repeat).
 
     When the transaction fails, storage names the operation that failed it: the ledger (another writer
     won: read again after a jittered pause) or one caller's row (a join whose row exists: a retried
     submission; a leave whose row was admitted or withdrawn meanwhile: read it again, at once).
+    The first attempt may start from the ledger as this process last saw it (_LedgerMemo) instead of
+    reading it: its ETag makes the transaction fail if it is stale, and then it is read at once.
     """
 
     def existing(join: _Join) -> Enqueued | None:
@@ -220,7 +275,8 @@ def _decide(table: Partition, limits: Limits, changes: list[_Change]) -> list[_O
         for change in changes:
             if isinstance(change, _Leave) and change.stale:
                 change.entry, change.stale = ledger_store.read_entry(table, change.key), False
-        ledger = ledger_store.read_ledger(table)
+        recalled = memo.recall()
+        ledger = recalled if recalled is not None else _read_ledger(table, memo)
         outcomes: list[_Outcome | None] = [None] * len(changes)
         operations: list[Any] = [None]  # the ledger's write goes first, once every change is counted
         owners: list[int] = [-1]
@@ -265,13 +321,25 @@ def _decide(table: Partition, limits: Limits, changes: list[_Change]) -> list[_O
             owners.append(index)
             outcomes[index] = "admitted" if now else "queued"
         if len(operations) == 1:
+            if recalled is not None and "full" in outcomes:
+                memo.forget()  # nothing was written to check the copy against: refuse only on a fresh read
+                continue
             return _settled(outcomes)
         operations[0] = ledger.write_operation(table.key)
-        failed = ledger_store.commit_at(table, operations)
+        outcome = ledger_store.commit_at(table, operations)
+        failed = outcome.failed
         if failed is None:
+            if outcome.etags and outcome.etags[0]:
+                memo.remember(ledger_store.ledger_from_entity(ledger.entity(table.key), outcome.etags[0]))
+            else:
+                memo.forget()
             # Whether jobs wait that a slot given back could admit: else the leaves need no pump.
             room = ledger.waiting > 0 and ledger.running < limits.max_running
             return _settled([room if isinstance(change, _Leave) else outcomes[n] for n, change in enumerate(changes)])
+        if failed <= 0:
+            memo.forget()
+            if failed == 0 and recalled is not None:
+                continue  # the copy was stale, not a collision in flight: read and decide again at once
         if 0 < failed < len(owners):
             change = changes[owners[failed]]
             if isinstance(change, _Join):
@@ -303,8 +371,9 @@ def _group(settings: Settings, interactive: bool) -> GroupCommit[_Change, _Outco
         Partition(_client(settings, interactive), ledger_store.partition_key(settings.task_hub_name)),
         limits_from(settings),
     )
+    memo = _memo(settings)
     return GroupCommit(
-        lambda changes: _decide(table, limits, changes),
+        lambda changes: _decide(table, limits, changes, memo),
         max_items=ledger_store.MAX_TRANSACTION - 1,  # the ledger row is the hundredth
         key=_row_key,
         fail_waiting=interactive,
@@ -409,13 +478,26 @@ def place(settings: Settings, key: str) -> Place | None:
 @lru_cache(maxsize=8)
 def _waiting_reads(settings: Settings, interactive: bool) -> SingleFlight[int]:
     table = Partition(_client(settings, interactive), ledger_store.partition_key(settings.task_hub_name))
-    return SingleFlight(lambda: ledger_store.read_ledger(table).waiting)
+    memo = _memo(settings)
+    return SingleFlight(lambda: _read_ledger(table, memo).waiting)
 
 
 def waiting_count(settings: Settings) -> int:
     """Jobs waiting over all lanes (one read, shared with the callers that ask while it is in flight:
     backpressure is approximate by design, and joining a lane checks MAX_PENDING_JOBS again exactly)."""
     return _waiting_reads(settings, _FROM_A_REQUEST.get()).get()
+
+
+def has_room(settings: Settings) -> bool:
+    """Whether fewer than MAX_PENDING_JOBS jobs wait, as a check before a submit writes anything.
+
+    A recent ledger of this process's (_LedgerMemo) may say yes without a read: the join checks exactly and
+    a refused join's writes are undone. A no is only ever said on a read made now (shared as waiting_count's).
+    """
+    remembered = _memo(settings).recall()
+    if remembered is not None and remembered.waiting < settings.max_pending_jobs:
+        return True
+    return waiting_count(settings) < settings.max_pending_jobs
 
 
 def retry_after_seconds(settings: Settings) -> int:
@@ -472,3 +554,11 @@ async def place_async(settings: Settings, key: str) -> Place | None:
 async def waiting_count_async(settings: Settings) -> int:
     """waiting_count off the event loop."""
     return await _off_the_loop(waiting_count, settings)
+
+
+async def has_room_async(settings: Settings) -> bool:
+    """has_room, off the event loop only when it has to read."""
+    remembered = _memo(settings).recall()
+    if remembered is not None and remembered.waiting < settings.max_pending_jobs:
+        return True
+    return await _off_the_loop(has_room, settings)

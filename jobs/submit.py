@@ -5,10 +5,10 @@ Order matters, so that a refused request stores nothing and starts nothing:
 2. insert the job row (the job id derives from the idempotency key): the single arbiter between
    concurrent duplicates; a loser compares request fingerprints and names the same job (starting it
    if it has no instance: its submitter died between recording and starting), or IdempotencyConflict;
-3. only the winner stores the input blob, joins its admission lane (jobs.admission; QueueFull past
-   MAX_PENDING_JOBS, checked once before anything is written and again when joining) and starts the
-   orchestration; if that fails, it removes what it stored, its place and the row (within a bounded
-   time: leftovers are the sweeper's), and the request can be retried.
+3. only the winner stores the input blob and, at the same time, joins its admission lane (jobs.admission;
+   QueueFull past MAX_PENDING_JOBS, checked once before anything is written and again, exactly, when
+   joining), then starts the orchestration; if any of that fails, it removes what it stored, its place
+   and the row (within a bounded time: leftovers are the sweeper's), and the request can be retried.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -309,18 +309,33 @@ async def join_lane(clients: StorageClients, record: job_store.JobRecord) -> Adm
 async def refuse_if_full(clients: StorageClients, job_id: str, keyed: bool) -> None:
     """QueueFull before anything is written when too many jobs wait, unless a keyed retry names an existing job."""
     settings = clients.settings
-    if await admission.waiting_count_async(settings) < settings.max_pending_jobs:
+    if await admission.has_room_async(settings):
         return
     if keyed and await job_store.get_job(clients.jobs, job_id) is not None:
         return  # a retry of an accepted job answers as before
     raise QueueFull(admission.retry_after_seconds(settings))
 
 
-async def _all(*steps: Awaitable[Any]) -> None:
-    """Run storage writes concurrently; wait for every one before raising the first failure."""
-    for outcome in await asyncio.gather(*steps, return_exceptions=True):
+async def _record_and_join(
+    clients: StorageClients, record: job_store.JobRecord, *writes: Awaitable[Any]
+) -> AdmissionTicket:
+    """Write the job's rows and input and join its admission lane at once; the ticket once all are done.
+
+    The join does not depend on the writes (its queue row's key derives from the record, not from storage),
+    so it need not wait for them: a submit pays one round of storage calls, not two. Every step is waited
+    for before the first failure is raised, so the caller's undo sees everything that was written; a "full"
+    lane (QueueFull) is raised only when no write failed, as the join created no place to give back then.
+    A crash between the two leaves a place without a started job, which the orphan sweep releases
+    (jobs.sweep.release_stale_places), as it did when the join came second.
+    """
+
+    joined, *written = await asyncio.gather(join_lane(clients, record), *writes, return_exceptions=True)
+    for outcome in written:
         if isinstance(outcome, BaseException):
             raise outcome
+    if isinstance(joined, BaseException):
+        raise joined
+    return cast(AdmissionTicket, joined)
 
 
 # --- the arbiter ----------------------------------------------------------------------------------------
@@ -351,8 +366,9 @@ async def _start_if_never_started(
     starts. If the first submitter is alive, both start and one start wins (jobs.durable)."""
     if record["status"] != "PENDING" or await durable.status(client, record["job_id"]) is not None:
         return
-    await _all(job_store.write_index_row(clients.jobs, record), _store(clients, request, record))
-    ticket = await join_lane(clients, record)
+    ticket = await _record_and_join(
+        clients, record, job_store.write_index_row(clients.jobs, record), _store(clients, request, record)
+    )
     if await durable.start_unless_exists(client, inline_input.with_inline_input(job_start(record, ticket), request)):
         log_event("job.restarted", job_id=record["job_id"], kind=record["kind"])
 
@@ -405,6 +421,7 @@ async def _submit_job(client: Any, clients: StorageClients, request: JobRequest,
         fingerprint = await asyncio.to_thread(request.fingerprint)  # hashing 100 MB must not stall the loop
     else:
         fingerprint = request.fingerprint()
+
     record = _new_record(request, job_id, fingerprint)
     await refuse_if_full(clients, job_id, keyed=request.idempotency_key is not None)
     written = False
@@ -415,21 +432,25 @@ async def _submit_job(client: Any, clients: StorageClients, request: JobRequest,
             if earlier is not None:
                 return earlier
             written = True
-            await _all(job_store.write_index_row(clients.jobs, record), _store(clients, request, record))
+            ticket = await _record_and_join(
+                clients, record, job_store.write_index_row(clients.jobs, record), _store(clients, request, record)
+            )
         else:
-            # A random id no other request can name: the row, its index entry and the input go in parallel,
-            # so a submit costs two storage round trips, not four, before the orchestration starts.
+            # A random id no other request can name: the row, its index entry and the input go in parallel
+            # with the admission join, so a submit waits for one round of writes before the orchestration starts.
             written = True
-            await _all(
+            ticket = await _record_and_join(
+                clients,
+                record,
                 _create_fresh_row(clients, record),
                 job_store.write_index_row(clients.jobs, record),
                 _store(clients, request, record),
             )
-        ticket = await join_lane(clients, record)
         await durable.start(client, inline_input.with_inline_input(job_start(record, ticket), request))
     except QueueFull:
         if written:
-            await _undo(clients, record, stored=request.input_bytes is not None)
+            # "full" joined nothing: only the writes that went out beside the join are undone.
+            await _undo(clients, record, stored=request.input_bytes is not None, placed=False)
         raise
     except (IdempotencyConflict, InvalidRequest, Unavailable):
         raise
@@ -460,8 +481,11 @@ async def _started_anyway(client: Any, job_id: str) -> bool:
         return False  # Durable cannot say: undo, as for any start that failed
 
 
-async def _undo(clients: StorageClients, record: job_store.JobRecord, *, stored: bool) -> None:
-    """Remove what a failed submission wrote, within UNDO_SECONDS; what an outage leaves, the sweeper removes."""
+async def _undo(clients: StorageClients, record: job_store.JobRecord, *, stored: bool, placed: bool = True) -> None:
+    """Remove what a failed submission wrote, within UNDO_SECONDS; what an outage leaves, the sweeper removes.
+
+    `placed=False`: the admission join answered "full", so there is no place to release.
+    """
 
     async def undo() -> None:
         try:
@@ -471,7 +495,8 @@ async def _undo(clients: StorageClients, record: job_store.JobRecord, *, stored:
             pass
         finally:
             try:
-                await admission.release_async(clients.settings, admission_ticket(record)["key"])
+                if placed:
+                    await admission.release_async(clients.settings, admission_ticket(record)["key"])
             finally:
                 await job_store.remove_job(clients.jobs, record)
 

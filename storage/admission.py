@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TransactionOperation, UpdateMode
 
 from shared.clock import iso, parse_iso, utc_now
 from shared.contracts import PRIORITIES, Priority
+from storage.transactions import Transacted, transact
 
 ADMISSION_PREFIX = "admission-"
 LEDGER_ROW = "ledger"
@@ -128,7 +128,7 @@ def lane_of_key(key: str) -> Priority:
     raise ValueError(f"not a queue row key: {key!r}")
 
 
-def _counts(entity: dict[str, Any], name: str) -> dict[str, Any]:
+def _counts(entity: Mapping[str, Any], name: str) -> dict[str, Any]:
     raw = entity.get(name)
     return dict(json.loads(raw)) if isinstance(raw, str) and raw else {}
 
@@ -139,6 +139,11 @@ def read_ledger(part: Partition) -> Ledger:
         entity = part.table.get_entity(part.key, LEDGER_ROW)
     except ResourceNotFoundError:
         return Ledger()
+    return ledger_from_entity(entity, str(entity.metadata["etag"]))
+
+
+def ledger_from_entity(entity: Mapping[str, Any], etag: str | None) -> Ledger:
+    """The ledger a row holds (as read, or as just written: `Ledger.entity`)."""
     return Ledger(
         running=int(entity.get("running", 0)),
         clients={k: int(v) for k, v in _counts(entity, "clients").items()},
@@ -146,7 +151,7 @@ def read_ledger(part: Partition) -> Ledger:
         joined={k: int(v) for k, v in _counts(entity, "joined").items()},
         left={k: int(v) for k, v in _counts(entity, "left").items()},
         credit={k: float(v) for k, v in _counts(entity, "credit").items()},
-        etag=str(entity.metadata["etag"]),
+        etag=etag,
     )
 
 
@@ -229,37 +234,21 @@ def commit(part: Partition, operations: Iterable[Any]) -> str | None:
     Every failure of the group (a changed ETag, a row that appeared or vanished) leaves nothing
     written; the caller reads again and decides again.
     """
-    ops = list(operations)
-    try:
-        results = part.table.submit_transaction(ops)
-    except HttpResponseError as exc:
-        if exc.status_code in (404, 409, 412):
-            return None
-        raise
-    first = results[0] if results else {}
-    return str(first.get("etag", "")) if isinstance(first, dict) else ""
+    outcome = transact(part.table, operations)
+    if outcome.failed is not None:
+        return None
+    return outcome.etags[0] if outcome.etags else ""
 
 
-_FAILED_AT = re.compile(r"(\d+):")
-
-
-def commit_at(part: Partition, operations: Iterable[Any]) -> int | None:
-    """Submit one entity group transaction; None if it was applied, else the index of the operation that
-    failed it (a changed ETag, a row that appeared or vanished), or -1 when the service did not say.
+def commit_at(part: Partition, operations: Iterable[Any]) -> Transacted:
+    """Submit one entity group transaction: applied (`failed` None, with the entities' new ETags), or the
+    index of the operation that failed it (a changed ETag, a row that appeared or vanished; -1 when the
+    service did not say which).
 
     Storage names the failing operation in the error message ("1:The specified entity already exists.",
     Azurite alike), so a group of many callers' rows learns which one to look at instead of re-reading all.
     """
-    try:
-        part.table.submit_transaction(list(operations))
-    except HttpResponseError as exc:
-        if exc.status_code not in (404, 409, 412):
-            raise
-        # TableTransactionError.index defaults to 0 when the message has none: parse it ourselves, so an
-        # unnamed failure is not mistaken for the first operation's.
-        match = _FAILED_AT.match(str(getattr(exc, "message", "") or ""))
-        return int(match.group(1)) if match else -1
-    return None
+    return transact(part.table, operations)
 
 
 def optimistic(step: Callable[[], T | None]) -> T:

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import multiprocessing
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from api.problems import problem_from
-from jobs.errors import Unavailable
+from jobs import admission
+from jobs.errors import QueueFull, Unavailable
 from jobs.inline_input import INLINE_INPUT_MAX_BYTES
 from jobs.requests import JobRequest, job_id_for
 from jobs.submit import submit_job
-from shared.clock import utc_now
+from shared.clock import iso, utc_now
+from shared.contracts import AdmissionTicket
 from shared.settings import Settings
+from storage import admission as ledger_store
 from storage import jobs as job_store
+from storage.admission import queue_key
 from storage.clients import close_storage_clients, storage_clients
 from storage.names import job_input_blob_name
 from tests.api.probes import count_blobs, count_job_rows
@@ -166,3 +172,53 @@ def test_a_small_input_travels_inline_and_a_large_one_through_a_blob(azurite, si
             await close_storage_clients()
 
     asyncio.run(scenario())
+
+
+def _enqueue_elsewhere(conn: str, hub: str, job_id: str) -> str:
+    """Another app instance (a process with its own view of the ledger) joins a lane."""
+    lane_settings = Settings(AzureWebJobsStorage=conn, TASK_HUB_NAME=hub, MAX_RUNNING_JOBS=1, MAX_PENDING_JOBS=1)
+    ticket: AdmissionTicket = {
+        "lane": "normal", "client": "other", "key": queue_key("normal", iso(utc_now()), job_id), "admitted": False,
+    }  # fmt: skip
+    return admission.enqueue(lane_settings, ticket, job_id)
+
+
+@pytest.mark.parametrize("key", [None, "full-after-writes"])
+def test_a_join_refused_after_the_writes_went_out_leaves_nothing(azurite, key):
+    """The join runs beside the row, index and input writes (jobs.submit._record_and_join), and the check before
+    them may pass on this process's copy of the ledger after another instance filled the queue: the join's exact
+    check refuses (429), and everything that went out beside it is removed before the answer."""
+    conn, hub = azurite.connection_string, f"full{uuid.uuid4().hex[:8]}"
+    settings = Settings(AzureWebJobsStorage=conn, TASK_HUB_NAME=hub, MAX_RUNNING_JOBS=1, MAX_PENDING_JOBS=1)
+    job_key = None if key is None else f"{key}-{uuid.uuid4()}"
+
+    async def scenario(other: ProcessPoolExecutor) -> None:
+        clients = await storage_clients(settings)
+        try:
+            first = "1" * 32
+            ticket: AdmissionTicket = {
+                "lane": "normal", "client": "me", "key": queue_key("normal", iso(utc_now()), first), "admitted": False,
+            }  # fmt: skip
+            assert await admission.enqueue_async(settings, [(ticket, first)]) == ["admitted"]  # nobody waits
+            before = count_blobs(conn), count_job_rows(conn)
+            assert await asyncio.wrap_future(other.submit(_enqueue_elsewhere, conn, hub, "2" * 32)) == "queued"
+            remembered = admission._memo(settings).recall()
+            assert remembered is not None and remembered.waiting == 0  # so the check before the writes passes
+
+            durable = AcceptingDurable()
+            with pytest.raises(QueueFull):
+                await submit_job(durable, clients, request(job_key, LARGE_INPUT))
+            assert durable.started == []
+            assert (count_blobs(conn), count_job_rows(conn)) == before  # nothing stored
+            part = admission.ledger_partition(settings)
+            assert sorted(entry.job_id for entry in ledger_store.entries_enqueued_before(part, "9999")) == [
+                first,
+                "2" * 32,
+            ]
+            assert ledger_store.read_ledger(part).joined == {"normal": 2}
+        finally:
+            await close_storage_clients()
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as other:
+        other.submit(_enqueue_elsewhere, conn, f"warm{uuid.uuid4().hex[:8]}", "0" * 32).result()  # imports, connections
+        asyncio.run(scenario(other))
