@@ -21,5 +21,6 @@ def claim_admission(job_id: str, ticket: AdmissionTicket) -> AdmissionClaim:
 def release_admission(job_id: str, ticket: AdmissionTicket) -> None:
     """Give the job's place back (idempotent) and wake the jobs admitted in its stead."""
     settings = get_settings()
-    admission.notify(settings, admission.release(settings, ticket["key"]))
+    known = admission.admitted_place(ticket, job_id)  # admitted at submit: no read of its row (one request)
+    admission.notify(settings, admission.release(settings, ticket["key"], known))
     log_event("job.released", job_id=job_id, lane=ticket["lane"])

@@ -442,10 +442,32 @@ def claim(settings: Settings, ticket: AdmissionTicket, job_id: str) -> tuple[boo
     return entry is None or entry.admitted, others
 
 
-def release(settings: Settings, key: str) -> list[str]:
+def admitted_place(ticket: AdmissionTicket, job_id: str) -> QueueEntry | None:
+    """The queue row of a job admitted when it joined, as its ticket knows it; None if it had to wait.
+
+    Such a row never changes until it is deleted, so its release need not read it: the transaction deletes
+    it If-Match `*`, which fails only if it is gone already (released: the leave then reads it, finds
+    nothing, and decrements nothing). A row that waited may have been admitted since: that one is read.
+    """
+    if not ticket.get("admitted"):
+        return None
+    return QueueEntry(
+        key=ticket["key"],
+        job_id=job_id,
+        lane=ticket["lane"],
+        client=ticket["client"],
+        number=0,  # a leave does not use it
+        admitted=True,
+        enqueued_at="",
+        etag="*",
+    )
+
+
+def release(settings: Settings, key: str, known: QueueEntry | None = None) -> list[str]:
     """Give up a job's place (its slot if admitted, its queue row if waiting); idempotent. Admits the next jobs
-    and returns their ids."""
-    entry = ledger_store.read_entry(_table(settings), key)  # read here, so concurrent callers read in parallel
+    and returns their ids. `known`: the row as the caller knows it for sure (admitted_place), not read again."""
+    # Read here, so concurrent callers read in parallel.
+    entry = known if known is not None else ledger_store.read_entry(_table(settings), key)
     if entry is None:
         return pump(settings)  # gone: an earlier attempt released it but may have died before its pump
     (room,) = _group(settings, _FROM_A_REQUEST.get()).submit([_Leave(key, entry)])
