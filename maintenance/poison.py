@@ -13,16 +13,20 @@ would poll each queue all day:
   (ADMISSION_RECHECK_SECONDS), so the notice is logged and dropped.
 
 Every message is recorded before it is deleted, under an id derived from the message id, so a sweep
-that dies in between records it once when the message comes back.
+that dies in between records it once when the message comes back. A message is read as stored and decoded
+here, not by the queue client: one that is not base64 of UTF-8 text (anyone with access to the account can
+put one there) must be recorded like any other, not fail every sweep with the messages behind it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from collections.abc import Callable
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.queue import QueueClient, QueueMessage, TextBase64DecodePolicy
+from azure.storage.queue import QueueClient, QueueMessage
 
 from intake.messages import POISON_ATTEMPTS
 from intake.webhook_events import read_event
@@ -44,8 +48,17 @@ timer's period)."""
 INVISIBLE_SECONDS = 120  # long enough to record a message; a sweep that dies lets it come back after this
 
 
+def message_text(message: QueueMessage) -> str:
+    """The message's text: base64 of UTF-8 as the host writes it (host.json `messageEncoding`), else as stored."""
+    stored = str(message.content)
+    try:
+        return base64.b64decode(stored, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return stored
+
+
 def _webhook_dead_letter(message: QueueMessage) -> DeadLetterRecord:
-    text = str(message.content)
+    text = message_text(message)
     record: DeadLetterRecord = {
         "id": f"webhook-poison-{message.id}",
         "source": "poison",
@@ -74,9 +87,7 @@ def _webhook_dead_letter(message: QueueMessage) -> DeadLetterRecord:
 
 
 def _drain(settings: Settings, queue_name: str, handle: Callable[[QueueMessage], None]) -> int:
-    queue: QueueClient = queue_service(settings).get_queue_client(
-        queue_name, message_decode_policy=TextBase64DecodePolicy()
-    )
+    queue: QueueClient = queue_service(settings).get_queue_client(queue_name)  # decoded by message_text
     handled = 0
     with queue:
         while handled < MAX_PER_SWEEP:
@@ -106,7 +117,7 @@ def drain_poison_queues(settings: Settings) -> dict[str, int]:
         log_event("webhook.poison", logging.WARNING, record_id=record["id"], job_id=record["job_id"])
 
     def notice(message: QueueMessage) -> None:
-        log_event("admission.notice_poisoned", logging.WARNING, job_id=str(message.content)[:64])
+        log_event("admission.notice_poisoned", logging.WARNING, job_id=message_text(message)[:64])
 
     return {
         WEBHOOK_EVENTS_POISON_QUEUE: _drain(settings, WEBHOOK_EVENTS_POISON_QUEUE, webhook),

@@ -9,12 +9,14 @@ admission notice is dropped (the job's recheck covers it).
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from activities.resources import ensure_local_resources
@@ -22,6 +24,7 @@ from devhost.testing.azurite import Azurite
 from devhost.testing.harness import DevHost
 from maintenance.poison import ADMISSIONS_POISON_QUEUE, WEBHOOK_EVENTS_POISON_QUEUE, drain_poison_queues
 from shared.settings import get_settings
+from storage.names import DEADLETTERS_TABLE
 from tests.api.probes import queue_messages
 from tests.conftest import DEFAULT_TEST_ENV
 from tests.webhooks.receiver import Receiver
@@ -106,3 +109,36 @@ def test_a_poisoned_job_event_becomes_a_webhook_dead_letter_that_replays(
         assert drain_poison_queues(get_settings()) == {WEBHOOK_EVENTS_POISON_QUEUE: 0, ADMISSIONS_POISON_QUEUE: 0}
     finally:
         receiver.stop()
+
+
+def test_messages_that_are_not_base64_text_are_drained_too(azurite: Azurite, settings: None) -> None:
+    """Anyone with access to the account can put bytes there: they are recorded (or dropped) like any other,
+    and do not stop the sweep at the message before the good ones behind them."""
+    marker = uuid.uuid4().hex
+    not_utf8 = base64.b64encode(b"\xff\xfe" + marker.encode()).decode()
+    raw = QueueClient.from_connection_string(azurite.connection_string, WEBHOOK_EVENTS_POISON_QUEUE)
+    with raw:
+        try:
+            raw.create_queue()
+        except ResourceExistsError:
+            pass
+        raw.send_message(f"not base64 {marker}")  # stored as is: no encode policy
+        raw.send_message(not_utf8)  # base64, but not of UTF-8 text
+    _poison(azurite, WEBHOOK_EVENTS_POISON_QUEUE, "readable " + marker)
+    notices = QueueClient.from_connection_string(azurite.connection_string, ADMISSIONS_POISON_QUEUE)
+    with notices:
+        try:
+            notices.create_queue()
+        except ResourceExistsError:
+            pass
+        notices.send_message(f"not base64 {marker}")
+
+    counts = drain_poison_queues(get_settings())
+
+    assert counts == {WEBHOOK_EVENTS_POISON_QUEUE: 3, ADMISSIONS_POISON_QUEUE: 1}
+    for queue_name in (WEBHOOK_EVENTS_POISON_QUEUE, ADMISSIONS_POISON_QUEUE):
+        assert queue_messages(azurite.connection_string, queue_name) == 0
+    table = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(DEADLETTERS_TABLE)
+    recorded = {str(row.get("raw_message")) for row in table.query_entities("PartitionKey eq 'record'")}
+    # Each kept as the text it decodes to, or as stored when it is not base64 of UTF-8.
+    assert {f"not base64 {marker}", not_utf8, f"readable {marker}"} <= recorded
