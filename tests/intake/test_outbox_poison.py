@@ -40,10 +40,10 @@ def settings(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
     get_settings.cache_clear()
 
 
-def _poison(azurite: Azurite, queue_name: str, text: str) -> None:
-    queue = QueueClient.from_connection_string(
-        azurite.connection_string, queue_name, message_encode_policy=TextBase64EncodePolicy()
-    )
+def _poison(azurite: Azurite, queue_name: str, text: str, encoded: bool = True) -> None:
+    """Put `text` on a poison queue: base64 as the host writes it, or as is (`encoded=False`)."""
+    policy = TextBase64EncodePolicy() if encoded else None
+    queue = QueueClient.from_connection_string(azurite.connection_string, queue_name, message_encode_policy=policy)
     with queue:
         try:
             queue.create_queue()  # as the host does when it moves its first poison message
@@ -115,23 +115,11 @@ def test_messages_that_are_not_base64_text_are_drained_too(azurite: Azurite, set
     """Anyone with access to the account can put bytes there: they are recorded (or dropped) like any other,
     and do not stop the sweep at the message before the good ones behind them."""
     marker = uuid.uuid4().hex
-    not_utf8 = base64.b64encode(b"\xff\xfe" + marker.encode()).decode()
-    raw = QueueClient.from_connection_string(azurite.connection_string, WEBHOOK_EVENTS_POISON_QUEUE)
-    with raw:
-        try:
-            raw.create_queue()
-        except ResourceExistsError:
-            pass
-        raw.send_message(f"not base64 {marker}")  # stored as is: no encode policy
-        raw.send_message(not_utf8)  # base64, but not of UTF-8 text
+    not_utf8 = base64.b64encode(b"\xff\xfe" + marker.encode()).decode()  # base64, but not of UTF-8 text
+    _poison(azurite, WEBHOOK_EVENTS_POISON_QUEUE, f"not base64 {marker}", encoded=False)
+    _poison(azurite, WEBHOOK_EVENTS_POISON_QUEUE, not_utf8, encoded=False)
     _poison(azurite, WEBHOOK_EVENTS_POISON_QUEUE, "readable " + marker)
-    notices = QueueClient.from_connection_string(azurite.connection_string, ADMISSIONS_POISON_QUEUE)
-    with notices:
-        try:
-            notices.create_queue()
-        except ResourceExistsError:
-            pass
-        notices.send_message(f"not base64 {marker}")
+    _poison(azurite, ADMISSIONS_POISON_QUEUE, f"not base64 {marker}", encoded=False)
 
     counts = drain_poison_queues(get_settings())
 
