@@ -19,7 +19,6 @@ _FREXP_SHIFT = SCALE_BITS - 53
 subnormals (e < -1021) the shift is negative, and exact: their mantissas end in as many zero bits."""
 
 _LOW_BITS = 26
-_LOW_MASK = (1 << _LOW_BITS) - 1
 
 _MAX_VALUES_PER_CALL = 1 << 26
 """bincount sums of 27-bit parts stay exact up to 2**26 values per bin (below 2**53)."""
@@ -64,40 +63,49 @@ class GroupSums:
         if self._pending_values + len(values) > _PENDING_VALUES_LIMIT:
             self._fold()
         mantissas, exponents = np.frexp(values)
-        integers = (mantissas * float(1 << 53)).astype(np.int64)  # exact: a double has 53 significant bits
+        # The integer mantissa m (|m| < 2**53) as floats, split into high = floor(m / 2**26) and low = m - high *
+        # 2**26, in [0, 2**26): every step is exact (scaling by powers of two, integers below 2**53), and
+        # staying in float64 spares the int64 round trips bincount's float weights would need.
+        high = mantissas * float(1 << (53 - _LOW_BITS))
+        np.floor(high, out=high)
+        low = mantissas
+        low *= float(1 << 53)
+        low -= high * float(1 << _LOW_BITS)
         lowest = int(exponents.min())
         span = int(exponents.max()) - lowest + 1
         group_count = int(groups.max()) + 1
-        bins = groups * span + (exponents - lowest)
+        bins = groups * span
+        exponents -= lowest
+        bins += exponents
         size = group_count * span
         if size > _DENSE_BINS_LIMIT:  # many groups: number only the bins that occur, fold at once
             bin_ids, bins = np.unique(bins, return_inverse=True)
-            high, low = self._bin_sums(bins, integers, len(bin_ids))
-            used = np.flatnonzero((high != 0) | (low != 0))
+            high_sums, low_sums = self._bin_sums(bins, high, low, len(bin_ids))
+            used = np.flatnonzero((high_sums != 0) | (low_sums != 0))
             keys = bin_ids[used].tolist()
             shift = lowest + _FREXP_SHIFT
-            for key, high_sum, low_sum in zip(keys, high[used].tolist(), low[used].tolist(), strict=True):
+            for key, high_sum, low_sum in zip(keys, high_sums[used].tolist(), low_sums[used].tolist(), strict=True):
                 group, exponent_bin = divmod(key, span)
                 self._add_units(group, high_sum, low_sum, exponent_bin + shift)
             return
-        high, low = self._bin_sums(bins, integers, size)
-        high_by_exponent, low_by_exponent = high.reshape(group_count, span), low.reshape(group_count, span)
+        high_sums, low_sums = self._bin_sums(bins, high, low, size)
+        high_by_exponent, low_by_exponent = high_sums.reshape(group_count, span), low_sums.reshape(group_count, span)
         for column in np.flatnonzero(high_by_exponent.any(axis=0) | low_by_exponent.any(axis=0)).tolist():
-            high_sums, low_sums = self._accumulators(lowest + column, group_count)
-            high_sums[:group_count] += high_by_exponent[:, column]
-            low_sums[:group_count] += low_by_exponent[:, column]
+            high_totals, low_totals = self._accumulators(lowest + column, group_count)
+            high_totals[:group_count] += high_by_exponent[:, column]
+            low_totals[:group_count] += low_by_exponent[:, column]
         self._pending_values += len(values)
         if len(self._pending) * group_count > _PENDING_CELLS_LIMIT:
             self._fold()
 
     @staticmethod
     def _bin_sums(
-        bins: npt.NDArray[np.int64], integers: npt.NDArray[np.int64], size: int
+        bins: npt.NDArray[np.int64], high: npt.NDArray[np.float64], low: npt.NDArray[np.float64], size: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         # bincount adds in float64: exact for up to 2**26 parts of 27 bits per bin (_MAX_VALUES_PER_CALL).
-        high = np.bincount(bins, weights=(integers >> _LOW_BITS).astype(np.float64), minlength=size)
-        low = np.bincount(bins, weights=(integers & _LOW_MASK).astype(np.float64), minlength=size)
-        return high.astype(np.int64), low.astype(np.int64)
+        high_sums = np.bincount(bins, weights=high, minlength=size)
+        low_sums = np.bincount(bins, weights=low, minlength=size)
+        return high_sums.astype(np.int64), low_sums.astype(np.int64)
 
     def _accumulators(self, exponent: int, group_count: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         sums = self._pending.get(exponent)

@@ -90,3 +90,16 @@ def test_sums_carried_between_blocks_stay_exact_when_folded_early_or_late(
             assert sums.units(0) == sum(units_of(v) for g, v in everything if g == 0)  # a read mid-way
     for group in range(3 + 2 * 11):
         assert sums.units(group) == sum(units_of(v) for g, v in everything if g == group)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_full_bin_of_53_bit_mantissas_sums_exactly(sign: float) -> None:
+    # Thousands of values with every mantissa bit set in one (group, exponent) bin: their integer mantissas
+    # sum far beyond 2**53, where one float64 sum per bin would round; the split into 27 and 26 bits does not.
+    rng = np.random.default_rng(5)
+    values = np.asarray(sign * (1.0 - rng.integers(1, 1 << 20, 5000) * 2.0**-53), np.float64)  # one exponent
+    values[0] = sign * (1.0 - 2.0**-53)
+    sums = GroupSums()
+    sums.add(np.zeros(len(values), np.int64), values)
+    assert sums.units(0) == sum(units_of(v) for v in values.tolist())
+    assert Fraction(sums.units(0), 1 << exact_sum.SCALE_BITS) == exact(values.tolist())
