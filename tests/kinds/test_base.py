@@ -104,3 +104,43 @@ def test_large_blocks_a_chunk_frees_go_back_to_the_os_at_once() -> None:
 
     assert kept_mb("default") >= 16  # the arena keeps what the threshold no longer maps
     assert kept_mb("mapped") <= 4
+
+
+_REUSED_TEMPORARIES = """
+import resource, sys, threading
+from kinds.base import map_large_allocations
+
+assert map_large_allocations()
+if sys.argv[1] == "old":  # the mmap threshold alone, as before: glibc's trim threshold stays at 128 KiB
+    import ctypes
+    ctypes.CDLL("libc.so.6").mallopt(-1, 128 * 1024)
+
+faults = []
+
+def block_temporaries():  # on a thread of its own, as activities run
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(200):
+        temporary = b"t" * (400 << 10)  # a numpy temporary of one Arrow block: below the mmap threshold
+        del temporary
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+
+thread = threading.Thread(target=block_temporaries)
+thread.start()
+thread.join()
+block_temporaries()  # and on the main thread's heap
+print(max(faults))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_the_heap_keeps_freed_block_temporaries_for_the_next_block() -> None:
+    """A freed block-sized allocation is reused without page faults, not returned and faulted in again."""
+
+    def faults(mode: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", _REUSED_TEMPORARIES, mode], capture_output=True, text=True, check=True, cwd=ROOT
+        )
+        return int(run.stdout.strip())
+
+    assert faults("old") >= 200 * 50  # 100 pages a round: what the chunks paid
+    assert faults("new") <= 2_000
