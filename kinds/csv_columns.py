@@ -56,9 +56,7 @@ def decimal_values(cells: pa.Array[Any]) -> tuple[npt.NDArray[np.float64], npt.N
     # Arrow's cast does not parse null slots: marking the other cells null skips them at no cost.
     buffers: list[Any] = cells.buffers()
     # The validity bitmap counts from the array's offset, like its offsets buffer.
-    bitmap = np.packbits(
-        np.concatenate([np.zeros(cells.offset, np.bool_), plain]) if cells.offset else plain, bitorder="little"
-    )
+    bitmap = np.packbits(np.concatenate([np.zeros(cells.offset, np.bool_), plain]), bitorder="little")
     validity = pa.py_buffer(bitmap.tobytes())  # an eighth of a byte per cell
     masked = pa.Array.from_buffers(pa.string(), len(cells), [validity, buffers[1], buffers[2]], offset=cells.offset)
     try:
@@ -66,12 +64,10 @@ def decimal_values(cells: pa.Array[Any]) -> tuple[npt.NDArray[np.float64], npt.N
     except pa.ArrowInvalid:  # a plain cell that is no number, like "1-2" or "e5": the regex decides
         return _matched_values(cells)
     parsed_buffers: list[Any] = parsed.buffers()
-    values = np.frombuffer(parsed_buffers[1], np.float64, len(cells), parsed.offset * 8)
-    counts = np.isfinite(values)
-    counts &= plain
+    values = np.frombuffer(parsed_buffers[1], np.float64, len(cells), parsed.offset * 8).copy()
+    counts = plain & np.isfinite(values)
     others = np.flatnonzero(~plain)
     if len(others):
-        values = values.copy()  # Arrow's buffer is read-only
         values[others], counts[others] = _matched_values(cells.take(others))
     return values, counts
 
@@ -194,7 +190,7 @@ class RangeTotals:
             dtype=np.int64,
             count=len(encoded.dictionary),
         )
-        groups = np.take(lookup, encoded.indices.to_numpy(zero_copy_only=False))
+        groups = lookup[encoded.indices.to_numpy(zero_copy_only=False)]
         if len(numbers) > len(self.keys):
             self.keys = list(numbers)
             self.counts = np.concatenate([self.counts, np.zeros(len(numbers) - len(self.counts), np.int64)])
