@@ -22,6 +22,7 @@ from activities.merge import merge_result, merged_already, write_result
 from activities.plan import load_plan
 from activities.resources import job_has_ended, results
 from activities.stop_marker import StopSignal
+from kinds.base import ChunkStopped
 from shared.contracts import AdmissionTicket, CompleteOutput, JobOutcome
 from shared.failures import NonRetryableError
 from shared.settings import get_settings
@@ -41,8 +42,12 @@ def complete_job(job_id: str, chunk_count: int, ticket: AdmissionTicket | None =
             if job_has_ended(container, job_id):
                 return {"stopped": True}  # redelivered after the job was stopped and cleaned up
             raise
-        result = merge_result(settings, job_id, chunk_count, plan)
-        if StopSignal(container, job_id, deadline_at=plan.get("deadline_at")).check_now():
+        should_stop = StopSignal(container, job_id, deadline_at=plan.get("deadline_at"))
+        try:
+            result = merge_result(settings, job_id, chunk_count, plan, should_stop)
+        except ChunkStopped:
+            return {"stopped": True}  # while a chunk beside a misplaced boundary was read again
+        if should_stop.check_now():
             return {"stopped": True}
         merged = write_result(settings, job_id, plan, result)
         index_key = plan.get("index_key")

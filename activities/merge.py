@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
 from activities.chunks import read_partial
-from activities.plan import JobPlan, load_plan
+from activities.plan import JobPlan, input_source, load_plan
 from activities.resources import JSON_CONTENT_TYPE, job_kind, results, upload_json
 from shared.contracts import MergeOutput
 from shared.settings import Settings, get_settings
@@ -54,10 +54,21 @@ def merge_partials(job_id: str, chunk_count: int) -> MergeOutput:
     return write_result(settings, job_id, plan, merge_result(settings, job_id, chunk_count, plan))
 
 
-def merge_result(settings: Settings, job_id: str, chunk_count: int, plan: JobPlan) -> Any:
-    """The job's result: its partials merged by its kind (computed, not written)."""
+def _never() -> bool:
+    return False
+
+
+def merge_result(
+    settings: Settings, job_id: str, chunk_count: int, plan: JobPlan, should_stop: Callable[[], bool] = _never
+) -> Any:
+    """The job's result: its partials, reconciled with the plan and merged by its kind (computed, not written).
+
+    Raises ChunkStopped if told to stop while the kind redoes a chunk (`JobKind.reconcile`).
+    """
     kind = job_kind(settings, plan["kind"])
-    return kind.merge(partials_in_order(settings, job_id, chunk_count), plan["options"])
+    source = input_source(settings, plan["input_ref"], plan)
+    partials = partials_in_order(settings, job_id, chunk_count)
+    return kind.merge(kind.reconcile(source, plan["chunks"], partials, plan["options"], should_stop), plan["options"])
 
 
 def write_result(settings: Settings, job_id: str, plan: JobPlan, result: Any) -> MergeOutput:

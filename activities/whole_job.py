@@ -147,7 +147,7 @@ def _run(
             return None
     if should_stop.check_now():  # before the result is written: ask storage now
         return None
-    result = kind.merge(partials, plan["options"])
+    result = kind.merge(kind.reconcile(source, plan["chunks"], partials, plan["options"], should_stop), plan["options"])
     summary = kind.summarize(result)
     metadata = {KIND_METADATA: plan["kind"], WHOLE_METADATA: str(len(partials))}
     upload_json(results(settings), result_blob_name(job_id), result, metadata=metadata)

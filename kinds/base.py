@@ -289,6 +289,22 @@ class JobKind(Protocol):
         """
         ...
 
+    def reconcile(
+        self,
+        source: ByteSource | None,
+        chunks: Sequence[dict[str, Any]],
+        partials: Iterable[dict[str, Any]],
+        options: dict[str, Any],
+        should_stop: Callable[[], bool],
+    ) -> Iterator[dict[str, Any]]:
+        """The partials as `merge` takes them, in chunk order, once the kind has checked the plan against them.
+
+        A kind whose plan guessed something that only the chunks could check (csv-report: its boundaries)
+        corrects it here, redoing work if it must; the others hand the partials on. Raises ChunkStopped
+        when `should_stop()` is true during such work.
+        """
+        ...
+
     def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         """The full result document from the partial results, in chunk order."""
         ...

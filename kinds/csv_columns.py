@@ -45,6 +45,14 @@ _STRADDLING = "straddl"
 """Arrow's error when a row is longer than a block: read again with larger blocks."""
 
 
+class InvalidCsv(NonRetryableError):
+    """Arrow could not read a range as CSV (an unterminated quote, say).
+
+    Its own type because a range that starts inside a quoted field fails the same way: csv-report holds the
+    error until it knows that the range's boundaries were right (`CsvReport.reconcile`).
+    """
+
+
 def decimal_values(cells: pa.Array[Any]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
     """The value of each cell and whether it counts: a decimal number that is finite (no overflow to inf).
 
@@ -171,6 +179,7 @@ class RangeTotals:
 
     metric_count: int
     rows: int = 0
+    quotes_odd: int = 0  # parity of the `"` bytes of the whole range, once it was read to its end
     keys: list[str] = field(default_factory=list)
     numbers: dict[str, int] = field(default_factory=dict)  # group value -> group number
     counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -238,7 +247,7 @@ def aggregate_range(source: ByteSource, rows: RowRange, should_stop: Callable[[]
                 if _STRADDLING in str(error) and block_bytes < rows.end - rows.start:
                     block_bytes *= 4  # a row longer than a block: start over with blocks that hold it
                     continue
-                raise NonRetryableError("invalid_input", f"the input is not valid CSV: {error}") from None
+                raise InvalidCsv("invalid_input", f"the input is not valid CSV: {error}") from None
     finally:
         release_free_memory()
 
@@ -304,7 +313,7 @@ def _aggregate(source: ByteSource, rows: RowRange, should_stop: Callable[[], boo
 
     # Arrow takes each read as a block, so reads must be full: BufferedReader fills them from the stream.
     reader = pacsv.open_csv(
-        io.BufferedReader(BlockReader(_checked_blocks(source, start, end))),
+        io.BufferedReader(BlockReader(_checked_blocks(source, start, end, totals))),
         read_options=pacsv.ReadOptions(column_names=names, block_size=block_bytes, use_threads=False),
         parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_ragged_row),
         convert_options=pacsv.ConvertOptions(
@@ -330,12 +339,16 @@ def _aggregate(source: ByteSource, rows: RowRange, should_stop: Callable[[], boo
     return totals
 
 
-def _checked_blocks(source: ByteSource, start: int, end: int) -> Iterator[bytes]:
+def _checked_blocks(source: ByteSource, start: int, end: int, totals: RangeTotals) -> Iterator[bytes]:
+    """The range's blocks, checked as UTF-8 and their quotes counted on the way (into `totals.quotes_odd`)."""
     check = Utf8Check(start)
+    odd = 0
     for block in source.stream(start, end - start):
         check.feed(block)
+        odd ^= block.count(b'"') & 1
         yield block
     check.finish()
+    totals.quotes_odd = odd
 
 
 def _read_rows(texts: list[str]) -> list[list[str]]:

@@ -1,9 +1,13 @@
 """`csv-report`: per-group counts and metric statistics of an RFC 4180 CSV, in chunks split on row boundaries.
 
-Chunks are byte ranges ending just after a newline that lies outside quoted fields. Outside a quoted field
-the number of `"` seen since the start of the file is even (an escaped quote `""` adds two), so one streaming
-pass counting quotes and newlines with C-speed `bytes.count`/`bytes.find` finds the boundaries. Each chunk
-is aggregated column-wise by Arrow's CSV reader (`kinds.csv_columns`); sums are carried as exact integers
+Chunks are byte ranges ending just after a line end that lies outside quoted fields. Outside a quoted field
+the number of `"` seen since the start of the file is even (an escaped quote `""` adds two). Planning does not
+read the input to count them: it reads a small window at each chunk's target offset and guesses the quote
+state there from the quotes in the window (`_quoted_at`). Each chunk counts the quotes of its range as it
+reads it, so once all chunks are done their parities, summed in order, prove every boundary right or show
+it inside a quoted field; `CsvReport.reconcile` then moves such a boundary to the first line end outside
+quotes and reads the chunks beside it again. A wrong guess costs time, never a wrong report. Each chunk is
+aggregated column-wise by Arrow's CSV reader (`kinds.csv_columns`); sums are carried as exact integers
 (`kinds.exact_sum`) so that every chunking gives the identical, correctly rounded total.
 
 The tests hold the chunked path to a reference, one row-by-row pass of the csv module (tests/kinds/reference.py).
@@ -17,10 +21,12 @@ import codecs
 import csv
 import hashlib
 import io
+import itertools
 import json
 import re
 import sys
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -30,7 +36,6 @@ from kinds.base import (
     ChunkStopped,
     NonRetryableError,
     SourceReader,
-    Utf8Check,
     chunk_size_bytes,
     map_large_allocations,
     require_source,
@@ -138,6 +143,11 @@ def _invalid_input(error: Exception) -> NonRetryableError:
 
 
 def _read_header(source: ByteSource) -> list[str]:
+    return _read_header_row(source)[0]
+
+
+def _read_header_row(source: ByteSource) -> tuple[list[str], int]:
+    """The header's cells and the offset just after it."""
     if source.size == 0:
         raise NonRetryableError("invalid_input", "the input is empty")
     end = _header_end(source)
@@ -150,7 +160,7 @@ def _read_header(source: ByteSource) -> list[str]:
         raise _invalid_input(error) from None
     if header is None:
         raise NonRetryableError("invalid_input", "the input has no header row")
-    return header
+    return header, end
 
 
 _LINE_END = re.compile(rb"\r\n?|\n")
@@ -190,68 +200,97 @@ def _header_end(source: ByteSource) -> int:
         length = min(length * 4, limit + 1)
 
 
-def _row_boundaries(source: ByteSource, chunk_bytes: int, first_target: int) -> list[int]:
-    """Chunk ends: the first row boundary past each target, the next target `chunk_bytes` further on.
+GUESS_WINDOW_BYTES = 64 * 1024
+"""What planning reads at each chunk's target offset to place the chunk's end (one ranged read each)."""
 
-    A row ends at a LF, a CR or a CRLF outside quotes; a boundary never falls between the CR and the LF of
-    one line end (a CR at the end of a block waits for the next block). Checks that the input is UTF-8 on
-    the way.
+_QUOTE_RUN = re.compile(rb'"+')
+_FIELD_ENDS = b",\r\n"
+_QUOTE = 0x22
+
+
+def _quoted_at(window: bytes) -> bool:
+    """A guess whether `window[1]` lies inside a quoted field (`window[0]` is the byte before it).
+
+    RFC 4180 quotes whole fields and doubles a quote inside one: an opening quote follows a comma or a line
+    end and a closing quote is followed by one. So a run of an odd number of quotes followed by another byte
+    opens a field (it is outside quotes before the run), and one that follows another byte closes a field
+    (inside before it); the parity of the quotes between `window[1]` and the first such run gives the state at
+    `window[1]`. A window without one is guessed outside. A wrong guess (input that is not RFC 4180, a
+    quoted field longer than the window) costs time, not correctness: `CsvReport.reconcile` checks it.
+    """
+    odd = 0
+    for run in _QUOTE_RUN.finditer(window, 1):
+        start, end = run.span()
+        if (end - start) & 1 and not (start == 1 and window[0] == _QUOTE):  # a run cut by the window: unknown
+            if end < len(window) and window[end] not in _FIELD_ENDS:
+                return bool(odd)
+            if window[start - 1] not in _FIELD_ENDS:
+                return not odd
+        odd ^= (end - start) & 1
+    return False
+
+
+def _row_end_after(source: ByteSource, offset: int, odd_quotes: int, head: bytes = b"") -> int:
+    """Offset just after the first line end at or after `offset` that lies outside quotes (the size if none).
+
+    `odd_quotes`: the parity of the quotes before `offset`, known or guessed. `head`: bytes from `offset` on
+    already read. A line end is a LF, a CR or a CRLF, and a boundary never falls between a CR and its LF.
     """
     size = source.size
-    boundaries: list[int] = []
-    utf8 = Utf8Check()
-    next_target = first_target
-    searching = False  # past the target, looking for a line end outside quotes
-    odd_quotes = 0  # parity of the quotes before `offset + i`
-    after_cr = False  # the previous block ended with a CR outside quotes while searching
-    offset = 0
-    for block in source.stream(0, size):
-        utf8.feed(block)
-        length = len(block)
+    if not head and offset < size:
+        head = source.read(offset, GUESS_WINDOW_BYTES)
+    blocks = itertools.chain([head], source.stream(offset + len(head), size - offset - len(head)))
+    position = offset
+    after_cr = False
+    for block in blocks:
+        if not block:
+            continue
+        if after_cr:
+            return position + (1 if block[0] == _LF else 0)
         i = 0
-        if after_cr and length:
-            i = 1 if block[0] == _LF else 0
-            boundaries.append(offset + i)
-            next_target = offset + i + chunk_bytes
-            searching = after_cr = False
-        # Next CR and LF at or after i (`length` if none): remembered, so a block with many line ends inside
-        # quoted fields, or with no CR at all, is scanned once per kind of line end, not once per line.
-        next_cr = next_lf = -1
-        while next_target < size:
-            if searching:
-                if next_lf < i:
-                    found = block.find(b"\n", i)
-                    next_lf = length if found < 0 else found
-                if next_cr < i:
-                    found = block.find(b"\r", i)
-                    next_cr = length if found < 0 else found
-                line_end = min(next_lf, next_cr)
-                if line_end >= length:
-                    break
-                odd_quotes ^= block.count(b'"', i, line_end) & 1
-                i = line_end + 1
-                if odd_quotes:
-                    continue
-                if line_end == next_cr:
-                    if i == length:
-                        after_cr = True
-                        break
-                    if block[i] == _LF:
-                        i += 1
-                boundaries.append(offset + i)
-                next_target = offset + i + chunk_bytes
-                searching = False
-            else:
-                target = next_target - offset
-                if target >= length:
-                    break
-                odd_quotes ^= block.count(b'"', i, target) & 1
-                i = target
-                searching = True
-        odd_quotes ^= block.count(b'"', i) & 1
-        offset += length
-    utf8.finish()
-    return [b for b in boundaries if b < size]
+        for line_end in _LINE_END.finditer(block):
+            odd_quotes ^= block.count(b'"', i, line_end.start()) & 1
+            i = line_end.end()
+            if odd_quotes:
+                continue
+            if i == len(block) and block[i - 1] == _CR:
+                after_cr = True  # perhaps the first half of a CRLF: the next block tells
+                break
+            return position + i
+        else:
+            odd_quotes ^= block.count(b'"', i) & 1
+        position += len(block)
+    return size
+
+
+WINDOW_READS_IN_FLIGHT = 8
+"""Windows read at once: a 1 GB input has 128 of them, and one after another they were half a second."""
+
+
+def _guessed_boundaries(source: ByteSource, chunk_bytes: int, first_target: int) -> list[int]:
+    """Chunk ends: the first line end outside quotes (as guessed from a window) past each target, the targets
+    `chunk_bytes` apart. Reads a window per chunk, not the input, several at once."""
+
+    def boundary_after(target: int) -> int:
+        window = source.read(target - 1, GUESS_WINDOW_BYTES + 1)
+        return _row_end_after(source, target, int(_quoted_at(window)), window[1:])
+
+    targets = range(first_target, source.size, chunk_bytes)
+    if len(targets) <= 1:
+        found = [boundary_after(target) for target in targets]
+    else:
+        with ThreadPoolExecutor(max_workers=min(WINDOW_READS_IN_FLIGHT, len(targets))) as pool:
+            found = list(pool.map(boundary_after, targets))
+    # Targets in one long row find the same boundary; the last row's end is the input's.
+    return sorted({boundary for boundary in found if boundary < source.size})
+
+
+def _quote_parity(source: ByteSource, start: int, end: int) -> int:
+    """Parity of the quotes in [start, end)."""
+    odd = 0
+    for block in source.stream(start, end - start):
+        odd ^= block.count(b'"') & 1
+    return odd
 
 
 class CsvReport:
@@ -276,15 +315,19 @@ class CsvReport:
     def plan(
         self, source: ByteSource | None, options: dict[str, Any], target_chunk_bytes: int, max_chunks: int
     ) -> list[dict[str, Any]]:
-        """Check the header and columns, then split the input on row boundaries (one streaming pass)."""
+        """Check the header and columns, then split the input at line ends guessed to be row boundaries.
+
+        Reads the header and a window per chunk; the chunks check the input (UTF-8) and the boundaries
+        (`reconcile`).
+        """
         source = require_source(source)
         parsed = CsvReportOptions.model_validate(options)
-        header = _read_header(source)
+        header, header_end = _read_header_row(source)
         group_index, metric_indices = _column_indices(header, parsed)
         chunk_bytes = chunk_size_bytes(source.size, target_chunk_bytes, max_chunks)
         # The first chunk holds the header row (and any empty lines before it) plus data rows.
-        first_target = max(chunk_bytes, _header_end(source) - 1)
-        edges = [0, *_row_boundaries(source, chunk_bytes, first_target), source.size]
+        first_target = max(chunk_bytes, header_end - 1)
+        edges = [0, *_guessed_boundaries(source, chunk_bytes, first_target), source.size]
         return [
             {
                 "index": index,
@@ -305,7 +348,12 @@ class CsvReport:
         attempt: int,
         should_stop: Callable[[], bool],
     ) -> dict[str, Any]:
-        """Counts and metric partials of the rows in [start, end); the chunk at 0 skips the header."""
+        """Counts and metric partials of the rows in [start, end); the chunk at 0 skips the header.
+
+        The partial carries the parity of the range's quotes (`quotes_odd`), and an error reading the range
+        as CSV (`invalid`) instead of raising it: either may come from a boundary inside a quoted field,
+        which `reconcile` finds and corrects before the error counts.
+        """
         source = require_source(source)
         start, end = int(chunk["start"]), int(chunk["end"])
         group_index = int(chunk["group_index"])
@@ -318,11 +366,55 @@ class CsvReport:
             start = min(_header_end(source), end)
         # Arrow and numpy load with the first chunk, not with the app: Flex Consumption runs HTTP triggers on
         # instances of their own, which never process a chunk.
-        from kinds.csv_columns import RowRange, aggregate_range
+        from kinds.csv_columns import InvalidCsv, RowRange, aggregate_range
 
         rows = RowRange(start, end, columns, group_index, metric_indices)
-        totals = aggregate_range(source, rows, should_stop)
-        return {"index": chunk.get("index"), "rows": totals.rows, "groups": totals.groups()}
+        try:
+            totals = aggregate_range(source, rows, should_stop)
+        except InvalidCsv as error:
+            odd = _quote_parity(source, start, end)
+            return {"index": chunk.get("index"), "rows": 0, "groups": {}, "quotes_odd": odd, "invalid": error.message}
+        return {
+            "index": chunk.get("index"),
+            "rows": totals.rows,
+            "groups": totals.groups(),
+            "quotes_odd": totals.quotes_odd,
+        }
+
+    def reconcile(
+        self,
+        source: ByteSource | None,
+        chunks: Sequence[dict[str, Any]],
+        partials: Iterable[dict[str, Any]],
+        options: dict[str, Any],
+        should_stop: Callable[[], bool],
+    ) -> Iterator[dict[str, Any]]:
+        """The partials in order, each boundary proved right by the quote parities, or moved and its chunks redone.
+
+        The parity of the quotes before a boundary is the sum of the parities of the chunks before it. A
+        boundary at an odd parity lies inside a quoted field: it moves to the first line end outside quotes
+        past it, and the chunks on either side are read again over their corrected ranges (one partial is
+        held at a time). An error a chunk held back (`invalid`) is raised once its range is known right.
+        Partials without a parity come from plans made before boundaries were guessed: exact already.
+        """
+        odd = 0  # parity of the quotes before the current chunk's planned start
+        moved_start: int | None = None  # the current chunk's corrected start, when its boundary moved
+        last = len(chunks) - 1
+        for index, (chunk, partial) in enumerate(zip(chunks, partials, strict=True)):
+            if "quotes_odd" not in partial:
+                yield partial
+                continue
+            odd ^= int(partial["quotes_odd"])
+            end_moves = bool(odd) and index < last
+            if moved_start is not None or end_moves:
+                start = int(chunk["start"]) if moved_start is None else moved_start
+                end = _row_end_after(require_source(source), int(chunk["end"]), 1) if end_moves else int(chunk["end"])
+                end = max(start, end)
+                partial = self.process_chunk(source, {**chunk, "start": start, "end": end}, options, 1, should_stop)
+                moved_start = end if end_moves else None
+            if "invalid" in partial:
+                raise NonRetryableError("invalid_input", str(partial["invalid"]))
+            yield partial
 
     def work_seconds(self, input_size: int, chunks: Sequence[dict[str, Any]], options: dict[str, Any]) -> float | None:
         """Proportional to the input's size."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -112,6 +112,17 @@ class Simulate:
     def work_seconds(self, input_size: int, chunks: Sequence[dict[str, Any]], options: dict[str, Any]) -> float | None:
         """Each chunk sleeps `chunk_seconds`."""
         return len(chunks) * SimulateOptions.model_validate(options).chunk_seconds
+
+    def reconcile(
+        self,
+        source: ByteSource | None,
+        chunks: Sequence[dict[str, Any]],
+        partials: Iterable[dict[str, Any]],
+        options: dict[str, Any],
+        should_stop: Callable[[], bool],
+    ) -> Iterator[dict[str, Any]]:
+        """The partials as they are: the plan guesses nothing."""
+        return iter(partials)
 
     def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         """Chunk count and checksum: a chunk counted twice or missed changes the checksum."""

@@ -292,6 +292,17 @@ class VectorNormalize:
         """Proportional to the input's size."""
         return input_size / WORK_BYTES_PER_SECOND
 
+    def reconcile(
+        self,
+        source: ByteSource | None,
+        chunks: Sequence[dict[str, Any]],
+        partials: Iterable[dict[str, Any]],
+        options: dict[str, Any],
+        should_stop: Callable[[], bool],
+    ) -> Iterator[dict[str, Any]]:
+        """The partials as they are: the plan guesses nothing."""
+        return iter(partials)
+
     def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         """All normalized vectors in input order, with counts and the metadata."""
         ordered = sorted(partials, key=lambda partial: int(partial.get("index", 0)))

@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
@@ -24,21 +25,26 @@ from activities.plan import load_plan, prepare_job
 from activities.resources import plan_blob_name
 from activities.stop import request_stop
 from devhost.testing.azurite import Azurite
+from kinds import csv_report
+from kinds.base import BytesSource
 from shared.clock import parse_iso, utc_now
 from shared.contracts import JobStart
 from shared.settings import get_settings
 from storage import jobs as job_store
 from storage.names import JOBS_TABLE, PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name, job_prefix
+from tests.kinds.reference import single_pass_report
 from tests.orchestrators.helpers import job_start
 
 OPTIONS = {"group_by": "g", "metrics": ["v"]}
 DATA = b"g,v\n" + b"".join(f"k{n % 3},{n}\n".encode() for n in range(600))  # ~5 KB: several 1 KB chunks
 
 
-def _staged(blobs: BlobServiceClient, azurite: Azurite, deadline_seconds: float | None = None) -> tuple[str, int]:
+def _staged(
+    blobs: BlobServiceClient, azurite: Azurite, deadline_seconds: float | None = None, data: bytes = DATA
+) -> tuple[str, int]:
     """A recorded csv-report job, planned and with every chunk processed; returns its id and chunk count."""
     job_id = uuid.uuid4().hex
-    blobs.get_container_client(PAYLOADS_CONTAINER).upload_blob(job_input_blob_name(job_id), DATA)
+    blobs.get_container_client(PAYLOADS_CONTAINER).upload_blob(job_input_blob_name(job_id), data)
     start: JobStart = job_start(job_id, "csv-report", OPTIONS, job_input_blob_name(job_id), deadline_seconds)
     record = job_store.new_job_record(
         job_id=job_id,
@@ -132,3 +138,32 @@ def test_complete_past_the_deadline_writes_nothing_and_says_stopped(blobs: BlobS
     time.sleep(max(0.0, (deadline - utc_now()).total_seconds()) + 0.1)
     assert complete_job(job_id, count) == {"stopped": True}
     assert _names(blobs, job_id) == before and _row(azurite, job_id)["status"] != "COMPLETED"
+
+
+def test_complete_moves_a_boundary_planned_inside_quotes_and_reports_as_one_pass(
+    blobs: BlobServiceClient, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning reads a window at each boundary; with windows of 8 bytes, a target inside the 3 KB quoted note
+    sees no quote and is guessed outside. The chunks' quote parities show it, and complete reads the chunks
+    beside it again over the corrected ranges, from the input blob."""
+    monkeypatch.setattr(csv_report, "GUESS_WINDOW_BYTES", 8)
+    note = '"' + "line, of a note\n" * 200 + '"'
+    data = (
+        "g,note,v\n" + "".join(f"k{n % 3},plain,{n}\n" for n in range(60)) + f"k9,{note},5\n" + "k1,x,7\n" * 60
+    ).encode()
+    job_id, count = _staged(blobs, azurite, data=data)
+    plan = load_plan(get_settings(), job_id)
+    opening = data.index(b'"')
+    closing = data.index(b'"', opening + 1)
+    assert any(opening < chunk["start"] <= closing for chunk in plan["chunks"])  # a boundary inside the note
+
+    outcome = complete_job(job_id, count).get("outcome")
+    assert outcome is not None and outcome["status"] == "COMPLETED"
+    result = json.loads(
+        blobs.get_container_client(RESULTS_CONTAINER).download_blob(str(outcome["result_ref"])).readall()
+    )
+    assert result == single_pass_report(BytesSource(data), OPTIONS)
+    assert result["groups"]["k9"] == {
+        "count": 1,
+        "metrics": {"v": {"count": 1, "sum": 5.0, "min": 5.0, "max": 5.0, "mean": 5.0}},
+    }

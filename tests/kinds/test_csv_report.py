@@ -11,6 +11,7 @@ import random
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from kinds import csv_columns, get_kind
+from kinds import csv_columns, csv_report, get_kind
 from kinds.base import BytesSource, ChunkStopped, NonRetryableError, parse_non_retryable
 from kinds.csv_report import KIND, parse_decimal
 from tests.kinds.reference import single_pass_report
@@ -49,7 +50,7 @@ def run_chunked(
     plan = KIND.plan(source, parsed, target, max_chunks)
     # Partials travel as JSON between activities: round-trip them like the orchestration does.
     partials = [json.loads(json.dumps(KIND.process_chunk(source, c, parsed, 1, never))) for c in plan]
-    return KIND.merge(partials, parsed), plan
+    return KIND.merge(KIND.reconcile(source, plan, partials, parsed, never), parsed), plan
 
 
 def report(text: str, group_by: str = "g", metrics: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -268,14 +269,30 @@ def test_unknown_column_fails_at_once(options: dict[str, Any], missing: str) -> 
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\n\n\r\n", codecs.BOM_UTF8, b"g,v\na,\xff\n", b"g,v\na,1\n\xe2\x82", b"\xff\xfeg\x00,\x00v\x00"],
-    ids=["empty", "blank-lines", "bom-only", "invalid-utf8", "truncated-utf8", "utf16"],
+    [b"", b"\n\n\r\n", codecs.BOM_UTF8, b"\xff\xfeg\x00,\x00v\x00", b"g\xff,v\na,1\n"],
+    ids=["empty", "blank-lines", "bom-only", "utf16", "invalid-utf8-header"],
 )
 def test_invalid_input_fails_at_once(data: bytes) -> None:
     with pytest.raises(NonRetryableError) as caught:
         KIND.plan(BytesSource(data, block_bytes=3), KIND.parse_options({"group_by": "g"}), 1024, 10)
     assert caught.value.error_type == "invalid_input"
     assert str(caught.value).startswith("[non-retryable:invalid_input] ")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"g,v\na,\xff\n", "not valid UTF-8 (at byte 6)"),
+        (b"g,v\na,1\n\xe2\x82", "not valid UTF-8 (truncated at the end)"),
+    ],
+    ids=["invalid-utf8", "truncated-utf8"],
+)
+@pytest.mark.parametrize("target", [1, 1024])
+def test_invalid_rows_fail_the_report(data: bytes, message: str, target: int) -> None:
+    """Planning reads the header only: the rows are checked by the chunks, whatever the chunking."""
+    with pytest.raises(NonRetryableError, match=re.escape(message)) as caught:
+        run_chunked(data, {"group_by": "g", "metrics": ["v"]}, target=target, block_bytes=3)
+    assert caught.value.error_type == "invalid_input"
 
 
 def test_process_chunk_rejects_invalid_utf8_too() -> None:
@@ -526,8 +543,26 @@ def rows_of(data: bytes, skip_header: bool) -> list[list[str]]:
     st.integers(1, 50),
     st.integers(1, 64),
     st.sampled_from([["v"], ["v", "w"], ["w", "g,2", "v"], []]),
+    st.sampled_from([1, 2, 5, 64, csv_report.GUESS_WINDOW_BYTES]),
 )
 def test_chunked_report_equals_single_pass(
+    file: tuple[bytes, list[list[str]]],
+    target: int,
+    max_chunks: int,
+    block_bytes: int,
+    metrics: list[str],
+    window: int,
+) -> None:
+    """Whatever the chunking, and however often planning guesses a boundary inside quotes (windows of a few
+    bytes see no quote to guess from): reconcile moves such a boundary and the report is the single pass's."""
+    csv_report.GUESS_WINDOW_BYTES, saved = window, csv_report.GUESS_WINDOW_BYTES
+    try:
+        check_chunked_report(file, target, max_chunks, block_bytes, metrics)
+    finally:
+        csv_report.GUESS_WINDOW_BYTES = saved
+
+
+def check_chunked_report(
     file: tuple[bytes, list[list[str]]], target: int, max_chunks: int, block_bytes: int, metrics: list[str]
 ) -> None:
     data, rows = file
@@ -546,13 +581,84 @@ def test_chunked_report_equals_single_pass(
     assert chunked == single == expected  # exact: sums are correctly rounded whatever the chunking
     assert json.loads(json.dumps(chunked)) == chunked
 
-    # The plan covers the file with contiguous ranges that start and end on row boundaries.
+    # The plan covers the file with contiguous ranges that end at line ends (inside quotes at worst).
     assert 1 <= len(plan) <= max_chunks
     assert plan[0]["start"] == 0 and plan[-1]["end"] == len(data)
     assert all(a["end"] == b["start"] for a, b in zip(plan, plan[1:], strict=False))
-    assert all(c["start"] < c["end"] for c in plan[1:])
-    pieces = [rows_of(data[c["start"] : c["end"]], skip_header=c["start"] == 0) for c in plan]
-    assert [row for piece in pieces for row in piece] == rows_of(data, skip_header=True)
+    assert all(c["start"] < c["end"] and data[c["start"] - 1] in b"\r\n" for c in plan[1:])
+    assert not any(data[c["start"] - 1 : c["start"] + 1] == b"\r\n" for c in plan[1:])
+
+
+@pytest.mark.parametrize(
+    ("window", "inside"),
+    [
+        (b'\na,"multi\nline",1\n', False),  # a quote after a comma, before a letter: it opens a field
+        (b'e\nline, note",1\nb,"x",2', True),  # a quote after a letter: it closes the field we are in
+        (b'xa ""quoted"" one",2\n', True),  # doubled quotes say nothing; the closing one does
+        (b"\nk1,plain,1\nk2,plain,2\n", False),  # no quote: guessed outside
+        (b'""a",1\n', False),  # a run of quotes cut by the window's start says nothing; nothing else does
+        (b'x,",",\n"', False),  # quotes between separators say nothing
+    ],
+)
+def test_the_quote_state_is_guessed_from_the_first_telling_quote(window: bytes, inside: bool) -> None:
+    assert csv_report._quoted_at(window) is inside
+
+
+QUOTED_NOTES = ("g,note,v\n" + "".join(f'k{n % 4},"note {n},\nsecond line",{n}\n' for n in range(3000))).encode()
+
+
+def test_boundaries_are_guessed_right_for_rfc_4180_input_with_quoted_line_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planning reads a window per chunk, not the input, and places every boundary between rows."""
+    monkeypatch.setattr(csv_report, "GUESS_WINDOW_BYTES", 256)
+    reads: list[tuple[int, int]] = []
+
+    class Counting(BytesSource):
+        def read(self, offset: int, length: int) -> bytes:
+            reads.append((offset, length))
+            return super().read(offset, length)
+
+        def stream(self, offset: int, length: int) -> Iterator[bytes]:
+            for block in super().stream(offset, length):
+                reads.append((offset, len(block)))
+                yield block
+
+    source = Counting(QUOTED_NOTES, block_bytes=64)
+    plan = KIND.plan(source, KIND.parse_options({"group_by": "g"}), 5000, 1000)
+    assert len(plan) > 10
+    # The header twice (its end, then its cells) and one window per boundary: not the input.
+    assert len(reads) == 2 + len(plan) - 1
+    assert sum(length for _, length in reads) < 64 * 1024 + len(plan) * 257 < len(QUOTED_NOTES)
+    for chunk in plan[1:]:
+        assert QUOTED_NOTES[: chunk["start"]].count(b'"') % 2 == 0  # outside quotes
+    partials = [KIND.process_chunk(source, chunk, KIND.parse_options({"group_by": "g"}), 1, never) for chunk in plan]
+    assert all(p["quotes_odd"] == 0 for p in partials)
+
+
+def test_an_error_held_back_by_a_chunk_counts_only_if_its_range_was_right() -> None:
+    options = KIND.parse_options({"group_by": "g", "metrics": ["v"]})
+    plain = "".join(f"k{n % 4},plain,{n}\n" for n in range(300)).encode()
+    source = BytesSource(QUOTED_NOTES[:9] + plain + QUOTED_NOTES[9:20_000])
+    data = source.read(0, source.size)
+    saved, csv_report.GUESS_WINDOW_BYTES = csv_report.GUESS_WINDOW_BYTES, 1  # no quote seen: every guess outside
+    try:
+        plan = KIND.plan(source, options, 100, 1000)
+    finally:
+        csv_report.GUESS_WINDOW_BYTES = saved
+    partials = [KIND.process_chunk(source, chunk, options, 1, never) for chunk in plan]
+    misplaced = [i for i, chunk in enumerate(plan) if data[: chunk["start"]].count(b'"') % 2]
+    right = [i for i in range(len(plan) - 1) if i not in misplaced and i + 1 not in misplaced]
+    assert misplaced and right
+
+    # Beside a misplaced boundary the chunk is read again: what it held back does not count.
+    held = list(partials)
+    held[misplaced[0]] = {**held[misplaced[0]], "invalid": "the input is not valid CSV: boom"}
+    expected = single_pass_report(source, options)
+    assert KIND.merge(KIND.reconcile(source, plan, held, options, never), options) == expected
+    # On a range that was right it does: the job fails with it.
+    held = list(partials)
+    held[right[0]] = {**held[right[0]], "invalid": "the input is not valid CSV: boom"}
+    with pytest.raises(NonRetryableError, match=r"invalid_input\] the input is not valid CSV: boom"):
+        KIND.merge(KIND.reconcile(source, plan, held, options, never), options)
 
 
 @pytest.mark.parametrize("groups", [1, 3, 16, 17, 3000])
