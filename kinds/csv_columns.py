@@ -59,7 +59,7 @@ def decimal_values(cells: pa.Array[Any]) -> tuple[npt.NDArray[np.float64], npt.N
     The values of cells that do not count are unspecified.
     """
     plain = _plain_cells(cells)
-    if plain is None:
+    if plain is None or not plain.any():  # no cast of a column without a number in it
         return _matched_values(cells)
     # Arrow's cast does not parse null slots: marking the other cells null skips them at no cost.
     buffers: list[Any] = cells.buffers()
