@@ -279,8 +279,12 @@ def _guessed_boundaries(source: ByteSource, chunk_bytes: int, first_target: int)
     if len(targets) <= 1:
         found = [boundary_after(target) for target in targets]
     else:
+        found = []
         with ThreadPoolExecutor(max_workers=min(WINDOW_READS_IN_FLIGHT, len(targets))) as pool:
-            found = list(pool.map(boundary_after, targets))
+            # A slice at a time: a read that fails or hears a stop (planning.StoppableSource) ends the
+            # planning after the reads in flight, not after all of them.
+            for first in range(0, len(targets), WINDOW_READS_IN_FLIGHT):
+                found.extend(pool.map(boundary_after, targets[first : first + WINDOW_READS_IN_FLIGHT]))
     # Targets in one long row find the same boundary; the last row's end is the input's.
     return sorted({boundary for boundary in found if boundary < source.size})
 
