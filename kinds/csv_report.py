@@ -279,8 +279,12 @@ def _guessed_boundaries(source: ByteSource, chunk_bytes: int, first_target: int)
     if len(targets) <= 1:
         found = [boundary_after(target) for target in targets]
     else:
+        found = []
         with ThreadPoolExecutor(max_workers=min(WINDOW_READS_IN_FLIGHT, len(targets))) as pool:
-            found = list(pool.map(boundary_after, targets))
+            # A slice at a time: a read that fails or hears a stop (planning.StoppableSource) ends the
+            # planning after the reads in flight, not after all of them.
+            for first in range(0, len(targets), WINDOW_READS_IN_FLIGHT):
+                found.extend(pool.map(boundary_after, targets[first : first + WINDOW_READS_IN_FLIGHT]))
     # Targets in one long row find the same boundary; the last row's end is the input's.
     return sorted({boundary for boundary in found if boundary < source.size})
 
@@ -336,6 +340,7 @@ class CsvReport:
                 "columns": len(header),
                 "group_index": group_index,
                 "metric_indices": metric_indices,
+                "guessed": True,  # its boundaries are checked by `reconcile`
             }
             for index, (start, end) in enumerate(zip(edges, edges[1:], strict=False))
         ]
@@ -395,15 +400,18 @@ class CsvReport:
         boundary at an odd parity lies inside a quoted field: it moves to the first line end outside quotes
         past it, and the chunks on either side are read again over their corrected ranges (one partial is
         held at a time). An error a chunk held back (`invalid`) is raised once its range is known right.
-        Partials without a parity come from plans made before boundaries were guessed: exact already.
+        A chunk of an older plan (exact boundaries, no `guessed` mark) is taken as it is.
         """
         odd = 0  # parity of the quotes before the current chunk's planned start
         moved_start: int | None = None  # the current chunk's corrected start, when its boundary moved
         last = len(chunks) - 1
         for index, (chunk, partial) in enumerate(zip(chunks, partials, strict=True)):
             if "quotes_odd" not in partial:
-                yield partial
-                continue
+                if not chunk.get("guessed"):
+                    yield partial  # an exact plan's chunk (planned before boundaries were guessed)
+                    continue
+                # Processed by a version that did not count quotes (an instance not yet updated): count them.
+                partial = {**partial, "quotes_odd": _quote_parity(require_source(source), chunk["start"], chunk["end"])}
             odd ^= int(partial["quotes_odd"])
             end_moves = bool(odd) and index < last
             if moved_start is not None or end_moves:

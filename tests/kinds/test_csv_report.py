@@ -661,6 +661,26 @@ def test_an_error_held_back_by_a_chunk_counts_only_if_its_range_was_right() -> N
         KIND.merge(KIND.reconcile(source, plan, held, options, never), options)
 
 
+def test_partials_without_a_quote_parity_are_checked_all_the_same() -> None:
+    """A guessed plan's chunk processed by a version that did not count quotes (during a deployment): the
+    parity is counted from the input, and a misplaced boundary is still found; an exact plan's is trusted."""
+    options = KIND.parse_options({"group_by": "g", "metrics": ["v"]})
+    source = BytesSource(QUOTED_NOTES)
+    saved, csv_report.GUESS_WINDOW_BYTES = csv_report.GUESS_WINDOW_BYTES, 1
+    try:
+        plan = KIND.plan(source, options, 100, 1000)
+    finally:
+        csv_report.GUESS_WINDOW_BYTES = saved
+    partials = [KIND.process_chunk(source, chunk, options, 1, never) for chunk in plan]
+    assert any(p["quotes_odd"] for p in partials)  # misplaced boundaries to find
+    older = [{key: value for key, value in p.items() if key != "quotes_odd"} for p in partials]
+    expected = single_pass_report(source, options)
+    assert KIND.merge(KIND.reconcile(source, plan, older, options, never), options) == expected
+
+    exact = [{key: value for key, value in chunk.items() if key != "guessed"} for chunk in plan]
+    assert KIND.merge(KIND.reconcile(source, exact, older, options, never), options) != expected
+
+
 @pytest.mark.parametrize("groups", [1, 3, 16, 17, 3000])
 @pytest.mark.parametrize("junk_share", [0.0, 0.05])
 def test_large_inputs_over_many_batches(groups: int, junk_share: float) -> None:
