@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError
 
 from activities.admission import release_admission
 from activities.plan import forget_plans
@@ -12,21 +12,29 @@ from shared.settings import get_settings
 from storage import jobs as job_store
 from storage.names import job_prefix, result_blob_name, stop_marker_blob_name
 
+BLOBS_PER_BATCH = 256
+"""Subrequests Azure takes in one Blob Batch request."""
+
 
 def discard_outputs(job_id: str, keep_result: bool) -> int:
-    """Delete the job's partials and plan (and its result unless kept); the stop marker stays. Returns count."""
+    """Delete the job's partials and plan (and its result unless kept); the stop marker stays. Returns count.
+
+    One Blob Batch request per 256 blobs: one after another, the deletes of a 16-chunk job were half of its
+    last step's time. Azure bills each subrequest as the Delete Blob it is (free) and the batch as one
+    request. A blob already gone counts as deleted by someone else; any other failure raises (the step is
+    retried, and deletes again only what is left).
+    """
     container = results(get_settings())
     keep = {result_blob_name(job_id)} if keep_result else set()
     keep.add(stop_marker_blob_name(job_id))
+    names = [blob.name for blob in container.list_blobs(name_starts_with=job_prefix(job_id)) if blob.name not in keep]
     deleted = 0
-    for blob in container.list_blobs(name_starts_with=job_prefix(job_id)):
-        if blob.name in keep:
-            continue
-        try:
-            container.delete_blob(blob.name)
-            deleted += 1
-        except ResourceNotFoundError:
-            pass
+    for first in range(0, len(names), BLOBS_PER_BATCH):
+        for answer in container.delete_blobs(*names[first : first + BLOBS_PER_BATCH], raise_on_any_failure=False):
+            if answer.status_code == 202:
+                deleted += 1
+            elif answer.status_code != 404:
+                raise HttpResponseError(message=f"deleting a working blob answered {answer.status_code}")
     forget_plans()
     return deleted
 

@@ -48,6 +48,8 @@ def blob_operation(method: str, parts: list[str], query: dict[str, list[str]]) -
     container = parts[0] if parts else ""
     comp = query.get("comp", [""])[0]
     if len(parts) <= 1:
+        if comp == "batch":
+            return container, "BlobBatch"
         if comp == "list":
             return container, "ListBlobs" if container else "ListContainers"
         return container, {"PUT": "CreateContainer", "DELETE": "DeleteContainer"}.get(method, "GetContainerProperties")
@@ -134,6 +136,9 @@ class Meter:
             self.request_bytes[key[1]] += size
             if key[2] == "EntityGroupTransaction":
                 self.batched_changes[key[1]] += max(1, body.count(b"Content-Type: application/http"))
+            elif key[2] == "BlobBatch":
+                # Azure bills a Blob Batch as one request plus each subrequest (here all Delete Blob).
+                self.counts[(service, key[1], "DeleteBlob")] += body.count(b"\r\nDELETE ")
 
     def snapshot(self) -> Counter[Key]:
         """A copy of the counts so far."""

@@ -39,6 +39,10 @@ def test_each_request_is_forwarded_and_counted_once_by_owner(metered: tuple[Mete
         container.upload_blob("a.txt", b"x" * 200_000)  # one PutBlob, whatever its size
         assert container.download_blob("a.txt").readall() == b"x" * 200_000  # the answer came back whole
         assert [b.name for b in container.list_blobs()] == ["a.txt"]
+        for name in ("b.txt", "c.txt"):
+            container.upload_blob(name, b"y")
+        assert [answer.status_code for answer in container.delete_blobs("b.txt", "c.txt")] == [202, 202]
+        assert [b.name for b in container.list_blobs()] == ["a.txt"]
     with QueueServiceClient.from_connection_string(connection) as queues:
         inbox = queues.create_queue("jobs-inbox")
         inbox.send_message("hello")
@@ -51,9 +55,11 @@ def test_each_request_is_forwarded_and_counted_once_by_owner(metered: tuple[Mete
 
     counts = storage.meter.snapshot()
     assert counts[("blob", "app", "CreateContainer")] == 1
-    assert counts[("blob", "app", "PutBlob")] == 1
+    assert counts[("blob", "app", "PutBlob")] == 3
     assert counts[("blob", "app", "GetBlob")] == 1
-    assert counts[("blob", "app", "ListBlobs")] == 1
+    assert counts[("blob", "app", "ListBlobs")] == 2
+    assert counts[("blob", "app", "BlobBatch")] == 1  # billed once, and each Delete Blob in it once
+    assert counts[("blob", "app", "DeleteBlob")] == 2
     assert counts[("queue", "host", "CreateQueue")] == 1  # jobs-inbox: the host's trigger queue
     assert counts[("queue", "host", "PutMessage")] == 1
     assert counts[("queue", "host", "GetMessages")] == 1
