@@ -35,7 +35,6 @@ from kinds.base import (
     ByteSource,
     ChunkStopped,
     NonRetryableError,
-    SourceReader,
     chunk_size_bytes,
     map_large_allocations,
     require_source,
@@ -47,8 +46,6 @@ map_large_allocations()
 
 NAME = "csv-report"
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
-
-_DECODE_BUFFER_BYTES = 1 << 20
 
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 """The header row is read whole, in memory: a longer one is refused (cells of data rows have no such limit)."""
@@ -109,15 +106,6 @@ def parse_decimal(cell: str) -> float | None:
     return value if value - value == 0.0 else None  # an exponent can overflow to inf
 
 
-def _text_lines(source: ByteSource, start: int, end: int) -> io.TextIOWrapper:
-    # newline="" keeps line ends as they are, which the csv module needs for quoted newlines; only a
-    # range starting at 0 may begin with a BOM.
-    raw = io.BufferedReader(SourceReader(source, start, end - start), buffer_size=_DECODE_BUFFER_BYTES)
-    text = io.TextIOWrapper(raw, encoding="utf-8-sig" if start == 0 else "utf-8", errors="strict", newline="")
-    text._CHUNK_SIZE = _DECODE_BUFFER_BYTES  # type: ignore[attr-defined]  # larger decode steps: fewer calls
-    return text
-
-
 def _first_row(rows: Iterator[list[str]]) -> list[str] | None:
     """The first non-empty row (the header); empty lines are not rows."""
     for row in rows:
@@ -150,17 +138,17 @@ def _read_header_row(source: ByteSource) -> tuple[list[str], int]:
     """The header's cells and the offset just after it."""
     if source.size == 0:
         raise NonRetryableError("invalid_input", "the input is empty")
-    end = _header_end(source)
+    data = _header_bytes(source)
     # The csv module refuses cells over 128 KiB by default; this read is bounded by MAX_HEADER_BYTES instead.
     csv.field_size_limit(sys.maxsize)
     try:
-        with _text_lines(source, 0, end) as text:
-            header = _first_row(csv.reader(text))
+        # newline="" keeps line ends as they are, which the csv module needs for quoted newlines.
+        header = _first_row(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
     except (UnicodeDecodeError, csv.Error) as error:
         raise _invalid_input(error) from None
     if header is None:
         raise NonRetryableError("invalid_input", "the input has no header row")
-    return header, end
+    return header, len(data)
 
 
 _LINE_END = re.compile(rb"\r\n?|\n")
@@ -170,9 +158,14 @@ _CR, _LF = 0x0D, 0x0A
 
 
 def _header_end(source: ByteSource) -> int:
-    """Offset just after the header row (the first row that is not an empty line).
+    """Offset just after the header row (the first row that is not an empty line)."""
+    return len(_header_bytes(source))
 
-    The header is read whole (here and by `_read_header`): one longer than MAX_HEADER_BYTES is refused.
+
+def _header_bytes(source: ByteSource) -> bytes:
+    """The input up to just after the header row (the first row that is not an empty line).
+
+    The header is read whole, in memory: one longer than MAX_HEADER_BYTES is refused.
     """
     length = 64 * 1024
     limit = MAX_HEADER_BYTES
@@ -188,10 +181,10 @@ def _header_end(source: ByteSource) -> int:
             position = line_end.end()
             if not odd_quotes:
                 if data[segment:position].strip(b"\r\n"):
-                    return position
+                    return data[:position]
                 segment = position
         if complete:
-            return source.size  # the header is the last line
+            return data  # the header is the last line
         if len(data) > limit:
             raise NonRetryableError(
                 "invalid_input",

@@ -146,7 +146,7 @@ def test_planning_stops_between_pieces_of_the_input() -> None:
     source = StoppableSource(BytesSource(data, block_bytes=1024), stop_after_three)
     with pytest.raises(PlanningStopped):
         kind.plan(source, kind.parse_options(OPTIONS), 4096, 1000)
-    # Stopped at the fourth read: the header's two and the first slice of windows (read several at once),
+    # Stopped at the fourth ask: the header, then the first slice of windows (read several at once),
     # not after all 47 windows.
     assert 4 <= asked <= 3 + csv_report.WINDOW_READS_IN_FLIGHT
     unwatched = StoppableSource(BytesSource(data, block_bytes=1024), lambda: False)
