@@ -216,6 +216,21 @@ def require_source(source: ByteSource | None) -> ByteSource:
     return source
 
 
+class ExactPlan:
+    """For a kind whose plan guesses nothing that the chunks must check: `reconcile` hands the partials on."""
+
+    def reconcile(
+        self,
+        source: ByteSource | None,
+        chunks: Sequence[dict[str, Any]],
+        partials: Iterable[dict[str, Any]],
+        options: dict[str, Any],
+        should_stop: Callable[[], bool],
+    ) -> Iterator[dict[str, Any]]:
+        """The partials as they are."""
+        return iter(partials)
+
+
 @runtime_checkable
 class JobKind(Protocol):
     """A job kind: validates its options and input, splits the work into chunks and merges the results."""

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kinds.base import ByteSource, ChunkStopped, NonRetryableError
+from kinds.base import ByteSource, ChunkStopped, ExactPlan, NonRetryableError
 
 NAME = "simulate"
 TEST_ONLY = True
@@ -54,7 +54,7 @@ def expected_checksum(chunks: int) -> int:
     return sum(chunk_checksum(i) for i in range(chunks)) % (1 << 32)
 
 
-class Simulate:
+class Simulate(ExactPlan):
     """The `simulate` job kind."""
 
     name = NAME
@@ -112,17 +112,6 @@ class Simulate:
     def work_seconds(self, input_size: int, chunks: Sequence[dict[str, Any]], options: dict[str, Any]) -> float | None:
         """Each chunk sleeps `chunk_seconds`."""
         return len(chunks) * SimulateOptions.model_validate(options).chunk_seconds
-
-    def reconcile(
-        self,
-        source: ByteSource | None,
-        chunks: Sequence[dict[str, Any]],
-        partials: Iterable[dict[str, Any]],
-        options: dict[str, Any],
-        should_stop: Callable[[], bool],
-    ) -> Iterator[dict[str, Any]]:
-        """The partials as they are: the plan guesses nothing."""
-        return iter(partials)
 
     def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         """Chunk count and checksum: a chunk counted twice or missed changes the checksum."""

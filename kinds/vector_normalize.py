@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator, model_validator
 
-from kinds.base import ByteSource, ChunkStopped, NonRetryableError, chunk_size_bytes, require_source
+from kinds.base import ByteSource, ChunkStopped, ExactPlan, NonRetryableError, chunk_size_bytes, require_source
 
 NAME = "vector-normalize"
 JSON = "application/json"
@@ -193,7 +193,7 @@ def _first_error(error: ValidationError) -> str:
     return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
-class VectorNormalize:
+class VectorNormalize(ExactPlan):
     """The `vector-normalize` job kind."""
 
     name = NAME
@@ -291,17 +291,6 @@ class VectorNormalize:
     def work_seconds(self, input_size: int, chunks: Sequence[dict[str, Any]], options: dict[str, Any]) -> float | None:
         """Proportional to the input's size."""
         return input_size / WORK_BYTES_PER_SECOND
-
-    def reconcile(
-        self,
-        source: ByteSource | None,
-        chunks: Sequence[dict[str, Any]],
-        partials: Iterable[dict[str, Any]],
-        options: dict[str, Any],
-        should_stop: Callable[[], bool],
-    ) -> Iterator[dict[str, Any]]:
-        """The partials as they are: the plan guesses nothing."""
-        return iter(partials)
 
     def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         """All normalized vectors in input order, with counts and the metadata."""

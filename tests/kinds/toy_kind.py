@@ -6,12 +6,12 @@ kind needs nothing outside its own module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kinds.base import ByteSource, ChunkStopped, require_source
+from kinds.base import ByteSource, ChunkStopped, ExactPlan, require_source
 
 NAME = "line-count"
 TEXT = "text/plain; charset=utf-8"
@@ -25,7 +25,7 @@ class LineCountOptions(BaseModel):
     skip_blank: bool = Field(default=False, description="Do not count lines that hold only spaces.")
 
 
-class LineCount:
+class LineCount(ExactPlan):
     """Counts the lines of a plain-text input, one chunk per byte range."""
 
     name = NAME
@@ -70,17 +70,6 @@ class LineCount:
     def work_seconds(self, input_size: int, chunks: Sequence[dict[str, Any]], options: dict[str, Any]) -> float | None:
         """No estimate: a job of several chunks runs staged."""
         return None
-
-    def reconcile(
-        self,
-        source: ByteSource | None,
-        chunks: Sequence[dict[str, Any]],
-        partials: Iterable[dict[str, Any]],
-        options: dict[str, Any],
-        should_stop: Callable[[], bool],
-    ) -> Iterator[dict[str, Any]]:
-        """The partials as they are: the plan guesses nothing."""
-        return iter(partials)
 
     def merge(self, partials: Iterable[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         """The total."""
