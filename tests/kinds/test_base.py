@@ -94,16 +94,16 @@ print(rss_mb() - before)
 """
 
 
+def _printed_number(script: str, mode: str) -> int:
+    """What `script` prints, run in a fresh interpreter (its allocator untouched by this one) with `mode`."""
+    run = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True, cwd=ROOT)
+    return int(run.stdout.strip())
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_large_blocks_a_chunk_frees_go_back_to_the_os_at_once() -> None:
-    def kept_mb(mode: str) -> int:
-        run = subprocess.run(
-            [sys.executable, "-c", _FREED_BLOCKS, mode], capture_output=True, text=True, check=True, cwd=ROOT
-        )
-        return int(run.stdout.strip())
-
-    assert kept_mb("default") >= 16  # the arena keeps what the threshold no longer maps
-    assert kept_mb("mapped") <= 4
+    assert _printed_number(_FREED_BLOCKS, "default") >= 16  # the arena keeps what the threshold no longer maps
+    assert _printed_number(_FREED_BLOCKS, "mapped") <= 4
 
 
 _REUSED_TEMPORARIES = """
@@ -137,10 +137,7 @@ def test_the_heap_keeps_freed_block_temporaries_for_the_next_block() -> None:
     """A freed block-sized allocation is reused without page faults, not returned and faulted in again."""
 
     def faults(mode: str) -> int:
-        run = subprocess.run(
-            [sys.executable, "-c", _REUSED_TEMPORARIES, mode], capture_output=True, text=True, check=True, cwd=ROOT
-        )
-        return int(run.stdout.strip())
+        return _printed_number(_REUSED_TEMPORARIES, mode)
 
     assert faults("old") >= 200 * 50  # 100 pages a round: what the chunks paid
     assert faults("new") <= 2_000
