@@ -45,6 +45,7 @@ from azure.storage.blob import BlobClient
 from bench import arrow_group_by
 from devhost.testing.azurite import Azurite
 from devhost.testing.harness import APP_TEST_ENV, DevHost
+from longrun_client.uploads import DEFAULT_BLOCK_BYTES, DEFAULT_CONCURRENCY
 
 RATIO_TARGET = 0.75
 RATIO_STRETCH = 0.3
@@ -170,13 +171,13 @@ def check_result(result: dict[str, Any], reference: dict[str, Any]) -> None:
 
 @dataclass
 class MemorySampler:
-    """Peak memory of a process and all its descendants: the sum of their PSS, and of their RSS.
+    """Peak memory of processes and all their descendants: the sum of their PSS, and of their RSS.
 
     PSS (proportional set size) counts a page shared by n processes as 1/n in each, so the sum is the
     memory the tree really uses; the RSS sum counts shared libraries (Arrow, numpy) once per process.
     """
 
-    pid: int
+    pids: tuple[int, ...]
     interval: float = 0.1
     peak_bytes: int = 0
     peak_rss_bytes: int = 0
@@ -186,13 +187,13 @@ class MemorySampler:
 
     def _sample(self) -> None:
         try:
-            root = psutil.Process(self.pid)
+            roots = [psutil.Process(pid) for pid in self.pids]
         except psutil.NoSuchProcess:
             return
         while not self._stop.is_set():
             total = total_rss = 0
             try:
-                for process in [root, *root.children(recursive=True)]:
+                for process in [tree for root in roots for tree in (root, *root.children(recursive=True))]:
                     try:
                         memory = process.memory_full_info()
                         name = f"{process.pid} {process.name()}"
@@ -219,13 +220,16 @@ class MemorySampler:
 
 
 def upload(client: httpx.Client, path: Path) -> str:
-    """Ask for an upload and PUT the file in blocks, streamed from disk; returns its input_ref."""
+    """Ask for an upload and PUT the file in blocks, streamed from disk, as longrun_client does; returns its
+    input_ref."""
     created = client.post("/api/uploads", json={"content_type": "text/csv"})
     created.raise_for_status()
     ticket = created.json()
-    blob = BlobClient.from_blob_url(ticket["upload_url"], max_block_size=8 * 1024 * 1024)
+    blob = BlobClient.from_blob_url(
+        ticket["upload_url"], max_single_put_size=DEFAULT_BLOCK_BYTES, max_block_size=DEFAULT_BLOCK_BYTES
+    )
     with open(path, "rb") as data:
-        blob.upload_blob(data, length=path.stat().st_size, overwrite=True, max_concurrency=4)
+        blob.upload_blob(data, length=path.stat().st_size, overwrite=True, max_concurrency=DEFAULT_CONCURRENCY)
     return str(ticket["input_ref"])
 
 
@@ -305,12 +309,12 @@ def measure(size_mb: int, env: dict[str, str], timeout: float, shipped: bool = F
             assert host.process is not None
             first_job_s = run_job(host, generate_csv(WARM_UP_MB), timeout)["total_s"]
             time.sleep(1.0)
-            with MemorySampler(host.process.pid) as idle:
+            with MemorySampler((host.process.pid,)) as idle:
                 time.sleep(1.0)
             assert azurite.process is not None
             stack = [host.process.pid, azurite.process.pid]
             cpu_before = cpu_seconds(stack)
-            with MemorySampler(host.process.pid) as sampler:
+            with MemorySampler((host.process.pid,)) as sampler:
                 run = run_job(host, path, timeout)
             cpu_s = cpu_seconds(stack) - cpu_before
         finally:

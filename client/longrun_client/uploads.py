@@ -14,7 +14,10 @@ from longrun_client.models import UploadTicket
 UploadProgress = Callable[[int, int], None]
 """Called with (bytes sent, file size) as blocks finish."""
 
-DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
+DEFAULT_BLOCK_BYTES = 16 * 1024 * 1024
+"""Each block is a billed Put Block: 100 MB goes up in 7 requests instead of 25 with the SDK's 4 MiB, and
+Azurite serves it with 40 % less CPU (0.46-0.56 s against 0.80 s, 4 blocks in flight; docs/benchmarks.md).
+Blocks over 4 MiB also take Azure's high-throughput block blob path. Memory: `concurrency` blocks at once."""
 DEFAULT_CONCURRENCY = 4
 
 
