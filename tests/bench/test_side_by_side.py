@@ -1,0 +1,87 @@
+"""The side-by-side benchmark's CSV test: the stacks take turns, the first run of each is reported cold and
+the median of the others warm, and memory is sampled over every process tree a stack names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from bench.csv_report import MemorySampler
+from bench.side_by_side import System, csv_runs
+
+MIB = 2**20
+
+
+class Scripted(System):
+    """A stack whose CSV jobs finish at once after a scripted time; it logs the order it was asked in."""
+
+    def __init__(self, name: str, seconds: list[float], order: list[str]) -> None:
+        super().__init__("http://127.0.0.1:9")  # never called: submit and status are scripted
+        self.name = name
+        self.seconds = seconds
+        self.order = order
+
+    def submit_csv(self, path: Path) -> str:
+        self.order.append(self.name)
+        time.sleep(self.seconds[len([n for n in self.order if n == self.name]) - 1])
+        return "job"
+
+    def status(self, job_id: str) -> tuple[str, Any]:
+        return "COMPLETED", {"rows": 7}
+
+    def memory_roots(self) -> list[int]:
+        return [psutil.Process().pid]
+
+
+def test_stacks_take_turns_and_the_first_run_is_kept_apart(tmp_path: Path) -> None:
+    order: list[str] = []
+    systems: list[System] = [Scripted("a", [0.3, 0.05, 0.15], order), Scripted("b", [0.2, 0.1, 0.05], order)]
+
+    figures = csv_runs(systems, tmp_path / "input.csv", runs=3, timeout=10)
+
+    assert order == ["a", "b", "a", "b", "a", "b"]
+    assert figures["a"]["runs_seconds"] == pytest.approx([0.3, 0.05, 0.15], abs=0.04)
+    assert figures["a"]["cold_seconds"] == pytest.approx(0.3, abs=0.04)
+    assert figures["a"]["warm_seconds"] == pytest.approx(0.1, abs=0.04)  # the median of 0.05 and 0.15
+    assert figures["b"]["warm_seconds"] == pytest.approx(0.075, abs=0.04)
+    assert figures["a"]["rows"] == 7 and figures["a"]["peak_pss_mib"] > 0
+
+
+def test_one_run_has_no_warm_figure(tmp_path: Path) -> None:
+    figures = csv_runs([Scripted("a", [0.0], [])], tmp_path / "input.csv", runs=1, timeout=10)
+
+    assert figures["a"]["warm_seconds"] is None
+
+
+@pytest.fixture
+def holders() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Two processes holding 64 MiB of private memory each, until they are killed."""
+    code = "import sys, time; block = bytearray(64 << 20); block[::4096] = b'x' * len(block[::4096]); "
+    code += "print('ready', flush=True); time.sleep(60)"
+    processes = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) for _ in range(2)]
+    try:
+        for process in processes:
+            assert process.stdout is not None and process.stdout.readline().strip() == b"ready"
+        yield processes
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def test_memory_is_the_sum_over_every_root_named(holders: list[subprocess.Popen[bytes]]) -> None:
+    with MemorySampler((holders[0].pid,), interval=0.05) as one:
+        time.sleep(0.3)
+    with MemorySampler(tuple(process.pid for process in holders), interval=0.05) as both:
+        time.sleep(0.3)
+
+    assert one.peak_bytes >= 64 * MIB
+    assert both.peak_bytes >= 128 * MIB
+    assert both.peak_bytes >= one.peak_bytes + 60 * MIB  # the second tree counted, not the first twice
