@@ -23,6 +23,19 @@ def post_batch(host: DevHost, items: list[Any], timeout: float = 300.0) -> httpx
     return host.client.post("/api/jobs/batch", json={"items": items}, timeout=timeout)
 
 
+def post_batch_as_a_client_does(host: DevHost, items: list[Any], rounds: int = 4) -> list[dict[str, Any]]:
+    """The whole batch again with the same keys while some item answers 503 (docs/api.md: a retry creates
+    nothing twice): a host just restarted on a loaded machine may refuse items whose start timed out."""
+    for _ in range(rounds):
+        response = post_batch(host, items)
+        assert response.status_code == 200, response.text
+        answers: list[dict[str, Any]] = response.json()["items"]
+        if all(answer["status"] != 503 for answer in answers):
+            break
+        time.sleep(2)
+    return answers
+
+
 def ledger(conn: str, host: DevHost) -> dict[str, Any]:
     with TableServiceClient.from_connection_string(conn) as service:
         return dict(service.get_table_client(JOBS_TABLE).get_entity(partition_key(host.task_hub), "ledger"))
@@ -103,9 +116,7 @@ def test_a_batch_retried_after_the_host_was_killed_mid_batch_creates_every_job_e
     assert "response" not in first, "the batch finished before the kill; the test proves nothing"
 
     host.start()
-    response = post_batch(host, items)
-    assert response.status_code == 200, response.text
-    answers = response.json()["items"]
+    answers = post_batch_as_a_client_does(host, items)
     assert [a["status"] for a in answers] == [202] * len(items)
     assert [a["job"]["id"] for a in answers] == job_ids
     for job_id in job_ids:
