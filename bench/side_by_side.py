@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -355,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    # Killed with SIGTERM (timeout, pkill), stop both stacks as on an error: their processes are in
+    # sessions of their own and would outlive this one, loading the machine for the next measurement.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     python = ensure_peer_venv(args.peer_venv)
     figures: dict[str, dict[str, Any]] = {"longrun": {}, "celery": {}}
     with tempfile.TemporaryDirectory(prefix="longrun-side-by-side-") as scratch:
