@@ -266,6 +266,8 @@ def csv_runs(systems: list[System], path: Path, runs: int, timeout: float) -> di
             print(system.name, "csv", seen[system.name][-1], flush=True)
     figures: dict[str, dict[str, Any]] = {}
     for name, results in seen.items():
+        if len({result["rows"] for result in results}) > 1:
+            raise RuntimeError(f"{name}: the runs counted different rows: {[r['rows'] for r in results]}")
         warm = [result["seconds"] for result in results[1:]]
         figures[name] = {
             "cold_seconds": results[0]["seconds"],

@@ -85,3 +85,12 @@ def test_memory_is_the_sum_over_every_root_named(holders: list[subprocess.Popen[
     assert one.peak_bytes >= 64 * MIB
     assert both.peak_bytes >= 128 * MIB
     assert both.peak_bytes >= one.peak_bytes + 60 * MIB  # the second tree counted, not the first twice
+
+
+def test_runs_that_count_different_rows_fail_the_test(tmp_path: Path) -> None:
+    class Drifting(Scripted):
+        def status(self, job_id: str) -> tuple[str, Any]:
+            return "COMPLETED", {"rows": len(self.order)}  # a different count each run
+
+    with pytest.raises(RuntimeError, match="different rows"):
+        csv_runs([Drifting("a", [0.0, 0.0], [])], tmp_path / "input.csv", runs=2, timeout=10)
