@@ -6,19 +6,20 @@ uvicorn, two Celery worker processes with four threads each, like longrun's 2 x 
 The reference lives in a virtualenv of its own, built on first use from bench/requirements-peer.txt
 (`--peer-venv`, default $TMPDIR/longrun-peer-venv); redis-server must be on PATH (Debian: redis-server).
 
-Every test runs on longrun, then on the reference:
-1. submit latency of a tiny job (1 chunk of 0 s): 16 clients paced at 8 submits/s in total; p50 / p99;
-2. small-job throughput: `--jobs` jobs of 2 chunks x 0.05 s from 16 clients back to back, until every job
-   is seen finished (pollers sweep the unfinished ones every 0.2 s); jobs/s, and the CPU seconds per job
-   the whole stack used (host, workers, storage emulator or Redis, web server);
-3. a ~100 MB CSV grouped by one column (longrun: through an upload; the reference: posted raw), until
+Each test runs on stacks of its own, started fresh and warmed up (4 tiny jobs each):
+1. a ~100 MB CSV grouped by one column (longrun: through an upload; the reference: posted raw), until
    seen finished (poll every 0.2 s), `--csv-runs` times per stack, the stacks taking turns: the first run
    is reported as cold, the median of the others as warm; with each stack's peak PSS (host and workers;
-   web server and workers), sampled alike on both; the row counts are cross-checked.
+   web server and workers), sampled alike on both; the row counts are cross-checked;
+2. submit latency of a tiny job (1 chunk of 0 s): 16 clients paced at 8 submits/s in total; p50 / p99,
+   on longrun, then on the reference;
+3. small-job throughput: `--jobs` jobs of 2 chunks x 0.05 s from 16 clients back to back, until every job
+   is seen finished (pollers sweep the unfinished ones every 0.2 s); jobs/s, and the CPU seconds per job
+   the whole stack used (host, workers, storage emulator or Redis, web server); longrun, then the reference.
 The last lines are the ratios longrun / reference.
 
 Run: `.venv/bin/python -m bench.side_by_side [--jobs 500] [--csv-mb 100] [--csv-runs 3] [--csv-only] [--json out.json]`
-(`--csv-only`: the CSV test alone, after the warm-up).
+(`--csv-only`: the CSV test alone).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +345,39 @@ class ReferenceStack:
                     process.kill()
 
 
+@contextmanager
+def both_stacks(python: Path, timeout: float) -> Iterator[list[System]]:
+    """Fresh stacks for one test, warmed up (imports, connections): longrun (devhost, Azurite on disk) and the
+    reference. Each test gets its own, so no figure depends on what an earlier test left behind: Azurite's
+    CPU per request grows with what its tables hold, and a worker that ran the CSV jobs holds Arrow's heap."""
+    # What the last test wrote (300 MB of uploads) is still being written back to disk, under the next test.
+    os.sync()
+    with tempfile.TemporaryDirectory(prefix="longrun-side-by-side-") as scratch:
+        state = Path(scratch)
+        azurite = Azurite.start(location=state / "azurite")
+        host = DevHost(azurite.connection_string)
+        reference: ReferenceStack | None = None
+        try:
+            host.start()
+            reference = ReferenceStack(python, state)
+            systems: list[System] = [
+                Longrun(host, azurite),
+                Reference(
+                    f"http://127.0.0.1:{reference.port}",
+                    [p.pid for p in reference.processes],
+                    [p.pid for p in reference.processes[1:]],  # [0] is redis-server
+                ),
+            ]
+            for system in systems:
+                wait_all(system, [system.submit_small(1, 0.0) for _ in range(4)], timeout)
+            yield systems
+        finally:
+            host.stop(timeout=30)
+            azurite.stop()
+            if reference is not None:
+                reference.stop()
+
+
 def ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else float("inf")
 
@@ -363,39 +398,31 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     python = ensure_peer_venv(args.peer_venv)
     figures: dict[str, dict[str, Any]] = {"longrun": {}, "celery": {}}
-    with tempfile.TemporaryDirectory(prefix="longrun-side-by-side-") as scratch:
-        state = Path(scratch)
-        azurite = Azurite.start(location=state / "azurite")
-        host = DevHost(azurite.connection_string)
-        reference: ReferenceStack | None = None
-        try:
-            host.start()
-            reference = ReferenceStack(python, state)
-            systems: list[System] = [
-                Longrun(host, azurite),
-                Reference(
-                    f"http://127.0.0.1:{reference.port}",
-                    [p.pid for p in reference.processes],
-                    [p.pid for p in reference.processes[1:]],  # [0] is redis-server
-                ),
-            ]
-            for system in systems:  # warm-up: imports, connections
-                wait_all(system, [system.submit_small(1, 0.0) for _ in range(4)], args.timeout)
-            for system in [] if args.csv_only else systems:
+    tests: list[Callable[[list[System]], None]] = []
+    if args.csv_mb:
+        path = generate_csv(args.csv_mb)
+
+        def csv_test(systems: list[System]) -> None:
+            for name, csv in csv_runs(systems, path, args.csv_runs, args.timeout).items():
+                figures[name]["csv"] = csv
+
+        tests.append(csv_test)
+    if not args.csv_only:
+
+        def submit_test(systems: list[System]) -> None:
+            for system in systems:
                 figures[system.name]["submit"] = submit_latency(system, args.submits)
                 print(system.name, "submit", figures[system.name]["submit"], flush=True)
-            for system in [] if args.csv_only else systems:
+
+        def throughput_test(systems: list[System]) -> None:
+            for system in systems:
                 figures[system.name]["throughput"] = throughput(system, args.jobs, args.timeout)
                 print(system.name, "throughput", figures[system.name]["throughput"], flush=True)
-            if args.csv_mb:
-                path = generate_csv(args.csv_mb)
-                for name, csv in csv_runs(systems, path, args.csv_runs, args.timeout).items():
-                    figures[name]["csv"] = csv
-        finally:
-            host.stop(timeout=30)
-            azurite.stop()
-            if reference is not None:
-                reference.stop()
+
+        tests += [submit_test, throughput_test]
+    for test in tests:
+        with both_stacks(python, args.timeout) as systems:
+            test(systems)
     mine, peer = figures["longrun"], figures["celery"]
     ratios = {}
     if not args.csv_only:
