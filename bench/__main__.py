@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import cost, csv_report, devhost_overhead, history_size, streams, submit_latency
+from bench import batch_submit, cost, csv_report, devhost_overhead, history_size, streams, submit_latency
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     history_size.main(["--sizes", "1,100" if args.quick else "1,100,1000"])
     print("\n== 200 job event streams: cost per stream, job throughput with and without", flush=True)
     streams.main(["--rounds", "1" if args.quick else "2"])
+    print("\n== bulk submission: 1,000 jobs in one batch vs 1,000 single submits from 16 clients", flush=True)
+    batch_submit.main([])
     print("\n== cost per job (storage transactions, executions, history, bytes; shipped settings)", flush=True)
     cost.main([])
     print("\n(bench.side_by_side, against Celery + Redis, needs redis-server: run it on its own)", flush=True)
