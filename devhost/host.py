@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 from aiohttp import web
@@ -165,13 +166,18 @@ class Host:
     async def stop(self) -> None:
         """Stop taking work, let in-flight invocations finish within the grace period, then close."""
         log.info("Stopping the host: no new work; waiting up to %.0fs for in-flight invocations.", SHUTDOWN_GRACE)
+        deadline = time.monotonic() + SHUTDOWN_GRACE  # one grace period for all of it, not one per stage
+
+        def remaining() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         self.front.accepting = False
         for timer in self.timers:
             await timer.stop()
-        await asyncio.gather(*(listener.stop(SHUTDOWN_GRACE) for listener in self.listeners))
+        await asyncio.gather(*(listener.stop(remaining()) for listener in self.listeners))
         assert self.dispatcher is not None
-        await self.dispatcher.stop(SHUTDOWN_GRACE)
-        await self.engine.stop(SHUTDOWN_GRACE)
+        await self.dispatcher.stop(remaining())
+        await self.engine.stop(remaining())
         if self.runner is not None:
             await self.runner.cleanup()
         await self.front.proxy.close()

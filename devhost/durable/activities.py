@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from azure.core.exceptions import AzureError
 
 from devhost.durable.history import EventType, compact_json, event, utcnow
+from devhost.durable.polling import stop_polls
 from devhost.durable.store import QueuedMessage, TaskHubStore
 from devhost.durable.timings import DurableTimings
 from devhost.sanitizer import sanitize
@@ -82,13 +83,15 @@ class ActivityDispatcher:
         self._task = asyncio.create_task(self._poll())
 
     async def stop(self, grace: float) -> None:
-        """Stop polling and let running activities finish within `grace` seconds."""
+        """Stop polling and let running activities finish within `grace` seconds (a poll still waiting on
+        storage is cancelled: devhost.durable.polling)."""
+        deadline = time.monotonic() + grace
         self.running = False
         self.wake_event.set()
         if self._task:
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_polls([self._task], grace)
         if self.inflight:
-            await asyncio.wait(list(self.inflight.values()), timeout=grace)
+            await asyncio.wait(list(self.inflight.values()), timeout=max(0.0, deadline - time.monotonic()))
 
     async def _poll(self) -> None:
         interval = 0.05

@@ -19,6 +19,7 @@ from devhost.durable.checkpoint import Checkpointer
 from devhost.durable.episode import EpisodeRunner, sort_messages
 from devhost.durable.history import Event, utcnow
 from devhost.durable.leases import PartitionLeases, keep_leased
+from devhost.durable.polling import stop_polls
 from devhost.durable.store import QueuedMessage, TaskHubStore
 from devhost.durable.timings import DurableTimings
 
@@ -26,6 +27,8 @@ log = logging.getLogger("devhost.durable")
 
 MIN_POLL_INTERVAL = 0.05
 MAX_COALESCE_SECONDS = 0.25
+LEASE_RELEASE_SECONDS = 5.0
+"""How long a stop tries to give its partition leases up (best effort: a lease not released expires)."""
 
 
 @dataclass
@@ -83,16 +86,25 @@ class Dispatcher:
             ]
 
     async def stop(self, grace: float) -> None:
-        """Stop taking messages, then let running episodes finish their checkpoint."""
+        """Stop taking messages, then let running episodes finish their checkpoint; within `grace` seconds and
+        LEASE_RELEASE_SECONDS more, whatever storage does.
+
+        Polls and lease renewals still waiting on storage are cancelled (devhost.durable.polling). A partition
+        lease that cannot be released expires on its own.
+        """
+        deadline = time.monotonic() + grace
         self.running = False
         self._stopping.set()
         for wake in self.wake_events:
             wake.set()
-        await asyncio.gather(*self._tasks, *self._lease_tasks, return_exceptions=True)
+        await stop_polls([*self._tasks, *self._lease_tasks], grace)
         running = [s.task for s in self.sessions.values() if s.task]
         if running:
-            await asyncio.wait(running, timeout=grace)
-        await self.leases.release_all()
+            await asyncio.wait(running, timeout=max(0.0, deadline - time.monotonic()))
+        try:
+            await asyncio.wait_for(self.leases.release_all(), LEASE_RELEASE_SECONDS)
+        except TimeoutError:
+            log.warning("partition leases not released in %.0f s: they expire on their own", LEASE_RELEASE_SECONDS)
 
     def self_lease(self, instance_id: str) -> int | None:
         """The lease to send an instance's message with, to process it here at once; None if another host

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from devhost.testing.azurite import ROOT, Azurite
-from tests.devhost.conftest import MANAGEMENT, SAMPLE_APP, start_orchestration, wait_status, wait_until
+from devhost.testing.harness import DevHost
+from tests.devhost.conftest import MANAGEMENT, SAMPLE_APP, sample_env, start_orchestration, wait_status, wait_until
 
 
 def completed_steps(host: Any, instance_id: str) -> int:
@@ -38,6 +39,25 @@ def test_sigterm_lets_in_flight_work_finish_and_exits_0(sample_factory: Any) -> 
     assert "Executed 'Functions.slow_step' (Succeeded" in host.logs()  # it finished instead of being cut off
     host.start()
     assert wait_status(host, instance_id)["output"] == 3.0
+
+
+def test_sigterm_with_storage_down_still_exits_in_seconds(tmp_path: Path) -> None:
+    """Storage gone before the host (Azurite stopped first, or an outage): a stop must not wait on the SDK's
+    retries of the control-queue polls and lease calls. It waited over 200 s; now a poll still under way
+    after 2 s is cancelled and the leases, which expire on their own, are given up for 5 s at most."""
+    storage = Azurite.start(location=tmp_path / "azurite")  # its own: this test stops it
+    host = DevHost(storage.connection_string, env=sample_env(), args=["--app-dir", str(SAMPLE_APP)])
+    try:
+        host.start()
+        wait_until(lambda: "Acquired the lease on partition" in host.logs(), timeout=30)
+        storage.stop()
+        began = time.monotonic()
+        assert host.stop(timeout=60) == 0
+        assert time.monotonic() - began < 20
+        assert "Host stopped." in host.logs()
+    finally:
+        host.kill()
+        storage.stop()
 
 
 def test_cpu_bound_activities_run_in_parallel_processes(sample_factory: Any) -> None:
