@@ -4,6 +4,12 @@ A poll is a request to storage that answers in milliseconds, or, with storage do
 for minutes. A stop gives the polls under way POLL_STOP_SECONDS to return and then cancels them: what a
 cancelled poll had received becomes visible again after its visibility timeout, as after a crash (at
 least once, as in Azure), so a stop never waits on an outage.
+
+DurableTask.AzureStorage does the same: `AzureStorageOrchestrationService.StopAsync` first cancels
+`shutdownSource`, the token its control-queue listeners and `LockNextTaskOrchestrationWorkItemAsync` run
+with (src/DurableTask.AzureStorage/AzureStorageOrchestrationService.cs, Azure/durabletask at 52170329), so
+the dequeues under way are cancelled rather than waited for. The short wait first is kinder to a healthy
+store only in time, never in what is delivered.
 """
 
 from __future__ import annotations

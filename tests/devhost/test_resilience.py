@@ -44,7 +44,9 @@ def test_sigterm_lets_in_flight_work_finish_and_exits_0(sample_factory: Any) -> 
 def test_sigterm_with_storage_down_still_exits_in_seconds(tmp_path: Path) -> None:
     """Storage gone before the host (Azurite stopped first, or an outage): a stop must not wait on the SDK's
     retries of the control-queue polls and lease calls. It waited over 200 s; now a poll still under way
-    after 2 s is cancelled and the leases, which expire on their own, are given up for 5 s at most."""
+    after 2 s is cancelled and the leases, which expire on their own, are given up for 5 s at most.
+    DurableTask.AzureStorage's StopAsync cancels its dequeues the same way (`shutdownSource`,
+    src/DurableTask.AzureStorage/AzureStorageOrchestrationService.cs, Azure/durabletask at 52170329)."""
     storage = Azurite.start(location=tmp_path / "azurite")  # its own: this test stops it
     host = DevHost(storage.connection_string, env=sample_env(), args=["--app-dir", str(SAMPLE_APP)])
     try:
