@@ -10,6 +10,9 @@ each job is read once (`GET /api/jobs/{id}` and its result). Per job:
 - storage transactions (the window's requests minus the idle rate measured before, times its length);
 - function executions: HTTP calls the client made, orchestrator episodes and activities (from the
   History table: `OrchestratorStarted` and `TaskScheduled` events, sub-orchestrations included);
+- execution time (`bench.executions`: the host's "Executed" log lines, every episode included): summed
+  per execution, and as the time at least one execution was running, which is what Flex Consumption
+  bills on demand, times the instance's memory (GB-s);
 - history rows and bytes, and bytes left stored (blobs of the job, its table rows);
 - the bill at the prices in PRICES.
 
@@ -32,6 +35,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from bench.csv_report import OPTIONS, generate_csv, upload
+from bench.executions import ExecutionLog
 from bench.history_size import _entity_bytes
 from bench.storage_meter import Key, MeteredStorage
 from devhost.azurite import development_connection_string
@@ -49,9 +53,11 @@ PRICES: dict[str, float] = {
     "queue_class2_per_10k": 0.004,  # PeekMessages, metadata
     "table_per_10k": 0.00036,  # every table transaction, a batch counts once
     "executions_per_million": 0.40,  # Flex Consumption on demand (Consumption: 0.20)
+    "gb_second": 0.000026,  # Flex Consumption on demand, per GB-s of instance memory while it executes
     "gb_month_hot": 0.018,  # blob data stored (Hot, LRS), table data is priced about 2-3x
 }
 PRICES_DATE = "2025 list prices (not re-checked on 2026-12-01: no network)"
+INSTANCE_MEMORY_GB = 2.0  # infra/bicep/main.bicep `instanceMemoryMB` (2048)
 
 BLOB_WRITES = {"PutBlob", "PutBlock", "PutBlockList", "LeaseBlob", "CreateContainer", "ListBlobs", "SetMetadata"}
 BLOB_READS = {"GetBlob", "GetBlobProperties"}
@@ -84,7 +90,8 @@ class Stack:
         self.azurite = Azurite.start()
         self.direct = self.azurite.connection_string
         listen = (free_port(), free_port(), free_port())
-        self.host = DevHost(development_connection_string(listen), env=env)
+        # Every episode logged, so that execution time counts orchestrator replays too.
+        self.host = DevHost(development_connection_string(listen), env=env, args=["--log-episodes"])
         upstream = (self.azurite.blob_port, self.azurite.queue_port, self.azurite.table_port)
         self.storage = MeteredStorage(upstream, listen, self.host.task_hub).start()
         self.tables = TableServiceClient.from_connection_string(self.direct)
@@ -211,6 +218,8 @@ def run_workload(
     """Submit `count` jobs (`concurrency` at a time), wait, read each once; the figures per job."""
     meter = stack.storage.meter
     calls_before = stack.http_calls
+    assert stack.host.log_path is not None
+    executions_log = ExecutionLog(stack.host.log_path)
     before = meter.snapshot()
     started = time.monotonic()
     job_ids: list[str] = []
@@ -236,6 +245,8 @@ def run_workload(
         _read(stack, job_id)
     after = meter.snapshot()
     elapsed = time.monotonic() - started
+    time.sleep(0.5)  # the last reads' log lines
+    timing = executions_log.read()
     idle_share = Counter({key: rate * elapsed for key, rate in idle.items()})
 
     def per_job(counts: Counter[Key]) -> dict[str, float]:
@@ -276,15 +287,22 @@ def run_workload(
         usd += transaction_price(key) * value / count
     executions = figures["http_per_job"] + figures["episodes"] + figures["activities"]
     usd_executions = executions * PRICES["executions_per_million"] / 1_000_000
+    active_seconds = timing.active_seconds() / count
+    usd_time = active_seconds * INSTANCE_MEMORY_GB * PRICES["gb_second"]
     figures.update(
         {
             "transactions": round(sum(total.values()) / count, 1),
             "by_owner": {key: round(value, 1) for key, value in sorted(by_owner.items())},
             "by_service": {key: round(value, 1) for key, value in sorted(by_service.items())},
             "executions": executions,
+            "execution_seconds_per_job": {
+                kind: round(seconds / count, 4) for kind, seconds in sorted(timing.seconds_by_kind().items())
+            },
+            "active_seconds_per_job": round(active_seconds, 4),
             "usd_per_million_jobs": {
                 "storage_transactions": round(usd * 1_000_000, 2),
                 "executions": round(usd_executions * 1_000_000, 2),
+                "execution_time": round(usd_time * 1_000_000, 2),
             },
         }
     )
@@ -298,6 +316,7 @@ def _print(figures: dict[str, Any]) -> None:
         f"idle {figures['idle_subtracted_per_job']} subtracted) by owner {figures['by_owner']}, "
         f"by service {figures['by_service']}; executions {figures['executions']} "
         f"(HTTP {figures['http_per_job']}, episodes {figures['episodes']}, activities {figures['activities']}); "
+        f"execution seconds {figures['execution_seconds_per_job']}, active {figures['active_seconds_per_job']} s; "
         f"history {figures['history_rows']} rows / {figures['history_bytes']} B; "
         f"stored {figures['blob_bytes']} B blobs + {figures['table_bytes']} B rows; "
         f"USD per million jobs {figures['usd_per_million_jobs']}",

@@ -43,7 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-timers", action="store_true", help="do not run timer triggers")
     parser.add_argument("--enforce-auth", action="store_true", help="require function keys as Azure does")
-    parser.add_argument("--verbose", action="store_true", help="log every orchestration episode")
+    parser.add_argument(
+        "--verbose", action="store_true", help="log every orchestration episode and print each job's trace"
+    )
+    parser.add_argument(
+        "--log-episodes", action="store_true", help="log every orchestration episode (no trace summaries)"
+    )
     parser.add_argument("--with-azurite", action="store_true", help="start Azurite on 10000-10002 unless it runs")
     parser.add_argument("--app-dir", type=Path, default=Path.cwd(), help="folder with host.json and function_app.py")
     return parser.parse_args(argv)
@@ -65,7 +70,7 @@ async def _serve(args: argparse.Namespace) -> int:
         port=args.port or config.http_port,
         enforce_auth=args.enforce_auth,
         timers=not args.no_timers,
-        verbose=args.verbose,
+        verbose=args.verbose or args.log_episodes,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
