@@ -87,8 +87,13 @@ def job_has_ended(container: ContainerClient, job_id: str) -> bool:
 
 def upload_json(container: ContainerClient, name: str, document: Any, metadata: dict[str, str] | None = None) -> None:
     """Write (or overwrite) a JSON blob."""
+    upload_json_text(container, name, json.dumps(document), metadata)
+
+
+def upload_json_text(container: ContainerClient, name: str, text: str, metadata: dict[str, str] | None = None) -> None:
+    """Write (or overwrite) a blob of JSON already serialized."""
     container.get_blob_client(name).upload_blob(
-        json.dumps(document).encode(),
+        text.encode(),
         overwrite=True,
         metadata=metadata,
         content_settings=ContentSettings(content_type=JSON_CONTENT_TYPE),

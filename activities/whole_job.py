@@ -8,8 +8,11 @@ or when it fits in one wave of chunks and its kind estimates all of its work at 
 less (`JobKind.work_seconds`): below that, spreading the chunks over activities costs more than it saves.
 The chunks then run one after another in this activity. The guarantees stay those of the staged steps:
 
-- **idempotent**: the result blob is written with deterministic content and tagged as a whole run, so a
-  redelivery finds it and records the same outcome again; a job that ended otherwise (its stop marker,
+- **idempotent**: the outcome is recorded in the job row with the run's chunk count, so a redelivery
+  finds it and answers the same outcome, writing nothing; a result of up to INLINE_RESULT_BYTES is kept
+  in that row (one write fewer than a result blob, the dearest request a small job makes), a larger one
+  goes to the result blob first, with deterministic content and tagged as a whole run, so a redelivery
+  after a crash between the two records the same outcome; a job that ended otherwise (its stop marker,
   or a staged result) is not touched;
 - **stop and deadline**: the stop marker and the deadline are checked before planning, by the chunk
   while it works and again before the result is written; a stopped run answers as a stopped plan does;
@@ -43,7 +46,7 @@ from activities.resources import (
     job_kind,
     plan_blob_name,
     results,
-    upload_json,
+    upload_json_text,
 )
 from activities.stop_marker import StopSignal
 from kinds.base import ByteSource, ChunkStopped
@@ -131,11 +134,12 @@ def runs_whole(settings: Settings, plan: JobPlan) -> bool:
 
 
 def _run(
-    settings: Settings, job_id: str, plan: JobPlan, source: ByteSource | None, should_stop: StopSignal
-) -> JobOutcome | None:
+    settings: Settings, job_id: str, plan: JobPlan, source: ByteSource | None, should_stop: StopSignal, inline: bool
+) -> tuple[JobOutcome, str | None] | None:
     """Process the chunks one after another and merge them into the result; None if the job must stop.
 
-    Raises if a chunk fails.
+    Returns the outcome and, if `inline` and the result is small, its JSON for the job row (else the result
+    blob is written here). Raises if a chunk fails.
     """
     kind = job_kind(settings, plan["kind"])
     partials: list[dict[str, Any]] = []
@@ -149,9 +153,17 @@ def _run(
         return None
     result = kind.merge(kind.reconcile(source, plan["chunks"], partials, plan["options"], should_stop), plan["options"])
     summary = kind.summarize(result)
-    metadata = {KIND_METADATA: plan["kind"], WHOLE_METADATA: str(len(partials))}
-    upload_json(results(settings), result_blob_name(job_id), result, metadata=metadata)
-    return _outcome(job_id, summary)
+    text = json.dumps(result)  # as a result blob holds it (resources.upload_json)
+    if inline and len(text) <= job_store.INLINE_RESULT_BYTES:
+        return _outcome(job_id, summary), text
+    _write_result(settings, job_id, plan["kind"], text, len(partials))
+    return _outcome(job_id, summary), None
+
+
+def _write_result(settings: Settings, job_id: str, kind: str, text: str, chunks: int) -> None:
+    """The result blob, tagged as a whole run's: a redelivery summarizes it with its kind, as `chunks` chunks."""
+    metadata = {KIND_METADATA: kind, WHOLE_METADATA: str(chunks)}
+    upload_json_text(results(settings), result_blob_name(job_id), text, metadata=metadata)
 
 
 def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
@@ -166,10 +178,18 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
     config = orchestration_config(settings)
     if container.get_blob_client(plan_blob_name(job_id)).exists():
         return _answer(prepare_job(start))  # staged already (an earlier attempt handed over): carry on staged
+    row = job_store.read_job(settings, job_id)  # None: a job started without a row (tests); the blob says it all
+    if row is not None and row["status"] == "COMPLETED" and row.get("whole_chunks"):
+        # An earlier whole run recorded its outcome (its result in this row or in the result blob): the same
+        # answer again, nothing written. This comes before the stop marker and the deadline, so a completed
+        # job never turns CANCELLED or FAILED afterwards.
+        recorded = int(row["whole_chunks"] or 0)
+        return _answer(prepared_output(config, recorded), _outcome(job_id, row["summary"]))
     has_result, earlier, chunks = _earlier_result(settings, job_id)
     if earlier is not None:
-        # It may have crashed before recording this.
-        job_store.record_outcome(settings, job_id, earlier, (chunks, chunks), start.get("index_key"))
+        # A large result was written, and the run may have crashed before recording its outcome.
+        index_key = start.get("index_key")
+        job_store.record_outcome(settings, job_id, earlier, (chunks, chunks), index_key, whole_chunks=chunks)
         return _answer(prepared_output(config, chunks), earlier)
     should_stop = StopSignal(container, job_id, deadline_at=start.get("deadline_at"))
     if has_result or should_stop.check_now():
@@ -183,8 +203,8 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
         plan, source = planned
         if runs_whole(settings, plan):
             try:
-                outcome = _run(settings, job_id, plan, source, should_stop)
-                if outcome is None:
+                ran = _run(settings, job_id, plan, source, should_stop, inline=row is not None)
+                if ran is None:
                     return _answer(prepared_output(config, 0, stopped=True))
             except ChunkStopped:
                 return _answer(prepared_output(config, 0, stopped=True))
@@ -192,8 +212,14 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
                 log_event("job.whole_run_failed", job_id=job_id, kind=plan["kind"], error=type(exc).__name__)
             else:
                 running.finish()
+                outcome, inline_result = ran
                 count = len(plan["chunks"])
-                job_store.record_outcome(settings, job_id, outcome, (count, count), start.get("index_key"))
+                index_key = start.get("index_key")
+                recorded = job_store.record_outcome(
+                    settings, job_id, outcome, (count, count), index_key, result=inline_result, whole_chunks=count
+                )
+                if inline_result is not None and not recorded:
+                    _write_result(settings, job_id, plan["kind"], inline_result, count)  # its row is gone: keep it
                 log_event("job.ran_whole", job_id=job_id, kind=plan["kind"], bytes=plan["input_size"], chunks=count)
                 return _answer(prepared_output(config, count), outcome)
     finally:

@@ -77,7 +77,10 @@ def _task_field(field: str) -> str:
     return field.removeprefix("input.")
 
 
-async def _result_document(clients: StorageClients, result_ref: str) -> dict[str, Any] | None:
+async def _result_document(clients: StorageClients, inline: str | None, result_ref: str) -> dict[str, Any] | None:
+    if inline is not None:  # a small whole run's result, kept in the job row
+        kept = json.loads(inline)
+        return kept if isinstance(kept, dict) else None
     blob = clients.blobs.get_blob_client(RESULTS_CONTAINER, result_ref)
     try:
         properties = await blob.get_blob_properties()
@@ -104,7 +107,7 @@ async def task_status(clients: StorageClients, view: JobView) -> dict[str, Any]:
     elif state.status is JobStatus.COMPLETED:
         result = dict(state.summary or {})
         if view.record["kind"] == REFERENCE_KIND and state.result_ref:
-            document = await _result_document(clients, state.result_ref)
+            document = await _result_document(clients, view.record.get("result"), state.result_ref)
             if document is not None:
                 result["metadata_processed"] = document.get("metadata_processed", {})
     elif state.status is JobStatus.FAILED:

@@ -53,8 +53,8 @@ class JobView:
 def state_from_record(record: job_store.JobRecord) -> JobState:
     """The state the row alone holds (progress only once the row recorded it).
 
-    A COMPLETED job's result is where every job's result is: merge and a whole run both write it under
-    its deterministic name (storage.names.result_blob_name), as JSON.
+    A COMPLETED job's result is JSON under its deterministic name (storage.names.result_blob_name), written
+    by merge or a whole run, unless a small whole run kept it in the job row (`get_result` reads it there).
     """
     progress = record["progress"] or {}
     status = JobStatus(record["status"])
@@ -183,11 +183,7 @@ async def get_result(client: Any, clients: StorageClients, settings: Settings, j
             finished=state.status in FINISHED_STATUSES,
             created_at=view.record["created_at"],
         )
-    blob = clients.blobs.get_blob_client(RESULTS_CONTAINER, state.result_ref)
-    try:
-        data = await (await blob.download_blob()).readall()
-    except ResourceNotFoundError:
-        raise NotFound("the job's result is no longer available") from None
+    data = await _result_bytes(clients, view.record, state.result_ref)
     if fmt is None or fmt == JSON_FORMAT:
         return Result(view, data, state.content_type or "application/json")
     kind_name = view.record["kind"]
@@ -199,6 +195,18 @@ async def get_result(client: Any, clients: StorageClients, settings: Settings, j
             f"format {fmt!r} is not available for {kind_name}", [field_error("format", f"one of: {formats}")]
         )
     return Result(view, bytes(rendered[0]), str(rendered[1]))
+
+
+async def _result_bytes(clients: StorageClients, record: job_store.JobRecord, result_ref: str) -> bytes:
+    """The result document as stored: in the job row (a small whole run's) or in its blob."""
+    inline = record.get("result")
+    if inline is not None:
+        return inline.encode()
+    blob = clients.blobs.get_blob_client(RESULTS_CONTAINER, result_ref)
+    try:
+        return bytes(await (await blob.download_blob()).readall())
+    except ResourceNotFoundError:
+        raise NotFound("the job's result is no longer available") from None
 
 
 async def job_counts(clients: StorageClients) -> tuple[dict[str, int], bool]:

@@ -32,6 +32,13 @@ from storage.indexed_table import INDEX_PARTITION, Page, quote
 from storage.names import JOBS_TABLE, PAYLOADS_CONTAINER, upload_blob_name
 
 JOB_ROW = "job"
+INLINE_RESULT_BYTES = 16 * 1024
+"""A whole run's result document of at most this many bytes of JSON is kept in its job row, not in a blob.
+
+The row is written anyway to record the outcome; a result blob would add a billed write per job (Put Blob,
+the dearest request a small job makes) and a read per result download. ASCII JSON, so at most 32 KiB as
+the UTF-16 Azure Tables counts, under its 64 KiB property limit. Never in the index row: listings stay small.
+"""
 UPLOADS_PARTITION = "uploads"
 COUNT_CAP = 10_000  # health's job counts read at most this many index rows
 
@@ -63,6 +70,8 @@ class JobRecord(TypedDict):
     client: str  # who submitted it (admission's per-client cap)
     traceparent: NotRequired[str | None]  # W3C context of the submit span: the job's trace (shared.tracing)
     callback: NotRequired[dict[str, Any] | None]  # webhooks: {url, events}, as checked at submit
+    result: NotRequired[str | None]  # a small whole run's result document (JSON), in the job row only
+    whole_chunks: NotRequired[int | None]  # a job run whole: its chunk count, recorded with its outcome
 
 
 def new_job_record(
@@ -125,9 +134,13 @@ def job_entity(record: JobRecord) -> dict[str, Any]:
     return indexed_table.row(LAYOUT.primary(record["job_id"]), _fields(record))
 
 
+_JOB_ROW_ONLY = ("result", "whole_chunks")
+
+
 def index_entity(record: JobRecord) -> dict[str, Any]:
-    """The index row of a record."""
-    return indexed_table.row((INDEX_PARTITION, record["index_key"]), _fields(record))
+    """The index row of a record (without what only the job row keeps)."""
+    fields = {key: value for key, value in _fields(record).items() if key not in _JOB_ROW_ONLY}
+    return indexed_table.row((INDEX_PARTITION, record["index_key"]), fields)
 
 
 def record_from_entity(entity: dict[str, Any]) -> JobRecord:
@@ -163,6 +176,8 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "client": str(entity.get("client") or "anonymous"),
         "traceparent": text("traceparent"),
         "callback": loaded("callback"),
+        "result": text("result"),
+        "whole_chunks": int(entity["whole_chunks"]) if entity.get("whole_chunks") is not None else None,
     }
 
 
@@ -364,12 +379,20 @@ def _jobs_table(settings: Settings) -> TableClient:
     return table_service(settings).get_table_client(JOBS_TABLE)
 
 
-def _merge_both(table: TableClient, job_id: str, fields: dict[str, Any], index_key: str | None = None) -> str | None:
-    """Merge `fields` into both rows; returns the job's index key (None if it has no row).
+def _merge_both(
+    table: TableClient,
+    job_id: str,
+    fields: dict[str, Any],
+    index_key: str | None = None,
+    job_row_only: dict[str, Any] | None = None,
+) -> str | None:
+    """Merge `fields` into both rows (and `job_row_only` into the job row); the job's index key, None if it
+    has no job row.
 
     The job row is read first for its index key, and so that RUNNING never reopens a finished job. A caller
     that knows the index key and writes a finished status needs neither: the two rows are merged at once
-    (each only if it still exists). They are in different partitions, so no one transaction takes both.
+    (each only if it still exists), the job row first. They are in different partitions, so no one
+    transaction takes both.
     """
     if index_key is None or fields.get("status") == JobStatus.RUNNING.value:
         entity = indexed_table.read_sync(table, LAYOUT.primary(job_id))
@@ -378,7 +401,12 @@ def _merge_both(table: TableClient, job_id: str, fields: dict[str, Any], index_k
         if fields.get("status") == JobStatus.RUNNING.value and entity.get("status") in FINISHED_STATUSES:
             return str(entity["index_key"])  # a late or replayed mark_running must not reopen a finished job
         index_key = str(entity["index_key"])
-    indexed_table.merge_sync(table, reversed(LAYOUT.rows(job_id, index_key)), fields)
+    index_row, job_row = LAYOUT.rows(job_id, index_key)
+    try:
+        table.update_entity(indexed_table.row(job_row, {**fields, **(job_row_only or {})}), mode=UpdateMode.MERGE)
+    except ResourceNotFoundError:
+        index_key = None
+    indexed_table.merge_sync(table, [index_row], fields)
     return index_key
 
 
@@ -394,15 +422,32 @@ def record_outcome(
     outcome: JobOutcome,
     progress: tuple[int, int] | None = None,
     index_key: str | None = None,
-) -> None:
-    """Record a job's final status, summary and error, and its final progress if known (idempotent).
+    *,
+    result: str | None = None,
+    whole_chunks: int | None = None,
+) -> bool:
+    """Record a job's final status, summary and error, and its final progress if known (idempotent); whether
+    the job has a row to record it in.
 
     With the progress the row is complete: reads of the finished job need not catch it up. With the index
-    key (kept in the plan since prepare read the row) the row is not read first.
+    key (kept in the plan since prepare read the row) the row is not read first. A whole run also records
+    its chunk count and, when small, its result document (INLINE_RESULT_BYTES), in the job row only.
     """
+    extra: dict[str, Any] = {}
+    if result is not None:
+        extra["result"] = result
+    if whole_chunks is not None:
+        extra["whole_chunks"] = whole_chunks
     with _jobs_table(settings) as table:
         fields = _status_fields(JobStatus(outcome["status"]), utc_now(), outcome, progress)
-        _merge_both(table, job_id, fields, index_key)
+        return _merge_both(table, job_id, fields, index_key, extra) is not None
+
+
+def read_job(settings: Settings, job_id: str) -> JobRecord | None:
+    """The job's record, from its job row, or None (a job started without one, as tests do)."""
+    with _jobs_table(settings) as table:
+        entity = indexed_table.read_sync(table, LAYOUT.primary(job_id))
+    return record_from_entity(entity) if entity is not None else None
 
 
 def iter_finished_before(settings: Settings, cutoff: datetime) -> Iterator[str]:

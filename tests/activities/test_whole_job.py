@@ -11,11 +11,15 @@ import base64
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
+from unittest.mock import patch
 
 import pytest
+from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient
 
 from activities.chunks import process_chunk
@@ -28,7 +32,16 @@ from activities.whole_job import WHOLE_METADATA, prepare_or_run_job
 from kinds.simulate import expected_checksum
 from shared.contracts import JobError, JobStart
 from shared.settings import get_settings
-from storage.names import PAYLOADS_CONTAINER, RESULTS_CONTAINER, job_input_blob_name, job_prefix, result_blob_name
+from storage.jobs import INLINE_RESULT_BYTES, index_entity, job_entity, new_job_record
+from storage.names import (
+    JOBS_TABLE,
+    PAYLOADS_CONTAINER,
+    RESULTS_CONTAINER,
+    job_input_blob_name,
+    job_prefix,
+    result_blob_name,
+    stop_marker_blob_name,
+)
 from tests.orchestrators.helpers import job_start
 
 OPTIONS = {"group_by": "g", "metrics": ["v"]}
@@ -251,3 +264,77 @@ def test_whole_run_max_seconds_0_runs_only_one_chunk_jobs_whole(
     start = job_start(uuid.uuid4().hex, "simulate", {"chunks": 2}, None)
     answer = prepare_or_run_job(start)
     assert "outcome" not in answer and answer["chunk_count"] == 2
+
+
+# --- a job with its row: a small result kept in the row (INLINE_RESULT_BYTES) ---------------------------
+
+
+def _recorded_job(blobs: BlobServiceClient, data: bytes, deadline_seconds: float | None = None) -> JobStart:
+    """A job as the API records it: its input blob, its job and index rows, and the index key in its start."""
+    start = _job(blobs, data)
+    if deadline_seconds is not None:
+        start = job_start(start["job_id"], "csv-report", OPTIONS, start["input_ref"], deadline_seconds)
+    record = new_job_record(
+        job_id=start["job_id"], kind="csv-report", created=datetime.now(UTC), input_ref=start["input_ref"],
+        input_content_type="text/csv", options=OPTIONS, deadline_at=start["deadline_at"],
+        idempotency_key_hash=None, fingerprint="f", source="http",
+    )  # fmt: skip
+    with TableClient.from_connection_string(_connection(), JOBS_TABLE) as table:
+        table.create_entity(job_entity(record))
+        table.create_entity(index_entity(record))
+    start["index_key"] = record["index_key"]
+    return start
+
+
+def _connection() -> str:
+    return str(os.environ["AzureWebJobsStorage"])
+
+
+def _rows(job_id: str, index_key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    with TableClient.from_connection_string(_connection(), JOBS_TABLE) as table:
+        return dict(table.get_entity(job_id, "job")), dict(table.get_entity("index", index_key))
+
+
+def test_a_small_result_is_kept_in_the_job_row_and_no_result_blob_is_written(blobs: BlobServiceClient) -> None:
+    start, staged = _recorded_job(blobs, SMALL), _job(blobs, SMALL)
+    answer = prepare_or_run_job(start)
+    outcome = answer.get("outcome")
+    assert outcome is not None and outcome["status"] == "COMPLETED"
+    assert _names(blobs, start["job_id"]) == []  # no result blob: the row holds it
+    job_row, index_row = _rows(start["job_id"], start["index_key"])
+    assert (job_row["status"], job_row["whole_chunks"]) == ("COMPLETED", 1)
+    assert "result" not in index_row and index_row["status"] == "COMPLETED"  # listings stay small
+
+    assert prepare_job(staged)["chunk_count"] == 1  # the same input staged writes the same document
+    process_chunk(staged["job_id"], 0, 1)
+    merge_partials(staged["job_id"], 1)
+    assert json.loads(job_row["result"]) == _result(blobs, staged["job_id"])
+
+
+def test_a_redelivery_after_the_row_recorded_the_run_writes_nothing_even_past_the_deadline(
+    blobs: BlobServiceClient,
+) -> None:
+    start = _recorded_job(blobs, SMALL, deadline_seconds=1.0)
+    first = prepare_or_run_job(start)
+    assert first.get("outcome") is not None
+    with TableClient.from_connection_string(_connection(), JOBS_TABLE) as table:
+        etag = table.get_entity(start["job_id"], "job").metadata["etag"]
+        time.sleep(1.2)  # the deadline passes; a cancel comes too
+        request_stop(start["job_id"], "cancelled")
+        assert prepare_or_run_job(start) == first  # the recorded outcome, not a stop
+        assert table.get_entity(start["job_id"], "job").metadata["etag"] == etag  # nothing written
+    assert _names(blobs, start["job_id"]) == [stop_marker_blob_name(start["job_id"])]
+
+
+def test_a_large_result_still_goes_to_the_tagged_result_blob(blobs: BlobServiceClient) -> None:
+    many = b"g,v\n" + b"".join(f"key-{n:05d},{n}.5\n".encode() for n in range(700))  # 700 groups: > 16 KB
+    start = _recorded_job(blobs, many)
+    with patch.dict(os.environ, {"CHUNK_TARGET_BYTES": str(1 << 20)}):  # one chunk, whatever its size
+        get_settings.cache_clear()
+        answer = prepare_or_run_job(start)
+    get_settings.cache_clear()
+    assert answer.get("outcome") is not None and answer["chunk_count"] == 1
+    assert _names(blobs, start["job_id"]) == [result_blob_name(start["job_id"])]
+    assert len(json.dumps(_result(blobs, start["job_id"]))) > INLINE_RESULT_BYTES
+    job_row, _ = _rows(start["job_id"], start["index_key"])
+    assert "result" not in job_row and job_row["whole_chunks"] == 1
