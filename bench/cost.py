@@ -14,7 +14,9 @@ each job is read once (`GET /api/jobs/{id}` and its result). Per job:
   per execution, and as the time at least one execution was running, which is what Flex Consumption
   bills on demand, times the instance's memory (GB-s);
 - history rows and bytes, and bytes left stored (blobs of the job, its table rows);
-- the bill at the prices in PRICES.
+- the bill at the prices in PRICES;
+- what the Azure Storage provider would add to devhost's Durable requests (`provider_extra`: completions
+  through a control queue, a history read per episode, a receive per message), as a low and a high bound.
 
 Run: `.venv/bin/python -m bench.cost [--tiny 40] [--small 0] [--mb1 10] [--mb100 1] [--json out.json]`.
 """
@@ -66,6 +68,26 @@ FREE = {"DeleteBlob"}
 LOCAL_SETUP = {"CreateContainer", "CreateQueue", "CreateTable"}
 IDLE_SECONDS = 20.0
 TINY_INPUT = {"vector_data": [[3.0, 4.0], [1.0, 2.0]], "metadata": {"source": "bench"}}
+
+
+def provider_extra(episodes: float, activities: float, durable_puts: float) -> dict[str, Counter[Key]]:
+    """What DurableTask.AzureStorage does per job beyond what devhost's meter counted: (low, high) requests.
+
+    devhost hands an activity's completion to its orchestration in-process (docs/devhost.md): the provider
+    sends it as a `TaskCompleted` message to a control queue and deletes it after the episode, 2 requests
+    per activity. Without extended sessions the provider also reads the history once per episode (a query).
+    Those make the low estimate. The provider also receives each message with a `GetMessages` that devhost
+    skips for messages it sends itself: at most one per message (a receive takes up to 32), the high one.
+    """
+    low: Counter[Key] = Counter(
+        {
+            ("queue", "durable", "PutMessage"): activities,
+            ("queue", "durable", "DeleteMessage"): activities,
+            ("table", "durable", "QueryEntities"): episodes,
+        }
+    )
+    high = low + Counter({("queue", "durable", "GetMessages"): durable_puts + activities})
+    return {"low": low, "high": high}
 
 
 def transaction_price(key: Key) -> float:
@@ -286,6 +308,17 @@ def run_workload(
         by_service[key[0]] = by_service.get(key[0], 0.0) + value / count
         usd += transaction_price(key) * value / count
     executions = figures["http_per_job"] + figures["episodes"] + figures["activities"]
+    durable_puts = sum(value for key, value in total.items() if key[1:] == ("durable", "PutMessage")) / count
+    extra = provider_extra(figures["episodes"], figures["activities"], durable_puts)
+    provider = {
+        bound: {
+            "transactions": round(sum(total.values()) / count + sum(added.values()), 1),
+            "usd_storage_per_million_jobs": round(
+                (usd + sum(transaction_price(key) * value for key, value in added.items())) * 1_000_000, 2
+            ),
+        }
+        for bound, added in extra.items()
+    }
     usd_executions = executions * PRICES["executions_per_million"] / 1_000_000
     active_seconds = timing.active_seconds() / count
     usd_time = active_seconds * INSTANCE_MEMORY_GB * PRICES["gb_second"]
@@ -299,6 +332,7 @@ def run_workload(
                 kind: round(seconds / count, 4) for kind, seconds in sorted(timing.seconds_by_kind().items())
             },
             "active_seconds_per_job": round(active_seconds, 4),
+            "azure_provider_estimate": provider,
             "usd_per_million_jobs": {
                 "storage_transactions": round(usd * 1_000_000, 2),
                 "executions": round(usd_executions * 1_000_000, 2),
@@ -319,7 +353,8 @@ def _print(figures: dict[str, Any]) -> None:
         f"execution seconds {figures['execution_seconds_per_job']}, active {figures['active_seconds_per_job']} s; "
         f"history {figures['history_rows']} rows / {figures['history_bytes']} B; "
         f"stored {figures['blob_bytes']} B blobs + {figures['table_bytes']} B rows; "
-        f"USD per million jobs {figures['usd_per_million_jobs']}",
+        f"USD per million jobs {figures['usd_per_million_jobs']}; "
+        f"with the Azure Storage provider's own requests {figures['azure_provider_estimate']}",
         flush=True,
     )
 
