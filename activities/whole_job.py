@@ -179,12 +179,12 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
     if container.get_blob_client(plan_blob_name(job_id)).exists():
         return _answer(prepare_job(start))  # staged already (an earlier attempt handed over): carry on staged
     row = job_store.read_job(settings, job_id)  # None: a job started without a row (tests); the blob says it all
-    if row is not None and row["status"] == "COMPLETED" and row.get("whole_chunks"):
+    ran_whole = row.get("whole_chunks") if row is not None else None
+    if row is not None and row["status"] == "COMPLETED" and ran_whole:
         # An earlier whole run recorded its outcome (its result in this row or in the result blob): the same
         # answer again, nothing written. This comes before the stop marker and the deadline, so a completed
         # job never turns CANCELLED or FAILED afterwards.
-        recorded = int(row["whole_chunks"] or 0)
-        return _answer(prepared_output(config, recorded), _outcome(job_id, row["summary"]))
+        return _answer(prepared_output(config, ran_whole), _outcome(job_id, row["summary"]))
     has_result, earlier, chunks = _earlier_result(settings, job_id)
     if earlier is not None:
         # A large result was written, and the run may have crashed before recording its outcome.
