@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.chaos.workload import JobSpec, result_differences
+from storage.admission import ADMISSION_PREFIX, LEDGER_ROW, ledger_from_entity
 
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
 
@@ -191,3 +192,21 @@ def judge_outage(probes: list[Probe], limit: float = 2.0) -> OutageVerdict:
         misses=len(misses),
         examples=misses[:8],
     )
+
+
+def leftover_row(row: dict[str, Any]) -> str | None:
+    """What a `Jobs` table row still there after retention counts as, or None when it is standing state.
+
+    The admission ledger (storage.admission) is the controller's one row per task hub: its counters of
+    jobs that ever joined and left a lane grow for the hub's lifetime, so it stays. It is an orphan only
+    while it still counts a job as running or waiting, as every job row, index row, upload row and
+    admission queue row is.
+    """
+    partition = str(row["PartitionKey"])
+    if partition.startswith(ADMISSION_PREFIX):
+        if row["RowKey"] != LEDGER_ROW:
+            return "admission queue rows"
+        ledger = ledger_from_entity(row, None)
+        return "admission ledger counting jobs" if ledger.running or ledger.waiting else None
+    kind = "index" if partition == "index" else "uploads" if partition == "uploads" else "job"
+    return f"Jobs {kind} rows ({row.get('status', '-')})"

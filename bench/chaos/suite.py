@@ -63,6 +63,7 @@ from bench.chaos.checker import (
     Verdict,
     judge,
     judge_outage,
+    leftover_row,
     percentile,
 )
 from bench.chaos.client import JobClient
@@ -542,9 +543,9 @@ def leftovers(run: Run) -> dict[str, int]:
     found: Counter[str] = Counter()
     kept_inputs = {f"jobs/{job_id}/input" for job_id in dead_lettered_jobs(run)}
     for row in jobs_table_rows(run.direct):
-        partition = str(row["PartitionKey"])
-        kind = "index" if partition == "index" else "uploads" if partition == "uploads" else "job"
-        found[f"Jobs {kind} rows ({row.get('status', '-')})"] += 1
+        label = leftover_row(row)
+        if label is not None:
+            found[label] += 1
     blobs = BlobServiceClient.from_connection_string(run.direct)
     for container in ("payloads", "results"):
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bench.chaos.checker import Observation, Probe, Submission, judge, judge_outage, percentile
+from bench.chaos.checker import Observation, Probe, Submission, judge, judge_outage, leftover_row, percentile
 from bench.chaos.workload import (
     LINE_ENDINGS,
     JobSpec,
@@ -166,3 +166,18 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(samples, 0.5) in (50.0, 51.0)
     assert percentile(samples, 0.99) == 99.0
     assert percentile([], 0.5) == 0.0
+
+
+# --- leftovers after retention ------------------------------------------------------------------------
+
+
+def test_the_admission_ledger_is_standing_state_unless_it_still_counts_jobs() -> None:
+    ledger = {"PartitionKey": "admission-hub", "RowKey": "ledger", "running": 0, "pending": "{}",
+              "joined": '{"normal": 1080}', "left": '{"normal": 1080}', "clients": "{}", "credit": "{}"}  # fmt: skip
+    assert leftover_row(ledger) is None  # what the 2026-12-02 run left, and rightly
+    assert leftover_row({**ledger, "running": 1}) == "admission ledger counting jobs"
+    assert leftover_row({**ledger, "pending": '{"low": 2}'}) == "admission ledger counting jobs"
+    queue_row = {"PartitionKey": "admission-hub", "RowKey": "q_normal_1_abc"}
+    assert leftover_row(queue_row) == "admission queue rows"
+    assert leftover_row({"PartitionKey": "abc", "RowKey": "job", "status": "COMPLETED"}) == "Jobs job rows (COMPLETED)"
+    assert leftover_row({"PartitionKey": "index", "RowKey": "1_abc"}) == "Jobs index rows (-)"
