@@ -25,18 +25,25 @@ from storage.names import partial_blob_name, result_blob_name
 
 
 def process_chunk(job_id: str, index: int, attempt: int) -> ChunkOutput:
-    """Process one chunk into its partial blob; returns {"stopped": True} if the job was told to stop."""
+    """Process one chunk into its partial blob; returns {"stopped": True} if the job was told to stop, and
+    {"merged": True} if it was merged already (a redelivery after the job's last step)."""
     settings = get_settings()
     container = results(settings)
     name = partial_blob_name(job_id, index)
     if container.get_blob_client(name).exists():
         return {"index": index, "partial_ref": name, "reused": True}
     stopped: ChunkOutput = {"index": index, "stopped": True}
+    # Redelivered after the job was merged: its work is in the result. Said so, not "stopped", which the
+    # orchestration would take for a cancel; complete_job, run again, finds the result and records the same.
+    merged: ChunkOutput = {"index": index, "merged": True}
+    result = container.get_blob_client(result_blob_name(job_id))
     try:
         plan = load_plan(settings, job_id)
     except NonRetryableError:
+        if result.exists():
+            return merged
         if job_has_ended(container, job_id):
-            return stopped  # redelivered after the job ended: its plan is gone, and so is any need
+            return stopped  # redelivered after the job was stopped: its plan is gone, and so is any need
         raise
     should_stop = StopSignal(container, job_id, deadline_at=plan.get("deadline_at"))
     # The chunks of a wave start together: one of them in this process asks, the others use its answer.
@@ -56,8 +63,11 @@ def process_chunk(job_id: str, index: int, attempt: int) -> ChunkOutput:
         _log_chunk_failure(job_id, plan["kind"], index, attempt, started_at, type(exc).__name__)
         raise
     finished_at = time.time()
-    if should_stop.check_now() or container.get_blob_client(result_blob_name(job_id)).exists():
-        return stopped  # never add outputs to a job that is being cleaned up, or was merged already
+    # Never add outputs to a job that was merged already, or is being cleaned up after a stop.
+    if result.exists():
+        return merged
+    if should_stop.check_now():
+        return stopped
     document = {
         "chunk": index,
         "attempt": attempt,

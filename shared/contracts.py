@@ -225,6 +225,7 @@ class ChunkOutput(TypedDict):
     partial_ref: NotRequired[str]
     reused: NotRequired[bool]  # the partial existed already (a redelivered or retried chunk)
     stopped: NotRequired[bool]
+    merged: NotRequired[bool]  # the job was merged already (a redelivery after its last step): done, not stopped
 
 
 class MergeInput(TypedDict):

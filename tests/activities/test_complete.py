@@ -111,7 +111,7 @@ def test_complete_redelivered_or_retried_after_a_crash_records_the_same_outcome(
     ended = _names(blobs, job_id)
     assert complete_job(job_id, count) == first  # redelivered after the end: the same answer, nothing new
     for index in range(count):
-        assert process_chunk(job_id, index, 1) == {"index": index, "stopped": True}
+        assert process_chunk(job_id, index, 1) == {"index": index, "merged": True}  # done, not a cancel
     assert _names(blobs, job_id) == ended
 
 

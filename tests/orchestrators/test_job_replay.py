@@ -147,6 +147,22 @@ def test_a_job_prepares_processes_in_waves_merges_and_finalizes() -> None:
     assert run.timers() == []
 
 
+def test_a_chunk_that_finds_the_job_merged_counts_as_done_not_as_a_cancel() -> None:
+    """A chunk re-run after the job's last step merged it (devhost re-runs an activity whose completion a
+    crashed episode never recorded) answers `merged`: the job goes on to its last step, which finds the
+    result and records the same outcome, instead of winding down as if it had been cancelled."""
+    run = _job()
+
+    def chunk(task: Task) -> Any:
+        index = task.input["index"]
+        return {"index": index, "merged": True} if index == 2 else {"index": index, "partial_ref": "p"}
+
+    run.drive(worker(chunks=3, steps={PROCESS_CHUNK: chunk}))
+    _ends_clean(run)
+    assert REQUEST_STOP not in run.activity_names()
+    assert _finalized(run) == {"status": "COMPLETED", **MERGED, "error": None}
+
+
 @pytest.mark.parametrize("limits", [None, ("0.00:00:02", "0.00:00:01")])
 def test_a_thirty_day_deadline_leaves_nothing_open_when_the_job_is_done(limits: tuple[str, str] | None) -> None:
     """Issue #9: a job that finishes in a second is Completed in a second, whatever its deadline.
