@@ -344,6 +344,13 @@ def _decide(table: Partition, limits: Limits, changes: list[_Change], memo: _Led
             change = changes[owners[failed]]
             if isinstance(change, _Join):
                 change.found = existing(change)  # None: the row went meanwhile; the next attempt creates it
+                if change.found is not None:
+                    # A retried submission, most often a batch sent again after its first attempt died: its
+                    # siblings' rows are likely there too. Look for each now, once, instead of learning of
+                    # them one failed transaction at a time (ATTEMPTS would run out first).
+                    for other in changes:
+                        if isinstance(other, _Join) and not other.checked:
+                            other.found = existing(other)
             else:
                 change.stale = True
             continue  # a row, not a writer: decide again at once

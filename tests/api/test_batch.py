@@ -117,7 +117,7 @@ def test_a_batch_retried_after_the_host_was_killed_mid_batch_creates_every_job_e
 
     host.start()
     answers = post_batch_as_a_client_does(host, items)
-    assert [a["status"] for a in answers] == [202] * len(items)
+    assert [a["status"] for a in answers] == [202] * len(items), answers[0]
     assert [a["job"]["id"] for a in answers] == job_ids
     for job_id in job_ids:
         final = host.wait_for_job(f"/api/jobs/{job_id}", timeout=180)

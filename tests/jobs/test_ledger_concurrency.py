@@ -93,3 +93,25 @@ def test_two_instances_of_many_threads_keep_the_ledger_equal_to_its_rows(azurite
     changes = sum(n for _, _, n, _ in outcomes)
     rounds = sum(n for _, _, _, n in outcomes)
     assert rounds < changes, f"{rounds} ledger rounds for {changes} changes: no group commit happened"
+
+
+def test_a_batch_joined_again_after_its_first_attempt_died_finds_every_row_it_had_written(azurite):
+    """A batch killed after its jobs joined their lanes and before they started is sent again: its stranded
+    jobs join again in one ledger transaction, where every create fails on a row that exists. The join must
+    find them all, not one per failed transaction: with more such rows than the ledger's ATTEMPTS it used to
+    answer LedgerBusy to every retry, and the client could never get its batch through (tests/api/test_batch.py
+    kills the host at a random point of a 200-item batch, and failed so whenever the kill came late)."""
+    conn, hub = azurite.connection_string, f"rejoin{uuid.uuid4().hex[:8]}"
+    TableServiceClient.from_connection_string(conn).create_table_if_not_exists(JOBS_TABLE)
+    settings = _settings(conn, hub)
+    rng = random.Random(7)
+    items = [(_ticket(job_id, rng, "batcher"), job_id) for job_id in (uuid.uuid4().hex for _ in range(99))]
+    first = admission.enqueue_many(settings, items[: ledger_store.ATTEMPTS + 20])  # the attempt that died
+    again = admission.enqueue_many(settings, items)  # the whole batch, sent again
+    assert again[: len(first)] == first
+    assert all(status in ("admitted", "queued") for status in again)
+    part = admission.ledger_partition(settings)
+    rows = ledger_store.entries_enqueued_before(part, "9999")
+    assert Counter(row.job_id for row in rows) == Counter(job_id for _, job_id in items)  # one row each
+    ledger = ledger_store.read_ledger(part)
+    assert ledger.running + ledger.waiting == len(items)
