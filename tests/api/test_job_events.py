@@ -24,7 +24,15 @@ from httpx_sse import ServerSentEvent, connect_sse
 from devhost.testing.harness import DevHost
 from tests.api.test_contract import assert_problem, simulate, submit
 
-STREAM_ENV = {"SSE_POLL_SECONDS": "0.3", "SSE_HEARTBEAT_SECONDS": "1", "SSE_MAX_STREAM_SECONDS": "4"}
+# Two chunks at a time: the multi-chunk jobs here run in waves, so they are still running (and changing)
+# while a test listens or hangs up. With all six chunks at once, a quick machine finished the job before the
+# first change was read, and the disconnect test had nothing to miss.
+STREAM_ENV = {
+    "SSE_POLL_SECONDS": "0.3",
+    "SSE_HEARTBEAT_SECONDS": "1",
+    "SSE_MAX_STREAM_SECONDS": "4",
+    "MAX_PARALLEL_CHUNKS": "2",
+}
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
