@@ -104,6 +104,13 @@ class StopSignal:
         self._stopped = watch.stopped
         return self._stopped
 
+    def known_absent(self, as_of: float) -> None:
+        """The marker did not exist at `as_of` (time.monotonic()), learned without asking for it: the job row
+        read then had no cancel flag, and a cancel flags the row before it writes the marker
+        (storage.jobs.flag_stop_requested). The next ask comes an interval after `as_of`."""
+        with self._watch.lock:
+            self._watch.checked_at = max(self._watch.checked_at, as_of)
+
     def check_now(self, fresh_within: float = 0.0) -> bool:
         """Ask storage now (before writing an output), unless this job's marker was asked `fresh_within` seconds
         ago; the deadline is checked either way."""

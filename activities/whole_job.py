@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any, cast
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -50,7 +51,7 @@ from activities.resources import (
 )
 from activities.stop_marker import StopSignal
 from kinds.base import ByteSource, ChunkStopped
-from shared.contracts import JobOutcome, PrepareInput, PrepareOutput, WholeJobOutput
+from shared.contracts import JobOutcome, JobStatus, PrepareInput, PrepareOutput, WholeJobOutput
 from shared.settings import Settings, get_settings
 from shared.telemetry import log_event
 from storage import jobs as job_store
@@ -156,6 +157,9 @@ def _run(
     text = json.dumps(result)  # as a result blob holds it (resources.upload_json)
     if inline and len(text) <= job_store.INLINE_RESULT_BYTES:
         return _outcome(job_id, summary), text
+    if inline:
+        # RUNNING before the result blob exists: a redelivery that finds the row PENDING skips looking for it.
+        job_store.mark_running(settings, job_id)
     _write_result(settings, job_id, plan["kind"], text, len(partials))
     return _outcome(job_id, summary), None
 
@@ -176,25 +180,35 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
     job_id = start["job_id"]
     container = results(settings)
     config = orchestration_config(settings)
-    if container.get_blob_client(plan_blob_name(job_id)).exists():
+    read_at = time.monotonic()
+    row = job_store.read_job(settings, job_id)  # None: a job started without a row (tests); the blobs say it all
+    fresh = row is not None and row["status"] == JobStatus.PENDING.value
+    if not fresh and container.get_blob_client(plan_blob_name(job_id)).exists():
         return _answer(prepare_job(start))  # staged already (an earlier attempt handed over): carry on staged
-    row = job_store.read_job(settings, job_id)  # None: a job started without a row (tests); the blob says it all
     ran_whole = row.get("whole_chunks") if row is not None else None
-    if row is not None and row["status"] == "COMPLETED" and ran_whole:
+    if row is not None and row["status"] == JobStatus.COMPLETED.value and ran_whole:
         # An earlier whole run recorded its outcome (its result in this row or in the result blob): the same
         # answer again, nothing written. This comes before the stop marker and the deadline, so a completed
         # job never turns CANCELLED or FAILED afterwards.
         return _answer(prepared_output(config, ran_whole), _outcome(job_id, row["summary"]))
-    has_result, earlier, chunks = _earlier_result(settings, job_id)
-    if earlier is not None:
-        # A large result was written, and the run may have crashed before recording its outcome.
-        index_key = start.get("index_key")
-        job_store.record_outcome(settings, job_id, earlier, (chunks, chunks), index_key, whole_chunks=chunks)
-        return _answer(prepared_output(config, chunks), earlier)
     should_stop = StopSignal(container, job_id, deadline_at=start.get("deadline_at"))
-    if has_result or should_stop.check_now():
-        # Cancelled before planning, or a redelivery after the job ended (resources.job_has_ended).
-        return _answer(prepared_output(config, 0, stopped=True))
+    if fresh:
+        # A PENDING row is a job no attempt has got far with: its plan, a staged result and a large whole
+        # result are each written only after the row says RUNNING (mark_running first), so there is nothing
+        # to look for. The row also says whether a cancel was asked (flagged before its stop marker).
+        if row is not None and row.get("stop_requested"):
+            return _answer(prepared_output(config, 0, stopped=True))
+        should_stop.known_absent(read_at)
+    else:
+        has_result, earlier, chunks = _earlier_result(settings, job_id)
+        if earlier is not None:
+            # A large result was written, and the run may have crashed before recording its outcome.
+            index_key = start.get("index_key")
+            job_store.record_outcome(settings, job_id, earlier, (chunks, chunks), index_key, whole_chunks=chunks)
+            return _answer(prepared_output(config, chunks), earlier)
+        if has_result or should_stop.check_now():
+            # Cancelled before planning, or a redelivery after the job ended (resources.job_has_ended).
+            return _answer(prepared_output(config, 0, stopped=True))
     running = _LateRunningMark(settings, job_id, RUNNING_MARK_AFTER_SECONDS)
     try:
         planned = make_plan(settings, start, should_stop)

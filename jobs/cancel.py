@@ -1,9 +1,10 @@
 """Cancelling a job: cooperative, through a stop marker and an event, and at once for a job that never started.
 
-The stop marker (a blob the chunks poll) stops work already running; the `cancel_job` event wakes the
-orchestrator, which cleans up and ends CANCELLED. A job with no instance (its submitter died between
-recording and starting it) would never see either: it is recorded CANCELLED on the spot, and if a
-late submitter starts it after all, its chunks find the marker. An instance still Pending long after
+The stop marker (a blob the chunks poll) stops work already running; the job row is flagged first
+(`stop_requested`), so a step that read the row unflagged knows the marker was not there either. The
+`cancel_job` event wakes the orchestrator, which cleans up and ends CANCELLED. A job with no instance (its
+submitter died between recording and starting it) would never see either: it is recorded CANCELLED on the
+spot, and if a late submitter starts it after all, its chunks find the marker. An instance still Pending long after
 submission is terminated, since it will not see the event soon.
 """
 
@@ -36,6 +37,7 @@ async def cancel_job(client: Any, clients: StorageClients, job_id: str) -> Cance
     view = await load_job(client, clients.jobs, job_id)
     if view.state.status in FINISHED_STATUSES:
         return Cancellation(view, requested=False)
+    await job_store.flag_stop_requested(clients.jobs, job_id)  # first: the marker never exists without it
     marker = clients.blobs.get_blob_client(RESULTS_CONTAINER, stop_marker_blob_name(job_id))
     await marker.upload_blob(b"cancelled", overwrite=True)
     instance = await durable.status(client, job_id)

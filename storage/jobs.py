@@ -72,6 +72,7 @@ class JobRecord(TypedDict):
     callback: NotRequired[dict[str, Any] | None]  # webhooks: {url, events}, as checked at submit
     result: NotRequired[str | None]  # a small whole run's result document (JSON), in the job row only
     whole_chunks: NotRequired[int | None]  # a job run whole: its chunk count, recorded with its outcome
+    stop_requested: NotRequired[bool | None]  # a cancel was asked (set before the stop marker), job row only
 
 
 def new_job_record(
@@ -134,7 +135,7 @@ def job_entity(record: JobRecord) -> dict[str, Any]:
     return indexed_table.row(LAYOUT.primary(record["job_id"]), _fields(record))
 
 
-_JOB_ROW_ONLY = ("result", "whole_chunks")
+_JOB_ROW_ONLY = ("result", "whole_chunks", "stop_requested")
 
 
 def index_entity(record: JobRecord) -> dict[str, Any]:
@@ -178,6 +179,7 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "callback": loaded("callback"),
         "result": text("result"),
         "whole_chunks": int(entity["whole_chunks"]) if entity.get("whole_chunks") is not None else None,
+        "stop_requested": bool(entity.get("stop_requested")),
     }
 
 
@@ -245,6 +247,15 @@ async def get_job(table: AsyncTableClient, job_id: str) -> JobRecord | None:
     """The job's record, or None."""
     entity = await indexed_table.read(table, LAYOUT.primary(job_id))
     return record_from_entity(entity) if entity is not None else None
+
+
+async def flag_stop_requested(table: AsyncTableClient, job_id: str) -> None:
+    """Record in the job row that a cancel was asked, before the stop marker is written.
+
+    So the marker never exists without the flag: a step that read the row without the flag knows the marker
+    did not exist then either, and need not ask for it (activities.whole_job).
+    """
+    await indexed_table.merge(table, [LAYOUT.primary(job_id)], {"stop_requested": True})
 
 
 async def catch_up_status(

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -26,9 +27,12 @@ from activities.chunks import process_chunk
 from activities.dead_letter import dead_letter_job
 from activities.merge import merge_partials
 from activities.plan import prepare_job
-from activities.resources import plan_blob_name
+from activities.resources import ensure_local_resources, plan_blob_name
 from activities.stop import request_stop
 from activities.whole_job import WHOLE_METADATA, prepare_or_run_job
+from bench.storage_meter import Meter, MeteredStorage
+from devhost.azurite import development_connection_string
+from devhost.testing.azurite import Azurite, free_port
 from kinds.simulate import expected_checksum
 from shared.contracts import JobError, JobStart
 from shared.settings import get_settings
@@ -338,3 +342,105 @@ def test_a_large_result_still_goes_to_the_tagged_result_blob(blobs: BlobServiceC
     assert len(json.dumps(_result(blobs, start["job_id"]))) > INLINE_RESULT_BYTES
     job_row, _ = _rows(start["job_id"], start["index_key"])
     assert "result" not in job_row and job_row["whole_chunks"] == 1
+
+
+# --- a first attempt (its row PENDING) looks for nothing an earlier attempt could have left ---------------
+
+
+def _pending_simulate_job(options: dict[str, Any]) -> JobStart:
+    """A simulate job recorded as the API records it (PENDING job and index rows), with its index key."""
+    start = job_start(uuid.uuid4().hex, "simulate", options, None)
+    record = new_job_record(
+        job_id=start["job_id"], kind="simulate", created=datetime.now(UTC), input_ref=None,
+        input_content_type=None, options=options, deadline_at=None, idempotency_key_hash=None,
+        fingerprint="f", source="http",
+    )  # fmt: skip
+    with TableClient.from_connection_string(_connection(), JOBS_TABLE) as table:
+        table.create_entity(job_entity(record))
+        table.create_entity(index_entity(record))
+    start["index_key"] = record["index_key"]
+    return start
+
+
+@pytest.fixture
+def metered(whole_runs: BlobServiceClient, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[Meter]:
+    """The activities' storage requests through the counting proxy of bench/storage_meter.py (real Azurite)."""
+    listen = (free_port(), free_port(), free_port())
+    storage = MeteredStorage((azurite.blob_port, azurite.queue_port, azurite.table_port), listen, "NoHub").start()
+    monkeypatch.setenv("AzureWebJobsStorage", development_connection_string(listen))
+    get_settings.cache_clear()
+    ensure_local_resources(get_settings())
+    try:
+        yield storage.meter
+    finally:
+        storage.stop()
+        get_settings.cache_clear()
+
+
+def _blob_reads(meter: Meter, before: Counter[Any]) -> dict[str, int]:
+    counts = meter.snapshot() - before
+    return {op: n for (service, _, op), n in counts.items() if service == "blob" and op.startswith("Get")}
+
+
+def test_a_first_attempt_asks_only_for_the_stop_marker_before_its_result(metered: Meter) -> None:
+    # A PENDING row: no plan, staged result or large whole result can exist (each is written after the row
+    # says RUNNING), and no stop marker either (a cancel flags the row first). One ask remains: the marker,
+    # just before the result is recorded.
+    start = _pending_simulate_job({"chunks": 1})
+    before = metered.snapshot()
+    answer = prepare_or_run_job(start)
+    assert answer.get("outcome") is not None
+    assert _blob_reads(metered, before) == {"GetBlobProperties": 1}
+
+    # The same job re-run once its row says RUNNING (an earlier attempt got further): every look as before.
+    rerun = _pending_simulate_job({"chunks": 1})
+    with TableClient.from_connection_string(_connection(), JOBS_TABLE) as table:
+        table.update_entity({"PartitionKey": rerun["job_id"], "RowKey": "job", "status": "RUNNING"})
+    before = metered.snapshot()
+    assert prepare_or_run_job(rerun).get("outcome") is not None
+    reads = _blob_reads(metered, before)
+    assert reads["GetBlob"] == 1 and reads["GetBlobProperties"] == 3  # earlier result; plan, marker twice
+
+
+def test_a_cancel_flagged_in_the_row_stops_a_first_attempt_before_it_plans(whole_runs: BlobServiceClient) -> None:
+    start = _pending_simulate_job({"chunks": 1})
+    with TableClient.from_connection_string(_connection(), JOBS_TABLE) as table:
+        table.update_entity({"PartitionKey": start["job_id"], "RowKey": "job", "stop_requested": True})
+        etag = table.get_entity(start["job_id"], "job").metadata["etag"]
+        answer = prepare_or_run_job(start)
+        assert answer.get("outcome") is None and answer["stopped"] is True
+        row = table.get_entity(start["job_id"], "job")
+    assert row.metadata["etag"] == etag and row["status"] == "PENDING"  # nothing written
+    assert _names(whole_runs, start["job_id"]) == []
+
+
+def test_a_marker_written_after_the_row_was_read_still_stops_the_run(whole_runs: BlobServiceClient) -> None:
+    # The cancel lands while the run works: the row was read without the flag, the marker is asked before the
+    # result is recorded, and the job is not completed.
+    start = _pending_simulate_job({"chunks": 1, "chunk_seconds": 0.3})
+    timer = threading.Timer(0.1, request_stop, (start["job_id"], "cancelled"))
+    timer.start()
+    answer = prepare_or_run_job(start)
+    timer.join()
+    assert answer.get("outcome") is None and answer["stopped"] is True
+    with TableClient.from_connection_string(_connection(), JOBS_TABLE) as table:
+        assert table.get_entity(start["job_id"], "job")["status"] != "COMPLETED"
+
+
+def test_a_large_result_is_written_after_the_row_says_running(blobs: BlobServiceClient) -> None:
+    # A crash between the result blob and the outcome: the redelivery must look for the blob, and it does
+    # because the row no longer says PENDING.
+    many = b"g,v\n" + b"".join(f"key-{n:05d},{n}.5\n".encode() for n in range(700))  # 700 groups: > 16 KB
+    start = _recorded_job(blobs, many)
+    with patch.dict(os.environ, {"CHUNK_TARGET_BYTES": str(1 << 20)}):
+        get_settings.cache_clear()
+        with patch("storage.jobs.record_outcome", side_effect=RuntimeError("crash")), pytest.raises(RuntimeError):
+            prepare_or_run_job(start)
+        job_row, _ = _rows(start["job_id"], start["index_key"])
+        assert job_row["status"] == "RUNNING"
+        assert _names(blobs, start["job_id"]) == [result_blob_name(start["job_id"])]
+        answer = prepare_or_run_job(start)
+    get_settings.cache_clear()
+    assert answer.get("outcome") is not None and answer["chunk_count"] == 1
+    job_row, _ = _rows(start["job_id"], start["index_key"])
+    assert (job_row["status"], job_row["whole_chunks"]) == ("COMPLETED", 1)
