@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, NotRequired, TypedDict
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -386,7 +387,11 @@ async def iter_index(table: AsyncTableClient) -> AsyncIterator[JobRecord]:
 # --- sync: the orchestration's activities and the timers ------------------------------------------------
 
 
+@lru_cache(maxsize=8)
 def _jobs_table(settings: Settings) -> TableClient:
+    # One client per process and settings, never closed: its pooled connection serves every activity's
+    # calls. A client per call cost a new client, a TCP connect and a close for each row read or merge
+    # (getaddrinfo and connect were a tenth of a whole run's samples; docs/benchmarks.md).
     return table_service(settings).get_table_client(JOBS_TABLE)
 
 
@@ -423,8 +428,8 @@ def _merge_both(
 
 def mark_running(settings: Settings, job_id: str) -> str | None:
     """Record that the job's orchestration started working (idempotent); returns its index key if it has a row."""
-    with _jobs_table(settings) as table:
-        return _merge_both(table, job_id, _status_fields(JobStatus.RUNNING, utc_now()))
+    table = _jobs_table(settings)
+    return _merge_both(table, job_id, _status_fields(JobStatus.RUNNING, utc_now()))
 
 
 def record_outcome(
@@ -449,32 +454,33 @@ def record_outcome(
         extra["result"] = result
     if whole_chunks is not None:
         extra["whole_chunks"] = whole_chunks
-    with _jobs_table(settings) as table:
-        fields = _status_fields(JobStatus(outcome["status"]), utc_now(), outcome, progress)
-        return _merge_both(table, job_id, fields, index_key, extra) is not None
+    table = _jobs_table(settings)
+    fields = _status_fields(JobStatus(outcome["status"]), utc_now(), outcome, progress)
+    return _merge_both(table, job_id, fields, index_key, extra) is not None
 
 
 def read_job(settings: Settings, job_id: str) -> JobRecord | None:
     """The job's record, from its job row, or None (a job started without one, as tests do)."""
-    with _jobs_table(settings) as table:
-        entity = indexed_table.read_sync(table, LAYOUT.primary(job_id))
+    table = _jobs_table(settings)
+    entity = indexed_table.read_sync(table, LAYOUT.primary(job_id))
     return record_from_entity(entity) if entity is not None else None
 
 
 def iter_finished_before(settings: Settings, cutoff: datetime) -> Iterator[str]:
     """Ids of the jobs that finished before `cutoff` (for retention)."""
-    with _jobs_table(settings) as table:
-        for entity in indexed_table.scan_index_sync(
-            table, filters=[f"finished_at lt {quote(iso(cutoff))}"], select=["job_id", "finished_at"]
-        ):
-            yield str(entity["job_id"])
+    table = _jobs_table(settings)
+    for entity in indexed_table.scan_index_sync(
+        table, filters=[f"finished_at lt {quote(iso(cutoff))}"], select=["job_id", "finished_at"]
+    ):
+        yield str(entity["job_id"])
 
 
 def purge_uploads_before(settings: Settings, cutoff: datetime) -> int:
     """Delete the uploads (row and blob) created before `cutoff`; returns how many were deleted."""
     query = f"PartitionKey eq {quote(UPLOADS_PARTITION)} and created_at lt {quote(iso(cutoff))}"
     deleted = 0
-    with _jobs_table(settings) as table, blob_service(settings) as blobs:
+    table = _jobs_table(settings)
+    with blob_service(settings) as blobs:
         container = blobs.get_container_client(PAYLOADS_CONTAINER)
         for entity in list(table.query_entities(query, select=["RowKey"])):
             upload_id = str(entity["RowKey"])
@@ -489,7 +495,7 @@ def purge_uploads_before(settings: Settings, cutoff: datetime) -> int:
 
 def delete_job(settings: Settings, job_id: str) -> None:
     """Remove a job's rows (idempotent)."""
-    with _jobs_table(settings) as table:
-        entity = indexed_table.read_sync(table, LAYOUT.primary(job_id))
-        if entity is not None:
-            indexed_table.delete_sync(table, LAYOUT.rows(job_id, str(entity["index_key"])))
+    table = _jobs_table(settings)
+    entity = indexed_table.read_sync(table, LAYOUT.primary(job_id))
+    if entity is not None:
+        indexed_table.delete_sync(table, LAYOUT.rows(job_id, str(entity["index_key"])))
