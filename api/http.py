@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import ClientError
-from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from api.problems import PROBLEM_CONTENT_TYPE, Problem, problem_from
@@ -38,6 +38,15 @@ OUTAGES: tuple[type[BaseException], ...] = (
     ClientError,  # the Durable client's HTTP session (aiohttp)
 )
 """Storage (or the Durable extension) not answering: the request may succeed later, so 503 + Retry-After."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says storage cannot serve the request now: it did not answer (OUTAGES), or it answered
+    with a server error once the client's retries ran out (503 ServerBusy when an account is throttled,
+    500 OperationTimedOut or InternalError). Either may succeed later: 503 + Retry-After, not our 500."""
+    if isinstance(exc, OUTAGES):
+        return True
+    return isinstance(exc, HttpResponseError) and (exc.status_code or 0) >= 500
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -65,11 +74,12 @@ async def dispatch(req: Request, handlers: Mapping[str, Handler]) -> Response:
         return problem_response(problem, req)
     except JobsError as error:
         return problem_response(problem_from(error), req)
-    except OUTAGES as exc:
-        log_event("api.unavailable", level=logging.WARNING, route=route, error=type(exc).__name__)
-        outage = Unavailable("storage is not answering; retry the request", retry_after=OUTAGE_RETRY_AFTER_SECONDS)
-        return problem_response(problem_from(outage), req)
-    except Exception as exc:  # a fault of ours: say so without details, log the type only
+    except Exception as exc:
+        if is_outage(exc):
+            log_event("api.unavailable", level=logging.WARNING, route=route, error=type(exc).__name__)
+            outage = Unavailable("storage is not answering; retry the request", retry_after=OUTAGE_RETRY_AFTER_SECONDS)
+            return problem_response(problem_from(outage), req)
+        # A fault of ours: say so without details, log the type only.
         logging.getLogger("longrun").exception("unhandled error in %s %s", method, route)
         log_event("api.error", level=logging.ERROR, route=route, error=type(exc).__name__)
         return problem_response(Problem(500, "an internal error occurred; it has been logged"), req)

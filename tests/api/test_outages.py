@@ -7,15 +7,25 @@ storage/clients.py sets the API's retries and timeouts deliberately. The test st
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
+from azurefunctions.extensions.http.fastapi import Request, Response
 
-from devhost.testing.azurite import Azurite
+from api.http import dispatch
+from devhost.azurite import development_connection_string
+from devhost.testing.azurite import Azurite, free_port
 from devhost.testing.harness import DevHost
+from shared.settings import Settings
+from storage import jobs as job_store
+from storage.clients import close_storage_clients, storage_clients
 from tests.conftest import DEFAULT_TEST_ENV
 
 pytestmark = pytest.mark.slow
@@ -81,3 +91,68 @@ def test_every_route_answers_503_with_retry_after_promptly_while_storage_is_down
     if time.monotonic() - started > ANSWER_WITHIN_SECONDS:
         slow.append(("GET", "/api/health", round(time.monotonic() - started, 1)))
     assert slow == [], slow
+
+
+# --- storage answering 5xx: throttled (ServerBusy) or failing inside ---------------------------------------
+
+
+class _BusyStorage:
+    """A loopback server answering every request as a throttled Azure Storage account does: 503 ServerBusy
+    (in the table service's JSON error format; the blob and queue SDKs read the x-ms-error-code header)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.requests = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        await request.read()
+        error = {"odata.error": {"code": "ServerBusy", "message": {"lang": "en-US", "value": "The server is busy."}}}
+        return web.json_response(error, status=503, headers={"x-ms-error-code": "ServerBusy"})
+
+    def _serve(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._answer)
+        runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> _BusyStorage:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def test_storage_answering_server_busy_is_a_503_with_retry_after_not_a_500() -> None:
+    """Azure Storage throttles an account with 503 ServerBusy (and answers 500 OperationTimedOut or
+    InternalError when it fails inside). Once the API's one retry is spent, the request may succeed later:
+    503 + Retry-After, as for storage that does not answer. It used to be a 500 "internal error"."""
+    with _BusyStorage() as busy:
+        port = busy.port
+        settings = Settings(AzureWebJobsStorage=development_connection_string((port, port, port)))
+        scope = {"type": "http", "method": "GET", "path": "/api/jobs/x", "query_string": b"", "headers": []}
+
+        async def read_a_job() -> Response:
+            clients = await storage_clients(settings)
+            try:
+                await job_store.get_job(clients.jobs, "x")
+            finally:
+                await close_storage_clients()
+            raise AssertionError("storage answered")
+
+        response = asyncio.run(dispatch(Request(scope), {"GET": read_a_job}))
+    assert busy.requests >= 2  # the SDK did reach it (and retried once)
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) >= 1
+    problem = json.loads(bytes(response.body))
+    assert response.headers["content-type"] == "application/problem+json"
+    assert problem["status"] == 503 and problem["type"].endswith("unavailable")
