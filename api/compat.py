@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import azure.durable_functions as df
+from azure.core.exceptions import HttpResponseError
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
 from api.app import blueprint
@@ -40,8 +41,8 @@ STREAM_MAX_SECONDS = 90.0
 """A stream ends before gateway timeouts (120 s by default, docs/timeouts.md) and the 230 s the Functions
 front end allows a response; a client that still waits reads the task again."""
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_ENDS_STREAM: tuple[type[BaseException], ...] = (JobsError, *OUTAGES)
-"""A read that fails mid-stream (the task purged, storage away): the stream ends."""
+_ENDS_STREAM: tuple[type[BaseException], ...] = (JobsError, *OUTAGES, HttpResponseError)
+"""A read that fails mid-stream (the task purged, storage away or answering an error): the stream ends."""
 
 
 def task_url(base: str, task_id: str) -> str:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import azure.durable_functions as df
+from azure.core.exceptions import HttpResponseError
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
 from api.app import blueprint
@@ -37,8 +38,9 @@ STREAM_HEADERS: Mapping[str, str] = {
 }
 HEARTBEAT_FRAME = b": ping\n\n"
 MAX_EVENT_ID = 10**15
-_ENDS_STREAM: tuple[type[BaseException], ...] = (JobsError, *OUTAGES)
-"""A read that fails mid-stream (the job purged, storage away): the stream ends and the client resumes."""
+_ENDS_STREAM: tuple[type[BaseException], ...] = (JobsError, *OUTAGES, HttpResponseError)
+"""A read that fails mid-stream (the job purged, storage away or answering an error): the stream ends and the
+client resumes."""
 
 
 def last_event_id(value: str | None) -> int | None:

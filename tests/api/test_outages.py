@@ -11,7 +11,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -19,10 +19,12 @@ import pytest
 from aiohttp import web
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from api.events import HEARTBEAT_FRAME, event_stream
 from api.http import dispatch
 from devhost.azurite import development_connection_string
 from devhost.testing.azurite import Azurite, free_port
 from devhost.testing.harness import DevHost
+from jobs.events import Heartbeat
 from shared.settings import Settings
 from storage import jobs as job_store
 from storage.clients import close_storage_clients, storage_clients
@@ -156,3 +158,26 @@ def test_storage_answering_server_busy_is_a_503_with_retry_after_not_a_500() -> 
     problem = json.loads(bytes(response.body))
     assert response.headers["content-type"] == "application/problem+json"
     assert problem["status"] == 503 and problem["type"].endswith("unavailable")
+
+
+def test_an_event_stream_ends_cleanly_when_storage_answers_server_busy_mid_stream() -> None:
+    """The status line is sent already: the stream ends after what it sent (the client reconnects with
+    Last-Event-ID), where the error used to escape the response body and abort the connection."""
+    with _BusyStorage() as busy:
+        port = busy.port
+        settings = Settings(AzureWebJobsStorage=development_connection_string((port, port, port)))
+
+        async def feed() -> AsyncIterator[Heartbeat]:
+            yield Heartbeat()
+            clients = await storage_clients(settings)
+            try:
+                await job_store.get_job(clients.jobs, "x")
+            finally:
+                await close_storage_clients()
+            yield Heartbeat()
+
+        async def body() -> list[bytes]:
+            return [frame async for frame in event_stream(feed(), "http://h", 0.3, "jobs/events")]
+
+        frames = asyncio.run(body())
+    assert frames == [b"retry: 300\n\n", HEARTBEAT_FRAME]
