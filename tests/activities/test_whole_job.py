@@ -278,10 +278,15 @@ def _recorded_job(blobs: BlobServiceClient, data: bytes, deadline_seconds: float
     start = _job(blobs, data)
     if deadline_seconds is not None:
         start = job_start(start["job_id"], "csv-report", OPTIONS, start["input_ref"], deadline_seconds)
+    return _with_rows(start)
+
+
+def _with_rows(start: JobStart) -> JobStart:
+    """Record the started job as the API does (PENDING job and index rows) and hand its index key to it."""
     record = new_job_record(
-        job_id=start["job_id"], kind="csv-report", created=datetime.now(UTC), input_ref=start["input_ref"],
-        input_content_type="text/csv", options=OPTIONS, deadline_at=start["deadline_at"],
-        idempotency_key_hash=None, fingerprint="f", source="http",
+        job_id=start["job_id"], kind=start["kind"], created=datetime.now(UTC), input_ref=start["input_ref"],
+        input_content_type=start["input_content_type"], options=start["options"],
+        deadline_at=start["deadline_at"], idempotency_key_hash=None, fingerprint="f", source="http",
     )  # fmt: skip
     with TableClient.from_connection_string(_connection(), JOBS_TABLE) as table:
         table.create_entity(job_entity(record))
@@ -349,17 +354,7 @@ def test_a_large_result_still_goes_to_the_tagged_result_blob(blobs: BlobServiceC
 
 def _pending_simulate_job(options: dict[str, Any]) -> JobStart:
     """A simulate job recorded as the API records it (PENDING job and index rows), with its index key."""
-    start = job_start(uuid.uuid4().hex, "simulate", options, None)
-    record = new_job_record(
-        job_id=start["job_id"], kind="simulate", created=datetime.now(UTC), input_ref=None,
-        input_content_type=None, options=options, deadline_at=None, idempotency_key_hash=None,
-        fingerprint="f", source="http",
-    )  # fmt: skip
-    with TableClient.from_connection_string(_connection(), JOBS_TABLE) as table:
-        table.create_entity(job_entity(record))
-        table.create_entity(index_entity(record))
-    start["index_key"] = record["index_key"]
-    return start
+    return _with_rows(job_start(uuid.uuid4().hex, "simulate", options, None))
 
 
 @pytest.fixture
