@@ -18,15 +18,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import azure.durable_functions as df
-from azure.core.exceptions import HttpResponseError
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
 from api.app import blueprint
-from api.http import OUTAGES, ROUTE_METHODS, dispatch, header, json_response, read_json, route_param
+from api.http import ENDS_STREAM, ROUTE_METHODS, dispatch, header, json_response, read_json, route_param
 from api.links import base_url
 from api.resource import checked_job_id, retry_after_seconds
 from jobs import compat, query
-from jobs.errors import InvalidRequest, JobsError
+from jobs.errors import InvalidRequest
 from jobs.requests import check_idempotency_key
 from jobs.submit import request_from_body, submit_job
 from shared.settings import get_settings
@@ -41,8 +40,6 @@ STREAM_MAX_SECONDS = 90.0
 """A stream ends before gateway timeouts (120 s by default, docs/timeouts.md) and the 230 s the Functions
 front end allows a response; a client that still waits reads the task again."""
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_ENDS_STREAM: tuple[type[BaseException], ...] = (JobsError, *OUTAGES, HttpResponseError)
-"""A read that fails mid-stream (the task purged, storage away or answering an error): the stream ends."""
 
 
 def task_url(base: str, task_id: str) -> str:
@@ -133,6 +130,6 @@ async def task_events(
         await asyncio.sleep(STREAM_POLL_SECONDS)
         try:
             status = await compat.task_status(clients, await query.load_job(client, clients.jobs, task_id))
-        except _ENDS_STREAM as exc:  # the status line is sent: end the stream, the client reads again
+        except ENDS_STREAM as exc:  # the status line is sent: end the stream, the client reads again
             log_event("api.stream_ended", level=logging.WARNING, route="tasks/stream", error=type(exc).__name__)
             return

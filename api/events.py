@@ -14,16 +14,15 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import azure.durable_functions as df
-from azure.core.exceptions import HttpResponseError
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
 from api.app import blueprint
-from api.http import OUTAGES, ROUTE_METHODS, dispatch, header, is_decimal, route_param
+from api.http import ENDS_STREAM, ROUTE_METHODS, dispatch, header, is_decimal, route_param
 from api.links import base_url
 from api.problems import Problem
 from api.resource import checked_job_id, view_resource
 from jobs import events
-from jobs.errors import JobsError, field_error
+from jobs.errors import field_error
 from jobs.events import FeedTiming, Heartbeat, JobEvent
 from jobs.query import JobView
 from shared.settings import get_settings
@@ -38,9 +37,6 @@ STREAM_HEADERS: Mapping[str, str] = {
 }
 HEARTBEAT_FRAME = b": ping\n\n"
 MAX_EVENT_ID = 10**15
-_ENDS_STREAM: tuple[type[BaseException], ...] = (JobsError, *OUTAGES, HttpResponseError)
-"""A read that fails mid-stream (the job purged, storage away or answering an error): the stream ends and the
-client resumes."""
 
 
 def last_event_id(value: str | None) -> int | None:
@@ -90,7 +86,7 @@ async def event_stream(
     try:
         async for item in feed:
             yield HEARTBEAT_FRAME if isinstance(item, Heartbeat) else event_frame(item, base)
-    except _ENDS_STREAM as exc:
+    except ENDS_STREAM as exc:
         log_event("api.stream_ended", level=logging.WARNING, route=route, error=type(exc).__name__)
 
 

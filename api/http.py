@@ -40,6 +40,11 @@ OUTAGES: tuple[type[BaseException], ...] = (
 """Storage (or the Durable extension) not answering: the request may succeed later, so 503 + Retry-After."""
 
 
+ENDS_STREAM: tuple[type[BaseException], ...] = (JobsError, *OUTAGES, HttpResponseError)
+"""What ends a response stream mid-way (the job purged, storage away or answering an error): the status line
+is sent already, so the stream ends after what it sent and the client reads or resumes again."""
+
+
 def is_outage(exc: BaseException) -> bool:
     """Whether `exc` says storage cannot serve the request now: it did not answer (OUTAGES), or it answered
     with a server error once the client's retries ran out (503 ServerBusy when an account is throttled,
