@@ -24,7 +24,7 @@ from api.app import blueprint
 from api.http import ENDS_STREAM, ROUTE_METHODS, dispatch, header, json_response, read_json, route_param
 from api.links import base_url
 from api.resource import checked_job_id, retry_after_seconds
-from jobs import compat, query
+from jobs import compat, query, recovery
 from jobs.errors import InvalidRequest
 from jobs.requests import check_idempotency_key
 from jobs.submit import request_from_body, submit_job
@@ -78,7 +78,7 @@ async def submit_task(req: Request, client: df.DurableOrchestrationClient) -> Re
         request = await request_from_body(body, settings=settings, clients=clients, idempotency_key=key, source="http")
     except InvalidRequest as error:
         raise compat.as_task_fields(error) from None
-    submitted = await submit_job(client, clients, request)
+    submitted = await submit_job(client, clients, request, answer_before_start=True)
     task_id = submitted.record["job_id"]
     headers = {
         "Location": task_url(base_url(req, settings), task_id),
@@ -93,6 +93,7 @@ async def get_task(req: Request, client: df.DurableOrchestrationClient) -> Respo
     task_id = checked_job_id(route_param(req, "task_id"))
     clients = await storage_clients(settings)
     view = await query.load_job(client, clients.jobs, task_id)
+    await recovery.start_if_stranded(client, clients, view)
     body = await compat.task_status(clients, view)
     headers = {} if body["status"] in compat.READY_STATES else {"Retry-After": str(retry_after_seconds(view.record))}
     return json_response(body, 200, headers)

@@ -21,7 +21,7 @@ from api.http import ENDS_STREAM, ROUTE_METHODS, dispatch, header, is_decimal, r
 from api.links import base_url
 from api.problems import Problem
 from api.resource import checked_job_id, view_resource
-from jobs import events
+from jobs import events, recovery
 from jobs.errors import field_error
 from jobs.events import FeedTiming, Heartbeat, JobEvent
 from jobs.query import JobView
@@ -105,6 +105,7 @@ async def stream_job_events(req: Request, client: df.DurableOrchestrationClient)
     clients = await storage_clients(settings)
     share_for = settings.sse_poll_seconds / 2
     view = await events.watched_job(client, clients.jobs, job_id, share_for)
+    await recovery.start_if_stranded(client, clients, view)
     if events.nothing_left(view, last_seen):
         return Response(status_code=204, headers={"Cache-Control": "no-cache"})
     feed = events.job_feed(

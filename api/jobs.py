@@ -40,7 +40,7 @@ from api.resource import (
     poll_seconds,
     view_resource,
 )
-from jobs import admission, cancel, events, query
+from jobs import admission, cancel, events, query, recovery
 from jobs.callbacks import checked_callback
 from jobs.errors import NotReady, field_error
 from jobs.query import state_from_record
@@ -116,7 +116,8 @@ async def submit(req: Request, client: df.DurableOrchestrationClient) -> Respons
             415, f"Content-Type must be one of: {accepted}", errors=[field_error("Content-Type", f"one of: {accepted}")]
         )
     request.traceparent = header(req, "traceparent")  # the caller's trace context (W3C), if it sent one
-    return await answer_submission(req, client, clients, await submit_job(client, clients, request))
+    submitted = await submit_job(client, clients, request, answer_before_start=True)
+    return await answer_submission(req, client, clients, submitted)
 
 
 async def answer_submission(
@@ -206,6 +207,7 @@ async def get_job(req: Request, client: df.DurableOrchestrationClient) -> Respon
     wait = wait_param(query_params(req).get("wait"))
     clients = await storage_clients(settings)
     view = await query.load_job(client, clients.jobs, job_id)
+    await recovery.start_if_stranded(client, clients, view)
     seen = matching_versions(header(req, "if-none-match"))
     if wait and seen:
         view = await events.wait_for_change(

@@ -575,6 +575,11 @@ async def release_async(settings: Settings, key: str) -> None:
         await asyncio.to_thread(notify, settings, admitted)
 
 
+async def entry_async(settings: Settings, key: str) -> QueueEntry | None:
+    """The job's queue row (its place, waiting or admitted) off the event loop; None if it holds none."""
+    return await _off_the_loop(ledger_store.read_entry, _table(settings), key)
+
+
 async def place_async(settings: Settings, key: str) -> Place | None:
     """place off the event loop."""
     return await _off_the_loop(place, settings, key)

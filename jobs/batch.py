@@ -34,7 +34,6 @@ from jobs.errors import (
     Unavailable,
     field_error,
 )
-from jobs.inline_input import with_inline_input
 from jobs.requests import InboxMessage, JobRequest, check_idempotency_key, job_id_for, parse_body_model
 from jobs.submit import (
     Submitted,
@@ -205,7 +204,7 @@ async def _submit_chunk(
     starts = await _bounded(
         [
             # Winners' rows are new and stranded jobs were just found without an instance: start without asking.
-            durable.start_absent(client, with_inline_input(job_start(records[i], t), requests[i]))
+            durable.start_absent(client, job_start(records[i], t))
             for i, t in startable
         ]
     )

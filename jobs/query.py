@@ -48,6 +48,7 @@ class JobView:
     record: job_store.JobRecord
     state: JobState
     updated_at: str
+    unstarted: bool = False  # Durable was asked and knows no instance of the job (jobs.recovery)
 
 
 def state_from_record(record: job_store.JobRecord) -> JobState:
@@ -118,8 +119,9 @@ async def live_view(client: Any, jobs: TableClient, record: job_store.JobRecord)
     progress, else from Durable (status and progress as of now)."""
     if _row_is_complete(record):
         return JobView(record, state_from_record(record), record["updated_at"])
-    state, updated = await _reconcile(jobs, record, await durable.status(client, record["job_id"]))
-    return JobView(record, state, updated)
+    instance = await durable.status(client, record["job_id"])
+    state, updated = await _reconcile(jobs, record, instance)
+    return JobView(record, state, updated, unstarted=instance is None)
 
 
 async def queue_place(settings: Settings, view: JobView) -> admission.Place | None:

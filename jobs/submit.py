@@ -7,8 +7,12 @@ Order matters, so that a refused request stores nothing and starts nothing:
    if it has no instance: its submitter died between recording and starting), or IdempotencyConflict;
 3. only the winner stores the input blob and, at the same time, joins its admission lane (jobs.admission;
    QueueFull past MAX_PENDING_JOBS, checked once before anything is written and again, exactly, when
-   joining), then starts the orchestration; if any of that fails, it removes what it stored, its place
-   and the row (within a bounded time: leftovers are the sweeper's), and the request can be retried.
+   joining); if any of that fails, it removes what it stored, its place and the row (within a bounded
+   time: leftovers are the sweeper's), and the request can be retried;
+4. the job is now accepted: its row, its input and its place exist. The orchestration is started, and
+   an HTTP submit answers 202 before that start (`answer_before_start`): a start that fails or dies with
+   the instance is made good by the next poll or the orphan sweep, which find the row, the place and the
+   input, all a start needs (jobs.recovery).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from jobs.errors import (
 from jobs.requests import JSON_CONTENT_TYPE, JobRequest, SubmitBody, job_id_for, key_hash
 from kinds.base import JobKind
 from shared import tracing
-from shared.clock import iso, utc_now
+from shared.clock import iso, parse_iso, utc_now
 from shared.contracts import AdmissionTicket, JobStart
 from shared.settings import Settings
 from shared.telemetry import log_event
@@ -290,6 +294,9 @@ def job_start(record: job_store.JobRecord, ticket: AdmissionTicket | None = None
         start["traceparent"] = record.get("traceparent")
     if record.get("callback"):
         start["callback"] = record.get("callback")  # type: ignore[typeddict-item]
+    inline = record.get("input_inline")
+    if inline:
+        start["input_inline"] = inline
     if ticket is not None:
         start["admission"] = ticket
     return start
@@ -369,7 +376,7 @@ async def _start_if_never_started(
     ticket = await _record_and_join(
         clients, record, job_store.write_index_row(clients.jobs, record), _store(clients, request, record)
     )
-    if await durable.start_unless_exists(client, inline_input.with_inline_input(job_start(record, ticket), request)):
+    if await durable.start_unless_exists(client, job_start(record, ticket)):
         log_event("job.restarted", job_id=record["job_id"], kind=record["kind"])
 
 
@@ -397,11 +404,19 @@ def _new_record(request: JobRequest, job_id: str, fingerprint: str) -> job_store
         client=request.client,
         traceparent=tracing.current_traceparent() or tracing.new_traceparent(),
         callback=request.callback,
+        input_inline=inline_input.inline_text(request),
     )
 
 
-async def submit_job(client: Any, clients: StorageClients, request: JobRequest) -> Submitted:
+async def submit_job(
+    client: Any, clients: StorageClients, request: JobRequest, *, answer_before_start: bool = False
+) -> Submitted:
     """Create and start the job, or name the job an earlier request with the same key created.
+
+    `answer_before_start`: return once the job is recorded (its rows, input and admission place) and start
+    its orchestration right after, in the background (an HTTP submit: the start is a third of its time).
+    A start that fails or dies there is made good by whoever looks at the job next (jobs.recovery).
+    Without it (queue intake, replays) the start is awaited, and a failed one undoes the job.
 
     Runs in the submit span, a child of the caller's trace context (or the root of a new trace).
     """
@@ -411,12 +426,14 @@ async def submit_job(client: Any, clients: StorageClients, request: JobRequest) 
     # has none, so the caller's header is the parent.
     parent = None if tracing.current_traceparent() else request.traceparent
     with tracing.span("job submit", parent=parent, attributes=attributes) as span:
-        submitted = await _submit_job(client, clients, request, job_id)
+        submitted = await _submit_job(client, clients, request, job_id, answer_before_start)
         span.set_attribute("job.created", submitted.created)
         return submitted
 
 
-async def _submit_job(client: Any, clients: StorageClients, request: JobRequest, job_id: str) -> Submitted:
+async def _submit_job(
+    client: Any, clients: StorageClients, request: JobRequest, job_id: str, answer_before_start: bool
+) -> Submitted:
     if request.input_bytes is not None and len(request.input_bytes) > BLOCK_BYTES:
         fingerprint = await asyncio.to_thread(request.fingerprint)  # hashing 100 MB must not stall the loop
     else:
@@ -446,7 +463,10 @@ async def _submit_job(client: Any, clients: StorageClients, request: JobRequest,
                 job_store.write_index_row(clients.jobs, record),
                 _store(clients, request, record),
             )
-        await durable.start(client, inline_input.with_inline_input(job_start(record, ticket), request))
+        if answer_before_start:
+            start_soon(client, job_start(record, ticket))
+        else:
+            await durable.start(client, job_start(record, ticket))
     except QueueFull:
         if written:
             # "full" joined nothing: only the writes that went out beside the join are undone.
@@ -466,6 +486,42 @@ async def _submit_job(client: Any, clients: StorageClients, request: JobRequest,
         raise Unavailable("the job could not be started; retry the request") from exc
     log_event("job.submitted", job_id=job_id, kind=request.kind, source=request.source)
     return Submitted(record, created=True)
+
+
+# --- starting after the answer ---------------------------------------------------------------------------
+
+START_ATTEMPTS = (0.0, 0.5, 1.0)
+"""Pauses before each attempt of a start made after the answer; all of them begin well within
+jobs.recovery.RESTART_AFTER, so a recovery never races a start that is still to be tried."""
+START_ATTEMPT_SECONDS = 5.0
+FRESH_START = timedelta(seconds=5)
+_starting: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to its tasks
+
+
+def start_soon(client: Any, start: JobStart) -> None:
+    """Start the recorded job's orchestration in the background (the submit has answered or is answering)."""
+    task = asyncio.get_running_loop().create_task(_start_after_answer(client, start))
+    _starting.add(task)
+    task.add_done_callback(_starting.discard)
+
+
+async def _start_after_answer(client: Any, start: JobStart) -> None:
+    error = ""
+    for attempt, pause in enumerate(START_ATTEMPTS):
+        await asyncio.sleep(pause)
+        # The first attempt of a fresh job does not ask Durable first (as any winner's start); a retry asks,
+        # since the failed attempt may have reached the host after all, and so does a job whose writes took
+        # so long that a recovery may have started it (a start on an ended instance would run it again).
+        fresh = utc_now() - parse_iso(start["submitted_at"]) < FRESH_START
+        starting = durable.start_absent if attempt == 0 and fresh else durable.start_unless_exists
+        try:
+            await asyncio.wait_for(starting(client, start), START_ATTEMPT_SECONDS)
+            return
+        except Exception as exc:
+            error = type(exc).__name__
+    # The job is recorded and was answered 202: the next poll or the orphan sweep starts it (jobs.recovery).
+    logging.getLogger("longrun").warning("start of job %s deferred: %s", start["job_id"], error)
+    log_event("job.start_deferred", job_id=start["job_id"], error=error)
 
 
 async def _create_fresh_row(clients: StorageClients, record: job_store.JobRecord) -> None:

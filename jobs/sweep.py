@@ -1,11 +1,12 @@
-"""The orphan sweep: jobs recorded but never started, because their submitter died in between.
+"""The orphan sweep: jobs recorded but never started, because their start failed or their submitter died.
 
-A submitter writes the job's row, then its input, then starts the orchestration. If it dies in
-between, no instance exists and nothing would ever end the job: the row stays PENDING, is never
-purged (retention keys on finished_at) and shows in the health counts. The API never answered 202
-for such a job (it answers only once the start succeeded, or once a retry of the same key started it
-itself), so the sweep removes it: its rows and the input stored under its name. A row counts as an
-orphan only after ORPHAN_AFTER, longer than any submitter can live (host.json functionTimeout).
+An HTTP submit answers 202 once the job is accepted (its row, its place and its input are stored) and
+starts the orchestration after answering (jobs.submit); a start that failed or died with the instance
+is made good here, as a poll would (jobs.recovery), for the jobs nobody polls. A job recorded without
+its place or its input was never answered 202: its submitter failed and its undo did not finish (or the
+submitter died before the 202). Such a row stays PENDING, is never purged (retention keys on
+finished_at) and shows in the health counts, so the sweep removes it: its rows and the input stored under
+its name, once it is older than ORPHAN_AFTER, longer than any submitter can live (host.json functionTimeout).
 
 The same holds for admission places (jobs.admission): a place whose job has no instance, or whose
 instance ended without releasing it (terminated, or its cleanup failed for good), would hold a slot
@@ -20,8 +21,8 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from jobs import admission, durable
-from shared.clock import iso
+from jobs import admission, durable, recovery
+from shared.clock import iso, parse_iso
 from shared.settings import Settings
 from shared.telemetry import log_event
 from storage import admission as ledger_store
@@ -34,11 +35,18 @@ ORPHAN_AFTER = timedelta(hours=1)
 
 
 async def sweep_orphans(client: Any, clients: StorageClients, now: datetime) -> int:
-    """Remove the orphan jobs recorded before now - ORPHAN_AFTER; returns how many were removed."""
+    """Start the accepted jobs that never started; remove the unaccepted ones recorded before now - ORPHAN_AFTER.
+
+    Returns how many were removed.
+    """
     removed = 0
-    for record in await job_store.pending_created_before(clients.jobs, now - ORPHAN_AFTER):
+    for record in await job_store.pending_created_before(clients.jobs, now - recovery.RESTART_AFTER):
         if await durable.status(client, record["job_id"]) is not None:
-            continue  # started after all: its orchestration records its outcome
+            continue  # started: its orchestration records its outcome
+        if await recovery.start_recorded(client, clients, record) != "unaccepted":
+            continue
+        if parse_iso(record["created_at"]) >= now - ORPHAN_AFTER:
+            continue  # its submitter may still be writing its place or its input
         await job_store.remove_job(clients.jobs, record)
         if await durable.status(client, record["job_id"]) is not None:
             # A retry of the same key started it just now: it keeps its rows and its input.

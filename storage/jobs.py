@@ -74,6 +74,7 @@ class JobRecord(TypedDict):
     result: NotRequired[str | None]  # a small whole run's result document (JSON), in the job row only
     whole_chunks: NotRequired[int | None]  # a job run whole: its chunk count, recorded with its outcome
     stop_requested: NotRequired[bool | None]  # a cancel was asked (set before the stop marker), job row only
+    input_inline: NotRequired[str | None]  # a small posted input (base64, jobs.inline_input), job row only
 
 
 def new_job_record(
@@ -92,9 +93,11 @@ def new_job_record(
     client: str = "anonymous",
     traceparent: str | None = None,
     callback: dict[str, Any] | None = None,
+    input_inline: str | None = None,
 ) -> JobRecord:
     """A PENDING job's record."""
     return {
+        "input_inline": input_inline,
         "traceparent": traceparent,
         "job_id": job_id,
         "kind": kind,
@@ -136,13 +139,16 @@ def job_entity(record: JobRecord) -> dict[str, Any]:
     return indexed_table.row(LAYOUT.primary(record["job_id"]), _fields(record))
 
 
-_JOB_ROW_ONLY = ("result", "whole_chunks", "stop_requested")
+_JOB_ROW_ONLY = ("result", "whole_chunks", "stop_requested", "input_inline")
+
+
+def _index_fields(record: JobRecord) -> dict[str, Any]:
+    return {key: value for key, value in _fields(record).items() if key not in _JOB_ROW_ONLY}
 
 
 def index_entity(record: JobRecord) -> dict[str, Any]:
     """The index row of a record (without what only the job row keeps)."""
-    fields = {key: value for key, value in _fields(record).items() if key not in _JOB_ROW_ONLY}
-    return indexed_table.row((INDEX_PARTITION, record["index_key"]), fields)
+    return indexed_table.row((INDEX_PARTITION, record["index_key"]), _index_fields(record))
 
 
 def record_from_entity(entity: dict[str, Any]) -> JobRecord:
@@ -181,6 +187,7 @@ def record_from_entity(entity: dict[str, Any]) -> JobRecord:
         "result": text("result"),
         "whole_chunks": int(entity["whole_chunks"]) if entity.get("whole_chunks") is not None else None,
         "stop_requested": bool(entity.get("stop_requested")),
+        "input_inline": text("input_inline"),
     }
 
 
@@ -219,7 +226,7 @@ async def create_job_row(table: AsyncTableClient, record: JobRecord) -> bool:
 
 async def write_index_row(table: AsyncTableClient, record: JobRecord) -> None:
     """Write the job's index row (it lists the job)."""
-    await indexed_table.put(table, (INDEX_PARTITION, record["index_key"]), _fields(record))
+    await indexed_table.put(table, (INDEX_PARTITION, record["index_key"]), _index_fields(record))
 
 
 async def write_index_rows(table: AsyncTableClient, records: list[JobRecord]) -> None:

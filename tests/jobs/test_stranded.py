@@ -13,23 +13,32 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from azure.data.tables import TableClient
 
+from jobs import admission
+from jobs.recovery import RESTART_AFTER
 from jobs.requests import JobRequest, job_id_for, key_hash
-from jobs.submit import parse_options, resolve_kind
+from jobs.submit import admission_ticket, parse_options, resolve_kind
 from jobs.sweep import ORPHAN_AFTER
 from shared.clock import utc_now
 from shared.settings import Settings
 from storage import jobs as job_store
 from storage.clients import close_storage_clients, storage_clients
-from storage.names import PAYLOADS_CONTAINER, job_input_blob_name
+from storage.names import JOBS_TABLE, PAYLOADS_CONTAINER, job_input_blob_name
 from tests.api.probes import count_blobs, instances
 
 SIMULATE: dict[str, Any] = {"kind": "simulate", "options": {"chunks": 1}}
 
 
-def record_then_die(conn: str, key: str | None, created: datetime, *, with_input: bool = False) -> str:
-    """Write a simulate job's rows (and its input) as submit_job does, and start nothing; returns the job id."""
-    settings = Settings(AzureWebJobsStorage=conn, ENABLE_SIMULATE_KIND=True)
+def record_then_die(
+    conn: str, key: str | None, created: datetime, *, with_input: bool = False, placed_in: str | None = None
+) -> str:
+    """Write a simulate job's rows (and its input) as submit_job does, and start nothing; returns the job id.
+
+    `placed_in`: a task hub whose admission lane the job joins too: the job was accepted (answered 202),
+    and only its start, which runs after the answer, was lost.
+    """
+    settings = Settings(AzureWebJobsStorage=conn, ENABLE_SIMULATE_KIND=True, TASK_HUB_NAME=placed_in or "longrun")
     options = parse_options(resolve_kind("simulate", settings), {"chunks": 1})
     request = JobRequest(
         kind="simulate", options=options, deadline_seconds=None, input_bytes=None, input_ref=None,
@@ -50,6 +59,8 @@ def record_then_die(conn: str, key: str | None, created: datetime, *, with_input
             if with_input:
                 blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, job_input_blob_name(job_id))
                 await blob.upload_blob(b"{}", overwrite=True)
+            if placed_in is not None:
+                assert await admission.enqueue_async(settings, [(admission_ticket(record), job_id)]) == ["admitted"]
         finally:
             await close_storage_clients()
 
@@ -66,6 +77,30 @@ def test_a_keyed_retry_right_after_the_crash_starts_the_job(devhost, azurite):
     final = devhost.wait_for_job(retry.headers["location"], timeout=60)
     assert final.json()["status"] == "COMPLETED", final.text
     assert [i["instanceId"] for i in instances(devhost, instanceIdPrefix=job_id)] == [job_id]
+
+
+def test_a_poll_starts_an_accepted_job_whose_start_was_lost(devhost, azurite):
+    """The submit answers 202 before it starts the orchestration; if the instance dies in between, the
+    client's next poll (RESTART_AFTER after the record) starts the job, and the job runs to its end."""
+    created = utc_now() - RESTART_AFTER - timedelta(seconds=1)
+    job_id = record_then_die(azurite.connection_string, None, created, placed_in=devhost.task_hub)
+    assert instances(devhost, instanceIdPrefix=job_id) == []
+    final = devhost.wait_for_job(f"/api/jobs/{job_id}", timeout=60)
+    assert final.json()["status"] == "COMPLETED", final.text
+    assert [i["instanceId"] for i in instances(devhost, instanceIdPrefix=job_id)] == [job_id]
+
+
+def test_a_poll_leaves_a_young_or_unaccepted_job_alone(devhost, azurite):
+    """A job younger than RESTART_AFTER may still be started by its submitter; one without its place was never
+    answered 202 (its submitter failed and answered 503): a poll starts neither."""
+    young = record_then_die(azurite.connection_string, None, utc_now(), placed_in=devhost.task_hub)
+    created = utc_now() - RESTART_AFTER - timedelta(seconds=1)
+    unplaced = record_then_die(azurite.connection_string, None, created)
+    for job_id in (young, unplaced):
+        polled = devhost.client.get(f"/api/jobs/{job_id}")
+        assert polled.status_code == 202 and polled.json()["status"] == "PENDING", polled.text
+    time.sleep(1.0)
+    assert instances(devhost, instanceIdPrefix=young) == [] and instances(devhost, instanceIdPrefix=unplaced) == []
 
 
 def test_cancelling_a_job_that_never_started_ends_it(devhost, azurite):
@@ -98,3 +133,21 @@ def test_orphans_are_swept_and_no_longer_counted(devhost_factory: Any, azurite):
     assert host.client.get(f"/api/jobs/{recent}").json()["status"] == "PENDING"
     listed = host.client.get("/api/jobs", params={"status": "PENDING", "kind": "simulate", "limit": 100}).json()
     assert orphan not in {item["id"] for item in listed["items"]}  # health counts the same index rows
+
+
+@pytest.mark.slow
+def test_the_sweep_starts_an_accepted_job_nobody_polls(devhost_factory: Any, azurite):
+    """An accepted job whose start was lost and whose client never comes back is started by the sweep."""
+    host = devhost_factory(env={"RETENTION_SCHEDULE": "*/1 * * * * *"})
+    created = utc_now() - RESTART_AFTER - timedelta(seconds=1)
+    job_id = record_then_die(azurite.connection_string, None, created, placed_in=host.task_hub)
+    deadline = time.monotonic() + 60
+    while (row := job_row(azurite.connection_string, job_id))["status"] != "COMPLETED":  # not polled: read the table
+        assert time.monotonic() < deadline, f"the sweep did not start the job: {row['status']}"
+        time.sleep(0.5)
+    assert [i["instanceId"] for i in instances(host, instanceIdPrefix=job_id)] == [job_id]
+
+
+def job_row(conn: str, job_id: str) -> dict[str, Any]:
+    with TableClient.from_connection_string(conn, JOBS_TABLE) as table:
+        return dict(table.get_entity(job_id, "job"))

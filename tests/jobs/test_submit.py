@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from api.problems import problem_from
-from jobs import admission
+from jobs import admission, recovery, submit
 from jobs.errors import QueueFull, Unavailable
 from jobs.inline_input import INLINE_INPUT_MAX_BYTES
 from jobs.requests import JobRequest, job_id_for
@@ -222,3 +222,83 @@ def test_a_join_refused_after_the_writes_went_out_leaves_nothing(azurite, key):
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as other:
         other.submit(_enqueue_elsewhere, conn, f"warm{uuid.uuid4().hex[:8]}", "0" * 32).result()  # imports, connections
         asyncio.run(scenario(other))
+
+
+class UnreachableDurable(FailingDurable):
+    """The host's Durable API down for every call: starts and status reads alike."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get_status(self, instance_id: str) -> Any:
+        self.reads += 1
+        raise ConnectionError("durable extension unreachable")
+
+
+class StatusKnowingDurable(RecordingDurable):
+    """A Durable that knows the instances it started (what start_unless_exists asks before starting)."""
+
+    async def get_status(self, instance_id: str) -> Any:
+        status = "Running" if instance_id in self.started else None
+        return type("Status", (), {"runtime_status": status, "output": None, "custom_status": None})()
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_an_http_submit_answers_before_the_start_and_a_failed_start_is_made_good_from_the_row(azurite, size):
+    """An HTTP submit answers once the job is recorded; its start runs after the answer. When every attempt
+    fails, the job stays accepted (row, place, input), and the recovery starts it from what storage holds: a
+    small input from the job row, a large one by reference."""
+    settings = Settings(AzureWebJobsStorage=azurite.connection_string)
+    data = SMALL_INPUT if size == "small" else LARGE_INPUT
+
+    async def scenario() -> None:
+        clients = await storage_clients(settings)
+        try:
+            failing = UnreachableDurable()
+            submitted = await submit_job(failing, clients, request(None, data), answer_before_start=True)
+            assert submitted.created and failing.starts == 0  # answered: nothing was awaited
+            await asyncio.sleep(sum(submit.START_ATTEMPTS) + 0.5)
+            # One start (which asks after failing whether it landed after all), then retries that ask first.
+            assert (failing.starts, failing.reads) == (1, len(submit.START_ATTEMPTS))
+            record = await job_store.get_job(clients.jobs, submitted.record["job_id"])
+            assert record is not None and record["status"] == "PENDING"
+
+            durable = StatusKnowingDurable()
+            assert await recovery.start_recorded(durable, clients, record) == "started"
+            assert await recovery.start_recorded(durable, clients, record) == "exists"
+            (start,) = durable.inputs
+            if size == "small":
+                assert base64.b64decode(start["input_inline"]) == data and start["input_ref"] is None
+            else:
+                assert "input_inline" not in start and start["input_ref"] == job_input_blob_name(record["job_id"])
+            assert start["admission"]["key"] == submit.admission_ticket(record)["key"]
+        finally:
+            await close_storage_clients()
+
+    asyncio.run(scenario())
+
+
+def test_a_recorded_job_without_its_place_or_its_input_is_not_started(azurite):
+    """Only an accepted job is started by the recovery: a row whose place or claim-checked input is missing
+    belongs to a submission that failed (and answered 503) before its undo finished."""
+    settings = Settings(AzureWebJobsStorage=azurite.connection_string)
+
+    async def scenario() -> None:
+        clients = await storage_clients(settings)
+        try:
+            accepted = await submit_job(AcceptingDurable(), clients, request(None, LARGE_INPUT))
+            record = accepted.record
+            name = job_input_blob_name(record["job_id"])
+            await clients.blobs.get_blob_client("payloads", name).delete_blob()
+            durable = StatusKnowingDurable()
+            assert await recovery.start_recorded(durable, clients, record) == "unaccepted"
+
+            placed = (await submit_job(AcceptingDurable(), clients, request(None))).record
+            await admission.release_async(settings, submit.admission_ticket(placed)["key"])
+            assert await recovery.start_recorded(durable, clients, placed) == "unaccepted"
+            assert durable.started == []
+        finally:
+            await close_storage_clients()
+
+    asyncio.run(scenario())
