@@ -437,14 +437,21 @@ def run_clients(run: Run, specs: list[JobSpec], rate: float, started: float) -> 
 # --- settle and observe --------------------------------------------------------------------------------------
 
 
+POLL_UNFINISHED_EVERY = 10.0
+"""Seconds between the settle's polls of the unfinished jobs through the API, as their clients poll."""
+
+
 def settle(run: Run, quiet: float, cap: float) -> int:
     """Wait until every accepted job is recorded finished, or none has finished for `quiet` seconds (or `cap`
     has passed). Reads the job rows straight from Azurite: one query instead of a GET per job, so that a
-    thousand jobs can be watched without loading the host. Returns how many are still unfinished."""
+    thousand jobs can be watched without loading the host. Every POLL_UNFINISHED_EVERY seconds the jobs not
+    yet finished are polled once through the API, as a client of the 202 pattern polls its Location: a job
+    whose start after the answer was lost to a kill is started by such a poll (jobs.recovery). Returns how
+    many are still unfinished."""
     accepted = {s.job_id for s in run.submissions if s.accepted_ids}
     began = last_progress = time.monotonic()
     finished_before = -1
-    last_log = 0.0
+    last_log = last_poll = 0.0
     while True:
         try:
             rows = jobs_table_rows(run.direct)
@@ -462,7 +469,27 @@ def settle(run: Run, quiet: float, cap: float) -> int:
         if now - last_log > 30:
             log(f"settling: {waiting} of {len(accepted)} jobs not finished")
             last_log = now
+        if now - last_poll > POLL_UNFINISHED_EVERY:
+            poll_jobs(run, sorted(accepted - finished))
+            last_poll = now
         time.sleep(2.0)
+
+
+def poll_jobs(run: Run, job_ids: list[str]) -> None:
+    """GET each job once (8 at a time); the answers are not used (observe reads every job at the end)."""
+    client = httpx.Client(base_url=run.host.base_url, timeout=30)
+
+    def poll(job_id: str) -> None:
+        try:
+            client.get(f"/api/jobs/{job_id}")
+        except httpx.HTTPError:
+            pass  # the host may be down or restarting: the next round polls again
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(poll, job_ids))
+    finally:
+        client.close()
 
 
 def jobs_table_rows(connection_string: str) -> list[dict[str, Any]]:
