@@ -110,9 +110,24 @@ class ProxyThread(Generic[ProxyT]):
         return self
 
     def stop(self) -> None:
-        """Stop every proxy and the loop (a proxy that fails to stop does not keep the others running)."""
+        """Stop every proxy, end the connections still carried, then stop the loop (a proxy that fails to stop
+        does not keep the others running)."""
         for proxy in self.proxies:
             with contextlib.suppress(Exception):
                 self._call(proxy.stop())
+        # Connections left to the garbage collector would close their transports on a stopped loop ("Event
+        # loop is closed", raised where nobody can catch it): end them on the loop while it runs.
+        with contextlib.suppress(Exception):
+            self._call(_end_tasks())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+async def _end_tasks() -> None:
+    """Cancel every other task on the running loop and wait until they have ended."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
