@@ -15,7 +15,10 @@ The chunks then run one after another in this activity. The guarantees stay thos
   after a crash between the two records the same outcome; a job that ended otherwise (its stop marker,
   or a staged result) is not touched;
 - **stop and deadline**: the stop marker and the deadline are checked before planning, by the chunk
-  while it works and again before the result is written; a stopped run answers as a stopped plan does;
+  while it works and again before the result is written; a stopped run answers as a stopped plan does.
+  A first attempt (its row PENDING) learns of a cancel from the row instead: a cancel flags the row before
+  it writes the marker, and the outcome (with a small result) is written only if the row is unchanged
+  since the run read it, so a cancel during the run is caught by that write, without asking for the marker;
 - **failures keep their staged semantics**: a chunk that fails (retryable or not) leaves the plan blob and
   hands the job to the staged path, whose chunk retries, backoff and error messages apply unchanged (every
   chunk then runs staged, those that had succeeded here too: nothing of a failed whole run is kept);
@@ -51,7 +54,7 @@ from activities.resources import (
 )
 from activities.stop_marker import StopSignal
 from kinds.base import ByteSource, ChunkStopped
-from shared.contracts import JobOutcome, JobStatus, PrepareInput, PrepareOutput, WholeJobOutput
+from shared.contracts import FINISHED_STATUSES, JobOutcome, JobStatus, PrepareInput, PrepareOutput, WholeJobOutput
 from shared.settings import Settings, get_settings
 from shared.telemetry import log_event
 from storage import jobs as job_store
@@ -60,6 +63,8 @@ from storage.names import result_blob_name
 WHOLE_METADATA = "whole"
 """Blob metadata on a result written by a whole run, its value the chunk count: a redelivery may record its
 outcome again (with that progress)."""
+
+FINISHED_VALUES = frozenset(status.value for status in FINISHED_STATUSES)
 
 RUNNING_MARK_AFTER_SECONDS = 1.0
 """A whole run still working after this long marks its row RUNNING (listings filter on the row's status)."""
@@ -135,12 +140,20 @@ def runs_whole(settings: Settings, plan: JobPlan) -> bool:
 
 
 def _run(
-    settings: Settings, job_id: str, plan: JobPlan, source: ByteSource | None, should_stop: StopSignal, inline: bool
+    settings: Settings,
+    job_id: str,
+    plan: JobPlan,
+    source: ByteSource | None,
+    should_stop: StopSignal,
+    inline: bool,
+    row_guards_outcome: bool = False,
 ) -> tuple[JobOutcome, str | None] | None:
     """Process the chunks one after another and merge them into the result; None if the job must stop.
 
     Returns the outcome and, if `inline` and the result is small, its JSON for the job row (else the result
-    blob is written here). Raises if a chunk fails.
+    blob is written here). Raises if a chunk fails. `row_guards_outcome`: the outcome will be written only
+    if the job row is as read before the run (`_record`), so a cancel since then is caught by that write and
+    a small result need not ask for the stop marker first.
     """
     kind = job_kind(settings, plan["kind"])
     partials: list[dict[str, Any]] = []
@@ -150,12 +163,14 @@ def _run(
         partials.append(json.loads(json.dumps(partial)))
         if should_stop():  # between chunks: storage asked at most once per check interval
             return None
-    if should_stop.check_now():  # before the result is written: ask storage now
-        return None
     result = kind.merge(kind.reconcile(source, plan["chunks"], partials, plan["options"], should_stop), plan["options"])
     summary = kind.summarize(result)
     text = json.dumps(result)  # as a result blob holds it (resources.upload_json)
-    if inline and len(text) <= job_store.INLINE_RESULT_BYTES:
+    small = inline and len(text) <= job_store.INLINE_RESULT_BYTES
+    # Before the result is written: ask storage now, unless the outcome's own write is conditional on the row.
+    if should_stop() if small and row_guards_outcome else should_stop.check_now():
+        return None
+    if small:
         return _outcome(job_id, summary), text
     if inline:
         # RUNNING before the result blob exists: a redelivery that finds the row PENDING skips looking for it.
@@ -170,6 +185,40 @@ def _write_result(settings: Settings, job_id: str, kind: str, text: str, chunks:
     upload_json_text(results(settings), result_blob_name(job_id), text, metadata=metadata)
 
 
+def _record(
+    settings: Settings,
+    job_id: str,
+    outcome: JobOutcome,
+    chunks: int,
+    index_key: str | None,
+    result: str | None,
+    etag: str | None,
+) -> bool | job_store.JobRecord:
+    """Record a whole run's outcome (with its result, if small) in the job row and its index row; with `etag`
+    (the row as read before the run), only while the row is unchanged.
+
+    Returns whether the job has a row (record_outcome), or the row as it is now if it changed because a
+    cancel flagged it or it ended otherwise: then nothing is written. A row changed in another way (the
+    run's own late RUNNING mark) is written under its new ETag; after a few such changes, unconditionally.
+    """
+    for _ in range(3):
+        try:
+            return job_store.record_outcome(
+                settings, job_id, outcome, (chunks, chunks), index_key,
+                result=result, whole_chunks=chunks, if_match=etag,
+            )  # fmt: skip
+        except job_store.RowChanged:
+            versioned = job_store.read_job_versioned(settings, job_id)
+            if versioned is None:
+                break  # gone: record_outcome says so
+            row, etag = versioned
+            if row.get("stop_requested") or row["status"] in FINISHED_VALUES:
+                return row
+    return job_store.record_outcome(
+        settings, job_id, outcome, (chunks, chunks), index_key, result=result, whole_chunks=chunks
+    )
+
+
 def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
     """Plan the job; if the plan runs whole (`runs_whole`), run it and record its outcome, else store the plan.
 
@@ -181,7 +230,8 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
     container = results(settings)
     config = orchestration_config(settings)
     read_at = time.monotonic()
-    row = job_store.read_job(settings, job_id)  # None: a job started without a row (tests); the blobs say it all
+    versioned = job_store.read_job_versioned(settings, job_id)
+    row, etag = versioned if versioned is not None else (None, None)  # no row: started without one (tests)
     fresh = row is not None and row["status"] == JobStatus.PENDING.value
     if not fresh and container.get_blob_client(plan_blob_name(job_id)).exists():
         return _answer(prepare_job(start))  # staged already (an earlier attempt handed over): carry on staged
@@ -217,7 +267,8 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
         plan, source = planned
         if runs_whole(settings, plan):
             try:
-                ran = _run(settings, job_id, plan, source, should_stop, inline=row is not None)
+                inline = row is not None
+                ran = _run(settings, job_id, plan, source, should_stop, inline, row_guards_outcome=fresh)
                 if ran is None:
                     return _answer(prepared_output(config, 0, stopped=True))
             except ChunkStopped:
@@ -228,10 +279,13 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
                 running.finish()
                 outcome, inline_result = ran
                 count = len(plan["chunks"])
-                index_key = start.get("index_key")
-                recorded = job_store.record_outcome(
-                    settings, job_id, outcome, (count, count), index_key, result=inline_result, whole_chunks=count
-                )
+                guard = etag if fresh and inline_result is not None else None
+                recorded = _record(settings, job_id, outcome, count, start.get("index_key"), inline_result, guard)
+                if isinstance(recorded, dict):  # the row changed under the run: a cancel, or another attempt ended it
+                    if recorded["status"] == JobStatus.COMPLETED.value and recorded.get("whole_chunks"):
+                        done = int(recorded["whole_chunks"] or count)
+                        return _answer(prepared_output(config, done), _outcome(job_id, recorded["summary"]))
+                    return _answer(prepared_output(config, 0, stopped=True))
                 if inline_result is not None and not recorded:
                     _write_result(settings, job_id, plan["kind"], inline_result, count)  # its row is gone: keep it
                 log_event("job.ran_whole", job_id=job_id, kind=plan["kind"], bytes=plan["input_size"], chunks=count)

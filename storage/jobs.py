@@ -20,7 +20,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NotRequired, TypedDict
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 from azure.data.tables.aio import TableClient as AsyncTableClient
 
@@ -402,15 +403,21 @@ def _jobs_table(settings: Settings) -> TableClient:
     return table_service(settings).get_table_client(JOBS_TABLE)
 
 
+class RowChanged(Exception):
+    """The job row changed since the ETag a conditional write was given (nothing was written)."""
+
+
 def _merge_both(
     table: TableClient,
     job_id: str,
     fields: dict[str, Any],
     index_key: str | None = None,
     job_row_only: dict[str, Any] | None = None,
+    if_match: str | None = None,
 ) -> str | None:
     """Merge `fields` into both rows (and `job_row_only` into the job row); the job's index key, None if it
-    has no job row.
+    has no job row. With `if_match`, the job row only if its ETag is still that (else RowChanged, and
+    neither row is written).
 
     The job row is read first for its index key, and so that RUNNING never reopens a finished job. A caller
     that knows the index key and writes a finished status needs neither: the two rows are merged at once
@@ -425,10 +432,14 @@ def _merge_both(
             return str(entity["index_key"])  # a late or replayed mark_running must not reopen a finished job
         index_key = str(entity["index_key"])
     index_row, job_row = LAYOUT.rows(job_id, index_key)
+    entity = indexed_table.row(job_row, {**fields, **(job_row_only or {})})
+    condition = MatchConditions.IfNotModified if if_match else MatchConditions.Unconditionally
     try:
-        table.update_entity(indexed_table.row(job_row, {**fields, **(job_row_only or {})}), mode=UpdateMode.MERGE)
+        table.update_entity(entity, mode=UpdateMode.MERGE, etag=if_match, match_condition=condition)
     except ResourceNotFoundError:
         index_key = None
+    except ResourceModifiedError:
+        raise RowChanged(job_id) from None
     indexed_table.merge_sync(table, [index_row], fields)
     return index_key
 
@@ -448,9 +459,11 @@ def record_outcome(
     *,
     result: str | None = None,
     whole_chunks: int | None = None,
+    if_match: str | None = None,
 ) -> bool:
     """Record a job's final status, summary and error, and its final progress if known (idempotent); whether
-    the job has a row to record it in.
+    the job has a row to record it in. With `if_match` (the job row's ETag as read), only if the row has not
+    changed since (RowChanged otherwise: e.g. a cancel flagged it).
 
     With the progress the row is complete: reads of the finished job need not catch it up. With the index
     key (kept in the plan since prepare read the row) the row is not read first. A whole run also records
@@ -463,14 +476,22 @@ def record_outcome(
         extra["whole_chunks"] = whole_chunks
     table = _jobs_table(settings)
     fields = _status_fields(JobStatus(outcome["status"]), utc_now(), outcome, progress)
-    return _merge_both(table, job_id, fields, index_key, extra) is not None
+    return _merge_both(table, job_id, fields, index_key, extra, if_match) is not None
 
 
 def read_job(settings: Settings, job_id: str) -> JobRecord | None:
     """The job's record, from its job row, or None (a job started without one, as tests do)."""
-    table = _jobs_table(settings)
-    entity = indexed_table.read_sync(table, LAYOUT.primary(job_id))
-    return record_from_entity(entity) if entity is not None else None
+    versioned = read_job_versioned(settings, job_id)
+    return versioned[0] if versioned is not None else None
+
+
+def read_job_versioned(settings: Settings, job_id: str) -> tuple[JobRecord, str] | None:
+    """The job's record and its row's ETag (for record_outcome's `if_match`), or None."""
+    try:
+        entity = _jobs_table(settings).get_entity(*LAYOUT.primary(job_id))
+    except ResourceNotFoundError:
+        return None
+    return record_from_entity(dict(entity)), str(entity.metadata["etag"])
 
 
 def iter_finished_before(settings: Settings, cutoff: datetime) -> Iterator[str]:

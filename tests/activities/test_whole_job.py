@@ -29,7 +29,7 @@ from activities.merge import merge_partials
 from activities.plan import prepare_job
 from activities.resources import ensure_local_resources, plan_blob_name
 from activities.stop import request_stop
-from activities.whole_job import WHOLE_METADATA, prepare_or_run_job
+from activities.whole_job import RUNNING_MARK_AFTER_SECONDS, WHOLE_METADATA, prepare_or_run_job
 from bench.storage_meter import Meter, MeteredStorage
 from devhost.azurite import development_connection_string
 from devhost.testing.azurite import Azurite, free_port
@@ -377,15 +377,15 @@ def _blob_reads(meter: Meter, before: Counter[Any]) -> dict[str, int]:
     return {op: n for (service, _, op), n in counts.items() if service == "blob" and op.startswith("Get")}
 
 
-def test_a_first_attempt_asks_only_for_the_stop_marker_before_its_result(metered: Meter) -> None:
+def test_a_first_attempt_asks_for_no_blob(metered: Meter) -> None:
     # A PENDING row: no plan, staged result or large whole result can exist (each is written after the row
-    # says RUNNING), and no stop marker either (a cancel flags the row first). One ask remains: the marker,
-    # just before the result is recorded.
+    # says RUNNING), and no stop marker either (a cancel flags the row first). The outcome is written only
+    # if the row is still as read, so a cancel during the run is caught by that write, not by a marker ask.
     start = _pending_simulate_job({"chunks": 1})
     before = metered.snapshot()
     answer = prepare_or_run_job(start)
     assert answer.get("outcome") is not None
-    assert _blob_reads(metered, before) == {"GetBlobProperties": 1}
+    assert _blob_reads(metered, before) == {}
 
     # The same job re-run once its row says RUNNING (an earlier attempt got further): every look as before.
     rerun = _pending_simulate_job({"chunks": 1})
@@ -409,17 +409,51 @@ def test_a_cancel_flagged_in_the_row_stops_a_first_attempt_before_it_plans(whole
     assert _names(whole_runs, start["job_id"]) == []
 
 
-def test_a_marker_written_after_the_row_was_read_still_stops_the_run(whole_runs: BlobServiceClient) -> None:
-    # The cancel lands while the run works: the row was read without the flag, the marker is asked before the
-    # result is recorded, and the job is not completed.
+def _cancel(job_id: str) -> None:
+    """What jobs.cancel writes, in its order: the row's flag, then the stop marker."""
+    with TableClient.from_connection_string(_connection(), JOBS_TABLE) as table:
+        table.update_entity({"PartitionKey": job_id, "RowKey": "job", "stop_requested": True})
+    request_stop(job_id, "cancelled")
+
+
+def test_a_cancel_during_the_run_stops_it(whole_runs: BlobServiceClient) -> None:
+    # The cancel lands while the run works: the row was read without the flag, and the outcome's write,
+    # conditional on the row as read, finds it changed. Nothing is recorded and the run answers stopped.
     start = _pending_simulate_job({"chunks": 1, "chunk_seconds": 0.3})
-    timer = threading.Timer(0.1, request_stop, (start["job_id"], "cancelled"))
+    timer = threading.Timer(0.1, _cancel, (start["job_id"],))
     timer.start()
     answer = prepare_or_run_job(start)
     timer.join()
     assert answer.get("outcome") is None and answer["stopped"] is True
     with TableClient.from_connection_string(_connection(), JOBS_TABLE) as table:
-        assert table.get_entity(start["job_id"], "job")["status"] != "COMPLETED"
+        row = table.get_entity(start["job_id"], "job")
+    assert row["status"] == "PENDING" and "result" not in row
+
+
+def test_a_run_long_enough_to_mark_its_row_running_still_records_its_outcome(whole_runs: BlobServiceClient) -> None:
+    # Its own late RUNNING mark changes the row's ETag: the outcome's write reads the row again, finds no
+    # cancel, and records under the new ETag.
+    start = _pending_simulate_job({"chunks": 1, "chunk_seconds": RUNNING_MARK_AFTER_SECONDS + 0.3})
+    answer = prepare_or_run_job(start)
+    assert answer.get("outcome") is not None
+    job_row, index_row = _rows(start["job_id"], start["index_key"])
+    assert (job_row["status"], index_row["status"], job_row["whole_chunks"]) == ("COMPLETED", "COMPLETED", 1)
+
+
+def test_a_run_that_another_attempt_completed_answers_that_outcome(whole_runs: BlobServiceClient) -> None:
+    # Two attempts of one run (a redelivery while the first still works): the second to finish finds the row
+    # completed by the first and answers the same outcome, writing nothing.
+    start = _pending_simulate_job({"chunks": 1, "chunk_seconds": 0.3})
+    first: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: first.update(prepare_or_run_job(start)))
+    thread.start()
+    time.sleep(0.1)
+    second = prepare_or_run_job(start)
+    thread.join()
+    assert first.get("outcome") is not None and second.get("outcome") is not None
+    assert second["outcome"]["summary"] == first["outcome"]["summary"]
+    job_row, _ = _rows(start["job_id"], start["index_key"])
+    assert (job_row["status"], job_row["whole_chunks"]) == ("COMPLETED", 1)
 
 
 def test_a_large_result_is_written_after_the_row_says_running(blobs: BlobServiceClient) -> None:

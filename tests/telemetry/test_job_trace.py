@@ -139,7 +139,9 @@ def test_a_job_is_one_trace_from_the_clients_request_to_its_last_activity(
         return False
 
     storage_calls = [span for span in spans if span.kind == 3 and under_activity(span)]  # 3: CLIENT
-    assert any(ids[span.parent_span_id].name.startswith("BlobClient.") for span in storage_calls), names
+    # (A first attempt of a tiny job asks for no blob: its calls are the job row's, read and written.)
+    callers = {ids[span.parent_span_id].name for span in storage_calls}
+    assert {"TableClient.get_entity", "TableClient.update_entity"} <= callers, (callers, names)
     print(summarize(job_span, spans))
 
 
