@@ -2,10 +2,13 @@
 died with the instance.
 
 An HTTP submit answers once the job is accepted, before its orchestration starts (jobs.submit): the start
-is a third of a submit's time and the client need not wait for it. Accepted means that everything a start
-needs is stored: the job row (with a small input inline), the claim-checked input blob, and its place in
-its admission lane. A failed submission undoes those in the opposite order of importance (input, place,
-row), so a row without its place or its input was never answered 202: it is the orphan sweep's to remove.
+is a third of a submit's time and the client need not wait for it. Accepted means that every write of the
+submit's first round exists: the job row (with a small input inline), its index row, the claim-checked
+input blob and its place in its admission lane. A submission whose first round failed answered 503 and
+undid those (input, place, index row, job row); a row left without any of the others, because that undo
+failed too, was never answered 202: it is the orphan sweep's to remove. (Only a write that failed for the
+client but landed, followed by an undo that failed, leaves all of them: such a job runs although its
+request was answered 503; a keyed retry names it, docs/api.md.)
 
 Two paths make good a start that never happened, both through `start_recorded`:
 - a poll (GET /api/jobs/{id}, GET /api/tasks/{id}) of a PENDING job that Durable does not know,
@@ -39,7 +42,9 @@ Recovered = Literal["started", "exists", "unaccepted"]
 
 
 async def _accepted(clients: StorageClients, record: job_store.JobRecord) -> bool:
-    """Whether the recorded job was accepted: it holds its place and its claim-checked input exists."""
+    """Whether the recorded job was accepted: it is listed, holds its place and its claim-checked input exists."""
+    if not await job_store.is_listed(clients.jobs, record):
+        return False
     if await admission.entry_async(clients.settings, admission_ticket(record)["key"]) is None:
         return False
     if record["input_ref"] == job_input_blob_name(record["job_id"]):
@@ -54,7 +59,7 @@ async def _accepted(clients: StorageClients, record: job_store.JobRecord) -> boo
 async def start_recorded(client: Any, clients: StorageClients, record: job_store.JobRecord) -> Recovered:
     """Start the accepted job's orchestration unless it has an instance.
 
-    "unaccepted": the job has no place or no input, so no 202 ever named it (jobs.sweep removes it).
+    "unaccepted": the job lacks its index row, its place or its input, so no 202 named it (jobs.sweep removes it).
     The ticket says "not admitted" whatever the place says: the orchestration then claims its place, which
     finds it admitted if it is (a recovered job pays one admission step; the common path pays none).
     """

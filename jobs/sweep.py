@@ -3,7 +3,7 @@
 An HTTP submit answers 202 once the job is accepted (its row, its place and its input are stored) and
 starts the orchestration after answering (jobs.submit); a start that failed or died with the instance
 is made good here, as a poll would (jobs.recovery), for the jobs nobody polls. A job recorded without
-its place or its input was never answered 202: its submitter failed and its undo did not finish (or the
+its index row, its place or its input was never answered 202: its submitter failed and its undo did not finish (or the
 submitter died before the 202). Such a row stays PENDING, is never purged (retention keys on
 finished_at) and shows in the health counts, so the sweep removes it: its rows and the input stored under
 its name, once it is older than ORPHAN_AFTER, longer than any submitter can live (host.json functionTimeout).

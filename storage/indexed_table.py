@@ -103,10 +103,10 @@ async def put(table: AsyncTableClient, keys: Keys, fields: Mapping[str, Any]) ->
     await table.upsert_entity(row(keys, fields), mode=UpdateMode.REPLACE)
 
 
-async def read(table: AsyncTableClient, keys: Keys) -> dict[str, Any] | None:
-    """A row, or None."""
+async def read(table: AsyncTableClient, keys: Keys, select: list[str] | None = None) -> dict[str, Any] | None:
+    """A row (only the `select` properties, if given), or None."""
     try:
-        return dict(await table.get_entity(*keys))
+        return dict(await table.get_entity(*keys, select=select))
     except ResourceNotFoundError:
         return None
 

@@ -258,6 +258,12 @@ async def get_job(table: AsyncTableClient, job_id: str) -> JobRecord | None:
     return record_from_entity(entity) if entity is not None else None
 
 
+async def is_listed(table: AsyncTableClient, record: JobRecord) -> bool:
+    """Whether the job's index row exists (one read, only its keys)."""
+    index_row, _ = _rows(record)
+    return await indexed_table.read(table, index_row, select=["PartitionKey"]) is not None
+
+
 async def flag_stop_requested(table: AsyncTableClient, job_id: str) -> None:
     """Record in the job row that a cancel was asked, before the stop marker is written.
 

@@ -279,9 +279,9 @@ def test_an_http_submit_answers_before_the_start_and_a_failed_start_is_made_good
     asyncio.run(scenario())
 
 
-def test_a_recorded_job_without_its_place_or_its_input_is_not_started(azurite):
-    """Only an accepted job is started by the recovery: a row whose place or claim-checked input is missing
-    belongs to a submission that failed (and answered 503) before its undo finished."""
+def test_a_recorded_job_without_its_index_row_place_or_input_is_not_started(azurite):
+    """Only an accepted job is started by the recovery: a row whose index row, place or claim-checked input is
+    missing belongs to a submission that failed (and answered 503) before its undo finished."""
     settings = Settings(AzureWebJobsStorage=azurite.connection_string)
 
     async def scenario() -> None:
@@ -297,7 +297,14 @@ def test_a_recorded_job_without_its_place_or_its_input_is_not_started(azurite):
             placed = (await submit_job(AcceptingDurable(), clients, request(None))).record
             await admission.release_async(settings, submit.admission_ticket(placed)["key"])
             assert await recovery.start_recorded(durable, clients, placed) == "unaccepted"
+
+            listed = (await submit_job(AcceptingDurable(), clients, request(None))).record
+            await clients.jobs.delete_entity("index", listed["index_key"])
+            assert await recovery.start_recorded(durable, clients, listed) == "unaccepted"
             assert durable.started == []
+
+            whole = (await submit_job(AcceptingDurable(), clients, request(None, LARGE_INPUT))).record
+            assert await recovery.start_recorded(durable, clients, whole) == "started"  # the control
         finally:
             await close_storage_clients()
 
