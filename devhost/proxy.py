@@ -66,34 +66,57 @@ class ProxyFailed(Exception):
     """The worker's web server could not be reached or broke off (YARP's ForwarderError)."""
 
 
+SMALL_BODY = 64 * 1024
+"""A request body up to this size (by its Content-Length) is read before it is forwarded, so it is sent
+whole, in one write, and its connection can be used again (see `StreamProxy`)."""
+KEEP_ALIVE_SECONDS = 2.0
+"""How long an idle pooled connection is kept: well below uvicorn's 5 s (`timeout_keep_alive`), so the
+proxy never sends on a connection the worker is closing."""
+
+
 class StreamProxy:
-    """One client session to the workers' web servers, shared by every proxied request."""
+    """The client sessions to the workers' web servers, shared by every proxied request.
+
+    YARP pools its connections to the worker (SocketsHttpHandler). aiohttp pools one only when it can be
+    used again safely: a response that ends before its request body was sent (a 413 from the app, which
+    uvicorn answers without reading) would put a connection back in the pool with half a request on it,
+    and the next request would be read as the rest of that body. So requests without a body or with a
+    small one, which is sent whole before any answer can come, go over pooled connections; a larger or
+    chunked body is streamed as it arrives over a connection of its own.
+    """
 
     def __init__(self, body_limit: int) -> None:
         self.body_limit = body_limit
-        self._session: aiohttp.ClientSession | None = None
+        self._pooled: aiohttp.ClientSession | None = None
+        self._streaming: aiohttp.ClientSession | None = None
 
-    def session(self) -> aiohttp.ClientSession:
-        """The shared session (created on first use, on the running loop)."""
-        if self._session is None:
-            # No pooled connections: a response answered before its request body was sent (a 413 from the
-            # app) leaves the connection unusable, and loopback connections cost little. No cap on their
-            # number either (SocketsHttpHandler's MaxConnectionsPerServer is unlimited): every open event
-            # stream holds one.
-            connector = aiohttp.TCPConnector(force_close=True, limit=0)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
-            )
-        return self._session
+    @staticmethod
+    def _new_session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        )
+
+    def session(self, streaming: bool = False) -> aiohttp.ClientSession:
+        """The pooled session, or with `streaming` the one whose connections serve one request each."""
+        # No cap on the number of connections (SocketsHttpHandler's MaxConnectionsPerServer is unlimited):
+        # every open event stream holds one. Both are created on first use, on the running loop.
+        if streaming:
+            if self._streaming is None:
+                self._streaming = self._new_session(aiohttp.TCPConnector(force_close=True, limit=0))
+            return self._streaming
+        if self._pooled is None:
+            self._pooled = self._new_session(aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEP_ALIVE_SECONDS))
+        return self._pooled
 
     async def close(self) -> None:
-        """Close the session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the sessions."""
+        for session in (self._pooled, self._streaming):
+            if session is not None:
+                await session.close()
+        self._pooled = self._streaming = None
 
     def _headers(self, request: web.Request, invocation_id: str) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -108,9 +131,9 @@ class StreamProxy:
         headers["X-Forwarded-Proto"] = request.scheme
         headers["X-Forwarded-Host"] = request.host
         headers[INVOCATION_ID_HEADER] = invocation_id
-        # A fresh connection per request (see `session`), but never "Connection: close", which aiohttp would
-        # add for it: SocketsHttpHandler does not send it, and a worker told to close shuts its socket on an
-        # unread body once it has answered early (a 413), so the reset would eat the answer (a 502 here).
+        # Never "Connection: close", which aiohttp would add on a connection of its own (a streamed body, see
+        # `StreamProxy`): SocketsHttpHandler does not send it, and a worker told to close shuts its socket on
+        # an unread body once it has answered early (a 413), so the reset would eat the answer (a 502 here).
         headers["Connection"] = "keep-alive"
         return headers
 
@@ -132,15 +155,20 @@ class StreamProxy:
         has_body = request.body_exists
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
+        whole: bytes | None = None
+        if has_body and request.content_length is not None and request.content_length <= SMALL_BODY:
+            whole = await request.read()  # within the body limit: the Content-Length was checked before
+        streaming = has_body and whole is None
         url = http_uri.rstrip("/") + request.rel_url.raw_path_qs
         delay = INITIAL_DELAY
+        fresh = streaming  # a streamed body's connection is its own: never one the worker closed meanwhile
         for attempt in range(1, MAX_RETRIES + 1):
             try:
-                return await self.session().request(
+                return await self.session(streaming or fresh).request(
                     request.method,
                     url,
                     headers=headers,
-                    data=self._body(request, overflow) if has_body else None,
+                    data=self._body(request, overflow) if streaming else whole,
                     allow_redirects=False,
                     skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
                 )
@@ -157,6 +185,13 @@ class StreamProxy:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAXIMUM_DELAY)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # A pooled connection the worker closed meanwhile (uvicorn closes one after an app error),
+                # seen before any of the response: SocketsHttpHandler sends the request again, once, on a
+                # new connection (HttpConnection's `_canRetry`, dotnet/runtime). The small body is in hand.
+                if fresh:
+                    raise ProxyFailed(f"proxying to the worker failed: {type(exc).__name__}: {exc}") from exc
+                fresh = True
             except aiohttp.ClientError as exc:
                 if overflow.is_set():
                     raise BodyTooLarge(f"the request body is over {self.body_limit} bytes") from exc

@@ -163,6 +163,23 @@ def test_an_answer_given_before_the_body_is_sent_reaches_the_client(stream_host:
         assert response.json() == {"refused": True}
 
 
+def test_connections_to_the_worker_are_pooled_and_an_early_answer_spoils_none(stream_host: DevHost) -> None:
+    """YARP's SocketsHttpHandler keeps its connections to the worker's web server: requests in a row come
+    over one connection (the worker sees one peer port). An early answer to a large body must not leave a
+    half-sent request on a pooled connection: each upload after one is read whole and alone."""
+    ports = {stream_host.client.get("/api/items/7").json()["peer_port"] for _ in range(5)}
+    assert len(ports) == 1, ports
+
+    for size in (10, 60_000, 70_000, 2_000_000):  # small (sent whole, pooled) and large (streamed) bodies
+        refused = stream_host.client.post("/api/refuse", content=b"r" * size)
+        assert refused.status_code == 413, refused.text
+        for body in (b"a" * 1000, b"b" * 50_000):
+            uploaded = stream_host.client.post("/api/upload", content=body)
+            assert uploaded.status_code == 200, uploaded.text
+            assert uploaded.json()["bytes"] == len(body)
+    assert stream_host.client.get("/api/items/8").json()["path_params"] == {"id": "8"}
+
+
 def test_the_body_limit_holds_for_declared_and_chunked_bodies(stream_factory: Any) -> None:
     """FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: a declared length over it is 413 before the function runs; a
     chunked body is counted as it is forwarded and cut with 413 when it goes over."""

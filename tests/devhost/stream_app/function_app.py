@@ -58,6 +58,7 @@ async def item(req: Request) -> JSONResponse:
             "forwarded_host": req.headers.get("x-forwarded-host"),
             "invocation_header": req.headers.get("x-ms-invocation-id") is not None,
             "connection": req.headers.get("connection"),
+            "peer_port": req.client.port if req.client else None,
         }
     )
 
