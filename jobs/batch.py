@@ -9,7 +9,9 @@ submits:
    be grouped); a keyed item whose row exists names the earlier job (or conflicts), as in a single submit;
 4. the winners' index rows go in Table transactions of 100, their inputs in parallel, their admission
    places in ledger transactions of 99 (jobs.admission.enqueue_many);
-5. the orchestrations start in parallel (without asking Durable first: jobs.durable.start_absent).
+5. the batch answers, and the orchestrations start right after it, a few at a time (jobs.submit.start_soon:
+   a fresh job's start does not ask Durable first; one that never lands is started by the next poll or the
+   orphan sweep, jobs.recovery).
 Steps 3-5 run per chunk of 99 items, CHUNKS_IN_FLIGHT chunks at a time, so one chunk's starts overlap the
 next one's rows; the room left under MAX_PENDING_JOBS is still handed out in item order.
 A failure of one item undoes that item only. A retry of the whole batch with the same keys creates
@@ -43,6 +45,7 @@ from jobs.submit import (
     admission_ticket,
     job_start,
     request_from_body,
+    start_soon,
     submit_job,
 )
 from shared.contracts import AdmissionTicket
@@ -52,12 +55,12 @@ from storage.clients import StorageClients
 
 MAX_BATCH_ITEMS = 1000
 START_CONCURRENCY = 100
-"""Storage calls and orchestration starts in flight at once for one batch: enough to hide round trips,
+"""Storage calls in flight at once for one batch: enough to hide round trips,
 few enough not to starve the instance's other requests."""
 CHUNK_ITEMS = 99
 """Items per pipelined chunk: one index-row transaction and one admission ledger round each."""
 CHUNKS_IN_FLIGHT = 3
-"""Chunks under way at once: enough to keep rows, ledger and starts overlapping, with about START_CONCURRENCY
+"""Chunks under way at once: enough to keep rows, inputs and ledger rounds overlapping, with about START_CONCURRENCY
 storage calls in flight."""
 KEY_FIELD = "idempotency_key"
 
@@ -201,21 +204,14 @@ async def _submit_chunk(
     kept: set[int] = set()
     ready = await _write(clients, requests, records, winners + stranded, results, kept)
     startable = await _join_lanes(clients, records, ready, results, kept)
-    starts = await _bounded(
-        [
-            # Winners' rows are new and stranded jobs were just found without an instance: start without asking.
-            durable.start_absent(client, job_start(records[i], t))
-            for i, t in startable
-        ]
-    )
-    for (index, _), started in zip(startable, starts, strict=True):
-        if isinstance(started, BaseException):
-            results[index].error = Unavailable("the job could not be started; retry the request")
-            kept.add(index)
-        else:
-            results[index].submitted = Submitted(records[index], created=index not in stranded)
-            if index not in stranded:
-                log_event("job.submitted", job_id=records[index]["job_id"], kind=records[index]["kind"], source="batch")
+    # Accepted: each job's rows, input and place exist. Answer now and start the orchestrations right after,
+    # as a single HTTP submit does (jobs.submit.start_soon); a start that never lands is made good by the
+    # next poll or the orphan sweep (jobs.recovery).
+    for index, ticket in startable:
+        results[index].submitted = Submitted(records[index], created=index not in stranded)
+        start_soon(client, job_start(records[index], ticket))
+        if index not in stranded:
+            log_event("job.submitted", job_id=records[index]["job_id"], kind=records[index]["kind"], source="batch")
     undo.update(i for i in kept if i not in stranded)
 
     # Undo what refused winners wrote (bounded, as for a single submit; leftovers are the sweeper's).

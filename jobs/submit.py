@@ -22,6 +22,7 @@ import base64
 import json
 import logging
 import re
+import weakref
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -494,31 +495,41 @@ START_ATTEMPTS = (0.0, 0.5, 1.0)
 """Pauses before each attempt of a start made after the answer; all of them begin well within
 jobs.recovery.RESTART_AFTER, so a recovery never races a start that is still to be tried."""
 START_ATTEMPT_SECONDS = 5.0
+STARTS_IN_FLIGHT = 16
+"""Starts after the answer running at once per process: a batch of a thousand jobs must not open a thousand
+calls to the host together (each is an HTTP call and three storage calls there)."""
 FRESH_START = timedelta(seconds=5)
 _starting: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to its tasks
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
 def start_soon(client: Any, start: JobStart) -> None:
     """Start the recorded job's orchestration in the background (the submit has answered or is answering)."""
-    task = asyncio.get_running_loop().create_task(_start_after_answer(client, start))
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(STARTS_IN_FLIGHT)
+    task = loop.create_task(_start_after_answer(client, start, gate))
     _starting.add(task)
     task.add_done_callback(_starting.discard)
 
 
-async def _start_after_answer(client: Any, start: JobStart) -> None:
+async def _start_after_answer(client: Any, start: JobStart, gate: asyncio.Semaphore) -> None:
     error = ""
     for attempt, pause in enumerate(START_ATTEMPTS):
         await asyncio.sleep(pause)
-        # The first attempt of a fresh job does not ask Durable first (as any winner's start); a retry asks,
-        # since the failed attempt may have reached the host after all, and so does a job whose writes took
-        # so long that a recovery may have started it (a start on an ended instance would run it again).
-        fresh = utc_now() - parse_iso(start["submitted_at"]) < FRESH_START
-        starting = durable.start_absent if attempt == 0 and fresh else durable.start_unless_exists
-        try:
-            await asyncio.wait_for(starting(client, start), START_ATTEMPT_SECONDS)
-            return
-        except Exception as exc:
-            error = type(exc).__name__
+        async with gate:
+            # The first attempt of a fresh job does not ask Durable first (as any winner's start); a retry
+            # asks, since the failed attempt may have reached the host after all, and so does a job whose
+            # writes (or its wait for the gate) took so long that a recovery may have started it (a start on
+            # an ended instance would run it again).
+            fresh = utc_now() - parse_iso(start["submitted_at"]) < FRESH_START
+            starting = durable.start_absent if attempt == 0 and fresh else durable.start_unless_exists
+            try:
+                await asyncio.wait_for(starting(client, start), START_ATTEMPT_SECONDS)
+                return
+            except Exception as exc:
+                error = type(exc).__name__
     # The job is recorded and was answered 202: the next poll or the orphan sweep starts it (jobs.recovery).
     logging.getLogger("longrun").warning("start of job %s deferred: %s", start["job_id"], error)
     log_event("job.start_deferred", job_id=start["job_id"], error=error)

@@ -309,3 +309,49 @@ def test_a_recorded_job_without_its_index_row_place_or_input_is_not_started(azur
             await close_storage_clients()
 
     asyncio.run(scenario())
+
+
+class SlowDurable(AcceptingDurable):
+    """A Durable whose every start takes a while, counting how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = 0
+        self.most = 0
+
+    async def start_new(self, name: str, instance_id: str, client_input: Any) -> str:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(0.05)
+            return await super().start_new(name, instance_id, client_input)
+        finally:
+            self.running -= 1
+
+
+def test_a_batch_answers_before_its_starts_which_then_run_a_few_at_a_time(azurite):
+    """A batch answers once its jobs are accepted; their orchestrations start after the answer, each once,
+    never more than STARTS_IN_FLIGHT at a time (a thousand starts must not hit the host together)."""
+    from jobs.batch import submit_batch
+
+    settings = Settings(AzureWebJobsStorage=azurite.connection_string)
+    items = [{"kind": "vector-normalize", "input": {"vector_data": [[float(n)]]}} for n in range(60)]
+
+    async def scenario() -> None:
+        clients = await storage_clients(settings)
+        try:
+            durable = SlowDurable()
+            results = await submit_batch(durable, clients, items, admission.ANONYMOUS_CLIENT)
+            assert all(r.submitted is not None and r.submitted.created for r in results), [r.error for r in results]
+            assert len(durable.started) < len(items)  # answered while the starts are still under way
+            job_ids = {r.submitted.record["job_id"] for r in results if r.submitted}
+            for _ in range(100):
+                if len(durable.started) == len(items):
+                    break
+                await asyncio.sleep(0.1)
+            assert sorted(durable.started) == sorted(job_ids)
+            assert 1 < durable.most <= submit.STARTS_IN_FLIGHT
+        finally:
+            await close_storage_clients()
+
+    asyncio.run(scenario())
