@@ -12,8 +12,8 @@ submits:
 5. the batch answers, and the orchestrations start right after it, a few at a time (jobs.submit.start_soon:
    a fresh job's start does not ask Durable first; one that never lands is started by the next poll or the
    orphan sweep, jobs.recovery).
-Steps 3-5 run per chunk of 99 items, CHUNKS_IN_FLIGHT chunks at a time, so one chunk's starts overlap the
-next one's rows; the room left under MAX_PENDING_JOBS is still handed out in item order.
+Steps 3-4 run per chunk of 99 items, CHUNKS_IN_FLIGHT chunks at a time, so one chunk's ledger round overlaps
+the next one's rows; the room left under MAX_PENDING_JOBS is still handed out in item order.
 A failure of one item undoes that item only. A retry of the whole batch with the same keys creates
 nothing twice: every keyed job it recorded before is found by its arbiter row and finished (started,
 if the first attempt died before starting it) as a single retry would (jobs.submit._start_if_never_started).
@@ -48,7 +48,7 @@ from jobs.submit import (
     start_soon,
     submit_job,
 )
-from shared.contracts import AdmissionTicket
+from shared.contracts import AdmissionTicket, JobStart
 from shared.telemetry import log_event
 from storage import jobs as job_store
 from storage.clients import StorageClients
@@ -144,8 +144,8 @@ async def submit_batch(client: Any, clients: StorageClients, raw_items: list[Any
     room = settings.max_pending_jobs - await admission.waiting_count_async(settings)  # once for the batch
     records = {i: _new_record(r, job_id_for(r.idempotency_key), r.fingerprint()) for i, r in requests.items()}
 
-    # Pipelined in chunks of 99 (one index transaction and one ledger round each): while one chunk's jobs
-    # start, the next one's rows are written, so the app, Durable and storage work at once instead of in turns.
+    # Pipelined in chunks of 99 (one index transaction and one ledger round each): while one chunk joins its
+    # lanes, the next one's rows are written.
     order = list(records)
     chunks = [order[start : start + CHUNK_ITEMS] for start in range(0, len(order), CHUNK_ITEMS)]
     turns = [asyncio.Event() for _ in chunks]
@@ -154,9 +154,15 @@ async def submit_batch(client: Any, clients: StorageClients, raw_items: list[Any
 
     async def chunk(number: int, indices: list[int]) -> None:
         async with gate:
-            await _submit_chunk(client, clients, requests, records, indices, results, left, turns, number)
+            await _submit_chunk(client, clients, requests, records, indices, results, left, turns, number, starts)
 
+    starts: list[JobStart] = []
     await asyncio.gather(*(chunk(number, indices) for number, indices in enumerate(chunks)))
+    # Every accepted job starts after the answer, as a single HTTP submit's does (jobs.submit.start_soon),
+    # and not while the rest of the batch is still being written: the starts would only slow the answer. A
+    # start that never lands is made good by the next poll of the job or the orphan sweep (jobs.recovery).
+    for start in starts:
+        start_soon(client, start)
     log_event(
         "jobs.batch", items=len(raw_items), created=sum(1 for r in results if r.submitted and r.submitted.created)
     )
@@ -173,6 +179,7 @@ async def _submit_chunk(
     left: list[int],
     turns: list[asyncio.Event],
     number: int,
+    starts: list[JobStart],
 ) -> None:
     """Record, place and start one chunk of the batch; `left` is the room still free, handed out in item order
     (each chunk waits for the turn of the one before it)."""
@@ -204,12 +211,10 @@ async def _submit_chunk(
     kept: set[int] = set()
     ready = await _write(clients, requests, records, winners + stranded, results, kept)
     startable = await _join_lanes(clients, records, ready, results, kept)
-    # Accepted: each job's rows, input and place exist. Answer now and start the orchestrations right after,
-    # as a single HTTP submit does (jobs.submit.start_soon); a start that never lands is made good by the
-    # next poll or the orphan sweep (jobs.recovery).
+    # Accepted: each job's rows, input and place exist. Its start waits for the answer (submit_batch).
     for index, ticket in startable:
         results[index].submitted = Submitted(records[index], created=index not in stranded)
-        start_soon(client, job_start(records[index], ticket))
+        starts.append(job_start(records[index], ticket))
         if index not in stranded:
             log_event("job.submitted", job_id=records[index]["job_id"], kind=records[index]["kind"], source="batch")
     undo.update(i for i in kept if i not in stranded)
