@@ -225,8 +225,11 @@ def _read_ledger(table: Partition, memo: _LedgerMemo) -> Ledger:
 
 
 # Group commit (jobs.group_commit): every enqueue and release of one process goes through one group per
-# partition and client mode, so concurrent callers share ledger transactions instead of colliding on the
-# row; a request's group uses the fail-fast client and fails what waits when storage is down.
+# partition, so concurrent callers share ledger transactions instead of colliding on the row. A request's
+# change is urgent: a round that carries one uses the fail-fast client, and when it fails, the requests
+# waiting fail with it while the activities' changes it carried go again with the patient client. (One group
+# per client mode, as before, ran a request's join and an activity's leave of the same process side by side,
+# and a third of the ledger transactions were refused under load: issue #15, docs/benchmarks.md.)
 
 
 @dataclass(eq=False)
@@ -235,6 +238,7 @@ class _Join:
 
     ticket: AdmissionTicket
     job_id: str
+    urgent: bool  # a request's: fail fast
     found: Enqueued | None = None  # its queue row exists already (a retried submission)
     checked: bool = False  # its row was looked for
 
@@ -245,6 +249,7 @@ class _Leave:
 
     key: str
     entry: QueueEntry | None
+    urgent: bool  # a request's: fail fast
     stale: bool = False  # the row changed since: read it again before deciding
 
 
@@ -256,8 +261,9 @@ def _row_key(change: _Change) -> str:
     return change.ticket["key"] if isinstance(change, _Join) else change.key
 
 
-def _decide(table: Partition, limits: Limits, changes: list[_Change], memo: _LedgerMemo) -> list[_Outcome]:
-    """Apply every change in one ledger transaction (optimistic: read, decide, commit If-Match, repeat).
+def _decide(settings: Settings, limits: Limits, changes: list[_Change], memo: _LedgerMemo) -> list[_Outcome]:
+    """Apply every change in one ledger transaction (optimistic: read, decide, commit If-Match, repeat), with
+    the fail-fast client when a request's change is among them.
 
     When the transaction fails, storage names the operation that failed it: the ledger (another writer
     won: read again after a jittered pause) or one caller's row (a join whose row exists: a retried
@@ -270,6 +276,9 @@ def _decide(table: Partition, limits: Limits, changes: list[_Change], memo: _Led
         join.checked = True
         entry = ledger_store.read_entry(table, join.ticket["key"])
         return None if entry is None else ("admitted" if entry.admitted else "queued")
+
+    urgent = any(change.urgent for change in changes)
+    table = Partition(_client(settings, urgent), ledger_store.partition_key(settings.task_hub_name))
 
     for attempt in range(ledger_store.ATTEMPTS):
         for change in changes:
@@ -366,6 +375,12 @@ def _decide(table: Partition, limits: Limits, changes: list[_Change], memo: _Led
     raise LedgerBusy("the admission ledger is too busy; retry")
 
 
+REQUEST_PATIENCE_SECONDS = 0.25
+"""How long a request's change waits behind a round of activities' changes (which may be riding out an
+outage) before it goes in a round of its own beside it: a round takes milliseconds, and an outage must still
+answer 503 within about 2 s."""
+
+
 def _settled(outcomes: list[_Outcome | None]) -> list[_Outcome]:
     settled = [outcome for outcome in outcomes if outcome is not None]
     assert len(settled) == len(outcomes), "every change was decided"
@@ -373,17 +388,14 @@ def _settled(outcomes: list[_Outcome | None]) -> list[_Outcome]:
 
 
 @lru_cache(maxsize=8)
-def _group(settings: Settings, interactive: bool) -> GroupCommit[_Change, _Outcome]:
-    table, limits = (
-        Partition(_client(settings, interactive), ledger_store.partition_key(settings.task_hub_name)),
-        limits_from(settings),
-    )
-    memo = _memo(settings)
+def _group(settings: Settings) -> GroupCommit[_Change, _Outcome]:
+    limits, memo = limits_from(settings), _memo(settings)
     return GroupCommit(
-        lambda changes: _decide(table, limits, changes, memo),
+        lambda changes: _decide(settings, limits, changes, memo),
         max_items=ledger_store.MAX_TRANSACTION - 1,  # the ledger row is the hundredth
         key=_row_key,
-        fail_waiting=interactive,
+        urgent=lambda change: change.urgent,
+        patience=REQUEST_PATIENCE_SECONDS,
     )
 
 
@@ -394,7 +406,8 @@ def enqueue(settings: Settings, ticket: AdmissionTicket, job_id: str) -> Enqueue
 
 def enqueue_many(settings: Settings, items: list[tuple[AdmissionTicket, str]]) -> list[Enqueued]:
     """enqueue for many jobs: in ledger transactions of up to 99 rows, shared with concurrent callers."""
-    outcomes = _group(settings, _FROM_A_REQUEST.get()).submit([_Join(ticket, job_id) for ticket, job_id in items])
+    urgent = _FROM_A_REQUEST.get()
+    outcomes = _group(settings).submit([_Join(ticket, job_id, urgent) for ticket, job_id in items])
     return [cast(Enqueued, outcome) for outcome in outcomes]  # a join's outcome is its status
 
 
@@ -477,7 +490,7 @@ def release(settings: Settings, key: str, known: QueueEntry | None = None) -> li
     entry = known if known is not None else ledger_store.read_entry(_table(settings), key)
     if entry is None:
         return pump(settings)  # gone: an earlier attempt released it but may have died before its pump
-    (room,) = _group(settings, _FROM_A_REQUEST.get()).submit([_Leave(key, entry)])
+    (room,) = _group(settings).submit([_Leave(key, entry, _FROM_A_REQUEST.get())])
     return pump(settings) if room else []
 
 

@@ -47,7 +47,7 @@ def test_a_round_never_carries_one_key_twice():
     assert seen == [["a", "b"], ["a"]]  # one transaction must not touch a row twice
 
 
-def test_without_fail_waiting_a_failed_round_fails_only_the_callers_it_carried():
+def test_a_failed_round_of_patient_items_fails_only_the_callers_it_carried():
     gate = threading.Event()
 
     def apply(items: list[str]) -> list[str]:
@@ -71,7 +71,7 @@ def test_without_fail_waiting_a_failed_round_fails_only_the_callers_it_carried()
         assert other.result(5) == ["Y"]
 
 
-def test_with_fail_waiting_an_outage_fails_every_waiting_caller_at_once():
+def test_an_outage_fails_every_waiting_urgent_caller_at_once():
     calls = 0
     gate = threading.Event()
 
@@ -81,7 +81,7 @@ def test_with_fail_waiting_an_outage_fails_every_waiting_caller_at_once():
         gate.wait(5)
         raise ConnectionError("storage is down")
 
-    group: GroupCommit[int, int] = GroupCommit(apply, max_items=2, key=str, fail_waiting=True)
+    group: GroupCommit[int, int] = GroupCommit(apply, max_items=2, key=str, urgent=lambda _: True)
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(group.submit, [n]) for n in range(8)]
         time.sleep(0.2)
@@ -89,6 +89,93 @@ def test_with_fail_waiting_an_outage_fails_every_waiting_caller_at_once():
         for future in futures:
             assert isinstance(future.exception(5), ConnectionError)
     assert calls == 1  # the waiting callers did not each try again behind the outage
+
+
+def test_urgent_and_patient_items_ride_in_one_round():
+    """A request's join and an activity's leave of one process share a transaction instead of colliding."""
+    rounds: list[list[str]] = []
+    gate = threading.Event()
+
+    def apply(items: list[str]) -> list[str]:
+        rounds.append(list(items))
+        if items == ["first"]:
+            gate.wait(5)
+        return [item.upper() for item in items]
+
+    group: GroupCommit[str, str] = GroupCommit(apply, max_items=10, key=str, urgent=lambda item: item.startswith("u"))
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(group.submit, ["first"])
+        time.sleep(0.1)
+        patient = pool.submit(group.submit, ["p1"])
+        urgent = pool.submit(group.submit, ["u1"])
+        time.sleep(0.1)  # less than the patience: the urgent item waits behind a round of milliseconds
+        gate.set()
+        assert (first.result(5), patient.result(5), urgent.result(5)) == (["FIRST"], ["P1"], ["U1"])
+    assert rounds == [["first"], ["p1", "u1"]]
+
+
+def test_a_failed_urgent_round_fails_the_urgent_items_and_puts_the_patient_ones_back_first():
+    """The fail-fast client failed a round that carried an activity's change: the request answers 503 at once,
+    and the activity's change goes again, with the patient client, in a round of patient changes only."""
+    rounds: list[list[str]] = []
+    gate = threading.Event()
+
+    def apply(items: list[str]) -> list[str]:
+        rounds.append(list(items))
+        if items == ["first"]:
+            gate.wait(5)
+        if any(item.startswith("u") for item in items):
+            raise ConnectionError("storage did not answer in time")
+        return [item.upper() for item in items]
+
+    group: GroupCommit[str, str] = GroupCommit(apply, max_items=10, key=str, urgent=lambda item: item.startswith("u"))
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(group.submit, ["first"])
+        time.sleep(0.1)
+        patient = pool.submit(group.submit, ["p1"])
+        urgent = pool.submit(group.submit, ["u1"])
+        time.sleep(0.1)
+        gate.set()
+        assert first.result(5) == ["FIRST"]
+        assert isinstance(urgent.exception(5), ConnectionError)
+        assert patient.result(5) == ["P1"]
+    assert rounds == [["first"], ["p1", "u1"], ["p1"]]
+
+
+def test_an_urgent_item_goes_beside_a_patient_round_in_flight_longer_than_its_patience():
+    """An activity's round may be riding out a storage outage for a minute: a request does not wait for it."""
+    gate = threading.Event()
+    in_flight = 0
+    most = 0
+    lock = threading.Lock()
+
+    def apply(items: list[str]) -> list[str]:
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        try:
+            if items == ["p1"]:
+                gate.wait(5)  # the patient client retrying
+            return [item.upper() for item in items]
+        finally:
+            with lock:
+                in_flight -= 1
+
+    group: GroupCommit[str, str] = GroupCommit(
+        apply, max_items=10, key=str, urgent=lambda item: item.startswith("u"), patience=0.2
+    )
+    with ThreadPoolExecutor(4) as pool:
+        patient = pool.submit(group.submit, ["p1"])
+        time.sleep(0.05)
+        began = time.monotonic()
+        assert pool.submit(group.submit, ["u1"]).result(5) == ["U1"]
+        waited = time.monotonic() - began
+        assert not patient.done()
+        gate.set()
+        assert patient.result(5) == ["P1"]
+    assert 0.1 <= waited < 1.0, waited  # waited out the patience (0.2 s, less the 0.05 s already in flight)
+    assert most == 2
 
 
 def test_callers_arriving_while_a_read_is_in_flight_share_it():

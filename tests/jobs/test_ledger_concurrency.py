@@ -41,6 +41,14 @@ def _instance(conn: str, hub: str, seed: int) -> tuple[list[str], list[str], int
     settings = _settings(conn, hub)
 
     def client(thread: int) -> tuple[list[str], str]:
+        # A third of the threads are requests (fail-fast changes), the rest activities: one group carries both.
+        token = admission._FROM_A_REQUEST.set(thread % 3 == 0)
+        try:
+            return changes_of(thread)
+        finally:
+            admission._FROM_A_REQUEST.reset(token)
+
+    def changes_of(thread: int) -> tuple[list[str], str]:
         rng = random.Random(seed * 1000 + thread)
         name = f"client{thread % 3}"
         tickets = []
@@ -63,7 +71,7 @@ def _instance(conn: str, hub: str, seed: int) -> tuple[list[str], list[str], int
 
     with ThreadPoolExecutor(THREADS) as pool:
         results = list(pool.map(client, range(THREADS)))
-    group = admission._group(settings, False)
+    group = admission._group(settings)
     changes = THREADS * (JOBS_PER_THREAD + 2)
     return [j for jobs, _ in results for j in jobs], [released for _, released in results], changes, group.rounds
 
