@@ -66,9 +66,21 @@ def install_deterministic_ids(provider: Any) -> None:
         provider.id_generator = DeterministicIds(current)
 
 
+_TRACER: tuple[object, trace.Tracer] | None = None  # (the provider it came from, the tracer)
+
+
 def tracer() -> trace.Tracer:
-    """The app's tracer (a no-op until shared.observability configured a provider)."""
-    return trace.get_tracer(TRACER_NAME)
+    """The app's tracer (a no-op until shared.observability configured a provider).
+
+    Kept per provider: the SDK's get_tracer installs a warnings filter and builds two scope objects on every
+    call, a few percent of a worker's CPU when every submit and step asks for it (issue #15).
+    """
+    global _TRACER
+    provider = trace.get_tracer_provider()
+    kept = _TRACER
+    if kept is None or kept[0] is not provider:
+        kept = _TRACER = (provider, trace.get_tracer(TRACER_NAME))
+    return kept[1]
 
 
 # --- trace context ------------------------------------------------------------------------------------
