@@ -89,12 +89,13 @@ class GroupCommit(Generic[I, R]):
         been applied: the caller undoes or retries as for any partial failure).
         """
         slots = [_Slot[I, R](item, self._key(item), self._urgent(item)) for item in items]
-        urgent = any(slot.urgent for slot in slots)
         with self._lock:
             self._waiting.extend(slots)
         while True:
             with self._lock:
                 while not all(slot.done for slot in slots):
+                    # Only a caller whose urgent items still wait may go beside a round (they fill it).
+                    urgent = any(slot.urgent and not slot.done for slot in slots)
                     if not self._in_flight:
                         round_ = self._take(urgent_only=False)
                         break
