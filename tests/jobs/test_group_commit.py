@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import pytest
 
@@ -91,8 +92,11 @@ def test_an_outage_fails_every_waiting_urgent_caller_at_once():
     assert calls == 1  # the waiting callers did not each try again behind the outage
 
 
-def test_urgent_and_patient_items_ride_in_one_round():
-    """A request's join and an activity's leave of one process share a transaction instead of colliding."""
+def _patient_and_urgent_behind_a_round(
+    fails: Callable[[list[str]], bool],
+) -> tuple[list[list[str]], Future[list[str]], Future[list[str]]]:
+    """A patient item ("p1") and an urgent one ("u1") arrive while a round is in flight (0.1 s, less than the
+    patience); `fails` says which rounds storage fails. The rounds applied, and the two callers' futures."""
     rounds: list[list[str]] = []
     gate = threading.Event()
 
@@ -100,31 +104,7 @@ def test_urgent_and_patient_items_ride_in_one_round():
         rounds.append(list(items))
         if items == ["first"]:
             gate.wait(5)
-        return [item.upper() for item in items]
-
-    group: GroupCommit[str, str] = GroupCommit(apply, max_items=10, key=str, urgent=lambda item: item.startswith("u"))
-    with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(group.submit, ["first"])
-        time.sleep(0.1)
-        patient = pool.submit(group.submit, ["p1"])
-        urgent = pool.submit(group.submit, ["u1"])
-        time.sleep(0.1)  # less than the patience: the urgent item waits behind a round of milliseconds
-        gate.set()
-        assert (first.result(5), patient.result(5), urgent.result(5)) == (["FIRST"], ["P1"], ["U1"])
-    assert rounds == [["first"], ["p1", "u1"]]
-
-
-def test_a_failed_urgent_round_fails_the_urgent_items_and_puts_the_patient_ones_back_first():
-    """The fail-fast client failed a round that carried an activity's change: the request answers 503 at once,
-    and the activity's change goes again, with the patient client, in a round of patient changes only."""
-    rounds: list[list[str]] = []
-    gate = threading.Event()
-
-    def apply(items: list[str]) -> list[str]:
-        rounds.append(list(items))
-        if items == ["first"]:
-            gate.wait(5)
-        if any(item.startswith("u") for item in items):
+        if fails(items):
             raise ConnectionError("storage did not answer in time")
         return [item.upper() for item in items]
 
@@ -137,8 +117,25 @@ def test_a_failed_urgent_round_fails_the_urgent_items_and_puts_the_patient_ones_
         time.sleep(0.1)
         gate.set()
         assert first.result(5) == ["FIRST"]
-        assert isinstance(urgent.exception(5), ConnectionError)
-        assert patient.result(5) == ["P1"]
+        wait([patient, urgent], timeout=5)
+    return rounds, patient, urgent
+
+
+def test_urgent_and_patient_items_ride_in_one_round():
+    """A request's join and an activity's leave of one process share a transaction instead of colliding."""
+    rounds, patient, urgent = _patient_and_urgent_behind_a_round(lambda _items: False)
+    assert (patient.result(0), urgent.result(0)) == (["P1"], ["U1"])
+    assert rounds == [["first"], ["p1", "u1"]]
+
+
+def test_a_failed_urgent_round_fails_the_urgent_items_and_puts_the_patient_ones_back_first():
+    """The fail-fast client failed a round that carried an activity's change: the request answers 503 at once,
+    and the activity's change goes again, with the patient client, in a round of patient changes only."""
+    rounds, patient, urgent = _patient_and_urgent_behind_a_round(
+        lambda items: any(item.startswith("u") for item in items)
+    )
+    assert isinstance(urgent.exception(0), ConnectionError)
+    assert patient.result(0) == ["P1"]
     assert rounds == [["first"], ["p1", "u1"], ["p1"]]
 
 
