@@ -76,11 +76,17 @@ class StopSignal:
         interval: float = CHECK_INTERVAL_SECONDS,
         max_interval: float = MAX_CHECK_INTERVAL_SECONDS,
     ) -> None:
-        self._marker = results.get_blob_client(stop_marker_blob_name(job_id))
+        self._results, self._job_id = results, job_id
         self._deadline = parse_iso(deadline_at).timestamp() if deadline_at else None
         self._watch = _watch_for(results, job_id, interval)
         self._max_interval = max(interval, max_interval)
         self._stopped = False
+
+    def _marker_exists(self) -> bool:
+        # The blob client is made only when storage is asked: building one (its generated client and
+        # serializers) was about 4 % of a worker's CPU per job, and most small jobs never ask
+        # (docs/benchmarks.md, "Cost per job", stop 19).
+        return bool(self._results.get_blob_client(stop_marker_blob_name(self._job_id)).exists())
 
     def _known_stopped(self) -> bool:
         """True if stopped without asking storage: the deadline passed, or the marker was seen already."""
@@ -98,7 +104,7 @@ class StopSignal:
             if watch.lock.acquire(blocking=False):  # another chunk asking now: use the answer before it
                 try:
                     if time.monotonic() - watch.checked_at >= watch.interval:
-                        watch.record(self._marker.exists(), self._max_interval, grow=True)
+                        watch.record(self._marker_exists(), self._max_interval, grow=True)
                 finally:
                     watch.lock.release()
         self._stopped = watch.stopped
@@ -117,7 +123,7 @@ class StopSignal:
         if self._known_stopped() or time.monotonic() - self._watch.checked_at < fresh_within:
             return self._stopped
         with self._watch.lock:
-            self._watch.record(self._marker.exists(), self._max_interval, grow=False)
+            self._watch.record(self._marker_exists(), self._max_interval, grow=False)
         self._stopped = self._watch.stopped
         return self._stopped
 
