@@ -747,7 +747,13 @@ def execute(config: Config) -> int:
         # the recovery times with Azure's defaults), so a run settles in minutes.
         **FAST_TEST_TIMINGS,
     }
-    host = DevHost(development_connection_string(proxy_ports), env=env, log_path=directory / "devhost.log")
+    # Every episode logged (its history length among it): a wrong job's log then shows where its history went.
+    host = DevHost(
+        development_connection_string(proxy_ports),
+        env=env,
+        args=["--log-episodes"],
+        log_path=directory / "devhost.log",
+    )
     run = Run(
         config,
         directory,
