@@ -84,7 +84,7 @@ class StopSignal:
 
     def _marker_exists(self) -> bool:
         # The blob client is made only when storage is asked: building one (its generated client and
-        # serializers) was about 4 % of a worker's CPU per job, and most small jobs never ask
+        # serializers) was 2-4 % of a worker's CPU per job under load, and a small job's run never asks
         # (docs/benchmarks.md, "Cost per job", stop 19).
         return bool(self._results.get_blob_client(stop_marker_blob_name(self._job_id)).exists())
 
