@@ -39,6 +39,7 @@ class InstanceState:
     status: str = "Pending"
     created: datetime | None = None
     custom_status: str | None = None
+    generation: int = 0  # the Instances row's: a start that restarts an instance counts one more
 
     @property
     def started(self) -> Event | None:
@@ -152,10 +153,13 @@ class Checkpointer:
             state.status = str(row.get("RuntimeStatus", "Pending"))
             state.created = row.get("CreatedTime")
             state.custom_status = row.get("CustomStatus")
+            state.generation = int(row.get("Generation") or 0)
             if row.get("ExecutionId") != history.execution_id and state.status in ("Pending", "ContinuedAsNew"):
                 # A new execution was started but has no history yet.
                 state.history, state.persisted = [], 0
                 state.execution_id = row.get("ExecutionId")
+            elif not history.events:
+                state.execution_id = row.get("ExecutionId")  # the execution its start message must name
         await self._finish_interrupted(state)
         return state
 

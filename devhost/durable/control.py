@@ -6,6 +6,7 @@ a control-queue message that a later episode consumes, as the extension's client
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -13,6 +14,8 @@ from devhost.durable.checkpoint import ACTIVE, FINISHED, Checkpointer, InstanceS
 from devhost.durable.dispatcher import Dispatcher
 from devhost.durable.history import Event, EventType, event, utcnow
 from devhost.durable.store import TaskHubStore
+
+log = logging.getLogger("devhost.durable")
 
 
 class InstanceNotFound(Exception):
@@ -53,11 +56,13 @@ class Control:
         """Write the Pending row and send ExecutionStarted; returns the new execution id."""
         if name not in self.orchestrator_names:
             raise UnknownOrchestrator(name)
-        existing = await self.store.read_instance(instance_id)
+        existing, etag = await self.store.read_instance_versioned(instance_id)
         if existing is not None and existing.get("RuntimeStatus") in ACTIVE and not allow_running:
             raise InstanceExists(str(existing.get("RuntimeStatus")))
         execution_id = uuid.uuid4().hex
         now = utcnow()
+        # CreateTaskOrchestrationAsync: one generation past the instance it replaces, 0 for a new one.
+        generation = int(existing.get("Generation") or 0) + 1 if existing is not None else 0
         start = event(
             EventType.ExecutionStarted,
             now,
@@ -68,39 +73,51 @@ class Control:
             Input=input_text,
             Tags=None,
             ScheduledStartTime=None,
+            Generation=generation,
         )
-        self.checkpoints.forget(instance_id)
         # Message first, then the row, in DurableTask.AzureStorage's order
         # (AzureStorageOrchestrationService.CreateTaskOrchestrationAsync: SendTaskOrchestrationMessageInternalAsync,
-        # then trackingStore.SetNewExecutionAsync): a crash between the two leaves a start message that runs
-        # the instance, never a Pending row that nothing will ever start. The message is leased to this host
-        # and handed to a session only once the row is written, so no checkpoint races the row.
+        # then trackingStore.SetNewExecutionAsync): a crash between the two leaves a start message without its
+        # row, which waits for it and is then dropped (episode.redundant_start), never a Pending row that nothing
+        # will ever start; the client saw its start fail. The message is leased to this host and handed to a
+        # session only once the row is written, so no checkpoint races the row.
         _, leased = await self.store.send_control(
             instance_id, execution_id, start, lease=self.dispatcher.self_lease(instance_id)
         )
-        await self.store.write_instance(
-            instance_id,
-            {
-                "Name": name,
-                "Version": "",
-                "Input": input_text,
-                "CustomStatus": "null",
-                "RuntimeStatus": "Pending",
-                "CreatedTime": now,
-                "LastUpdatedTime": now,
-                "ExecutionId": execution_id,
-                "Generation": 0,
-            },
-            merge=False,
-        )
+        row = {
+            "Name": name,
+            "Version": "",
+            "Input": input_text,
+            "CustomStatus": "null",
+            "RuntimeStatus": "Pending",
+            "CreatedTime": now,
+            "LastUpdatedTime": now,
+            "ExecutionId": execution_id,
+            "Generation": generation,
+        }
+        if parent is not None:
+            # A sub-orchestration's start replaces its row whatever it holds (a parent replaying after a crash
+            # restarts its child); DTFx sends the child's message and lets the child's first episode write it.
+            won = True
+            await self.store.write_instance(instance_id, row, merge=False)
+        else:
+            # A client's start writes the row only if no other start wrote it since this one read it
+            # (SetNewExecutionAsync: insert, or replace If-Match). The loser's call still succeeds, as the
+            # extension's does, and its start message is a duplicate the control-queue dedupe drops
+            # (episode.sort_messages): two concurrent starts of one id run one execution, never two.
+            won = await self.store.create_execution(instance_id, row, etag)
+        if won:
+            self.checkpoints.forget(instance_id)  # the next episode reads the new execution's row
+        else:
+            log.warning("start of %s lost to a concurrent start: its message will be dropped", instance_id)
         if leased is not None and self.dispatcher.running:
-            if existing is None or existing.get("RuntimeStatus") in FINISHED:
+            if won and (existing is None or existing.get("RuntimeStatus") in FINISHED):
                 # What the first episode would read back (a Pending row of this execution and no history of
                 # it): known here, so it skips a history query and a row read. An instance that may still
                 # be running (a restarted sub-orchestration) is read from storage as before.
-                self.checkpoints.seed(
-                    InstanceState(instance_id, execution_id, name, [], 0, "Pending", now, custom_status="null")
-                )
+                seeded = InstanceState(instance_id, execution_id, name, [], 0, "Pending", now, custom_status="null")
+                seeded.generation = generation
+                self.checkpoints.seed(seeded)
             self.dispatcher.dispatch([leased])
         return execution_id
 

@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devhost.durable.checkpoint import FINISHED, Checkpointer, InstanceState, episode_time
-from devhost.durable.history import MESSAGE_TYPES, Event, EventType, OrchestrationStatus, event, type_of
+from devhost.durable.history import (
+    MESSAGE_TYPES,
+    Event,
+    EventType,
+    OrchestrationStatus,
+    event,
+    parse_time,
+    type_of,
+    utcnow,
+)
 from devhost.durable.replay import ActionReplayer, Outgoing, ReplayError
 from devhost.durable.store import QueuedMessage
 from devhost.durable.timings import DurableTimings, dotnet_timespan
@@ -25,6 +34,7 @@ from devhost.workers import WorkerCrashed
 CUSTOM_STATUS_LIMIT_KB = 16  # whole KiB of UTF-16, as MessagePayloadDataConverter.Serialize truncates them
 OUT_OF_PROC_MARKER = "\n\n$OutOfProcData$:"
 REDELIVERIES_BEFORE_DROP = 5  # a message for nothing we know is dropped after this many deliveries
+START_DELIVERIES_BEFORE_DROP = 10  # DedupeExecutionStartedMessagesAsync: `DequeueCount >= 10`
 
 Invoker = Callable[[str, str], Any]  # (orchestrator name, context JSON) -> awaitable of the SDK's answer
 
@@ -51,6 +61,25 @@ class Batch:
     resume: Event | None = None
 
 
+def redundant_start(state: InstanceState, message: QueuedMessage) -> bool:
+    """Whether a start message that does not match the Instances row is dropped now (else it waits).
+
+    As DTFx decides it: a start of the row's generation is redundant if the row was written before the
+    message was sent (messages always go before their row, so this one's row lost to that one) or before the
+    message came back after a first delivery; any start is dropped after START_DELIVERIES_BEFORE_DROP
+    deliveries (its row never came: the client saw its start fail and retries with a new message). A start
+    of the next generation waits for its row: it restarts a finished instance.
+    """
+    if message.dequeue_count >= START_DELIVERIES_BEFORE_DROP:
+        return True
+    if state.created is None or int(message.event.get("Generation") or 0) != state.generation:
+        return False
+    if state.status == "Pending" and state.created < parse_time(str(message.event["Timestamp"])):
+        return True
+    # IsScheduledAfterInstanceUpdate: "latestReinsertionTime > remoteInstance.CreatedTime" (this delivery).
+    return message.dequeue_count > 1 and state.created < utcnow()
+
+
 def sort_messages(state: InstanceState, messages: list[QueuedMessage]) -> Batch:
     """Decide what an episode does with each message (see the module docstring)."""
     batch = Batch(state)
@@ -69,6 +98,12 @@ def sort_messages(state: InstanceState, messages: list[QueuedMessage]) -> Batch:
                 continue
             if state.history and state.status in ("Running", "Suspended") and execution_id != state.execution_id:
                 consumed.append(message)  # a stale start of an older execution
+                continue
+            if not ev.get("ParentInstance") and execution_id != state.execution_id:
+                # Not the execution the Instances row names: a concurrent start's whose row write lost, or one
+                # whose row is not written yet (or never will be: a crash between the message and the row).
+                # OrchestrationSessionManager.DedupeExecutionStartedMessagesAsync (top-level starts only).
+                (consumed if redundant_start(state, message) else deferred).append(message)
                 continue
             batch.state = InstanceState(
                 state.instance_id, execution_id, ev.get("Name"), [], 0, "Pending", state.created

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.core.rest import HttpRequest
 from azure.data.tables import UpdateMode
 from azure.data.tables._serialize import _add_entity_properties, _prepare_key
@@ -421,11 +422,34 @@ class TaskHubStore:
     # --- instances -----------------------------------------------------------------------------
     async def read_instance(self, instance_id: str) -> dict[str, Any] | None:
         """The instance's row, large properties reloaded; None if there is none."""
+        return (await self.read_instance_versioned(instance_id))[0]
+
+    async def read_instance_versioned(self, instance_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The instance's row (as read_instance) and its ETag; (None, None) if there is none."""
         try:
             entity = await self.instances.get_entity(sanitize_key(instance_id), "")
         except ResourceNotFoundError:
-            return None
-        return await self._reload(dict(entity))
+            return None, None
+        return await self._reload(dict(entity)), entity.metadata.get("etag")
+
+    async def create_execution(self, instance_id: str, fields: dict[str, Any], etag: str | None) -> bool:
+        """Write a new execution's row, as AzureTableTrackingStore.SetNewExecutionAsync does: an insert where the
+        start read no row (`etag` None), else a replace of the row it read (If-Match `etag`). False if another
+        start wrote first (409 or 412), which leaves that start's row alone."""
+        pk = sanitize_key(instance_id)
+        entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": "", "InstanceId": instance_id, "TaskHubName": self.hub}
+        entity.update({k: v for k, v in fields.items() if v is not None})
+        await self._offload(entity, f"{pk}/instance")
+        try:
+            if etag is None:
+                await self.instances.create_entity(entity)
+            else:
+                await self.instances.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        return True
 
     async def write_instance(self, instance_id: str, fields: dict[str, Any], merge: bool = True) -> None:
         """Write (merge, or replace) the instance's row; large properties go to blobs."""
