@@ -30,13 +30,24 @@ class Instance:
         return self.runtime_status == "Pending"
 
 
+class StatusUnknown(Exception):
+    """The host answered a status query with neither a status nor "no such instance" (e.g. its own 500)."""
+
+
 async def status(client: Any, job_id: str) -> Instance | None:
-    """The job's orchestration instance, or None if it has none (yet, or any more)."""
+    """The job's orchestration instance, or None if it has none (yet, or any more).
+
+    Raises StatusUnknown when the host could not say: the SDK turns a 500 into a status without a runtime
+    status, which must not read as "no instance" (a caller would start the job again).
+    """
     reply = await client.get_status(job_id)
     runtime = getattr(reply, "runtime_status", None)
     name = getattr(runtime, "value", runtime)
     if name is None:
-        return None
+        # A 404 has an empty body, which the SDK keeps as `message` ""; anything else is an error's body.
+        if getattr(reply, "message", None) == "":
+            return None
+        raise StatusUnknown(f"the status of {job_id} is unknown: the host answered without one")
     updated: datetime | None = getattr(reply, "last_updated_time", None)
     return Instance(str(name), reply.output, reply.custom_status, iso(updated) if updated else None)
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 
 from api.problems import problem_from
 from jobs import admission, recovery, submit
@@ -88,9 +89,14 @@ def test_a_failed_start_leaves_nothing_and_the_retry_succeeds(azurite, key):
     asyncio.run(scenario())
 
 
+def no_such_instance() -> Any:
+    """What the SDK's get_status returns for the host's 404 (an empty body)."""
+    return DurableOrchestrationStatus.from_json("")
+
+
 class NoInstanceDurable(AcceptingDurable):
     async def get_status(self, instance_id: str) -> Any:
-        return type("Status", (), {"runtime_status": None})()
+        return no_such_instance()
 
 
 def test_a_row_whose_submitter_died_before_starting_is_started_by_the_retry(azurite):
@@ -240,8 +246,9 @@ class StatusKnowingDurable(RecordingDurable):
     """A Durable that knows the instances it started (what start_unless_exists asks before starting)."""
 
     async def get_status(self, instance_id: str) -> Any:
-        status = "Running" if instance_id in self.started else None
-        return type("Status", (), {"runtime_status": status, "output": None, "custom_status": None})()
+        if instance_id not in self.started:
+            return no_such_instance()
+        return type("Status", (), {"runtime_status": "Running", "output": None, "custom_status": None})()
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
