@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -54,7 +54,15 @@ from activities.resources import (
 )
 from activities.stop_marker import StopSignal
 from kinds.base import ByteSource, ChunkStopped
-from shared.contracts import FINISHED_STATUSES, JobOutcome, JobStatus, PrepareInput, PrepareOutput, WholeJobOutput
+from shared.contracts import (
+    FINISHED_STATUSES,
+    JobOutcome,
+    JobStatus,
+    OrchestrationConfig,
+    PrepareInput,
+    PrepareOutput,
+    WholeJobOutput,
+)
 from shared.settings import Settings, get_settings
 from shared.telemetry import log_event
 from storage import jobs as job_store
@@ -124,6 +132,19 @@ def _earlier_result(settings: Settings, job_id: str) -> tuple[bool, JobOutcome |
         return True, None, 0  # merged by the staged steps: the job is past its work
     summary = job_kind(settings, metadata[KIND_METADATA]).summarize(json.loads(download.readall()))
     return True, _outcome(job_id, summary), int(chunks)
+
+
+def _ended(config: OrchestrationConfig, job_id: str, row: job_store.JobRecord) -> WholeJobOutput:
+    """The answer to an execution that began after the job ended: its recorded outcome, flagged `ended`."""
+    progress = row.get("progress") or {}
+    answer = _answer(prepared_output(config, int(progress.get("total", 0))))
+    if row["status"] == JobStatus.COMPLETED.value:
+        answer["outcome"] = _outcome(job_id, row["summary"])
+    else:
+        status = cast(Literal["FAILED", "CANCELLED"], row["status"])
+        answer["outcome"] = {"status": status, "result_ref": None, "content_type": None, "error": row["error"]}
+    answer["ended"] = True
+    return answer
 
 
 def runs_whole(settings: Settings, plan: JobPlan) -> bool:
@@ -233,6 +254,11 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
     versioned = job_store.read_job_versioned(settings, job_id)
     row, etag = versioned if versioned is not None else (None, None)  # no row: started without one (tests)
     fresh = row is not None and row["status"] == JobStatus.PENDING.value
+    if row is not None and row["status"] in FINISHED_VALUES and not row.get("whole_chunks"):
+        # A start that reached the host after the job ended runs the orchestration again (Azure overrides a
+        # finished instance). Its outcome is recorded: answer it, touching nothing (the staged path would
+        # find the plan gone and wind the job down, deleting a COMPLETED job's result).
+        return _ended(config, job_id, row)
     if not fresh and container.get_blob_client(plan_blob_name(job_id)).exists():
         return _answer(prepare_job(start))  # staged already (an earlier attempt handed over): carry on staged
     ran_whole = row.get("whole_chunks") if row is not None else None

@@ -96,6 +96,7 @@ class _JobRun:
         self.progress_every = 30.0  # seconds between progress webhooks; prepare sends the setting
         self.progress_sent: tuple[datetime, int] | None = None
         self.one_tail_step = False  # set from prepare's answer (its `tail`)
+        self.ended_before = False  # the job had ended before this execution began (a late duplicate start)
 
     def progress(self, phase: Phase, completed: int | None = None) -> None:
         if completed is not None:
@@ -130,6 +131,9 @@ class _JobRun:
             outcome = yield from self._wind_down(self._stop_reason(), None, stopped.pending)
         except StepFailed as failure:
             outcome = yield from self._wind_down(None, failure.error, failure.pending)
+        if self.ended_before:
+            # Its span, its webhooks and its log events belong to the execution that ran it.
+            return outcome
         job_span(self.context, self.start, self.started_at, outcome)
         yield from self._announce(outcome["status"].lower(), outcome)
         return outcome
@@ -189,6 +193,9 @@ class _JobRun:
         # Settings reach the orchestrator through this step's output; it is retried with the defaults.
         # One step plans the job and, when its plan is small, runs it whole (orchestrators.whole_job).
         prepared: WholeJobOutput = yield from prepare_or_run(self.context, self.start, self.policy, self.interrupts)
+        if prepared.get("ended") and "outcome" in prepared:
+            self.ended_before = True
+            return prepared["outcome"]
         if prepared.get("stopped"):
             raise ChunksStopped()  # planning saw the stop marker or the deadline
         self.policy = policy_from(prepared.get("retry"))

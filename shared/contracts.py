@@ -208,6 +208,7 @@ class WholeJobOutput(PrepareOutput):
     """Output of prepare_or_run_job: as prepare_job's, with the outcome when the job was run whole (one step)."""
 
     outcome: NotRequired[JobOutcome]  # COMPLETED and recorded: nothing is left to merge or finalize
+    ended: NotRequired[bool]  # the job had ended before this execution began: `outcome` is its recorded one
 
 
 class ChunkInput(TypedDict):

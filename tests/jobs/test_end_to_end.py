@@ -228,3 +228,48 @@ def test_a_small_job_of_several_chunks_is_one_step_and_a_larger_one_is_staged(
         assert job["progress"] == {"completed": 3, "total": 3, "percent": 100.0}
     assert _scheduled(host, small["id"]) == ["prepare_or_run_job"]
     assert _scheduled(host, larger["id"]) == ["complete_job", "prepare_or_run_job", *["process_chunk"] * 3]
+
+
+def _start_again(host: DevHost, job_id: str) -> None:
+    """Start the job's orchestration once more with its own input, as a start request that reached the host
+    only after the job ended would (Azure restarts a finished instance: NonRunningStates may be overridden)."""
+    management = "/runtime/webhooks/durabletask"
+    status = host.client.get(f"{management}/instances/{job_id}", params={"showInput": "true"})
+    assert status.status_code == 200, status.text
+    again = host.client.post(f"{management}/orchestrators/job_orchestrator/{job_id}", json=status.json()["input"])
+    assert again.status_code == 202, again.text
+    deadline = time.monotonic() + 30
+    while host.client.get(f"{management}/instances/{job_id}").status_code == 202:
+        assert time.monotonic() < deadline, "the second execution never ended"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("options", "status"),
+    [
+        ({"chunks": 3, "chunk_seconds": 0.01}, "COMPLETED"),  # run whole
+        ({"chunks": 3, "chunk_seconds": 0.3}, "COMPLETED"),  # staged
+        ({"chunks": 2, "transient_failures": 100}, "FAILED"),  # dead-lettered
+    ],
+    ids=["whole", "staged", "failed"],
+)
+def test_a_start_after_the_job_ended_changes_nothing(
+    devhost_factory: Callable[..., DevHost], options: dict[str, Any], status: str
+) -> None:
+    """A second execution of a finished job keeps its outcome, its result and its dead letters as they were.
+
+    Before: the staged job's second execution found its plan gone and wound the job down as CANCELLED,
+    deleting its result."""
+    host = devhost_factory(env={"WHOLE_RUN_MAX_SECONDS": "0.5"})
+    job = finished(host, submit_json(host.client, {"kind": "simulate", "options": options}))
+    assert job["status"] == status, job
+    result = host.client.get(job["links"]["result"])
+    letters = host.client.get("/api/dead-letters").json()["items"]
+    _start_again(host, job["id"])
+    again = host.client.get(f"/api/jobs/{job['id']}").json()
+    assert {k: again.get(k) for k in ("status", "result", "error", "progress")} == {
+        k: job.get(k) for k in ("status", "result", "error", "progress")
+    }
+    after = host.client.get(job["links"]["result"])
+    assert (after.status_code, after.content) == (result.status_code, result.content)
+    assert host.client.get("/api/dead-letters").json()["items"] == letters
