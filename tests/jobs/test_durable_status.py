@@ -44,7 +44,7 @@ async def _status_for(reply: web.Response) -> durable.Instance | None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
-    binding = {
+    binding: dict[str, Any] = {
         "taskHubName": "hub",
         "creationUrls": {},
         "managementUrls": {},
