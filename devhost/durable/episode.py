@@ -108,6 +108,7 @@ def sort_messages(state: InstanceState, messages: list[QueuedMessage]) -> Batch:
             batch.state = InstanceState(
                 state.instance_id, execution_id, ev.get("Name"), [], 0, "Pending", state.created
             )
+            batch.state.generation = state.generation  # the row's (a sub-orchestration's: whatever it holds)
             scheduled, timers, completed, fired = set(), set(), set(), set()
             new_events.append(ev)
             consumed.append(message)
