@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -73,6 +73,10 @@ WHOLE_METADATA = "whole"
 outcome again (with that progress)."""
 
 FINISHED_VALUES = frozenset(status.value for status in FINISHED_STATUSES)
+ENDED_BY_A_RUN = frozenset({JobStatus.COMPLETED.value, JobStatus.FAILED.value})
+"""Outcomes only an execution records. A CANCELLED row may have been recorded with no execution (a cancel
+before the start, jobs.cancel): a start after it still winds the job down, which records the same outcome
+and announces it."""
 
 RUNNING_MARK_AFTER_SECONDS = 1.0
 """A whole run still working after this long marks its row RUNNING (listings filter on the row's status)."""
@@ -141,8 +145,7 @@ def _ended(config: OrchestrationConfig, job_id: str, row: job_store.JobRecord) -
     if row["status"] == JobStatus.COMPLETED.value:
         answer["outcome"] = _outcome(job_id, row["summary"])
     else:
-        status = cast(Literal["FAILED", "CANCELLED"], row["status"])
-        answer["outcome"] = {"status": status, "result_ref": None, "content_type": None, "error": row["error"]}
+        answer["outcome"] = {"status": "FAILED", "result_ref": None, "content_type": None, "error": row["error"]}
     answer["ended"] = True
     return answer
 
@@ -254,10 +257,10 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
     versioned = job_store.read_job_versioned(settings, job_id)
     row, etag = versioned if versioned is not None else (None, None)  # no row: started without one (tests)
     fresh = row is not None and row["status"] == JobStatus.PENDING.value
-    if row is not None and row["status"] in FINISHED_VALUES and not row.get("whole_chunks"):
+    if row is not None and row["status"] in ENDED_BY_A_RUN and not row.get("whole_chunks"):
         # A start that reached the host after the job ended runs the orchestration again (Azure overrides a
         # finished instance). Its outcome is recorded: answer it, touching nothing (the staged path would
-        # find the plan gone and wind the job down, deleting a COMPLETED job's result).
+        # find the plan gone and wind the job down as cancelled, deleting a COMPLETED job's result).
         return _ended(config, job_id, row)
     if not fresh and container.get_blob_client(plan_blob_name(job_id)).exists():
         return _answer(prepare_job(start))  # staged already (an earlier attempt handed over): carry on staged

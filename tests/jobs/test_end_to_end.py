@@ -250,8 +250,9 @@ def _start_again(host: DevHost, job_id: str) -> None:
         ({"chunks": 3, "chunk_seconds": 0.01}, "COMPLETED"),  # run whole
         ({"chunks": 3, "chunk_seconds": 0.3}, "COMPLETED"),  # staged
         ({"chunks": 2, "transient_failures": 100}, "FAILED"),  # dead-lettered
+        ({"chunks": 6, "chunk_seconds": 30}, "CANCELLED"),  # cancelled while running
     ],
-    ids=["whole", "staged", "failed"],
+    ids=["whole", "staged", "failed", "cancelled"],
 )
 def test_a_start_after_the_job_ended_changes_nothing(
     devhost_factory: Callable[..., DevHost], options: dict[str, Any], status: str
@@ -261,7 +262,11 @@ def test_a_start_after_the_job_ended_changes_nothing(
     Before: the staged job's second execution found its plan gone and wound the job down as CANCELLED,
     deleting its result."""
     host = devhost_factory(env={"WHOLE_RUN_MAX_SECONDS": "0.5"})
-    job = finished(host, submit_json(host.client, {"kind": "simulate", "options": options}))
+    submitted = submit_json(host.client, {"kind": "simulate", "options": options})
+    if status == "CANCELLED":
+        wait_running(host, submitted.headers["location"], lambda job: job["progress"]["total"] == 6)
+        assert host.client.delete(submitted.headers["location"]).status_code == 202
+    job = finished(host, submitted)
     assert job["status"] == status, job
     result = host.client.get(job["links"]["result"])
     letters = host.client.get("/api/dead-letters").json()["items"]
