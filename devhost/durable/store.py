@@ -436,10 +436,7 @@ class TaskHubStore:
         """Write a new execution's row, as AzureTableTrackingStore.SetNewExecutionAsync does: an insert where the
         start read no row (`etag` None), else a replace of the row it read (If-Match `etag`). False if another
         start wrote first (409 or 412), which leaves that start's row alone."""
-        pk = sanitize_key(instance_id)
-        entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": "", "InstanceId": instance_id, "TaskHubName": self.hub}
-        entity.update({k: v for k, v in fields.items() if v is not None})
-        await self._offload(entity, f"{pk}/instance")
+        entity = await self._instance_entity(instance_id, fields)
         try:
             if etag is None:
                 await self.instances.create_entity(entity)
@@ -453,11 +450,16 @@ class TaskHubStore:
 
     async def write_instance(self, instance_id: str, fields: dict[str, Any], merge: bool = True) -> None:
         """Write (merge, or replace) the instance's row; large properties go to blobs."""
+        entity = await self._instance_entity(instance_id, fields)
+        await self.instances.upsert_entity(entity, mode=UpdateMode.MERGE if merge else UpdateMode.REPLACE)
+
+    async def _instance_entity(self, instance_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """The instance row's entity with `fields` (None ones left out), large properties offloaded to blobs."""
         pk = sanitize_key(instance_id)
         entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": "", "InstanceId": instance_id, "TaskHubName": self.hub}
         entity.update({k: v for k, v in fields.items() if v is not None})
         await self._offload(entity, f"{pk}/instance")
-        await self.instances.upsert_entity(entity, mode=UpdateMode.MERGE if merge else UpdateMode.REPLACE)
+        return entity
 
     async def query_instances(
         self, filter_text: str | None, top: int | None, continuation: str | None
