@@ -100,7 +100,7 @@ def sort_messages(state: InstanceState, messages: list[QueuedMessage]) -> Batch:
                 consumed.append(message)  # a stale start of an older execution
                 continue
             if not ev.get("ParentInstance") and execution_id != state.execution_id:
-                # Not the execution the Instances row names: a concurrent start's whose row write lost, or one
+                # Not the execution the Instances row names: a concurrent start whose row write lost, or one
                 # whose row is not written yet (or never will be: a crash between the message and the row).
                 # OrchestrationSessionManager.DedupeExecutionStartedMessagesAsync (top-level starts only).
                 (consumed if redundant_start(state, message) else deferred).append(message)
