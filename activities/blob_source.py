@@ -8,7 +8,7 @@ input fails the job at once instead of mixing two versions into one result.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError
@@ -58,16 +58,23 @@ class BlobByteSource:
 
     def read(self, offset: int, length: int) -> bytes:
         """Up to `length` bytes from `offset` (fewer at the end of the blob)."""
+        return b"".join(self._pieces(offset, length))
+
+    def _pieces(self, offset: int, length: int) -> list[bytes]:
+        """The bytes of a range as the download delivered them: one object per GET, not copied again.
+
+        `readall()` would slice and copy them twice more, a tenth of a csv-report chunk's CPU.
+        """
         end = min(self.size, offset + max(0, length))
         if offset >= end:
-            return b""
+            return []
         if self._etag is None:  # the SDK cannot take etag=None: it forwards it to the HTTP session
-            return bytes(self._blob.download_blob(offset=offset, length=end - offset).readall())
+            return list(self._blob.download_blob(offset=offset, length=end - offset).chunks())
         try:
             download = self._blob.download_blob(
                 offset=offset, length=end - offset, etag=self._etag, match_condition=MatchConditions.IfNotModified
             )
-            return bytes(download.readall())
+            return list(download.chunks())
         except ResourceModifiedError:
             raise NonRetryableError(
                 "input_changed", "the input was modified while the job was running; submit the job again"
@@ -80,9 +87,9 @@ class BlobByteSource:
         if not starts:
             return
         with ThreadPoolExecutor(max_workers=1) as prefetch:
-            pending: Future[bytes] = prefetch.submit(self.read, starts[0], min(self._piece, end - starts[0]))
+            pending = prefetch.submit(self._pieces, starts[0], min(self._piece, end - starts[0]))
             for position in starts[1:]:
-                following = prefetch.submit(self.read, position, min(self._piece, end - position))
-                yield pending.result()
+                following = prefetch.submit(self._pieces, position, min(self._piece, end - position))
+                yield from pending.result()
                 pending = following
-            yield pending.result()
+            yield from pending.result()

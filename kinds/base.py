@@ -10,6 +10,7 @@ import ctypes
 import io
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -163,6 +164,42 @@ class BlockReader(io.RawIOBase):
         target[:count] = self._pending[:count]
         self._pending = self._pending[count:]
         return count
+
+
+class ArrowBlockFile:
+    """A file object for Arrow's readers over an iterator of byte blocks: `read(n)` answers n bytes, fewer only
+    at the end, as a view of a block wherever the n bytes lie in one.
+
+    Arrow takes each read as a block to parse, so reads must be full, and it keeps what `read` returns as
+    its buffer without copying it (pyarrow's PyBuffer): only a read across two blocks is copied, where
+    `io.BufferedReader` copied every byte once more.
+    """
+
+    closed = False
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self._blocks = blocks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        """Always true: this is a reader."""
+        return True
+
+    def read(self, size: int = -1) -> bytes | memoryview:
+        """The next `size` bytes (all that is left if negative)."""
+        wanted = sys.maxsize if size < 0 else size
+        parts: list[memoryview] = []
+        while wanted > 0:
+            if not self._pending:
+                block = next(self._blocks, None)
+                if block is None:
+                    break
+                self._pending = memoryview(block)
+            part = self._pending[:wanted]
+            self._pending = self._pending[len(part) :]
+            parts.append(part)
+            wanted -= len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class SourceReader(BlockReader):

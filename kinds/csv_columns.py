@@ -18,7 +18,7 @@ import io
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import IO, Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from kinds.base import BlockReader, ByteSource, ChunkStopped, NonRetryableError, Utf8Check
+from kinds.base import ArrowBlockFile, ByteSource, ChunkStopped, NonRetryableError, Utf8Check
 from kinds.exact_sum import to_json
 from kinds.group_sums import GroupSums
 
@@ -314,9 +314,9 @@ def _aggregate(source: ByteSource, rows: RowRange, should_stop: Callable[[], boo
         ragged.append(row.text)
         return "skip"
 
-    # Arrow takes each read as a block, so reads must be full: BufferedReader fills them from the stream.
+    blocks = ArrowBlockFile(_checked_blocks(source, start, end, totals))
     reader = pacsv.open_csv(
-        io.BufferedReader(BlockReader(_checked_blocks(source, start, end, totals))),
+        cast(IO[bytes], blocks),  # pyarrow reads any object with read(); its stubs ask for IO
         read_options=pacsv.ReadOptions(column_names=names, block_size=block_bytes, use_threads=False),
         parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_ragged_row),
         convert_options=pacsv.ConvertOptions(

@@ -58,6 +58,9 @@ INTERACTIVE_READ_SECONDS = 20.0
 BACKGROUND_CONNECT_SECONDS = 10.0
 BACKGROUND_READ_SECONDS = 60.0
 
+SINGLE_GET_BYTES = 32 * 1024 * 1024
+"""The SDK's max_single_get_size (its default): a blob download up to this size is one GET."""
+
 
 # Storage is reached directly (or over the VNet's private endpoints), never through an environment proxy
 # or with ~/.netrc credentials; with the transports' default (requests' and aiohttp's trust_env) every
@@ -89,10 +92,15 @@ def _background_options(service: str) -> dict[str, Any]:
     if service == "table":
         return {**timeouts, "retry_total": 5, "retry_backoff_factor": 1.0, "retry_backoff_max": 30}
     retry = BlobRetry if service == "blob" else QueueRetry
-    return {
+    options = {
         **timeouts,
         "retry_policy": retry(initial_backoff=2, increment_base=2, retry_total=5, random_jitter_range=1),
     }
+    if service == "blob":
+        # `chunks()` then hands a download of one GET over as the bytes it arrived in, not cut into copies of
+        # the default 4 MiB: job inputs are streamed in pieces of 8-16 MiB (activities.blob_source).
+        options.update(max_single_get_size=SINGLE_GET_BYTES, max_chunk_get_size=SINGLE_GET_BYTES)
+    return options
 
 
 def connection_string(settings: Settings) -> str | None:

@@ -15,7 +15,7 @@ from activities.blob_source import BlobByteSource
 from activities.chunks import process_chunk
 from activities.finalize import discard_outputs
 from activities.merge import merge_partials
-from activities.plan import prepare_job, wave_aligned_target
+from activities.plan import input_source, prepare_job, wave_aligned_target
 from activities.stop_marker import StopSignal, write_stop_marker
 from shared.failures import NonRetryableError
 from shared.settings import get_settings
@@ -42,6 +42,19 @@ def test_blob_byte_source_reads_ranges_and_streams_in_bounded_pieces(blobs: Blob
     pieces = list(source.stream(123, 5000))
     assert b"".join(pieces) == data[123:5123]
     assert max(len(piece) for piece in pieces) == 1000
+
+
+def test_a_streamed_input_arrives_as_one_bytes_object_per_get(blobs: BlobServiceClient) -> None:
+    # The app's background client hands each ranged GET over whole (storage.clients): cut into the SDK's
+    # default 4 MiB pieces, every byte would be copied once more before Arrow reads it.
+    data = bytes(range(256)) * (20 * 4096)  # 20 MiB
+    name = f"tests/{uuid.uuid4().hex}"
+    blobs.get_container_client(PAYLOADS_CONTAINER).upload_blob(name, data, max_concurrency=4)
+    source = input_source(get_settings(), name, piece_bytes=8 * 1024 * 1024)
+    assert source is not None
+    pieces = list(source.stream(0, len(data)))
+    assert [len(piece) for piece in pieces] == [8 * 1024 * 1024, 8 * 1024 * 1024, 4 * 1024 * 1024]
+    assert b"".join(pieces) == data
 
 
 def test_an_input_overwritten_during_its_job_fails_the_job_instead_of_mixing_versions(

@@ -6,11 +6,13 @@ import pathlib
 import pickle
 import subprocess
 import sys
+from typing import IO, cast
 
 import pytest
 
 from devhost.testing.azurite import ROOT
 from kinds.base import (
+    ArrowBlockFile,
     ByteSource,
     BytesSource,
     FileSource,
@@ -43,6 +45,34 @@ def test_sources_read_and_stream_ranges(source: ByteSource) -> None:
     assert list(source.stream(source.size, 10)) == []
     with pytest.raises(ValueError):
         source.read(-1, 3)
+
+
+def test_arrow_block_file_answers_full_reads_as_views_of_its_blocks() -> None:
+    blocks = [bytes(range(10)) * 100, b"x" * 300, b"y" * 50]  # 1000, 300 and 50 bytes
+    data = b"".join(blocks)
+    file = ArrowBlockFile(iter(blocks))
+    inside = file.read(400)
+    # A read within one block is that block's memory, not a copy (Arrow keeps it as its buffer).
+    assert isinstance(inside, memoryview) and inside.obj is blocks[0]
+    assert bytes(inside) == data[:400]
+    across = file.read(700)  # the rest of the first block, then the second: copied once, in full
+    assert bytes(across) == data[400:1100]
+    assert bytes(file.read(-1)) == data[1100:]
+    assert file.read(10) == b""
+
+
+def test_arrow_reads_a_csv_through_an_arrow_block_file() -> None:
+    import pyarrow.csv as pacsv
+
+    rows = b"".join(b"k%d,%d\n" % (n % 7, n) for n in range(20_000))
+    blocks = [rows[start : start + 3001] for start in range(0, len(rows), 3001)]  # rows cut mid-way
+    reader = pacsv.open_csv(
+        cast(IO[bytes], ArrowBlockFile(iter(blocks))),
+        read_options=pacsv.ReadOptions(column_names=["k", "v"], block_size=4096, use_threads=False),
+    )
+    table = reader.read_all()
+    assert table.num_rows == 20_000
+    assert table.column("v").to_pylist() == list(range(20_000))
 
 
 def test_non_retryable_error_text_carries_its_type() -> None:
