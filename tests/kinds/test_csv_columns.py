@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kinds import csv_columns
-from kinds.csv_columns import DECIMAL_PATTERN, decimal_values
+from kinds.csv_columns import DECIMAL_PATTERN, PARITY_SLICE_BYTES, decimal_values, quote_parity
 from tests.kinds.test_csv_report import spec_number
 
 # Every byte class a plain cell can hold, one representative per role ("5" stands for any other digit).
@@ -150,3 +150,17 @@ def test_values_of_cells_that_count_are_the_cells_numbers() -> None:
     values, counted = decimal_values(pa.array(["0.1", "x", "-0", "1e-320", "123456789012345678"], pa.string()))
     assert counted.tolist() == [True, False, True, True, True]
     assert values[0] == 0.1 and np.signbit(values[2]) and values[3] == 1e-320 and values[4] == 123456789012345678.0
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"",
+        b'"',
+        b'a,"b ""c""",d\n',
+        b'"' + b"x" * (PARITY_SLICE_BYTES - 1) + b'"' + b'"',  # a quote on each side of a slice boundary
+        (b'"quoted, cell",1\n' * 40_000)[:-3] + b'"\n',  # several slices, odd
+    ],
+)
+def test_quote_parity_is_the_parity_of_the_quote_count(block: bytes) -> None:
+    assert quote_parity(block) == block.count(b'"') % 2
