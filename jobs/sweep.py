@@ -7,6 +7,8 @@ its index row, its place or its input was never answered 202: its submitter fail
 submitter died before the 202). Such a row stays PENDING, is never purged (retention keys on
 finished_at) and shows in the health counts, so the sweep removes it: its rows and the input stored under
 its name, once it is older than ORPHAN_AFTER, longer than any submitter can live (host.json functionTimeout).
+The sweep every ten minutes finds such rows through the index; a row whose index row is missing too is
+found by the daily retention, which reads every job row.
 
 The same holds for admission places (jobs.admission): a place whose job has no instance, or whose
 instance ended without releasing it (terminated, or its cleanup failed for good), would hold a slot
@@ -34,13 +36,17 @@ ORPHAN_AFTER = timedelta(hours=1)
 """functionTimeout (30 min) plus a wide margin: no submitter of an older PENDING row without an instance is alive."""
 
 
-async def sweep_orphans(client: Any, clients: StorageClients, now: datetime) -> int:
+async def sweep_orphans(client: Any, clients: StorageClients, now: datetime, *, unlisted: bool = False) -> int:
     """Start the accepted jobs that never started; remove the unaccepted ones recorded before now - ORPHAN_AFTER.
 
+    `unlisted`: look for job rows without an index row as well (a scan of every job row: the daily retention).
     Returns how many were removed.
     """
     removed = 0
-    for record in await job_store.pending_created_before(clients.jobs, now - recovery.RESTART_AFTER):
+    candidates = await job_store.pending_created_before(clients.jobs, now - recovery.RESTART_AFTER)
+    if unlisted:
+        candidates += await job_store.unlisted_pending_created_before(clients.jobs, now - ORPHAN_AFTER)
+    for record in candidates:
         if await durable.status(client, record["job_id"]) is not None:
             continue  # started: its orchestration records its outcome
         if await recovery.start_recorded(client, clients, record) != "unaccepted":

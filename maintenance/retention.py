@@ -77,7 +77,7 @@ async def purge_job_history(client: Any, job_id: str) -> int:
 async def apply_retention(settings: Settings, client: Any, now: datetime) -> RetentionReport:
     """Forget jobs that finished before now − RETENTION_DAYS and older dead letters (and sweep orphans,
     which never finish)."""
-    orphans = await sweep_orphans(client, await storage_clients(settings), now)
+    orphans = await sweep_orphans(client, await storage_clients(settings), now, unlisted=True)
     cutoff = now - timedelta(days=settings.retention_days)
     job_ids = await asyncio.to_thread(lambda: list(job_store.iter_finished_before(settings, cutoff)))
     instances = blobs = 0

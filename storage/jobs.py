@@ -386,6 +386,24 @@ async def pending_created_before(table: AsyncTableClient, cutoff: datetime) -> l
     return [record_from_entity(entity) async for entity in indexed_table.scan_index(table, filters=filters)]
 
 
+async def unlisted_pending_created_before(table: AsyncTableClient, cutoff: datetime) -> list[JobRecord]:
+    """Job rows still PENDING, created before `cutoff`, that have no index row (orphan candidates too).
+
+    A submit whose index write failed and whose undo failed as well leaves such a row, which the index scan
+    of `pending_created_before` cannot see. Finding it means reading every job row (each job is its own
+    partition), so only the daily retention asks.
+    """
+    query = " and ".join(
+        [
+            f"RowKey eq {quote(JOB_ROW)}",
+            f"status eq {quote(JobStatus.PENDING.value)}",
+            f"created_at lt {quote(iso(cutoff))}",
+        ]
+    )
+    pending = [record_from_entity(entity) async for entity in table.query_entities(query, results_per_page=1000)]
+    return [record for record in pending if not await is_listed(table, record)]
+
+
 async def restore_job(table: AsyncTableClient, record: JobRecord) -> None:
     """Write both rows of a record back (undoes remove_job)."""
     await indexed_table.put(table, LAYOUT.primary(record["job_id"]), _fields(record))

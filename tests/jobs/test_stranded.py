@@ -31,12 +31,19 @@ SIMULATE: dict[str, Any] = {"kind": "simulate", "options": {"chunks": 1}}
 
 
 def record_then_die(
-    conn: str, key: str | None, created: datetime, *, with_input: bool = False, placed_in: str | None = None
+    conn: str,
+    key: str | None,
+    created: datetime,
+    *,
+    with_input: bool = False,
+    placed_in: str | None = None,
+    listed: bool = True,
 ) -> str:
     """Write a simulate job's rows (and its input) as submit_job does, and start nothing; returns the job id.
 
     `placed_in`: a task hub whose admission lane the job joins too: the job was accepted (answered 202),
-    and only its start, which runs after the answer, was lost.
+    and only its start, which runs after the answer, was lost. `listed=False`: the job row only, as a submit
+    leaves it whose index write failed and whose undo failed too.
     """
     settings = Settings(AzureWebJobsStorage=conn, ENABLE_SIMULATE_KIND=True, TASK_HUB_NAME=placed_in or "longrun")
     options = parse_options(resolve_kind("simulate", settings), {"chunks": 1})
@@ -55,7 +62,10 @@ def record_then_die(
     async def write() -> None:
         clients = await storage_clients(settings)
         try:
-            assert await job_store.insert_job(clients.jobs, record)
+            if listed:
+                assert await job_store.insert_job(clients.jobs, record)
+            else:
+                assert await job_store.create_job_row(clients.jobs, record)
             if with_input:
                 blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, job_input_blob_name(job_id))
                 await blob.upload_blob(b"{}", overwrite=True)
@@ -133,6 +143,22 @@ def test_orphans_are_swept_and_no_longer_counted(devhost_factory: Any, azurite):
     assert host.client.get(f"/api/jobs/{recent}").json()["status"] == "PENDING"
     listed = host.client.get("/api/jobs", params={"status": "PENDING", "kind": "simulate", "limit": 100}).json()
     assert orphan not in {item["id"] for item in listed["items"]}  # health counts the same index rows
+
+
+@pytest.mark.slow
+def test_the_retention_removes_an_orphan_row_that_has_no_index_row(devhost_factory: Any, azurite):
+    """Before: the sweeps read the index only, so such a row and its input stayed for ever."""
+    host = devhost_factory(env={"RETENTION_SCHEDULE": "*/1 * * * * *"})
+    long_ago = utc_now() - ORPHAN_AFTER - timedelta(minutes=5)
+    conn = azurite.connection_string
+    orphan = record_then_die(conn, None, long_ago, with_input=True, listed=False)
+    recent = record_then_die(conn, None, utc_now(), listed=False)  # its submitter may still be undoing
+    deadline = time.monotonic() + 30
+    while host.client.get(f"/api/jobs/{orphan}").status_code != 404:
+        assert time.monotonic() < deadline, "the unlisted orphan was not removed"
+        time.sleep(0.2)
+    assert count_blobs(conn, prefix=job_input_blob_name(orphan)) == 0
+    assert job_row(conn, recent)["status"] == "PENDING"
 
 
 @pytest.mark.slow
