@@ -16,11 +16,30 @@ from typing import Any
 from aiohttp import ClientError
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azurefunctions.extensions.http.fastapi import Request, Response
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from api.problems import PROBLEM_CONTENT_TYPE, Problem, problem_from
 from jobs.errors import JobsError, Unavailable, field_error
 from jobs.json_body import parse_json
 from shared.telemetry import log_event
+
+
+class EveryPath(PathConvertor):
+    """Starlette's `path` convertor, newlines included.
+
+    The worker's web server has one route, the extension's `/{path:path}` (azurefunctions-extensions-http-
+    fastapi `WebApp.route`), and Starlette's `path` is `.*`, which stops at a newline. A request whose path
+    holds `%0A` (the host routes it: ASP.NET Core matches segments on the decoded path) would then get
+    FastAPI's own `{"detail": "Not Found"}`, never reach its function, and leave its invocation waiting for a
+    request that never comes. The worker builds that route after it imported the app, so registering this
+    here makes it match every path, and the route's function answers with a problem.
+    """
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("path", EveryPath())
+
 
 ROUTE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 """Every route accepts these, so a wrong method gets our 405 problem rather than the host's 404."""

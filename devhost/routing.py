@@ -61,7 +61,7 @@ class RouteTemplate:
         if "{" in tail or "}" in tail:
             raise RouteError(f"unbalanced braces in route {template!r}")
         regex += re.escape(tail)
-        return cls(template, re.compile(f"^{regex}/?$", re.IGNORECASE), tuple(names))
+        return cls(template, re.compile(f"^{regex}/?\\Z", re.IGNORECASE | re.DOTALL), tuple(names))
 
     def match(self, path: str) -> dict[str, str] | None:
         """The route parameters if `path` (below the route prefix) matches, else None."""

@@ -60,7 +60,9 @@ class HttpFront:
         app.router.add_route("GET", "/admin/host/status", self.host_status)
         app.router.add_route("*", WEBHOOK_PREFIX + "{tail:.*}", self.management.handle)
         app.router.add_route("*", RPC_PREFIX + "/{tail:.*}", self.management.handle)
-        app.router.add_route("*", "/{tail:.*}", self.app_route)
+        # Any character, newlines included: ASP.NET Core routes on the decoded path, so `%0A` in a segment still
+        # reaches its function (aiohttp's `.*` would stop at it and answer its own text/plain 404).
+        app.router.add_route("*", "/{tail:[\\s\\S]*}", self.app_route)
         return app
 
     async def host_status(self, request: web.Request) -> web.Response:

@@ -166,3 +166,24 @@ def test_body_limits_are_enforced_before_anything_is_stored(devhost_factory, azu
         params={"kind": "csv-report", "group_by": "region", "metrics": "amount"},
     )
     assert fits.status_code == 202, fits.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/jobs/%0A"),
+        ("GET", "/api/jobs/" + HEX[:16] + "%0A" + HEX[:16]),
+        ("DELETE", "/api/jobs/%0D%0Aset-cookie"),
+        ("GET", "/api/jobs/%0A/result"),
+        ("GET", "/api/dead-letters/ab%0Acd"),
+        ("POST", "/api/dead-letters/%5C%0A%C2%88%0A%C2%8D/replay"),
+    ],
+)
+def test_ids_with_line_breaks_reach_their_route_and_get_a_problem(devhost, method, path):
+    # The host routes segments on the decoded path, so a `%0A` reaches the function's route; the worker's web
+    # server must pass it on (api.http.EveryPath) instead of answering its own JSON 404 and leaving the
+    # invocation waiting for a request it never gets.
+    response = devhost.client.request(method, path)
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 404
