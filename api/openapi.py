@@ -52,9 +52,25 @@ def _page_of(schema: str) -> dict[str, Any]:
     }
 
 
-def _event_stream(description: str) -> dict[str, Any]:
-    """A 200 answer of Server-Sent Events."""
-    return {"description": description, "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+def _event_stream(description: str, events: dict[str, Any]) -> dict[str, Any]:
+    """A 200 answer of Server-Sent Events, `events` the schema of one event.
+
+    Before OpenAPI 3.2 (whose `itemSchema` this is), the `schema` of `text/event-stream` describes each event
+    as its fields read (`event`, `data`, `id`, `retry`), which is how tools check a stream against it.
+    """
+    return {"description": description, "content": {"text/event-stream": {"schema": events}}}
+
+
+def _sse_event(data: dict[str, Any], names: list[str] | None, *, with_id: bool) -> dict[str, Any]:
+    """One Server-Sent Event: `data` is JSON text of the given schema; `names` its `event:` (None: none sent)."""
+    properties: dict[str, Any] = {
+        "data": {"type": "string", "contentMediaType": JSON_CONTENT_TYPE, "contentSchema": data},
+        "retry": {"type": "integer", "minimum": 0},
+    }
+    properties["event"] = {"enum": names} if names is not None else {"const": "message"}
+    if with_id:
+        properties["id"] = {"type": "string", "pattern": "^[0-9]+$"}
+    return {"type": "object", "required": ["data"], "properties": properties}
 
 
 def _html_page(operation_id: str, summary: str) -> dict[str, Any]:
@@ -97,7 +113,8 @@ _LAST_EVENT_ID = {
     "name": "Last-Event-ID",
     "in": "header",
     "description": "The id of the last event received: the stream resumes after it (no repeat, nothing lost).",
-    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    # The ids a stream sends (api.events.MAX_EVENT_ID bounds what is read back: below 10**15).
+    "schema": {"type": "string", "pattern": "^[0-9]{1,15}$"},
 }
 _PROGRESS = {
     "type": "object",
@@ -345,7 +362,11 @@ _SCHEMAS: dict[str, Any] = {
                 ],
             },
             "metadata": {"type": "object", "description": "Returned as result.metadata_processed"},
-            "duration": {"type": "integer", "minimum": 0, "description": "Accepted and ignored (the reference slept)"},
+            "duration": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "Accepted and ignored (the reference slept)",
+            },
             "task_type": {"const": "vector_processing"},
         },
     },
@@ -515,7 +536,14 @@ _PATHS: dict[str, Any] = {
             "summary": "The job's status and progress as Server-Sent Events, until it finishes",
             "parameters": [_LAST_EVENT_ID],
             "responses": {
-                "200": _event_stream(_EVENTS_DESCRIPTION),
+                "200": _event_stream(
+                    _EVENTS_DESCRIPTION,
+                    _sse_event(
+                        {"oneOf": [_ref("JobStateEvent"), _ref("Job")]},
+                        ["status", "progress", "completed", "failed", "cancelled"],
+                        with_id=True,
+                    ),
+                ),
                 "204": {"description": "The client saw the job's terminal event already: nothing more to send"},
                 "400": _problem("Last-Event-ID is not an event id"),
                 "404": _problem("Unknown job"),
@@ -541,7 +569,11 @@ _PATHS: dict[str, Any] = {
                 "required": False,
                 "content": {
                     "application/json": {
-                        "schema": {"type": "object", "properties": {"content_type": {"type": "string"}}}
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {"content_type": {"type": ["string", "null"]}},
+                        }
                     }
                 },
             },
@@ -552,7 +584,10 @@ _PATHS: dict[str, Any] = {
         "get": {
             "operationId": "listDeadLetters",
             "parameters": [_LIMIT, _CONTINUATION],
-            "responses": {"200": _json("A page of dead letters", "DeadLetterPage")},
+            "responses": {
+                "200": _json("A page of dead letters", "DeadLetterPage"),
+                "422": _problem("limit out of range, or a continuation token we did not issue"),
+            },
         }
     },
     "/api/dead-letters/{record_id}": {
@@ -576,6 +611,7 @@ _PATHS: dict[str, Any] = {
                     "headers": _POLL_HEADERS,
                     "content": {"application/json": {"schema": {"oneOf": [_ref("Job"), _ref("WebhookReplay")]}}},
                 },
+                "400": _problem("Malformed Idempotency-Key"),
                 "404": _problem("Unknown"),
                 "409": _problem("Not replayable (poison message, or input gone)"),
             },
@@ -620,7 +656,7 @@ _PATHS: dict[str, Any] = {
             "description": "`data: <TaskStatus>` whenever it changes (read every second), `: ping` after 15 s "
             "without one; ends after the ready state (SUCCESS, FAILURE, REVOKED) or after 90 s.",
             "responses": {
-                "200": _event_stream("text/event-stream"),
+                "200": _event_stream("text/event-stream", _sse_event(_ref("TaskStatus"), None, with_id=False)),
                 "404": _problem("Unknown task"),
             },
         },

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import httpx
+from jsonschema import Draft202012Validator
 
 from tests.api.test_contract import assert_problem
 
@@ -158,6 +159,15 @@ def test_the_reference_stream_flow_runs_unchanged(devhost):
     assert updates[-1]["status"] == "SUCCESS", updates
     assert updates[-1]["result"]["metadata_processed"] == {"user": "sse_test"}
     assert all(u["task_id"] == task_id for u in updates)
+    # Each update is the event the OpenAPI document describes: no `event:` or `id:`, data a TaskStatus.
+    doc = devhost.client.get("/api/openapi.json").json()
+    event = doc["paths"]["/api/tasks/{task_id}/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    components = {"components": doc["components"]}
+    fields = Draft202012Validator({**event["schema"], **components})
+    data = Draft202012Validator({**event["schema"]["properties"]["data"]["contentSchema"], **components})
+    for update in updates:
+        assert not list(fields.iter_errors({"data": json.dumps(update)}))
+        assert not list(data.iter_errors(update)), update
     assert len(updates) == len({json.dumps(u, sort_keys=True) for u in updates})  # an event per change only
     # Once ready, a new stream sends the final document and ends (as the reference's loop does).
     assert stream_updates(devhost.client, task_id) == [updates[-1]]

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, connect_sse
+from jsonschema import Draft202012Validator
 
 from devhost.testing.harness import DevHost
 from tests.api.test_contract import assert_problem, simulate, submit
@@ -115,6 +116,31 @@ def test_a_stream_reports_status_and_progress_then_the_job_and_ends(host: DevHos
     assert json.loads(events[-1].data) == done.json() and done.headers["etag"] == f'W/"{events[-1].id}"'
     again = read_stream(host, job_id, last_id=events[-1].id)
     assert again["status"] == 204, "after the terminal event there is nothing to resume"
+
+
+def documented_event(host: DevHost, path: str) -> tuple[Draft202012Validator, Draft202012Validator]:
+    """Validators for one event of the stream at `path` (its fields, and its data's JSON), as /api/openapi.json
+    describes them: refs resolve against the document's components."""
+    doc = host.client.get("/api/openapi.json").json()
+    event = doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    components = {"components": doc["components"]}
+    data = event["properties"]["data"]
+    assert data["contentMediaType"] == "application/json"
+    return Draft202012Validator({**event, **components}), Draft202012Validator({**data["contentSchema"], **components})
+
+
+def test_every_event_is_the_event_the_openapi_document_describes(host: DevHost) -> None:
+    fields, data = documented_event(host, "/api/jobs/{job_id}/events")
+    location = submit(host.client, simulate(chunks=3, chunk_seconds=0.3)).headers["location"]
+    events = [event for connection in follow(host, location.rsplit("/", 1)[1]) for event in connection]
+    assert len(events) >= 2
+    for event in events:
+        read = {"event": event.event, "data": event.data, "id": event.id}
+        assert not list(fields.iter_errors(read)), read
+        assert not list(data.iter_errors(json.loads(event.data))), event.data
+    # The schema says something: an event the stream never sends is not what it describes.
+    assert list(fields.iter_errors({"event": "message", "data": "{}", "id": "1"}))
+    assert list(data.iter_errors({"id": "x"}))
 
 
 def test_resume_after_a_forced_disconnect_repeats_nothing_and_loses_nothing(host: DevHost) -> None:
