@@ -357,8 +357,12 @@ _SCHEMAS: dict[str, Any] = {
             "vector_data": {
                 "description": "One vector (the reference's list of floats) or a list of vectors of equal length",
                 "oneOf": [
-                    {"type": "array", "items": {"type": "number"}},
-                    {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                    {"type": "array", "minItems": 1, "items": {"type": "number"}},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "array", "minItems": 1, "items": {"type": "number"}},
+                    },
                 ],
             },
             "metadata": {"type": "object", "description": "Returned as result.metadata_processed"},
@@ -577,7 +581,11 @@ _PATHS: dict[str, Any] = {
                     }
                 },
             },
-            "responses": {"201": _json("Upload created", "Upload"), "422": _problem("Invalid content_type")},
+            "responses": {
+                "201": _json("Upload created", "Upload"),
+                "400": _problem("The body is not JSON"),
+                "422": _problem("Invalid content_type"),
+            },
         }
     },
     "/api/dead-letters": {
@@ -800,7 +808,7 @@ def _with_kinds(paths: dict[str, Any], values: dict[str, Any]) -> None:
     )
     result["parameters"][1]["x-formats-by-kind"] = values["formats_by_kind"]
     upload_body = paths["/api/uploads"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    upload_body["properties"]["content_type"] = {"enum": values["upload_types"]}
+    upload_body["properties"]["content_type"] = {"enum": [*values["upload_types"], None]}  # null: not declared
 
 
 def _paths(values: dict[str, Any]) -> dict[str, Any]:

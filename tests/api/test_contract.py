@@ -165,6 +165,29 @@ def test_the_openapi_document_describes_the_contract(devhost):
     assert doc["servers"] == [{"url": devhost.base_url}]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "template", "request_args"),
+    [
+        ("POST", "/api/uploads", "/api/uploads", {"content": b"\x00", "headers": {"Content-Type": "application/json"}}),
+        (
+            "POST",
+            "/api/dead-letters/0/replay",
+            "/api/dead-letters/{record_id}/replay",
+            {"headers": {"Idempotency-Key": ""}},
+        ),
+        ("GET", "/api/dead-letters", "/api/dead-letters", {"params": {"continuation": "bogus"}}),
+        ("GET", "/api/jobs", "/api/jobs", {"params": {"continuation": "bogus"}}),
+        ("GET", f"/api/jobs/{'0' * 32}/events", "/api/jobs/{job_id}/events", {"headers": {"Last-Event-ID": "x"}}),
+    ],
+)
+def test_refusals_answer_a_status_the_openapi_document_lists(devhost, method, path, template, request_args):
+    responses = devhost.client.get("/api/openapi.json").json()["paths"][template][method.lower()]["responses"]
+    response = devhost.client.request(method, path, **request_args)
+    assert 400 <= response.status_code < 500, response.text
+    assert str(response.status_code) in responses, (response.status_code, sorted(responses))
+    assert_problem(response, response.status_code)
+
+
 def test_health_reports_storage_queue_depths_and_job_counts(devhost):
     response = devhost.client.get("/api/health")
     assert response.status_code == 200, response.text
