@@ -576,7 +576,7 @@ _PATHS: dict[str, Any] = {
                 "content": {
                     "application/json": {
                         "schema": {
-                            "type": "object",
+                            "type": ["object", "null"],  # null or no body: nothing declared
                             "additionalProperties": False,
                             "properties": {"content_type": {"type": ["string", "null"]}},
                         }
