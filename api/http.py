@@ -31,8 +31,9 @@ class EveryPath(PathConvertor):
     fastapi `WebApp.route`), and Starlette's `path` is `.*`, which stops at a newline. A request whose path
     holds `%0A` (the host routes it: ASP.NET Core matches segments on the decoded path) would then get
     FastAPI's own `{"detail": "Not Found"}`, never reach its function, and leave its invocation waiting for a
-    request that never comes. The worker builds that route after it imported the app, so registering this
-    here makes it match every path, and the route's function answers with a problem.
+    request that never comes. The worker builds that route after it imported the app (azure_functions_worker/
+    dispatcher.py, `_handle__worker_init_request`: `load_function_metadata`, then `initialize_http_server`),
+    so registering this here makes it match every path, and the route's function answers with a problem.
     """
 
     regex = r"[\s\S]*"
