@@ -54,25 +54,22 @@ def _page_of(schema: str) -> dict[str, Any]:
     }
 
 
-def _event_stream(description: str, events: dict[str, Any]) -> dict[str, Any]:
-    """A 200 answer of Server-Sent Events, `events` the schema of one event.
+def _event_stream(description: str, data: dict[str, Any], names: list[str] | None, *, with_id: bool) -> dict[str, Any]:
+    """A 200 answer of Server-Sent Events whose `data` is JSON of the given schema; `names` the events' `event:`
+    (None: none is sent, so it reads as "message"); `with_id`: each event has a decimal `id:`.
 
     Before OpenAPI 3.2 (whose `itemSchema` this is), the `schema` of `text/event-stream` describes each event
     as its fields read (`event`, `data`, `id`, `retry`), which is how tools check a stream against it.
     """
-    return {"description": description, "content": {"text/event-stream": {"schema": events}}}
-
-
-def _sse_event(data: dict[str, Any], names: list[str] | None, *, with_id: bool) -> dict[str, Any]:
-    """One Server-Sent Event: `data` is JSON text of the given schema; `names` its `event:` (None: none sent)."""
     properties: dict[str, Any] = {
         "data": {"type": "string", "contentMediaType": JSON_CONTENT_TYPE, "contentSchema": data},
         "retry": {"type": "integer", "minimum": 0},
+        "event": {"enum": names} if names is not None else {"const": "message"},
     }
-    properties["event"] = {"enum": names} if names is not None else {"const": "message"}
     if with_id:
         properties["id"] = {"type": "string", "pattern": "^[0-9]+$"}
-    return {"type": "object", "required": ["data"], "properties": properties}
+    event = {"type": "object", "required": ["data"], "properties": properties}
+    return {"description": description, "content": {"text/event-stream": {"schema": event}}}
 
 
 def _html_page(operation_id: str, summary: str) -> dict[str, Any]:
@@ -544,11 +541,9 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "200": _event_stream(
                     _EVENTS_DESCRIPTION,
-                    _sse_event(
-                        {"oneOf": [_ref("JobStateEvent"), _ref("Job")]},
-                        ["status", "progress", "completed", "failed", "cancelled"],
-                        with_id=True,
-                    ),
+                    {"oneOf": [_ref("JobStateEvent"), _ref("Job")]},
+                    ["status", "progress", "completed", "failed", "cancelled"],
+                    with_id=True,
                 ),
                 "204": {"description": "The client saw the job's terminal event already: nothing more to send"},
                 "400": _problem("Last-Event-ID is not an event id"),
@@ -666,7 +661,7 @@ _PATHS: dict[str, Any] = {
             "description": "`data: <TaskStatus>` whenever it changes (read every second), `: ping` after 15 s "
             "without one; ends after the ready state (SUCCESS, FAILURE, REVOKED) or after 90 s.",
             "responses": {
-                "200": _event_stream("text/event-stream", _sse_event(_ref("TaskStatus"), None, with_id=False)),
+                "200": _event_stream("text/event-stream", _ref("TaskStatus"), None, with_id=False),
                 "404": _problem("Unknown task"),
             },
         },

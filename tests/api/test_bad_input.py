@@ -180,8 +180,10 @@ def test_body_limits_are_enforced_before_anything_is_stored(devhost_factory, azu
     ],
 )
 def test_ids_with_line_breaks_reach_their_route_and_get_a_problem(devhost, method, path):
-    # The host routes segments on the decoded path, so a `%0A` reaches the function's route; the worker's web
-    # server must pass it on (api.http.EveryPath) instead of answering its own JSON 404 and leaving the
+    # The host routes segments on the decoded path (Kestrel's PathDecoder.DecodePath, dotnet/aspnetcore
+    # src/Servers/Kestrel/Core/src/Internal/Http/PathDecoder.cs: everything but %2F is decoded into
+    # HttpRequest.Path), so a `%0A` reaches the function's route and devhost must route it too; the worker's
+    # web server must pass it on (api.http.EveryPath) instead of answering its own JSON 404 and leaving the
     # invocation waiting for a request it never gets.
     response = devhost.client.request(method, path)
     assert response.status_code == 404, response.text

@@ -13,9 +13,9 @@ import time
 from typing import Any
 
 import httpx
-from jsonschema import Draft202012Validator
 
 from tests.api.test_contract import assert_problem
+from tests.api.test_job_events import documented_event
 
 REFERENCE_PAYLOAD = {  # verify_flow.py's payload
     "vector_data": [0.1, 0.2, 0.3, 0.4, 0.5],
@@ -160,11 +160,7 @@ def test_the_reference_stream_flow_runs_unchanged(devhost):
     assert updates[-1]["result"]["metadata_processed"] == {"user": "sse_test"}
     assert all(u["task_id"] == task_id for u in updates)
     # Each update is the event the OpenAPI document describes: no `event:` or `id:`, data a TaskStatus.
-    doc = devhost.client.get("/api/openapi.json").json()
-    event = doc["paths"]["/api/tasks/{task_id}/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
-    components = {"components": doc["components"]}
-    fields = Draft202012Validator({**event["schema"], **components})
-    data = Draft202012Validator({**event["schema"]["properties"]["data"]["contentSchema"], **components})
+    fields, data = documented_event(devhost, "/api/tasks/{task_id}/stream")
     for update in updates:
         assert not list(fields.iter_errors({"data": json.dumps(update)}))
         assert not list(data.iter_errors(update)), update
