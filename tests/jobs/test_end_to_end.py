@@ -18,7 +18,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from devhost.testing.azurite import Azurite
-from devhost.testing.harness import DevHost
+from devhost.testing.harness import APP_TEST_ENV, DevHost
 from kinds.base import BytesSource
 from kinds.simulate import expected_checksum
 from tests.conftest import DEFAULT_TEST_ENV
@@ -195,6 +195,37 @@ def test_a_sigkill_during_a_csv_report_still_yields_the_exact_result(azurite: Az
             second.stop(timeout=20)
     expected = single_pass_report(BytesSource(data), {"group_by": "region", "metrics": ["amount", "qty"]})
     assert_same_report(result, expected)
+
+
+def test_with_the_shipped_host_json_a_job_cut_by_a_crash_finishes_within_a_minute(azurite: Azurite) -> None:
+    """A SIGKILL of the host and its workers mid-activity, with the visibilities host.json ships (no test-only
+    overrides): the new host sees the dead host's messages again once their visibility ends, so the job
+    finishes about a minute after the crash. With Azure's default of 5 minutes it stayed RUNNING for 5 (the
+    side-by-side crash test counted such jobs as never completed). DurableTask.AzureStorage keeps a running
+    activity's work item hidden by renewing it 30 s before it expires (`TaskActivityDispatcher.RenewUntil`),
+    so the shorter visibility does not let a live activity run twice."""
+    first = DevHost(azurite.connection_string, env=dict(APP_TEST_ENV)).start()
+    second: DevHost | None = None
+    try:
+        response = submit_json(first.client, {"kind": "simulate", "options": {"chunks": 2, "chunk_seconds": 4}})
+        path = httpx.URL(response.headers["location"]).path
+        wait_running(first, path, timeout=30)
+        deadline = time.monotonic() + 30
+        while "Executing 'Functions.process_chunk'" not in first.logs():  # both chunks are mid-run
+            assert time.monotonic() < deadline, "no chunk started"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        first.kill()
+        crashed = time.monotonic()
+        second = DevHost(azurite.connection_string, env=dict(APP_TEST_ENV), task_hub=first.task_hub).start()
+        final = second.wait_for_job(path, timeout=110)
+        assert final.json()["status"] == "COMPLETED", final.text
+        # 60 s of visibility, then 4 s of chunk and the job's last step; 5 min before host.json set it.
+        assert time.monotonic() - crashed < 100
+    finally:
+        first.stop(timeout=5)
+        if second is not None:
+            second.stop(timeout=20)
 
 
 def test_job_summaries_stay_small(devhost: DevHost) -> None:
