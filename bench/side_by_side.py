@@ -16,10 +16,15 @@ Each test runs on stacks of its own, started fresh and warmed up (4 tiny jobs ea
 3. small-job throughput: `--jobs` jobs of 2 chunks x 0.05 s from 16 clients back to back, until every job
    is seen finished (pollers sweep the unfinished ones every 0.2 s); jobs/s, and the CPU seconds per job
    the whole stack used (host, workers, storage emulator or Redis, web server); longrun, then the reference.
-The last lines are the ratios longrun / reference.
+4. a crash: `--crash-jobs` jobs of 2 chunks x 1 s from 16 clients; 5 s after the last submit, SIGKILL the
+   worker side (longrun: devhost's process group, host and workers; the reference: its Celery worker
+   processes), start it again 2 s later, and count the jobs seen finished within 120 s of the restart; the
+   others are lost to a client that waited that long. The peers' own crash test (`../shared/peers/tools`),
+   which found longrun's jobs hidden for 5 minutes after a crash when our tests ran with shortened timings.
+The last lines are the ratios longrun / reference, and the jobs each stack lost to the crash.
 
-Run: `.venv/bin/python -m bench.side_by_side [--jobs 500] [--csv-mb 100] [--csv-runs 3] [--csv-only] [--json out.json]`
-(`--csv-only`: the CSV test alone).
+Run: `.venv/bin/python -m bench.side_by_side [--jobs 500] [--csv-mb 100] [--csv-runs 3] [--crash-jobs 50]
+[--csv-only | --crash-only] [--json out.json]` (`--csv-only`, `--crash-only`: that test alone).
 """
 
 from __future__ import annotations
@@ -77,6 +82,14 @@ class System:
         """The processes (with their descendants) whose memory the CSV test samples: host and workers."""
         raise NotImplementedError
 
+    def kill_workers(self) -> None:
+        """SIGKILL the side that runs the jobs, as a crash would (storage and broker stay up)."""
+        raise NotImplementedError
+
+    def restart_workers(self) -> None:
+        """Start the killed side again and wait until it serves."""
+        raise NotImplementedError
+
 
 def _tree(pid: int) -> list[psutil.Process]:
     try:
@@ -119,14 +132,23 @@ class Longrun(System):
         assert self.host.process is not None
         return [self.host.process.pid]  # the host and its workers; not Azurite, as the reference's Redis
 
+    def kill_workers(self) -> None:
+        self.host.kill()  # the host and its language workers: a Functions instance lost as a whole
+
+    def restart_workers(self) -> None:
+        self.host.start()  # same port and task hub, make run's settings (no test-only timings)
+
 
 class Reference(System):
     name = "celery"
 
-    def __init__(self, base_url: str, pids: list[int], memory_pids: list[int]) -> None:
+    def __init__(
+        self, base_url: str, pids: list[int], memory_pids: list[int], stack: ReferenceStack | None = None
+    ) -> None:
         super().__init__(base_url)
         self.pids = pids
         self.memory_pids = memory_pids
+        self.stack = stack
 
     def submit_small(self, chunks: int, seconds: float) -> str:
         response = self.client.post("/tasks", json={"chunks": chunks, "chunk_seconds": seconds})
@@ -149,6 +171,14 @@ class Reference(System):
 
     def memory_roots(self) -> list[int]:
         return self.memory_pids  # the web server and the workers; not Redis, as longrun's Azurite
+
+    def kill_workers(self) -> None:
+        assert self.stack is not None
+        self.stack.kill_workers()
+
+    def restart_workers(self) -> None:
+        assert self.stack is not None
+        self.stack.start_workers()
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -232,6 +262,50 @@ def throughput(system: System, jobs: int, timeout: float) -> dict[str, float]:
         "jobs_per_s": round(jobs / elapsed, 2),
         "elapsed_s": round(elapsed, 2),
         "cpu_s_per_job": round(cpu / jobs, 4),
+    }
+
+
+CRASH_KILL_AFTER = 5.0  # seconds after the last submit, as the peers' test
+CRASH_DOWN = 2.0
+CRASH_WINDOW = 120.0
+
+
+def crash(system: System, jobs: int) -> dict[str, Any]:
+    """Jobs of 2 x 1 s, the worker side SIGKILLed mid-batch and started again: how many a client sees finish
+    within CRASH_WINDOW of the restart, and when the last of them did."""
+    job_ids: list[str] = []
+    lock = threading.Lock()
+
+    def client(count: int) -> None:
+        for _ in range(count):
+            job_id = system.submit_small(2, 1.0)
+            with lock:
+                job_ids.append(job_id)
+
+    counts = [jobs // CLIENTS + (1 if n < jobs % CLIENTS else 0) for n in range(CLIENTS)]
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(client, counts))
+    time.sleep(CRASH_KILL_AFTER)
+    system.kill_workers()
+    time.sleep(CRASH_DOWN)
+    system.restart_workers()
+    restarted = time.monotonic()
+    remaining, completed, last = set(job_ids), 0, 0.0
+    with ThreadPoolExecutor(4) as pool:
+        while remaining and time.monotonic() - restarted < CRASH_WINDOW:
+            statuses = dict(zip(remaining, pool.map(lambda job: system.status(job)[0], list(remaining)), strict=True))
+            done = {job for job, status in statuses.items() if status in FINISHED}
+            completed += sum(1 for job in done if statuses[job] in ("COMPLETED", "SUCCESS"))
+            if done:
+                last = time.monotonic() - restarted
+            remaining -= done
+            if remaining:
+                time.sleep(1.0)
+    return {
+        "jobs": jobs,
+        "completed": completed,
+        "lost": len(remaining),
+        "restart_to_last_s": round(last, 1) if not remaining else None,
     }
 
 
@@ -327,13 +401,25 @@ class ReferenceStack:
             spawn([redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         ]
         time.sleep(0.3)
-        for n in range(2):
-            celery = [str(python), "-m", "celery", "-A", "bench.celery_peer", "worker", "--pool", "threads"]
-            self.processes.append(spawn([*celery, "--concurrency", "4", "-n", f"w{n}@%h", "--loglevel", "WARNING"]))
+        self._spawn = spawn
+        celery = [str(python), "-m", "celery", "-A", "bench.celery_peer", "worker", "--pool", "threads"]
+        self._workers = [[*celery, "--concurrency", "4", "-n", f"w{n}@%h", "--loglevel", "WARNING"] for n in range(2)]
+        self.processes += [spawn(command) for command in self._workers]
         uvicorn = [str(python), "-m", "uvicorn", "bench.celery_peer:api", "--port", str(self.port)]
         self.processes.append(spawn([*uvicorn, "--host", "127.0.0.1", "--log-level", "warning"]))
         _wait_http(f"http://127.0.0.1:{self.port}/docs", self.processes[-1])
         time.sleep(2.0)  # the workers connect to Redis
+
+    def kill_workers(self) -> None:
+        """SIGKILL the Celery workers (each in a session of its own: the worker and its pool)."""
+        for process in self.processes[1:3]:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+    def start_workers(self) -> None:
+        """Start the Celery workers again and give them the time they take to connect to Redis."""
+        self.processes[1:3] = [self._spawn(command) for command in self._workers]
+        time.sleep(2.0)
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -366,6 +452,7 @@ def both_stacks(python: Path, timeout: float) -> Iterator[list[System]]:
                     f"http://127.0.0.1:{reference.port}",
                     [p.pid for p in reference.processes],
                     [p.pid for p in reference.processes[1:]],  # [0] is redis-server
+                    reference,
                 ),
             ]
             for system in systems:
@@ -388,7 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--submits", type=int, default=320, help="paced submits for the latency test")
     parser.add_argument("--csv-mb", type=int, default=100, help="0 skips the CSV test")
     parser.add_argument("--csv-runs", type=int, default=3, help="CSV jobs per stack: one cold, the rest warm")
-    parser.add_argument("--csv-only", action="store_true", help="skip the submit and throughput tests")
+    parser.add_argument("--crash-jobs", type=int, default=50, help="jobs of the crash test; 0 skips it")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--csv-only", action="store_true", help="the CSV test alone")
+    only.add_argument("--crash-only", action="store_true", help="the crash test alone")
     parser.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "longrun-peer-venv")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--json", type=Path)
@@ -399,7 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     python = ensure_peer_venv(args.peer_venv)
     figures: dict[str, dict[str, Any]] = {"longrun": {}, "celery": {}}
     tests: list[Callable[[list[System]], None]] = []
-    if args.csv_mb:
+    csv = bool(args.csv_mb) and not args.crash_only
+    main_tests = not (args.csv_only or args.crash_only)
+    crash_test_on = bool(args.crash_jobs) and not args.csv_only
+    if csv:
         path = generate_csv(args.csv_mb)
 
         def csv_test(systems: list[System]) -> None:
@@ -407,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                 figures[name]["csv"] = csv
 
         tests.append(csv_test)
-    if not args.csv_only:
+    if main_tests:
 
         def submit_test(systems: list[System]) -> None:
             for system in systems:
@@ -420,24 +513,34 @@ def main(argv: list[str] | None = None) -> int:
                 print(system.name, "throughput", figures[system.name]["throughput"], flush=True)
 
         tests += [submit_test, throughput_test]
+    if crash_test_on:
+
+        def crash_test(systems: list[System]) -> None:
+            for system in systems:
+                figures[system.name]["crash"] = crash(system, args.crash_jobs)
+                print(system.name, "crash", figures[system.name]["crash"], flush=True)
+
+        tests.append(crash_test)  # last: the killed stacks are not used again
     for test in tests:
         with both_stacks(python, args.timeout) as systems:
             test(systems)
     mine, peer = figures["longrun"], figures["celery"]
-    ratios = {}
-    if not args.csv_only:
+    ratios: dict[str, Any] = {}
+    if main_tests:
         ratios = {
             "submit_p50": ratio(mine["submit"]["p50_ms"], peer["submit"]["p50_ms"]),
             "submit_p99": ratio(mine["submit"]["p99_ms"], peer["submit"]["p99_ms"]),
             "throughput": ratio(mine["throughput"]["jobs_per_s"], peer["throughput"]["jobs_per_s"]),
             "cpu_per_job": ratio(mine["throughput"]["cpu_s_per_job"], peer["throughput"]["cpu_s_per_job"]),
         }
-    if args.csv_mb:
+    if csv:
         if mine["csv"]["rows"] != peer["csv"]["rows"]:
             print(f"rows differ: longrun {mine['csv']['rows']}, reference {peer['csv']['rows']}", flush=True)
         ratios["csv_cold_seconds"] = ratio(mine["csv"]["cold_seconds"], peer["csv"]["cold_seconds"])
         if mine["csv"]["warm_seconds"] is not None:
             ratios["csv_warm_seconds"] = ratio(mine["csv"]["warm_seconds"], peer["csv"]["warm_seconds"])
+    if crash_test_on:
+        ratios["crash_lost"] = {name: figures[name]["crash"]["lost"] for name in ("longrun", "celery")}
     figures["ratios_longrun_over_reference"] = ratios
     figures["load_average"] = {"1m": round(os.getloadavg()[0], 2)}
     print("ratios longrun / reference:", ratios, "load", os.getloadavg(), flush=True)

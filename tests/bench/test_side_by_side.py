@@ -1,5 +1,6 @@
 """The side-by-side benchmark's CSV test: the stacks take turns, the first run of each is reported cold and
-the median of the others warm, and memory is sampled over every process tree a stack names."""
+the median of the others warm, and memory is sampled over every process tree a stack names; its crash test
+counts the jobs a client does not see finish within the window after the restart."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
+from bench import side_by_side
 from bench.csv_report import MemorySampler
 from bench.side_by_side import System, csv_runs
 
@@ -94,3 +96,58 @@ def test_runs_that_count_different_rows_fail_the_test(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="different rows"):
         csv_runs([Drifting("a", [0.0, 0.0], [])], tmp_path / "input.csv", runs=2, timeout=10)
+
+
+class Crashing(System):
+    """A stack whose jobs run only after its workers were killed and started again; some never finish."""
+
+    def __init__(self, finishing: int, failing: int = 0) -> None:
+        super().__init__("http://127.0.0.1:9")  # never called: everything is scripted
+        self.finishing, self.failing = finishing, failing
+        self.events: list[str] = []
+        self.restarted_at: float | None = None
+        self.submitted = 0
+
+    def submit_small(self, chunks: int, seconds: float) -> str:
+        assert (chunks, seconds) == (2, 1.0)
+        self.events.append("submit")
+        self.submitted += 1
+        return f"j{self.submitted - 1}"
+
+    def kill_workers(self) -> None:
+        self.events.append("kill")
+
+    def restart_workers(self) -> None:
+        self.events.append("restart")
+        self.restarted_at = time.monotonic()
+
+    def status(self, job_id: str) -> tuple[str, Any]:
+        number = int(job_id[1:])
+        if self.restarted_at is None or time.monotonic() - self.restarted_at < 0.2:
+            return "RUNNING", None
+        if number < self.finishing:
+            return "COMPLETED", None
+        if number < self.finishing + self.failing:
+            return "FAILED", None
+        return "RUNNING", None  # its work was lost with the workers
+
+
+def test_the_crash_test_counts_what_never_finishes_within_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(side_by_side, "CRASH_KILL_AFTER", 0.05)
+    monkeypatch.setattr(side_by_side, "CRASH_DOWN", 0.05)
+    monkeypatch.setattr(side_by_side, "CRASH_WINDOW", 2.5)
+    system = Crashing(finishing=30, failing=5)
+
+    figures = side_by_side.crash(system, jobs=40)
+
+    assert system.events == ["submit"] * 40 + ["kill", "restart"]  # killed after the last submit
+    assert figures == {"jobs": 40, "completed": 30, "lost": 5, "restart_to_last_s": None}
+
+
+def test_the_crash_test_times_the_last_job_when_every_job_finishes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(side_by_side, "CRASH_KILL_AFTER", 0.0)
+    monkeypatch.setattr(side_by_side, "CRASH_DOWN", 0.0)
+    figures = side_by_side.crash(Crashing(finishing=20), jobs=20)
+
+    assert (figures["completed"], figures["lost"]) == (20, 0)
+    assert 0.2 <= figures["restart_to_last_s"] < 2.5  # seen on the first sweep after the workers came back
