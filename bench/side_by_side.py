@@ -240,21 +240,27 @@ def submit_latency(system: System, submits: int) -> dict[str, float]:
     return {"p50_ms": round(percentile(latencies, 0.5), 1), "p99_ms": round(percentile(latencies, 0.99), 1)}
 
 
-def throughput(system: System, jobs: int, timeout: float) -> dict[str, float]:
-    cpu_before = cpu_seconds(system.processes())
+def submit_back_to_back(system: System, jobs: int, chunks: int, seconds: float) -> list[str]:
+    """`jobs` jobs of `chunks` x `seconds` from CLIENTS threads, each submitting as soon as it has its answer."""
     job_ids: list[str] = []
     lock = threading.Lock()
-    started = time.monotonic()
 
     def client(count: int) -> None:
         for _ in range(count):
-            job_id = system.submit_small(2, 0.05)
+            job_id = system.submit_small(chunks, seconds)
             with lock:
                 job_ids.append(job_id)
 
     counts = [jobs // CLIENTS + (1 if n < jobs % CLIENTS else 0) for n in range(CLIENTS)]
     with ThreadPoolExecutor(CLIENTS) as pool:
         list(pool.map(client, counts))
+    return job_ids
+
+
+def throughput(system: System, jobs: int, timeout: float) -> dict[str, float]:
+    cpu_before = cpu_seconds(system.processes())
+    started = time.monotonic()
+    job_ids = submit_back_to_back(system, jobs, 2, 0.05)
     finished = wait_all(system, job_ids, timeout)
     cpu = cpu_seconds(system.processes()) - cpu_before
     elapsed = finished - started
@@ -273,18 +279,7 @@ CRASH_WINDOW = 120.0
 def crash(system: System, jobs: int) -> dict[str, Any]:
     """Jobs of 2 x 1 s, the worker side SIGKILLed mid-batch and started again: how many a client sees finish
     within CRASH_WINDOW of the restart, and when the last of them did."""
-    job_ids: list[str] = []
-    lock = threading.Lock()
-
-    def client(count: int) -> None:
-        for _ in range(count):
-            job_id = system.submit_small(2, 1.0)
-            with lock:
-                job_ids.append(job_id)
-
-    counts = [jobs // CLIENTS + (1 if n < jobs % CLIENTS else 0) for n in range(CLIENTS)]
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        list(pool.map(client, counts))
+    job_ids = submit_back_to_back(system, jobs, 2, 1.0)
     time.sleep(CRASH_KILL_AFTER)
     system.kill_workers()
     time.sleep(CRASH_DOWN)
