@@ -51,7 +51,16 @@ from jobs.requests import (
     check_idempotency_key,
     parse_body_model,
 )
-from jobs.submit import Submitted, parse_options, raw_content_types, request_from_body, resolve_kind, submit_job
+from jobs.submit import (
+    STREAMED_BODY_BYTES,
+    Submitted,
+    parse_options,
+    raw_content_types,
+    request_from_body,
+    resolve_kind,
+    stream_input,
+    submit_job,
+)
 from shared import tracing
 from shared.clock import utc_now
 from shared.settings import Settings, get_settings
@@ -100,10 +109,11 @@ async def submit(req: Request, client: df.DurableOrchestrationClient) -> Respons
     content_type = media_type(req)
     raw_types = raw_content_types(settings)
     if content_type in raw_types:
-        request = await raw_request(req, settings, content_type, key)
-        request.client = client_id
-        request.callback = await raw_callback(req, settings)
         clients = await storage_clients(settings)
+        callback = await raw_callback(req, settings)
+        request = await raw_request(req, settings, clients, content_type, key)
+        request.client = client_id
+        request.callback = callback
     elif content_type == JSON_CONTENT_TYPE:
         body = parse_body_model(await read_json(req, settings.max_json_body_bytes))
         clients = await storage_clients(settings)
@@ -133,8 +143,14 @@ async def answer_submission(
     return accepted_response(body, record, base)
 
 
-async def raw_request(req: Request, settings: Settings, content_type: str, key: str | None) -> JobRequest:
-    """A raw CSV/NDJSON body: the kind and options come from the query string."""
+async def raw_request(
+    req: Request, settings: Settings, clients: StorageClients, content_type: str, key: str | None
+) -> JobRequest:
+    """A raw CSV/NDJSON body: the kind and options come from the query string.
+
+    A large body without an idempotency key goes to its blob while it arrives (jobs.submit.stream_input);
+    any other body is read whole first.
+    """
     params = query_params(req)
     kind_name = params.get("kind")
     if not kind_name:
@@ -155,20 +171,30 @@ async def raw_request(req: Request, settings: Settings, content_type: str, key: 
             "send Content-Length, or upload through /api/uploads",
             errors=[field_error("Content-Length", "required for a raw body (no chunked transfer encoding)")],
         )
-    body = await body_within(req, settings.max_raw_body_bytes)
-    if not body:
-        raise validation_problem("the input is empty", [field_error("body", "must not be empty")])
-    return JobRequest(
+    request = JobRequest(
         kind=kind_name,
         options=options,
         deadline_seconds=deadline,
-        input_bytes=body,
+        input_bytes=None,
         input_ref=None,
         input_content_type=content_type,
         idempotency_key=key,
         source="http",
         priority=priority,
     )
+    if key is None and STREAMED_BODY_BYTES < _declared_length(req) <= settings.max_raw_body_bytes:
+        request.job_id, request.staged = await stream_input(clients, req.stream())
+        return request
+    request.input_bytes = await body_within(req, settings.max_raw_body_bytes)
+    if not request.input_bytes:
+        raise validation_problem("the input is empty", [field_error("body", "must not be empty")])
+    return request
+
+
+def _declared_length(req: Request) -> int:
+    """The body's Content-Length; -1 if it is missing or malformed (body_within refuses that)."""
+    declared = (header(req, "content-length") or "").strip()
+    return int(declared) if is_decimal(declared) else -1
 
 
 async def raw_callback(req: Request, settings: Settings) -> dict[str, Any] | None:

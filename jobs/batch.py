@@ -220,7 +220,7 @@ async def _submit_chunk(
     undo.update(i for i in kept if i not in stranded)
 
     # Undo what refused winners wrote (bounded, as for a single submit; leftovers are the sweeper's).
-    await _bounded([_undo(clients, records[i], stored=requests[i].input_bytes is not None) for i in sorted(undo)])
+    await _bounded([_undo(clients, records[i], stored=requests[i].posted()) for i in sorted(undo)])
 
 
 async def _write(

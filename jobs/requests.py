@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from jobs.callbacks import CallbackBody
 from jobs.errors import IdempotencyKeyMalformed, InvalidRequest, errors_from_validation, field_error
+from jobs.streamed_input import StagedInput
 
 JSON_CONTENT_TYPE = "application/json"
 MAX_DEADLINE_SECONDS = 30 * 24 * 3600
@@ -57,6 +58,20 @@ class JobRequest:
     client: str = "anonymous"  # who submitted it (per-client admission caps)
     traceparent: str | None = None  # the caller's W3C trace context; not part of the request's identity
     callback: dict[str, Any] | None = None  # a checked Callback (jobs.callbacks), stored with the job
+    # A raw body streamed to the job's blob as it arrived (jobs.streamed_input), instead of input_bytes; its
+    # job id was chosen before the body was read, as the blocks went under the job's name.
+    staged: StagedInput | None = None
+    job_id: str | None = None
+
+    def input_sha256(self) -> str | None:
+        """The posted input's SHA-256, however it came in; None for an input by reference."""
+        if self.staged is not None:
+            return self.staged.sha256
+        return hashlib.sha256(self.input_bytes).hexdigest() if self.input_bytes is not None else None
+
+    def posted(self) -> bool:
+        """Whether the input came with the request (a body to store under the job's name)."""
+        return self.input_bytes is not None or self.staged is not None
 
     def fingerprint(self) -> str:
         """What makes two requests the same request, whichever door they came through."""
@@ -64,7 +79,7 @@ class JobRequest:
             "kind": self.kind,
             "options": self.options,
             "deadline_seconds": self.deadline_seconds,
-            "input_sha256": hashlib.sha256(self.input_bytes).hexdigest() if self.input_bytes is not None else None,
+            "input_sha256": self.input_sha256(),
             "input_ref": self.input_ref,
             "input_content_type": self.input_content_type,
         }

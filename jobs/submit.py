@@ -18,12 +18,11 @@ Order matters, so that a refused request stores nothing and starts nothing:
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import re
 import weakref
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -47,6 +46,7 @@ from jobs.errors import (
     field_error,
 )
 from jobs.requests import JSON_CONTENT_TYPE, JobRequest, SubmitBody, job_id_for, key_hash
+from jobs.streamed_input import BLOCK_BYTES, BLOCKS_IN_FLIGHT, StagedInput, block_id, stage_body
 from kinds.base import JobKind
 from shared import tracing
 from shared.clock import iso, parse_iso, utc_now
@@ -58,7 +58,9 @@ from storage.admission import queue_key
 from storage.clients import StorageClients
 from storage.names import PAYLOADS_CONTAINER, job_input_blob_name, upload_blob_name
 
-BLOCK_BYTES = 4 * 1024 * 1024
+STREAMED_BODY_BYTES = BLOCK_BYTES
+"""A raw body without an idempotency key larger than this goes to its blob as it arrives (stream_input)."""
+
 MAX_UPLOAD_BYTES = 5 * 1024**3
 """The largest upload a job accepts (checked at submit: 413); bigger inputs make chunks too big to work in memory."""
 # The compensation of a failed start must not hold the request (an outage answers 503 within 2 s): each of
@@ -224,23 +226,27 @@ async def _put_input(blob: BlobClient, data: bytes, content_type: str) -> None:
     request must not replace the bytes (and so the ETag) that an already started job planned with.
     ResourceExistsError says someone created it first.
     """
-    settings = ContentSettings(content_type=content_type)
     if len(data) <= BLOCK_BYTES:
-        await blob.upload_blob(data, overwrite=False, content_settings=settings)
+        await blob.upload_blob(data, overwrite=False, content_settings=ContentSettings(content_type=content_type))
         return
     view = memoryview(data)
     count = (len(data) + BLOCK_BYTES - 1) // BLOCK_BYTES
-    ids = [base64.b64encode(f"{n:08d}".encode()).decode() for n in range(count)]
-    gate = asyncio.Semaphore(4)
+    ids = [block_id(n) for n in range(count)]
+    gate = asyncio.Semaphore(BLOCKS_IN_FLIGHT)
 
-    async def stage(n: int, block_id: str) -> None:
+    async def stage(n: int, block: str) -> None:
         async with gate:
-            await blob.stage_block(block_id, view[n * BLOCK_BYTES : (n + 1) * BLOCK_BYTES].tobytes())
+            await blob.stage_block(block, view[n * BLOCK_BYTES : (n + 1) * BLOCK_BYTES].tobytes())
 
-    await asyncio.gather(*(stage(n, block_id) for n, block_id in enumerate(ids)))
+    await asyncio.gather(*(stage(n, block) for n, block in enumerate(ids)))
+    await _commit(blob, ids, content_type)
+
+
+async def _commit(blob: BlobClient, block_ids: Sequence[str], content_type: str) -> None:
+    """Make the staged blocks the blob, unless it exists (ResourceExistsError)."""
     await blob.commit_block_list(
-        [BlobBlock(block_id=i) for i in ids],
-        content_settings=settings,
+        [BlobBlock(block_id=i) for i in block_ids],
+        content_settings=ContentSettings(content_type=content_type),
         match_condition=MatchConditions.IfMissing,  # If-None-Match: * (passing etag too breaks the SDK)
     )
 
@@ -260,6 +266,12 @@ async def _store(clients: StorageClients, request: JobRequest, record: job_store
     matched, so the bytes are the same), unless a failed submission left it and a different request
     reused the key: then it is replaced.
     """
+    if request.staged is not None:
+        # Streamed as it arrived under this job's random id, which no other request names: commit it.
+        assert record["input_ref"] is not None and request.input_content_type is not None
+        blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, record["input_ref"])
+        await _commit(blob, request.staged.block_ids, request.input_content_type)
+        return
     if request.input_bytes is None or inline_input.is_inline(request):
         return  # an upload, a replay, or a small input that travels inline (jobs.inline_input)
     assert record["input_ref"] is not None and request.input_content_type is not None
@@ -270,6 +282,15 @@ async def _store(clients: StorageClients, request: JobRequest, record: job_store
         if not await _holds(blob, request.input_bytes):
             await blob.delete_blob()
             await _put_input(blob, request.input_bytes, request.input_content_type)
+
+
+async def stream_input(clients: StorageClients, chunks: AsyncIterator[bytes]) -> tuple[str, StagedInput]:
+    """Stage an unkeyed raw body under a new job's name as it arrives (jobs.streamed_input): the job id and
+    the staged blocks, which the submit commits. QueueFull before the first block when too many jobs wait."""
+    job_id = job_id_for(None)
+    await refuse_if_full(clients, job_id, keyed=False)
+    blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, job_input_blob_name(job_id))
+    return job_id, await stage_body(chunks, blob)
 
 
 def admission_ticket(record: job_store.JobRecord, admitted: bool = False) -> AdmissionTicket:
@@ -383,7 +404,7 @@ async def _start_if_never_started(
 
 def _claim_checked(request: JobRequest) -> bool:
     """Whether the posted input goes to a blob under the job's name (inputs too large to travel inline)."""
-    return request.input_bytes is not None and not inline_input.is_inline(request)
+    return request.posted() and not inline_input.is_inline(request)
 
 
 def _new_record(request: JobRequest, job_id: str, fingerprint: str) -> job_store.JobRecord:
@@ -421,7 +442,7 @@ async def submit_job(
 
     Runs in the submit span, a child of the caller's trace context (or the root of a new trace).
     """
-    job_id = job_id_for(request.idempotency_key)
+    job_id = request.job_id or job_id_for(request.idempotency_key)
     attributes = {"job.id": job_id, "job.kind": request.kind, "job.source": request.source}
     # In Azure the host's request span is current (a child of the caller's traceparent): join it; devhost
     # has none, so the caller's header is the parent.
@@ -471,7 +492,7 @@ async def _submit_job(
     except QueueFull:
         if written:
             # "full" joined nothing: only the writes that went out beside the join are undone.
-            await _undo(clients, record, stored=request.input_bytes is not None, placed=False)
+            await _undo(clients, record, stored=request.posted(), placed=False)
         raise
     except (IdempotencyConflict, InvalidRequest, Unavailable):
         raise
@@ -482,7 +503,7 @@ async def _submit_job(
             log_event("job.submitted", job_id=job_id, kind=request.kind, source=request.source)
             return Submitted(record, created=True)
         if written:
-            await _undo(clients, record, stored=request.input_bytes is not None)
+            await _undo(clients, record, stored=request.posted())
         log_event("job.start_failed", job_id=job_id, kind=request.kind, error=type(exc).__name__)
         raise Unavailable("the job could not be started; retry the request") from exc
     log_event("job.submitted", job_id=job_id, kind=request.kind, source=request.source)
