@@ -72,9 +72,9 @@ async def stage_body(chunks: AsyncIterator[bytes], blob: BlobClient) -> StagedIn
         await asyncio.to_thread(hasher.update, data)
         ids.append(block_id(len(ids)))
         staging.append(asyncio.create_task(stage(len(ids) - 1, data)))
-        for task in staging:
-            if task.done() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]  # a block refused: stop reading now
+        refused = next((task for task in staging if task.done() and task.exception() is not None), None)
+        if refused is not None:
+            refused.result()  # a block was refused: raise its error now rather than read on
 
     try:
         async for part in chunks:

@@ -8,7 +8,9 @@ Order matters, so that a refused request stores nothing and starts nothing:
 3. only the winner stores the input blob and, at the same time, joins its admission lane (jobs.admission;
    QueueFull past MAX_PENDING_JOBS, checked once before anything is written and again, exactly, when
    joining); if any of that fails, it removes what it stored, its place and the row (within a bounded
-   time: leftovers are the sweeper's), and the request can be retried;
+   time: leftovers are the sweeper's), and the request can be retried. (A large raw body without a key
+   was staged block by block while it arrived, after 1 but before 2: storing it is committing those
+   blocks, and before that they are no blob; see jobs.streamed_input.)
 4. the job is now accepted: its row, its input and its place exist. The orchestration is started, and
    an HTTP submit answers 202 before that start (`answer_before_start`): a start that fails or dies with
    the instance is made good by the next poll or the orphan sweep, which find the row, the place and the
