@@ -139,3 +139,24 @@ def test_a_large_keyed_body_is_read_whole_and_names_one_job(devhost, azurite):
     changed = devhost.client.post("/api/jobs", content=body + ROW, headers=headers, params=PARAMS)
     assert changed.status_code == 409, changed.text
     assert footprint(devhost, azurite.connection_string) == before
+
+
+def test_past_max_pending_jobs_a_large_body_is_429_before_any_block_is_staged(devhost_factory, azurite):
+    host = devhost_factory(env={"MAX_RUNNING_JOBS": "1", "MAX_PENDING_JOBS": "1"})
+    slow = {"kind": "simulate", "options": {"chunks": 1, "chunk_seconds": 30}}
+    running = host.client.post("/api/jobs", json=slow)
+    assert running.status_code == 202, running.text
+    eventually(lambda: host.client.get(running.headers["location"]).json()["status"] == "RUNNING", 30)
+    waiting = host.client.post("/api/jobs", json=slow)
+    assert waiting.status_code == 202, waiting.text
+    rows = count_job_rows(azurite.connection_string)
+    staged = staged_only(azurite.connection_string)
+
+    refused = host.client.post("/api/jobs", content=csv_body(1.5), headers={"Content-Type": "text/csv"}, params=PARAMS)
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"] == "urn:longrun:problem:too-many-pending-jobs"
+    assert staged_only(azurite.connection_string) == staged
+    assert count_job_rows(azurite.connection_string) == rows
+    for job in (running, waiting):
+        assert host.client.delete(job.headers["location"]).status_code in (202, 200)
