@@ -67,6 +67,15 @@ def test_every_route_answers_503_with_retry_after_promptly_while_storage_is_down
                 "headers": {"Content-Type": "text/csv"},
             },
         ),  # fmt: skip
+        (
+            "POST",
+            "/api/jobs",
+            {
+                "params": {"kind": "csv-report", "group_by": "g"},
+                "content": b"g,v\n" + b"x,1\n" * (6 * 1024 * 1024 // 4),
+                "headers": {"Content-Type": "text/csv"},
+            },
+        ),  # fmt: skip  # a body over 4 MiB, which streams to its blob (jobs.streamed_input)
         ("GET", f"/api/jobs/{job_id}", {}),
         ("GET", "/api/jobs", {}),
         ("GET", f"/api/jobs/{job_id}/result", {}),
