@@ -92,7 +92,7 @@ async def get_task(req: Request, client: df.DurableOrchestrationClient) -> Respo
     settings = get_settings()
     task_id = checked_job_id(route_param(req, "task_id"))
     clients = await storage_clients(settings)
-    view = await query.load_job(client, clients.jobs, task_id)
+    view = await query.load_job(client, clients.jobs, task_id, pending_from_row=True)
     await recovery.start_if_stranded(client, clients, view)
     body = await compat.task_status(clients, view)
     headers = {} if body["status"] in compat.READY_STATES else {"Retry-After": str(retry_after_seconds(view.record))}

@@ -232,10 +232,13 @@ async def get_job(req: Request, client: df.DurableOrchestrationClient) -> Respon
     started = utc_now()
     wait = wait_param(query_params(req).get("wait"))
     clients = await storage_clients(settings)
-    view = await query.load_job(client, clients.jobs, job_id)
-    await recovery.start_if_stranded(client, clients, view)
     seen = matching_versions(header(req, "if-none-match"))
-    if wait and seen:
+    long_poll = bool(wait and seen)
+    # A long-poll compares with what Durable says (its refreshes do): its first read must too, or a state
+    # Durable showed (RUNNING) would read as changed against the row's PENDING, and answer at once.
+    view = await query.load_job(client, clients.jobs, job_id, pending_from_row=not long_poll)
+    await recovery.start_if_stranded(client, clients, view)
+    if long_poll:
         view = await events.wait_for_change(
             view,
             seen,

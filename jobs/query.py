@@ -2,8 +2,9 @@
 
 The row knows what Durable cannot answer cheaply (kind, times, the outcome once recorded); Durable
 knows the live status and progress. A finished job is read from its row once the row holds its
-outcome and progress; anything else asks Durable, and a row that lags (an orchestration that crashed
-before recording its outcome) is caught up on the way.
+outcome and progress; so is a poll of a job whose row still says PENDING while it is younger than
+PENDING_FROM_ROW_FOR (below); anything else asks Durable, and a row that lags (an orchestration that
+crashed before recording its outcome) is caught up on the way.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -102,15 +103,37 @@ async def _reconcile(
     return state, shown
 
 
-async def load_job(client: Any, jobs: TableClient, job_id: str) -> JobView:
+PENDING_FROM_ROW_FOR = timedelta(seconds=30)
+"""How long a poll answers a job whose row says PENDING from the row alone (`load_job(pending_from_row=True)`).
+
+Polls of young jobs are most polls (Retry-After is 1 s for a job's first 10 s), and most of them find the job
+waiting for a worker: asking Durable as well costs a call to the extension and an Instances read each, to
+learn only whether the orchestration has begun. The row says PENDING until the job's own work records
+otherwise (a staged job's prepare marks it RUNNING; a whole run does after RUNNING_MARK_AFTER_SECONDS, so a
+small job may go from PENDING to its outcome), and a cancel flags it. From this age on Durable is asked again:
+it is jobs.recovery.RESTART_AFTER, from which a poll must learn whether the job has an instance at all.
+"""
+
+
+def _pending_row_answers(record: job_store.JobRecord, now: datetime | None = None) -> bool:
+    """Whether a poll may show the job from its row: PENDING, no cancel asked, younger than PENDING_FROM_ROW_FOR."""
+    if record["status"] != JobStatus.PENDING.value or record.get("stop_requested"):
+        return False
+    return (now or utc_now()) - parse_iso(record["created_at"]) < PENDING_FROM_ROW_FOR
+
+
+async def load_job(client: Any, jobs: TableClient, job_id: str, *, pending_from_row: bool = False) -> JobView:
     """The job's row, its current state and updated_at; NotFound if the job is unknown.
 
     A finished job whose row is complete is read from its row alone: one storage request per poll
-    instead of two (issue #15). Other jobs ask Durable after the row (the row says whether the job exists).
+    instead of two (issue #15). With `pending_from_row` (a plain poll), so is a young PENDING job
+    (PENDING_FROM_ROW_FOR). Other jobs ask Durable after the row (the row says whether the job exists).
     """
     record = await job_store.get_job(jobs, job_id)
     if record is None:
         raise NotFound("no such job")
+    if pending_from_row and _pending_row_answers(record):
+        return JobView(record, state_from_record(record), record["updated_at"])
     return await live_view(client, jobs, record)
 
 

@@ -19,13 +19,13 @@ Both ask Durable first and start only an absent instance (two starters are harml
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from azure.core.exceptions import ResourceNotFoundError
 
 from jobs import admission, durable
-from jobs.query import JobView
+from jobs.query import PENDING_FROM_ROW_FOR, JobView
 from jobs.submit import admission_ticket, job_start
 from shared.clock import parse_iso, utc_now
 from shared.contracts import JobStatus
@@ -34,9 +34,10 @@ from storage import jobs as job_store
 from storage.clients import StorageClients
 from storage.names import PAYLOADS_CONTAINER, job_input_blob_name
 
-RESTART_AFTER = timedelta(seconds=30)
+RESTART_AFTER = PENDING_FROM_ROW_FOR
 """A job recorded this long ago without an instance will not be started by its submitter any more
-(jobs.submit.START_ATTEMPTS all begin within about 12 s)."""
+(jobs.submit.START_ATTEMPTS all begin within about 12 s). Polls answer a younger PENDING job from its row
+(jobs.query.PENDING_FROM_ROW_FOR), so from this age on they ask Durable, and find a job without an instance."""
 
 Recovered = Literal["started", "exists", "unaccepted"]
 
