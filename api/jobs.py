@@ -258,7 +258,7 @@ async def get_job(req: Request, client: df.DurableOrchestrationClient) -> Respon
         attributes=attributes,
         kind=SpanKind.SERVER,
     )
-    return job_response(view, base_url(req, settings), await query.queue_place(settings, view))
+    return job_response(view, base_url(req, settings), await query.queue_place(clients, view))
 
 
 def wait_param(value: str | None) -> int:

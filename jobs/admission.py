@@ -29,6 +29,7 @@ from functools import lru_cache
 from typing import Any, Literal, TypeVar, cast
 
 from azure.data.tables import TableClient
+from azure.data.tables.aio import TableClient as AsyncTableClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from jobs.errors import InvalidRequest, field_error
@@ -502,18 +503,20 @@ class Place:
     position: int
 
 
-def place(settings: Settings, key: str) -> Place | None:
-    """The job's place while it waits; None once admitted or withdrawn.
+async def place_async(settings: Settings, jobs: AsyncTableClient, key: str) -> Place | None:
+    """The job's place while it waits; None once admitted or withdrawn. Read through the event loop's Jobs
+    client (the admission rows live in that table): a poll's read decides nothing, so it needs neither a
+    thread nor the ledger's group.
 
     Approximate: the position counts the jobs that joined the lane before it minus those that left
     the lane since; a job behind it that was cancelled, or admitted ahead of it because its own client
     was at its cap, makes the estimate low.
     """
-    table = _table(settings)
-    entry = ledger_store.read_entry(table, key)
+    partition = ledger_store.partition_key(settings.task_hub_name)
+    entry = await ledger_store.read_entry_async(jobs, partition, key)
     if entry is None or entry.admitted:
         return None
-    ledger = ledger_store.read_ledger(table)
+    ledger = await ledger_store.read_ledger_async(jobs, partition)
     return Place(entry.lane, max(1, entry.number - ledger.left.get(entry.lane, 0)))
 
 
@@ -591,11 +594,6 @@ async def release_async(settings: Settings, key: str) -> None:
 async def entry_async(settings: Settings, key: str) -> QueueEntry | None:
     """The job's queue row (its place, waiting or admitted) off the event loop; None if it holds none."""
     return await _off_the_loop(ledger_store.read_entry, _table(settings), key)
-
-
-async def place_async(settings: Settings, key: str) -> Place | None:
-    """place off the event loop."""
-    return await _off_the_loop(place, settings, key)
 
 
 async def waiting_count_async(settings: Settings) -> int:

@@ -147,11 +147,12 @@ async def live_view(client: Any, jobs: TableClient, record: job_store.JobRecord)
     return JobView(record, state, updated, unstarted=instance is None)
 
 
-async def queue_place(settings: Settings, view: JobView) -> admission.Place | None:
-    """A waiting job's lane and approximate position (two reads); None unless the job waits for admission."""
+async def queue_place(clients: StorageClients, view: JobView) -> admission.Place | None:
+    """A waiting job's lane and approximate position (two reads; one if it was admitted); None unless the job
+    is PENDING and waits for admission."""
     if view.state.status is not JobStatus.PENDING:
         return None
-    return await admission.place_async(settings, admission_ticket(view.record)["key"])
+    return await admission.place_async(clients.settings, clients.jobs, admission_ticket(view.record)["key"])
 
 
 def check_filters(settings: Settings, *, status: str | None, kind: str | None) -> None:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TransactionOperation, UpdateMode
+from azure.data.tables.aio import TableClient as AsyncTableClient
 
 from shared.clock import iso, parse_iso, utc_now
 from shared.contracts import PRIORITIES, Priority
@@ -142,6 +143,15 @@ def read_ledger(part: Partition) -> Ledger:
     return ledger_from_entity(entity, str(entity.metadata["etag"]))
 
 
+async def read_ledger_async(table: AsyncTableClient, partition: str) -> Ledger:
+    """read_ledger through the event loop's client (a request's read that decides nothing)."""
+    try:
+        entity = await table.get_entity(partition, LEDGER_ROW)
+    except ResourceNotFoundError:
+        return Ledger()
+    return ledger_from_entity(entity, str(entity.metadata["etag"]))
+
+
 def ledger_from_entity(entity: Mapping[str, Any], etag: str | None) -> Ledger:
     """The ledger a row holds (as read, or as just written: `Ledger.entity`)."""
     return Ledger(
@@ -173,6 +183,14 @@ def read_entry(part: Partition, key: str) -> QueueEntry | None:
     """A job's queue row, or None (never enqueued, or released)."""
     try:
         return _entry(part.table.get_entity(part.key, key))
+    except ResourceNotFoundError:
+        return None
+
+
+async def read_entry_async(table: AsyncTableClient, partition: str, key: str) -> QueueEntry | None:
+    """read_entry through the event loop's client."""
+    try:
+        return _entry(await table.get_entity(partition, key))
     except ResourceNotFoundError:
         return None
 
