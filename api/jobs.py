@@ -58,7 +58,6 @@ from jobs.submit import (
     raw_content_types,
     request_from_body,
     resolve_kind,
-    stream_input,
     submit_job,
 )
 from shared import tracing
@@ -111,7 +110,7 @@ async def submit(req: Request, client: df.DurableOrchestrationClient) -> Respons
     if content_type in raw_types:
         clients = await storage_clients(settings)
         callback = await raw_callback(req, settings)
-        request = await raw_request(req, settings, clients, content_type, key)
+        request = await raw_request(req, settings, content_type, key)
         request.client = client_id
         request.callback = callback
     elif content_type == JSON_CONTENT_TYPE:
@@ -143,13 +142,11 @@ async def answer_submission(
     return accepted_response(body, record, base)
 
 
-async def raw_request(
-    req: Request, settings: Settings, clients: StorageClients, content_type: str, key: str | None
-) -> JobRequest:
+async def raw_request(req: Request, settings: Settings, content_type: str, key: str | None) -> JobRequest:
     """A raw CSV/NDJSON body: the kind and options come from the query string.
 
-    A large body without an idempotency key goes to its blob while it arrives (jobs.submit.stream_input);
-    any other body is read whole first.
+    A large body without an idempotency key is left for the submit, which puts it in its blob while it
+    arrives (jobs.submit.stream_input); any other body is read whole first.
     """
     params = query_params(req)
     kind_name = params.get("kind")
@@ -183,7 +180,7 @@ async def raw_request(
         priority=priority,
     )
     if key is None and STREAMED_BODY_BYTES < _declared_length(req) <= settings.max_raw_body_bytes:
-        request.job_id, request.staged = await stream_input(clients, req.stream())
+        request.body = req.stream()  # the submit reads it, into the job's blob as it arrives (in its span)
         return request
     request.input_bytes = await body_within(req, settings.max_raw_body_bytes)
     if not request.input_bytes:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,10 +59,10 @@ class JobRequest:
     client: str = "anonymous"  # who submitted it (per-client admission caps)
     traceparent: str | None = None  # the caller's W3C trace context; not part of the request's identity
     callback: dict[str, Any] | None = None  # a checked Callback (jobs.callbacks), stored with the job
-    # A raw body streamed to the job's blob as it arrived (jobs.streamed_input), instead of input_bytes; its
-    # job id was chosen before the body was read, as the blocks went under the job's name.
+    # A large unkeyed raw body, instead of input_bytes: `body` until the submit reads it, staging it under the
+    # job's name as it arrives (jobs.submit.stream_input, inside the submit's span); `staged` once it has.
+    body: AsyncIterator[bytes] | None = None
     staged: StagedInput | None = None
-    job_id: str | None = None
 
     def input_sha256(self) -> str | None:
         """The posted input's SHA-256, however it came in; None for an input by reference."""
@@ -71,7 +72,7 @@ class JobRequest:
 
     def posted(self) -> bool:
         """Whether the input came with the request (a body to store under the job's name)."""
-        return self.input_bytes is not None or self.staged is not None
+        return self.input_bytes is not None or self.staged is not None or self.body is not None
 
     def fingerprint(self) -> str:
         """What makes two requests the same request, whichever door they came through."""

@@ -286,13 +286,19 @@ async def _store(clients: StorageClients, request: JobRequest, record: job_store
             await _put_input(blob, request.input_bytes, request.input_content_type)
 
 
-async def stream_input(clients: StorageClients, chunks: AsyncIterator[bytes]) -> tuple[str, StagedInput]:
-    """Stage an unkeyed raw body under a new job's name as it arrives (jobs.streamed_input): the job id and
-    the staged blocks, which the submit commits. QueueFull before the first block when too many jobs wait."""
-    job_id = job_id_for(None)
+async def stream_input(clients: StorageClients, job_id: str, chunks: AsyncIterator[bytes]) -> StagedInput:
+    """Stage an unkeyed raw body under the new job's name as it arrives (jobs.streamed_input): the staged
+    blocks, which the submit commits. QueueFull before the first block when too many jobs wait.
+
+    In a span of its own, a child of the submit's: the body's arrival is most of a large submit's time, and
+    each block's storage call is a dependency in the job's trace."""
     await refuse_if_full(clients, job_id, keyed=False)
     blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, job_input_blob_name(job_id))
-    return job_id, await stage_body(chunks, blob)
+    with tracing.span("job input staged", attributes={"job.id": job_id}) as span:
+        staged = await stage_body(chunks, blob)
+        span.set_attribute("job.input.bytes", staged.size)
+        span.set_attribute("job.input.blocks", len(staged.block_ids))
+    return staged
 
 
 def admission_ticket(record: job_store.JobRecord, admitted: bool = False) -> AdmissionTicket:
@@ -444,12 +450,15 @@ async def submit_job(
 
     Runs in the submit span, a child of the caller's trace context (or the root of a new trace).
     """
-    job_id = request.job_id or job_id_for(request.idempotency_key)
+    job_id = job_id_for(request.idempotency_key)
     attributes = {"job.id": job_id, "job.kind": request.kind, "job.source": request.source}
     # In Azure the host's request span is current (a child of the caller's traceparent): join it; devhost
     # has none, so the caller's header is the parent.
     parent = None if tracing.current_traceparent() else request.traceparent
     with tracing.span("job submit", parent=parent, attributes=attributes) as span:
+        if request.body is not None:  # a large unkeyed raw body: read now, into the job's blob as it arrives
+            request.staged = await stream_input(clients, job_id, request.body)
+            request.body = None
         submitted = await _submit_job(client, clients, request, job_id, answer_before_start)
         span.set_attribute("job.created", submitted.created)
         return submitted
