@@ -22,10 +22,14 @@ import contextlib
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from bench.loopback_proxy import Connection, LoopbackProxy, ProxyThread, pump
+from devhost.azurite import development_connection_string
+from devhost.testing.azurite import Azurite, free_port
+from devhost.testing.harness import DevHost
 
 Key = tuple[str, str, str]  # (service, owner, operation)
 
@@ -208,11 +212,44 @@ class CountingProxy(LoopbackProxy):
 class MeteredStorage(ProxyThread[CountingProxy]):
     """Three counting proxies (blob, queue, table) on one event loop in a daemon thread."""
 
-    def __init__(self, upstream: tuple[int, int, int], listen: tuple[int, int, int], hub: str) -> None:
-        """Proxy `listen` ports (blob, queue, table) to the `upstream` Azurite ports, counting for task hub `hub`."""
-        self.meter = Meter(hub)
+    def __init__(
+        self,
+        upstream: tuple[int, int, int],
+        listen: tuple[int, int, int],
+        hub: str,
+        meter: Callable[[str], Meter] = Meter,
+    ) -> None:
+        """Proxy `listen` ports (blob, queue, table) to the `upstream` Azurite ports, counting for task hub `hub`
+        with a `meter(hub)` (a Meter, or a subclass that counts more)."""
+        self.meter = meter(hub)
         proxies = [
             CountingProxy(service, port, up, self.meter)
             for service, port, up in zip(("blob", "queue", "table"), listen, upstream, strict=True)
         ]
         super().__init__(proxies, name="storage-meter")
+
+
+@contextlib.contextmanager
+def metered_devhost(
+    azurite: Azurite,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    meter: Callable[[str], Meter] = Meter,
+    stop_timeout: float = 20.0,
+) -> Iterator[tuple[DevHost, MeteredStorage]]:
+    """A started devhost whose storage requests reach `azurite` through the counting proxies; both stopped after.
+
+    `env` and `args` are the devhost's extra settings and command line; `meter` makes the meter (for its task hub).
+    """
+    listen = (free_port(), free_port(), free_port())
+    host = DevHost(development_connection_string(listen), env=dict(env or {}), args=list(args))
+    upstream = (azurite.blob_port, azurite.queue_port, azurite.table_port)
+    storage = MeteredStorage(upstream, listen, host.task_hub, meter).start()
+    try:
+        host.start()
+        yield host, storage
+    finally:
+        try:
+            host.stop(timeout=stop_timeout)
+        finally:
+            storage.stop()

@@ -18,9 +18,8 @@ from datetime import timedelta
 
 import pytest
 
-from bench.storage_meter import MeteredStorage
-from devhost.azurite import development_connection_string
-from devhost.testing.azurite import Azurite, free_port
+from bench.storage_meter import MeteredStorage, metered_devhost
+from devhost.testing.azurite import Azurite
 from devhost.testing.harness import DevHost
 from jobs.query import PENDING_FROM_ROW_FOR
 from shared.clock import utc_now
@@ -36,16 +35,8 @@ Counts = Counter[tuple[str, str, str]]
 @pytest.fixture(scope="module")
 def metered(azurite: Azurite) -> Iterator[tuple[DevHost, MeteredStorage]]:
     """The app on devhost, its storage requests counted on their way to Azurite."""
-    listen = (free_port(), free_port(), free_port())
-    host = DevHost(development_connection_string(listen), env=dict(DEFAULT_TEST_ENV))
-    storage = MeteredStorage((azurite.blob_port, azurite.queue_port, azurite.table_port), listen, host.task_hub)
-    storage.start()
-    try:
-        host.start()
-        yield host, storage
-    finally:
-        host.stop(timeout=20)
-        storage.stop()
+    with metered_devhost(azurite, env=DEFAULT_TEST_ENV) as metered:
+        yield metered
 
 
 def _tables(counts: Counts, owner: str) -> Counter[str]:

@@ -22,10 +22,9 @@ from urllib.parse import urlsplit
 import pytest
 from azure.data.tables import TableTransactionError, UpdateMode
 
-from bench.storage_meter import Meter, MeteredStorage
-from devhost.azurite import development_connection_string
+from bench.storage_meter import Meter, MeteredStorage, metered_devhost
 from devhost.durable.store import TaskHubStore
-from devhost.testing.azurite import Azurite, free_port
+from devhost.testing.azurite import Azurite
 from devhost.testing.harness import DevHost
 from tests.devhost.conftest import MANAGEMENT, SAMPLE_APP, sample_env, start_orchestration
 
@@ -107,20 +106,9 @@ class WorkItemMeter(Meter):
 
 @pytest.fixture
 def metered_host(azurite: Azurite) -> Iterator[tuple[DevHost, MeteredStorage]]:
-    listen = (free_port(), free_port(), free_port())
     env = sample_env(DEVHOST_PARTITION_LEASE="0")
-    host = DevHost(development_connection_string(listen), env=env, args=["--app-dir", str(SAMPLE_APP)])
-    storage = MeteredStorage((azurite.blob_port, azurite.queue_port, azurite.table_port), listen, host.task_hub)
-    storage.meter = WorkItemMeter(host.task_hub)
-    for proxy in storage.proxies:
-        proxy.meter = storage.meter
-    storage.start()
-    try:
-        host.start()
-        yield host, storage
-    finally:
-        host.stop(timeout=20)
-        storage.stop()
+    with metered_devhost(azurite, env=env, args=["--app-dir", str(SAMPLE_APP)], meter=WorkItemMeter) as metered:
+        yield metered
 
 
 def _wait_completed(host: DevHost, instance_id: str, timeout: float = 60.0) -> dict[str, object]:
