@@ -115,11 +115,11 @@ it is jobs.recovery.RESTART_AFTER, from which a poll must learn whether the job 
 """
 
 
-def _pending_row_answers(record: job_store.JobRecord, now: datetime | None = None) -> bool:
+def _pending_row_answers(record: job_store.JobRecord) -> bool:
     """Whether a poll may show the job from its row: PENDING, no cancel asked, younger than PENDING_FROM_ROW_FOR."""
     if record["status"] != JobStatus.PENDING.value or record.get("stop_requested"):
         return False
-    return (now or utc_now()) - parse_iso(record["created_at"]) < PENDING_FROM_ROW_FOR
+    return utc_now() - parse_iso(record["created_at"]) < PENDING_FROM_ROW_FOR
 
 
 async def load_job(client: Any, jobs: TableClient, job_id: str, *, pending_from_row: bool = False) -> JobView:
