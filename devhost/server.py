@@ -66,8 +66,19 @@ class HttpFront:
         return app
 
     async def host_status(self, request: web.Request) -> web.Response:
-        """`GET /admin/host/status`: Running, or Stopping during a graceful shutdown."""
-        state = "Running" if self.accepting else "Stopping"
+        """`GET /admin/host/status`: Starting until a worker has imported the app, then Running; Stopping during a
+        graceful shutdown.
+
+        As the host's `ScriptHostState` (Azure/azure-functions-host, src/WebJobs.Script/ScriptHostState.cs):
+        Initialized means "all functions have been indexed", and with worker indexing (the v2 programming model)
+        the functions are the ones a language worker reports after importing the app, so a host whose workers
+        are still importing is Starting. A probe that waits for Running must not send work to a host that would
+        only queue it.
+        """
+        if not self.accepting:
+            state = "Stopping"
+        else:
+            state = "Running" if self.invoker.pool.any_ready() else "Starting"
         return web.json_response({"id": "devhost", "state": state, "version": "devhost", "processUptime": 0})
 
     def _authorized(self, spec: FunctionSpec, request: web.Request) -> bool:

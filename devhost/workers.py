@@ -390,6 +390,10 @@ class WorkerPool:
             worker.process.kill()
             raise
 
+    def any_ready(self) -> bool:
+        """Whether some worker has imported the app (the host's functions are indexed and can be invoked)."""
+        return any(w.ready.is_set() for w in self.workers)
+
     async def wait_ready(self) -> None:
         """Wait until every worker has imported the app."""
         await asyncio.gather(*(w.ready.wait() for w in self.workers))

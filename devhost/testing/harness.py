@@ -91,14 +91,16 @@ class DevHost:
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait until /admin/host/status answers 200; raise with the log if the process exits or times out."""
+        """Wait until /admin/host/status says Running (a worker has imported the app); raise with the log if the
+        process exits or times out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"devhost exited with {self.process.returncode}:\n{self.logs()}")
             try:
-                if httpx.get(f"{self.base_url}/admin/host/status", timeout=1.0).status_code == 200:
+                status = httpx.get(f"{self.base_url}/admin/host/status", timeout=1.0)
+                if status.status_code == 200 and status.json().get("state") == "Running":
                     return
             except httpx.HTTPError:
                 pass

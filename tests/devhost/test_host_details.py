@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient
@@ -152,3 +153,41 @@ def test_terminating_a_pending_instance_runs_its_first_episode_then_terminates(a
         assert rows[-2]["OrchestrationStatus"] == 5 and rows[-2]["EventId"] == 1
     finally:
         host.stop(timeout=20)
+
+
+def test_the_host_is_starting_until_a_worker_has_imported_the_app(azurite: Azurite, tmp_path: Path) -> None:
+    """ScriptHostState (Azure/azure-functions-host, src/WebJobs.Script/ScriptHostState.cs): Initialized means all
+    functions are indexed, and with worker indexing they are what a worker reports after importing the app. So
+    /admin/host/status says Starting while the workers import (slowly, here), and a request sent then waits for
+    a worker instead of failing; Running comes once a worker has the app."""
+    app = tmp_path / "app"
+    shutil.copytree(SAMPLE_APP, app)
+    source = (app / "function_app.py").read_text()
+    slow_import = (
+        "import multiprocessing as _mp\nimport time as _time\n\n"
+        "if _mp.current_process().name == 'python-worker':  # the workers' import, not the host's indexing\n"
+        "    _time.sleep(4)\n\n"
+    )
+    (app / "function_app.py").write_text(slow_import + source)
+    host = DevHost(azurite.connection_string, env=sample_env(), args=["--app-dir", str(app)]).start(wait=False)
+    try:
+        states: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "Running" not in states:
+            try:
+                answer = host.client.get("/admin/host/status", timeout=1.0)
+            except httpx.HTTPError:
+                time.sleep(0.05)  # not listening yet
+                continue
+            states.append(answer.json()["state"])
+            if states == ["Starting"]:
+                sent = time.monotonic()
+                item = host.client.get("/api/items/7")  # reaches a worker once one has the app
+                waited = time.monotonic() - sent
+                assert item.status_code == 200, item.text
+            time.sleep(0.05)
+    finally:
+        host.stop(timeout=20)
+    assert states[0] == "Starting", states
+    assert states[-1] == "Running", states
+    assert waited > 1.0, waited  # the request was held while the workers imported, not answered by a half-started host
