@@ -22,6 +22,7 @@ import random
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -212,6 +213,41 @@ class _LedgerMemo:
         """Drop the copy (another writer changed the ledger since)."""
         with self._lock:
             self._ledger = None
+
+
+ADMITTED_KEYS_KEPT = 20_000
+"""Admitted jobs a process remembers (about 2 MB); older ones are read again, which is only slower."""
+
+
+class _AdmittedKeys:
+    """Queue keys of jobs this process knows were admitted: their place is settled.
+
+    An admitted queue row stays admitted until the job's release deletes it (re-enqueueing fails on the
+    existing row), and either way a poll shows no place. So once this process has seen a job admitted (its
+    own join, or a poll's read), its later polls skip the read: a PENDING job waiting for a worker is polled
+    several times, and the place read was half of each poll's storage requests. Only admission is kept, not
+    a missing row: a job recorded but not yet placed has no row and may still join its lane.
+    """
+
+    def __init__(self, capacity: int = ADMITTED_KEYS_KEPT) -> None:
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self._keys[key] = None
+            if len(self._keys) > self._capacity:
+                self._keys.popitem(last=False)  # the oldest: its job has most likely ended
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._keys
+
+
+@lru_cache(maxsize=8)
+def _admitted(settings: Settings) -> _AdmittedKeys:
+    return _AdmittedKeys()  # one per task hub and process, like the ledger's memo
 
 
 @lru_cache(maxsize=8)
@@ -409,6 +445,9 @@ def enqueue_many(settings: Settings, items: list[tuple[AdmissionTicket, str]]) -
     """enqueue for many jobs: in ledger transactions of up to 99 rows, shared with concurrent callers."""
     urgent = _FROM_A_REQUEST.get()
     outcomes = _group(settings).submit([_Join(ticket, job_id, urgent) for ticket, job_id in items])
+    for (ticket, _), outcome in zip(items, outcomes, strict=True):
+        if outcome == "admitted":
+            _admitted(settings).add(ticket["key"])
     return [cast(Enqueued, outcome) for outcome in outcomes]  # a join's outcome is its status
 
 
@@ -510,10 +549,15 @@ async def place_async(settings: Settings, jobs: AsyncTableClient, key: str) -> P
 
     Approximate: the position counts the jobs that joined the lane before it minus those that left
     the lane since; a job behind it that was cancelled, or admitted ahead of it because its own client
-    was at its cap, makes the estimate low.
+    was at its cap, makes the estimate low. A job this process has seen admitted is not read again.
     """
+    admitted = _admitted(settings)
+    if key in admitted:
+        return None
     partition = ledger_store.partition_key(settings.task_hub_name)
     entry = await ledger_store.read_entry_async(jobs, partition, key)
+    if entry is not None and entry.admitted:
+        admitted.add(key)
     if entry is None or entry.admitted:
         return None
     ledger = await ledger_store.read_ledger_async(jobs, partition)

@@ -84,6 +84,22 @@ def test_a_young_pending_job_is_polled_from_its_row_and_place(
     assert host.client.get(f"/api/jobs/{job_id}").json()["status"] == "PENDING"
 
 
+def test_a_process_reads_an_admitted_jobs_place_once(metered: tuple[DevHost, MeteredStorage], azurite: Azurite) -> None:
+    """An admitted queue row stays admitted until the job ends, so a worker process that has seen it admitted
+    does not read it again (jobs.admission._AdmittedKeys): repeated polls of a job waiting for a worker read its
+    row each time and its place at most once per worker process (the sample settings run two)."""
+    host, storage = metered
+    job_id = record_then_die(azurite.connection_string, None, utc_now(), placed_in=host.task_hub)
+    polls, reads = 8, Counter[str]()
+    for _ in range(polls):
+        status, _, counts = _poll(host, storage, f"/api/jobs/{job_id}")
+        assert status == 202, status
+        reads += _tables(counts, "app")
+    assert polls + 1 <= reads["GetEntity"] <= polls + 2, reads  # 2 per poll before
+    body = host.client.get(f"/api/jobs/{job_id}").json()
+    assert body["status"] == "PENDING" and "queue" not in body, body
+
+
 def test_durable_is_asked_for_an_older_pending_job_a_cancelled_one_and_a_long_poll(
     metered: tuple[DevHost, MeteredStorage], azurite: Azurite
 ) -> None:
