@@ -15,7 +15,9 @@ from typing import Any
 
 from aiohttp import ClientError
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
-from azurefunctions.extensions.http.fastapi import Request, Response
+from azurefunctions.extensions.http.fastapi import Request, Response, WebApp
+from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from starlette.convertors import PathConvertor, register_url_convertor
 
 from api.problems import PROBLEM_CONTENT_TYPE, Problem, problem_from
@@ -40,6 +42,28 @@ class EveryPath(PathConvertor):
 
 
 register_url_convertor("path", EveryPath())
+
+
+WEB_SERVER_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+"""FastAPI's own request telemetry, off in the worker's web server.
+
+FastAPI reports every request it serves (a server span, duration metrics) once a tracer or meter provider is
+set, and shared.observability always sets one. That span records the query string, where a client's function
+key travels as `code` (docs/api.md), redacting only storage signatures: with Application Insights it would
+export the key. It would also report each request a second time: the host already records every request, and
+the distro's FastAPI instrumentation is off for that reason (shared.observability). The job's own spans
+(`job submit`, `job status read`, ...) carry what a trace needs.
+"""
+
+
+def _web_app_without_own_telemetry(self: Any) -> None:
+    # The worker builds the extension's `WebApp()` after it imported the app (see EveryPath) and that web app
+    # is a bare `FastAPI()`; this is the same app with its own telemetry off. Patched on the class rather than
+    # subclassed: the extension's metaclass allows web app classes from its own module only.
+    self.web_app = FastAPI(telemetry=WEB_SERVER_TELEMETRY)
+
+
+WebApp.__init__ = _web_app_without_own_telemetry  # type: ignore[method-assign]
 
 
 ROUTE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]

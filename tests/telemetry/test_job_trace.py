@@ -282,6 +282,27 @@ def test_nothing_secret_or_payload_sized_in_any_exported_attribute(
             assert len(text) <= 1000, f"payload-sized attribute: {text[:200]}"
 
 
+def test_a_function_key_in_the_query_string_is_never_exported(traced_host: DevHost, receiver: OtlpReceiver) -> None:
+    """`?code=<function key>` is how a client may send its key (docs/api.md). The host passes the query on to
+    the worker's web server, so no span, log or metric may record it: FastAPI's own server telemetry
+    (on by default once a tracer provider is set) would put it in `url.query`, and only redacts signatures."""
+    key = "functionkeysecret0c4f9e"
+    answer = traced_host.client.get("/api/jobs", params={"code": key, "limit": "1"})
+    assert answer.status_code == 200, answer.text
+    submitted = traced_host.client.post(
+        "/api/jobs", params={"code": key}, json={"kind": "simulate", "options": {"chunks": 1, "chunk_seconds": 0}}
+    )
+    assert submitted.status_code == 202, submitted.text
+    time.sleep(1.5)  # let every process flush its batch
+    telemetry = receiver.telemetry
+    with telemetry.lock:
+        documents = [span.attributes for span in telemetry.spans] + [{"name": s.name} for s in telemetry.spans]
+        documents += [{"body": log.body, **log.attributes} for log in telemetry.logs]
+        documents += [point.attributes for point in telemetry.points]
+    leaked = [document for document in documents if key in repr(document)]
+    assert not leaked, leaked[:2]
+
+
 def test_chunk_batch_sub_orchestrations_join_the_jobs_trace(traced_host: DevHost, receiver: OtlpReceiver) -> None:
     job = run_job(traced_host, json={"kind": "simulate", "options": {"chunks": 3}})
     assert job["status"] == "COMPLETED", job
