@@ -60,7 +60,25 @@ def _web_app_without_own_telemetry(self: Any) -> None:
     # The worker builds the extension's `WebApp()` after it imported the app (see EveryPath) and that web app
     # is a bare `FastAPI()`; this is the same app with its own telemetry off. Patched on the class rather than
     # subclassed: the extension's metaclass allows web app classes from its own module only.
-    self.web_app = FastAPI(telemetry=WEB_SERVER_TELEMETRY)
+    app = FastAPI(telemetry=WEB_SERVER_TELEMETRY)
+    _uninstrument(app)
+    self.web_app = app
+
+
+def _uninstrument(app: FastAPI) -> None:
+    """Undo OpenTelemetry's FastAPI instrumentation on the worker's web app, where the distro applied it.
+
+    In Azure the worker configures the Azure Monitor distro before it imports the app
+    (PYTHON_ENABLE_OPENTELEMETRY, azure_functions_worker `initialize_azure_monitor`), with every instrumentation
+    on: `fastapi.FastAPI` is then the instrumented class, and each request's server span carries `http.url`,
+    query string and function key included. The same two reasons as WEB_SERVER_TELEMETRY apply.
+    """
+    try:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    except ImportError:  # the distro is not installed: nothing instruments the app
+        return
+    if getattr(app, "_is_instrumented_by_opentelemetry", False):
+        FastAPIInstrumentor.uninstrument_app(app)
 
 
 WebApp.__init__ = _web_app_without_own_telemetry  # type: ignore[method-assign]
