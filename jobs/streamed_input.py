@@ -82,7 +82,7 @@ async def stage_body(chunks: AsyncIterator[bytes], blob: BlobClient) -> StagedIn
             size += len(part)
             # Each block is copied once, when its parts are joined: a growing buffer sliced into blocks copied
             # every byte three times, each copy into freshly mapped pages (kinds.base.map_large_allocations),
-            # and held the worker's event loop for about 0.4 s of a 100 MB body.
+            # all of it on the event loop that also reads the body (docs/benchmarks.md, stop 27).
             while held + len(part) >= BLOCK_BYTES:
                 cut = BLOCK_BYTES - held
                 parts.append(part[:cut])
