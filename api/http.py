@@ -68,10 +68,12 @@ def _web_app_without_own_telemetry(self: Any) -> None:
 def _uninstrument(app: FastAPI) -> None:
     """Undo OpenTelemetry's FastAPI instrumentation on the worker's web app, where the distro applied it.
 
-    In Azure the worker configures the Azure Monitor distro before it imports the app
-    (PYTHON_ENABLE_OPENTELEMETRY, azure_functions_worker `initialize_azure_monitor`), with every instrumentation
-    on: `fastapi.FastAPI` is then the instrumented class, and each request's server span carries `http.url`,
-    query string and function key included. The same two reasons as WEB_SERVER_TELEMETRY apply.
+    In Azure the worker configures the Azure Monitor distro before it imports the app, with every
+    instrumentation on (azure-functions-python-worker 4.34, dispatcher.py `_handle__worker_init_request` and
+    `initialize_azure_monitor`, on PYTHON_ENABLE_OPENTELEMETRY, which infra sets; later workers on
+    PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY): `fastapi.FastAPI` is then the instrumented class, and each
+    request's server span carries `http.url`, query string and function key included. The same two reasons as
+    WEB_SERVER_TELEMETRY apply.
     """
     try:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor

@@ -2,8 +2,9 @@
 
 With PYTHON_ENABLE_OPENTELEMETRY (infra sets it) the worker calls `configure_azure_monitor` at its init with
 every instrumentation on, then imports the app, then builds the HTTP streams extension's web app
-(azure_functions_worker/dispatcher.py `_handle__worker_init_request`, utils/otel.py `initialize_azure_monitor`,
-http_v2.py `initialize_http_server`). The distro's FastAPI instrumentation then applies to that web app, and
+(azure-functions-python-worker 4.34: azure_functions_worker/dispatcher.py `_handle__worker_init_request`,
+`initialize_azure_monitor`; http_v2.py `initialize_http_server`; later workers do the same on
+PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY). The distro's FastAPI instrumentation then applies to that web app, and
 its server span records `http.url`: a client's function key sent as `?code=` would reach Application
 Insights. Run in a child process (the distro instruments the interpreter for good), with every exporter
 pointed at a closed loopback port; spans are read from an in-memory exporter added to the distro's provider.
