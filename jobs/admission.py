@@ -445,9 +445,10 @@ def enqueue_many(settings: Settings, items: list[tuple[AdmissionTicket, str]]) -
     """enqueue for many jobs: in ledger transactions of up to 99 rows, shared with concurrent callers."""
     urgent = _FROM_A_REQUEST.get()
     outcomes = _group(settings).submit([_Join(ticket, job_id, urgent) for ticket, job_id in items])
+    admitted = _admitted(settings)
     for (ticket, _), outcome in zip(items, outcomes, strict=True):
         if outcome == "admitted":
-            _admitted(settings).add(ticket["key"])
+            admitted.add(ticket["key"])
     return [cast(Enqueued, outcome) for outcome in outcomes]  # a join's outcome is its status
 
 
