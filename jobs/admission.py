@@ -557,9 +557,9 @@ async def place_async(settings: Settings, jobs: AsyncTableClient, key: str) -> P
         return None
     partition = ledger_store.partition_key(settings.task_hub_name)
     entry = await ledger_store.read_entry_async(jobs, partition, key)
-    if entry is not None and entry.admitted:
-        admitted.add(key)
     if entry is None or entry.admitted:
+        if entry is not None:
+            admitted.add(key)
         return None
     ledger = await ledger_store.read_ledger_async(jobs, partition)
     return Place(entry.lane, max(1, entry.number - ledger.left.get(entry.lane, 0)))

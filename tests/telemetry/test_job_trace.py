@@ -90,6 +90,16 @@ def job_trace(telemetry: Telemetry, trace_id: str, job_id: str) -> list[Received
     return spans
 
 
+def exported_documents(telemetry: Telemetry) -> list[dict[str, Any]]:
+    """Everything exported so far that carries values: span attributes and resources, log records, metric points."""
+    with telemetry.lock:
+        documents: list[dict[str, Any]] = [span.attributes for span in telemetry.spans]
+        documents += [span.resource for span in telemetry.spans]
+        documents += [{"body": log.body, **log.attributes} for log in telemetry.logs]
+        documents += [point.attributes for point in telemetry.points]
+    return documents
+
+
 def by_id(spans: list[ReceivedSpan]) -> dict[str, ReceivedSpan]:
     return {span.span_id: span for span in spans}
 
@@ -267,12 +277,7 @@ def test_nothing_secret_or_payload_sized_in_any_exported_attribute(
     forbidden = [MARKER, IDEMPOTENCY_KEY, "AccountKey", "sig=", sas, data.decode()]
     if account_key:
         forbidden.append(account_key.group(1))
-    telemetry = receiver.telemetry
-    with telemetry.lock:
-        documents: list[dict[str, Any]] = [span.attributes for span in telemetry.spans]
-        documents += [span.resource for span in telemetry.spans]
-        documents += [{"body": log.body, **log.attributes} for log in telemetry.logs]
-        documents += [point.attributes for point in telemetry.points]
+    documents = exported_documents(receiver.telemetry)
     assert len(documents) > 50
     for document in documents:
         for key, value in document.items():
@@ -296,9 +301,8 @@ def test_a_function_key_in_the_query_string_is_never_exported(traced_host: DevHo
     time.sleep(1.5)  # let every process flush its batch
     telemetry = receiver.telemetry
     with telemetry.lock:
-        documents = [span.attributes for span in telemetry.spans] + [{"name": s.name} for s in telemetry.spans]
-        documents += [{"body": log.body, **log.attributes} for log in telemetry.logs]
-        documents += [point.attributes for point in telemetry.points]
+        names = [{"name": span.name} for span in telemetry.spans]
+    documents = exported_documents(telemetry) + names
     leaked = [document for document in documents if key in repr(document)]
     assert not leaked, leaked[:2]
 
