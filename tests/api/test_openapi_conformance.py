@@ -1,0 +1,288 @@
+"""Every answer the API gives is one `/api/openapi.json` describes.
+
+External clients are generated from the OpenAPI document and validate what they get against it, so a status
+the document does not list, a media type it does not name, a body its schema refuses or a header that breaks
+its declared schema is a broken contract even when our own tests, written against docs/api.md, pass. The
+requests below walk every operation through its ordinary answers and its refusals on one devhost; each answer
+is checked against the operation the document gives for the request's method and path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from jsonschema import Draft202012Validator
+
+from devhost.testing.harness import DevHost
+from tests.api.test_contract import simulate, submit
+
+# One answer of each operation at most this long is read whole; longer streams are cut (their events are
+# checked against the document by tests/api/test_job_events.py).
+STREAM_READ_SECONDS = 2.0
+
+
+@dataclass
+class Contract:
+    """The OpenAPI document of a running devhost, and what its answers broke of it."""
+
+    doc: dict[str, Any]
+    broken: list[str] = field(default_factory=list)
+    checked: set[tuple[str, str, int]] = field(default_factory=set)
+
+    def operation(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
+        """The document's template and operation for a concrete path (literal segments win over parameters)."""
+        candidates = []
+        for template, item in self.doc["paths"].items():
+            pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+            if re.match(pattern, path) and method.lower() in item:
+                candidates.append((template.count("{"), template))
+        assert candidates, f"{method} {path}: no operation in the document"
+        template = min(candidates)[1]
+        return template, self.doc["paths"][template][method.lower()]
+
+    def schema(self, schema: dict[str, Any]) -> Draft202012Validator:
+        return Draft202012Validator({**schema, "components": self.doc["components"]})
+
+    def check(self, response: httpx.Response, body: bytes | None = None) -> None:
+        """Record what `response` breaks of its operation's documented answers."""
+        request = response.request
+        template, operation = self.operation(request.method, request.url.path)
+        where = f"{request.method} {request.url.path} -> {response.status_code}"
+        self.checked.add((request.method, template, response.status_code))
+        documented = operation["responses"].get(str(response.status_code))
+        if documented is None:
+            self.broken.append(f"{where}: status not listed ({sorted(operation['responses'])})")
+            return
+        for name, header in documented.get("headers", {}).items():
+            value = response.headers.get(name)
+            if value is None:
+                continue
+            typed: Any = value
+            if header["schema"].get("type") == "integer":
+                typed = int(value) if re.fullmatch(r"[0-9]+", value) else value
+            for error in self.schema(header["schema"]).iter_errors(typed):
+                self.broken.append(f"{where}: header {name}={value!r}: {error.message}")
+        content = documented.get("content")
+        raw = response.content if body is None else body
+        if not content:
+            return
+        media = response.headers.get("content-type", "").split(";")[0].strip()
+        if media not in content:
+            self.broken.append(f"{where}: content type {media!r} not among {sorted(content)}")
+            return
+        schema = content[media].get("schema")
+        if schema is None or not media.endswith("json"):
+            return
+        for error in self.schema(schema).iter_errors(json.loads(raw)):
+            path = "/".join(str(part) for part in error.absolute_path)
+            self.broken.append(f"{where}: body at /{path}: {error.message[:200]}")
+
+
+@pytest.fixture(scope="module")
+def contract(devhost: DevHost) -> Contract:
+    return Contract(devhost.client.get("/api/openapi.json").json())
+
+
+def checked(contract: Contract, response: httpx.Response) -> httpx.Response:
+    contract.check(response)
+    return response
+
+
+def finished(client: httpx.Client, location: str, timeout: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        polled = client.get(location)
+        if polled.status_code != 202:
+            return polled
+        time.sleep(0.2)
+    raise AssertionError(f"{location} still running after {timeout} s")
+
+
+def streamed(client: httpx.Client, contract: Contract, path: str, **headers: str) -> int:
+    """Open a stream, read it for a while, check its answer; its status."""
+    with client.stream("GET", path, headers=headers, timeout=STREAM_READ_SECONDS + 5) as response:
+        body = b""
+        started = time.monotonic()
+        for part in response.iter_bytes():
+            body += part
+            if time.monotonic() - started > STREAM_READ_SECONDS:
+                break
+        contract.check(response, body)
+        return response.status_code
+
+
+def jobs_in_every_state(devhost: DevHost, contract: Contract) -> Iterator[tuple[str, httpx.Response]]:
+    """(what, answer) for the job routes: submits, polls, results and cancels across the job's states."""
+    client = devhost.client
+    running = checked(contract, submit(client, simulate(chunks=2, chunk_seconds=3)))
+    yield "submit", running
+    location = running.headers["location"]
+    yield "poll while running", checked(contract, client.get(location))
+    yield "result before completion", checked(contract, client.get(location + "/result"))
+    yield (
+        "long-poll",
+        checked(
+            contract,
+            client.get(location, params={"wait": 1}, headers={"If-None-Match": running.headers.get("etag", "")}),
+        ),
+    )
+    yield "cancel", checked(contract, client.delete(location))
+    yield "poll after cancel", checked(contract, finished(client, location))
+    yield "result of a cancelled job", checked(contract, client.get(location + "/result"))
+
+    done = submit(client, {"kind": "vector-normalize", "input": {"vector_data": [[3, 4], [0, 0]]}})
+    completed = finished(client, done.headers["location"])
+    yield "poll of a completed job", checked(contract, completed)
+    yield "result", checked(contract, client.get(done.headers["location"] + "/result"))
+    yield "cancel of a finished job", checked(contract, client.delete(done.headers["location"]))
+
+    failing = submit(client, simulate(chunks=1, permanent_failure=True))
+    yield "poll of a failed job", checked(contract, finished(client, failing.headers["location"]))
+
+    csv = b"region,amount,qty\nnorth,1.5,2\nsouth,2.25,3\nnorth,3,1\n"
+    raw = client.post(
+        "/api/jobs",
+        params={"kind": "csv-report", "group_by": "region", "metrics": "amount,qty"},
+        content=csv,
+        headers={"Content-Type": "text/csv"},
+    )
+    yield "raw submit", checked(contract, raw)
+    finished(client, raw.headers["location"])
+    yield "csv result", checked(contract, client.get(raw.headers["location"] + "/result", params={"format": "csv"}))
+    keyed = {"Idempotency-Key": f"conformance-{time.time_ns()}"}
+    yield "keyed submit", checked(contract, submit(client, simulate(), **keyed))
+    yield "keyed submit again", checked(contract, submit(client, simulate(), **keyed))
+    yield "keyed submit, other request", checked(contract, submit(client, simulate(chunks=2), **keyed))
+    yield "listing", checked(contract, client.get("/api/jobs", params={"limit": 2}))
+    yield "listing by status", checked(contract, client.get("/api/jobs", params={"status": "COMPLETED"}))
+
+
+# (method, path, request arguments, the status docs/api.md gives the request)
+REFUSALS: list[tuple[str, str, dict[str, Any], int]] = [
+    ("POST", "/api/jobs", {"content": b"{", "headers": {"Content-Type": "application/json"}}, 400),
+    ("POST", "/api/jobs", {"json": {"kind": "no-such-kind"}}, 422),
+    ("POST", "/api/jobs", {"json": {**simulate(), "deadline_seconds": 0}}, 422),
+    ("POST", "/api/jobs", {"json": {**simulate(), "priority": "urgent"}}, 422),
+    ("POST", "/api/jobs", {"json": {**simulate(), "callback": {"url": "http://127.0.0.1/hook"}}}, 422),
+    ("POST", "/api/jobs", {"content": b"x", "headers": {"Content-Type": "text/plain"}}, 415),
+    ("POST", "/api/jobs", {"json": simulate(), "headers": {"Idempotency-Key": ""}}, 400),
+    (
+        "POST",
+        "/api/jobs",
+        {
+            "content": b"",
+            "params": {"kind": "csv-report", "group_by": "a", "metrics": "b"},
+            "headers": {"Content-Type": "text/csv"},
+        },
+        422,
+    ),
+    ("POST", "/api/jobs", {"content": b"{}" + b" " * 1_100_000, "headers": {"Content-Type": "application/json"}}, 413),
+    (
+        "POST",
+        "/api/jobs",
+        {
+            "content": iter([b"a,b\n", b"1,2\n"]),  # no Content-Length: chunked
+            "params": {"kind": "csv-report", "group_by": "a", "metrics": "b"},
+            "headers": {"Content-Type": "text/csv"},
+        },
+        411,
+    ),
+    ("GET", "/api/jobs", {"params": {"status": "DONE"}}, 422),
+    ("GET", "/api/jobs", {"params": {"continuation": "bogus"}}, 422),
+    ("GET", "/api/jobs/not-an-id", {}, 404),
+    ("GET", f"/api/jobs/{'0' * 32}", {}, 404),
+    ("GET", f"/api/jobs/{'0' * 32}", {"params": {"wait": 61}}, 400),
+    ("DELETE", f"/api/jobs/{'0' * 32}", {}, 404),
+    ("GET", f"/api/jobs/{'0' * 32}/result", {}, 404),
+    ("GET", f"/api/jobs/{'0' * 32}/events", {}, 404),
+    ("GET", f"/api/jobs/{'0' * 32}/events", {"headers": {"Last-Event-ID": "x"}}, 400),
+    ("POST", "/api/jobs/batch", {"json": {"items": []}}, 422),
+    ("POST", "/api/jobs/batch", {"content": b"[", "headers": {"Content-Type": "application/json"}}, 400),
+    ("POST", "/api/jobs/batch", {"content": b"x", "headers": {"Content-Type": "text/csv"}}, 415),
+    ("POST", "/api/uploads", {"json": {"content_type": "image/png"}}, 422),
+    ("POST", "/api/uploads", {"content": b"{", "headers": {"Content-Type": "application/json"}}, 400),
+    ("GET", "/api/dead-letters", {"params": {"continuation": "bogus"}}, 422),
+    ("GET", "/api/dead-letters/no-such-record", {}, 404),
+    ("POST", "/api/dead-letters/no-such-record/replay", {}, 404),
+    ("POST", "/api/tasks", {"json": {"vector_data": "nope"}}, 422),
+    ("POST", "/api/tasks", {"content": b"{", "headers": {"Content-Type": "application/json"}}, 400),
+    ("GET", f"/api/tasks/{'0' * 32}", {}, 404),
+    ("GET", "/api/stats", {"params": {"hours": 0}}, 422),
+]
+
+
+def test_every_answer_of_the_job_routes_is_documented(devhost: DevHost, contract: Contract) -> None:
+    seen = {what: response.status_code for what, response in jobs_in_every_state(devhost, contract)}
+    # The walk reached the answers it is meant to check, or it checked less than it claims.
+    assert seen["submit"] == seen["raw submit"] == seen["keyed submit again"] == 202
+    assert seen["poll while running"] == 202 and seen["result before completion"] == 409
+    assert seen["poll of a completed job"] == seen["poll of a failed job"] == seen["poll after cancel"] == 200
+    assert seen["keyed submit, other request"] == 409 and seen["cancel"] == 202
+    assert not contract.broken, "\n".join(contract.broken)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_args", "status"), REFUSALS, ids=[f"{m} {p} {s}" for m, p, _, s in REFUSALS]
+)
+def test_every_refusal_is_a_documented_problem(
+    devhost: DevHost, contract: Contract, method: str, path: str, request_args: dict[str, Any], status: int
+) -> None:
+    response = checked(contract, devhost.client.request(method, path, **request_args))
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert not contract.broken, "\n".join(contract.broken)
+
+
+def test_the_other_routes_answer_as_documented(devhost: DevHost, contract: Contract) -> None:
+    client = devhost.client
+    for path, params in (
+        ("/api/health", {}),
+        ("/api/stats", {"hours": 1, "bucket_minutes": 5}),
+        ("/api/dead-letters", {"limit": 5}),
+        ("/api/ui", {}),
+        ("/api/docs", {}),
+        ("/api/openapi.json", {}),
+    ):
+        assert checked(contract, client.get(path, params=params)).status_code == 200, path
+    upload = checked(contract, client.post("/api/uploads", json={"content_type": "text/csv"}))
+    assert upload.status_code == 201
+    batch = checked(contract, client.post("/api/jobs/batch", json={"items": [simulate(), {"kind": "nope"}]}))
+    assert batch.status_code == 200 and [item["status"] for item in batch.json()["items"]] == [202, 422]
+
+    task = checked(contract, client.post("/api/tasks", json={"vector_data": [0.1, 0.2], "metadata": {"a": 1}}))
+    assert task.status_code == 202
+    task_url = task.headers["location"]
+    assert checked(contract, finished_task(client, task_url)).status_code == 200
+    assert streamed(client, contract, task_url + "/stream") == 200
+
+    job = submit(client, simulate(chunks=2, chunk_seconds=0.2)).headers["location"]
+    assert streamed(client, contract, job.removeprefix(devhost.base_url) + "/events") == 200
+    finished(client, job)
+    last = client.get(job).headers["etag"][3:-1]
+    assert streamed(client, contract, job.removeprefix(devhost.base_url) + "/events", **{"Last-Event-ID": last}) == 204
+
+    failed = submit(client, simulate(chunks=1, permanent_failure=True)).headers["location"]
+    finished(client, failed)
+    letters = checked(contract, client.get("/api/dead-letters", params={"limit": 50})).json()["items"]
+    record = next(item for item in letters if item["job_id"] == failed.rsplit("/", 1)[1])
+    assert checked(contract, client.get(record["links"]["self"])).status_code == 200
+    replay = checked(contract, client.post(record["links"]["replay"]))
+    assert replay.status_code == 202
+    assert not contract.broken, "\n".join(contract.broken)
+
+
+def finished_task(client: httpx.Client, url: str, timeout: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        polled = client.get(url)
+        if polled.json().get("status") in ("SUCCESS", "FAILURE", "REVOKED"):
+            return polled
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready after {timeout} s")
