@@ -619,6 +619,7 @@ _PATHS: dict[str, Any] = {
                 "400": _problem("Malformed Idempotency-Key"),
                 "404": _problem("Unknown"),
                 "409": _problem("Not replayable (poison message, or input gone)"),
+                "429": _TOO_MANY,
             },
         },
     },
@@ -635,6 +636,7 @@ _PATHS: dict[str, Any] = {
                 "413": _problem("Body over 1 MB"),
                 "415": _problem("Not application/json"),
                 "422": _problem("Validation failed (fields named as in the body: vector_data, metadata, ...)"),
+                "429": _TOO_MANY,
             },
         }
     },

@@ -286,3 +286,27 @@ def finished_task(client: httpx.Client, url: str, timeout: float = 60) -> httpx.
             return polled
         time.sleep(0.2)
     raise AssertionError(f"{url} not ready after {timeout} s")
+
+
+def test_backpressure_and_a_waiting_job_answer_as_documented(devhost_factory: Any) -> None:
+    host = devhost_factory(env={"MAX_RUNNING_JOBS": "1", "MAX_PENDING_JOBS": "1"})
+    contract = Contract(host.client.get("/api/openapi.json").json())
+    failed = host.wait_for_job(submit(host.client, simulate(permanent_failure=True)).headers["location"]).json()
+    assert failed["status"] == "FAILED", failed
+    letters = host.client.get("/api/dead-letters", params={"limit": 10}).json()["items"]
+    letter = next(item for item in letters if item["job_id"] == failed["id"])
+    running = checked(contract, submit(host.client, simulate(chunks=1, chunk_seconds=5)))
+    waiting = checked(contract, submit(host.client, simulate()))
+    refused = checked(contract, submit(host.client, simulate()))
+    place = checked(contract, host.client.get(waiting.headers["location"]))
+    batch = checked(contract, host.client.post("/api/jobs/batch", json={"items": [simulate()]}))
+    tasks = checked(contract, host.client.post("/api/tasks", json={"vector_data": [1.0]}))
+    replay = checked(contract, host.client.post(letter["links"]["replay"]))
+    assert running.status_code == waiting.status_code == 202
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert place.status_code == 202 and place.json()["queue"]["position"] == 1
+    assert batch.status_code == 200 and batch.json()["items"][0]["status"] == 429
+    assert tasks.status_code == replay.status_code == 429
+    for location in (running.headers["location"], waiting.headers["location"]):
+        host.client.delete(location)
+    assert not contract.broken, "\n".join(contract.broken)

@@ -28,6 +28,7 @@ from jobs.events import Heartbeat
 from shared.settings import Settings
 from storage import jobs as job_store
 from storage.clients import close_storage_clients, storage_clients
+from tests.api.test_openapi_conformance import Contract
 from tests.conftest import DEFAULT_TEST_ENV
 
 pytestmark = pytest.mark.slow
@@ -54,6 +55,7 @@ def host_without_storage() -> Iterator[tuple[DevHost, str]]:
 def test_every_route_answers_503_with_retry_after_promptly_while_storage_is_down(host_without_storage):
     host, job_id = host_without_storage
     client = httpx.Client(base_url=host.base_url, timeout=30)
+    contract = Contract(client.get("/api/openapi.json").json())  # the document needs no storage
     requests: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/api/jobs", {"json": {"kind": "simulate", "options": {"chunks": 1}}}),
         ("POST", "/api/jobs", {"json": {"kind": "simulate"}, "headers": {"Idempotency-Key": "outage-1"}}),
@@ -93,11 +95,14 @@ def test_every_route_answers_503_with_retry_after_promptly_while_storage_is_down
         assert response.status_code == 503, (method, path, response.status_code, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
         assert int(response.headers["retry-after"]) >= 1, (method, path)
+        contract.check(response)
         if elapsed > ANSWER_WITHIN_SECONDS:
             slow.append((method, path, round(elapsed, 1)))
     started = time.monotonic()
     health = client.get("/api/health")
     assert health.status_code == 503 and health.json()["status"] == "unavailable"
+    contract.check(health)
+    assert not contract.broken, "\n".join(contract.broken)
     assert int(health.headers["retry-after"]) >= 1
     if time.monotonic() - started > ANSWER_WITHIN_SECONDS:
         slow.append(("GET", "/api/health", round(time.monotonic() - started, 1)))
