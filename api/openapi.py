@@ -785,6 +785,7 @@ def _kinds_part(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
         "upload_types": kinds.all_input_content_types(simulate_enabled=settings.enable_simulate_kind),
         "formats": kinds.all_render_formats(simulate_enabled=settings.enable_simulate_kind),
         "formats_by_kind": {spec.name: list(spec.render_formats) for spec in specs},
+        "result_types": sorted({media.split(";")[0] for spec in specs for media in spec.render_formats.values()}),
     }  # fmt: skip
     return schemas, values
 
@@ -806,6 +807,11 @@ def _with_kinds(paths: dict[str, Any], values: dict[str, Any]) -> None:
         f"{name}: {', '.join(formats)}" for name, formats in values["formats_by_kind"].items()
     )
     result["parameters"][1]["x-formats-by-kind"] = values["formats_by_kind"]
+    # JSON by default (the kind's own document: any JSON); ?format= picks one of the kind's renderings.
+    result["get"]["responses"]["200"]["content"] = {
+        media_type: {"schema": {} if media_type == JSON_CONTENT_TYPE else {"type": "string"}}
+        for media_type in values["result_types"]
+    }
     upload_body = paths["/api/uploads"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     upload_body["properties"]["content_type"] = {"enum": [*values["upload_types"], None]}  # null: not declared
 

@@ -78,7 +78,7 @@ class Contract:
             self.broken.append(f"{where}: content type {media!r} not among {sorted(content)}")
             return
         schema = content[media].get("schema")
-        if schema is None or not media.endswith("json"):
+        if schema is None or not (media == "application/json" or media.endswith("+json")):
             return
         for error in self.schema(schema).iter_errors(json.loads(raw)):
             path = "/".join(str(part) for part in error.absolute_path)
@@ -141,6 +141,8 @@ def jobs_in_every_state(devhost: DevHost, contract: Contract) -> Iterator[tuple[
     completed = finished(client, done.headers["location"])
     yield "poll of a completed job", checked(contract, completed)
     yield "result", checked(contract, client.get(done.headers["location"] + "/result"))
+    ndjson = client.get(done.headers["location"] + "/result", params={"format": "ndjson"})
+    yield "ndjson result", checked(contract, ndjson)
     yield "cancel of a finished job", checked(contract, client.delete(done.headers["location"]))
 
     failing = submit(client, simulate(chunks=1, permanent_failure=True))
@@ -156,6 +158,8 @@ def jobs_in_every_state(devhost: DevHost, contract: Contract) -> Iterator[tuple[
     yield "raw submit", checked(contract, raw)
     finished(client, raw.headers["location"])
     yield "csv result", checked(contract, client.get(raw.headers["location"] + "/result", params={"format": "csv"}))
+    unrendered = client.get(raw.headers["location"] + "/result", params={"format": "ndjson"})
+    yield "format the kind does not render", checked(contract, unrendered)
     keyed = {"Idempotency-Key": f"conformance-{time.time_ns()}"}
     yield "keyed submit", checked(contract, submit(client, simulate(), **keyed))
     yield "keyed submit again", checked(contract, submit(client, simulate(), **keyed))
@@ -225,6 +229,8 @@ def test_every_answer_of_the_job_routes_is_documented(devhost: DevHost, contract
     assert seen["poll while running"] == 202 and seen["result before completion"] == 409
     assert seen["poll of a completed job"] == seen["poll of a failed job"] == seen["poll after cancel"] == 200
     assert seen["keyed submit, other request"] == 409 and seen["cancel"] == 202
+    assert seen["result"] == seen["ndjson result"] == seen["csv result"] == 200
+    assert seen["format the kind does not render"] == 422
     assert not contract.broken, "\n".join(contract.broken)
 
 
