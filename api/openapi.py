@@ -43,15 +43,23 @@ def _with_retry_after(problem: dict[str, Any]) -> dict[str, Any]:
     return {**problem, "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
 
 
-def _page_of(schema: str) -> dict[str, Any]:
-    """A page of a listing: its items, and the continuation token of the next page (null on the last)."""
-    return {
+def _page_of(schema: str, *, next_link: bool = False) -> dict[str, Any]:
+    """A page of a listing: its items, and the continuation token of the next page (null on the last); with
+    `next_link`, also the next page's URL (absent on the last)."""
+    page: dict[str, Any] = {
         "type": "object",
         "properties": {
             "items": {"type": "array", "items": _ref(schema)},
             "continuation": {"type": ["string", "null"]},
         },
     }
+    if next_link:
+        page["properties"]["links"] = {
+            "type": "object",
+            "description": "Present while there is a next page",
+            "properties": {"next": {"type": "string", "format": "uri"}},
+        }
+    return page
 
 
 def _event_stream(description: str, data: dict[str, Any], names: list[str] | None, *, with_id: bool) -> dict[str, Any]:
@@ -248,7 +256,7 @@ _SCHEMAS: dict[str, Any] = {
             }
         },
     },
-    "JobPage": _page_of("Job"),
+    "JobPage": _page_of("Job", next_link=True),
     "Upload": {
         "type": "object",
         "properties": {
@@ -267,6 +275,11 @@ _SCHEMAS: dict[str, Any] = {
             "job_id": {"type": ["string", "null"]},
             "kind": {"type": ["string", "null"]},
             "input_ref": {"type": ["string", "null"]},
+            "input_content_type": {"type": ["string", "null"]},
+            "options": {
+                "type": ["object", "null"],
+                "description": "The failed job's options, as a replay submits them",
+            },
             "error_type": {"type": "string"},
             "reason": {"type": "string"},
             "attempts": {"type": "integer"},
@@ -282,6 +295,13 @@ _SCHEMAS: dict[str, Any] = {
                     "type": {"type": "string"},
                     "url": {"type": "string"},
                     "payload": _ref("WebhookEvent"),
+                },
+            },
+            "links": {
+                "type": "object",
+                "properties": {
+                    "self": {"type": "string", "format": "uri"},
+                    "replay": {"type": "string", "format": "uri"},
                 },
             },
         },
@@ -331,6 +351,10 @@ _SCHEMAS: dict[str, Any] = {
             "storage": {"type": "string"},
             "queues": {"type": "object", "additionalProperties": {"type": ["integer", "null"]}},
             "jobs": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "jobs_counted_up_to": {
+                "type": ["integer", "null"],
+                "description": "Set when there were more jobs: `jobs` counts this many of the newest (null: all)",
+            },
             "webhook_breakers": {
                 "type": "object",
                 "description": "Circuit breakers by callback host:port that are open, half-open or counting failures",
