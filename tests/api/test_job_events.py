@@ -24,6 +24,7 @@ from jsonschema import Draft202012Validator
 
 from devhost.testing.harness import DevHost
 from tests.api.test_contract import assert_problem, simulate, submit
+from tests.api.test_openapi_conformance import closed
 
 # Two chunks at a time: the multi-chunk jobs here run in waves, so they are still running (and changing)
 # while a test listens or hangs up. With all six chunks at once, a quick machine finished the job before the
@@ -126,7 +127,10 @@ def documented_event(host: DevHost, path: str) -> tuple[Draft202012Validator, Dr
     components = {"components": doc["components"]}
     data = event["properties"]["data"]
     assert data["contentMediaType"] == "application/json"
-    return Draft202012Validator({**event, **components}), Draft202012Validator({**data["contentSchema"], **components})
+    return (
+        Draft202012Validator(closed({**event, **components})),
+        Draft202012Validator(closed({**data["contentSchema"], **components})),
+    )
 
 
 def test_every_event_is_the_event_the_openapi_document_describes(host: DevHost) -> None:
