@@ -295,6 +295,10 @@ _SCHEMAS: dict[str, Any] = {
                     "type": {"type": "string"},
                     "url": {"type": "string"},
                     "payload": _ref("WebhookEvent"),
+                    "traceparent": {
+                        "type": ["string", "null"],
+                        "description": "The job's W3C trace context: each delivery attempt is a span in it",
+                    },
                 },
             },
             "links": {
@@ -331,7 +335,7 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "type": {"enum": [f"job.{event}" for event in CALLBACK_EVENTS]},
             "timestamp": {"type": "string", "format": "date-time", "description": "When the event happened"},
-            "data": _ref("Job"),
+            "data": _ref("JobEventData"),
         },
     },
     "WebhookReplay": {
@@ -465,6 +469,13 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+}
+# A webhook's `data`: the job resource as a poll shows it, but its links are absolute URLs only where the app
+# knows its public address (PUBLIC_BASE_URL): a delivery has no request to take a base URL from.
+_SCHEMAS["JobEventData"] = {
+    **_SCHEMAS["Job"],
+    "description": "The job resource as GET /api/jobs/{job_id} shows it; `links` only when PUBLIC_BASE_URL is set",
+    "required": [name for name in _SCHEMAS["Job"]["required"] if name != "links"],
 }
 
 _PATHS: dict[str, Any] = {

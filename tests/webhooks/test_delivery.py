@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from devhost.testing.azurite import Azurite
 from devhost.testing.harness import DevHost
+from tests.api.test_openapi_conformance import Contract, closed
 from tests.conftest import DEFAULT_TEST_ENV
 from tests.webhooks.receiver import TEST_SECRET, Receiver
 
@@ -73,6 +75,9 @@ def dead_letter(host: DevHost, record_id: str, timeout: float = 60.0) -> dict[st
     while time.monotonic() < deadline:
         response = host.client.get(f"/api/dead-letters/{record_id}")
         if response.status_code == 200:
+            contract = Contract(host.client.get("/api/openapi.json").json())
+            contract.check(response)
+            assert not contract.broken, contract.broken
             record: dict[str, Any] = response.json()
             return record
         time.sleep(0.1)
@@ -95,10 +100,19 @@ def for_job(job_id: str) -> Any:
     return lambda deliveries: [d for d in deliveries if d.json["data"]["id"] == job_id]
 
 
+def documented_delivery(host: DevHost) -> Draft202012Validator:
+    """The body of a delivery as the OpenAPI document's `webhooks.jobEvent` describes it (members it does not
+    name refused)."""
+    doc = host.client.get("/api/openapi.json").json()
+    body = doc["webhooks"]["jobEvent"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    return Draft202012Validator(closed({**body, "components": doc["components"]}))
+
+
 def test_a_finished_job_is_posted_once_signed_with_the_job_resource(host: DevHost, receiver: Receiver) -> None:
     job_id = submit(host, receiver)
     (delivery,) = receiver.wait_for(lambda got: len(got) >= 1)
     assert delivery.verified, "standardwebhooks could not verify the signature"
+    assert not list(documented_delivery(host).iter_errors(delivery.json)), delivery.json
     assert delivery.headers["webhook-id"] == f"msg_{job_id}_completed"
     assert delivery.headers["host"] == f"127.0.0.1:{receiver.port}"
     assert delivery.headers["content-type"] == "application/json"
@@ -120,6 +134,8 @@ def test_progress_events_are_sent_when_subscribed_each_with_its_own_id(host: Dev
     progress = [d for d in got if d.json["type"] == "job.progress"]
     assert progress, "no progress event"
     assert all(d.verified and d.json["data"]["status"] == "RUNNING" for d in progress)
+    documented = documented_delivery(host)
+    assert not [error.message for d in got for error in documented.iter_errors(d.json)]
     ids = [d.headers["webhook-id"] for d in got]
     assert len(set(ids)) == len(ids) and f"msg_{job_id}_completed" in ids
 
