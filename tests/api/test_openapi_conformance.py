@@ -138,8 +138,9 @@ def streamed(client: httpx.Client, contract: Contract, path: str, **headers: str
 def jobs_in_every_state(devhost: DevHost, contract: Contract) -> Iterator[tuple[str, httpx.Response]]:
     """(what, answer) for the job routes: submits, polls, results and cancels across the job's states."""
     client = devhost.client
-    running = checked(contract, submit(client, simulate(chunks=2, chunk_seconds=3)))
+    running = checked(contract, submit(client, {**simulate(chunks=2, chunk_seconds=3), "deadline_seconds": 3600}))
     yield "submit", running
+    assert "deadline_at" in running.json()
     location = running.headers["location"]
     yield "poll while running", checked(contract, client.get(location))
     yield "result before completion", checked(contract, client.get(location + "/result"))
