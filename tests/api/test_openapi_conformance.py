@@ -3,9 +3,8 @@
 External clients are generated from the OpenAPI document and validate what they get against it, so a status
 the document does not list, a media type it does not name, a body its schema refuses (or a member it does not
 name) or a header that breaks its declared schema is a broken contract even when our own tests, written against
-docs/api.md, pass. The
-requests below walk every operation through its ordinary answers and its refusals on one devhost; each answer
-is checked against the operation the document gives for the request's method and path.
+docs/api.md, pass. The requests below walk every operation through its ordinary answers and its refusals; each
+answer is checked against the operation the document gives for the request's method and path.
 """
 
 from __future__ import annotations
@@ -51,7 +50,6 @@ class Contract:
 
     doc: dict[str, Any]
     broken: list[str] = field(default_factory=list)
-    checked: set[tuple[str, str, int]] = field(default_factory=set)
 
     def operation(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
         """The document's template and operation for a concrete path (literal segments win over parameters)."""
@@ -70,9 +68,8 @@ class Contract:
     def check(self, response: httpx.Response, body: bytes | None = None) -> None:
         """Record what `response` breaks of its operation's documented answers."""
         request = response.request
-        template, operation = self.operation(request.method, request.url.path)
+        _, operation = self.operation(request.method, request.url.path)
         where = f"{request.method} {request.url.path} -> {response.status_code}"
-        self.checked.add((request.method, template, response.status_code))
         documented = operation["responses"].get(str(response.status_code))
         if documented is None:
             self.broken.append(f"{where}: status not listed ({sorted(operation['responses'])})")
@@ -87,7 +84,6 @@ class Contract:
             for error in self.schema(header["schema"]).iter_errors(typed):
                 self.broken.append(f"{where}: header {name}={value!r}: {error.message}")
         content = documented.get("content")
-        raw = response.content if body is None else body
         if not content:
             return
         media = response.headers.get("content-type", "").split(";")[0].strip()
@@ -97,7 +93,7 @@ class Contract:
         schema = content[media].get("schema")
         if schema is None or not (media == "application/json" or media.endswith("+json")):
             return
-        for error in self.schema(schema).iter_errors(json.loads(raw)):
+        for error in self.schema(schema).iter_errors(json.loads(response.content if body is None else body)):
             path = "/".join(str(part) for part in error.absolute_path)
             self.broken.append(f"{where}: body at /{path}: {error.message[:200]}")
 
@@ -112,16 +108,6 @@ def checked(contract: Contract, response: httpx.Response) -> httpx.Response:
     return response
 
 
-def finished(client: httpx.Client, location: str, timeout: float = 60) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        polled = client.get(location)
-        if polled.status_code != 202:
-            return polled
-        time.sleep(0.2)
-    raise AssertionError(f"{location} still running after {timeout} s")
-
-
 def streamed(client: httpx.Client, contract: Contract, path: str, **headers: str) -> int:
     """Open a stream, read it for a while, check its answer; its status."""
     with client.stream("GET", path, headers=headers, timeout=STREAM_READ_SECONDS + 5) as response:
@@ -133,6 +119,16 @@ def streamed(client: httpx.Client, contract: Contract, path: str, **headers: str
                 break
         contract.check(response, body)
         return response.status_code
+
+
+def finished_task(client: httpx.Client, url: str, timeout: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        polled = client.get(url)
+        if polled.json().get("status") in ("SUCCESS", "FAILURE", "REVOKED"):
+            return polled
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready after {timeout} s")
 
 
 def jobs_in_every_state(devhost: DevHost, contract: Contract) -> Iterator[tuple[str, httpx.Response]]:
@@ -152,11 +148,11 @@ def jobs_in_every_state(devhost: DevHost, contract: Contract) -> Iterator[tuple[
         ),
     )
     yield "cancel", checked(contract, client.delete(location))
-    yield "poll after cancel", checked(contract, finished(client, location))
+    yield "poll after cancel", checked(contract, devhost.wait_for_job(location))
     yield "result of a cancelled job", checked(contract, client.get(location + "/result"))
 
     done = submit(client, {"kind": "vector-normalize", "input": {"vector_data": [[3, 4], [0, 0]]}})
-    completed = finished(client, done.headers["location"])
+    completed = devhost.wait_for_job(done.headers["location"])
     yield "poll of a completed job", checked(contract, completed)
     yield "result", checked(contract, client.get(done.headers["location"] + "/result"))
     ndjson = client.get(done.headers["location"] + "/result", params={"format": "ndjson"})
@@ -164,7 +160,7 @@ def jobs_in_every_state(devhost: DevHost, contract: Contract) -> Iterator[tuple[
     yield "cancel of a finished job", checked(contract, client.delete(done.headers["location"]))
 
     failing = submit(client, simulate(chunks=1, permanent_failure=True))
-    yield "poll of a failed job", checked(contract, finished(client, failing.headers["location"]))
+    yield "poll of a failed job", checked(contract, devhost.wait_for_job(failing.headers["location"]))
 
     csv = b"region,amount,qty\nnorth,1.5,2\nsouth,2.25,3\nnorth,3,1\n"
     raw = client.post(
@@ -174,7 +170,7 @@ def jobs_in_every_state(devhost: DevHost, contract: Contract) -> Iterator[tuple[
         headers={"Content-Type": "text/csv"},
     )
     yield "raw submit", checked(contract, raw)
-    finished(client, raw.headers["location"])
+    devhost.wait_for_job(raw.headers["location"])
     yield "csv result", checked(contract, client.get(raw.headers["location"] + "/result", params={"format": "csv"}))
     unrendered = client.get(raw.headers["location"] + "/result", params={"format": "ndjson"})
     yield "format the kind does not render", checked(contract, unrendered)
@@ -288,28 +284,18 @@ def test_the_other_routes_answer_as_documented(devhost: DevHost, contract: Contr
 
     job = submit(client, simulate(chunks=2, chunk_seconds=0.2)).headers["location"]
     assert streamed(client, contract, job.removeprefix(devhost.base_url) + "/events") == 200
-    finished(client, job)
+    devhost.wait_for_job(job)
     last = client.get(job).headers["etag"][3:-1]
     assert streamed(client, contract, job.removeprefix(devhost.base_url) + "/events", **{"Last-Event-ID": last}) == 204
 
     failed = submit(client, simulate(chunks=1, permanent_failure=True)).headers["location"]
-    finished(client, failed)
+    devhost.wait_for_job(failed)
     letters = checked(contract, client.get("/api/dead-letters", params={"limit": 50})).json()["items"]
     record = next(item for item in letters if item["job_id"] == failed.rsplit("/", 1)[1])
     assert checked(contract, client.get(record["links"]["self"])).status_code == 200
     replay = checked(contract, client.post(record["links"]["replay"]))
     assert replay.status_code == 202
     assert not contract.broken, "\n".join(contract.broken)
-
-
-def finished_task(client: httpx.Client, url: str, timeout: float = 60) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        polled = client.get(url)
-        if polled.json().get("status") in ("SUCCESS", "FAILURE", "REVOKED"):
-            return polled
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready after {timeout} s")
 
 
 def test_backpressure_and_a_waiting_job_answer_as_documented(devhost_factory: Any) -> None:
