@@ -23,8 +23,8 @@ from httpx_sse import ServerSentEvent, connect_sse
 from jsonschema import Draft202012Validator
 
 from devhost.testing.harness import DevHost
+from tests.api.documented import closed
 from tests.api.test_contract import assert_problem, simulate, submit
-from tests.api.test_openapi_conformance import closed
 
 # Two chunks at a time: the multi-chunk jobs here run in waves, so they are still running (and changing)
 # while a test listens or hangs up. With all six chunks at once, a quick machine finished the job before the

@@ -28,7 +28,7 @@ from jobs.events import Heartbeat
 from shared.settings import Settings
 from storage import jobs as job_store
 from storage.clients import close_storage_clients, storage_clients
-from tests.api.test_openapi_conformance import Contract
+from tests.api.documented import Contract
 from tests.conftest import DEFAULT_TEST_ENV
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 
 from devhost.testing.azurite import Azurite
 from devhost.testing.harness import DevHost
-from tests.api.test_openapi_conformance import Contract, closed
+from tests.api.documented import Contract, closed
 from tests.conftest import DEFAULT_TEST_ENV
 from tests.webhooks.receiver import TEST_SECRET, Receiver
 

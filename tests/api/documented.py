@@ -1,0 +1,81 @@
+"""Answers held to the OpenAPI document (`GET /api/openapi.json`): what a client generated from it expects."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from jsonschema import Draft202012Validator
+
+
+def closed(schema: Any) -> Any:
+    """A copy of `schema` where every object that lists its properties allows no others.
+
+    The document leaves its objects open, so that clients tolerate members added later; here a member the
+    server sends but the document does not name is a gap in the document, and is reported.
+    """
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    copied = {key: closed(value) for key, value in schema.items()}
+    if "properties" in copied and "additionalProperties" not in copied:
+        copied["additionalProperties"] = False
+    return copied
+
+
+@dataclass
+class Contract:
+    """The OpenAPI document of a running devhost, and what its answers broke of it."""
+
+    doc: dict[str, Any]
+    broken: list[str] = field(default_factory=list)
+
+    def operation(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
+        """The document's template and operation for a concrete path (literal segments win over parameters)."""
+        candidates = []
+        for template, item in self.doc["paths"].items():
+            pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+            if re.match(pattern, path) and method.lower() in item:
+                candidates.append((template.count("{"), template))
+        assert candidates, f"{method} {path}: no operation in the document"
+        template = min(candidates)[1]
+        return template, self.doc["paths"][template][method.lower()]
+
+    def schema(self, schema: dict[str, Any]) -> Draft202012Validator:
+        return Draft202012Validator(closed({**schema, "components": self.doc["components"]}))
+
+    def check(self, response: httpx.Response, body: bytes | None = None) -> None:
+        """Record what `response` breaks of its operation's documented answers."""
+        request = response.request
+        _, operation = self.operation(request.method, request.url.path)
+        where = f"{request.method} {request.url.path} -> {response.status_code}"
+        documented = operation["responses"].get(str(response.status_code))
+        if documented is None:
+            self.broken.append(f"{where}: status not listed ({sorted(operation['responses'])})")
+            return
+        for name, header in documented.get("headers", {}).items():
+            value = response.headers.get(name)
+            if value is None:
+                continue
+            typed: Any = value
+            if header["schema"].get("type") == "integer":
+                typed = int(value) if re.fullmatch(r"[0-9]+", value) else value
+            for error in self.schema(header["schema"]).iter_errors(typed):
+                self.broken.append(f"{where}: header {name}={value!r}: {error.message}")
+        content = documented.get("content")
+        if not content:
+            return
+        media = response.headers.get("content-type", "").split(";")[0].strip()
+        if media not in content:
+            self.broken.append(f"{where}: content type {media!r} not among {sorted(content)}")
+            return
+        schema = content[media].get("schema")
+        if schema is None or not (media == "application/json" or media.endswith("+json")):
+            return
+        for error in self.schema(schema).iter_errors(json.loads(response.content if body is None else body)):
+            path = "/".join(str(part) for part in error.absolute_path)
+            self.broken.append(f"{where}: body at /{path}: {error.message[:200]}")
