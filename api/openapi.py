@@ -786,7 +786,12 @@ def _kind_request(spec: kinds.KindSpec) -> dict[str, Any]:
     properties["deadline_seconds"] = {"type": "integer", "minimum": 1, "maximum": MAX_DEADLINE_SECONDS}
     properties["priority"] = {"enum": _PRIORITIES, "default": "normal", "description": "The admission lane"}
     properties["callback"] = _ref("Callback")
-    return {**fragment, "additionalProperties": False, "properties": properties}
+    request = {**fragment, "additionalProperties": False, "properties": properties}
+    if spec.requires_input and spec.accepts_inline_input:
+        request["oneOf"] = [{"required": ["input"]}, {"required": ["input_ref"]}]  # exactly one of them
+    elif spec.requires_input:
+        request["required"] = [*fragment["required"], "input_ref"]
+    return request
 
 
 def _component_name(kind_name: str) -> str:

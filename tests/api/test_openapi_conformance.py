@@ -247,3 +247,34 @@ def test_backpressure_and_a_waiting_job_answer_as_documented(devhost_factory: An
     for location in (running.headers["location"], waiting.headers["location"]):
         host.client.delete(location)
     assert not contract.broken, "\n".join(contract.broken)
+
+
+def test_a_submission_the_document_allows_is_accepted_and_one_it_refuses_is_422(
+    devhost: DevHost, contract: Contract
+) -> None:
+    """The request side: a client that builds submissions from JobRequest gets what the schema promised."""
+    upload = devhost.client.post("/api/uploads", json={"content_type": "text/csv"}).json()
+    stored = httpx.put(
+        upload["upload_url"], content=b"g,v\nx,1\n", headers={**upload["headers"], "Content-Type": "text/csv"}
+    )
+    assert stored.status_code == 201, stored.text
+    vectors = {"vector_data": [[3, 4]]}
+    cases: list[tuple[dict[str, Any], int]] = [
+        ({"kind": "vector-normalize", "input": vectors}, 202),
+        ({"kind": "vector-normalize"}, 422),  # no input at all
+        ({"kind": "vector-normalize", "input": vectors, "input_ref": upload["input_ref"]}, 422),  # both
+        ({"kind": "csv-report", "options": {"group_by": "g"}, "input_ref": upload["input_ref"]}, 202),
+        ({"kind": "csv-report", "options": {"group_by": "g"}}, 422),  # no input_ref
+        ({"kind": "csv-report", "input_ref": upload["input_ref"]}, 422),  # no group_by
+        ({"kind": "simulate", "options": {"chunks": 1}}, 202),
+        ({"kind": "simulate", "options": {"chunks": 1}, "surprise": 1}, 422),
+    ]
+    request = contract.schema(
+        contract.doc["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    )
+    for body, status in cases:
+        errors = [error.message for error in request.iter_errors(body)]
+        assert bool(errors) == (status == 422), (body, errors)
+        answer = checked(contract, submit(devhost.client, body))
+        assert answer.status_code == status, (body, answer.text)
+    assert not contract.broken, "\n".join(contract.broken)
