@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -230,10 +231,7 @@ _SCHEMAS: dict[str, Any] = {
                 "minItems": 1,
                 "maxItems": 1000,
                 "description": "Job requests (as POST /api/jobs takes them), each with an optional idempotency_key",
-                "items": {
-                    "allOf": [_ref("JobRequest")],
-                    "properties": {"idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200}},
-                },
+                "items": _ref("BatchItem"),
             }
         },
     },
@@ -798,6 +796,30 @@ def _component_name(kind_name: str) -> str:
     return f"JobRequest.{kind_name}"
 
 
+def _batch_item_name(kind_name: str) -> str:
+    return f"BatchItem.{kind_name}"
+
+
+_BATCH_ITEM_KEY = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "description": "The item's Idempotency-Key (printable ASCII): a retried batch creates its job only once",
+}
+
+
+def _one_of_kinds(description: str, specs: list[kinds.KindSpec], name: Callable[[str], str]) -> dict[str, Any]:
+    """One schema per kind, told apart by `kind`."""
+    return {
+        "description": description,
+        "oneOf": [_ref(name(spec.name)) for spec in specs],
+        "discriminator": {
+            "propertyName": "kind",
+            "mapping": {spec.name: f"#/components/schemas/{name(spec.name)}" for spec in specs},
+        },
+    }
+
+
 def _kinds_part(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     """The kinds' schemas and the values the paths need (names, raw content types, formats by kind)."""
     specs = kinds.all_kinds(simulate_enabled=settings.enable_simulate_kind)
@@ -807,15 +829,16 @@ def _kinds_part(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
         for name, schema in fragment["components"].items():
             if schemas.setdefault(name, schema) != schema:
                 raise RuntimeError(f"two kinds declare different schemas named {name!r}")
-        schemas[_component_name(spec.name)] = _kind_request(spec)
-    schemas["JobRequest"] = {
-        "description": "A JSON submission: its members depend on the kind",
-        "oneOf": [_ref(_component_name(spec.name)) for spec in specs],
-        "discriminator": {
-            "propertyName": "kind",
-            "mapping": {spec.name: f"#/components/schemas/{_component_name(spec.name)}" for spec in specs},
-        },
-    }
+        request = _kind_request(spec)
+        schemas[_component_name(spec.name)] = request
+        # A batch item is the same request plus its own key: a member of its own schema, since the request's
+        # additionalProperties: false would refuse a key added beside it (allOf cannot extend a closed object).
+        schemas[_batch_item_name(spec.name)] = {
+            **request,
+            "properties": {**request["properties"], "idempotency_key": _BATCH_ITEM_KEY},
+        }
+    schemas["JobRequest"] = _one_of_kinds("A JSON submission: its members depend on the kind", specs, _component_name)
+    schemas["BatchItem"] = _one_of_kinds("A JobRequest with an optional idempotency_key", specs, _batch_item_name)
     raw_kinds = [spec for spec in specs if any(t != JSON_CONTENT_TYPE for t in spec.input_content_types)]
     values = {
         "names": [spec.name for spec in specs],

@@ -277,4 +277,15 @@ def test_a_submission_the_document_allows_is_accepted_and_one_it_refuses_is_422(
         assert bool(errors) == (status == 422), (body, errors)
         answer = checked(contract, submit(devhost.client, body))
         assert answer.status_code == status, (body, answer.text)
+    # The same requests as batch items, each also with its own idempotency key, which the item schema adds.
+    batch_body = contract.doc["paths"]["/api/jobs/batch"]["post"]["requestBody"]["content"]["application/json"]
+    batch = contract.schema(batch_body["schema"])
+    keyed = [
+        ({**body, "idempotency_key": f"item-{time.time_ns()}-{n}"}, status) for n, (body, status) in enumerate(cases)
+    ]
+    for body, status in keyed:
+        errors = [error.message for error in batch.iter_errors({"items": [body]})]
+        assert bool(errors) == (status == 422), (body, errors)
+    answer = checked(contract, devhost.client.post("/api/jobs/batch", json={"items": [body for body, _ in keyed]}))
+    assert [item["status"] for item in answer.json()["items"]] == [status for _, status in keyed], answer.text
     assert not contract.broken, "\n".join(contract.broken)
