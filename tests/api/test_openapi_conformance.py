@@ -288,4 +288,18 @@ def test_a_submission_the_document_allows_is_accepted_and_one_it_refuses_is_422(
         assert bool(errors) == (status == 422), (body, errors)
     answer = checked(contract, devhost.client.post("/api/jobs/batch", json={"items": [body for body, _ in keyed]}))
     assert [item["status"] for item in answer.json()["items"]] == [status for _, status in keyed], answer.text
+    # The reference design's task body.
+    task_body = contract.doc["paths"]["/api/tasks"]["post"]["requestBody"]["content"]["application/json"]
+    task = contract.schema(task_body["schema"])
+    reference = {"vector_data": [0.1, 0.2], "metadata": {"a": 1}, "duration": 5, "task_type": "vector_processing"}
+    for body, status in (
+        (reference, 202),
+        ({"vector_data": [[3, 4], [1, 0]]}, 202),
+        ({**reference, "priority": "high"}, 422),
+        ({"metadata": {}}, 422),
+    ):
+        errors = [error.message for error in task.iter_errors(body)]
+        assert bool(errors) == (status == 422), (body, errors)
+        answer = checked(contract, devhost.client.post("/api/tasks", json=body))
+        assert answer.status_code == status, (body, answer.text)
     assert not contract.broken, "\n".join(contract.broken)
