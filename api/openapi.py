@@ -485,6 +485,12 @@ _PATHS: dict[str, Any] = {
                 _IDEMPOTENCY_KEY,
                 {"name": "kind", "in": "query", "description": "Raw bodies only", "schema": {"type": "string"}},
                 {"name": "priority", "in": "query", "description": "Raw bodies only", "schema": {"enum": _PRIORITIES}},
+                {
+                    "name": "deadline_seconds",
+                    "in": "query",
+                    "description": "Raw bodies only",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DEADLINE_SECONDS},
+                },
                 _CLIENT_ID,
                 {
                     "name": "callback_url",
@@ -849,14 +855,43 @@ def _kinds_part(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
         "formats": kinds.all_render_formats(simulate_enabled=settings.enable_simulate_kind),
         "formats_by_kind": {spec.name: list(spec.render_formats) for spec in specs},
         "result_types": sorted({media.split(";")[0] for spec in specs for media in spec.render_formats.values()}),
+        "raw_options": _raw_options(raw_kinds),
     }  # fmt: skip
     return schemas, values
+
+
+_SCALAR_KEYWORDS = ("type", "enum", "minimum", "maximum", "minLength", "maxLength", "default")
+
+
+def _raw_options(raw_kinds: list[kinds.KindSpec]) -> list[dict[str, Any]]:
+    """The query parameters a raw body's options travel in: one per option name of the kinds that read raw
+    bodies (a list option is comma-separated, so its parameter is a string)."""
+    options: dict[str, dict[str, Any]] = {}
+    for spec in raw_kinds:
+        for name, schema in spec.openapi_fragment()["options"].get("properties", {}).items():
+            option = options.setdefault(name, {"kinds": [], "schema": schema})
+            option["kinds"].append(spec.name)
+    parameters = []
+    for name, option in options.items():
+        schema = option["schema"]
+        scalar = schema.get("type") in ("string", "integer", "number", "boolean") and len(option["kinds"]) == 1
+        parameters.append(
+            {
+                "name": name,
+                "in": "query",
+                "description": f"Raw bodies only: option of {', '.join(option['kinds'])}. "
+                + (schema.get("description", "") if scalar else "A list is comma-separated."),
+                "schema": {k: v for k, v in schema.items() if k in _SCALAR_KEYWORDS} if scalar else {"type": "string"},
+            }
+        )
+    return parameters
 
 
 def _with_kinds(paths: dict[str, Any], values: dict[str, Any]) -> None:
     """Fill the kind-dependent parts of the paths (in a copy of _PATHS) from the registry."""
     submit = paths["/api/jobs"]["post"]
     submit["parameters"][1]["schema"] = {"enum": values["raw_kinds"]}
+    submit["parameters"].extend(values["raw_options"])
     content = submit["requestBody"]["content"]
     for media_type in values["raw_types"]:
         content[media_type] = {

@@ -51,8 +51,18 @@ class Contract:
     def check(self, response: httpx.Response, body: bytes | None = None) -> None:
         """Record what `response` breaks of its operation's documented answers."""
         request = response.request
-        _, operation = self.operation(request.method, request.url.path)
+        template, operation = self.operation(request.method, request.url.path)
         where = f"{request.method} {request.url.path} -> {response.status_code}"
+        if response.is_success:
+            # An accepted request's query parameters are ones the document declares (a generated client sends
+            # no others); `code` is the function key, a security scheme of its own.
+            declared = {
+                parameter["name"]
+                for parameter in [*self.doc["paths"][template].get("parameters", []), *operation.get("parameters", [])]
+                if parameter["in"] == "query"
+            }
+            for name in sorted(set(request.url.params) - declared - {"code"}):
+                self.broken.append(f"{where}: query parameter {name!r} is not declared")
         documented = operation["responses"].get(str(response.status_code))
         if documented is None:
             self.broken.append(f"{where}: status not listed ({sorted(operation['responses'])})")

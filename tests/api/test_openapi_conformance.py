@@ -92,7 +92,7 @@ def jobs_in_every_state(devhost: DevHost, contract: Contract) -> Iterator[tuple[
     csv = b"region,amount,qty\nnorth,1.5,2\nsouth,2.25,3\nnorth,3,1\n"
     raw = client.post(
         "/api/jobs",
-        params={"kind": "csv-report", "group_by": "region", "metrics": "amount,qty"},
+        params={"kind": "csv-report", "group_by": "region", "metrics": "amount,qty", "deadline_seconds": "600"},
         content=csv,
         headers={"Content-Type": "text/csv"},
     )
