@@ -46,7 +46,13 @@ class Contract:
         return template, self.doc["paths"][template][method.lower()]
 
     def schema(self, schema: dict[str, Any]) -> Draft202012Validator:
+        """A validator of `schema` (a part of the document: its refs resolve), members it does not name refused."""
         return Draft202012Validator(closed({**schema, "components": self.doc["components"]}))
+
+    def json_body(self, method: str, template: str) -> Draft202012Validator:
+        """A validator of the JSON request body the document gives an operation."""
+        body = self.doc["paths"][template][method.lower()]["requestBody"]["content"]["application/json"]
+        return self.schema(body["schema"])
 
     def check(self, response: httpx.Response, body: bytes | None = None) -> None:
         """Record what `response` breaks of its operation's documented answers."""

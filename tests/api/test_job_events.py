@@ -23,7 +23,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 from jsonschema import Draft202012Validator
 
 from devhost.testing.harness import DevHost
-from tests.api.documented import closed
+from tests.api.documented import Contract
 from tests.api.test_contract import assert_problem, simulate, submit
 
 # Two chunks at a time: the multi-chunk jobs here run in waves, so they are still running (and changing)
@@ -122,15 +122,11 @@ def test_a_stream_reports_status_and_progress_then_the_job_and_ends(host: DevHos
 def documented_event(host: DevHost, path: str) -> tuple[Draft202012Validator, Draft202012Validator]:
     """Validators for one event of the stream at `path` (its fields, and its data's JSON), as /api/openapi.json
     describes them: refs resolve against the document's components."""
-    doc = host.client.get("/api/openapi.json").json()
-    event = doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"]
-    components = {"components": doc["components"]}
+    contract = Contract(host.client.get("/api/openapi.json").json())
+    event = contract.doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"]
     data = event["properties"]["data"]
     assert data["contentMediaType"] == "application/json"
-    return (
-        Draft202012Validator(closed({**event, **components})),
-        Draft202012Validator(closed({**data["contentSchema"], **components})),
-    )
+    return contract.schema(event), contract.schema(data["contentSchema"])
 
 
 def test_every_event_is_the_event_the_openapi_document_describes(host: DevHost) -> None:

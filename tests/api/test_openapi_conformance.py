@@ -18,6 +18,7 @@ import pytest
 
 from devhost.testing.harness import DevHost
 from tests.api.documented import Contract
+from tests.api.probes import eventually
 from tests.api.test_contract import simulate, submit
 
 # One answer of each operation at most this long is read whole; longer streams are cut (their events are
@@ -48,14 +49,13 @@ def streamed(client: httpx.Client, contract: Contract, path: str, **headers: str
         return response.status_code
 
 
-def finished_task(client: httpx.Client, url: str, timeout: float = 60) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        polled = client.get(url)
-        if polled.json().get("status") in ("SUCCESS", "FAILURE", "REVOKED"):
-            return polled
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready after {timeout} s")
+def finished_task(client: httpx.Client, url: str) -> httpx.Response:
+    def ready() -> httpx.Response | None:
+        answer = client.get(url)
+        return answer if answer.json().get("status") in ("SUCCESS", "FAILURE", "REVOKED") else None
+
+    answer: httpx.Response = eventually(ready, timeout=60, interval=0.2)
+    return answer
 
 
 def jobs_in_every_state(devhost: DevHost, contract: Contract) -> Iterator[tuple[str, httpx.Response]]:
@@ -269,17 +269,14 @@ def test_a_submission_the_document_allows_is_accepted_and_one_it_refuses_is_422(
         ({"kind": "simulate", "options": {"chunks": 1}}, 202),
         ({"kind": "simulate", "options": {"chunks": 1}, "surprise": 1}, 422),
     ]
-    request = contract.schema(
-        contract.doc["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    )
+    request = contract.json_body("POST", "/api/jobs")
     for body, status in cases:
         errors = [error.message for error in request.iter_errors(body)]
         assert bool(errors) == (status == 422), (body, errors)
         answer = checked(contract, submit(devhost.client, body))
         assert answer.status_code == status, (body, answer.text)
     # The same requests as batch items, each also with its own idempotency key, which the item schema adds.
-    batch_body = contract.doc["paths"]["/api/jobs/batch"]["post"]["requestBody"]["content"]["application/json"]
-    batch = contract.schema(batch_body["schema"])
+    batch = contract.json_body("POST", "/api/jobs/batch")
     keyed = [
         ({**body, "idempotency_key": f"item-{time.time_ns()}-{n}"}, status) for n, (body, status) in enumerate(cases)
     ]
@@ -289,8 +286,7 @@ def test_a_submission_the_document_allows_is_accepted_and_one_it_refuses_is_422(
     answer = checked(contract, devhost.client.post("/api/jobs/batch", json={"items": [body for body, _ in keyed]}))
     assert [item["status"] for item in answer.json()["items"]] == [status for _, status in keyed], answer.text
     # The reference design's task body.
-    task_body = contract.doc["paths"]["/api/tasks"]["post"]["requestBody"]["content"]["application/json"]
-    task = contract.schema(task_body["schema"])
+    task = contract.json_body("POST", "/api/tasks")
     reference = {"vector_data": [0.1, 0.2], "metadata": {"a": 1}, "duration": 5, "task_type": "vector_processing"}
     for body, status in (
         (reference, 202),

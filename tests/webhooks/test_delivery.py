@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 
 from devhost.testing.azurite import Azurite
 from devhost.testing.harness import DevHost
-from tests.api.documented import Contract, closed
+from tests.api.documented import Contract
 from tests.conftest import DEFAULT_TEST_ENV
 from tests.webhooks.receiver import TEST_SECRET, Receiver
 
@@ -103,9 +103,10 @@ def for_job(job_id: str) -> Any:
 def documented_delivery(host: DevHost) -> Draft202012Validator:
     """The body of a delivery as the OpenAPI document's `webhooks.jobEvent` describes it (members it does not
     name refused)."""
-    doc = host.client.get("/api/openapi.json").json()
-    body = doc["webhooks"]["jobEvent"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    return Draft202012Validator(closed({**body, "components": doc["components"]}))
+    contract = Contract(host.client.get("/api/openapi.json").json())
+    return contract.schema(
+        contract.doc["webhooks"]["jobEvent"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    )
 
 
 def test_a_finished_job_is_posted_once_signed_with_the_job_resource(host: DevHost, receiver: Receiver) -> None:
