@@ -159,7 +159,7 @@ _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": 
 _LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
 _CONTINUATION = {"name": "continuation", "in": "query", "schema": {"type": "string"}}
 _RECORD_ID = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_IDEMPOTENCY_KEY = {
+_IDEMPOTENCY_KEY: dict[str, Any] = {
     "name": "Idempotency-Key",
     "in": "header",
     "description": "The same key with the same request names the same job; with a different request: 409.",
@@ -806,11 +806,9 @@ def _batch_item_name(kind_name: str) -> str:
     return f"BatchItem.{kind_name}"
 
 
-_BATCH_ITEM_KEY = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 200,
-    "description": "The item's Idempotency-Key (printable ASCII): a retried batch creates its job only once",
+_BATCH_ITEM_KEY: dict[str, Any] = {
+    **_IDEMPOTENCY_KEY["schema"],  # checked as the header is (jobs.requests.check_idempotency_key)
+    "description": "The item's Idempotency-Key: a retried batch creates its job only once",
 }
 
 
