@@ -145,8 +145,8 @@ async def answer_submission(
 async def raw_request(req: Request, settings: Settings, content_type: str, key: str | None) -> JobRequest:
     """A raw CSV/NDJSON body: the kind and options come from the query string.
 
-    A large body without an idempotency key is left for the submit, which puts it in its blob while it
-    arrives (jobs.submit.stream_input); any other body is read whole first.
+    A large body is left for the submit, which puts it in its blob while it arrives
+    (jobs.submit.stream_input); a small one is read whole first.
     """
     params = query_params(req)
     kind_name = params.get("kind")
@@ -179,7 +179,7 @@ async def raw_request(req: Request, settings: Settings, content_type: str, key: 
         source="http",
         priority=priority,
     )
-    if key is None and STREAMED_BODY_BYTES < _declared_length(req) <= settings.max_raw_body_bytes:
+    if STREAMED_BODY_BYTES < _declared_length(req) <= settings.max_raw_body_bytes:
         request.body = req.stream()  # the submit reads it, into the job's blob as it arrives (in its span)
         return request
     request.input_bytes = await body_within(req, settings.max_raw_body_bytes)

@@ -59,7 +59,7 @@ class JobRequest:
     client: str = "anonymous"  # who submitted it (per-client admission caps)
     traceparent: str | None = None  # the caller's W3C trace context; not part of the request's identity
     callback: dict[str, Any] | None = None  # a checked Callback (jobs.callbacks), stored with the job
-    # A large unkeyed raw body, instead of input_bytes: `body` until the submit reads it, staging it under the
+    # A large raw body, instead of input_bytes: `body` until the submit reads it, staging it under the
     # job's name as it arrives (jobs.submit.stream_input, inside the submit's span); `staged` once it has.
     body: AsyncIterator[bytes] | None = None
     staged: StagedInput | None = None

@@ -11,9 +11,13 @@ list, after the job row and beside the admission join, where the whole body used
 leaves only uncommitted blocks, which storage discards by itself (Azure after a week; "Put Block",
 Blob service REST reference).
 
-Only a body without an idempotency key streams: its job id is random, so no other request writes its blob.
-A keyed body is read whole first: its job row decides who may write the blob, and the row needs the
-request's fingerprint, hence all of the body.
+A keyed body streams too, although its job row, which decides who may store the input, needs the
+request's fingerprint and so all of the body: until then every request with that key stages under the same
+name. Each request's block ids begin with an id of its own (`block_id`), so no request replaces another's
+blocks, and the one whose row wins commits exactly its own (jobs.submit._store). A commit discards every
+other uncommitted block of the blob ("Put Block List": blocks not in the list are deleted); a duplicate that
+commits later finds the blob there and compares the body's SHA-256, kept in the blob's metadata. A body read
+whole held up to MAX_RAW_BODY_BYTES in the worker per request.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -33,9 +38,20 @@ BLOCKS_IN_FLIGHT = 4
 storage service busy while the next block arrives."""
 
 
-def block_id(index: int) -> str:
-    """The id of an input's block `index`: the same length for every block, as the service requires."""
-    return base64.b64encode(f"{index:08d}".encode()).decode()
+SHA256_METADATA = "sha256"
+"""The stored input's metadata entry with the SHA-256 of its bytes (hex): what a later submitter of the same
+keyed request compares instead of reading the blob back."""
+
+
+def new_staging() -> str:
+    """The id that one request's block ids begin with."""
+    return uuid.uuid4().hex
+
+
+def block_id(staging: str, index: int) -> str:
+    """The id of block `index` staged by the request `staging` (new_staging): the same length for every
+    block, as the service requires of a blob's blocks, and never another request's."""
+    return base64.b64encode(f"{staging}-{index:08d}".encode()).decode()
 
 
 @dataclass(frozen=True)
@@ -46,12 +62,19 @@ class StagedInput:
     size: int
     sha256: str  # of the whole body, as JobRequest.fingerprint takes it of a body read whole
 
+    @property
+    def stored(self) -> bool:
+        """Whether the body's blocks were staged (False: it was only read and hashed)."""
+        return bool(self.block_ids)
 
-async def stage_body(chunks: AsyncIterator[bytes], blob: BlobClient) -> StagedInput:
+
+async def stage_body(chunks: AsyncIterator[bytes], blob: BlobClient | None) -> StagedInput:
     """Stage the body's blocks as they fill; once it has ended and every block is staged, what was staged.
 
+    Without a blob the body is only read and hashed: what it was (no block ids), with the same bounded memory.
     A failure (the body cut off, a block refused) cancels the blocks still in flight and is raised.
     """
+    request = new_staging()
     hasher = hashlib.sha256()
     gate = asyncio.Semaphore(BLOCKS_IN_FLIGHT)
     staging: list[asyncio.Task[None]] = []
@@ -62,7 +85,8 @@ async def stage_body(chunks: AsyncIterator[bytes], blob: BlobClient) -> StagedIn
 
     async def stage(block_index: int, data: bytes) -> None:
         try:
-            await blob.stage_block(block_id(block_index), data)
+            if blob is not None:
+                await blob.stage_block(block_id(request, block_index), data)
         finally:
             gate.release()
 
@@ -71,7 +95,7 @@ async def stage_body(chunks: AsyncIterator[bytes], blob: BlobClient) -> StagedIn
         await gate.acquire()
         # Hashing 4 MiB takes milliseconds: off the event loop, and in order, block after block.
         await asyncio.to_thread(hasher.update, data)
-        ids.append(block_id(len(ids)))
+        ids.append(block_id(request, len(ids)))
         staging.append(asyncio.create_task(stage(len(ids) - 1, data)))
         refused = next((task for task in staging if task.done() and task.exception() is not None), None)
         if refused is not None:
@@ -100,4 +124,4 @@ async def stage_body(chunks: AsyncIterator[bytes], blob: BlobClient) -> StagedIn
             task.cancel()
         await asyncio.gather(*staging, return_exceptions=True)
         raise
-    return StagedInput(tuple(ids), size, hasher.hexdigest())
+    return StagedInput(tuple(ids) if blob is not None else (), size, hasher.hexdigest())

@@ -8,8 +8,8 @@ Order matters, so that a refused request stores nothing and starts nothing:
 3. only the winner stores the input blob and, at the same time, joins its admission lane (jobs.admission;
    QueueFull past MAX_PENDING_JOBS, checked once before anything is written and again, exactly, when
    joining); if any of that fails, it removes what it stored, its place and the row (within a bounded
-   time: leftovers are the sweeper's), and the request can be retried. (A large raw body without a key
-   was staged block by block while it arrived, after 1 but before 2: storing it is committing those
+   time: leftovers are the sweeper's), and the request can be retried. (A large raw body was staged
+   block by block while it arrived, after 1 but before 2: storing it is committing this request's
    blocks, and before that they are no blob; see jobs.streamed_input.)
 4. the job is now accepted: its row, its input and its place exist. The orchestration is started, and
    an HTTP submit answers 202 before that start (`answer_before_start`): a start that fails or dies with
@@ -20,6 +20,7 @@ Order matters, so that a refused request stores nothing and starts nothing:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -48,11 +49,19 @@ from jobs.errors import (
     field_error,
 )
 from jobs.requests import JSON_CONTENT_TYPE, JobRequest, SubmitBody, job_id_for, key_hash
-from jobs.streamed_input import BLOCK_BYTES, BLOCKS_IN_FLIGHT, StagedInput, block_id, stage_body
+from jobs.streamed_input import (
+    BLOCK_BYTES,
+    BLOCKS_IN_FLIGHT,
+    SHA256_METADATA,
+    StagedInput,
+    block_id,
+    new_staging,
+    stage_body,
+)
 from kinds.base import JobKind
 from shared import tracing
 from shared.clock import iso, parse_iso, utc_now
-from shared.contracts import AdmissionTicket, JobStart
+from shared.contracts import AdmissionTicket, JobStart, JobStatus
 from shared.settings import Settings
 from shared.telemetry import log_event
 from storage import jobs as job_store
@@ -61,7 +70,7 @@ from storage.clients import StorageClients
 from storage.names import PAYLOADS_CONTAINER, job_input_blob_name, upload_blob_name
 
 STREAMED_BODY_BYTES = BLOCK_BYTES
-"""A raw body without an idempotency key larger than this goes to its blob as it arrives (stream_input)."""
+"""A raw body larger than this goes to its blob as it arrives (stream_input)."""
 
 MAX_UPLOAD_BYTES = 5 * 1024**3
 """The largest upload a job accepts (checked at submit: 413); bigger inputs make chunks too big to work in memory."""
@@ -221,7 +230,7 @@ async def request_from_body(
 # --- storing the input and starting -----------------------------------------------------------------
 
 
-async def _put_input(blob: BlobClient, data: bytes, content_type: str) -> None:
+async def _put_input(blob: BlobClient, data: bytes, content_type: str, sha256: str) -> None:
     """Small inputs in one put; large ones as staged blocks, a few in flight at a time.
 
     The blob is only created (If-None-Match: *), never replaced: a second submitter of the same keyed
@@ -229,11 +238,17 @@ async def _put_input(blob: BlobClient, data: bytes, content_type: str) -> None:
     ResourceExistsError says someone created it first.
     """
     if len(data) <= BLOCK_BYTES:
-        await blob.upload_blob(data, overwrite=False, content_settings=ContentSettings(content_type=content_type))
+        await blob.upload_blob(
+            data,
+            overwrite=False,
+            content_settings=ContentSettings(content_type=content_type),
+            metadata={SHA256_METADATA: sha256},
+        )
         return
     view = memoryview(data)
     count = (len(data) + BLOCK_BYTES - 1) // BLOCK_BYTES
-    ids = [block_id(n) for n in range(count)]
+    staging = new_staging()
+    ids = [block_id(staging, n) for n in range(count)]
     gate = asyncio.Semaphore(BLOCKS_IN_FLIGHT)
 
     async def stage(n: int, block: str) -> None:
@@ -241,59 +256,98 @@ async def _put_input(blob: BlobClient, data: bytes, content_type: str) -> None:
             await blob.stage_block(block, view[n * BLOCK_BYTES : (n + 1) * BLOCK_BYTES].tobytes())
 
     await asyncio.gather(*(stage(n, block) for n, block in enumerate(ids)))
-    await _commit(blob, ids, content_type)
+    await _commit(blob, ids, content_type, sha256)
 
 
-async def _commit(blob: BlobClient, block_ids: Sequence[str], content_type: str) -> None:
-    """Make the staged blocks the blob, unless it exists (ResourceExistsError)."""
+async def _commit(
+    blob: BlobClient, block_ids: Sequence[str], content_type: str, sha256: str, replacing: str | None = None
+) -> None:
+    """Make the staged blocks the blob, unless it exists (ResourceExistsError); with `replacing` (an ETag),
+    only in place of that version of it."""
+    conditions: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}  # If-None-Match: *
+    if replacing is not None:
+        conditions = {"etag": replacing, "match_condition": MatchConditions.IfNotModified}
     await blob.commit_block_list(
         [BlobBlock(block_id=i) for i in block_ids],
         content_settings=ContentSettings(content_type=content_type),
-        match_condition=MatchConditions.IfMissing,  # If-None-Match: * (passing etag too breaks the SDK)
+        metadata={SHA256_METADATA: sha256},
+        **conditions,  # (IfMissing with an etag as well breaks the SDK)
     )
 
 
-async def _holds(blob: BlobClient, data: bytes) -> bool:
-    """Whether the blob holds exactly `data` (read only when a blob was found where ours should go)."""
+async def _stored_sha256(blob: BlobClient) -> tuple[str, str | None]:
+    """The SHA-256 of the bytes a blob holds and its ETag (read only when a blob was found where ours should
+    go). From its metadata; a blob stored without it (by an earlier version) is read, a block at a time."""
     try:
-        return bytes(await (await blob.download_blob()).readall()) == data
+        properties = await blob.get_blob_properties()
+        recorded = (properties.metadata or {}).get(SHA256_METADATA)
+        if recorded:
+            return recorded, properties.etag
+        hasher = hashlib.sha256()
+        download = await blob.download_blob(etag=properties.etag, match_condition=MatchConditions.IfNotModified)
+        async for part in download.chunks():
+            hasher.update(part)
+        return hasher.hexdigest(), properties.etag
     except ResourceNotFoundError:
-        return False
+        return "", None
 
 
 async def _store(clients: StorageClients, request: JobRequest, record: job_store.JobRecord) -> None:
     """Store the input under the job's name, if it came with the request (not an upload or a replay).
 
     A blob already there is the same request's (a concurrent submitter of the same key: the fingerprints
-    matched, so the bytes are the same), unless a failed submission left it and a different request
-    reused the key: then it is replaced.
+    matched, so the bytes are the same, as its SHA-256 shows), unless a failed submission left it and a
+    different request reused the key: then it is replaced.
     """
-    if request.staged is not None:
-        # Streamed as it arrived under this job's random id, which no other request names: commit it.
-        assert record["input_ref"] is not None and request.input_content_type is not None
-        blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, record["input_ref"])
-        await _commit(blob, request.staged.block_ids, request.input_content_type)
-        return
-    if request.input_bytes is None or inline_input.is_inline(request):
+    staged = request.staged
+    if staged is None and (request.input_bytes is None or inline_input.is_inline(request)):
         return  # an upload, a replay, or a small input that travels inline (jobs.inline_input)
     assert record["input_ref"] is not None and request.input_content_type is not None
+    if staged is not None and not staged.stored:
+        # Only hashed, as its job had started when the body arrived: the job is gone since (purged) and this
+        # request recreates it. Its body is not here any more: the submit fails (503) and the retry stores it.
+        raise RuntimeError("the job of this keyed body went away while the body arrived")
+    content_type = request.input_content_type
+    sha256 = request.input_sha256()
+    assert sha256 is not None
     blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, record["input_ref"])
     try:
-        await _put_input(blob, request.input_bytes, request.input_content_type)
+        if staged is not None:
+            await _commit(blob, staged.block_ids, content_type, sha256)
+        else:
+            assert request.input_bytes is not None
+            await _put_input(blob, request.input_bytes, content_type, sha256)
+        return
     except ResourceExistsError:
-        if not await _holds(blob, request.input_bytes):
-            await blob.delete_blob()
-            await _put_input(blob, request.input_bytes, request.input_content_type)
+        stored, etag = await _stored_sha256(blob)
+        if stored == sha256:
+            return
+    # A failed submission's leftover, or gone again since: replaced (only the version that was compared).
+    if staged is not None:
+        # The staged blocks are still there: another commit would have made the blob this request's.
+        await _commit(blob, staged.block_ids, content_type, sha256, replacing=etag)
+    else:
+        assert request.input_bytes is not None
+        if etag is not None:
+            await blob.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        await _put_input(blob, request.input_bytes, content_type, sha256)
 
 
-async def stream_input(clients: StorageClients, job_id: str, chunks: AsyncIterator[bytes]) -> StagedInput:
-    """Stage an unkeyed raw body under the new job's name as it arrives (jobs.streamed_input): the staged
-    blocks, which the submit commits. QueueFull before the first block when too many jobs wait.
+async def stream_input(clients: StorageClients, job_id: str, chunks: AsyncIterator[bytes], keyed: bool) -> StagedInput:
+    """Stage a large raw body under the job's name as it arrives (jobs.streamed_input): the staged blocks,
+    which the submit commits. QueueFull before the first block when too many jobs wait.
+
+    A keyed body whose job has started (its row is past PENDING) is only hashed: the request names that job
+    or conflicts with it, and its input is stored already. The job row is read first for that (it also lets
+    a retry of an accepted job through when the queue is full).
 
     In a span of its own, a child of the submit's: the body's arrival is most of a large submit's time, and
     each block's storage call is a dependency in the job's trace."""
-    await refuse_if_full(clients, job_id, keyed=False)
-    blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, job_input_blob_name(job_id))
+    existing = await job_store.get_job(clients.jobs, job_id) if keyed else None
+    if existing is None:
+        await refuse_if_full(clients, job_id, keyed=False)
+    started = existing is not None and existing["status"] != JobStatus.PENDING.value
+    blob = None if started else clients.blobs.get_blob_client(PAYLOADS_CONTAINER, job_input_blob_name(job_id))
     with tracing.span("job input staged", attributes={"job.id": job_id}) as span:
         staged = await stage_body(chunks, blob)
         span.set_attribute("job.input.bytes", staged.size)
@@ -456,8 +510,9 @@ async def submit_job(
     # has none, so the caller's header is the parent.
     parent = None if tracing.current_traceparent() else request.traceparent
     with tracing.span("job submit", parent=parent, attributes=attributes) as span:
-        if request.body is not None:  # a large unkeyed raw body: read now, into the job's blob as it arrives
-            request.staged = await stream_input(clients, job_id, request.body)
+        if request.body is not None:  # a large raw body: read now, into the job's blob as it arrives
+            keyed = request.idempotency_key is not None
+            request.staged = await stream_input(clients, job_id, request.body, keyed)
             request.body = None
         submitted = await _submit_job(client, clients, request, job_id, answer_before_start)
         span.set_attribute("job.created", submitted.created)
