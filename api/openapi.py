@@ -165,6 +165,13 @@ _IDEMPOTENCY_KEY: dict[str, Any] = {
     "description": "The same key with the same request names the same job; with a different request: 409.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x20-\\x7E]+$"},
 }
+_TRACEPARENT = {
+    "name": "traceparent",
+    "in": "header",
+    "description": "W3C trace context: the job joins the caller's trace (its trace_id is the caller's). "
+    "One that is not a valid version-00 traceparent is ignored, and the job starts a trace of its own.",
+    "schema": {"type": "string", "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"},
+}
 _STATUSES = ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
 _PRIORITIES = ["high", "normal", "low"]
 _CLIENT_ID = {
@@ -492,6 +499,7 @@ _PATHS: dict[str, Any] = {
                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DEADLINE_SECONDS},
                 },
                 _CLIENT_ID,
+                _TRACEPARENT,
                 {
                     "name": "callback_url",
                     "in": "query",

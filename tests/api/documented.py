@@ -10,6 +10,12 @@ from typing import Any
 import httpx
 from jsonschema import Draft202012Validator
 
+HTTP_OWN_HEADERS = frozenset(
+    {"host", "accept", "accept-encoding", "connection", "user-agent", "content-type", "content-length", "cookie"}
+    | {"x-functions-key"}  # the function key: a security scheme of the document, not a parameter
+)
+"""Request headers HTTP and the platform give every operation: the document declares only the API's own."""
+
 
 def closed(schema: Any) -> Any:
     """A copy of `schema` where every object that lists its properties allows no others.
@@ -54,6 +60,25 @@ class Contract:
         body = self.doc["paths"][template][method.lower()]["requestBody"]["content"]["application/json"]
         return self.schema(body["schema"])
 
+    def _check_request_headers(
+        self, where: str, template: str, operation: dict[str, Any], request: httpx.Request
+    ) -> None:
+        """An accepted request's own headers (not HTTP's) are ones the operation declares, with valid values."""
+        declared = {
+            parameter["name"].lower(): parameter
+            for parameter in [*self.doc["paths"][template].get("parameters", []), *operation.get("parameters", [])]
+            if parameter["in"] == "header"
+        }
+        for name, value in request.headers.items():
+            if name.lower() in HTTP_OWN_HEADERS:
+                continue
+            parameter = declared.get(name.lower())
+            if parameter is None:
+                self.broken.append(f"{where}: request header {name!r} is not declared")
+                continue
+            for error in self.schema(parameter["schema"]).iter_errors(value):
+                self.broken.append(f"{where}: request header {name}={value!r}: {error.message}")
+
     def check(self, response: httpx.Response, body: bytes | None = None) -> None:
         """Record what `response` breaks of its operation's documented answers."""
         request = response.request
@@ -69,6 +94,7 @@ class Contract:
             }
             for name in sorted(set(request.url.params) - declared - {"code"}):
                 self.broken.append(f"{where}: query parameter {name!r} is not declared")
+            self._check_request_headers(where, template, operation, request)
         documented = operation["responses"].get(str(response.status_code))
         if documented is None:
             self.broken.append(f"{where}: status not listed ({sorted(operation['responses'])})")

@@ -10,6 +10,7 @@ answer is checked against the operation the document gives for the request's met
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,6 +102,8 @@ def jobs_in_every_state(devhost: DevHost, contract: Contract) -> Iterator[tuple[
     yield "csv result", checked(contract, client.get(raw.headers["location"] + "/result", params={"format": "csv"}))
     unrendered = client.get(raw.headers["location"] + "/result", params={"format": "ndjson"})
     yield "format the kind does not render", checked(contract, unrendered)
+    traced = {"traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"}
+    yield "submit in the caller's trace", checked(contract, submit(client, simulate(), **traced))
     keyed = {"Idempotency-Key": f"conformance-{time.time_ns()}"}
     yield "keyed submit", checked(contract, submit(client, simulate(), **keyed))
     yield "keyed submit again", checked(contract, submit(client, simulate(), **keyed))
