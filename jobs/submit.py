@@ -303,14 +303,17 @@ async def _store(clients: StorageClients, request: JobRequest, record: job_store
     if staged is None and (request.input_bytes is None or inline_input.is_inline(request)):
         return  # an upload, a replay, or a small input that travels inline (jobs.inline_input)
     assert record["input_ref"] is not None and request.input_content_type is not None
-    if staged is not None and not staged.stored:
-        # Only hashed, as its job had started when the body arrived: the job is gone since (purged) and this
-        # request recreates it. Its body is not here any more: the submit fails (503) and the retry stores it.
-        raise RuntimeError("the job of this keyed body went away while the body arrived")
     content_type = request.input_content_type
     sha256 = request.input_sha256()
     assert sha256 is not None
     blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, record["input_ref"])
+    if staged is not None and not staged.stored:
+        # Only hashed, as its input was stored when the body arrived (stream_input): still there, or gone
+        # with its job since (purged), which this request recreates. Its body is not here any more then: the
+        # submit fails (503) and the retry stores it.
+        if (await _stored_sha256(blob))[0] != sha256:
+            raise RuntimeError("the input of this keyed body went away while the body arrived")
+        return
     try:
         if staged is not None:
             await _commit(blob, staged.block_ids, content_type, sha256)
@@ -337,19 +340,20 @@ async def stream_input(clients: StorageClients, job_id: str, chunks: AsyncIterat
     """Stage a large raw body under the job's name as it arrives (jobs.streamed_input): the staged blocks,
     which the submit commits. QueueFull before the first block when too many jobs wait.
 
-    A keyed body whose job has started (its row is past PENDING) is only hashed: the request names that job
-    or conflicts with it, and its input is stored already. The job row is read first for that (it also lets
-    a retry of an accepted job through when the queue is full).
+    A keyed body whose job exists and whose input is stored (or was: the job is past PENDING) is only hashed:
+    the request names that job or conflicts with it, and it need not store anything, not even blocks. The
+    job row and the blob are read first for that (the row also lets a retry of an accepted job through when
+    the queue is full).
 
     In a span of its own, a child of the submit's: the body's arrival is most of a large submit's time, and
     each block's storage call is a dependency in the job's trace."""
     existing = await job_store.get_job(clients.jobs, job_id) if keyed else None
     if existing is None:
         await refuse_if_full(clients, job_id, keyed=False)
-    started = existing is not None and existing["status"] != JobStatus.PENDING.value
-    blob = None if started else clients.blobs.get_blob_client(PAYLOADS_CONTAINER, job_input_blob_name(job_id))
+    blob = clients.blobs.get_blob_client(PAYLOADS_CONTAINER, job_input_blob_name(job_id))
+    stored = existing is not None and (existing["status"] != JobStatus.PENDING.value or await blob.exists())
     with tracing.span("job input staged", attributes={"job.id": job_id}) as span:
-        staged = await stage_body(chunks, blob)
+        staged = await stage_body(chunks, None if stored else blob)
         span.set_attribute("job.input.bytes", staged.size)
         span.set_attribute("job.input.blocks", len(staged.block_ids))
     return staged

@@ -256,7 +256,8 @@ def _descendants(pid: int) -> list[int]:
 def test_a_keyed_body_is_never_held_whole(devhost_factory, azurite):
     """96 MiB posted with a key raise the worker processes' peak memory by far less than the body: it goes
     to storage block by block (a body read whole, as before, raised it by all of it). The job waits behind
-    another for its slot, so no chunk of it runs while the peak is read."""
+    another for its slot, so no chunk of it runs while the peak is read; a retry then finds it PENDING with
+    its input stored."""
     host = devhost_factory(env={"MAX_RUNNING_JOBS": "1"})
     slow = host.client.post("/api/jobs", json={"kind": "simulate", "options": {"chunks": 1, "chunk_seconds": 60}})
     assert slow.status_code == 202, slow.text
@@ -270,9 +271,14 @@ def test_a_keyed_body_is_never_held_whole(devhost_factory, azurite):
     assert answer.status_code == 202, answer.text
     grown_mib = (sum(_peak_rss_kib(pid) for pid in workers) - before) / 1024
     assert grown_mib < 48, f"the workers' peak memory grew by {grown_mib:.0f} MiB for a 96 MiB body"
+    job_id = answer.json()["id"]
     assert host.client.get(answer.headers["location"]).json()["status"] == "PENDING"
-    stored, _ = stored_input(azurite.connection_string, answer.json()["id"])
+    stored, _ = stored_input(azurite.connection_string, job_id)
     assert hashlib.sha256(stored).digest() == hashlib.sha256(body).digest()
+    # A retry while the job waits: its input is stored, so the body is only read (no uncommitted blocks).
+    again = host.client.post("/api/jobs", content=body, headers=headers, params=PARAMS, timeout=120)
+    assert again.status_code == 202 and again.json()["id"] == job_id, again.text
+    assert uncommitted_blocks(azurite.connection_string, job_id) == 0
     for job in (answer, slow):
         assert host.client.delete(job.headers["location"]).status_code in (200, 202)
 
