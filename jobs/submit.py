@@ -276,8 +276,9 @@ async def _commit(
 
 
 async def _stored_sha256(blob: BlobClient) -> tuple[str, str | None]:
-    """The SHA-256 of the bytes a blob holds and its ETag (read only when a blob was found where ours should
-    go). From its metadata; a blob stored without it (by an earlier version) is read, a block at a time."""
+    """The SHA-256 of the bytes a blob holds and its ETag ("" and None: no blob), asked only when a blob is
+    where this request's input goes. From its metadata; a blob stored without it (by an earlier version) is
+    read, a block at a time."""
     try:
         properties = await blob.get_blob_properties()
         recorded = (properties.metadata or {}).get(SHA256_METADATA)
