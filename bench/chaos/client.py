@@ -90,7 +90,7 @@ class JobClient:
         return str(grant["input_ref"])
 
     def _request(self, spec: JobSpec, input_ref: str | None) -> tuple[str, dict[str, str], bytes]:
-        if spec.variant == "csv-raw":
+        if spec.variant in ("csv-raw", "csv-raw-large"):
             query = "kind=csv-report&group_by=region&metrics=amount,qty"
             return f"/api/jobs?{query}", {"Content-Type": "text/csv"}, spec.body or b""
         if spec.variant == "csv-upload":

@@ -2,8 +2,9 @@
 
 The stack, all on loopback: Azurite on disk (a restart keeps its data), one fault-injecting proxy in
 front of each Azurite port, and the app in a devhost whose `AzureWebJobsStorage` points at the proxies.
-N clients submit M jobs (csv-report raw and uploaded, vector-normalize inline, simulate) with
-Idempotency-Keys, retrying connection errors and 5xx with the same key, while a fault thread works
+N clients submit M jobs (csv-report raw and uploaded, one raw body in ten over 4 MiB so that it is staged
+while it arrives, vector-normalize inline, simulate) with Idempotency-Keys, retrying connection errors and
+5xx with the same key, while a fault thread works
 through a shuffled schedule of
 
 - `host_kill`: SIGKILL the host's process group at a random moment, restart it;

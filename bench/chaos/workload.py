@@ -17,7 +17,13 @@ from fractions import Fraction
 from typing import Any
 
 VARIANTS = ("csv-raw", "csv-upload", "vector-inline", "simulate")
-"""How a job is submitted: csv-report as a raw body or through an upload, vector-normalize inline, simulate."""
+"""How a job is submitted: csv-report as a raw body or through an upload, vector-normalize inline, simulate.
+Every LARGE_RAW_EVERY-th csv-raw job is a `csv-raw-large` one."""
+
+LARGE_RAW_EVERY = 10
+LARGE_RAW_BYTES = 4_700_000
+"""A `csv-raw-large` body is its rows repeated to at least this size: over the 4 MiB from which the API
+stages a raw body while it arrives (jobs.streamed_input), keyed requests and their retries included."""
 
 LINE_ENDINGS = ("\n", "\r\n", "\r")
 """The csv module reads all three the same way, so the report must not depend on them."""
@@ -64,17 +70,21 @@ def _amount(rng: random.Random) -> str:
 
 
 def csv_job(key: str, rng: random.Random, variant: str) -> JobSpec:
-    """A csv-report job grouped by region over `amount` and `qty`, with quoted cells and a random line ending."""
+    """A csv-report job grouped by region over `amount` and `qty`, with quoted cells and a random line ending;
+    a `csv-raw-large` one has its rows repeated to LARGE_RAW_BYTES."""
     line_ending = rng.choice(LINE_ENDINGS)
     rows = rng.randint(1, 120)
-    lines = ["region,amount,qty,note"]
+    lines: list[str] = []
     cells: list[tuple[str, ...]] = []
     for i in range(rows):
         region, amount, qty = rng.choice(_REGIONS), _amount(rng), str(rng.randint(0, 50))
         note = rng.choice(["", "plain", "with, comma", 'say "hi"', f"row {i}"])
         cells.append((region, amount, qty))
         lines.append(",".join(_csv_cell(c) for c in (region, amount, qty, note)))
-    text = line_ending.join(lines) + (line_ending if rng.random() < 0.8 else "")
+    repeat = 1
+    if variant == "csv-raw-large":
+        repeat = -(-LARGE_RAW_BYTES // sum(len(line) + len(line_ending) for line in lines))
+    text = line_ending.join(["region,amount,qty,note", *lines * repeat]) + (line_ending if rng.random() < 0.8 else "")
     options = {"group_by": "region", "metrics": ["amount", "qty"]}
     return JobSpec(
         key=key,
@@ -83,7 +93,7 @@ def csv_job(key: str, rng: random.Random, variant: str) -> JobSpec:
         options=options,
         body=text.encode(),
         content_type="text/csv",
-        expected=expected_csv_report(cells, ["amount", "qty"]),
+        expected=expected_csv_report(cells, ["amount", "qty"], repeat),
         line_ending=line_ending,
     )
 
@@ -96,25 +106,27 @@ def _decimal(cell: str) -> float | None:
         return None
 
 
-def expected_csv_report(rows: list[tuple[str, ...]], metrics: list[str]) -> dict[str, Any]:
-    """The csv-report document for rows of (group, metric cells...): counts, exact sums rounded once."""
+def expected_csv_report(rows: list[tuple[str, ...]], metrics: list[str], repeat: int = 1) -> dict[str, Any]:
+    """The csv-report document for rows of (group, metric cells...), each `repeat` times: counts, exact sums
+    rounded once."""
     groups: dict[str, list[tuple[str, ...]]] = {}
     for row in rows:
         groups.setdefault(row[0], []).append(row)
-    document: dict[str, Any] = {"rows": len(rows), "group_by": "region", "groups": {}}
+    document: dict[str, Any] = {"rows": len(rows) * repeat, "group_by": "region", "groups": {}}
     for group in sorted(groups):
         stats: dict[str, Any] = {}
         for j, metric in enumerate(metrics, start=1):
             values = [v for v in (_decimal(row[j]) for row in groups[group]) if v is not None]
-            total = float(sum((Fraction(v) for v in values), Fraction(0)))
+            total = float(sum((Fraction(v) for v in values), Fraction(0)) * repeat)
+            count = len(values) * repeat
             stats[metric] = {
-                "count": len(values),
+                "count": count,
                 "sum": total,
                 "min": min(values) if values else None,
                 "max": max(values) if values else None,
-                "mean": total / len(values) if values else None,
+                "mean": total / count if values else None,
             }
-        document["groups"][group] = {"count": len(groups[group]), "metrics": stats}
+        document["groups"][group] = {"count": len(groups[group]) * repeat, "metrics": stats}
     return document
 
 
@@ -162,7 +174,7 @@ def simulate_job(key: str, rng: random.Random, chunks: int | None = None, second
 
 def make_job(key: str, variant: str, rng: random.Random) -> JobSpec:
     """The job of one variant."""
-    if variant in ("csv-raw", "csv-upload"):
+    if variant in ("csv-raw", "csv-raw-large", "csv-upload"):
         return csv_job(key, rng, variant)
     if variant == "vector-inline":
         return vector_job(key, rng)
@@ -174,7 +186,14 @@ def make_job(key: str, variant: str, rng: random.Random) -> JobSpec:
 def plan_jobs(count: int, seed: int, prefix: str) -> list[JobSpec]:
     """`count` jobs cycling through every variant, keys unique to this run (`prefix`)."""
     rng = random.Random(seed)
-    return [make_job(f"{prefix}-{i:05d}", VARIANTS[i % len(VARIANTS)], rng) for i in range(count)]
+    return [make_job(f"{prefix}-{i:05d}", _variant(i), rng) for i in range(count)]
+
+
+def _variant(index: int) -> str:
+    variant = VARIANTS[index % len(VARIANTS)]
+    if variant == "csv-raw" and (index // len(VARIANTS)) % LARGE_RAW_EVERY == LARGE_RAW_EVERY - 1:
+        return "csv-raw-large"
+    return variant
 
 
 def _same_float(a: Any, b: Any, tolerance: float) -> bool:

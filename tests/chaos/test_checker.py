@@ -17,6 +17,7 @@ import pytest
 
 from bench.chaos.checker import Observation, Probe, Submission, judge, judge_outage, leftover_row, percentile
 from bench.chaos.workload import (
+    LARGE_RAW_BYTES,
     LINE_ENDINGS,
     JobSpec,
     csv_job,
@@ -27,6 +28,7 @@ from bench.chaos.workload import (
     vector_job,
 )
 from jobs.requests import job_id_for
+from jobs.streamed_input import BLOCK_BYTES
 from kinds.base import BytesSource
 from kinds.simulate import expected_checksum
 from tests.kinds.reference import single_pass_report
@@ -39,6 +41,19 @@ def test_expected_csv_report_matches_the_single_pass_reference(seed: int) -> Non
     assert spec.body is not None
     reference = single_pass_report(BytesSource(spec.body), spec.options)
     assert result_differences(spec, reference) == []
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_large_raw_body_repeats_its_rows_and_its_expected_report_scales_with_them(seed: int) -> None:
+    spec = csv_job(f"k{seed}", random.Random(seed), "csv-raw-large")
+    assert spec.body is not None and len(spec.body) >= LARGE_RAW_BYTES > BLOCK_BYTES  # streamed by the API
+    reference = single_pass_report(BytesSource(spec.body), spec.options)
+    assert result_differences(spec, reference) == []
+
+
+def test_every_tenth_raw_csv_job_is_a_large_one() -> None:
+    variants = [spec.variant for spec in plan_jobs(400, 1, "chaos")]
+    assert variants.count("csv-raw-large") == 10 and variants.count("csv-raw") == 90
 
 
 def test_every_line_ending_is_generated() -> None:
