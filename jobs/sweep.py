@@ -46,9 +46,13 @@ async def sweep_orphans(client: Any, clients: StorageClients, now: datetime, *, 
     candidates = await job_store.pending_created_before(clients.jobs, now - recovery.RESTART_AFTER)
     if unlisted:
         candidates += await job_store.unlisted_pending_created_before(clients.jobs, now - ORPHAN_AFTER)
-    for record in candidates:
-        if await durable.status(client, record["job_id"]) is not None:
+    for found in candidates:
+        if await durable.status(client, found["job_id"]) is not None:
             continue  # started: its orchestration records its outcome
+        # Most were found through their index row, which lacks what only the job row keeps, a small input
+        # that travels inline among it: started without it, such a job failed for want of an input (seen in
+        # `make chaos`). So the job is started, removed or restored from its job row (if it has one).
+        record = await job_store.get_job(clients.jobs, found["job_id"]) or found
         if await recovery.start_recorded(client, clients, record) != "unaccepted":
             continue
         if parse_iso(record["created_at"]) >= now - ORPHAN_AFTER:

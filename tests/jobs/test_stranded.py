@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from azure.data.tables import TableClient
 
-from jobs import admission
+from jobs import admission, inline_input
 from jobs.recovery import RESTART_AFTER
 from jobs.requests import JobRequest, job_id_for, key_hash
 from jobs.submit import admission_ticket, parse_options, resolve_kind
@@ -25,7 +25,7 @@ from shared.settings import Settings
 from storage import jobs as job_store
 from storage.clients import close_storage_clients, storage_clients
 from storage.names import JOBS_TABLE, PAYLOADS_CONTAINER, job_input_blob_name
-from tests.api.probes import count_blobs, instances
+from tests.api.probes import count_blobs, eventually, instances
 
 SIMULATE: dict[str, Any] = {"kind": "simulate", "options": {"chunks": 1}}
 
@@ -38,26 +38,31 @@ def record_then_die(
     with_input: bool = False,
     placed_in: str | None = None,
     listed: bool = True,
+    inline: bytes | None = None,
 ) -> str:
     """Write a simulate job's rows (and its input) as submit_job does, and start nothing; returns the job id.
 
     `placed_in`: a task hub whose admission lane the job joins too: the job was accepted (answered 202),
     and only its start, which runs after the answer, was lost. `listed=False`: the job row only, as a submit
-    leaves it whose index write failed and whose undo failed too.
+    leaves it whose index write failed and whose undo failed too. `inline`: a vector-normalize job instead,
+    with this small input travelling in its job row (jobs.inline_input), as a submit records it.
     """
     settings = Settings(AzureWebJobsStorage=conn, ENABLE_SIMULATE_KIND=True, TASK_HUB_NAME=placed_in or "longrun")
-    options = parse_options(resolve_kind("simulate", settings), {"chunks": 1})
+    kind, raw_options = ("simulate", {"chunks": 1}) if inline is None else ("vector-normalize", {})
+    options = parse_options(resolve_kind(kind, settings), raw_options)
     request = JobRequest(
-        kind="simulate", options=options, deadline_seconds=None, input_bytes=None, input_ref=None,
-        input_content_type=None, idempotency_key=key, source="http",
+        kind=kind, options=options, deadline_seconds=None, input_bytes=inline, input_ref=None,
+        input_content_type=None if inline is None else "application/json", idempotency_key=key, source="http",
     )  # fmt: skip
     job_id = job_id_for(key)
     record = job_store.new_job_record(
-        job_id=job_id, kind="simulate", created=created,
-        input_ref=job_input_blob_name(job_id) if with_input else None, input_content_type=None, options=options,
-        deadline_at=None, idempotency_key_hash=key_hash(key) if key else None, fingerprint=request.fingerprint(),
-        source="http",
+        job_id=job_id, kind=kind, created=created,
+        input_ref=job_input_blob_name(job_id) if with_input else None,
+        input_content_type=request.input_content_type, options=options, deadline_at=None,
+        idempotency_key_hash=key_hash(key) if key else None, fingerprint=request.fingerprint(), source="http",
+        input_inline=inline_input.inline_text(request) if inline is not None else None,
     )  # fmt: skip
+    assert inline is None or record["input_inline"], "the test input must be small enough to travel inline"
 
     async def write() -> None:
         clients = await storage_clients(settings)
@@ -162,15 +167,20 @@ def test_the_retention_removes_an_orphan_row_that_has_no_index_row(devhost_facto
 
 
 @pytest.mark.slow
-def test_the_sweep_starts_an_accepted_job_nobody_polls(devhost_factory: Any, azurite):
-    """An accepted job whose start was lost and whose client never comes back is started by the sweep."""
+@pytest.mark.parametrize("inline", [None, b'{"vector_data":[[3,4]]}'], ids=["no input", "inline input"])
+def test_the_sweep_starts_an_accepted_job_nobody_polls(devhost_factory: Any, azurite, inline):
+    """An accepted job whose start was lost and whose client never comes back is started by the sweep, with
+    its whole request: the sweep finds it through its index row, which does not hold an inline input (the
+    fault suite saw such a job started without it end FAILED "this job kind needs an input")."""
     host = devhost_factory(env={"RETENTION_SCHEDULE": "*/1 * * * * *"})
     created = utc_now() - RESTART_AFTER - timedelta(seconds=1)
-    job_id = record_then_die(azurite.connection_string, None, created, placed_in=host.task_hub)
+    job_id = record_then_die(azurite.connection_string, None, created, placed_in=host.task_hub, inline=inline)
     deadline = time.monotonic() + 60
-    while (row := job_row(azurite.connection_string, job_id))["status"] != "COMPLETED":  # not polled: read the table
-        assert time.monotonic() < deadline, f"the sweep did not start the job: {row['status']}"
+    while (row := job_row(azurite.connection_string, job_id))["status"] == "PENDING":  # not polled: read the table
+        assert time.monotonic() < deadline, "the sweep did not start the job"
         time.sleep(0.5)
+    eventually(lambda: job_row(azurite.connection_string, job_id)["status"] != "RUNNING", 30)
+    assert job_row(azurite.connection_string, job_id)["status"] == "COMPLETED", row
     assert [i["instanceId"] for i in instances(host, instanceIdPrefix=job_id)] == [job_id]
 
 
