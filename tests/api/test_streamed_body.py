@@ -104,27 +104,33 @@ def test_blocks_are_staged_while_the_body_arrives_and_the_input_is_the_body(devh
     assert hashlib.sha256(stored).digest() == hashlib.sha256(body).digest()
 
 
-def test_a_body_cut_off_mid_way_leaves_no_job_and_no_blob(devhost, azurite):
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_body_cut_off_mid_way_leaves_no_job_and_no_blob(devhost, azurite, keyed):
+    """With a key, the client's retry then stores its own body: the cut request's blocks are never part of it."""
     body = csv_body(3)
     before = footprint(devhost, azurite.connection_string)
     before_staged = staged_only(azurite.connection_string)
+    headers = {"Content-Type": "text/csv", "Content-Length": str(len(body))}
+    if keyed:
+        headers["Idempotency-Key"] = f"cut-{uuid.uuid4()}"
+    cut_body = body.replace(b"eu,1\n", b"eu,9\n")  # what the cut request sent differs from the retry's
 
     def send() -> Iterator[bytes]:
-        yield body[: 2 * BLOCK_BYTES + 1]
+        yield cut_body[: 2 * BLOCK_BYTES + 1]
         eventually(lambda: staged_only(azurite.connection_string) - before_staged, 30)
         raise ConnectionAbortedError("the client goes away mid-body")
 
     with pytest.raises((ConnectionAbortedError, httpx.HTTPError)):
-        httpx.post(
-            f"{devhost.base_url}/api/jobs",
-            content=send(),
-            headers={"Content-Type": "text/csv", "Content-Length": str(len(body))},
-            params=PARAMS,
-            timeout=30,
-        )
+        httpx.post(f"{devhost.base_url}/api/jobs", content=send(), headers=headers, params=PARAMS, timeout=30)
     # The host still serves, and what the cut request did stays blocks that are no blob: nothing to clean up.
     assert devhost.client.get("/api/health").status_code == 200
     assert footprint(devhost, azurite.connection_string) == before
+    if keyed:
+        retry = devhost.client.post("/api/jobs", content=body, headers=headers, params=PARAMS)
+        assert retry.status_code == 202, retry.text
+        assert devhost.wait_for_job(retry.headers["location"], timeout=120).json()["status"] == "COMPLETED"
+        assert stored_input(azurite.connection_string, retry.json()["id"])[0] == body
+        assert uncommitted_blocks(azurite.connection_string, retry.json()["id"]) == 0
 
 
 def uncommitted_blocks(conn: str, job_id: str) -> int:
