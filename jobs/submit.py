@@ -328,7 +328,9 @@ async def _store(clients: StorageClients, request: JobRequest, record: job_store
             return
     # A failed submission's leftover, or gone again since: replaced (only the version that was compared).
     if staged is not None:
-        # The staged blocks are still there: another commit would have made the blob this request's.
+        # Other bytes were committed before this request staged (a commit since could only be of this same
+        # request, whose row this is), so its blocks are still there. A blob deleted since took them with
+        # it: the commit fails, the submit answers 503 and the retry stores the body.
         await _commit(blob, staged.block_ids, content_type, sha256, replacing=etag)
     else:
         assert request.input_bytes is not None
