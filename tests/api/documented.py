@@ -60,19 +60,24 @@ class Contract:
         body = self.doc["paths"][template][method.lower()]["requestBody"]["content"]["application/json"]
         return self.schema(body["schema"])
 
-    def _check_request_headers(
-        self, where: str, template: str, operation: dict[str, Any], request: httpx.Request
-    ) -> None:
-        """An accepted request's own headers (not HTTP's) are ones the operation declares, with valid values."""
-        declared = {
-            parameter["name"].lower(): parameter
-            for parameter in [*self.doc["paths"][template].get("parameters", []), *operation.get("parameters", [])]
-            if parameter["in"] == "header"
-        }
+    def _parameters(self, template: str, operation: dict[str, Any], location: str) -> dict[str, dict[str, Any]]:
+        """The parameters an operation declares `in` a location (its path's too), by lower-cased name (how
+        headers compare)."""
+        every = [*self.doc["paths"][template].get("parameters", []), *operation.get("parameters", [])]
+        return {parameter["name"].lower(): parameter for parameter in every if parameter["in"] == location}
+
+    def _check_request(self, where: str, template: str, operation: dict[str, Any], request: httpx.Request) -> None:
+        """An accepted request sent only query parameters and headers of its own (not HTTP's) that the operation
+        declares (a generated client sends no others), headers with valid values. `code` is the function key,
+        a security scheme of its own."""
+        queries = {parameter["name"] for parameter in self._parameters(template, operation, "query").values()}
+        for name in sorted(set(request.url.params) - queries - {"code"}):  # query names are case-sensitive
+            self.broken.append(f"{where}: query parameter {name!r} is not declared")
+        headers = self._parameters(template, operation, "header")
         for name, value in request.headers.items():
             if name.lower() in HTTP_OWN_HEADERS:
                 continue
-            parameter = declared.get(name.lower())
+            parameter = headers.get(name.lower())
             if parameter is None:
                 self.broken.append(f"{where}: request header {name!r} is not declared")
                 continue
@@ -85,16 +90,7 @@ class Contract:
         template, operation = self.operation(request.method, request.url.path)
         where = f"{request.method} {request.url.path} -> {response.status_code}"
         if response.is_success:
-            # An accepted request's query parameters are ones the document declares (a generated client sends
-            # no others); `code` is the function key, a security scheme of its own.
-            declared = {
-                parameter["name"]
-                for parameter in [*self.doc["paths"][template].get("parameters", []), *operation.get("parameters", [])]
-                if parameter["in"] == "query"
-            }
-            for name in sorted(set(request.url.params) - declared - {"code"}):
-                self.broken.append(f"{where}: query parameter {name!r} is not declared")
-            self._check_request_headers(where, template, operation, request)
+            self._check_request(where, template, operation, request)
         documented = operation["responses"].get(str(response.status_code))
         if documented is None:
             self.broken.append(f"{where}: status not listed ({sorted(operation['responses'])})")

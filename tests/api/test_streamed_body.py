@@ -9,12 +9,12 @@ store exactly the winner's body, and the worker never holds a whole body.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import uuid
 from collections.abc import Iterator
 
 import httpx
+import psutil
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
@@ -244,19 +244,10 @@ def test_keyed_bodies_racing_under_one_name_store_exactly_the_winners(devhost, a
 
 
 def _peak_rss_kib(pid: int) -> int:
-    """The high-water mark of a process's resident memory (VmHWM), in KiB."""
+    """The high-water mark of a process's resident memory (VmHWM, which psutil does not report), in KiB."""
     with open(f"/proc/{pid}/status") as status:
         line = next(line for line in status if line.startswith("VmHWM:"))
     return int(line.split()[1])
-
-
-def _descendants(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as children:
-            for child in children.read().split():
-                out += [int(child), *_descendants(int(child))]
-    return out
 
 
 def test_a_keyed_body_is_never_held_whole(devhost_factory, azurite):
@@ -268,7 +259,7 @@ def test_a_keyed_body_is_never_held_whole(devhost_factory, azurite):
     slow = host.client.post("/api/jobs", json={"kind": "simulate", "options": {"chunks": 1, "chunk_seconds": 60}})
     assert slow.status_code == 202, slow.text
     assert host.process is not None
-    workers = _descendants(host.process.pid)
+    workers = [child.pid for child in psutil.Process(host.process.pid).children(recursive=True)]
     assert workers
     before = sum(_peak_rss_kib(pid) for pid in workers)
     body = b"region,amount\n" + ROW * (96 * 1024 * 1024 // len(ROW))
