@@ -49,15 +49,7 @@ from jobs.errors import (
     field_error,
 )
 from jobs.requests import JSON_CONTENT_TYPE, JobRequest, SubmitBody, job_id_for, key_hash
-from jobs.streamed_input import (
-    BLOCK_BYTES,
-    BLOCKS_IN_FLIGHT,
-    SHA256_METADATA,
-    StagedInput,
-    block_id,
-    new_staging,
-    stage_body,
-)
+from jobs.streamed_input import BLOCK_BYTES, SHA256_METADATA, StagedInput, stage_body
 from kinds.base import JobKind
 from shared import tracing
 from shared.clock import iso, parse_iso, utc_now
@@ -245,18 +237,15 @@ async def _put_input(blob: BlobClient, data: bytes, content_type: str, sha256: s
             metadata={SHA256_METADATA: sha256},
         )
         return
+    # Staged as a body that arrives is (jobs.streamed_input), its blocks copied one at a time.
     view = memoryview(data)
-    count = (len(data) + BLOCK_BYTES - 1) // BLOCK_BYTES
-    staging = new_staging()
-    ids = [block_id(staging, n) for n in range(count)]
-    gate = asyncio.Semaphore(BLOCKS_IN_FLIGHT)
+    staged = await stage_body(_slices(view), blob)
+    await _commit(blob, staged.block_ids, content_type, sha256)
 
-    async def stage(n: int, block: str) -> None:
-        async with gate:
-            await blob.stage_block(block, view[n * BLOCK_BYTES : (n + 1) * BLOCK_BYTES].tobytes())
 
-    await asyncio.gather(*(stage(n, block) for n, block in enumerate(ids)))
-    await _commit(blob, ids, content_type, sha256)
+async def _slices(view: memoryview) -> AsyncIterator[bytes]:
+    for start in range(0, len(view), BLOCK_BYTES):
+        yield view[start : start + BLOCK_BYTES].tobytes()
 
 
 async def _commit(
