@@ -153,6 +153,12 @@ async def raw_request(req: Request, settings: Settings, content_type: str, key: 
     if not kind_name:
         raise validation_problem("the kind query parameter is required", [field_error("kind", "required")])
     kind = resolve_kind(kind_name, settings)
+    if not kind.input_content_types:
+        raise Problem(
+            415,
+            f"{kind_name} takes no input: submit it as JSON",
+            errors=[field_error("Content-Type", "application/json")],
+        )
     if content_type not in kind.input_content_types:
         accepted = ", ".join(kind.input_content_types)
         raise Problem(415, f"{kind_name} reads {accepted}", errors=[field_error("Content-Type", f"one of: {accepted}")])

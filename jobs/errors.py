@@ -9,6 +9,7 @@ which *thing* was wrong and each door names it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import TypedDict
 
@@ -27,9 +28,14 @@ def field_error(field: str, message: str) -> FieldError:
     return {"field": field, "message": message}
 
 
+_UNION_TAG = re.compile(r"^[\w-]+\[.*\]$")
+"""How pydantic names the member of a union a value failed against (`list[float]`, `function-after[...]`):
+part of its error's location, but no field of the request, so a client is not shown it."""
+
+
 def _loc(loc: tuple[int | str, ...], prefix: str) -> str:
     parts = [prefix] if prefix else []
-    parts += [str(part) for part in loc]
+    parts += [str(part) for part in loc if not (isinstance(part, str) and _UNION_TAG.match(part))]
     return ".".join(parts) or "body"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -36,11 +37,10 @@ def parse_json(body: bytes, what: str = "body") -> Any:
     if not text.strip():
         raise MalformedRequest("the body is empty", errors=[field_error(what, "a JSON object is required")])
 
-    def refuse_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
     try:
-        data = json.loads(text, parse_constant=refuse_constant)
+        data = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_members
+        )
     except RecursionError:
         raise MalformedRequest(
             "the JSON is nested too deeply", errors=[field_error(what, "nested too deeply")]
@@ -58,6 +58,28 @@ def parse_json(body: bytes, what: str = "body") -> Any:
             "the JSON holds a lone UTF-16 surrogate",
             errors=[field_error(what, "lone surrogate escape (\\uD800-\\uDFFF)")],
         )
+    return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 is valid JSON grammar but no double holds it: Python would read it as infinity, which no JSON
+    # encoder writes back (the request's canonical form, the stored input), so it is refused here as NaN is.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number is out of the range of a double")
+    return value
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 8259 leaves duplicate names to the parser; a proxy or client that keeps the first of two "kind"s
+    # would disagree with this one, which keeps the last, about what was asked. Refused, never guessed.
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise ValueError("an object has the same member name twice")
     return data
 
 

@@ -218,7 +218,7 @@ async def get_result(client: Any, clients: StorageClients, settings: Settings, j
     if rendered is None:
         formats = ", ".join(spec.render_formats)
         raise InvalidRequest(
-            f"format {fmt!r} is not available for {kind_name}", [field_error("format", f"one of: {formats}")]
+            f"the format asked for is not available for {kind_name}", [field_error("format", f"one of: {formats}")]
         )
     return Result(view, bytes(rendered[0]), str(rendered[1]))
 

@@ -54,6 +54,15 @@ CASES = [
     Case("malformed JSON", 400, ("body",), content=b'{"kind": "simulate",', headers=JSON),
     Case("empty body", 400, ("body",), content=b"", headers=JSON),
     Case("NaN is not JSON", 400, ("body",), content=b'{"kind": "simulate", "deadline_seconds": NaN}', headers=JSON),
+    Case("a number no double holds", 400, ("body",), content=b'{"kind": "simulate", "x": 1e999}', headers=JSON),
+    Case(
+        "an overflowing number where any JSON goes", 400, ("body",), headers=JSON,
+        content=b'{"kind": "vector-normalize", "input": {"vector_data": [[3, 4]], "metadata": {"x": [[-1e400]]}}}',
+    ),
+    Case(
+        "the same member twice", 400, ("body",), headers=JSON,
+        content=b'{"kind": "simulate", "kind": "vector-normalize", "input": {"vector_data": [[1, 2]]}}',
+    ),
     Case("invalid UTF-8", 400, ("body",), content=b'{"kind": "simu\xff\xfelate"}', headers=JSON),
     Case("lone surrogate", 400, ("body",), content=b'{"kind": "simulate", "options": {"\\ud800": 1}}', headers=JSON),
     Case("deep nesting", 400, ("body",), json_body=envelope(input={"vector_data": nested(64)})),
@@ -83,6 +92,10 @@ CASES = [
     Case(
         "raw CSV for a JSON kind", 415, ("Content-Type",), content=b"a,b\n1,2\n",
         headers={"Content-Type": "text/csv"}, params={"kind": "vector-normalize"},
+    ),
+    Case(
+        "raw body for a kind without input", 415, ("Content-Type",), content=b"a,b\n1,2\n",
+        headers={"Content-Type": "text/csv"}, params={"kind": "simulate"},
     ),
     Case(
         "raw CSV with a bad deadline", 422, ("deadline_seconds",), content=b"a,b\n1,2\n",
@@ -134,6 +147,22 @@ def test_bad_submissions_get_a_problem_and_leave_nothing_behind(devhost, azurite
     for expected in case.fields:  # "input" is named by "input" itself or by "input.vector_data"
         assert any(name == expected or name.startswith(expected + ".") for name in named), problem
     assert footprint(devhost, azurite.connection_string) == before
+
+
+def test_a_raw_body_for_a_kind_without_input_says_to_submit_json(devhost):
+    response = devhost.client.post(
+        "/api/jobs", content=b"a,b\n1,2\n", headers={"Content-Type": "text/csv"}, params={"kind": "simulate"}
+    )
+    assert response.status_code == 415
+    assert response.json()["detail"] == "simulate takes no input: submit it as JSON"
+    assert response.json()["errors"] == [{"field": "Content-Type", "message": "application/json"}]
+
+
+def test_fields_are_named_by_their_path_in_the_request_not_by_the_types_tried(devhost):
+    # vector_data is a list of vectors or one vector: pydantic's location names the member of that union.
+    response = devhost.client.post("/api/jobs", json=envelope(input={"vector_data": [["a"]]}))
+    assert response.status_code == 422
+    assert {error["field"] for error in response.json()["errors"]} == {"input.vector_data.0.0", "input.vector_data.0"}
 
 
 def test_non_ascii_idempotency_keys_are_refused(devhost, azurite):

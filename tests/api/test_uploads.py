@@ -58,8 +58,11 @@ def test_an_upload_feeds_a_job_whose_result_matches_the_raw_post(devhost):
     as_csv = devhost.client.get(final.json()["links"]["result"], params={"format": "csv"})
     assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
     assert b"eu" in as_csv.content
-    unsupported = devhost.client.get(final.json()["links"]["result"], params={"format": "xml"})
+    hostile = "<script>alert(1)</script>"
+    unsupported = devhost.client.get(final.json()["links"]["result"], params={"format": hostile})
     assert unsupported.status_code == 422
+    assert hostile not in unsupported.text and "script" not in unsupported.text  # errors never echo values
+    assert unsupported.json()["errors"] == [{"field": "format", "message": "one of: json, csv"}]
 
 
 def test_the_upload_url_is_write_only_and_for_one_blob(devhost):
