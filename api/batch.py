@@ -36,14 +36,16 @@ async def submit_batch(req: Request, client: df.DurableOrchestrationClient) -> R
     clients = await storage_clients(settings)
     results = await batch.submit_batch(client, clients, items, client_id)
     base = base_url(req, settings)
-    answers = [await _answer(result, client, clients, base) for result in results]
+    answers = [await _answer(n, result, client, clients, base) for n, result in enumerate(results)]
     return json_response({"items": answers}, 200)
 
 
-async def _answer(result: batch.ItemResult, client: Any, clients: StorageClients, base: str) -> dict[str, Any]:
+async def _answer(
+    index: int, result: batch.ItemResult, client: Any, clients: StorageClients, base: str
+) -> dict[str, Any]:
     if result.submitted is None:
         assert result.error is not None
-        problem = problem_from(result.error)
+        problem = problem_from(result.error, key_field=f"items[{index}].{batch.KEY_FIELD}")
         return {"status": problem.status, "problem": problem.body()}
     record = result.submitted.record
     if result.submitted.created:

@@ -112,19 +112,16 @@ def validation_problem(detail: str, errors: Iterable[FieldError]) -> Problem:
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
 
-def problem_from(error: JobsError) -> Problem:
-    """The problem for a domain error; the idempotency key is the `Idempotency-Key` header here."""
+def problem_from(error: JobsError, key_field: str = IDEMPOTENCY_KEY_HEADER) -> Problem:
+    """The problem for a domain error; `key_field` names where the idempotency key came from (the
+    `Idempotency-Key` header of a single submit, a batch item's `items[n].idempotency_key`)."""
     if isinstance(error, IdempotencyKeyMalformed):
         return Problem(
-            400,
-            error.detail,
-            errors=[field_error(IDEMPOTENCY_KEY_HEADER, "1 to 200 printable ASCII characters (0x20-0x7E)")],
+            400, error.detail, errors=[field_error(key_field, "1 to 200 printable ASCII characters (0x20-0x7E)")]
         )
     if isinstance(error, IdempotencyConflict):
         message = "already names a job created by a different request"
-        return Problem(
-            409, error.detail, slug="idempotency-key-reused", errors=[field_error(IDEMPOTENCY_KEY_HEADER, message)]
-        )
+        return Problem(409, error.detail, slug="idempotency-key-reused", errors=[field_error(key_field, message)])
     if isinstance(error, MalformedRequest):
         return Problem(400, error.detail, errors=error.errors)
     if isinstance(error, InvalidRequest):

@@ -77,10 +77,12 @@ class ItemResult:
 
 def check_items(document: Any) -> list[Any]:
     """The items of a batch document; InvalidRequest unless it is {"items": [1..MAX_BATCH_ITEMS entries]}."""
-    if not isinstance(document, dict) or set(document) != {"items"} or not isinstance(document["items"], list):
-        raise InvalidRequest("the request must be an object with one field, items: a list of job requests",
-                             [field_error("items", "required: a list of job requests")])  # fmt: skip
-    items = document["items"]
+    shape = "the request must be an object with one field, items: a list of job requests"
+    if isinstance(document, dict) and set(document) - {"items"}:
+        raise InvalidRequest(shape, [field_error(name, "unknown field") for name in sorted(set(document) - {"items"})])
+    items = document.get("items") if isinstance(document, dict) else None
+    if not isinstance(items, list):
+        raise InvalidRequest(shape, [field_error("items", "required: a list of job requests")])
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
         raise InvalidRequest(
             f"a batch holds 1 to {MAX_BATCH_ITEMS} items", [field_error("items", f"1 to {MAX_BATCH_ITEMS} entries")]
@@ -143,6 +145,9 @@ async def submit_batch(client: Any, clients: StorageClients, raw_items: list[Any
             requests[index] = request
     room = settings.max_pending_jobs - await admission.waiting_count_async(settings)  # once for the batch
     records = {i: _new_record(r, job_id_for(r.idempotency_key), r.fingerprint()) for i, r in requests.items()}
+    repeats = _repeated_keys(requests, records)
+    for index in repeats:
+        del requests[index], records[index]
 
     # Pipelined in chunks of 99 (one index transaction and one ledger round each): while one chunk joins its
     # lanes, the next one's rows are written.
@@ -163,10 +168,38 @@ async def submit_batch(client: Any, clients: StorageClients, raw_items: list[Any
     # start that never lands is made good by the next poll of the job or the orphan sweep (jobs.recovery).
     for start in starts:
         start_soon(client, start)
+    for index, (first, record) in repeats.items():
+        results[index] = _as_first(results[first], record)
     log_event(
         "jobs.batch", items=len(raw_items), created=sum(1 for r in results if r.submitted and r.submitted.created)
     )
     return results
+
+
+def _repeated_keys(
+    requests: dict[int, JobRequest], records: dict[int, job_store.JobRecord]
+) -> dict[int, tuple[int, job_store.JobRecord]]:
+    """The items whose idempotency key an earlier item of the batch has, each with that item's index and its
+    own record. Only the first is submitted: two rows for one job in the batch's writes would fail them all."""
+    first: dict[str, int] = {}
+    repeats: dict[int, tuple[int, job_store.JobRecord]] = {}
+    for index, record in records.items():  # in item order
+        if requests[index].idempotency_key is None:
+            continue
+        earlier = first.setdefault(record["job_id"], index)
+        if earlier != index:
+            repeats[index] = (earlier, record)
+    return repeats
+
+
+def _as_first(first: ItemResult, record: job_store.JobRecord) -> ItemResult:
+    """A repeated key's result: as a single submit sent after the first item's would answer (the first's job
+    if the requests are the same, else 409), or the first's refusal (a full queue, an outage) if it had one."""
+    if first.submitted is not None:
+        if first.submitted.record["fingerprint"] != record["fingerprint"]:
+            return ItemResult(error=IdempotencyConflict(record["job_id"]))
+        return ItemResult(submitted=Submitted(first.submitted.record, created=False))
+    return ItemResult(error=first.error)
 
 
 async def _submit_chunk(

@@ -16,6 +16,7 @@ from azure.data.tables import TableServiceClient
 from devhost.testing.harness import DevHost
 from jobs.requests import job_id_for
 from storage.admission import partition_key
+from storage.indexed_table import INDEX_PARTITION
 from storage.names import JOBS_TABLE
 
 
@@ -62,6 +63,7 @@ def test_a_batch_answers_each_item_in_order_bad_items_do_not_refuse_the_others(d
     assert answers[1]["problem"]["errors"][0]["field"] == "items[1].kind"
     assert any(e["field"].startswith("items[3].options") for e in answers[3]["problem"]["errors"])
     assert any(e["field"] == "items[5].priority" for e in answers[5]["problem"]["errors"])
+    assert [e["field"] for e in answers[6]["problem"]["errors"]] == ["items[6].idempotency_key"]  # not a header
     for answer in (answers[0], answers[2]):
         final = devhost.wait_for_job(answer["location"])
         assert final.json()["status"] == "COMPLETED"
@@ -73,6 +75,28 @@ def test_a_batch_answers_each_item_in_order_bad_items_do_not_refuse_the_others(d
     assert again[2]["job"]["id"] != answers[2]["job"]["id"]
 
 
+def test_a_key_repeated_within_a_batch_names_one_job_and_refuses_nothing_else(devhost, azurite):
+    key = f"batch-twice-{time.time_ns()}"
+    vectors = {"kind": "vector-normalize", "input": {"vector_data": [[3, 4]]}}
+    other = {"kind": "vector-normalize", "input": {"vector_data": [[1, 0]]}}
+    keyed = {"idempotency_key": key}
+    items = [{**vectors, **keyed}, other, {**vectors, **keyed}, {**other, **keyed}]
+    for attempt in range(2):  # the batch, then the same batch again: nothing new, the same answers
+        answers = post_batch(devhost, items).json()["items"]
+        assert [a["status"] for a in answers] == [202, 202, 202, 409], answers
+        assert answers[0]["job"]["id"] == answers[2]["job"]["id"] == job_id_for(key)
+        assert answers[1]["job"]["id"] != job_id_for(key)
+        problem = answers[3]["problem"]
+        assert problem["type"].endswith(":idempotency-key-reused")
+        assert [e["field"] for e in problem["errors"]] == ["items[3].idempotency_key"]
+        if attempt == 0:
+            for answer in answers[:3]:
+                assert devhost.wait_for_job(answer["location"]).json()["status"] == "COMPLETED"
+    with TableServiceClient.from_connection_string(azurite.connection_string) as service:
+        rows = list(service.get_table_client(JOBS_TABLE).query_entities(f"job_id eq '{job_id_for(key)}'"))
+    assert len([row for row in rows if row["PartitionKey"] == INDEX_PARTITION]) == 1  # listed once
+
+
 def test_a_batch_document_of_the_wrong_shape_is_refused_whole(devhost):
     bodies: list[Any] = [{"items": []}, {"items": [{}] * 1001}, {"jobs": []}, [1, 2]]
     for body in bodies:
@@ -80,6 +104,13 @@ def test_a_batch_document_of_the_wrong_shape_is_refused_whole(devhost):
         assert response.status_code == 422, body
         assert response.headers["content-type"] == "application/problem+json"
     assert devhost.client.get("/api/jobs/batch").status_code == 405
+    extra = devhost.client.post("/api/jobs/batch", json={"items": [{"kind": "simulate"}], "extra": 1})
+    assert extra.status_code == 422 and extra.json()["errors"] == [{"field": "extra", "message": "unknown field"}]
+    # One item's number that no double holds makes the document malformed: refused whole, not one item's 503.
+    overflow = b'{"items": [{"kind": "simulate"}, {"kind": "vector-normalize", "input": {"vector_data": [[3, 4]], '
+    overflow += b'"metadata": {"x": 1e999}}}]}'
+    response = devhost.client.post("/api/jobs/batch", content=overflow, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.headers["content-type"] == "application/problem+json"
 
 
 @pytest.mark.timeout(900)
