@@ -11,7 +11,7 @@ import io
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator, model_validator
 
@@ -43,12 +43,17 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+_Vector = Annotated[list[FiniteFloat], Field(json_schema_extra={"minItems": 1})]
+
+
 class VectorInput(BaseModel):
     """The JSON input: one flat vector or a list of vectors, all of the same length, plus free metadata."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    vector_data: list[list[FiniteFloat]] | list[FiniteFloat]
+    # The minimum sizes are checked by _check_shape (with its own messages); declared too, so the OpenAPI
+    # document refuses what the service refuses.
+    vector_data: Annotated[list[_Vector] | list[FiniteFloat], Field(json_schema_extra={"minItems": 1})]
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("metadata")
@@ -69,6 +74,12 @@ class VectorInput(BaseModel):
         if data and not isinstance(data[0], list):
             return [data]
         return data  # type: ignore[return-value]
+
+
+def vector_data_schema() -> dict[str, Any]:
+    """The JSON schema of `vector_data`, for documents that take it in a body of their own (the reference's)."""
+    schema = VectorInput.model_json_schema()["properties"]["vector_data"]
+    return {key: value for key, value in schema.items() if key != "title"}
 
 
 def nesting_depth(value: Any) -> int:

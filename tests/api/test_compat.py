@@ -109,7 +109,10 @@ def test_bad_task_bodies_are_problems_naming_the_reference_fields(devhost):
         problem = assert_problem(response, 422)
         fields = [e["field"] for e in problem["errors"]]
         assert any(f == field or f.startswith(field + ".") for f in fields), (body, fields)
-    assert_problem(devhost.client.post("/api/tasks", content=b"{", headers={"content-type": "application/json"}), 400)
+    for malformed in (b"{", b'{"vector_data": [3, 4], "metadata": {"x": 1e999}}'):
+        assert_problem(
+            devhost.client.post("/api/tasks", content=malformed, headers={"content-type": "application/json"}), 400
+        )
     assert_problem(devhost.client.get("/api/tasks/" + "0" * 32), 404)
     assert_problem(devhost.client.get("/api/tasks/not-a-task"), 404)
     assert_problem(devhost.client.delete("/api/tasks/" + "0" * 32), 405)
@@ -126,6 +129,12 @@ def test_the_same_idempotency_key_names_the_same_job_through_either_route(devhos
     assert through_jobs.status_code == 202 and through_jobs.json()["id"] == first.json()["task_id"]
     changed = devhost.client.post("/api/tasks", json={**REFERENCE_PAYLOAD, "metadata": {}}, headers=headers)
     assert_problem(changed, 409)
+    # A task without metadata: the same body in the envelope names the same job (nothing defaulted in).
+    bare, key = {"vector_data": [[1.0, 2.0]]}, {"Idempotency-Key": f"reference-bare-{time.time_ns()}"}
+    task = devhost.client.post("/api/tasks", json=bare, headers=key)
+    job = devhost.client.post("/api/jobs", json={"kind": "vector-normalize", "input": bare}, headers=key)
+    assert task.status_code == job.status_code == 202, job.text
+    assert job.json()["id"] == task.json()["task_id"]
 
 
 def test_the_openapi_document_describes_the_reference_routes(devhost):

@@ -265,6 +265,8 @@ def test_a_submission_the_document_allows_is_accepted_and_one_it_refuses_is_422(
     cases: list[tuple[dict[str, Any], int]] = [
         ({"kind": "vector-normalize", "input": vectors}, 202),
         ({"kind": "vector-normalize"}, 422),  # no input at all
+        ({"kind": "vector-normalize", "input": {"vector_data": []}}, 422),  # no vector
+        ({"kind": "vector-normalize", "input": {"vector_data": [[]]}}, 422),  # a vector of nothing
         ({"kind": "vector-normalize", "input": vectors, "input_ref": upload["input_ref"]}, 422),  # both
         ({"kind": "csv-report", "options": {"group_by": "g"}, "input_ref": upload["input_ref"]}, 202),
         ({"kind": "csv-report", "options": {"group_by": "g"}}, 422),  # no input_ref
@@ -296,6 +298,7 @@ def test_a_submission_the_document_allows_is_accepted_and_one_it_refuses_is_422(
         ({"vector_data": [[3, 4], [1, 0]]}, 202),
         ({**reference, "priority": "high"}, 422),
         ({"metadata": {}}, 422),
+        ({"vector_data": []}, 422),
     ):
         errors = [error.message for error in task.iter_errors(body)]
         assert bool(errors) == (status == 422), (body, errors)
