@@ -11,7 +11,7 @@ from azure.core.exceptions import AzureError
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from api.app import blueprint
-from api.http import OUTAGE_RETRY_AFTER_SECONDS, json_response
+from api.http import OUTAGE_RETRY_AFTER_SECONDS, ROUTE_METHODS, dispatch, json_response
 from jobs.query import job_counts
 from shared.settings import get_settings
 from storage import breakers
@@ -52,9 +52,13 @@ async def _storage_clients() -> StorageClients:
     return clients
 
 
-@blueprint.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@blueprint.route(route="health", methods=ROUTE_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> Response:
-    """200 when storage answers (with queue depths and job counts); 503 when it does not."""
+    """GET: 200 when storage answers (with queue depths and job counts); 503 when it does not."""
+    return await dispatch(req, {"GET": _health})
+
+
+async def _health() -> Response:
     try:
         clients = await asyncio.wait_for(_storage_clients(), STORAGE_TIMEOUT_SECONDS)
     except (AzureError, TimeoutError) as exc:

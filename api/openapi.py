@@ -364,6 +364,10 @@ _SCHEMAS: dict[str, Any] = {
                 "type": ["integer", "null"],
                 "description": "Set when there were more jobs: `jobs` counts this many of the newest (null: all)",
             },
+            "details_error": {
+                "type": "string",
+                "description": "Storage answered but the counts did not come in time: the error's type, and no counts",
+            },
             "webhook_breakers": {
                 "type": "object",
                 "description": "Circuit breakers by callback host:port that are open, half-open or counting failures",
@@ -528,7 +532,9 @@ _PATHS: dict[str, Any] = {
                     "Validation failed (an input_ref must name a block blob; a callback the app may not call)"
                 ),
                 "429": _TOO_MANY,
-                "503": _problem("The job could not be recorded or started, or storage is unreachable: retry"),
+                "503": _with_retry_after(
+                    _problem("The job could not be recorded or started, or storage is unreachable: retry")
+                ),
             },
         },
         "get": {
@@ -605,7 +611,9 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "200": {"description": "The full result document, in its content type"},
                 "404": _problem("Unknown job"),
-                "409": _problem("Not COMPLETED (yet)"),
+                "409": _with_retry_after(
+                    _problem("Not COMPLETED: Retry-After says when to look again while it is PENDING or RUNNING")
+                ),
                 "422": _problem("Format not available for the kind"),
             },
         },
@@ -628,6 +636,8 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "201": _json("Upload created", "Upload"),
                 "400": _problem("The body is not JSON"),
+                "413": _problem("A body over 4 KiB (the request names a content type, not the data)"),
+                "415": _problem("A body that is not application/json"),
                 "422": _problem("Invalid content_type"),
             },
         }
@@ -719,7 +729,10 @@ _PATHS: dict[str, Any] = {
         "get": {
             "operationId": "health",
             "security": [],
-            "responses": {"200": _json("Storage reachable", "Health"), "503": _json("Storage unreachable", "Health")},
+            "responses": {
+                "200": _json("Storage reachable", "Health"),
+                "503": _json("Storage unreachable", "Health", {"Retry-After": {"schema": {"type": "integer"}}}),
+            },
         }
     },
     "/api/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": {"description": "This document"}}}},

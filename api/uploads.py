@@ -36,10 +36,14 @@ def _content_type(body: object, settings: Settings) -> str | None:
     return value.lower()
 
 
+MAX_UPLOAD_REQUEST_BYTES = 4096
+"""The body of a request for an upload names one content type: anything longer is no such request (413)."""
+
+
 async def post_upload(req: Request) -> Response:
     """201 with the upload's input_ref, its URL and the headers to PUT with."""
     settings = get_settings()
-    content_type = _content_type(await read_json(req, 4096, optional=True), settings)
+    content_type = _content_type(await read_json(req, MAX_UPLOAD_REQUEST_BYTES, optional=True), settings)
     upload = await create_upload(await storage_clients(settings), settings, content_type)
     headers = {"x-ms-blob-type": "BlockBlob"}
     if upload.content_type:

@@ -81,14 +81,18 @@ def test_unknown_jobs_are_404_problems(devhost):
 def test_the_result_is_409_until_completed_and_cancel_ends_the_job_cancelled(devhost):
     response = submit(devhost.client, simulate(chunks=2, chunk_seconds=20))
     job = response.json()
-    assert_problem(devhost.client.get(job["links"]["result"]), 409)
+    running = devhost.client.get(job["links"]["result"])
+    assert_problem(running, 409)
+    assert running.headers["retry-after"] == "1"  # a young job's poll interval
     cancel = devhost.client.delete(job["links"]["cancel"])
     assert cancel.status_code == 202, cancel.text
     assert cancel.headers["location"] == job["links"]["self"]
     final = devhost.wait_for_job(job["links"]["self"], timeout=60)
     assert final.status_code == 200
     assert final.json()["status"] == "CANCELLED"
-    assert_problem(devhost.client.get(job["links"]["result"]), 409)
+    ended = devhost.client.get(job["links"]["result"])
+    assert_problem(ended, 409)
+    assert "retry-after" not in ended.headers  # it never will be COMPLETED
     again = devhost.client.delete(job["links"]["cancel"])  # finished: changes nothing
     assert again.status_code == 200 and again.json()["status"] == "CANCELLED"
 
@@ -123,6 +127,10 @@ def test_wrong_methods_are_405_problems_with_allow(devhost):
     response = devhost.client.post("/api/jobs/" + "0" * 32)
     assert_problem(response, 405)
     assert "DELETE" in response.headers["allow"]
+    for method in ("POST", "PUT", "PATCH", "DELETE"):  # the anonymous route too (it was the host's 404)
+        response = devhost.client.request(method, "/api/health")
+        assert_problem(response, 405)
+        assert response.headers["allow"] == "GET"
 
 
 def test_jobs_are_listed_newest_first_with_filters_and_continuation(devhost):
@@ -163,12 +171,23 @@ def test_the_openapi_document_describes_the_contract(devhost):
         doc["paths"]
     )
     assert doc["servers"] == [{"url": devhost.base_url}]
+    # Every answer that tells the client to come back declares when (docs/api.md, Errors).
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            for status in ("429", "503"):
+                if status in operation["responses"]:
+                    assert "Retry-After" in operation["responses"][status].get("headers", {}), (path, method, status)
+    assert "Retry-After" in doc["paths"]["/api/jobs/{job_id}/result"]["get"]["responses"]["409"]["headers"]
 
 
 @pytest.mark.parametrize(
     ("method", "path", "template", "request_args"),
     [
         ("POST", "/api/uploads", "/api/uploads", {"content": b"\x00", "headers": {"Content-Type": "application/json"}}),
+        ("POST", "/api/uploads", "/api/uploads", {"content": b"{}", "headers": {"Content-Type": "text/plain"}}),
+        ("POST", "/api/uploads", "/api/uploads", {"json": {"content_type": "text/csv", "pad": " " * 5000}}),
         (
             "POST",
             "/api/dead-letters/0/replay",
