@@ -103,10 +103,14 @@ def security_headers(settings: Settings) -> dict[str, str]:
     }
 
 
+_ASSET_NAME = re.compile(r"[A-Za-z0-9._/-]+")
+"""The characters the dashboard's file names use; any other name is no file of it."""
+
+
 def resolve_asset(relative: str) -> Path:
     """The file under web/ that `relative` names; 404 for anything outside it or of a type not served."""
-    if not relative or "\\" in relative or any(part in ("", ".", "..") for part in relative.split("/")):
-        raise Problem(404, "no such file")
+    if not _ASSET_NAME.fullmatch(relative) or any(part in ("", ".", "..") for part in relative.split("/")):
+        raise Problem(404, "no such file")  # (a NUL or a control character would fail the file system call)
     if any(part.startswith(".") for part in relative.split("/")) or relative.startswith("partials/"):
         raise Problem(404, "no such file")
     path = (WEB_ROOT / relative).resolve()

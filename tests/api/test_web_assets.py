@@ -35,7 +35,21 @@ def test_the_csp_allows_the_blob_endpoint_of_each_storage_configuration() -> Non
 
 @pytest.mark.parametrize(
     "relative",
-    ["", "..", "../function_app.py", "ui/../../x.js", "vendor//uplot.js", ".hidden.js", "a\\b.js", "index.htm", "x.py"],
+    [
+        "",
+        "..",
+        "../function_app.py",
+        "ui/../../x.js",
+        "vendor//uplot.js",
+        ".hidden.js",
+        "a\\b.js",
+        "index.htm",
+        "x.py",
+        "\x00.js",
+        "a\x00b.css",
+        "a\nb.js",
+        "é.js",
+    ],
 )
 def test_nothing_outside_web_or_of_another_type_is_served(relative: str) -> None:
     with pytest.raises(Problem) as refused:
@@ -46,3 +60,13 @@ def test_nothing_outside_web_or_of_another_type_is_served(relative: str) -> None
 def test_our_files_are_served() -> None:
     assert resolve_asset("app.js") == WEB_ROOT / "app.js"
     assert resolve_asset("favicon.svg") == WEB_ROOT / "favicon.svg"
+
+
+def test_the_dashboard_guide_quotes_the_headers_as_served() -> None:
+    guide = " ".join((WEB_ROOT.parent / "docs" / "dashboard.md").read_text().split())
+    headers = security_headers(settings())
+    policy = headers["Content-Security-Policy"].replace("connect-src 'self'", "connect-src 'self' <Blob endpoint>")
+    assert f"`Content-Security-Policy: {policy}`" in guide
+    for name, value in headers.items():
+        if name != "Content-Security-Policy":
+            assert f"`{name}: {value}`" in guide, name
