@@ -8,6 +8,7 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
+from shared import tracing
 from shared.clock import iso
 from shared.contracts import JobOutcome, JobStart, JobStatus, RetryPolicy, WebhookEvent
 from shared.settings import Settings
@@ -56,7 +57,13 @@ def job_resource(
         "created_at": start["submitted_at"],
         "updated_at": iso(now),
         "progress": {"completed": state.completed, "total": state.total, "percent": state.percent},
+        # The job's lane is its priority (jobs.submit.admission_ticket); a job started without admission
+        # control (none is, since the ticket came in) ran as "normal".
+        "priority": start.get("admission", {}).get("lane", "normal"),
     }
+    trace_id = tracing.trace_id_of(start.get("traceparent"))
+    if trace_id:
+        resource["trace_id"] = trace_id
     if base:
         url = f"{base.rstrip('/')}/api/jobs/{start['job_id']}"
         resource["links"] = {"self": url, "result": f"{url}/result", "cancel": url}

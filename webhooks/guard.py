@@ -84,8 +84,17 @@ def address_refusal(text: str) -> str | None:
         address = ipaddress.ip_address(text)
     except ValueError:
         return "not an IP address"
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        else:
+            # 6to4 (2002::/16) and Teredo (2001::/32) carry an IPv4 address a relay may deliver to: the
+            # embedded one is checked as well (2002:7f00:1:: is 127.0.0.1 behind a relay).
+            embedded = [address.sixtofour, *(address.teredo or ())]
+            for inner in filter(None, embedded):
+                refusal = address_refusal(str(inner))
+                if refusal is not None:
+                    return f"{refusal} (embedded in an IPv6 address)"
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
     for test, name in (
@@ -99,7 +108,7 @@ def address_refusal(text: str) -> str | None:
         if test:
             return name
     if not address.is_global:
-        return "not a public address"  # shared (100.64/10), documentation, benchmarking ranges, ...
+        return "an address that is not public"  # shared (100.64/10), documentation, benchmarking ranges, ...
     return None
 
 
@@ -123,6 +132,8 @@ def parse_url(url: str, settings: Settings) -> tuple[str, str, int, str]:
         raise CallbackRefused("must name a host")
     if parts.fragment:
         raise CallbackRefused("must not have a fragment")
+    if port == 0:
+        raise CallbackRefused("must not name port 0")  # no service listens there; `or` below would make it 443
     target = parts.path or "/"
     if parts.query:
         target += f"?{parts.query}"

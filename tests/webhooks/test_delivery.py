@@ -122,7 +122,7 @@ def test_a_finished_job_is_posted_once_signed_with_the_job_resource(host: DevHos
     job = finished_job(host, job_id)
     # The job was final before its delivery started, and the event carries its resource.
     assert body["data"]["status"] == job["status"] == "COMPLETED"
-    for key in ("id", "kind", "status", "created_at", "progress", "result"):
+    for key in ("id", "kind", "status", "created_at", "progress", "result", "priority", "trace_id"):
         assert body["data"][key] == job[key], key
     time.sleep(1.0)
     assert receiver.count() == 1, "a delivered event is not sent again"

@@ -49,9 +49,12 @@ def settings(**values: str) -> Settings:
         ("ff02::1", "multicast"),
         ("0.0.0.0", "unspecified"),
         ("240.0.0.1", "reserved"),
-        ("100.64.0.1", "not a public address"),
+        ("100.64.0.1", "an address that is not public"),
         ("::ffff:127.0.0.1", "loopback"),
         ("::ffff:169.254.169.254", "metadata"),
+        ("2002:7f00:1::", "loopback address (embedded"),  # 6to4 of 127.0.0.1
+        ("2002:a9fe:a9fe::1", "metadata address (embedded"),  # 6to4 of 169.254.169.254
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "(embedded"),  # Teredo, client 192.0.2.45 (documentation)
     ],
 )
 def test_non_public_addresses_are_refused(address: str, why: str) -> None:
@@ -59,7 +62,7 @@ def test_non_public_addresses_are_refused(address: str, why: str) -> None:
     assert refusal is not None and why in refusal
 
 
-@pytest.mark.parametrize("address", [PUBLIC, "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8"])
+@pytest.mark.parametrize("address", [PUBLIC, "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8", "2002:808:808::1"])
 def test_public_addresses_pass(address: str) -> None:
     assert address_refusal(address) is None
 
@@ -73,6 +76,7 @@ def test_public_addresses_pass(address: str) -> None:
         ("https://hooks.example.com/x#frag", "fragment"),
         ("https://hooks.example.com/a b", "spaces"),
         ("https://hooks.example.com:99999/x", "valid URL"),
+        ("https://8.8.8.8:0/x", "port 0"),
     ],
 )
 def test_malformed_or_plain_http_urls_are_refused(url: str, why: str) -> None:
