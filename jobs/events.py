@@ -139,6 +139,8 @@ async def job_feed(
     next_poll = started + timing.poll_seconds
     while True:
         event = next_event(view, last_seen)
+        if event is None and nothing_left(view, last_seen):
+            return  # ended, and the client holds its terminal event (its Last-Event-ID was the end's already)
         if event is not None:
             if event.terminal:
                 event = replace(event, view=await finish(view))

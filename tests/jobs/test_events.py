@@ -151,6 +151,13 @@ def test_a_client_that_saw_the_end_gets_nothing_more() -> None:
     assert finished is not None and finished.name == "completed"
 
 
+def test_a_stream_resumed_with_the_end_while_running_ends_when_the_job_does() -> None:
+    # A Last-Event-ID no running job has given yet: nothing to send, and no stream left once the job ends.
+    script = Script([RUNNING[1], RUNNING[2], DONE])
+    items = run_feed(script, FINISHED_VERSION)
+    assert events_of(items) == [] and script.now == pytest.approx(2.0)  # not held open until max_seconds
+
+
 @pytest.mark.parametrize(("status", "name"), [(JobStatus.FAILED, "failed"), (JobStatus.CANCELLED, "cancelled")])
 def test_failed_and_cancelled_jobs_end_with_their_own_event(status: JobStatus, name: str) -> None:
     assert events_of(run_feed(Script([RUNNING[2], view(status, 5)]), 4)) == [(name, FINISHED_VERSION)]
