@@ -57,8 +57,8 @@ def job_resource(
         "created_at": start["submitted_at"],
         "updated_at": iso(now),
         "progress": {"completed": state.completed, "total": state.total, "percent": state.percent},
-        # The job's lane is its priority (jobs.submit.admission_ticket); a job started without admission
-        # control (none is, since the ticket came in) ran as "normal".
+        # The job's lane is its priority (jobs.submit.admission_ticket); only a job started before admission
+        # tickets existed has none, and it ran as "normal".
         "priority": start.get("admission", {}).get("lane", "normal"),
     }
     trace_id = tracing.trace_id_of(start.get("traceparent"))
