@@ -6,7 +6,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from jobs.sweep import sweep_orphans
-from maintenance.poison import drain_poison_queues
+from maintenance.poison import drain_poison_queues, report_unread_intake_poison
 from maintenance.retention import apply_retention
 from shared.clock import utc_now
 from shared.settings import get_settings
@@ -33,7 +33,8 @@ async def apply_retention_timer(timer: func.TimerRequest, client: df.DurableOrch
 @blueprint.durable_client_input(client_name="client")
 async def sweep_orphans_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     """Remove jobs that were recorded but never started (their submitter died in between), then empty the
-    outboxes' poison queues (maintenance.poison)."""
+    outboxes' poison queues and report intake messages no trigger can read (maintenance.poison)."""
     settings = get_settings()
     await sweep_orphans(client, await storage_clients(settings), utc_now())
     await asyncio.to_thread(drain_poison_queues, settings)
+    await asyncio.to_thread(report_unread_intake_poison, settings)

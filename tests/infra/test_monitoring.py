@@ -64,7 +64,8 @@ def test_action_group_mails_the_address_from_a_parameter() -> None:
 def test_log_alerts_cover_poison_dead_letters_failure_rate_and_function_errors() -> None:
     by_name = {alert["name"]: alert for alert in log_alerts()}
     assert set(by_name) == {"poison-queue", "dead-letters", "job-failure-rate", "function-errors"}
-    assert by_name["poison-queue"]["query"].startswith(f'traces | where {EVENT} == "intake.poison"')
+    poison = by_name["poison-queue"]["query"]
+    assert poison.startswith(f'traces | where {EVENT} in ("intake.poison", "intake.poison_unread")')
     assert by_name["dead-letters"]["query"].startswith(f'traces | where {EVENT} == "job.deadlettered"')
     assert "trace_id = operation_Id" in by_name["dead-letters"]["query"]  # straight to the job's trace
     assert by_name["poison-queue"]["threshold"] == 0 and by_name["dead-letters"]["threshold"] == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 
@@ -22,9 +23,14 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from activities.resources import ensure_local_resources
 from devhost.testing.azurite import Azurite
 from devhost.testing.harness import DevHost
-from maintenance.poison import ADMISSIONS_POISON_QUEUE, WEBHOOK_EVENTS_POISON_QUEUE, drain_poison_queues
+from maintenance.poison import (
+    ADMISSIONS_POISON_QUEUE,
+    WEBHOOK_EVENTS_POISON_QUEUE,
+    drain_poison_queues,
+    report_unread_intake_poison,
+)
 from shared.settings import get_settings
-from storage.names import DEADLETTERS_TABLE
+from storage.names import DEADLETTERS_TABLE, INBOX_POISON_QUEUE
 from tests.api.probes import queue_messages
 from tests.conftest import DEFAULT_TEST_ENV
 from tests.webhooks.receiver import Receiver
@@ -119,14 +125,38 @@ def test_messages_that_are_not_base64_text_are_drained_too(azurite: Azurite, set
     _poison(azurite, WEBHOOK_EVENTS_POISON_QUEUE, f"not base64 {marker}", encoded=False)
     _poison(azurite, WEBHOOK_EVENTS_POISON_QUEUE, not_utf8, encoded=False)
     _poison(azurite, WEBHOOK_EVENTS_POISON_QUEUE, "readable " + marker)
+    _poison(azurite, WEBHOOK_EVENTS_POISON_QUEUE, f"pas de base64 ni d'ASCII é {marker}", encoded=False)
     _poison(azurite, ADMISSIONS_POISON_QUEUE, f"not base64 {marker}", encoded=False)
 
     counts = drain_poison_queues(get_settings())
 
-    assert counts == {WEBHOOK_EVENTS_POISON_QUEUE: 3, ADMISSIONS_POISON_QUEUE: 1}
+    assert counts == {WEBHOOK_EVENTS_POISON_QUEUE: 4, ADMISSIONS_POISON_QUEUE: 1}
     for queue_name in (WEBHOOK_EVENTS_POISON_QUEUE, ADMISSIONS_POISON_QUEUE):
         assert queue_messages(azurite.connection_string, queue_name) == 0
     table = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(DEADLETTERS_TABLE)
     recorded = {str(row.get("raw_message")) for row in table.query_entities("PartitionKey eq 'record'")}
     # Each kept as the text it decodes to, or as stored when it is not base64 of UTF-8.
-    assert {f"not base64 {marker}", not_utf8, f"readable {marker}"} <= recorded
+    assert {f"not base64 {marker}", not_utf8, f"readable {marker}", f"pas de base64 ni d'ASCII é {marker}"} <= recorded
+
+
+def test_intake_messages_no_trigger_can_read_are_reported(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not base64: the host moves it to jobs-inbox-poison at once and cannot read it there either
+    (Azure/azure-sdk-for-net, WebJobs Storage Queues: the MessageDecodingFailed handler calls
+    HandlePoisonMessageAsync, and a poison queue has no poison queue). Its listener holds it, so the sweep
+    can only report it. A private Azurite: the session's hosts must not meet a message they can never remove."""
+    private = Azurite.start()
+    try:
+        monkeypatch.setenv("AzureWebJobsStorage", private.connection_string)
+        get_settings.cache_clear()
+        assert report_unread_intake_poison(get_settings()) == 0  # no poison queue yet
+        _poison(private, INBOX_POISON_QUEUE, '{"kind": "simulate"}', encoded=False)  # a producer forgot base64
+        with caplog.at_level(logging.WARNING, logger="longrun"):
+            assert report_unread_intake_poison(get_settings()) == 1
+        assert [
+            getattr(r, "messages", None) for r in caplog.records if r.getMessage() == "longrun.intake.poison_unread"
+        ] == [1]
+    finally:
+        get_settings.cache_clear()
+        private.stop()

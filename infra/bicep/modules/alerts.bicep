@@ -49,7 +49,7 @@ param evaluationFrequency string = 'PT5M'
 
 // The app's events are OpenTelemetry log records: customDimensions.event names the event and the other
 // custom dimensions are its fields (shared/telemetry.py); operation_Id is the job's trace id.
-var poisonQuery = 'traces | where tostring(customDimensions.event) == "intake.poison" | project timestamp, message_id = tostring(customDimensions.message_id)'
+var poisonQuery = 'traces | where tostring(customDimensions.event) in ("intake.poison", "intake.poison_unread") | project timestamp, message_id = tostring(customDimensions.message_id), unread = toint(customDimensions.messages)'
 
 var deadLetterQuery = 'traces | where tostring(customDimensions.event) == "job.deadlettered" | project timestamp, job_id = tostring(customDimensions.job_id), [\'kind\'] = tostring(customDimensions.kind), error_type = tostring(customDimensions.error_type), trace_id = operation_Id'
 
@@ -61,7 +61,7 @@ var logAlerts = [
   {
     name: 'poison-queue'
     displayName: 'longrun: intake messages moved to jobs-inbox-poison'
-    description: 'A queued submit failed maxDequeueCount times and is now in jobs-inbox-poison. It is also recorded as a dead letter: inspect GET /api/dead-letters and replay it.'
+    description: 'A queued submit failed maxDequeueCount times and is now in jobs-inbox-poison. It is also recorded as a dead letter: inspect GET /api/dead-letters and replay it. "unread": messages there no trigger can read (not base64): see docs/operations.md.'
     severity: 2
     query: poisonQuery
     threshold: 0
