@@ -249,8 +249,10 @@ class Dispatcher:
         batch = sort_messages(await self.checkpoints.load(instance_id), messages)
         await self.episodes.run(batch)
         if batch.consumed:
-            # Off the critical path: a message redelivered before its delete lands is a known duplicate.
-            self._in_background(asyncio.gather(*(self.store.delete(m) for m in batch.consumed)))
+            # Off the critical path: a message redelivered before its delete lands is a known duplicate. A delete
+            # that fails (its lease ran out during a storage stall: PopReceiptMismatch) leaves the message to its
+            # next receiver, as DTFx does; nothing awaits these, so each failure is caught here.
+            self._in_background(asyncio.gather(*(_quietly(self.store.delete(m)) for m in batch.consumed)))
         for message in batch.deferred:
             await _quietly(self.store.abandon(message, min(2**message.dequeue_count, 30)))
 
