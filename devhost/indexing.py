@@ -99,8 +99,32 @@ def index_functions(app: func.FunctionRegister, route_prefix: str) -> list[Funct
         spec = FunctionSpec(name, str(trigger["type"]), trigger, bindings, function.get_user_function())
         _check(spec)
         specs.append(spec)
+    _check_routes(specs)
     _check_streams(specs)
     return specs
+
+
+def _check_routes(specs: list[FunctionSpec]) -> None:
+    """Refuse what the host refuses at start-up (azure-functions-host ScriptHost.ValidateHttpFunction and
+    HttpRoutesConflict): a route in its own space (starting with "admin" or "runtime", case ignored, so
+    "administration/x" too), and two functions with the same template (case ignored) and a method in common
+    (no methods: all of them)."""
+    routed: list[FunctionSpec] = []
+    for spec in specs:
+        if spec.trigger_type != "httpTrigger" or spec.route is None:
+            continue
+        template = spec.route.template.strip("/").lower()
+        if template.startswith(("admin", "runtime")):
+            raise IndexingError(f"function '{spec.name}': the route conflicts with the host's built-in routes")
+        for other in routed:
+            assert other.route is not None
+            if other.route.template.strip("/").lower() != template:
+                continue
+            if not spec.methods or not other.methods or set(spec.methods) & set(other.methods):
+                raise IndexingError(
+                    f"function '{spec.name}': the route conflicts with the route defined by function '{other.name}'"
+                )
+        routed.append(spec)
 
 
 def _check_streams(specs: list[FunctionSpec]) -> None:

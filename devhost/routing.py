@@ -70,7 +70,3 @@ class RouteTemplate:
             return None
         return {k: v for k, v in found.groupdict().items() if v is not None}
 
-    @property
-    def literal_weight(self) -> int:
-        """Routes with more literal text win over parameterised ones (jobs/search before jobs/{id})."""
-        return len(_PARAM.sub("", self.template))

@@ -47,9 +47,13 @@ class HttpFront:
         # HTTP streams: requests are proxied to the workers' web servers instead of sent over the pipe.
         self.streams = streams
         self.proxy = proxy.StreamProxy(config.request_body_limit)
+        # No precedence between templates: the host maps the functions' routes in the order of its function list,
+        # sorted by name ignoring case (azure-functions-host FunctionMetadataManager.cs: `OrderBy(f => f.Name,
+        # StringComparer.OrdinalIgnoreCase)`; WebScriptHostHttpRoutesManager maps `host.Functions` in turn), and
+        # the first route that matches wins. So `jobs/batch` beats `jobs/{job_id}` only while its function's
+        # name sorts first, here as there.
         self.routes = sorted(
-            (s for s in specs if s.trigger_type == "httpTrigger" and s.route is not None),
-            key=lambda s: -(s.route.literal_weight if s.route else 0),
+            (s for s in specs if s.trigger_type == "httpTrigger" and s.route is not None), key=lambda s: s.name.upper()
         )
         self.accepting = True
         self._late: set[asyncio.Future[Any]] = set()  # invocations still running after their request timed out
