@@ -69,4 +69,3 @@ class RouteTemplate:
         if not found:
             return None
         return {k: v for k, v in found.groupdict().items() if v is not None}
-

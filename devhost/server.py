@@ -89,15 +89,15 @@ class HttpFront:
         if not self.enforce_auth or spec.auth_level == "anonymous":
             return True
         key = request.headers.get("x-functions-key") or request.query.get("code") or ""
-        keys = (
-            [self.config.system_key]
-            if spec.auth_level in ("admin", "system")
-            else [
-                *self.config.function_keys.values(),
-                self.config.system_key,
-            ]
-        )
-        return any(k and hmac.compare_digest(key, k) for k in keys)
+        # A key passes a level only if its own level is that one, or Admin (the master key): azure-functions-host
+        # SecretManager.GetAuthorizationLevelAsync (a system key is AuthorizationLevel.System) and AuthUtility.
+        # PrincipalHasAuthLevelClaim. So the system key in the Durable management URLs opens no function- or
+        # admin-level route; devhost has no master key, so no key opens an admin-level one.
+        keys = {
+            "function": list(self.config.function_keys.values()),
+            "system": [self.config.system_key],
+        }.get(spec.auth_level, [])
+        return any(k and hmac.compare_digest(key.encode(), k.encode()) for k in keys)
 
     async def app_route(self, request: web.Request) -> web.StreamResponse:
         """Route a request to its HTTP function and run it in a worker, as the Functions host does."""

@@ -68,3 +68,28 @@ def test_route_tables_the_host_refuses_at_start_up(specs: list[FunctionSpec]) ->
 
 def test_the_same_template_with_other_methods_is_two_routes() -> None:
     _check_routes([http("a", "jobs", ("GET",)), http("b", "jobs", ("POST",)), http("c", "my/admin")])
+
+
+@pytest.mark.parametrize(
+    ("level", "key", "allowed"),
+    [
+        ("function", "local-function-key", True),
+        ("function", "local-system-key", False),  # a system key is AuthorizationLevel.System, not Function
+        ("system", "local-system-key", True),
+        ("system", "local-function-key", False),
+        ("admin", "local-system-key", False),  # admin needs the master key, which devhost has none of
+        ("anonymous", "", True),
+        ("function", "", False),
+        ("function", "clé", False),  # not ASCII: refused, not a 500 (hmac.compare_digest takes ASCII str only)
+    ],
+)
+def test_a_key_opens_only_its_own_level(level: str, key: str, allowed: bool) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    config = HostConfig(app_dir=Path("."))
+    config.function_keys, config.system_key = {"default": "local-function-key"}, "local-system-key"
+    host = HttpFront(config, [], cast(Any, None), cast(Any, None), enforce_auth=True)
+    spec = http("f", "f")
+    spec.auth_level = level
+    request = make_mocked_request("GET", "/api/f", headers={"x-functions-key": key} if key else {})
+    assert host._authorized(spec, request) is allowed
