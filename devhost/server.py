@@ -6,8 +6,10 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -26,6 +28,14 @@ REQUEST_TIMED_OUT = "500 - The request timed out.\r\nThe web server failed to re
 def _json_error(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers)
+
+
+def routing_path(raw_path: str) -> str:
+    """The path routes are matched on: Kestrel decodes every escape in the request path except `%2F`, which
+    stays encoded (dotnet/aspnetcore#30655: "Kestrel is supposed to decode all valid escape sequences except
+    %2F"), so `/api/jobs%2Fbatch` is no route and `/api/jobs/a%2Fb` is one segment, `a%2Fb`."""
+    path = raw_path.split("?", 1)[0]
+    return "%2F".join(unquote(part) for part in re.split("%2[fF]", path))
 
 
 class HttpFront:
@@ -104,7 +114,7 @@ class HttpFront:
         if not self.accepting:
             return _json_error(503, "Service Unavailable", "The host is shutting down.", {"Retry-After": "5"})
         prefix = f"/{self.config.route_prefix}/" if self.config.route_prefix else "/"
-        path = request.path
+        path = routing_path(request.raw_path)
         if path == "/" and self.config.route_prefix:
             return web.Response(text="Your Functions app (devhost) is up and running.")
         method = request.method.upper()

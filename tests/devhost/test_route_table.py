@@ -17,7 +17,7 @@ import pytest
 from devhost.config import HostConfig
 from devhost.indexing import FunctionSpec, IndexingError, _check_routes
 from devhost.routing import RouteTemplate
-from devhost.server import HttpFront
+from devhost.server import HttpFront, routing_path
 
 
 def http(name: str, route: str, methods: tuple[str, ...] = ()) -> FunctionSpec:
@@ -93,3 +93,14 @@ def test_a_key_opens_only_its_own_level(level: str, key: str, allowed: bool) -> 
     spec.auth_level = level
     request = make_mocked_request("GET", "/api/f", headers={"x-functions-key": key} if key else {})
     assert host._authorized(spec, request) is allowed
+
+
+def test_an_escaped_slash_is_data_not_a_separator() -> None:
+    # dotnet/aspnetcore#30655: Kestrel decodes every escape in the path except %2F.
+    assert routing_path("/api/jobs%2Fbatch?x=%2F") == "/api/jobs%2Fbatch"
+    assert routing_path("/api/jobs/a%2fb") == "/api/jobs/a%2Fb"
+    assert routing_path("/api/jobs/%61%20b%252F") == "/api/jobs/a b%2F"  # %25 is a percent sign, then text
+    host = front(http("jobs_batch", "jobs/batch"), http("job_item", "jobs/{job_id}"))
+    assert reached(host, routing_path("/api/jobs%2Fbatch")[len("/api/") :]) is None  # one segment, no route
+    found = host._route(routing_path("/api/jobs/a%2Fb")[len("/api/") :], "GET")
+    assert found is not None and found[0].name == "job_item" and found[1] == {"job_id": "a%2Fb"}
