@@ -65,7 +65,9 @@ class RouteTemplate:
 
     def match(self, path: str) -> dict[str, str] | None:
         """The route parameters if `path` (below the route prefix) matches, else None."""
-        found = self.pattern.match(path.strip("/"))
+        # One trailing slash is ignored (the pattern's `/?`); an empty segment (`//`) matches nothing, as in
+        # ASP.NET's template matcher, so `/api//jobs/x` is no route.
+        found = self.pattern.match(path)
         if not found:
             return None
         return {k: v for k, v in found.groupdict().items() if v is not None}

@@ -98,7 +98,8 @@ class HttpFront:
     def _authorized(self, spec: FunctionSpec, request: web.Request) -> bool:
         if not self.enforce_auth or spec.auth_level == "anonymous":
             return True
-        key = request.headers.get("x-functions-key") or request.query.get("code") or ""
+        # The header wins when present, even empty (AuthenticationLevelHandler.GetAuthorizationKeyInfoAsync).
+        key = request.headers.get("x-functions-key", request.query.get("code", ""))
         # A key passes a level only if its own level is that one, or Admin (the master key): azure-functions-host
         # SecretManager.GetAuthorizationLevelAsync (a system key is AuthorizationLevel.System) and AuthUtility.
         # PrincipalHasAuthLevelClaim. So the system key in the Durable management URLs opens no function- or

@@ -93,6 +93,10 @@ def test_a_key_opens_only_its_own_level(level: str, key: str, allowed: bool) -> 
     spec.auth_level = level
     request = make_mocked_request("GET", "/api/f", headers={"x-functions-key": key} if key else {})
     assert host._authorized(spec, request) is allowed
+    # In the query instead; an empty header present wins over it (the host reads the header when it is there).
+    assert host._authorized(spec, make_mocked_request("GET", f"/api/f?code={key}")) is allowed
+    empty_header = make_mocked_request("GET", f"/api/f?code={key}", headers={"x-functions-key": ""})
+    assert host._authorized(spec, empty_header) is (level == "anonymous")
 
 
 def test_an_escaped_slash_is_data_not_a_separator() -> None:
@@ -104,3 +108,9 @@ def test_an_escaped_slash_is_data_not_a_separator() -> None:
     assert reached(host, routing_path("/api/jobs%2Fbatch")[len("/api/") :]) is None  # one segment, no route
     found = host._route(routing_path("/api/jobs/a%2Fb")[len("/api/") :], "GET")
     assert found is not None and found[0].name == "job_item" and found[1] == {"job_id": "a%2Fb"}
+
+
+def test_one_trailing_slash_is_ignored_an_empty_segment_is_not() -> None:
+    host = front(http("job_item", "jobs/{job_id}"), http("jobs_collection", "jobs"))
+    assert reached(host, "jobs/") == "jobs_collection" and reached(host, "jobs/x/") == "job_item"
+    assert reached(host, "/jobs/x") is None and reached(host, "jobs//") is None and reached(host, "jobs//x") is None
