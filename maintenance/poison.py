@@ -52,7 +52,7 @@ def message_text(message: QueueMessage) -> str:
     stored = str(message.content)
     try:
         return base64.b64decode(stored, validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):  # binascii.Error, and ValueError for text that is not ASCII
+    except ValueError:  # binascii.Error, text that is not ASCII, bytes that are not UTF-8: all ValueErrors
         return stored
 
 
