@@ -14,16 +14,24 @@ MAX_JSON_DEPTH = 32
 """Deeper documents are refused: no job request needs them, and they cost recursion."""
 
 
-def _depth_exceeds(data: Any, limit: int) -> bool:
+def _first_fault(data: Any, limit: int) -> str | None:
+    """What the parsed document holds that a request may not, in one walk: nesting deeper than `limit`
+    ("depth"), or a number no double holds ("range": 1e999 is valid JSON grammar, read as infinity, which no
+    JSON encoder writes back, so the request's canonical form would fail on it later)."""
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
         if isinstance(value, dict | list):
             if depth > limit:
-                return True
-            children = value.values() if isinstance(value, dict) else value
-            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
+                return "depth"
+            for child in value.values() if isinstance(value, dict) else value:
+                if isinstance(child, dict | list):
+                    stack.append((child, depth + 1))
+                elif child.__class__ is float and not math.isfinite(child):
+                    return "range"
+        elif value.__class__ is float and not math.isfinite(value):
+            return "range"
+    return None
 
 
 def parse_json(body: bytes, what: str = "body") -> Any:
@@ -38,9 +46,7 @@ def parse_json(body: bytes, what: str = "body") -> Any:
         raise MalformedRequest("the body is empty", errors=[field_error(what, "a JSON object is required")])
 
     try:
-        data = json.loads(
-            text, parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_members
-        )
+        data = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_members)
     except RecursionError:
         raise MalformedRequest(
             "the JSON is nested too deeply", errors=[field_error(what, "nested too deeply")]
@@ -48,10 +54,15 @@ def parse_json(body: bytes, what: str = "body") -> Any:
     except ValueError as exc:
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise MalformedRequest("the body is not valid JSON", errors=[field_error(what, message)]) from None
-    if _depth_exceeds(data, MAX_JSON_DEPTH):
+    fault = _first_fault(data, MAX_JSON_DEPTH)
+    if fault == "depth":
         raise MalformedRequest(
             f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep",
             errors=[field_error(what, f"at most {MAX_JSON_DEPTH} levels of nesting")],
+        )
+    if fault == "range":
+        raise MalformedRequest(
+            "the body is not valid JSON", errors=[field_error(what, "a number is out of the range of a double")]
         )
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
         raise MalformedRequest(
@@ -63,15 +74,6 @@ def parse_json(body: bytes, what: str = "body") -> Any:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    # 1e999 is valid JSON grammar but no double holds it: Python would read it as infinity, which no JSON
-    # encoder writes back (the request's canonical form, the stored input), so it is refused here as NaN is.
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("a number is out of the range of a double")
-    return value
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
