@@ -53,7 +53,9 @@ from activities.resources import (
     upload_json_text,
 )
 from activities.stop_marker import StopSignal
+from jobs.queue_progress import queue_progress
 from kinds.base import ByteSource, ChunkStopped
+from shared.clock import parse_iso
 from shared.contracts import (
     FINISHED_STATUSES,
     JobOutcome,
@@ -257,6 +259,10 @@ def prepare_or_run_job(start: PrepareInput) -> WholeJobOutput:
     versioned = job_store.read_job_versioned(settings, job_id)
     row, etag = versioned if versioned is not None else (None, None)  # no row: started without one (tests)
     fresh = row is not None and row["status"] == JobStatus.PENDING.value
+    if fresh and row is not None and start.get("admission", {}).get("admitted"):
+        # Admitted at submission, so it waited only for its turn: how far the queue has got, for polls of the
+        # jobs behind it (api.resource.retry_after_seconds).
+        queue_progress.report(parse_iso(row["created_at"]))
     if row is not None and row["status"] in ENDED_BY_A_RUN and not row.get("whole_chunks"):
         # A start that reached the host after the job ended runs the orchestration again (Azure overrides a
         # finished instance). Its outcome is recorded: answer it, touching nothing (the staged path would

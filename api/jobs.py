@@ -139,7 +139,7 @@ async def answer_submission(
         body = job_resource(record, state_from_record(record), record["updated_at"], base)
     else:
         body = view_resource(await query.load_job(client, clients.jobs, record["job_id"]), base)
-    return accepted_response(body, record, base)
+    return accepted_response(body, record, base, waiting_to_begin=submitted.admitted)
 
 
 async def raw_request(req: Request, settings: Settings, content_type: str, key: str | None) -> JobRequest:

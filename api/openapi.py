@@ -95,7 +95,13 @@ def _html_page(operation_id: str, summary: str) -> dict[str, Any]:
 
 _POLL_HEADERS = {
     "Location": {"description": "Absolute URL of the job", "schema": {"type": "string", "format": "uri"}},
-    "Retry-After": {"description": "Seconds to wait before polling again", "schema": {"type": "integer"}},
+    "Retry-After": {
+        "description": (
+            "Seconds to wait before polling again: by the job's age (1 s for its first 10 s, then 2, 5, 15, 30 s); "
+            "for a PENDING job queued behind others, until its turn is likely to come (at most 10 s)"
+        ),
+        "schema": {"type": "integer"},
+    },
 }
 _ETAG = {
     "ETag": {
@@ -705,7 +711,12 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "200": {
                     "description": "The task (200 in every state, as the reference answers)",
-                    "headers": {"Retry-After": _POLL_HEADERS["Retry-After"]},
+                    "headers": {
+                        "Retry-After": {
+                            "description": "Seconds before polling again, by the task's age (1, 2, 5, 15, 30 s)",
+                            "schema": {"type": "integer"},
+                        }
+                    },
                     "content": {"application/json": {"schema": _ref("TaskStatus")}},
                 },
                 "404": _problem("Unknown task"),

@@ -12,6 +12,7 @@ from api.problems import Problem
 from jobs.admission import Place
 from jobs.events import state_version
 from jobs.query import JobView
+from jobs.queue_progress import queue_progress
 from jobs.requests import JOB_ID
 from shared import tracing
 from shared.clock import parse_iso, utc_now
@@ -59,16 +60,27 @@ def view_resource(view: JobView, base: str) -> dict[str, Any]:
 
 def poll_seconds(created_at: str) -> int:
     """Poll often at first, then back off as the job proves to be long."""
-    age = (utc_now() - parse_iso(created_at)).total_seconds()
+    return _poll_interval(_age_seconds(created_at))
+
+
+def _age_seconds(created_at: str) -> float:
+    return (utc_now() - parse_iso(created_at)).total_seconds()
+
+
+def _poll_interval(age: float) -> int:
     for limit, seconds in ((10, 1), (60, 2), (600, 5), (3600, 15)):
         if age < limit:
             return seconds
     return 30
 
 
-def retry_after_seconds(record: JobRecord) -> int:
-    """The Retry-After of a job's 202 answers."""
-    return poll_seconds(record["created_at"])
+def retry_after_seconds(record: JobRecord, waiting_to_begin: bool = False) -> int:
+    """The Retry-After of a job's 202 answers: its age's poll interval; for a job that was admitted and waits
+    for its first step, at least until its turn is likely to have come (jobs.queue_progress)."""
+    seconds = _poll_interval(_age_seconds(record["created_at"]))
+    if waiting_to_begin:
+        seconds = max(seconds, queue_progress.retry_after(parse_iso(record["created_at"])))
+    return seconds
 
 
 def entity_tag(view: JobView) -> str:
@@ -100,12 +112,19 @@ def job_response(view: JobView, base: str, place: Place | None = None) -> Respon
         body["queue"] = {"lane": place.lane, "position": place.position, "approximate": True}
     if view.state.status in FINISHED_STATUSES:
         return json_response(body, 200, {"ETag": entity_tag(view)})
-    return accepted_response(body, view.record, base, {"ETag": entity_tag(view)})
+    waiting_to_begin = view.state.status is JobStatus.PENDING and place is None
+    return accepted_response(body, view.record, base, {"ETag": entity_tag(view)}, waiting_to_begin=waiting_to_begin)
 
 
 def accepted_response(
-    body: dict[str, Any], record: JobRecord, base: str, extra_headers: dict[str, str] | None = None
+    body: dict[str, Any],
+    record: JobRecord,
+    base: str,
+    extra_headers: dict[str, str] | None = None,
+    *,
+    waiting_to_begin: bool = False,
 ) -> Response:
     """202 Accepted with the job's Location and when to poll it."""
-    headers = {"Location": job_url(base, record["job_id"]), "Retry-After": str(retry_after_seconds(record))}
+    retry_after = retry_after_seconds(record, waiting_to_begin)
+    headers = {"Location": job_url(base, record["job_id"]), "Retry-After": str(retry_after)}
     return json_response(body, 202, {**headers, **(extra_headers or {})})

@@ -79,6 +79,7 @@ class Submitted:
 
     record: job_store.JobRecord
     created: bool  # False: an earlier request with the same idempotency key named this job
+    admitted: bool = False  # created and admitted at once: it waits only for a worker (jobs.queue_progress)
 
 
 # --- validation against the kind --------------------------------------------------------------------
@@ -569,7 +570,7 @@ async def _submit_job(
         log_event("job.start_failed", job_id=job_id, kind=request.kind, error=type(exc).__name__)
         raise Unavailable("the job could not be started; retry the request") from exc
     log_event("job.submitted", job_id=job_id, kind=request.kind, source=request.source)
-    return Submitted(record, created=True)
+    return Submitted(record, created=True, admitted=ticket["admitted"])
 
 
 # --- starting after the answer ---------------------------------------------------------------------------
