@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from azurefunctions.extensions.http.fastapi import Response
@@ -60,14 +61,11 @@ def view_resource(view: JobView, base: str) -> dict[str, Any]:
 
 def poll_seconds(created_at: str) -> int:
     """Poll often at first, then back off as the job proves to be long."""
-    return _poll_interval(_age_seconds(created_at))
+    return _poll_interval(parse_iso(created_at))
 
 
-def _age_seconds(created_at: str) -> float:
-    return (utc_now() - parse_iso(created_at)).total_seconds()
-
-
-def _poll_interval(age: float) -> int:
+def _poll_interval(created: datetime) -> int:
+    age = (utc_now() - created).total_seconds()
     for limit, seconds in ((10, 1), (60, 2), (600, 5), (3600, 15)):
         if age < limit:
             return seconds
@@ -77,9 +75,10 @@ def _poll_interval(age: float) -> int:
 def retry_after_seconds(record: JobRecord, waiting_to_begin: bool = False) -> int:
     """The Retry-After of a job's 202 answers: its age's poll interval; for a job that was admitted and waits
     for its first step, at least until its turn is likely to have come (jobs.queue_progress)."""
-    seconds = _poll_interval(_age_seconds(record["created_at"]))
+    created = parse_iso(record["created_at"])
+    seconds = _poll_interval(created)
     if waiting_to_begin:
-        seconds = max(seconds, queue_progress.retry_after(parse_iso(record["created_at"])))
+        seconds = max(seconds, queue_progress.retry_after(created))
     return seconds
 
 
