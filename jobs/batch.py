@@ -78,8 +78,9 @@ class ItemResult:
 def check_items(document: Any) -> list[Any]:
     """The items of a batch document; InvalidRequest unless it is {"items": [1..MAX_BATCH_ITEMS entries]}."""
     shape = "the request must be an object with one field, items: a list of job requests"
-    if isinstance(document, dict) and set(document) - {"items"}:
-        raise InvalidRequest(shape, [field_error(name, "unknown field") for name in sorted(set(document) - {"items"})])
+    unknown = sorted(set(document) - {"items"}) if isinstance(document, dict) else []
+    if unknown:
+        raise InvalidRequest(shape, [field_error(name, "unknown field") for name in unknown])
     items = document.get("items") if isinstance(document, dict) else None
     if not isinstance(items, list):
         raise InvalidRequest(shape, [field_error("items", "required: a list of job requests")])
