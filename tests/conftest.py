@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from devhost.durable.timings import FAST_TEST_TIMINGS
 from devhost.testing.azurite import Azurite
-from devhost.testing.harness import APP_TEST_ENV, DevHost
+from devhost.testing.harness import APP_TEST_ENV, LOG_DIR_VARIABLE, DevHost
 
 # The app's test settings, and devhost's fast timings so that crash tests recover in seconds.
 DEFAULT_TEST_ENV = {**APP_TEST_ENV, **FAST_TEST_TIMINGS}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def devhost_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The session's devhost logs go to pytest's temporary directory (pruned by pytest), not /tmp."""
+    previous = os.environ.get(LOG_DIR_VARIABLE)
+    os.environ[LOG_DIR_VARIABLE] = str(tmp_path_factory.mktemp("devhost-logs"))
+    yield
+    if previous is None:
+        os.environ.pop(LOG_DIR_VARIABLE, None)
+    else:
+        os.environ[LOG_DIR_VARIABLE] = previous
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,6 +27,12 @@ APP_TEST_ENV = {
     # Multi-chunk test jobs are tiny: they would all run whole. Tests of the whole run set it themselves.
     "WHOLE_RUN_MAX_SECONDS": "0",
 }
+
+
+LOG_DIR_VARIABLE = "DEVHOST_LOG_DIR"
+"""Where a devhost without a log_path writes its log (default: the temporary directory). The test session
+points it into pytest's own temporary directory, which pytest prunes (it keeps the last three runs'); a
+suite starts hundreds of devhosts, and their logs must not pile up in /tmp from run to run."""
 
 
 def unique_hub() -> str:
@@ -75,7 +82,8 @@ class DevHost:
     def start(self, wait: bool = True) -> DevHost:
         """Spawn the devhost process (logging to log_path) and, by default, wait until it serves requests."""
         if self.log_path is None:
-            self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"devhost-{self.task_hub}-{self.port}.log"
+            directory = Path(os.environ.get(LOG_DIR_VARIABLE) or tempfile.gettempdir())
+            self.log_path = directory / f"devhost-{self.task_hub}-{self.port}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         self.process = subprocess.Popen(
             [sys.executable, "-m", "devhost", "--port", str(self.port), *self.args],
