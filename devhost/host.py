@@ -138,7 +138,12 @@ class Host:
         """Create the task hub if needed, start the workers, then serve HTTP and run the triggers."""
         await self.store.create_if_missing()
         await self.pool.start()
-        self.runner = web.AppRunner(self.front.build(), access_log=None, handle_signals=False, shutdown_timeout=10)
+        # auto_decompress=False: the host decodes no request body (there is no request decompression anywhere in
+        # Azure/azure-functions-host, and DefaultHttpProxyService forwards the bytes as they came), so a
+        # function sees a content-coded body and its Content-Encoding as the client sent them.
+        self.runner = web.AppRunner(
+            self.front.build(), access_log=None, handle_signals=False, shutdown_timeout=10, auto_decompress=False
+        )
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
         self.engine.start()

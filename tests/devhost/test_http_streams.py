@@ -12,6 +12,7 @@ Kestrel's MaxRequestBodySize, counted while the body is read, chunked bodies too
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -146,6 +147,22 @@ def test_a_chunked_upload_reaches_the_function_as_it_is_sent(stream_host: DevHos
     response = stream_host.client.post("/api/upload", content=chunks())
     assert response.status_code == 200, response.text
     assert response.json()["bytes"] == 8 * 4096
+
+
+def test_a_content_coded_body_reaches_the_function_as_it_was_sent(stream_host: DevHost) -> None:
+    """The host decodes no request body: Azure/azure-functions-host has no request decompression, and
+    DefaultHttpProxyService (src/WebJobs.Script.Grpc/Server) forwards the bytes. So the function reads the
+    gzip bytes, not what they inflate to, and bytes that are no gzip at all are its to refuse, not the host's
+    (devhost's web server used to inflate bodies, and answered 500 to a body that would not inflate)."""
+    plain = b"x" * 100_000
+    packed = gzip.compress(plain)
+    coded = {"Content-Encoding": "gzip"}
+    sent = stream_host.client.post("/api/upload", content=packed, headers=coded)
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["bytes"] == len(packed) < len(plain)
+    not_gzip = stream_host.client.post("/api/upload", content=b"not gzip at all", headers=coded)
+    assert not_gzip.status_code == 200, not_gzip.text
+    assert not_gzip.json()["bytes"] == len(b"not gzip at all")
 
 
 def test_an_answer_given_before_the_body_is_sent_reaches_the_client(stream_host: DevHost) -> None:
