@@ -200,12 +200,43 @@ client is still sending closes the connection under it, and the client (or the h
 reset instead of our problem. Anything larger is cut at once: reading it would cost more than a reset."""
 
 
+ACCEPTED_CODINGS = "identity"
+"""The content codings a request body may have (RFC 9110 8.4): none. The host hands bodies over as they came
+(it decodes nothing), and a compressed input would be stored and run as if it were the data."""
+
+
+def _content_coded(req: Request) -> bool:
+    coding = header(req, "content-encoding")
+    return coding is not None and any(part.strip().lower() not in ("", "identity") for part in coding.split(","))
+
+
+async def refuse_content_coding(req: Request) -> None:
+    """415 with `Accept-Encoding: identity` (RFC 9110 15.5.16) for a body sent with a content coding, before
+    anything is stored; the body is read to its end first, as for a 413 (DRAIN_BYTES)."""
+    if not _content_coded(req):
+        return
+    declared = (header(req, "content-length") or "").strip()
+    if not (is_decimal(declared) and int(declared) > DRAIN_BYTES):
+        size = 0
+        async for part in req.stream():
+            size += len(part)
+            if size > DRAIN_BYTES:
+                break
+    raise Problem(
+        415,
+        "send the body without a content coding: Content-Encoding is not accepted",
+        errors=[field_error("Content-Encoding", f"must be absent or {ACCEPTED_CODINGS}")],
+        headers={"Accept-Encoding": ACCEPTED_CODINGS},
+    )
+
+
 async def body_within(req: Request, limit: int) -> bytes:
     """The body, read as it arrives and refused with 413 once it is over `limit`; never held whole when over.
 
     A declared Content-Length over DRAIN_BYTES is refused before a byte is read; a smaller over-limit body,
     declared or counted while it streams (chunked), is read to its end or DRAIN_BYTES without being kept.
     """
+    await refuse_content_coding(req)
     declared = header(req, "content-length")
     declared_size: int | None = None
     if declared is not None:

@@ -27,6 +27,7 @@ from api.http import (
     media_type,
     query_params,
     read_json,
+    refuse_content_coding,
     route_param,
 )
 from api.links import base_url, jobs_page_url
@@ -185,6 +186,7 @@ async def raw_request(req: Request, settings: Settings, content_type: str, key: 
         source="http",
         priority=priority,
     )
+    await refuse_content_coding(req)  # (body_within asks too, for the small bodies it reads)
     if STREAMED_BODY_BYTES < _declared_length(req) <= settings.max_raw_body_bytes:
         request.body = req.stream()  # the submit reads it, into the job's blob as it arrives (in its span)
         return request

@@ -39,6 +39,14 @@ def _json(description: str, schema: str, headers: dict[str, Any] | None = None) 
     return response
 
 
+def _unsupported(description: str) -> dict[str, Any]:
+    """A 415: the body's media type is not one the operation reads, or the body came content-coded (then
+    `Accept-Encoding: identity` says that only an uncompressed body is accepted)."""
+    accepted = {"description": "On a content-coded body: identity", "schema": {"type": "string", "const": "identity"}}
+    problem = _problem(f"{description}; or a body sent with a Content-Encoding")
+    return {**problem, "headers": {"Accept-Encoding": accepted}}
+
+
 def _with_retry_after(problem: dict[str, Any]) -> dict[str, Any]:
     """A problem answer that tells when to try again."""
     return {**problem, "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
@@ -533,7 +541,7 @@ _PATHS: dict[str, Any] = {
                 "409": _problem("Idempotency key reused for a different request"),
                 "411": _problem("Raw body without Content-Length (chunked): send the length, or upload"),
                 "413": _problem("Body too large (1 MB JSON, 100 MB raw), or an upload over 5 GiB"),
-                "415": _problem("Unsupported Content-Type"),
+                "415": _unsupported("Unsupported Content-Type"),
                 "422": _problem(
                     "Validation failed (an input_ref must name a block blob; a callback the app may not call)"
                 ),
@@ -565,7 +573,7 @@ _PATHS: dict[str, Any] = {
                 "200": _json("Each item's job (as POST /api/jobs answers it) or problem", "BatchResult"),
                 "400": _problem("Malformed JSON"),
                 "413": _problem("Body over 32 MB"),
-                "415": _problem("Not application/json"),
+                "415": _unsupported("Not application/json"),
                 "422": _problem("Not {items: [1..1000 requests]}"),
             },
         }
@@ -643,7 +651,7 @@ _PATHS: dict[str, Any] = {
                 "201": _json("Upload created", "Upload"),
                 "400": _problem("The body is not JSON"),
                 "413": _problem("A body over 4 KiB (the request names a content type, not the data)"),
-                "415": _problem("A body that is not application/json"),
+                "415": _unsupported("A body that is not application/json"),
                 "422": _problem("Invalid content_type"),
             },
         }
@@ -697,7 +705,7 @@ _PATHS: dict[str, Any] = {
                 "400": _problem("Malformed body or header"),
                 "409": _problem("Idempotency key reused for a different request"),
                 "413": _problem("Body over 1 MB"),
-                "415": _problem("Not application/json"),
+                "415": _unsupported("Not application/json"),
                 "422": _problem("Validation failed (fields named as in the body: vector_data, metadata, ...)"),
                 "429": _TOO_MANY,
             },

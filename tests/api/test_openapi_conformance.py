@@ -9,6 +9,7 @@ answer is checked against the operation the document gives for the request's met
 
 from __future__ import annotations
 
+import gzip
 import time
 import uuid
 from collections.abc import Iterator
@@ -112,6 +113,8 @@ def jobs_in_every_state(devhost: DevHost, contract: Contract) -> Iterator[tuple[
     yield "listing by status", checked(contract, client.get("/api/jobs", params={"status": "COMPLETED"}))
 
 
+GZIPPED_JSON = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+
 # (method, path, request arguments, the status docs/api.md gives the request)
 REFUSALS: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/api/jobs", {"content": b"{", "headers": {"Content-Type": "application/json"}}, 400),
@@ -120,6 +123,7 @@ REFUSALS: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/api/jobs", {"json": {**simulate(), "priority": "urgent"}}, 422),
     ("POST", "/api/jobs", {"json": {**simulate(), "callback": {"url": "http://127.0.0.1/hook"}}}, 422),
     ("POST", "/api/jobs", {"content": b"x", "headers": {"Content-Type": "text/plain"}}, 415),
+    ("POST", "/api/jobs", {"content": gzip.compress(b"{}"), "headers": {**GZIPPED_JSON}}, 415),
     ("POST", "/api/jobs", {"json": simulate(), "headers": {"Idempotency-Key": ""}}, 400),
     (
         "POST",
@@ -156,6 +160,9 @@ REFUSALS: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/api/jobs/batch", {"content": b"x", "headers": {"Content-Type": "text/csv"}}, 415),
     ("POST", "/api/uploads", {"json": {"content_type": "image/png"}}, 422),
     ("POST", "/api/uploads", {"content": b"{", "headers": {"Content-Type": "application/json"}}, 400),
+    ("POST", "/api/uploads", {"content": gzip.compress(b"{}"), "headers": {**GZIPPED_JSON}}, 415),
+    ("POST", "/api/jobs/batch", {"content": gzip.compress(b"{}"), "headers": {**GZIPPED_JSON}}, 415),
+    ("POST", "/api/tasks", {"content": gzip.compress(b"{}"), "headers": {**GZIPPED_JSON}}, 415),
     ("GET", "/api/dead-letters", {"params": {"continuation": "bogus"}}, 422),
     ("GET", "/api/dead-letters/no-such-record", {}, 404),
     ("POST", "/api/dead-letters/no-such-record/replay", {}, 404),
