@@ -145,6 +145,14 @@ async def _checked_upload_ref(clients: StorageClients, ref: str, kind: JobKind) 
             "the upload must be a block blob (x-ms-blob-type: BlockBlob)",
             [field_error("input_ref", "page and append blobs are not accepted; upload a block blob")],
         )
+    coding = (properties.content_settings.content_encoding or "").strip().lower()
+    if coding not in ("", "identity"):
+        # Stored with a Content-Encoding (gzip, ...): its bytes are not the data the kind reads, as for a raw
+        # body sent content-coded (415 there, api.http.refuse_content_coding).
+        raise InvalidRequest(
+            "the upload was stored content-coded; upload the data uncompressed, without Content-Encoding",
+            [field_error("input_ref", "the upload has a Content-Encoding: upload it uncompressed")],
+        )
     if properties.size == 0:
         raise InvalidRequest("the uploaded input is empty", [field_error("input_ref", "the upload is empty")])
     if properties.size > MAX_UPLOAD_BYTES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 from typing import Any
 
@@ -147,3 +148,20 @@ def test_only_a_block_blob_is_accepted_as_an_upload(devhost, azurite):
         assert [e["field"] for e in submitted.json()["errors"]] == ["input_ref"]
         assert "block blob" in submitted.json()["detail"]
         assert footprint(devhost, azurite.connection_string) == before
+
+
+def test_a_content_coded_upload_is_refused_at_submit(devhost, azurite):
+    """An upload stored with a Content-Encoding holds compressed bytes, not the CSV the kind reads: refused
+    like a raw body sent content-coded (there a 415), not accepted to fail when it runs."""
+    upload = create_upload(devhost.client)
+    # Put Blob takes the coding from Content-Encoding too in Azure; Azurite 3.35 reads only this header.
+    headers = {"x-ms-blob-type": "BlockBlob", "Content-Type": "text/csv", "x-ms-blob-content-encoding": "gzip"}
+    assert httpx.put(upload["upload_url"], content=gzip.compress(CSV), headers=headers, timeout=30).status_code == 201
+    before = footprint(devhost, azurite.connection_string)
+    submitted = devhost.client.post(
+        "/api/jobs", json={"kind": "csv-report", "input_ref": upload["input_ref"], "options": OPTIONS}
+    )
+    assert submitted.status_code == 422, submitted.text
+    assert [e["field"] for e in submitted.json()["errors"]] == ["input_ref"]
+    assert "Content-Encoding" in submitted.json()["detail"]
+    assert footprint(devhost, azurite.connection_string) == before
