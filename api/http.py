@@ -23,6 +23,7 @@ from starlette.convertors import PathConvertor, register_url_convertor
 from api.problems import PROBLEM_CONTENT_TYPE, Problem, problem_from
 from jobs.errors import JobsError, Unavailable, field_error
 from jobs.json_body import parse_json
+from jobs.requests import IDENTITY_CODING, content_coded
 from shared.telemetry import log_event
 
 
@@ -200,20 +201,10 @@ client is still sending closes the connection under it, and the client (or the h
 reset instead of our problem. Anything larger is cut at once: reading it would cost more than a reset."""
 
 
-ACCEPTED_CODINGS = "identity"
-"""The content codings a request body may have (RFC 9110 8.4): none. The host hands bodies over as they came
-(it decodes nothing), and a compressed input would be stored and run as if it were the data."""
-
-
-def _content_coded(req: Request) -> bool:
-    coding = header(req, "content-encoding")
-    return coding is not None and any(part.strip().lower() not in ("", "identity") for part in coding.split(","))
-
-
 async def refuse_content_coding(req: Request) -> None:
     """415 with `Accept-Encoding: identity` (RFC 9110 15.5.16) for a body sent with a content coding, before
     anything is stored; the body is read to its end first, as for a 413 (DRAIN_BYTES)."""
-    if not _content_coded(req):
+    if not content_coded(header(req, "content-encoding")):
         return
     declared = (header(req, "content-length") or "").strip()
     if not (is_decimal(declared) and int(declared) > DRAIN_BYTES):
@@ -225,8 +216,8 @@ async def refuse_content_coding(req: Request) -> None:
     raise Problem(
         415,
         "send the body without a content coding: Content-Encoding is not accepted",
-        errors=[field_error("Content-Encoding", f"must be absent or {ACCEPTED_CODINGS}")],
-        headers={"Accept-Encoding": ACCEPTED_CODINGS},
+        errors=[field_error("Content-Encoding", f"must be absent or {IDENTITY_CODING}")],
+        headers={"Accept-Encoding": IDENTITY_CODING},
     )
 
 

@@ -17,6 +17,9 @@ from jobs.errors import IdempotencyKeyMalformed, InvalidRequest, errors_from_val
 from jobs.streamed_input import StagedInput
 
 JSON_CONTENT_TYPE = "application/json"
+IDENTITY_CODING = "identity"
+"""The one content coding (RFC 9110 8.4) an input may have: none. Bodies and uploads are stored and read as
+they are, so compressed bytes would be taken for the data."""
 MAX_DEADLINE_SECONDS = 30 * 24 * 3600
 MAX_KEY_LENGTH = 200
 JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -89,6 +92,13 @@ class JobRequest:
         if self.callback is not None:  # only then: fingerprints of requests without one stay as they were
             doc["callback"] = self.callback
         return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def content_coded(content_encoding: str | None) -> bool:
+    """Whether a Content-Encoding (a request's header or a stored blob's property) names a coding other than
+    identity, i.e. the bytes are not the data as they stand."""
+    codings = (content_encoding or "").split(",")
+    return any(coding.strip().lower() not in ("", IDENTITY_CODING) for coding in codings)
 
 
 def check_idempotency_key(key: str | None) -> str | None:

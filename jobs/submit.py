@@ -48,7 +48,7 @@ from jobs.errors import (
     errors_from_validation,
     field_error,
 )
-from jobs.requests import JSON_CONTENT_TYPE, JobRequest, SubmitBody, job_id_for, key_hash
+from jobs.requests import JSON_CONTENT_TYPE, JobRequest, SubmitBody, content_coded, job_id_for, key_hash
 from jobs.streamed_input import BLOCK_BYTES, SHA256_METADATA, StagedInput, stage_body
 from kinds.base import JobKind
 from shared import tracing
@@ -145,8 +145,7 @@ async def _checked_upload_ref(clients: StorageClients, ref: str, kind: JobKind) 
             "the upload must be a block blob (x-ms-blob-type: BlockBlob)",
             [field_error("input_ref", "page and append blobs are not accepted; upload a block blob")],
         )
-    coding = (properties.content_settings.content_encoding or "").strip().lower()
-    if coding not in ("", "identity"):
+    if content_coded(properties.content_settings.content_encoding):
         # Stored with a Content-Encoding (gzip, ...): its bytes are not the data the kind reads, as for a raw
         # body sent content-coded (415 there, api.http.refuse_content_coding).
         raise InvalidRequest(
