@@ -23,6 +23,9 @@ Not smaller: a chunk's memory is mostly its Arrow blocks and arrays (kinds.csv_c
 Azurite spends 2.5 times the CPU serving 100 MB in 4 MiB ranges as in 8 MiB ones (0.6 against 0.25 s),
 on the two cores the chunks share with it."""
 
+STREAM_WINDOW_BYTES = 2 * STREAM_PIECE_BYTES
+"""What `stream` holds of a range at once, however long the range: the piece in use and the one prefetched."""
+
 PLANNING_PIECE_BYTES = 16 * 1024 * 1024
 """Pieces of the planning pass: one stream per job, on its critical path (no chunk starts before it ends),
 so larger pieces pay fewer round trips: 100 MB from Azurite in 0.24 s against 0.32 s (8 MiB) and 0.60 s

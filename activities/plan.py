@@ -18,7 +18,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobType
 from pydantic import ValidationError
 
-from activities.blob_source import PLANNING_PIECE_BYTES, STREAM_PIECE_BYTES, BlobByteSource
+from activities.blob_source import PLANNING_PIECE_BYTES, STREAM_PIECE_BYTES, STREAM_WINDOW_BYTES, BlobByteSource
 from activities.resources import (
     ensure_local_resources,
     job_has_ended,
@@ -119,18 +119,37 @@ def orchestration_config(settings: Settings) -> OrchestrationConfig:
     }
 
 
-def chunks_in_flight(settings: Settings, input_size: int, chunk_bytes: int) -> int:
+def chunks_in_flight(settings: Settings, input_size: int, chunk_bytes: int, *, streamed: bool = False) -> int:
     """How many chunks of `chunk_bytes` one job runs at once: MAX_PARALLEL_CHUNKS, fewer if they would hold
     more than MAX_CHUNK_BYTES_IN_FLIGHT of the input (never fewer than one).
 
     Decided when the job is planned and handed to the orchestrator in prepare's output, so a replay reads
     the same number from its history. A chunk is counted at its planned size (its range ends at the first
-    row boundary past it, a row longer at most). A job without input bytes (simulate) is not limited by them.
+    row boundary past it, a row longer at most), or, when its kind streams its chunks (`streamed`), at the
+    window such a read holds (STREAM_WINDOW_BYTES) if that is less. A job without input bytes (simulate) is
+    not limited by them.
     """
     if input_size <= 0:
         return settings.max_parallel_chunks
     counted = max(1, min(chunk_bytes, input_size))
+    if streamed:
+        counted = min(counted, STREAM_WINDOW_BYTES)
     return max(1, min(settings.max_parallel_chunks, settings.max_chunk_bytes_in_flight // counted))
+
+
+def streamed_target(size: int, target_chunk_bytes: int, streamed_chunk_bytes: int, parallel: int) -> int:
+    """The chunk size of a kind that streams its chunks: up to `streamed_chunk_bytes`, as few chunks as that
+    allows, but never fewer than the chunks in flight where `target_chunk_bytes` would make that many (40 MB
+    with two in flight: two chunks of 20 MB, not one of 40). `target_chunk_bytes` when the streamed size is
+    not larger (CHUNK_TARGET_BYTES_STREAMED unset).
+
+    Fewer chunks are fewer waves, each of which waits for its slowest chunk, and fewer steps, each an
+    activity and a handful of storage requests; a streamed chunk's memory does not grow with its size.
+    """
+    if streamed_chunk_bytes <= target_chunk_bytes or size <= 0:
+        return target_chunk_bytes
+    count = max(math.ceil(size / streamed_chunk_bytes), min(parallel, math.ceil(size / target_chunk_bytes)))
+    return math.ceil(size / count)
 
 
 def wave_aligned_target(size: int, target_chunk_bytes: int, max_parallel: int) -> int:
@@ -248,12 +267,20 @@ def make_plan(
     except (ValidationError, ValueError) as exc:
         raise NonRetryableError("invalid_options", " ".join(str(exc).split())[:300]) from exc
     size = source.size if source is not None else 0
-    # Waves of the chunks in flight, whose count the bytes they read may lower: the target is aligned to
+    # Waves of the chunks in flight, whose count the bytes they hold may lower: the target is aligned to
     # the count its own size allows, and a larger planned size (the per-job chunk cap) lowers it further.
-    parallel = chunks_in_flight(settings, size, settings.chunk_target_bytes)
-    target = wave_aligned_target(size, settings.chunk_target_bytes, parallel)
+    streams = kind.streams_chunks
+    parallel = chunks_in_flight(settings, size, settings.chunk_target_bytes, streamed=streams)
+    target = settings.chunk_target_bytes
+    if streams:
+        grown = streamed_target(size, target, settings.chunk_target_bytes_streamed, parallel)
+        # Larger only where the budget counts the window they hold, not their size: chunks grown past the
+        # budget's share would run fewer at once.
+        if chunks_in_flight(settings, size, grown, streamed=True) >= parallel:
+            target = grown
+    target = wave_aligned_target(size, target, parallel)
     planned_bytes = chunk_size_bytes(size, target, settings.max_chunks_per_job) if size > 0 else target
-    parallel = min(parallel, chunks_in_flight(settings, size, planned_bytes))
+    parallel = min(parallel, chunks_in_flight(settings, size, planned_bytes, streamed=streams))
     try:
         watched = StoppableSource(source, should_stop) if source is not None else None
         chunks = kind.plan(watched, options, target, settings.max_chunks_per_job)

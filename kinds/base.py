@@ -308,6 +308,15 @@ class JobKind(Protocol):
         """`render` format -> media type, besides "json" (the stored result itself)."""
         ...
 
+    @property
+    def streams_chunks(self) -> bool:
+        """Whether `process_chunk` reads its range as a stream, holding a bounded window of it whatever the
+        range's size (csv-report), rather than all of it (vector-normalize keeps a chunk's vectors).
+
+        Such a kind's chunks may be larger (CHUNK_TARGET_BYTES_STREAMED), and the in-flight budget counts a
+        chunk at the window it holds (activities.plan)."""
+        ...
+
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validated, normalized options; raises pydantic.ValidationError."""
         ...

@@ -300,6 +300,7 @@ class CsvReport:
     options_model = CsvReportOptions
     input_model = None  # CSV comes as a raw body or an upload, never inside JSON
     render_formats: Mapping[str, str] = {"csv": CSV_MEDIA_TYPE}
+    streams_chunks = True  # a chunk reads its range in pieces through Arrow's blocks; its partial is per group
 
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validated options: `group_by` and `metrics` (a list, or a comma-separated string)."""

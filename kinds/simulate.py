@@ -64,6 +64,7 @@ class Simulate(ExactPlan):
     options_model = SimulateOptions
     input_model = None
     render_formats: Mapping[str, str] = {}
+    streams_chunks = False
 
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validated options with defaults filled in."""

@@ -214,6 +214,7 @@ class VectorNormalize(ExactPlan):
     options_model = NoOptions
     input_model = VectorInput
     render_formats: Mapping[str, str] = {"ndjson": NDJSON, "csv": CSV_MEDIA_TYPE}
+    streams_chunks = False  # a chunk's normalized vectors are its partial, held whole
 
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """No options: anything given is an error."""

@@ -50,9 +50,14 @@ class Settings(BaseSettings):
     # Bigger inputs get bigger chunks rather than more of them, so a job's history has a bounded size.
     max_chunks_per_job: int = Field(default=1000, ge=1, le=10_000, alias="MAX_CHUNKS_PER_JOB")
     # Input bytes one job may have in chunks at once: with 8 MiB chunks, 4 of them (activities.plan.
-    # chunks_in_flight). What a chunk holds in memory grows with the bytes it reads, so this bounds a job's
-    # memory where MAX_PARALLEL_CHUNKS alone bounds its count; jobs without an input are not limited by it.
+    # chunks_in_flight). What a chunk holds in memory grows with the bytes it reads (up to the window a streamed
+    # read holds, for the kinds that stream their chunks), so this bounds a job's memory where
+    # MAX_PARALLEL_CHUNKS alone bounds its count; jobs without an input are not limited by it.
     max_chunk_bytes_in_flight: int = Field(default=32 * 1024 * 1024, ge=1024, alias="MAX_CHUNK_BYTES_IN_FLIGHT")
+    # Chunk size of the kinds that stream their chunks (JobKind.streams_chunks: csv-report), whose memory does
+    # not grow with the chunk: fewer, larger chunks, so fewer waves and steps. 0, or anything not above
+    # CHUNK_TARGET_BYTES: the same size as every kind (activities.plan.streamed_target).
+    chunk_target_bytes_streamed: int = Field(default=0, ge=0, alias="CHUNK_TARGET_BYTES_STREAMED")
     # A job of several chunks whose kind estimates its work at this many seconds or less runs whole in its
     # first step (activities.whole_job); one-chunk jobs always do. 0: only one-chunk jobs.
     whole_run_max_seconds: float = Field(default=0.5, ge=0, le=60, alias="WHOLE_RUN_MAX_SECONDS")

@@ -35,6 +35,7 @@ class LineCount(ExactPlan):
     options_model = LineCountOptions
     input_model = None
     render_formats: Mapping[str, str] = {"text": TEXT}
+    streams_chunks = False
 
     def parse_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validated options."""

@@ -119,6 +119,10 @@ param chunkTargetBytes int = 8388608
 @minValue(1024)
 param maxChunkBytesInFlight int = 33554432
 
+@description('Optional. Chunk size in bytes of the kinds that stream their chunks, csv-report (CHUNK_TARGET_BYTES_STREAMED): fewer, larger chunks, whose memory does not grow with their size. 0 or not above chunkTargetBytes: chunkTargetBytes, as every kind.')
+@minValue(0)
+param chunkTargetBytesStreamed int = 0
+
 @description('Optional. A job of several chunks whose kind estimates its work at this many seconds or less runs whole in one activity (WHOLE_RUN_MAX_SECONDS, a decimal string; "0": only one-chunk jobs do).')
 param wholeRunMaxSeconds string = '0.5'
 
@@ -290,6 +294,7 @@ var appSettings = {
   MAX_PARALLEL_CHUNKS: string(maxParallelChunks)
   CHUNK_TARGET_BYTES: string(chunkTargetBytes)
   MAX_CHUNK_BYTES_IN_FLIGHT: string(maxChunkBytesInFlight)
+  CHUNK_TARGET_BYTES_STREAMED: string(chunkTargetBytesStreamed)
   WHOLE_RUN_MAX_SECONDS: wholeRunMaxSeconds
   CHUNKS_PER_SUB_ORCHESTRATION: string(chunksPerSubOrchestration)
   MAX_CHUNKS_PER_JOB: string(maxChunksPerJob)
