@@ -24,7 +24,8 @@ APP_TEST_ENV = {
     "RETRY_MAX_INTERVAL_SECONDS": "1",
     "RETRY_MAX_ATTEMPTS": "3",
     "CHUNK_TARGET_BYTES": "4096",
-    # ...for every kind: csv-report's tests are written for dozens of chunks, not local.settings' larger ones.
+    # Small for every kind: csv-report's tests are written for dozens of chunks, not for the larger streamed
+    # chunks of local.settings.sample.json.
     "CHUNK_TARGET_BYTES_STREAMED": "0",
     # Multi-chunk test jobs are tiny: they would all run whole. Tests of the whole run set it themselves.
     "WHOLE_RUN_MAX_SECONDS": "0",
