@@ -152,7 +152,9 @@ def test_transient_failures_back_off_on_deterministic_timers(devhost: DevHost) -
         backoff_seconds(TEST_POLICY, job_id, f"chunk-{chunk}", attempt) for attempt in (1, 2) for chunk in range(3)
     ]
     assert actual == pytest.approx(expected, abs=0.002)
-    assert len({round(delay, 4) for delay in actual}) == 6  # the jitter differs per chunk and attempt
+    # The jitter differs per chunk and attempt. Asked of the exact schedule, not of the measured delays: two
+    # chunks' jitters may lie within the timestamps' rounding of each other (CI once saw 5 distinct of 6).
+    assert len(set(expected)) == 6
 
 
 def test_retries_exhausted_fail_the_job_and_dead_letter_it(devhost: DevHost) -> None:
