@@ -78,20 +78,23 @@ def test_an_input_overwritten_during_its_job_fails_the_job_instead_of_mixing_ver
 def test_stop_signal_sees_the_marker_within_its_cache_interval(blobs: BlobServiceClient) -> None:
     job_id = uuid.uuid4().hex
     results = blobs.get_container_client(RESULTS_CONTAINER)
-    should_stop = StopSignal(results, job_id, interval=0.2, max_interval=0.2)  # no backoff: test_stop_marker.py
+    # No backoff (test_stop_marker.py); an interval that outlasts the marker's write on a busy machine.
+    should_stop = StopSignal(results, job_id, interval=1.0, max_interval=1.0)
     assert should_stop() is False
+    asked = time.monotonic()
     write_stop_marker(results, job_id, "cancelled")
+    assert time.monotonic() - asked < 1.0, "the write outlasted the interval: nothing cached is tested"
     assert should_stop() is False  # cached: a check costs one request per interval, not per row batch
-    time.sleep(0.25)
+    time.sleep(1.05)
     assert should_stop() is True
 
 
 def test_stop_signal_stops_at_the_deadline_without_a_marker(blobs: BlobServiceClient) -> None:
     results = blobs.get_container_client(RESULTS_CONTAINER)
-    soon = (datetime.now(UTC) + timedelta(seconds=0.3)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     should_stop = StopSignal(results, uuid.uuid4().hex, deadline_at=soon)
     assert should_stop() is False
-    time.sleep(0.35)
+    time.sleep(1.05)
     assert should_stop() is True
 
 

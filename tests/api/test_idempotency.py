@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from devhost.testing.harness import DevHost
 from jobs.requests import job_id_for
-from tests.api.probes import count_blobs, count_job_rows, footprint, instances
+from tests.api.probes import count_blobs, count_job_rows, eventually, footprint, instances
 
 VECTORS = {"kind": "vector-normalize", "input": {"vector_data": [[3.0, 4.0], [0.0, 0.0]], "metadata": {"n": 1}}}
 
@@ -20,7 +21,7 @@ def test_the_same_key_and_request_name_the_same_job(devhost, azurite):
     assert first.status_code == 202, first.text
     job_id = first.json()["id"]
     assert job_id == job_id_for(key) and key not in first.text
-    before = footprint(devhost, azurite.connection_string)
+    before = started_footprint(devhost, azurite.connection_string, job_id)
     again = devhost.client.post("/api/jobs", json=VECTORS, headers={"Idempotency-Key": key})
     assert again.status_code == 202
     assert again.json()["id"] == job_id
@@ -33,8 +34,9 @@ def test_the_same_key_and_request_name_the_same_job(devhost, azurite):
 
 def test_the_same_key_with_a_different_request_is_409(devhost, azurite):
     key = f"order-{uuid.uuid4()}"
-    assert devhost.client.post("/api/jobs", json=VECTORS, headers={"Idempotency-Key": key}).status_code == 202
-    before = footprint(devhost, azurite.connection_string)
+    first = devhost.client.post("/api/jobs", json=VECTORS, headers={"Idempotency-Key": key})
+    assert first.status_code == 202
+    before = started_footprint(devhost, azurite.connection_string, first.json()["id"])
     other = {"kind": "vector-normalize", "input": {"vector_data": [[1.0, 0.0]]}}
     response = devhost.client.post("/api/jobs", json=other, headers={"Idempotency-Key": key})
     assert response.status_code == 409
@@ -43,6 +45,12 @@ def test_the_same_key_with_a_different_request_is_409(devhost, azurite):
     assert problem["errors"][0]["field"] == "Idempotency-Key"
     assert key not in response.text
     assert footprint(devhost, azurite.connection_string) == before
+
+
+def started_footprint(devhost: DevHost, conn: str, job_id: str) -> tuple[int, int, int]:
+    """The footprint once the job's orchestration exists: a submit answers before it starts the job."""
+    eventually(lambda: instances(devhost, instanceIdPrefix=job_id))
+    return footprint(devhost, conn)
 
 
 LARGE_VECTORS = {"kind": "vector-normalize", "input": {"vector_data": [[1.0] * 5000]}}

@@ -24,6 +24,7 @@ from jsonschema import Draft202012Validator
 
 from devhost.testing.harness import DevHost
 from tests.api.documented import Contract
+from tests.api.probes import eventually
 from tests.api.test_contract import assert_problem, simulate, submit
 
 # Two chunks at a time: the multi-chunk jobs here run in waves, so they are still running (and changing)
@@ -149,10 +150,12 @@ def test_resume_after_a_forced_disconnect_repeats_nothing_and_loses_nothing(host
     before = read_stream(host, job_id, limit=2)  # status, then the first change; then we hang up
     assert not before["ended"]
     seen = before["events"]
-    time.sleep(1.5)  # the job moves on while nobody listens
-    polled = host.client.get(location)
-    missed_version = int(polled.headers["etag"][3:-1])
-    assert missed_version > int(seen[-1].id), "the job must change while disconnected, or nothing is tested"
+
+    def changed_since() -> int:  # the job moves on while nobody listens
+        version = int(host.client.get(location).headers["etag"][3:-1])
+        return version if version > int(seen[-1].id) else 0
+
+    missed_version = eventually(changed_since, timeout=30)
     after = follow(host, job_id, last_id=seen[-1].id)
     resumed = [event for connection in after for event in connection]
     assert int(resumed[0].id) > int(seen[-1].id)  # nothing repeated
@@ -168,8 +171,8 @@ def test_an_idle_stream_sends_heartbeats_and_ends_at_its_maximum_duration(host: 
     location = submit(host.client, simulate(chunks=1, chunk_seconds=30)).headers["location"]
     job_id = location.rsplit("/", 1)[1]
     try:
-        host.client.get(location)
-        time.sleep(1.5)  # running, its one chunk sleeping: nothing changes for 30 s
+        # Running whole (one chunk), preparing: nothing changes for 30 s.
+        eventually(lambda: host.client.get(location).json()["status"] == "RUNNING")
         started = time.monotonic()
         with host.client.stream("GET", events_url(job_id), timeout=httpx.Timeout(10.0, read=15.0)) as response:
             body = b"".join(response.iter_raw())

@@ -264,15 +264,27 @@ def test_a_small_job_of_several_chunks_is_one_step_and_a_larger_one_is_staged(
 def _start_again(host: DevHost, job_id: str) -> None:
     """Start the job's orchestration once more with its own input, as a start request that reached the host
     only after the job ended would (Azure restarts a finished instance: NonRunningStates may be overridden)."""
-    management = "/runtime/webhooks/durabletask"
-    status = host.client.get(f"{management}/instances/{job_id}", params={"showInput": "true"})
-    assert status.status_code == 200, status.text
-    again = host.client.post(f"{management}/orchestrators/job_orchestrator/{job_id}", json=status.json()["input"])
+    # The job's row may say it ended a step before its orchestration does (the activity writes the outcome,
+    # then the last episode checkpoints), so wait for the instance too.
+    status = _ended_instance(host, job_id, "the first execution never ended")
+    again = host.client.post(f"{MANAGEMENT}/orchestrators/job_orchestrator/{job_id}", json=status.json()["input"])
     assert again.status_code == 202, again.text
+    _ended_instance(host, job_id, "the second execution never ended")
+
+
+MANAGEMENT = "/runtime/webhooks/durabletask"
+
+
+def _ended_instance(host: DevHost, job_id: str, message: str) -> httpx.Response:
+    """The instance's status once it has ended (the management API answers 202 while it runs)."""
     deadline = time.monotonic() + 30
-    while host.client.get(f"{management}/instances/{job_id}").status_code == 202:
-        assert time.monotonic() < deadline, "the second execution never ended"
+    while (
+        status := host.client.get(f"{MANAGEMENT}/instances/{job_id}", params={"showInput": "true"})
+    ).status_code == 202:
+        assert time.monotonic() < deadline, message
         time.sleep(0.05)
+    assert status.status_code == 200, status.text
+    return status
 
 
 @pytest.mark.parametrize(
