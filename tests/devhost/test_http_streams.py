@@ -67,7 +67,7 @@ def events(host: DevHost, params: dict[str, str], limit: int | None = None) -> l
             buffer += chunk
             while b"\n\n" in buffer:
                 event, buffer = buffer.split(b"\n\n", 1)
-                arrivals.append((time.monotonic(), event))
+                arrivals.append((time.time(), event))  # wall clock: comparable with the app's `data` stamp
             if limit is not None and len(arrivals) >= limit:
                 break
     return arrivals
@@ -75,14 +75,15 @@ def events(host: DevHost, params: dict[str, str], limit: int | None = None) -> l
 
 def test_a_streamed_response_reaches_the_client_event_by_event(stream_host: DevHost) -> None:
     """Nothing buffers the stream: the first event arrives long before the last is written."""
-    started = time.monotonic()
+    started = time.time()
     arrivals = events(stream_host, {"count": "5", "interval": "0.4", "code": KEY})
     assert [event.split(b"\n")[0] for _, event in arrivals] == [f"id: {n}".encode() for n in range(1, 6)]
-    first, last = arrivals[0][0], arrivals[-1][0]
-    assert first - started < 1.2, "the first event waited for the others"
-    assert last - first >= 1.4, "the events arrived together, not as they were written"
-    gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:], strict=False)]
-    assert min(gaps) > 0.2, gaps
+    assert arrivals[0][0] - started < 1.2, "the first event waited for the others"
+    # Each event reaches the client before the app writes the event two after it (0.8 s later, by the app's
+    # own stamps): gaps between arrivals would also measure the client's pauses on a busy machine.
+    sent = [float(event.split(b"data: ")[1]) for _, event in arrivals]
+    arrived = [at for at, _ in arrivals]
+    assert all(arrived[n] < sent[n + 2] for n in range(3)), list(zip(arrived, sent, strict=True))
 
 
 def test_the_client_leaving_cancels_the_stream_in_the_worker(stream_host: DevHost) -> None:
