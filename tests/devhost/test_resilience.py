@@ -65,8 +65,11 @@ def test_sigterm_with_storage_down_still_exits_in_seconds(tmp_path: Path) -> Non
 def test_cpu_bound_activities_run_in_parallel_processes(sample_factory: Any) -> None:
     host = sample_factory()
     spans = wait_status(host, start_orchestration(host, "parallel_cpu", 1.0))["output"]
+    # Two worker processes, burning at the same time: not serialized by one GIL. (How much the burns overlap
+    # depends on how soon each process picks its activity up on a busy machine; that they overlap does not.)
+    assert len({s["pid"] for s in spans}) == 2, spans
     overlap = min(s["end"] for s in spans) - max(s["start"] for s in spans)
-    assert overlap > 0.5, spans  # two 1 s CPU burns overlapped: not serialized by one GIL
+    assert overlap > 0, spans
 
 
 def _start_broken(azurite: Azurite, tmp_path: Path, app_code: str, env: dict[str, str] | None = None) -> Any:

@@ -1,6 +1,7 @@
 """A small app of sample orchestrations that pins devhost's protocol behaviour (not part of the product)."""
 
 import json
+import os
 import time
 from datetime import timedelta
 from typing import Any
@@ -23,11 +24,11 @@ def fail_always(value: Any) -> None:
 
 @app.activity_trigger(input_name="seconds")
 def burn_cpu(seconds: float) -> dict[str, float]:
-    started = time.process_time()
-    wall = time.perf_counter()
-    while time.process_time() - started < seconds:
+    started = time.thread_time()  # this thread's CPU: two burns sharing one GIL would each take twice as long
+    wall = time.perf_counter()  # CLOCK_MONOTONIC: comparable between the worker processes
+    while time.thread_time() - started < seconds:
         pass
-    return {"start": wall, "end": time.perf_counter()}
+    return {"start": wall, "end": time.perf_counter(), "pid": os.getpid()}
 
 
 @app.activity_trigger(input_name="seconds")
