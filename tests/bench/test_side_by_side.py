@@ -4,6 +4,7 @@ counts the jobs a client does not see finish within the window after the restart
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import time
@@ -44,15 +45,19 @@ class Scripted(System):
 
 def test_stacks_take_turns_and_the_first_run_is_kept_apart(tmp_path: Path) -> None:
     order: list[str] = []
-    systems: list[System] = [Scripted("a", [0.3, 0.05, 0.15], order), Scripted("b", [0.2, 0.1, 0.05], order)]
+    scripts = [Scripted("a", [0.3, 0.05, 0.15], order), Scripted("b", [0.2, 0.1, 0.05], order)]
+    systems: list[System] = list(scripts)
 
     figures = csv_runs(systems, tmp_path / "input.csv", runs=3, timeout=10)
 
     assert order == ["a", "b", "a", "b", "a", "b"]
-    assert figures["a"]["runs_seconds"] == pytest.approx([0.3, 0.05, 0.15], abs=0.04)
-    assert figures["a"]["cold_seconds"] == pytest.approx(0.3, abs=0.04)
-    assert figures["a"]["warm_seconds"] == pytest.approx(0.1, abs=0.04)  # the median of 0.05 and 0.15
-    assert figures["b"]["warm_seconds"] == pytest.approx(0.075, abs=0.04)
+    # Each run is timed from its submit to its completion: at least what it scripted, and not much more (a busy
+    # machine oversleeps, so the bound is loose); the figures are derived from those runs exactly.
+    for script in scripts:
+        scripted, runs = script.seconds, figures[script.name]["runs_seconds"]
+        assert all(want - 0.01 <= got < want + 0.5 for want, got in zip(scripted, runs, strict=True)), runs
+        assert figures[script.name]["cold_seconds"] == runs[0]
+        assert figures[script.name]["warm_seconds"] == round(statistics.median(runs[1:]), 2)
     assert figures["a"]["rows"] == 7 and figures["a"]["peak_pss_mib"] > 0
 
 

@@ -176,6 +176,7 @@ def test_an_always_failing_receiver_opens_the_breaker_and_is_not_hammered_then_r
     host: DevHost, receiver: Receiver
 ) -> None:
     receiver.answer([500])
+    began = time.monotonic()  # the breaker opens after this: a bound on how many open periods the test sees
     first = submit(host, receiver)
     record = dead_letter(host, f"webhook-msg_{first}_completed")
     assert record["error_type"] == "webhook_retries_exhausted" and record["attempts"] == 3
@@ -192,9 +193,11 @@ def test_an_always_failing_receiver_opens_the_breaker_and_is_not_hammered_then_r
     failing_until = time.monotonic() + OPEN_SECONDS + 2.0
     while time.monotonic() < failing_until:
         time.sleep(0.2)
-    # Without a breaker: 2 jobs × 3 attempts within ~2 s. With it: at most one probe per open period.
+    # Without a breaker: 2 jobs × 3 attempts within ~2 s. With it: at most one probe per open period, and
+    # how many periods pass depends on how fast the machine ran the jobs (two, when it is quick).
     during = receiver.count() - 3
-    assert during <= 2, f"the failing host was called {during} times while its breaker was open"
+    periods = 1 + int((time.monotonic() - began) // OPEN_SECONDS)
+    assert during <= min(periods, 5), f"the failing host was called {during} times while its breaker was open"
 
     receiver.answer([200])
     got = receiver.wait_for(lambda got: all(for_job(job_id)(got) and got[-1].status == 200 for job_id in later)
