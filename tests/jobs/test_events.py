@@ -229,7 +229,7 @@ def test_watchers_of_one_job_share_a_read_and_read_again_once_it_is_old() -> Non
 
 def test_a_watcher_that_leaves_does_not_cancel_the_read_of_the_others() -> None:
     shared = SharedReads()
-    client = DurableClient(delay=0.2)
+    client = DurableClient(delay=1.0)  # far longer than the two 0.05 s steps below, on a busy machine too
 
     async def scenario() -> Any:
         leaving = asyncio.create_task(shared.status(client, "job", 1.0))

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import multiprocessing
+import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
@@ -308,8 +309,12 @@ def test_an_http_submit_answers_before_the_start_and_a_failed_start_is_made_good
             failing = UnreachableDurable()
             submitted = await submit_job(failing, clients, request(None, data), answer_before_start=True)
             assert submitted.created and failing.starts == 0  # answered: nothing was awaited
-            await asyncio.sleep(sum(submit.START_ATTEMPTS) + 0.5)
             # One start (which asks after failing whether it landed after all), then retries that ask first.
+            # Awaited by count (a busy machine runs the retries late), then a little longer: no more come.
+            deadline = time.monotonic() + sum(submit.START_ATTEMPTS) + 10
+            while failing.reads < len(submit.START_ATTEMPTS) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
             assert (failing.starts, failing.reads) == (1, len(submit.START_ATTEMPTS))
             record = await job_store.get_job(clients.jobs, submitted.record["job_id"])
             assert record is not None and record["status"] == "PENDING"

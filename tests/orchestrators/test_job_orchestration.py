@@ -291,7 +291,7 @@ def test_a_thirty_day_deadline_job_is_completed_as_soon_as_its_work_is(devhost_f
     status = wait_finished(host, job_id, timeout=20)
     assert status["runtimeStatus"] == "Completed", status
     assert _state(status).status is JobStatus.COMPLETED
-    assert _seconds_between(status["createdTime"], status["lastUpdatedTime"]) < 4
+    assert _seconds_between(status["createdTime"], status["lastUpdatedTime"]) < 10  # not a 2 s leg chain for 30 days
     assert not [event for event in status["historyEvents"] if event["EventType"] == "TimerCreated"]
 
 
