@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 import pytest
 
 from jobs.group_commit import GroupCommit, SingleFlight
+from tests.api.probes import eventually
 
 
 def test_items_submitted_while_a_round_is_in_flight_ride_in_the_next_one_and_each_gets_its_own_outcome():
@@ -92,13 +93,6 @@ def test_an_outage_fails_every_waiting_urgent_caller_at_once():
     assert calls == 1  # the waiting callers did not each try again behind the outage
 
 
-def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the callers never got there"
-        time.sleep(0.005)
-
-
 def _patient_and_urgent_behind_a_round(
     fails: Callable[[list[str]], bool],
 ) -> tuple[list[list[str]], Future[list[str]], Future[list[str]]]:
@@ -115,18 +109,19 @@ def _patient_and_urgent_behind_a_round(
             raise ConnectionError("storage did not answer in time")
         return [item.upper() for item in items]
 
-    # A patience far above the round's 0.1 s: on a busy machine the gate may open late, and "u1" must not go
-    # beside the round then (the next test covers that case on purpose).
+    # A patience far above the time the round is held: on a busy machine the gate may open late, and "u1" must
+    # not go beside the round then (the next test covers that case on purpose).
     group: GroupCommit[str, str] = GroupCommit(
         apply, max_items=10, key=str, urgent=lambda item: item.startswith("u"), patience=5.0
     )
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(group.submit, ["first"])
-        _until(lambda: rounds == [["first"]])
+        eventually(lambda: rounds == [["first"]], timeout=5, interval=0.005)
         patient = pool.submit(group.submit, ["p1"])
-        _until(lambda: len(group._waiting) == 1)  # "p1" queued before "u1" arrives: the round's order is known
+        # "p1" is queued before "u1" arrives, so the next round's order is known.
+        eventually(lambda: len(group._waiting) == 1, timeout=5, interval=0.005)
         urgent = pool.submit(group.submit, ["u1"])
-        _until(lambda: len(group._waiting) == 2)
+        eventually(lambda: len(group._waiting) == 2, timeout=5, interval=0.005)
         gate.set()
         assert first.result(5) == ["FIRST"]
         wait([patient, urgent], timeout=5)
