@@ -261,6 +261,9 @@ def test_a_small_job_of_several_chunks_is_one_step_and_a_larger_one_is_staged(
     assert _scheduled(host, larger["id"]) == ["complete_job", "prepare_or_run_job", *["process_chunk"] * 3]
 
 
+MANAGEMENT = "/runtime/webhooks/durabletask"
+
+
 def _start_again(host: DevHost, job_id: str) -> None:
     """Start the job's orchestration once more with its own input, as a start request that reached the host
     only after the job ended would (Azure restarts a finished instance: NonRunningStates may be overridden)."""
@@ -270,9 +273,6 @@ def _start_again(host: DevHost, job_id: str) -> None:
     again = host.client.post(f"{MANAGEMENT}/orchestrators/job_orchestrator/{job_id}", json=status.json()["input"])
     assert again.status_code == 202, again.text
     _ended_instance(host, job_id, "the second execution never ended")
-
-
-MANAGEMENT = "/runtime/webhooks/durabletask"
 
 
 def _ended_instance(host: DevHost, job_id: str, message: str) -> httpx.Response:
