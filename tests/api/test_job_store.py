@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 import pytest
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
@@ -30,7 +30,7 @@ from storage.names import (
     QUEUES,
     upload_blob_name,
 )
-from tests.api.probes import count_blobs
+from tests.api.probes import count_blobs, queue_messages
 
 T = TypeVar("T")
 
@@ -159,23 +159,14 @@ def dead_letter(created: str, source: Literal["job", "poison"] = "job") -> DeadL
     }  # fmt: skip
 
 
-def deadletter_queue_length(settings: Settings) -> int:
-    """Messages on the dead-letter queue (nothing consumes it here; other tests of the session add theirs)."""
-    queue = QueueClient.from_connection_string(str(settings.storage_connection_string), DEADLETTER_QUEUE)
-    with queue:
-        try:
-            return int(queue.get_queue_properties().approximate_message_count or 0)
-        except ResourceNotFoundError:
-            return 0
-
-
 def test_dead_letters_are_recorded_once_listed_newest_first_and_purged(settings):
     old = dead_letter(iso(utc_now() - timedelta(days=40)))
     new = dead_letter(iso(utc_now()))
-    queued = deadletter_queue_length(settings)
+    connection = str(settings.storage_connection_string)
+    queued = queue_messages(connection, DEADLETTER_QUEUE)
     for record in (old, new, old):
         dead_letters.record_dead_letter(settings, record)
-    assert deadletter_queue_length(settings) - queued == 2  # the second record of `old` sent nothing
+    assert queue_messages(connection, DEADLETTER_QUEUE) - queued == 2  # the second record of `old` sent nothing
 
     async def listing() -> list[str]:
         clients = await storage_clients(settings)

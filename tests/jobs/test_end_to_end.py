@@ -21,8 +21,10 @@ from devhost.testing.azurite import Azurite
 from devhost.testing.harness import APP_TEST_ENV, DevHost
 from kinds.base import BytesSource
 from kinds.simulate import expected_checksum
+from shared.contracts import JOB_ORCHESTRATOR
 from tests.conftest import DEFAULT_TEST_ENV
 from tests.kinds.reference import single_pass_report
+from tests.orchestrators.helpers import WEBHOOKS, wait_finished
 
 pytestmark = pytest.mark.slow
 
@@ -261,30 +263,15 @@ def test_a_small_job_of_several_chunks_is_one_step_and_a_larger_one_is_staged(
     assert _scheduled(host, larger["id"]) == ["complete_job", "prepare_or_run_job", *["process_chunk"] * 3]
 
 
-MANAGEMENT = "/runtime/webhooks/durabletask"
-
-
 def _start_again(host: DevHost, job_id: str) -> None:
     """Start the job's orchestration once more with its own input, as a start request that reached the host
     only after the job ended would (Azure restarts a finished instance: NonRunningStates may be overridden)."""
     # The job's row may say it ended a step before its orchestration does (the activity writes the outcome,
     # then the last episode checkpoints), so wait for the instance too.
-    status = _ended_instance(host, job_id, "the first execution never ended")
-    again = host.client.post(f"{MANAGEMENT}/orchestrators/job_orchestrator/{job_id}", json=status.json()["input"])
+    first = wait_finished(host, job_id, timeout=30)
+    again = host.client.post(f"{WEBHOOKS}/orchestrators/{JOB_ORCHESTRATOR}/{job_id}", json=first["input"])
     assert again.status_code == 202, again.text
-    _ended_instance(host, job_id, "the second execution never ended")
-
-
-def _ended_instance(host: DevHost, job_id: str, message: str) -> httpx.Response:
-    """The instance's status once it has ended (the management API answers 202 while it runs)."""
-    deadline = time.monotonic() + 30
-    while (
-        status := host.client.get(f"{MANAGEMENT}/instances/{job_id}", params={"showInput": "true"})
-    ).status_code == 202:
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
-    assert status.status_code == 200, status.text
-    return status
+    wait_finished(host, job_id, timeout=30)
 
 
 @pytest.mark.parametrize(
